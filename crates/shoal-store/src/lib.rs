@@ -1,0 +1,108 @@
+//! Shoal's state store: desired and observed state as a revisioned key-value map.
+//!
+//! Every write happens in a [`Txn`] and gets the next store-wide [`Revision`]; readers
+//! `list` a prefix (getting the revision it was read at) and then `watch` the prefix
+//! from that revision, as a Kubernetes informer does with etcd. Values are opaque bytes
+//! (the callers store JSON). Backends: [`MemoryStore`] (tests) and [`RedbStore`]
+//! (embedded, durable, the default); etcd comes later behind the same trait.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// A store-wide, strictly increasing write counter. Revision 0 means "before anything".
+pub type Revision = u64;
+
+/// One stored key with its value and the revisions that created and last changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+/// A condition a transaction checks on a key before it applies anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No condition.
+    Any,
+    /// The key must not exist.
+    Absent,
+    /// The key must exist (any revision).
+    Present,
+    /// The key must exist with exactly this `mod_revision`.
+    ModRevision(Revision),
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOp {
+    Put { key: String, value: Vec<u8>, expect: Expect },
+    Delete { key: String, expect: Expect },
+}
+
+/// A batch of operations applied atomically: either every precondition holds and every
+/// operation is applied at one new revision, or nothing changes.
+pub type Txn = Vec<TxnOp>;
+
+/// A change seen by a watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Put(KeyValue),
+    Delete { key: String, revision: Revision },
+}
+
+impl Event {
+    pub fn key(&self) -> &str {
+        match self {
+            Event::Put(kv) => &kv.key,
+            Event::Delete { key, .. } => key,
+        }
+    }
+    pub fn revision(&self) -> Revision {
+        match self {
+            Event::Put(kv) => kv.mod_revision,
+            Event::Delete { revision, .. } => *revision,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A transaction's precondition did not hold; nothing was applied.
+    #[error("Precondition failed on key {key}")]
+    Conflict { key: String },
+    /// A watch asked for history the store no longer keeps (or the watcher fell too far
+    /// behind). The caller must `list` again and watch from the new revision.
+    #[error("Revision {requested} is compacted; list again (oldest kept is {oldest})")]
+    Compacted { requested: Revision, oldest: Revision },
+    #[error("Store backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("Store is closed")]
+    Closed,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The seam every backend implements. One conformance suite (`tests/conformance.rs`)
+/// runs against each.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// One key, or `None`.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+
+    /// Every key starting with `prefix`, in key order, and the revision they were read at.
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
+
+    /// Applies `txn` atomically and returns the new revision.
+    async fn txn(&self, txn: Txn) -> Result<Revision>;
+
+    /// Changes to keys under `prefix` with a revision strictly greater than `after`, in
+    /// revision order, first the kept history then live changes. Ends with
+    /// `Err(Compacted)` when the history needed is gone or the watcher lagged.
+    async fn watch(&self, prefix: &str, after: Revision)
+        -> Result<BoxStream<'static, Result<Event>>>;
+
+    /// The revision of the latest write.
+    async fn revision(&self) -> Result<Revision>;
+}
