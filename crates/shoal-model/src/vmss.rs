@@ -1,0 +1,621 @@
+//! `Microsoft.Compute/virtualMachineScaleSets` in Azure's JSON shape.
+//!
+//! Requests arrive as JSON, are merged over the stored model (PUT and PATCH both keep
+//! what they omit), parsed into [`VirtualMachineScaleSet`] (a wrong type is a 400 naming
+//! the field), given Azure's defaults by [`normalize`] and checked by [`validate`].
+//! Fields Shoal does not act on are kept as raw JSON so they round-trip.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ArmError;
+use crate::{arm_enum, duration, sku};
+
+pub const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
+pub const VMSS_VM_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines";
+pub const MAX_CAPACITY: i64 = 1000;
+
+arm_enum!(UpgradeMode { Automatic = "Automatic", Manual = "Manual", Rolling = "Rolling" });
+arm_enum!(RepairAction { Replace = "Replace", Restart = "Restart", Reimage = "Reimage" });
+arm_enum!(ScaleInRule { Default = "Default", NewestVm = "NewestVM", OldestVm = "OldestVM" });
+arm_enum!(OrchestrationMode { Uniform = "Uniform", Flexible = "Flexible" });
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineScaleSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<Sku>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_location: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<VmssProperties>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sku {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmssProperties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_policy: Option<UpgradePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_repairs_policy: Option<AutomaticRepairsPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine_profile: Option<VmProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overprovision: Option<bool>,
+    #[serde(
+        rename = "doNotRunExtensionsOnOverprovisionedVMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub do_not_run_extensions_on_overprovisioned_vms: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_placement_group: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_balance: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_fault_domain_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_in_policy: Option<ScaleInPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestration_mode: Option<OrchestrationMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_capabilities: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proximity_placement_group: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_restore_policy: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_mix_policy: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resiliency_policy: Option<Value>,
+    /// Read-only, set by Shoal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+    /// Read-only, set by Shoal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_id: Option<String>,
+    /// Read-only, set by Shoal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_created: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradePolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<UpgradeMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_upgrade_policy: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_os_upgrade_policy: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutomaticRepairsPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair_action: Option<RepairAction>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleInPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<ScaleInRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_deletion: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_profile: Option<OsProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_profile: Option<StorageProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_profile: Option<NetworkProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_profile: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics_profile: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_events_profile: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_profile: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_profile: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_profile: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OsProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer_name_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_username: Option<String>,
+    /// Accepted, never stored in what GET returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<String>,
+    /// Base64; reaches the instance as a file (`SHOAL_CUSTOM_DATA`). Not returned by GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_configuration: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_configuration: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_extension_operations: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_reference: Option<ImageReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_disk: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_disks: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_controller_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Read-only: the version an `id` without a version resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_probe: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface_configurations: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_api_version: Option<String>,
+}
+
+/// Deep-merges `incoming` over `base`: objects merge key by key, anything else
+/// (including arrays) replaces; `null` in `incoming` leaves the stored value alone.
+pub fn merge_json(base: &mut Value, incoming: &Value) {
+    match (base, incoming) {
+        (Value::Object(b), Value::Object(i)) => {
+            for (k, v) in i {
+                if v.is_null() {
+                    continue;
+                }
+                match b.get_mut(k) {
+                    Some(existing) => merge_json(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, i) if !i.is_null() => *b = i.clone(),
+        _ => {}
+    }
+}
+
+/// Parses a JSON value into a typed resource, naming the offending field on error.
+pub fn parse_typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, ArmError> {
+    let text = value.to_string();
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde_json appends " at line 1 column N": meaningless for the caller.
+        let inner = inner
+            .split(" at line ")
+            .next()
+            .unwrap_or(&inner)
+            .to_string();
+        ArmError::invalid_parameter(
+            path.clone(),
+            format!("Property '{path}' is invalid: {inner}."),
+        )
+    })
+}
+
+impl VirtualMachineScaleSet {
+    pub fn props(&self) -> &VmssProperties {
+        static EMPTY: std::sync::OnceLock<VmssProperties> = std::sync::OnceLock::new();
+        self.properties
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(VmssProperties::default))
+    }
+
+    pub fn capacity(&self) -> i64 {
+        self.sku.as_ref().and_then(|s| s.capacity).unwrap_or(0)
+    }
+
+    pub fn sku_name(&self) -> &str {
+        self.sku
+            .as_ref()
+            .and_then(|s| s.name.as_deref())
+            .unwrap_or("")
+    }
+
+    pub fn profile(&self) -> Option<&VmProfile> {
+        self.props().virtual_machine_profile.as_ref()
+    }
+
+    pub fn image_id(&self) -> Option<&str> {
+        self.profile()?
+            .storage_profile
+            .as_ref()?
+            .image_reference
+            .as_ref()?
+            .id
+            .as_deref()
+    }
+
+    pub fn custom_data(&self) -> Option<&str> {
+        self.profile()?.os_profile.as_ref()?.custom_data.as_deref()
+    }
+
+    pub fn upgrade_mode(&self) -> UpgradeMode {
+        self.props()
+            .upgrade_policy
+            .as_ref()
+            .and_then(|u| u.mode)
+            .unwrap_or(UpgradeMode::Manual)
+    }
+
+    pub fn scale_in_rule(&self) -> ScaleInRule {
+        self.props()
+            .scale_in_policy
+            .as_ref()
+            .and_then(|p| p.rules.as_ref())
+            .and_then(|r| r.first().copied())
+            .unwrap_or(ScaleInRule::Default)
+    }
+
+    pub fn orchestration_mode(&self) -> OrchestrationMode {
+        self.props()
+            .orchestration_mode
+            .unwrap_or(OrchestrationMode::Uniform)
+    }
+
+    pub fn computer_name_prefix(&self) -> Option<&str> {
+        self.profile()?
+            .os_profile
+            .as_ref()?
+            .computer_name_prefix
+            .as_deref()
+    }
+
+    /// The model as GET shows it: secrets (admin password, custom data) removed.
+    pub fn public_view(&self) -> VirtualMachineScaleSet {
+        let mut v = self.clone();
+        if let Some(os) = v
+            .properties
+            .as_mut()
+            .and_then(|p| p.virtual_machine_profile.as_mut())
+            .and_then(|p| p.os_profile.as_mut())
+        {
+            os.admin_password = None;
+            os.custom_data = None;
+        }
+        v
+    }
+}
+
+/// Fills in Azure's defaults for everything a create may omit.
+pub fn normalize(v: &mut VirtualMachineScaleSet) {
+    let sku = v.sku.get_or_insert_with(Sku::default);
+    if sku.capacity.is_none() {
+        sku.capacity = Some(2);
+    }
+    if sku.tier.is_none() {
+        sku.tier = Some("Standard".into());
+    }
+    if let Some(name) = sku.name.as_deref().and_then(sku::lookup) {
+        sku.name = Some(name.name);
+    }
+    let p = v.properties.get_or_insert_with(VmssProperties::default);
+    let mode = *p
+        .orchestration_mode
+        .get_or_insert(OrchestrationMode::Uniform);
+    p.upgrade_policy
+        .get_or_insert_with(UpgradePolicy::default)
+        .mode
+        .get_or_insert(UpgradeMode::Manual);
+    p.overprovision
+        .get_or_insert(mode == OrchestrationMode::Uniform);
+    p.single_placement_group.get_or_insert(true);
+    p.platform_fault_domain_count.get_or_insert(1);
+    p.scale_in_policy
+        .get_or_insert_with(ScaleInPolicy::default)
+        .rules
+        .get_or_insert_with(|| vec![ScaleInRule::Default]);
+    if let Some(r) = p.automatic_repairs_policy.as_mut() {
+        r.enabled.get_or_insert(false);
+        r.grace_period.get_or_insert("PT10M".into());
+        r.repair_action.get_or_insert(RepairAction::Replace);
+    }
+}
+
+/// Checks a normalized model (and, for an update, what may not change).
+pub fn validate(
+    v: &VirtualMachineScaleSet,
+    previous: Option<&VirtualMachineScaleSet>,
+) -> Result<(), ArmError> {
+    if v.location.as_deref().is_none_or(|l| l.trim().is_empty()) {
+        return Err(ArmError::invalid_parameter(
+            "location",
+            "A location is required (e.g. \"local\").",
+        ));
+    }
+    let sku = v.sku.as_ref();
+    let Some(sku_name) = sku.and_then(|s| s.name.as_deref()) else {
+        return Err(ArmError::invalid_parameter(
+            "sku.name",
+            format!("A size is required in sku.name, e.g. {}.", sku::examples()),
+        ));
+    };
+    if sku::lookup(sku_name).is_none() {
+        return Err(ArmError::invalid_parameter(
+            "sku.name",
+            format!(
+                "The size '{sku_name}' is not known. Use Shoal_<N>vCPU_<M>MB or an Azure size such as {}; `shoal vmss list-skus` lists them.",
+                sku::examples()
+            ),
+        ));
+    }
+    let capacity = v.capacity();
+    if !(0..=MAX_CAPACITY).contains(&capacity) {
+        return Err(ArmError::invalid_parameter(
+            "sku.capacity",
+            format!("Capacity {capacity} is out of range: use 0 to {MAX_CAPACITY}."),
+        ));
+    }
+    if v.image_id().is_none_or(|id| id.trim().is_empty()) {
+        return Err(ArmError::invalid_parameter(
+            "properties.virtualMachineProfile.storageProfile.imageReference.id",
+            "An image is required: the id of a gallery image version (or of an image definition, meaning its latest version).",
+        ));
+    }
+    if let Some(zones) = &v.zones {
+        for z in zones {
+            if !["1", "2", "3"].contains(&z.as_str()) {
+                return Err(ArmError::invalid_parameter(
+                    "zones",
+                    format!("Zone '{z}' is invalid: use \"1\", \"2\" or \"3\"."),
+                ));
+            }
+        }
+    }
+    let p = v.props();
+    if let Some(fd) = p.platform_fault_domain_count {
+        if !(1..=5).contains(&fd) {
+            return Err(ArmError::invalid_parameter(
+                "properties.platformFaultDomainCount",
+                format!("platformFaultDomainCount {fd} is out of range: use 1 to 5."),
+            ));
+        }
+    }
+    if let Some(rules) = p.scale_in_policy.as_ref().and_then(|s| s.rules.as_ref()) {
+        if rules.len() > 1 {
+            return Err(ArmError::invalid_parameter(
+                "properties.scaleInPolicy.rules",
+                "Give one scale-in rule: Default, NewestVM or OldestVM.",
+            ));
+        }
+    }
+    if let Some(r) = &p.automatic_repairs_policy {
+        if let Some(g) = &r.grace_period {
+            match duration::parse_iso8601(g) {
+                Some(secs) if (1..=90 * 60).contains(&secs) => {}
+                _ => {
+                    return Err(ArmError::invalid_parameter(
+                        "properties.automaticRepairsPolicy.gracePeriod",
+                        format!("gracePeriod '{g}' is invalid: use an ISO 8601 duration from PT1S to PT90M."),
+                    ))
+                }
+            }
+        }
+    }
+    if let Some(cd) = v.custom_data() {
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(cd) {
+            Ok(bytes) if bytes.len() <= 65_535 => {}
+            Ok(_) => {
+                return Err(ArmError::invalid_parameter(
+                    "properties.virtualMachineProfile.osProfile.customData",
+                    "customData is larger than 64 KiB once decoded.",
+                ))
+            }
+            Err(_) => {
+                return Err(ArmError::invalid_parameter(
+                    "properties.virtualMachineProfile.osProfile.customData",
+                    "customData must be base64-encoded.",
+                ))
+            }
+        }
+    }
+    if let Some(prev) = previous {
+        let immutable = |target: &str, what: &str| {
+            Err(ArmError::new(
+                409,
+                "PropertyChangeNotAllowed",
+                format!(
+                    "Changing property '{what}' is not allowed after the scale set is created."
+                ),
+            )
+            .with_target(target.to_string()))
+        };
+        if prev.orchestration_mode() != v.orchestration_mode() {
+            return immutable("properties.orchestrationMode", "orchestrationMode");
+        }
+        if prev.props().platform_fault_domain_count != p.platform_fault_domain_count {
+            return immutable(
+                "properties.platformFaultDomainCount",
+                "platformFaultDomainCount",
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({
+            "location": "local",
+            "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 3},
+            "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "/x"}}}}
+        })
+    }
+
+    #[test]
+    fn minimal_create_gets_azure_defaults() {
+        let mut v: VirtualMachineScaleSet = parse_typed(&minimal()).unwrap();
+        normalize(&mut v);
+        validate(&v, None).unwrap();
+        assert_eq!(v.upgrade_mode(), UpgradeMode::Manual);
+        assert_eq!(v.orchestration_mode(), OrchestrationMode::Uniform);
+        assert_eq!(v.scale_in_rule(), ScaleInRule::Default);
+        assert_eq!(v.capacity(), 3);
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let mut body = minimal();
+        body["sku"]["capacity"] = json!("three");
+        let err = parse_typed::<VirtualMachineScaleSet>(&body).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert_eq!(err.target.as_deref(), Some("sku.capacity"));
+        let mut body = minimal();
+        body["properties"]["upgradePolicy"] = json!({"mode": "Sometimes"});
+        let err = parse_typed::<VirtualMachineScaleSet>(&body).unwrap_err();
+        assert_eq!(err.target.as_deref(), Some("properties.upgradePolicy.mode"));
+    }
+
+    #[test]
+    fn enums_are_case_insensitive_and_unknown_fields_ignored() {
+        let mut body = minimal();
+        body["properties"]["upgradePolicy"] = json!({"mode": "automatic"});
+        body["properties"]["somethingNew"] = json!({"a": 1});
+        let v: VirtualMachineScaleSet = parse_typed(&body).unwrap();
+        assert_eq!(v.upgrade_mode(), UpgradeMode::Automatic);
+    }
+
+    #[test]
+    fn required_fields_and_ranges() {
+        for (path, value, target) in [
+            ("/location", Value::Null, "location"),
+            ("/sku/name", json!("Huge_1"), "sku.name"),
+            ("/sku/capacity", json!(1001), "sku.capacity"),
+            ("/sku/capacity", json!(-1), "sku.capacity"),
+        ] {
+            let mut body = minimal();
+            *body.pointer_mut(path).unwrap() = value;
+            let mut v: VirtualMachineScaleSet = parse_typed(&body).unwrap();
+            normalize(&mut v);
+            let err = validate(&v, None).unwrap_err();
+            assert_eq!(err.target.as_deref(), Some(target), "{path}");
+        }
+    }
+
+    #[test]
+    fn orchestration_mode_cannot_change() {
+        let mut a: VirtualMachineScaleSet = parse_typed(&minimal()).unwrap();
+        normalize(&mut a);
+        let mut b = a.clone();
+        b.properties.as_mut().unwrap().orchestration_mode = Some(OrchestrationMode::Flexible);
+        assert_eq!(
+            validate(&b, Some(&a)).unwrap_err().code,
+            "PropertyChangeNotAllowed"
+        );
+    }
+
+    #[test]
+    fn merge_keeps_omitted_values() {
+        let mut base = minimal();
+        merge_json(
+            &mut base,
+            &json!({"sku": {"capacity": 10}, "tags": {"a": "b"}}),
+        );
+        assert_eq!(base["sku"]["name"], "Shoal_1vCPU_512MB");
+        assert_eq!(base["sku"]["capacity"], 10);
+        assert_eq!(base["tags"]["a"], "b");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(s in "\\PC{0,200}") {
+            if let Ok(v) = serde_json::from_str::<Value>(&s) {
+                if let Ok(mut m) = parse_typed::<VirtualMachineScaleSet>(&v) {
+                    normalize(&mut m);
+                    let _ = validate(&m, None);
+                }
+            }
+        }
+    }
+}
