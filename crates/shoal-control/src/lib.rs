@@ -1,1 +1,13 @@
-//! shoal-control
+//! Shoal's control plane: controllers that keep observed state equal to desired state.
+//!
+//! Each controller is a pure planner (input → plan, no I/O, property-tested) plus a thin
+//! runner that reads the store, calls the planner and writes the plan back.
+
+pub mod clock;
+pub mod controller;
+pub mod kv;
+pub mod operations;
+pub mod planner;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use controller::Controller;
