@@ -9,6 +9,17 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+mod apply;
+mod ext;
+mod memory;
+mod redb_store;
+pub mod watch;
+
+pub use ext::StoreExt;
+pub use memory::MemoryStore;
+pub use redb_store::{RedbStore, RedbStoreError};
+pub use watch::{WatchConfig, WatchHub};
+
 /// A store-wide, strictly increasing write counter. Revision 0 means "before anything".
 pub type Revision = u64;
 
@@ -37,8 +48,15 @@ pub enum Expect {
 /// One operation of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOp {
-    Put { key: String, value: Vec<u8>, expect: Expect },
-    Delete { key: String, expect: Expect },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    },
+    Delete {
+        key: String,
+        expect: Expect,
+    },
 }
 
 /// A batch of operations applied atomically: either every precondition holds and every
@@ -75,7 +93,10 @@ pub enum StoreError {
     /// A watch asked for history the store no longer keeps (or the watcher fell too far
     /// behind). The caller must `list` again and watch from the new revision.
     #[error("Revision {requested} is compacted; list again (oldest kept is {oldest})")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("Store backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("Store is closed")]
@@ -94,14 +115,20 @@ pub trait Store: Send + Sync + 'static {
     /// Every key starting with `prefix`, in key order, and the revision they were read at.
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
 
-    /// Applies `txn` atomically and returns the new revision.
+    /// Applies `txn` atomically and returns the new revision. Every precondition is
+    /// checked against the state before the transaction; then the operations apply in
+    /// order. A transaction that changes nothing (empty, or deleting only absent keys)
+    /// takes no new revision and returns the current one.
     async fn txn(&self, txn: Txn) -> Result<Revision>;
 
     /// Changes to keys under `prefix` with a revision strictly greater than `after`, in
     /// revision order, first the kept history then live changes. Ends with
     /// `Err(Compacted)` when the history needed is gone or the watcher lagged.
-    async fn watch(&self, prefix: &str, after: Revision)
-        -> Result<BoxStream<'static, Result<Event>>>;
+    async fn watch(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<BoxStream<'static, Result<Event>>>;
 
     /// The revision of the latest write.
     async fn revision(&self) -> Result<Revision>;

@@ -1,0 +1,877 @@
+//! The conformance suite every `Store` backend must pass.
+//!
+//! Each check is written once, as an async function taking a [`Factory`]; the
+//! `conformance!` macro instantiates it as a test per backend (`memory::*`,
+//! `redb::*`). Backend-specific behaviour (redb durability and locking) follows at the
+//! end, and a property test compares each backend with a plain `BTreeMap` model.
+
+// All of this file is test code, but clippy's `allow-unwrap-in-tests` only covers
+// `#[test]` functions, not the shared checks they call.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
+use proptest::prelude::*;
+use shoal_store::{
+    Event, Expect, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreError, StoreExt, Txn,
+    TxnOp, WatchConfig,
+};
+use tempfile::TempDir;
+
+/// A fresh, empty store and whatever must live as long as it.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<TempDir>,
+}
+
+type Factory = fn(WatchConfig) -> Fixture;
+
+fn memory(config: WatchConfig) -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::with_watch_config(config)),
+        _dir: None,
+    }
+}
+
+fn redb(config: WatchConfig) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = RedbStore::open_with(dir.path().join("state.redb"), config).expect("open redb");
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+fn default_store(factory: Factory) -> Fixture {
+    factory(WatchConfig::default())
+}
+
+/// A generous deadline: tests wait for outcomes, they do not measure speed.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn next(watch: &mut BoxStream<'static, Result<Event, StoreError>>) -> Event {
+    tokio::time::timeout(DEADLINE, watch.next())
+        .await
+        .expect("an event before the deadline")
+        .expect("the stream to go on")
+        .expect("an event, not an error")
+}
+
+async fn next_err(watch: &mut BoxStream<'static, Result<Event, StoreError>>) -> StoreError {
+    match tokio::time::timeout(DEADLINE, watch.next()).await {
+        Ok(Some(Err(err))) => err,
+        other => panic!("expected an error from the watch, got {other:?}"),
+    }
+}
+
+fn put_op(key: &str, value: &str, expect: Expect) -> TxnOp {
+    TxnOp::Put {
+        key: key.into(),
+        value: value.into(),
+        expect,
+    }
+}
+
+fn delete_op(key: &str, expect: Expect) -> TxnOp {
+    TxnOp::Delete {
+        key: key.into(),
+        expect,
+    }
+}
+
+fn keys(kvs: &[KeyValue]) -> Vec<&str> {
+    kvs.iter().map(|kv| kv.key.as_str()).collect()
+}
+
+fn is_conflict(result: Result<Revision, StoreError>, on: &str) -> bool {
+    matches!(result, Err(StoreError::Conflict { key }) if key == on)
+}
+
+async fn get_list_and_prefix_isolation(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    assert_eq!(s.get("a/1").await.unwrap(), None);
+    assert_eq!(s.list("").await.unwrap(), (vec![], 0));
+
+    for key in ["b/1", "a/2", "ab", "a/1", "a"] {
+        s.put(key, format!("value of {key}")).await.unwrap();
+    }
+    let a1 = s.get("a/1").await.unwrap().expect("a/1 exists");
+    assert_eq!(a1.value, b"value of a/1");
+    assert_eq!(s.get("a/3").await.unwrap(), None);
+
+    let (kvs, at) = s.list("a/").await.unwrap();
+    assert_eq!(keys(&kvs), ["a/1", "a/2"], "a/ must not see a or ab");
+    assert_eq!(at, s.revision().await.unwrap());
+    let (kvs, _) = s.list("a").await.unwrap();
+    assert_eq!(keys(&kvs), ["a", "a/1", "a/2", "ab"]);
+    let (kvs, _) = s.list("").await.unwrap();
+    assert_eq!(keys(&kvs), ["a", "a/1", "a/2", "ab", "b/1"]);
+    let (kvs, _) = s.list("c").await.unwrap();
+    assert!(kvs.is_empty());
+    // Values come back exactly, including non-UTF-8 bytes.
+    s.put("bin", vec![0u8, 255, 10]).await.unwrap();
+    assert_eq!(s.get("bin").await.unwrap().unwrap().value, [0u8, 255, 10]);
+}
+
+async fn revisions_strictly_increase(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    assert_eq!(s.revision().await.unwrap(), 0);
+    let mut last = 0;
+    for i in 0..20 {
+        let rev = s.put(format!("k{}", i % 3), "v").await.unwrap();
+        assert!(rev > last, "revision {rev} after {last}");
+        assert_eq!(s.revision().await.unwrap(), rev);
+        let (_, listed_at) = s.list("k").await.unwrap();
+        assert_eq!(listed_at, rev);
+        last = rev;
+    }
+    // A multi-operation transaction takes one revision for all its operations.
+    let rev = s
+        .txn(vec![
+            put_op("m/1", "x", Expect::Any),
+            put_op("m/2", "y", Expect::Any),
+        ])
+        .await
+        .unwrap();
+    assert!(rev > last);
+    let (kvs, _) = s.list("m/").await.unwrap();
+    assert!(kvs.iter().all(|kv| kv.mod_revision == rev));
+}
+
+async fn create_revision_and_mod_revision(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    let created = s.create("k", "1").await.unwrap();
+    let updated = s.put("k", "2").await.unwrap();
+    let kv = s.get("k").await.unwrap().unwrap();
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.value.as_slice()),
+        (created, updated, b"2".as_slice())
+    );
+    s.delete("k").await.unwrap();
+    let recreated = s.create("k", "3").await.unwrap();
+    let kv = s.get("k").await.unwrap().unwrap();
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision),
+        (recreated, recreated)
+    );
+    assert!(recreated > updated);
+}
+
+async fn every_expectation(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    let created = s.create("k", "1").await.unwrap();
+    assert!(is_conflict(s.create("k", "again").await, "k"));
+    assert!(is_conflict(
+        s.put_if("missing", "v", Expect::Present).await,
+        "missing"
+    ));
+    assert!(is_conflict(
+        s.put_if("missing", "v", Expect::ModRevision(created)).await,
+        "missing"
+    ));
+    assert!(is_conflict(
+        s.put_if("k", "v", Expect::ModRevision(created + 100)).await,
+        "k"
+    ));
+    assert_eq!(
+        s.revision().await.unwrap(),
+        created,
+        "conflicts take no revision"
+    );
+    assert_eq!(s.get("k").await.unwrap().unwrap().value, b"1");
+    assert_eq!(s.get("missing").await.unwrap(), None);
+
+    let r2 = s
+        .put_if("k", "2", Expect::ModRevision(created))
+        .await
+        .unwrap();
+    let r3 = s.put_if("k", "3", Expect::Present).await.unwrap();
+    let r4 = s.put_if("k", "4", Expect::Any).await.unwrap();
+    assert!(created < r2 && r2 < r3 && r3 < r4);
+    assert!(is_conflict(
+        s.txn(vec![delete_op("k", Expect::ModRevision(r3))]).await,
+        "k"
+    ));
+    assert!(is_conflict(
+        s.txn(vec![delete_op("k", Expect::Absent)]).await,
+        "k"
+    ));
+    s.txn(vec![delete_op("k", Expect::ModRevision(r4))])
+        .await
+        .unwrap();
+    assert_eq!(s.get("k").await.unwrap(), None);
+}
+
+async fn conflict_is_atomic(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    let x = s.put("x", "old").await.unwrap();
+    s.put("y", "old").await.unwrap();
+    let before = s.list("").await.unwrap();
+    let mut watch = s.watch("", before.1).await.unwrap();
+
+    // The failing precondition is last: nothing before it may be applied either.
+    let result = s
+        .txn(vec![
+            put_op("x", "new", Expect::ModRevision(x)),
+            delete_op("y", Expect::Present),
+            put_op("z", "new", Expect::Absent),
+            put_op("y", "new", Expect::Absent),
+        ])
+        .await;
+    assert!(is_conflict(result, "y"));
+    assert_eq!(
+        s.list("").await.unwrap(),
+        before,
+        "a failed txn changes nothing"
+    );
+
+    // The next event a watcher sees is the next successful write, not a partial txn.
+    let rev = s.put("w", "after").await.unwrap();
+    let event = next(&mut watch).await;
+    assert_eq!((event.key(), event.revision()), ("w", rev));
+    assert_eq!(rev, before.1 + 1, "the conflicting txn took no revision");
+}
+
+async fn delete_semantics(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    s.put("d/1", "v").await.unwrap();
+    let last = s.put("d/2", "v").await.unwrap();
+
+    // Deleting an absent key changes nothing and takes no revision.
+    assert_eq!(s.delete("d/none").await.unwrap(), last);
+    assert_eq!(
+        s.txn(vec![]).await.unwrap(),
+        last,
+        "an empty txn is a no-op"
+    );
+    assert!(is_conflict(
+        s.txn(vec![delete_op("d/none", Expect::Present)]).await,
+        "d/none"
+    ));
+
+    let mut watch = s.watch("d/", last).await.unwrap();
+    let deleted = s.delete("d/1").await.unwrap();
+    assert!(deleted > last);
+    assert_eq!(s.get("d/1").await.unwrap(), None);
+    let (kvs, at) = s.list("d/").await.unwrap();
+    assert_eq!((keys(&kvs), at), (vec!["d/2"], deleted));
+    assert_eq!(
+        next(&mut watch).await,
+        Event::Delete {
+            key: "d/1".into(),
+            revision: deleted
+        }
+    );
+
+    // Operations apply in order: put then delete of one key leaves it absent, and
+    // delete then put leaves it present with a fresh create revision.
+    let rev = s
+        .txn(vec![
+            put_op("d/3", "v", Expect::Absent),
+            delete_op("d/3", Expect::Absent),
+            delete_op("d/2", Expect::Present),
+            put_op("d/2", "again", Expect::Present),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(s.get("d/3").await.unwrap(), None);
+    let d2 = s.get("d/2").await.unwrap().unwrap();
+    assert_eq!((d2.create_revision, d2.mod_revision), (rev, rev));
+    assert_eq!(d2.value, b"again");
+}
+
+async fn watch_replays_then_follows(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    let r1 = s.put("w/a", "1").await.unwrap();
+    let r2 = s.put("w/b", "2").await.unwrap();
+    let r3 = s.delete("w/a").await.unwrap();
+
+    let mut watch = s.watch("w/", r1).await.unwrap();
+    let e2 = next(&mut watch).await;
+    let Event::Put(kv) = &e2 else {
+        panic!("expected a put, got {e2:?}")
+    };
+    assert_eq!(
+        (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision),
+        ("w/b", b"2".as_slice(), r2)
+    );
+    assert_eq!(
+        next(&mut watch).await,
+        Event::Delete {
+            key: "w/a".into(),
+            revision: r3
+        }
+    );
+
+    // Live changes follow in revision order, each exactly once.
+    let mut written = Vec::new();
+    for i in 0..50 {
+        written.push(s.put(format!("w/{}", i % 7), i.to_string()).await.unwrap());
+    }
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen.push(next(&mut watch).await.revision());
+    }
+    assert_eq!(seen, written);
+    let quiet = tokio::time::timeout(Duration::from_millis(100), watch.next()).await;
+    assert!(quiet.is_err(), "no duplicates after the last event");
+
+    // Several watchers from different revisions see consistent suffixes.
+    let mut from_r2 = s.watch("w/", r2).await.unwrap();
+    assert_eq!(next(&mut from_r2).await.revision(), r3);
+}
+
+async fn watch_filters_by_prefix(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    let start = s.revision().await.unwrap();
+    let mut watch = s.watch("vm/1/", start).await.unwrap();
+    s.put("vm/10/status", "x").await.unwrap();
+    let rev = s
+        .txn(vec![
+            put_op("vm/2/status", "x", Expect::Any),
+            put_op("vm/1/status", "running", Expect::Any),
+            put_op("vm/1/health", "ok", Expect::Any),
+        ])
+        .await
+        .unwrap();
+    s.put("other", "x").await.unwrap();
+    let last = s.delete("vm/1/health").await.unwrap();
+
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(next(&mut watch).await);
+    }
+    let seen: Vec<_> = events.iter().map(|e| (e.key(), e.revision())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("vm/1/status", rev),
+            ("vm/1/health", rev),
+            ("vm/1/health", last)
+        ]
+    );
+}
+
+async fn watch_from_now_waits_for_changes(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    // Both on an empty store and after some writes.
+    for round in 0..2 {
+        let now = s.revision().await.unwrap();
+        let mut watch = s.watch("", now).await.unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(100), watch.next()).await;
+        assert!(quiet.is_err(), "round {round}: nothing happened yet");
+        let rev = s.put("k", "v").await.unwrap();
+        assert_eq!(next(&mut watch).await.revision(), rev);
+    }
+}
+
+async fn watch_too_old_revision_is_compacted(factory: Factory) {
+    let f = factory(WatchConfig {
+        history: 4,
+        live_buffer: 64,
+    });
+    let s = &f.store;
+    let mut revs = Vec::new();
+    for i in 0..10 {
+        revs.push(s.put(format!("k{i}"), "v").await.unwrap());
+    }
+    // The last four transactions are kept.
+    let mut watch = s.watch("", revs[5]).await.unwrap();
+    for &rev in &revs[6..] {
+        assert_eq!(next(&mut watch).await.revision(), rev);
+    }
+    let mut watch = s.watch("", revs[2]).await.unwrap();
+    let err = next_err(&mut watch).await;
+    assert!(
+        matches!(err, StoreError::Compacted { requested, .. } if requested == revs[2]),
+        "{err:?}"
+    );
+    assert!(
+        watch.next().await.is_none(),
+        "the stream ends after Compacted"
+    );
+    let mut watch = s.watch("", 0).await.unwrap();
+    assert!(matches!(
+        next_err(&mut watch).await,
+        StoreError::Compacted { .. }
+    ));
+}
+
+async fn lagging_watcher_is_compacted(factory: Factory) {
+    let f = factory(WatchConfig {
+        history: 1000,
+        live_buffer: 4,
+    });
+    let s = &f.store;
+    let now = s.revision().await.unwrap();
+    let mut watch = s.watch("", now).await.unwrap();
+    for i in 0..20 {
+        s.put(format!("k{i}"), "v").await.unwrap();
+    }
+    let err = next_err(&mut watch).await;
+    assert!(matches!(err, StoreError::Compacted { .. }), "{err:?}");
+    assert!(watch.next().await.is_none());
+    // Listing again and watching from there works.
+    let (_, at) = s.list("").await.unwrap();
+    let mut watch = s.watch("", at).await.unwrap();
+    let rev = s.put("again", "v").await.unwrap();
+    assert_eq!(next(&mut watch).await.revision(), rev);
+}
+
+async fn concurrent_writers_lose_nothing(factory: Factory) {
+    const TASKS: usize = 8;
+    const TXNS: usize = 200;
+    let f = default_store(factory);
+    let start = f.store.revision().await.unwrap();
+    let mut watch = f.store.watch("c/", start).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut revs = Vec::new();
+            for i in 0..TXNS {
+                revs.push(store.put(format!("c/{t}/{i:03}"), "v").await.unwrap());
+            }
+            revs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let revs = task.await.unwrap();
+        assert!(
+            revs.windows(2).all(|w| w[0] < w[1]),
+            "each writer sees order"
+        );
+        all.extend(revs);
+    }
+    let unique: HashSet<_> = all.iter().copied().collect();
+    assert_eq!(unique.len(), TASKS * TXNS, "every txn has its own revision");
+    let (kvs, at) = f.store.list("c/").await.unwrap();
+    assert_eq!(kvs.len(), TASKS * TXNS);
+    assert_eq!(at, start + (TASKS * TXNS) as Revision);
+    let mut seen = Vec::new();
+    for _ in 0..TASKS * TXNS {
+        seen.push(next(&mut watch).await.revision());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        seen, all,
+        "the watch sees every write once, in revision order"
+    );
+}
+
+async fn concurrent_compare_and_swap_counts_exactly(factory: Factory) {
+    const TASKS: usize = 8;
+    const INCREMENTS: usize = 20;
+    let f = default_store(factory);
+    f.store.create("counter", "0").await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..INCREMENTS {
+                loop {
+                    let kv = store.get("counter").await.unwrap().unwrap();
+                    let n: u64 = String::from_utf8(kv.value).unwrap().parse().unwrap();
+                    let next = (n + 1).to_string();
+                    match store
+                        .put_if("counter", next, Expect::ModRevision(kv.mod_revision))
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict { .. }) => conflicts += 1,
+                        Err(err) => panic!("unexpected error {err}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let kv = f.store.get("counter").await.unwrap().unwrap();
+    assert_eq!(kv.value, (TASKS * INCREMENTS).to_string().as_bytes());
+}
+
+async fn ext_works_on_dyn_and_refs(factory: Factory) {
+    let f = default_store(factory);
+    let by_ref: &dyn Store = f.store.as_ref();
+    let rev = by_ref.put("e", b"1".as_slice()).await.unwrap();
+    let arc: Arc<dyn Store> = f.store.clone();
+    assert!(arc.create(String::from("e"), "2").await.is_err());
+    assert_eq!(f.store.get("e").await.unwrap().unwrap().mod_revision, rev);
+}
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::memory).await;
+                }
+            )*
+        }
+        mod redb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::redb).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    get_list_and_prefix_isolation,
+    revisions_strictly_increase,
+    create_revision_and_mod_revision,
+    every_expectation,
+    conflict_is_atomic,
+    delete_semantics,
+    watch_replays_then_follows,
+    watch_filters_by_prefix,
+    watch_from_now_waits_for_changes,
+    watch_too_old_revision_is_compacted,
+    lagging_watcher_is_compacted,
+    concurrent_writers_lose_nothing,
+    concurrent_compare_and_swap_counts_exactly,
+    ext_works_on_dyn_and_refs,
+);
+
+// ---- redb only -------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_records_and_revision_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("state.redb");
+    let store = RedbStore::open(&path).unwrap();
+    let created = store.create("vm/1", "creating").await.unwrap();
+    let updated = store.put("vm/1", "running").await.unwrap();
+    store.put("vm/2", "running").await.unwrap();
+    let last = store.delete("vm/2").await.unwrap();
+    // No clean close: the store is simply dropped, as on a crash of the process
+    // (every answered write must already be on disk).
+    drop(store);
+
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.revision().await.unwrap(), last);
+    let kv = store.get("vm/1").await.unwrap().unwrap();
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (b"running".as_slice(), created, updated)
+    );
+    assert_eq!(store.get("vm/2").await.unwrap(), None);
+    assert_eq!(store.list("").await.unwrap().1, last);
+
+    // Watch history starts empty: older revisions are compacted, now waits.
+    let mut old = store.watch("", created).await.unwrap();
+    assert!(matches!(
+        next_err(&mut old).await,
+        StoreError::Compacted { .. }
+    ));
+    let mut watch = store.watch("", last).await.unwrap();
+    let next_rev = store.put("vm/3", "creating").await.unwrap();
+    assert_eq!(next_rev, last + 1, "revisions continue after a restart");
+    assert_eq!(next(&mut watch).await.revision(), next_rev);
+    store.close().await;
+
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.revision().await.unwrap(), next_rev);
+    assert_eq!(store.list("vm/").await.unwrap().0.len(), 2);
+}
+
+/// Set in the child process of [`redb_acknowledged_writes_survive_abort`].
+const CRASH_CHILD: &str = "SHOAL_STORE_CRASH_CHILD";
+const CRASH_WRITES: u64 = 200;
+
+/// A harder crash than a drop: a child process writes, then aborts (no destructors,
+/// no clean close of the database). Every write it saw acknowledged must be there.
+#[test]
+fn redb_acknowledged_writes_survive_abort() {
+    if let Ok(path) = std::env::var(CRASH_CHILD) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = Arc::new(RedbStore::open(&path).unwrap());
+            let mut tasks = Vec::new();
+            for w in 0..4 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..CRASH_WRITES / 4 {
+                        store.put(format!("k/{w}/{i}"), "v").await.unwrap();
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        std::process::abort();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "redb_acknowledged_writes_survive_abort",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CRASH_CHILD, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = RedbStore::open(&path).expect("reopens after a crash");
+        assert_eq!(store.revision().await.unwrap(), CRASH_WRITES);
+        let (kvs, at) = store.list("k/").await.unwrap();
+        assert_eq!((kvs.len() as u64, at), (CRASH_WRITES, CRASH_WRITES));
+        assert_eq!(store.put("after", "v").await.unwrap(), CRASH_WRITES + 1);
+    });
+}
+
+#[tokio::test]
+async fn redb_refuses_a_locked_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let first = RedbStore::open(&path).unwrap();
+    let err = RedbStore::open(&path).expect_err("the file is locked");
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    let mut messages = Vec::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = cause {
+        messages.push(e.to_string());
+        cause = e.source();
+    }
+    let all = messages.join(": ");
+    assert!(
+        all.contains("another shoal may be using this data directory"),
+        "{all}"
+    );
+    first.close().await;
+    RedbStore::open(&path).expect("unlocked after close");
+}
+
+// ---- model-based property test ---------------------------------------------------
+
+const KEYS: [&str; 5] = ["a", "a/1", "a/2", "ab", "b/1"];
+
+#[derive(Debug, Clone)]
+enum OpSpec {
+    Put {
+        key: usize,
+        value: u8,
+        expect: ExpectSpec,
+    },
+    Delete {
+        key: usize,
+        expect: ExpectSpec,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ExpectSpec {
+    Any,
+    Absent,
+    Present,
+    /// The key's actual mod revision (if it has one), else this one.
+    Current(Revision),
+    Exactly(Revision),
+}
+
+fn expect_spec() -> impl Strategy<Value = ExpectSpec> {
+    prop_oneof![
+        Just(ExpectSpec::Any),
+        Just(ExpectSpec::Absent),
+        Just(ExpectSpec::Present),
+        (0..30u64).prop_map(ExpectSpec::Current),
+        (0..30u64).prop_map(ExpectSpec::Exactly),
+    ]
+}
+
+fn op_spec() -> impl Strategy<Value = OpSpec> {
+    prop_oneof![
+        3 => (0..KEYS.len(), any::<u8>(), expect_spec())
+            .prop_map(|(key, value, expect)| OpSpec::Put { key, value, expect }),
+        1 => (0..KEYS.len(), expect_spec()).prop_map(|(key, expect)| OpSpec::Delete { key, expect }),
+    ]
+}
+
+fn txns_spec() -> impl Strategy<Value = Vec<Vec<OpSpec>>> {
+    prop::collection::vec(prop::collection::vec(op_spec(), 0..4), 1..25)
+}
+
+/// The specification: a map and a counter.
+#[derive(Debug, Default)]
+struct Model {
+    map: BTreeMap<String, KeyValue>,
+    revision: Revision,
+}
+
+impl Model {
+    fn expect(&self, key: &str, spec: ExpectSpec) -> Expect {
+        match spec {
+            ExpectSpec::Any => Expect::Any,
+            ExpectSpec::Absent => Expect::Absent,
+            ExpectSpec::Present => Expect::Present,
+            ExpectSpec::Current(fallback) => {
+                Expect::ModRevision(self.map.get(key).map_or(fallback, |kv| kv.mod_revision))
+            }
+            ExpectSpec::Exactly(rev) => Expect::ModRevision(rev),
+        }
+    }
+
+    fn txn(&self, specs: &[OpSpec]) -> Txn {
+        specs
+            .iter()
+            .map(|spec| match *spec {
+                OpSpec::Put { key, value, expect } => TxnOp::Put {
+                    key: KEYS[key].into(),
+                    value: vec![value],
+                    expect: self.expect(KEYS[key], expect),
+                },
+                OpSpec::Delete { key, expect } => TxnOp::Delete {
+                    key: KEYS[key].into(),
+                    expect: self.expect(KEYS[key], expect),
+                },
+            })
+            .collect()
+    }
+
+    fn apply(&mut self, txn: &Txn) -> Result<Revision, String> {
+        for op in txn {
+            let (key, expect) = match op {
+                TxnOp::Put { key, expect, .. } | TxnOp::Delete { key, expect } => (key, *expect),
+            };
+            let current = self.map.get(key).map(|kv| kv.mod_revision);
+            let ok = match expect {
+                Expect::Any => true,
+                Expect::Absent => current.is_none(),
+                Expect::Present => current.is_some(),
+                Expect::ModRevision(rev) => current == Some(rev),
+            };
+            if !ok {
+                return Err(key.clone());
+            }
+        }
+        let rev = self.revision + 1;
+        let mut changed = false;
+        for op in txn {
+            match op {
+                TxnOp::Put { key, value, .. } => {
+                    let create_revision = self.map.get(key).map_or(rev, |kv| kv.create_revision);
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision,
+                        mod_revision: rev,
+                    };
+                    self.map.insert(key.clone(), kv);
+                    changed = true;
+                }
+                TxnOp::Delete { key, .. } => changed |= self.map.remove(key).is_some(),
+            }
+        }
+        if changed {
+            self.revision = rev;
+        }
+        Ok(self.revision)
+    }
+
+    fn list(&self, prefix: &str) -> Vec<KeyValue> {
+        self.map
+            .values()
+            .filter(|kv| kv.key.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn matches_model(factory: Factory, specs: Vec<Vec<OpSpec>>) -> Result<(), TestCaseError> {
+    let f = default_store(factory);
+    let s = &f.store;
+    let mut watch = s.watch("", 0).await.unwrap();
+    let mut model = Model::default();
+    for spec in &specs {
+        let txn = model.txn(spec);
+        let expected = model.apply(&txn);
+        let got = s.txn(txn.clone()).await;
+        match (&expected, got) {
+            (Ok(want), Ok(got)) => prop_assert_eq!(*want, got, "txn {:?}", txn),
+            (Err(want), Err(StoreError::Conflict { key })) => prop_assert_eq!(want, &key),
+            (want, got) => prop_assert!(false, "txn {:?}: want {:?}, got {:?}", txn, want, got),
+        }
+        for prefix in ["", "a", "a/", "b", "c"] {
+            let (kvs, at) = s.list(prefix).await.unwrap();
+            prop_assert_eq!(&kvs, &model.list(prefix));
+            prop_assert_eq!(at, model.revision);
+        }
+        for key in KEYS {
+            prop_assert_eq!(s.get(key).await.unwrap(), model.map.get(key).cloned());
+        }
+    }
+    // Replaying the watch from the beginning rebuilds the same state. A marker write
+    // (outside the model's keys) shows where the history ends.
+    s.put("zz/end", "").await.unwrap();
+    let mut replayed = BTreeMap::new();
+    loop {
+        match next(&mut watch).await {
+            Event::Put(kv) if kv.key == "zz/end" => break,
+            Event::Put(kv) => {
+                replayed.insert(kv.key.clone(), kv);
+            }
+            Event::Delete { key, .. } => {
+                replayed.remove(&key);
+            }
+        }
+    }
+    prop_assert_eq!(replayed, model.map);
+    Ok(())
+}
+
+fn run_model(factory: Factory, specs: Vec<Vec<OpSpec>>) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(matches_model(factory, specs))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        // Integration tests have no lib.rs beside them to persist failures next to.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn memory_matches_model(specs in txns_spec()) {
+        run_model(memory, specs)?;
+    }
+
+    #[test]
+    fn redb_matches_model(specs in txns_spec()) {
+        run_model(redb, specs)?;
+    }
+}
