@@ -1,1 +1,164 @@
-//! shoal-cli
+//! `shoal-cli`: the `az`-shaped command-line client of Shoal.
+//!
+//! The binary `shoal` parses its arguments with clap, flattening [`ClientOptions`] into its
+//! root parser and [`ClientCommand`] into its subcommand enum, then calls [`run`] (or
+//! [`run_and_report`], which also prints errors the way `az` does and yields an exit code).
+//!
+//! Data flow: a parsed command becomes one or more [`ApiRequest`]s (pure functions, no I/O:
+//! `group::request_for`, `vmss::request_for`, `image::create_requests`, …); [`client`] sends
+//! them to the ARM-shaped REST API, [`lro`] waits for long-running operations, and
+//! [`output`] prints the result as JSON or a table on stdout. Progress goes to stderr.
+
+pub mod bundle;
+pub mod client;
+pub mod group;
+pub mod image;
+pub mod image_ref;
+pub mod lro;
+pub mod output;
+pub mod progress;
+pub mod request;
+pub mod vmss;
+
+mod exec;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client::{ArmError, Client, ClientError};
+pub use output::{OutputFormat, Table};
+pub use request::{ApiRequest, Kind};
+
+/// The subscription used when neither `--subscription` nor `SHOAL_SUBSCRIPTION` is set.
+pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+/// The API listens here unless told otherwise.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7070";
+/// Sent as `api-version` on every request; the server accepts any.
+pub const API_VERSION: &str = "2024-07-01";
+
+/// Options every client command takes. They are `global`, so they may be written before or
+/// after the subcommand (`shoal vmss list -g demo -o table`).
+#[derive(Debug, Clone, Args)]
+pub struct ClientOptions {
+    /// Base URL of the Shoal API (`shoal serve` listens on http://127.0.0.1:7070).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_ENDPOINT",
+        default_value = DEFAULT_ENDPOINT,
+        value_name = "URL"
+    )]
+    pub endpoint: reqwest::Url,
+
+    /// Subscription id that every resource id and path is scoped to.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_SUBSCRIPTION",
+        default_value = DEFAULT_SUBSCRIPTION,
+        value_name = "ID"
+    )]
+    pub subscription: String,
+
+    /// Output format: pretty JSON (as `az`), a table, or nothing.
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Json,
+        value_name = "FORMAT"
+    )]
+    pub output: OutputFormat,
+}
+
+impl ClientOptions {
+    /// Options pointing at `endpoint` with the default subscription and JSON output.
+    pub fn new(endpoint: reqwest::Url) -> Self {
+        ClientOptions {
+            endpoint,
+            subscription: DEFAULT_SUBSCRIPTION.to_owned(),
+            output: OutputFormat::Json,
+        }
+    }
+}
+
+/// The client verbs of `shoal`, named as `az` names them.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Manage resource groups: the folders every other resource lives in.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+    /// Upload process images into galleries and manage their versions.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Manage virtual machine scale sets and their instances.
+    #[command(subcommand)]
+    Vmss(vmss::VmssCommand),
+}
+
+/// A complete client-only parser (`shoal-cli`'s own tests use it; the `shoal` binary builds
+/// its own root with the same two pieces plus its server subcommands).
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    about = "Virtual machine scale sets on your own machines",
+    long_about = "Virtual machine scale sets on your own machines.\n\n\
+                  The client commands speak Azure ARM's wire format to a Shoal server \
+                  and mirror `az group`, `az sig` and `az vmss`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub options: ClientOptions,
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+/// Runs one client command against the server named in `opts`.
+///
+/// Results go to stdout in the chosen format, progress to stderr. Errors come back to the
+/// caller; print them with [`report_error`] (or call [`run_and_report`]).
+pub async fn run(opts: ClientOptions, cmd: ClientCommand) -> anyhow::Result<()> {
+    let client = Client::new(&opts)?;
+    let printer = output::Printer::stdout(opts.output);
+    match cmd {
+        ClientCommand::Group(cmd) => group::run(&client, &printer, cmd).await,
+        ClientCommand::Image(cmd) => image::run(&client, &printer, cmd).await,
+        ClientCommand::Vmss(cmd) => vmss::run(&client, &printer, cmd).await,
+    }
+}
+
+/// [`run`], then on error prints it to stderr as `az` does (`ERROR: (Code) message`,
+/// `Target: field`) and returns exit code 1.
+pub async fn run_and_report(opts: ClientOptions, cmd: ClientCommand) -> ExitCode {
+    match run(opts, cmd).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `err` to stderr in `az`'s shape.
+pub fn report_error(err: &anyhow::Error) {
+    eprint!("{}", error_text(err));
+}
+
+/// The text [`report_error`] prints, ending in a newline.
+pub fn error_text(err: &anyhow::Error) -> String {
+    match err.downcast_ref::<ClientError>() {
+        Some(ClientError::Api(arm)) => {
+            let mut text = format!("ERROR: ({}) {}\n", arm.code, arm.message);
+            if let Some(target) = arm.target.as_deref().filter(|t| !t.is_empty()) {
+                text.push_str(&format!("Target: {target}\n"));
+            }
+            text
+        }
+        // The cause of an unreachable server is noise ("tcp connect error: Connection
+        // refused"): the message already says what to do.
+        Some(unreachable @ ClientError::Unreachable { .. }) => format!("ERROR: {unreachable}\n"),
+        _ => format!("ERROR: {err:#}\n"),
+    }
+}
