@@ -1,1 +1,19 @@
-//! shoal-api
+//! Shoal's HTTP API: Azure Resource Manager's wire format for resource groups, gallery
+//! images, scale sets, their instances and operations, plus the endpoints agents use.
+//!
+//! Requests enter through [`server::router`], are parsed into a [`routes::Route`] and
+//! handled by the module of their resource, which validates and writes desired state to
+//! the store. Nothing here runs instances: controllers and agents do.
+
+pub mod agent_api;
+pub mod groups;
+pub mod logs;
+pub mod response;
+pub mod routes;
+pub mod scalesets;
+pub mod server;
+pub mod state;
+pub mod views;
+
+pub use server::router;
+pub use state::ApiState;

@@ -218,8 +218,8 @@ impl Controller {
                 &mut || uuid::Uuid::new_v4().to_string(),
             );
             blocked = plan.blocked.clone();
-            if !plan.is_empty() {
-                settled = false;
+            if !plan.is_empty() || !orphan_statuses(&records, &status_by_id).is_empty() {
+                settled = plan.is_empty();
                 let rev_of = |id: u64| {
                     instances
                         .iter()
@@ -233,6 +233,9 @@ impl Controller {
                 for u in &plan.update {
                     let expect = rev_of(u.instance_id).map_or(Expect::Absent, Expect::ModRevision);
                     txn.push(kv::put_op(u.key(), u, expect));
+                }
+                for id in orphan_statuses(&records, &status_by_id) {
+                    txn.push(kv::delete_op(set.value.vmss.status_key(id), Expect::Any));
                 }
                 for id in &plan.remove {
                     txn.push(kv::delete_op(set.value.vmss.instance_key(*id), Expect::Any));
@@ -392,6 +395,18 @@ impl Controller {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Statuses whose instance record is gone (a report that raced the removal).
+fn orphan_statuses(
+    records: &[InstanceRecord],
+    statuses: &HashMap<u64, InstanceStatus>,
+) -> Vec<u64> {
+    statuses
+        .keys()
+        .filter(|id| !records.iter().any(|r| r.instance_id == **id))
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]

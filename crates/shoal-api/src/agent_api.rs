@@ -1,0 +1,168 @@
+//! The agent protocol: the same HTTP API everyone uses, with three Shoal endpoints.
+//!
+//! - `PUT /shoal/v1/hosts/{name}`: an agent registers (and refreshes) its host.
+//! - `GET /shoal/v1/hosts/{name}/instances`: the desired instances on that host and the
+//!   store revision (`{"revision", "items"}`); with `?watch=true&after=REV`, a stream of
+//!   newline-delimited JSON events after that revision (`{"type":"put","revision",
+//!   "record"}`, `{"type":"delete","revision","key"}`, periodic `{"type":"bookmark"}`,
+//!   and `{"type":"error","code":"Compacted"}` when the agent must list again).
+//! - `PUT /shoal/v1/status/{sub}/{rg}/{vmss}/{id}`: the agent reports what it observed.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use futures::StreamExt;
+use http::Method;
+use serde_json::{json, Value};
+use shoal_control::kv;
+use shoal_model::records::{host_key, HostRecord, InstanceRecord, InstanceStatus};
+use shoal_model::ArmError;
+use shoal_store::{Event, Expect, StoreError};
+
+use crate::groups::method_not_allowed;
+use crate::response::{json, ApiResult, Ctx};
+use crate::state::{body_object, internal, txn_error, ApiState};
+
+pub async fn host(st: &ApiState, method: &Method, name: &str, body: &[u8]) -> ApiResult {
+    match *method {
+        Method::PUT => {
+            let v = body_object(body, true)?;
+            let mut rec: HostRecord = shoal_model::vmss::parse_typed(&v)?;
+            if !rec.name.eq_ignore_ascii_case(name) || name.is_empty() {
+                return Err(ArmError::invalid_parameter(
+                    "name",
+                    "The host name in the body must match the path.",
+                ));
+            }
+            rec.last_seen = st.now();
+            st.store
+                .txn(vec![kv::put_op(host_key(name), &rec, Expect::Any)])
+                .await
+                .map_err(txn_error)?;
+            Ok(json(
+                200,
+                &serde_json::to_value(&rec).unwrap_or(Value::Null),
+            ))
+        }
+        Method::GET => match st.get::<HostRecord>(&host_key(name)).await? {
+            Some(h) => Ok(json(
+                200,
+                &serde_json::to_value(h.value).unwrap_or(Value::Null),
+            )),
+            None => Err(ArmError::not_found("host", name)),
+        },
+        _ => Err(method_not_allowed(method)),
+    }
+}
+
+pub async fn host_instances(st: &ApiState, ctx: &Ctx, method: &Method, name: &str) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let watch = ctx.query("watch").is_some_and(|w| w == "true" || w == "1");
+    if !watch {
+        let (items, rev) = kv::list_json::<InstanceRecord>(&*st.store, "instance/")
+            .await
+            .map_err(internal)?;
+        let mine: Vec<InstanceRecord> = items
+            .into_iter()
+            .map(|i| i.value)
+            .filter(|i| i.host.eq_ignore_ascii_case(name))
+            .collect();
+        return Ok(json(200, &json!({"revision": rev, "items": mine})));
+    }
+    let after: u64 = ctx
+        .query("after")
+        .ok_or_else(|| {
+            ArmError::invalid_parameter(
+                "after",
+                "A watch needs ?after=REVISION (from the list answer).",
+            )
+        })?
+        .parse()
+        .map_err(|_| ArmError::invalid_parameter("after", "after must be a revision number."))?;
+    let events = st.store.watch("instance/", after).await.map_err(internal)?;
+    let host = name.to_ascii_lowercase();
+    let lines = events.filter_map(move |ev| {
+        let host = host.clone();
+        async move {
+            let line = match ev {
+                Ok(Event::Put(kv)) => {
+                    let rec: InstanceRecord = serde_json::from_slice(&kv.value).ok()?;
+                    if !rec.host.eq_ignore_ascii_case(&host) {
+                        return None;
+                    }
+                    json!({"type": "put", "revision": kv.mod_revision, "record": rec})
+                }
+                Ok(Event::Delete { key, revision }) => {
+                    json!({"type": "delete", "revision": revision, "key": key})
+                }
+                Err(StoreError::Compacted { .. }) => json!({"type": "error", "code": "Compacted"}),
+                Err(e) => json!({"type": "error", "code": "StoreFailed", "message": e.to_string()}),
+            };
+            Some(line)
+        }
+    });
+    // Bookmarks keep idle connections alive and let a dead server be noticed.
+    let ticks = tokio_stream_interval(Duration::from_secs(5)).map(|_| json!({"type": "bookmark"}));
+    let merged = futures::stream::select(lines, ticks)
+        .scan(false, |ended, v| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            if v["type"] == "error" {
+                *ended = true;
+            }
+            futures::future::ready(Some(v))
+        })
+        .map(|v| Ok::<_, std::convert::Infallible>(format!("{v}\n")));
+    let mut resp = axum::response::Response::new(Body::from_stream(merged));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}
+
+fn tokio_stream_interval(every: Duration) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold((), move |_| async move {
+        tokio::time::sleep(every).await;
+        Some(((), ()))
+    })
+}
+
+pub async fn status(st: &ApiState, method: &Method, path: &str, body: &[u8]) -> ApiResult {
+    let parts: Vec<&str> = path.split('/').collect();
+    let [sub, rg, vmss, id] = parts.as_slice() else {
+        return Err(ArmError::invalid_parameter(
+            "path",
+            "Use /shoal/v1/status/{sub}/{rg}/{vmss}/{instanceId}.",
+        ));
+    };
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ArmError::invalid_parameter("instanceId", "Not an instance id."))?;
+    let vref = shoal_model::ids::VmssRef::new(sub, rg, vmss);
+    match *method {
+        Method::PUT => {
+            let v = body_object(body, true)?;
+            let status: InstanceStatus = shoal_model::vmss::parse_typed(&v)?;
+            if st
+                .store
+                .get(&vref.instance_key(id))
+                .await
+                .map_err(internal)?
+                .is_none()
+            {
+                return Err(ArmError::not_found("instance", &id.to_string()));
+            }
+            // A status racing the instance's removal is swept by the controller.
+            st.store
+                .txn(vec![kv::put_op(vref.status_key(id), &status, Expect::Any)])
+                .await
+                .map_err(txn_error)?;
+            Ok(json(200, &json!({"ok": true})))
+        }
+        _ => Err(method_not_allowed(method)),
+    }
+}

@@ -1,0 +1,706 @@
+//! Resource groups, galleries, image definitions, image versions and uploaded bundles.
+//!
+//! Image versions are immutable: a version's bundle (a tar uploaded to
+//! `/shoal/v1/blobs`) and its `properties.shoal` launch settings never change.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use futures::StreamExt;
+use http::Method;
+use serde_json::{json, Value};
+use shoal_control::kv;
+use shoal_model::ids;
+use shoal_model::records::{
+    blob_key, operation_key, BlobRecord, ImageVersionShoal, OperationWait, VmssRecord,
+};
+use shoal_model::{names, ArmError};
+use shoal_store::{Expect, StoreError};
+use tokio::io::AsyncWriteExt;
+
+use crate::response::{self, empty, json, lro, ApiResult, Ctx};
+use crate::state::{body_object, internal, txn_error, ApiState};
+
+const GROUP_TYPE: &str = "Microsoft.Resources/resourceGroups";
+/// Largest accepted bundle upload.
+pub const MAX_BLOB_BYTES: u64 = 2 << 30;
+
+pub async fn groups(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let groups = st
+        .list::<Value>(&format!("rg/{}/", sub.to_ascii_lowercase()))
+        .await?;
+    let items = groups.into_iter().map(|g| g.value).collect();
+    Ok(response::page(
+        ctx,
+        &format!("/subscriptions/{sub}/resourcegroups"),
+        items,
+        st.page_size,
+    ))
+}
+
+pub async fn group(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    sub: &str,
+    rg: &str,
+    body: &[u8],
+) -> ApiResult {
+    names::check_resource_group(rg)?;
+    let key = ids::rg_key(sub, rg);
+    let existing = st.get::<Value>(&key).await?;
+    match *method {
+        Method::GET => match existing {
+            Some(g) => Ok(json(200, &g.value)),
+            None => Err(ArmError::resource_group_not_found(rg)),
+        },
+        Method::HEAD => Ok(empty(if existing.is_some() { 204 } else { 404 })),
+        Method::PUT | Method::PATCH => {
+            let incoming = body_object(body, *method == Method::PUT)?;
+            if let Some(g) = &existing {
+                if g.value["properties"]["provisioningState"] == "Deleting" {
+                    return Err(ArmError::conflict(format!(
+                        "Resource group '{rg}' is being deleted."
+                    ))
+                    .with_target(rg.to_string()));
+                }
+            }
+            let location = incoming
+                .get("location")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .or_else(|| {
+                    existing
+                        .as_ref()
+                        .and_then(|g| g.value["location"].as_str().map(String::from))
+                });
+            if *method == Method::PATCH && existing.is_none() {
+                return Err(ArmError::resource_group_not_found(rg));
+            }
+            let Some(location) = location.filter(|l| !l.trim().is_empty()) else {
+                return Err(ArmError::invalid_parameter(
+                    "location",
+                    "A location is required (e.g. \"local\").",
+                ));
+            };
+            if let Some(prev) = existing.as_ref().and_then(|g| g.value["location"].as_str()) {
+                if !prev.eq_ignore_ascii_case(&location) {
+                    return Err(ArmError::invalid_parameter(
+                        "location",
+                        "The location of a resource group cannot change.",
+                    ));
+                }
+            }
+            let tags = match incoming.get("tags") {
+                Some(t) => parse_tags(t)?,
+                None => existing
+                    .as_ref()
+                    .map(|g| g.value["tags"].clone())
+                    .unwrap_or(json!({})),
+            };
+            let name = existing
+                .as_ref()
+                .and_then(|g| g.value["name"].as_str().map(String::from))
+                .unwrap_or(rg.to_string());
+            let obj = json!({
+                "id": ids::rg_id(sub, &name),
+                "name": name,
+                "type": GROUP_TYPE,
+                "location": location,
+                "tags": tags,
+                "properties": {"provisioningState": "Succeeded"},
+            });
+            let expect = existing
+                .as_ref()
+                .map_or(Expect::Absent, |g| Expect::ModRevision(g.revision));
+            st.store
+                .txn(vec![kv::put_op(key, &obj, expect)])
+                .await
+                .map_err(txn_error)?;
+            Ok(json(if existing.is_some() { 200 } else { 201 }, &obj))
+        }
+        Method::DELETE => {
+            let Some(g) = existing else {
+                return Err(ArmError::resource_group_not_found(rg));
+            };
+            let mut obj = g.value.clone();
+            obj["properties"]["provisioningState"] = json!("Deleting");
+            let op = st.new_operation(
+                sub,
+                format!("Delete resource group {rg}"),
+                OperationWait::GroupGone {
+                    subscription: sub.to_string(),
+                    resource_group: rg.to_string(),
+                },
+            );
+            let mut txn = vec![kv::put_op(key, &obj, Expect::ModRevision(g.revision))];
+            let sets = st
+                .list::<VmssRecord>(&format!(
+                    "vmss/{}/{}/",
+                    sub.to_ascii_lowercase(),
+                    rg.to_ascii_lowercase()
+                ))
+                .await?;
+            for set in sets {
+                let mut rec = set.value.clone();
+                rec.deleting = true;
+                if let Some(p) = rec.model.properties.as_mut() {
+                    p.provisioning_state = Some("Deleting".into());
+                }
+                txn.push(kv::put_op(set.key, &rec, Expect::ModRevision(set.revision)));
+            }
+            txn.push(kv::put_op(operation_key(&op.id), &op, Expect::Absent));
+            st.store.txn(txn).await.map_err(txn_error)?;
+            let loc = obj["location"].as_str().unwrap_or("local").to_string();
+            Ok(lro(202, None, &ctx.operation_url(sub, &loc, &op.id), true))
+        }
+        _ => Err(method_not_allowed(method)),
+    }
+}
+
+fn parse_tags(t: &Value) -> Result<Value, ArmError> {
+    match t {
+        Value::Object(m) if m.values().all(Value::is_string) && m.len() <= 50 => Ok(t.clone()),
+        _ => Err(ArmError::invalid_parameter(
+            "tags",
+            "Tags must be an object of at most 50 string values.",
+        )),
+    }
+}
+
+pub fn method_not_allowed(method: &Method) -> ArmError {
+    ArmError::new(
+        405,
+        "MethodNotAllowed",
+        format!("The method {method} is not supported on this resource."),
+    )
+}
+
+pub async fn galleries(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    sub: &str,
+    rg: Option<&str>,
+) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let prefix = match rg {
+        Some(rg) => {
+            st.require_group(sub, rg).await?;
+            format!(
+                "gallery/{}/{}/",
+                sub.to_ascii_lowercase(),
+                rg.to_ascii_lowercase()
+            )
+        }
+        None => format!("gallery/{}/", sub.to_ascii_lowercase()),
+    };
+    let items = st
+        .list::<Value>(&prefix)
+        .await?
+        .into_iter()
+        .map(|g| g.value)
+        .collect();
+    let path = match rg {
+        Some(rg) => format!(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries"
+        ),
+        None => format!("/subscriptions/{sub}/providers/Microsoft.Compute/galleries"),
+    };
+    Ok(response::page(ctx, &path, items, st.page_size))
+}
+
+/// Galleries and image definitions: plain resources with no runtime behind them.
+pub async fn gallery_or_image(
+    st: &ApiState,
+    method: &Method,
+    sub: &str,
+    rg: &str,
+    gallery: &str,
+    image: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
+    let group = st.require_group(sub, rg).await?;
+    names::check_gallery_name(gallery)?;
+    if let Some(i) = image {
+        names::check_resource_name("image definition", i, 80)?;
+    }
+    let (key, id, kind, name) = match image {
+        None => (
+            ids::gallery_key(sub, rg, gallery),
+            ids::gallery_id(sub, rg, gallery),
+            "Microsoft.Compute/galleries",
+            gallery.to_string(),
+        ),
+        Some(i) => (
+            ids::image_key(sub, rg, gallery, i),
+            format!("{}/images/{i}", ids::gallery_id(sub, rg, gallery)),
+            "Microsoft.Compute/galleries/images",
+            i.to_string(),
+        ),
+    };
+    let existing = st.get::<Value>(&key).await?;
+    match *method {
+        Method::GET => existing
+            .map(|e| json(200, &e.value))
+            .ok_or_else(|| ArmError::not_found(kind, &name)),
+        Method::PUT | Method::PATCH => {
+            if image.is_some()
+                && st
+                    .get::<Value>(&ids::gallery_key(sub, rg, gallery))
+                    .await?
+                    .is_none()
+            {
+                return Err(ArmError::not_found("Microsoft.Compute/galleries", gallery)
+                    .with_target("galleryName"));
+            }
+            let incoming = body_object(body, *method == Method::PUT)?;
+            let mut obj = existing
+                .as_ref()
+                .map(|e| e.value.clone())
+                .unwrap_or(json!({}));
+            shoal_model::vmss::merge_json(&mut obj, &incoming);
+            let location = obj["location"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| {
+                    group.value["location"]
+                        .as_str()
+                        .unwrap_or("local")
+                        .to_string()
+                });
+            if !obj["properties"].is_object() && !obj["properties"].is_null() {
+                return Err(ArmError::invalid_parameter(
+                    "properties",
+                    "properties must be an object.",
+                ));
+            }
+            obj["id"] = json!(id);
+            obj["name"] = json!(existing
+                .as_ref()
+                .and_then(|e| e.value["name"].as_str().map(String::from))
+                .unwrap_or(name));
+            obj["type"] = json!(kind);
+            obj["location"] = json!(location);
+            obj["properties"]["provisioningState"] = json!("Succeeded");
+            if image.is_none() && obj["properties"]["identifier"].is_null() {
+                obj["properties"]["identifier"] =
+                    json!({"uniqueName": format!("{sub}-{}", gallery.to_ascii_uppercase())});
+            }
+            let expect = existing
+                .as_ref()
+                .map_or(Expect::Absent, |e| Expect::ModRevision(e.revision));
+            st.store
+                .txn(vec![kv::put_op(key, &obj, expect)])
+                .await
+                .map_err(txn_error)?;
+            Ok(json(if existing.is_some() { 200 } else { 201 }, &obj))
+        }
+        Method::DELETE => {
+            let Some(e) = existing else {
+                return Ok(empty(204));
+            };
+            let child_prefix = match image {
+                None => format!(
+                    "galleryimage/{}/{}/{}/",
+                    sub.to_ascii_lowercase(),
+                    rg.to_ascii_lowercase(),
+                    gallery.to_ascii_lowercase()
+                ),
+                Some(i) => ids::image_version_prefix(sub, rg, gallery, i),
+            };
+            let (children, _) = st.store.list(&child_prefix).await.map_err(internal)?;
+            if !children.is_empty() {
+                return Err(ArmError::conflict(format!(
+                    "'{name}' still has {} child resource(s): delete them first.",
+                    children.len()
+                )));
+            }
+            st.store
+                .txn(vec![kv::delete_op(key, Expect::ModRevision(e.revision))])
+                .await
+                .map_err(txn_error)?;
+            Ok(empty(200))
+        }
+        _ => Err(method_not_allowed(method)),
+    }
+}
+
+pub async fn images(st: &ApiState, ctx: &Ctx, sub: &str, rg: &str, gallery: &str) -> ApiResult {
+    st.require_group(sub, rg).await?;
+    let prefix = format!(
+        "galleryimage/{}/{}/{}/",
+        sub.to_ascii_lowercase(),
+        rg.to_ascii_lowercase(),
+        gallery.to_ascii_lowercase()
+    );
+    let items = st
+        .list::<Value>(&prefix)
+        .await?
+        .into_iter()
+        .map(|g| g.value)
+        .collect();
+    Ok(response::page(
+        ctx,
+        &format!("{}/images", ids::gallery_id(sub, rg, gallery)),
+        items,
+        st.page_size,
+    ))
+}
+
+pub async fn versions(
+    st: &ApiState,
+    ctx: &Ctx,
+    sub: &str,
+    rg: &str,
+    gallery: &str,
+    image: &str,
+) -> ApiResult {
+    st.require_group(sub, rg).await?;
+    if st
+        .get::<Value>(&ids::image_key(sub, rg, gallery, image))
+        .await?
+        .is_none()
+    {
+        return Err(ArmError::not_found(
+            "Microsoft.Compute/galleries/images",
+            image,
+        ));
+    }
+    let mut items: Vec<Value> = st
+        .list::<Value>(&ids::image_version_prefix(sub, rg, gallery, image))
+        .await?
+        .into_iter()
+        .map(|g| g.value)
+        .collect();
+    items.sort_by_key(|v| {
+        v["name"]
+            .as_str()
+            .and_then(|n| names::parse_image_version(n).ok())
+    });
+    Ok(response::page(
+        ctx,
+        &format!(
+            "{}/images/{image}/versions",
+            ids::gallery_id(sub, rg, gallery)
+        ),
+        items,
+        st.page_size,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn version(
+    st: &ApiState,
+    method: &Method,
+    sub: &str,
+    rg: &str,
+    gallery: &str,
+    image: &str,
+    version: &str,
+    body: &[u8],
+) -> ApiResult {
+    let group = st.require_group(sub, rg).await?;
+    let key = ids::image_version_key(sub, rg, gallery, image, version);
+    let existing = st.get::<Value>(&key).await?;
+    match *method {
+        Method::GET => existing.map(|e| json(200, &e.value)).ok_or_else(|| {
+            ArmError::not_found("Microsoft.Compute/galleries/images/versions", version)
+        }),
+        Method::PUT => {
+            names::parse_image_version(version)?;
+            let Some(def) = st
+                .get::<Value>(&ids::image_key(sub, rg, gallery, image))
+                .await?
+            else {
+                return Err(
+                    ArmError::not_found("Microsoft.Compute/galleries/images", image)
+                        .with_target("galleryImageName"),
+                );
+            };
+            let incoming = body_object(body, true)?;
+            let shoal_json = incoming
+                .pointer("/properties/shoal")
+                .cloned()
+                .unwrap_or(Value::Null);
+            if shoal_json.is_null() {
+                return Err(ArmError::invalid_parameter(
+                    "properties.shoal",
+                    "A Shoal image version needs properties.shoal {kind, command, port, blobId}: create it with `shoal image create`, which uploads the bundle.",
+                ));
+            }
+            let mut ext: ImageVersionShoal =
+                shoal_model::vmss::parse_typed(&shoal_json).map_err(|e| ArmError {
+                    target: e.target.map(|t| format!("properties.shoal.{t}")),
+                    ..e
+                })?;
+            if ext.kind != "process" {
+                return Err(ArmError::invalid_parameter(
+                    "properties.shoal.kind",
+                    format!(
+                        "Image kind '{}' is not supported yet: use \"process\".",
+                        ext.kind
+                    ),
+                ));
+            }
+            if ext.command.trim().is_empty() {
+                return Err(ArmError::invalid_parameter(
+                    "properties.shoal.command",
+                    "A process image needs a command (e.g. ./server).",
+                ));
+            }
+            if ext.port == 0 {
+                return Err(ArmError::invalid_parameter(
+                    "properties.shoal.port",
+                    "The port must be 1-65535.",
+                ));
+            }
+            let Some(blob) = st.get::<BlobRecord>(&blob_key(&ext.blob_id)).await? else {
+                return Err(ArmError::invalid_parameter(
+                    "properties.shoal.blobId",
+                    format!(
+                        "No uploaded bundle has id '{}': upload it first (POST /shoal/v1/blobs).",
+                        ext.blob_id
+                    ),
+                ));
+            };
+            ext.size = blob.value.size;
+            if let Some(e) = existing {
+                let same = e
+                    .value
+                    .pointer("/properties/shoal")
+                    .and_then(|v| serde_json::from_value::<ImageVersionShoal>(v.clone()).ok())
+                    == Some(ext.clone());
+                if same {
+                    return Ok(json(200, &e.value));
+                }
+                return Err(ArmError::conflict(format!(
+                    "Image version {version} already exists and versions are immutable: create a new version."
+                ))
+                .with_target("galleryImageVersionName"));
+            }
+            let location = def.value["location"]
+                .as_str()
+                .or(group.value["location"].as_str())
+                .unwrap_or("local")
+                .to_string();
+            let now = st.now();
+            let obj = json!({
+                "id": format!("{}/images/{image}/versions/{version}", ids::gallery_id(sub, rg, gallery)),
+                "name": version,
+                "type": "Microsoft.Compute/galleries/images/versions",
+                "location": location,
+                "tags": incoming.get("tags").cloned().unwrap_or(json!({})),
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "publishingProfile": {
+                        "publishedDate": now,
+                        "excludeFromLatest": false,
+                        "targetRegions": [{"name": location, "regionalReplicaCount": 1}],
+                        "replicaCount": 1
+                    },
+                    "storageProfile": {"source": {}},
+                    "shoal": ext,
+                }
+            });
+            st.store
+                .txn(vec![kv::put_op(key, &obj, Expect::Absent)])
+                .await
+                .map_err(txn_error)?;
+            Ok(json(201, &obj))
+        }
+        Method::DELETE => {
+            let Some(e) = existing else {
+                return Ok(empty(204));
+            };
+            let image_id = e.value["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let in_use = st
+                .list::<VmssRecord>("vmss/")
+                .await?
+                .into_iter()
+                .find(|s| s.value.launch.image_id.to_ascii_lowercase() == image_id);
+            if let Some(s) = in_use {
+                return Err(ArmError::conflict(format!(
+                    "Image version {version} is used by scale set '{}': move it to another version first.",
+                    s.value.vmss.name
+                )));
+            }
+            st.store
+                .txn(vec![kv::delete_op(key, Expect::ModRevision(e.revision))])
+                .await
+                .map_err(txn_error)?;
+            Ok(empty(200))
+        }
+        _ => Err(method_not_allowed(method)),
+    }
+}
+
+/// Resolves an `imageReference.id` to the stored version it names (the newest version
+/// when it names an image definition or `latest`).
+pub async fn resolve_image(
+    st: &ApiState,
+    image_id: &str,
+) -> Result<(String, String, ImageVersionShoal), ArmError> {
+    const TARGET: &str = "properties.virtualMachineProfile.storageProfile.imageReference.id";
+    let Some(r) = ids::parse_image_id(image_id) else {
+        return Err(ArmError::invalid_parameter(
+            TARGET,
+            format!("'{image_id}' is not a gallery image id: use /subscriptions/{{sub}}/resourceGroups/{{rg}}/providers/Microsoft.Compute/galleries/{{gallery}}/images/{{image}}[/versions/{{version}}]."),
+        ));
+    };
+    let versions = st
+        .list::<Value>(&ids::image_version_prefix(
+            &r.subscription,
+            &r.resource_group,
+            &r.gallery,
+            &r.image,
+        ))
+        .await?;
+    let chosen = match &r.version {
+        Some(v) => versions.into_iter().find(|x| {
+            x.value["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(v))
+        }),
+        None => versions.into_iter().max_by_key(|x| {
+            x.value["name"]
+                .as_str()
+                .and_then(|n| names::parse_image_version(n).ok())
+        }),
+    };
+    let Some(chosen) = chosen else {
+        return Err(ArmError::invalid_parameter(
+            TARGET,
+            format!("The image '{image_id}' does not exist: create it with `shoal image create` (and check the version)."),
+        ));
+    };
+    let ext: ImageVersionShoal =
+        serde_json::from_value(chosen.value["properties"]["shoal"].clone())
+            .map_err(|e| ArmError::internal(format!("Stored image version is damaged: {e}")))?;
+    let id = chosen.value["id"].as_str().unwrap_or_default().to_string();
+    let name = chosen.value["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((id, name, ext))
+}
+
+/// `POST /shoal/v1/blobs`: stores a bundle (tar) and answers its id.
+pub async fn upload_blob(st: &ApiState, body: Body) -> ApiResult {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    tokio::fs::create_dir_all(&st.blob_dir)
+        .await
+        .map_err(|e| ArmError::internal(format!("Cannot create the blob directory: {e}")))?;
+    let tmp = st.blob_dir.join(format!("{id}.part"));
+    let path = blob_path(st, &id);
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
+    let mut stream = body.into_data_stream();
+    let mut size: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(ArmError::new(
+                    400,
+                    "InvalidRequestContent",
+                    format!("The upload was interrupted: {e}"),
+                ));
+            }
+        };
+        size += chunk.len() as u64;
+        if size > MAX_BLOB_BYTES {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(ArmError::new(
+                413,
+                "RequestEntityTooLarge",
+                "Bundles are limited to 2 GiB.",
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
+    drop(file);
+    if let Err(reason) = check_tar(&tmp).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(ArmError::new(
+            400,
+            "InvalidRequestContent",
+            format!("The upload is not a usable tar archive: {reason}"),
+        ));
+    }
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
+    let rec = BlobRecord {
+        id: id.clone(),
+        size,
+        sha256: String::new(),
+        time_created: st.now(),
+    };
+    st.store
+        .txn(vec![kv::put_op(blob_key(&id), &rec, Expect::Absent)])
+        .await
+        .map_err(|e: StoreError| internal(e))?;
+    Ok(json(201, &json!({"blobId": id, "size": size})))
+}
+
+/// A bundle must be a tar whose entries stay inside the bundle (no absolute paths, no `..`).
+async fn check_tar(path: &std::path::Path) -> Result<(), String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let mut archive = tar::Archive::new(file);
+        let entries = archive.entries().map_err(|e| e.to_string())?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let p = entry.path().map_err(|e| e.to_string())?;
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(format!("entry '{}' points outside the bundle", p.display()));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+pub fn blob_path(st: &ApiState, id: &str) -> PathBuf {
+    st.blob_dir.join(format!("{id}.tar"))
+}
+
+/// `GET /shoal/v1/blobs/{id}`: streams a bundle to an agent.
+pub async fn download_blob(st: &ApiState, id: &str) -> ApiResult {
+    if !id.chars().all(|c| c.is_ascii_alphanumeric())
+        || st.get::<BlobRecord>(&blob_key(id)).await?.is_none()
+    {
+        return Err(ArmError::not_found("blob", id));
+    }
+    let file = tokio::fs::File::open(blob_path(st, id))
+        .await
+        .map_err(|e| ArmError::internal(format!("Bundle {id} is missing on disk: {e}")))?;
+    let stream = tokio_util::io::ReaderStream::new(file);
+    let mut resp = axum::response::Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(resp)
+}

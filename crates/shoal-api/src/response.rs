@@ -1,0 +1,133 @@
+//! What handlers return, and how ARM responses are shaped (errors, long-running
+//! operations, paging).
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use serde_json::Value;
+use shoal_model::ArmError;
+
+/// The per-request facts handlers need to build absolute URLs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// `http://host:port` as the client addressed us.
+    pub base_url: String,
+    pub query: Vec<(String, String)>,
+}
+
+impl Ctx {
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn api_version(&self) -> &str {
+        self.query("api-version").unwrap_or("2024-07-01")
+    }
+
+    /// The `Azure-AsyncOperation` URL of an operation.
+    pub fn operation_url(&self, sub: &str, location: &str, id: &str) -> String {
+        format!(
+            "{}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/operations/{id}?api-version={}",
+            self.base_url,
+            self.api_version()
+        )
+    }
+}
+
+pub type ApiResult = Result<Response, ArmError>;
+
+pub fn json(status: u16, body: &Value) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        axum::Json(body),
+    )
+        .into_response();
+    resp.headers_mut().insert("x-ms-request-id", request_id());
+    resp
+}
+
+pub fn empty(status: u16) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    resp
+}
+
+/// A long-running operation's first answer: `Azure-AsyncOperation` (and `Location` for
+/// POST/DELETE) with `Retry-After: 1` — never 0, which the SDKs treat as absent.
+pub fn lro(status: u16, body: Option<&Value>, op_url: &str, with_location: bool) -> Response {
+    let mut resp = match body {
+        Some(b) => json(status, b),
+        None => empty(status),
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(op_url) {
+        h.insert("azure-asyncoperation", v.clone());
+        if with_location {
+            h.insert(http::header::LOCATION, v);
+        }
+    }
+    h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// An ARM error body. Never carries `Retry-After` (the SDKs would retry a 4xx).
+pub fn error_response(err: &ArmError) -> Response {
+    let status = if (400..600).contains(&err.status) {
+        err.status
+    } else {
+        500
+    };
+    json(
+        status,
+        &serde_json::to_value(err.envelope()).unwrap_or(Value::Null),
+    )
+}
+
+fn request_id() -> HeaderValue {
+    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+        .unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// One page of a list: `{"value": [...], "nextLink": "...&$skiptoken=N"}`.
+pub fn page(ctx: &Ctx, path: &str, items: Vec<Value>, page_size: usize) -> Response {
+    let skip: usize = ctx
+        .query("$skiptoken")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let total = items.len();
+    let value: Vec<Value> = items.into_iter().skip(skip).take(page_size).collect();
+    let mut body = serde_json::json!({ "value": value });
+    if skip + page_size < total {
+        let mut extra = String::new();
+        for (k, v) in &ctx.query {
+            if !k.eq_ignore_ascii_case("$skiptoken") && !k.eq_ignore_ascii_case("api-version") {
+                extra.push_str(&format!("&{}={}", encode(k), encode(v)));
+            }
+        }
+        body["nextLink"] = Value::String(format!(
+            "{}{}?api-version={}{}&$skiptoken={}",
+            ctx.base_url,
+            path,
+            ctx.api_version(),
+            extra,
+            skip + page_size
+        ));
+    }
+    json(200, &body)
+}
+
+/// Percent-encodes a query component.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~$".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,319 @@
+//! Parses a request path into a [`Route`]: the one typed command enum of the HTTP layer.
+//!
+//! ARM matches fixed segments (`resourceGroups`, `providers`, `Microsoft.Compute`,
+//! action names…) case-insensitively, so routing is done here by hand rather than by a
+//! case-sensitive router. Names keep the spelling the client sent.
+
+use shoal_model::ids::VmssRef;
+use shoal_model::ArmError;
+
+/// A POST action on a scale set or one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    PowerOff,
+    Restart,
+    Deallocate,
+    Reimage,
+    ReimageAll,
+    ManualUpgrade,
+    /// `POST .../delete` on a set: delete the listed instances.
+    DeleteInstances,
+    Redeploy,
+    PerformMaintenance,
+}
+
+impl Action {
+    fn parse(s: &str) -> Option<Action> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "start" => Action::Start,
+            "poweroff" => Action::PowerOff,
+            "restart" => Action::Restart,
+            "deallocate" => Action::Deallocate,
+            "reimage" => Action::Reimage,
+            "reimageall" => Action::ReimageAll,
+            "manualupgrade" => Action::ManualUpgrade,
+            "delete" => Action::DeleteInstances,
+            "redeploy" => Action::Redeploy,
+            "performmaintenance" => Action::PerformMaintenance,
+            _ => return None,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::PowerOff => "powerOff",
+            Action::Restart => "restart",
+            Action::Deallocate => "deallocate",
+            Action::Reimage => "reimage",
+            Action::ReimageAll => "reimageAll",
+            Action::ManualUpgrade => "manualUpgrade",
+            Action::DeleteInstances => "delete",
+            Action::Redeploy => "redeploy",
+            Action::PerformMaintenance => "performMaintenance",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Groups {
+        sub: String,
+    },
+    Group {
+        sub: String,
+        rg: String,
+    },
+    Galleries {
+        sub: String,
+        rg: Option<String>,
+    },
+    Gallery {
+        sub: String,
+        rg: String,
+        gallery: String,
+    },
+    Images {
+        sub: String,
+        rg: String,
+        gallery: String,
+    },
+    Image {
+        sub: String,
+        rg: String,
+        gallery: String,
+        image: String,
+    },
+    Versions {
+        sub: String,
+        rg: String,
+        gallery: String,
+        image: String,
+    },
+    Version {
+        sub: String,
+        rg: String,
+        gallery: String,
+        image: String,
+        version: String,
+    },
+    ScaleSets {
+        sub: String,
+        rg: Option<String>,
+    },
+    ScaleSet(VmssRef),
+    ScaleSetAction(VmssRef, Action),
+    ScaleSetInstanceView(VmssRef),
+    ScaleSetSkus(VmssRef),
+    Instances(VmssRef),
+    Instance(VmssRef, String),
+    InstanceAction(VmssRef, String, Action),
+    InstanceView(VmssRef, String),
+    InstanceLogs(VmssRef, String),
+    Operation {
+        sub: String,
+        id: String,
+    },
+    ResourceSkus {
+        sub: String,
+    },
+    Locations {
+        sub: String,
+    },
+    Subscription {
+        sub: String,
+    },
+    /// Shoal's own endpoints for agents and the CLI.
+    BlobUpload,
+    Blob {
+        id: String,
+    },
+    Host {
+        name: String,
+    },
+    HostInstances {
+        name: String,
+    },
+    Status {
+        path: String,
+    },
+    Healthz,
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn not_found(path: &str) -> ArmError {
+    ArmError::new(
+        404,
+        "NotFound",
+        format!("No API at '{path}'. Paths follow Azure Resource Manager, e.g. /subscriptions/{{id}}/resourceGroups/{{name}}."),
+    )
+}
+
+/// Parses a URL path (without the query).
+pub fn parse(path: &str) -> Result<Route, ArmError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segs.iter().any(|s| s.is_empty()) && path.trim_matches('/') != "" {
+        return Err(not_found(path));
+    }
+    let s = |i: usize| segs.get(i).copied().unwrap_or("");
+    let owned = |i: usize| s(i).to_string();
+    let n = segs.len();
+
+    if eq(s(0), "shoal") && eq(s(1), "v1") {
+        return match (n, s(2).to_ascii_lowercase().as_str()) {
+            (3, "blobs") => Ok(Route::BlobUpload),
+            (4, "blobs") => Ok(Route::Blob { id: owned(3) }),
+            (4, "hosts") => Ok(Route::Host { name: owned(3) }),
+            (5, "hosts") if eq(s(4), "instances") => Ok(Route::HostInstances { name: owned(3) }),
+            (7, "status") => Ok(Route::Status {
+                path: segs[3..].join("/"),
+            }),
+            _ => Err(not_found(path)),
+        };
+    }
+    if n == 1 && eq(s(0), "healthz") {
+        return Ok(Route::Healthz);
+    }
+    if !eq(s(0), "subscriptions") || n < 2 {
+        return Err(not_found(path));
+    }
+    let sub = owned(1);
+    if n == 2 {
+        return Ok(Route::Subscription { sub });
+    }
+    if n == 3 && eq(s(2), "resourcegroups") {
+        return Ok(Route::Groups { sub });
+    }
+    if n == 3 && eq(s(2), "locations") {
+        return Ok(Route::Locations { sub });
+    }
+    // Subscription-level providers.
+    if eq(s(2), "providers") && eq(s(3), "Microsoft.Compute") {
+        return match n {
+            5 if eq(s(4), "virtualMachineScaleSets") => Ok(Route::ScaleSets { sub, rg: None }),
+            5 if eq(s(4), "galleries") => Ok(Route::Galleries { sub, rg: None }),
+            5 if eq(s(4), "skus") => Ok(Route::ResourceSkus { sub }),
+            8 if eq(s(4), "locations")
+                && (eq(s(6), "operations") || eq(s(6), "operationResults")) =>
+            {
+                Ok(Route::Operation { sub, id: owned(7) })
+            }
+            _ => Err(not_found(path)),
+        };
+    }
+    if !eq(s(2), "resourcegroups") {
+        return Err(not_found(path));
+    }
+    let rg = owned(3);
+    if n == 4 {
+        return Ok(Route::Group { sub, rg });
+    }
+    if !(eq(s(4), "providers") && eq(s(5), "Microsoft.Compute")) || n < 7 {
+        return Err(not_found(path));
+    }
+    if eq(s(6), "galleries") {
+        let gallery = owned(7);
+        return match n {
+            7 => Ok(Route::Galleries { sub, rg: Some(rg) }),
+            8 => Ok(Route::Gallery { sub, rg, gallery }),
+            9 if eq(s(8), "images") => Ok(Route::Images { sub, rg, gallery }),
+            10 if eq(s(8), "images") => Ok(Route::Image {
+                sub,
+                rg,
+                gallery,
+                image: owned(9),
+            }),
+            11 if eq(s(8), "images") && eq(s(10), "versions") => Ok(Route::Versions {
+                sub,
+                rg,
+                gallery,
+                image: owned(9),
+            }),
+            12 if eq(s(8), "images") && eq(s(10), "versions") => Ok(Route::Version {
+                sub,
+                rg,
+                gallery,
+                image: owned(9),
+                version: owned(11),
+            }),
+            _ => Err(not_found(path)),
+        };
+    }
+    if !eq(s(6), "virtualMachineScaleSets") {
+        return Err(not_found(path));
+    }
+    if n == 7 {
+        return Ok(Route::ScaleSets { sub, rg: Some(rg) });
+    }
+    let vmss = VmssRef::new(&sub, &rg, s(7));
+    match n {
+        8 => Ok(Route::ScaleSet(vmss)),
+        9 if eq(s(8), "instanceView") => Ok(Route::ScaleSetInstanceView(vmss)),
+        9 if eq(s(8), "skus") => Ok(Route::ScaleSetSkus(vmss)),
+        9 if eq(s(8), "virtualMachines") => Ok(Route::Instances(vmss)),
+        9 => Action::parse(s(8))
+            .map(|a| Route::ScaleSetAction(vmss, a))
+            .ok_or_else(|| not_found(path)),
+        10 if eq(s(8), "virtualMachines") => Ok(Route::Instance(vmss, owned(9))),
+        11 if eq(s(8), "virtualMachines") && eq(s(10), "instanceView") => {
+            Ok(Route::InstanceView(vmss, owned(9)))
+        }
+        11 if eq(s(8), "virtualMachines") => Action::parse(s(10))
+            .map(|a| Route::InstanceAction(vmss, owned(9), a))
+            .ok_or_else(|| not_found(path)),
+        12 if eq(s(8), "virtualMachines") && eq(s(10), "shoal") && eq(s(11), "logs") => {
+            Ok(Route::InstanceLogs(vmss, owned(9)))
+        }
+        _ => Err(not_found(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arm_paths_case_insensitively() {
+        let p = "/subscriptions/s/resourcegroups/Demo/providers/microsoft.compute/virtualmachinescalesets/Web/poweroff";
+        assert_eq!(
+            parse(p).unwrap(),
+            Route::ScaleSetAction(VmssRef::new("s", "Demo", "Web"), Action::PowerOff)
+        );
+        let p = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web/reimageall";
+        assert_eq!(
+            parse(p).unwrap(),
+            Route::ScaleSetAction(VmssRef::new("s", "demo", "web"), Action::ReimageAll)
+        );
+        let p = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3/instanceView";
+        assert_eq!(
+            parse(p).unwrap(),
+            Route::InstanceView(VmssRef::new("s", "demo", "web"), "3".into())
+        );
+        assert_eq!(
+            parse("/subscriptions/s/resourcegroups").unwrap(),
+            Route::Groups { sub: "s".into() }
+        );
+        assert_eq!(
+            parse("/subscriptions/s/providers/Microsoft.Compute/locations/local/operations/abc")
+                .unwrap(),
+            Route::Operation {
+                sub: "s".into(),
+                id: "abc".into()
+            }
+        );
+        assert!(parse("/nope").is_err());
+        assert!(parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web/explode").is_err());
+        assert!(parse("/subscriptions//resourceGroups").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_path_parses_or_errors_without_panic(p in "(/[a-zA-Z0-9._-]{0,12}){0,14}") {
+            let _ = parse(&p);
+        }
+    }
+}

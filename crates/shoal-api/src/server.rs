@@ -1,0 +1,234 @@
+//! The axum app: one handler parses the path into a [`Route`] and dispatches; every
+//! error becomes an ARM error body; a panic in a handler becomes a 500, never a dropped
+//! connection.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::Router;
+use http::Method;
+use shoal_model::ArmError;
+
+use crate::response::{error_response, json, ApiResult, Ctx};
+use crate::routes::{self, Route};
+use crate::state::ApiState;
+use crate::{agent_api, groups, scalesets};
+
+/// Largest JSON body accepted (bundle uploads stream separately).
+const MAX_JSON_BODY: usize = 4 << 20;
+
+pub fn router(state: ApiState) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+fn context(req: &Request) -> Ctx {
+    let scheme = req
+        .extensions()
+        .get::<Scheme>()
+        .map(|s| s.0)
+        .unwrap_or("http");
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(String::from)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "127.0.0.1:7070".into());
+    let query = req
+        .uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (decode(k), decode(v))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ctx {
+        base_url: format!("{scheme}://{host}"),
+        query,
+    }
+}
+
+/// The scheme a listener serves, set as a request extension by TLS listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheme(pub &'static str);
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(State(st): State<ApiState>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let ctx = context(&req);
+    let result = match routes::parse(&path) {
+        Err(e) => Err(e),
+        Ok(Route::BlobUpload) if method == Method::POST => {
+            groups::upload_blob(&st, req.into_body()).await
+        }
+        Ok(route) => {
+            let body = match axum::body::to_bytes(req.into_body(), MAX_JSON_BODY).await {
+                Ok(b) => b,
+                Err(_) => {
+                    return error_response(&ArmError::new(
+                        413,
+                        "RequestEntityTooLarge",
+                        "The request body is larger than 4 MiB.",
+                    ));
+                }
+            };
+            // A handler bug must answer 500, not tear down the connection.
+            let fut = dispatch(&st, &ctx, &method, route, body);
+            match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await {
+                Ok(r) => r,
+                Err(_) => Err(ArmError::internal(
+                    "The server hit a bug handling this request; it has been logged.",
+                )),
+            }
+        }
+    };
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!(%method, %path, code = %e.code, message = %e.message, "request failed");
+            } else {
+                tracing::debug!(%method, %path, code = %e.code, "request refused");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+async fn dispatch(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    route: Route,
+    body: Bytes,
+) -> ApiResult {
+    match route {
+        Route::Healthz => Ok(json(200, &serde_json::json!({"status": "ok"}))),
+        Route::Subscription { sub } => Ok(json(
+            200,
+            &serde_json::json!({
+                "id": format!("/subscriptions/{sub}"),
+                "subscriptionId": sub,
+                "displayName": "Shoal",
+                "state": "Enabled",
+            }),
+        )),
+        Route::Locations { sub } => Ok(json(
+            200,
+            &serde_json::json!({"value": [{"id": format!("/subscriptions/{sub}/locations/local"), "name": "local", "displayName": "Local"}]}),
+        )),
+        Route::Groups { sub } => groups::groups(st, ctx, method, &sub).await,
+        Route::Group { sub, rg } => groups::group(st, ctx, method, &sub, &rg, &body).await,
+        Route::Galleries { sub, rg } => {
+            groups::galleries(st, ctx, method, &sub, rg.as_deref()).await
+        }
+        Route::Gallery { sub, rg, gallery } => {
+            groups::gallery_or_image(st, method, &sub, &rg, &gallery, None, &body).await
+        }
+        Route::Images { sub, rg, gallery } => {
+            if method != Method::GET {
+                return Err(groups::method_not_allowed(method));
+            }
+            groups::images(st, ctx, &sub, &rg, &gallery).await
+        }
+        Route::Image {
+            sub,
+            rg,
+            gallery,
+            image,
+        } => groups::gallery_or_image(st, method, &sub, &rg, &gallery, Some(&image), &body).await,
+        Route::Versions {
+            sub,
+            rg,
+            gallery,
+            image,
+        } => {
+            if method != Method::GET {
+                return Err(groups::method_not_allowed(method));
+            }
+            groups::versions(st, ctx, &sub, &rg, &gallery, &image).await
+        }
+        Route::Version {
+            sub,
+            rg,
+            gallery,
+            image,
+            version,
+        } => groups::version(st, method, &sub, &rg, &gallery, &image, &version, &body).await,
+        Route::ScaleSets { sub, rg } => scalesets::list(st, ctx, method, &sub, rg.as_deref()).await,
+        Route::ScaleSet(v) => scalesets::scale_set(st, ctx, method, &v, &body).await,
+        Route::ScaleSetAction(v, a) => scalesets::action(st, ctx, method, &v, a, None, &body).await,
+        Route::ScaleSetInstanceView(v) => scalesets::instance_view(st, method, &v).await,
+        Route::ScaleSetSkus(v) => scalesets::skus(st, method, &v).await,
+        Route::Instances(v) => scalesets::list_instances(st, ctx, method, &v).await,
+        Route::Instance(v, id) => scalesets::instance(st, ctx, method, &v, &id, &body).await,
+        Route::InstanceAction(v, id, a) => {
+            scalesets::action(st, ctx, method, &v, a, Some(&id), &body).await
+        }
+        Route::InstanceView(v, id) => scalesets::vm_instance_view(st, method, &v, &id).await,
+        Route::InstanceLogs(v, id) => crate::logs::proxy(st, ctx, method, &v, &id).await,
+        Route::Operation { id, .. } => scalesets::operation(st, method, &id).await,
+        Route::ResourceSkus { .. } => {
+            if method != Method::GET {
+                return Err(groups::method_not_allowed(method));
+            }
+            Ok(json(200, &shoal_model::sku::resource_skus_json("local")))
+        }
+        Route::BlobUpload => Err(groups::method_not_allowed(method)),
+        Route::Blob { id } => {
+            if method != Method::GET {
+                return Err(groups::method_not_allowed(method));
+            }
+            groups::download_blob(st, &id).await
+        }
+        Route::Host { name } => agent_api::host(st, method, &name, &body).await,
+        Route::HostInstances { name } => agent_api::host_instances(st, ctx, method, &name).await,
+        Route::Status { path } => agent_api::status(st, method, &path, &body).await,
+    }
+}
+
+/// Used by tests: a response body as bytes.
+pub async fn body_bytes(resp: Response) -> Bytes {
+    axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default()
+}
+
+/// Used by tests: a request.
+pub fn request(method: Method, uri: &str, body: impl Into<Body>) -> Request {
+    let mut req = Request::new(body.into());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri.parse().unwrap_or_default();
+    req
+}

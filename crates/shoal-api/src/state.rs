@@ -1,0 +1,117 @@
+//! Shared state of the API handlers and small helpers they all use.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use shoal_control::kv::{self, Versioned};
+use shoal_control::Clock;
+use shoal_model::records::{OperationRecord, OperationStatus, OperationWait};
+use shoal_model::{ids, ArmError};
+use shoal_store::{Store, StoreError};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Where uploaded bundles are kept (`<data-dir>/blobs`).
+    pub blob_dir: PathBuf,
+    /// Client for proxying to agents (logs).
+    pub http: reqwest::Client,
+    /// Items per page of list answers.
+    pub page_size: usize,
+    /// Largest capacity a scale set may ask for (1000, as Azure; tests may lower it).
+    pub max_capacity: i64,
+}
+
+impl ApiState {
+    pub fn now(&self) -> String {
+        shoal_control::clock::arm_time(self.clock.now())
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>, ArmError> {
+        kv::get_json(&*self.store, key).await.map_err(internal)
+    }
+
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<Versioned<T>>, ArmError> {
+        kv::list_json(&*self.store, prefix)
+            .await
+            .map(|(v, _)| v)
+            .map_err(internal)
+    }
+
+    /// The resource group's stored ARM object, or `ResourceGroupNotFound`.
+    pub async fn require_group(&self, sub: &str, rg: &str) -> Result<Versioned<Value>, ArmError> {
+        shoal_model::names::check_resource_group(rg)?;
+        match self.get::<Value>(&ids::rg_key(sub, rg)).await? {
+            Some(g) if g.value["properties"]["provisioningState"] == "Deleting" => Err(
+                ArmError::conflict(format!("Resource group '{rg}' is being deleted."))
+                    .with_target(rg.to_string()),
+            ),
+            Some(g) => Ok(g),
+            None => Err(ArmError::resource_group_not_found(rg)),
+        }
+    }
+
+    /// A new operation record (not yet stored).
+    pub fn new_operation(&self, sub: &str, name: String, wait: OperationWait) -> OperationRecord {
+        OperationRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name,
+            subscription: sub.to_string(),
+            status: OperationStatus::InProgress,
+            start_time: self.now(),
+            end_time: None,
+            error: None,
+            wait,
+            message: None,
+        }
+    }
+}
+
+/// A store failure the client cannot fix.
+pub fn internal(e: impl std::fmt::Display) -> ArmError {
+    ArmError::internal(format!(
+        "The state store failed: {e}. Retry; if it persists, check the server's log."
+    ))
+}
+
+/// Maps a transaction error: a lost race is a 409 the client may retry.
+pub fn txn_error(e: StoreError) -> ArmError {
+    match e {
+        StoreError::Conflict { .. } => ArmError::conflict(
+            "The resource changed while this request was applied. Retry the request.",
+        ),
+        other => internal(other),
+    }
+}
+
+/// Parses a request body as a JSON object.
+pub fn body_object(body: &[u8], required: bool) -> Result<Value, ArmError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        if required {
+            return Err(ArmError::invalid_request_content(
+                "The request body is empty: send a JSON object.",
+            ));
+        }
+        return Ok(Value::Object(Default::default()));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ArmError::invalid_request_content(format!(
+            "The request body is not valid JSON ({e}). Send a JSON object."
+        ))
+    })?;
+    if !v.is_object() {
+        return Err(ArmError::invalid_request_content(
+            "The request body must be a JSON object.",
+        ));
+    }
+    Ok(v)
+}

@@ -1,0 +1,173 @@
+//! How stored records look on the wire: scale sets, their instances and instance views
+//! in Azure's JSON shape. Shoal-only facts sit in a `shoal` extension object.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use shoal_model::records::{InstanceRecord, InstanceState, InstanceStatus, VmssRecord};
+use shoal_model::vmss::VMSS_VM_TYPE;
+
+pub fn vmss_json(rec: &VmssRecord, revision: u64) -> Value {
+    let mut v = serde_json::to_value(rec.model.public_view()).unwrap_or(Value::Null);
+    v["etag"] = json!(format!("\"{revision}\""));
+    v
+}
+
+/// Azure's `provisioningState` of one instance.
+pub fn vm_provisioning_state(
+    rec: &InstanceRecord,
+    status: Option<&InstanceStatus>,
+) -> &'static str {
+    if rec.deleting {
+        return "Deleting";
+    }
+    match status {
+        None => "Creating",
+        Some(s) if s.satisfies(rec) => "Succeeded",
+        Some(s) if s.failed_for(rec) => "Failed",
+        Some(s) if s.state == InstanceState::Creating => "Creating",
+        Some(_) => "Updating",
+    }
+}
+
+/// Azure's power state words (`PowerState/{word}`).
+pub fn power_state(status: Option<&InstanceStatus>) -> &'static str {
+    match status.map(|s| s.state) {
+        None | Some(InstanceState::Creating) | Some(InstanceState::Starting) => "starting",
+        Some(InstanceState::Running) => "running",
+        Some(InstanceState::Stopping) | Some(InstanceState::Deleting) => "stopping",
+        Some(InstanceState::Stopped) | Some(InstanceState::Failed) => "stopped",
+        Some(InstanceState::Deallocated) | Some(InstanceState::Deleted) => "deallocated",
+    }
+}
+
+fn display_power(word: &str) -> String {
+    format!("VM {word}")
+}
+
+pub fn shoal_extension(rec: &InstanceRecord, status: Option<&InstanceStatus>) -> Value {
+    let address = status.and_then(|s| match (&s.address, s.port) {
+        (Some(a), Some(p))
+            if s.state == InstanceState::Running || s.state == InstanceState::Starting =>
+        {
+            Some(format!("{a}:{p}"))
+        }
+        _ => None,
+    });
+    json!({
+        "host": rec.host,
+        "powerState": power_state(status),
+        "state": status.map(|s| s.state.as_str()),
+        "address": address,
+        "privateIpAddress": status.and_then(|s| s.address.clone()),
+        "port": status.and_then(|s| s.port),
+        "pid": status.and_then(|s| s.pid),
+        "restarts": status.map(|s| s.restarts).unwrap_or(0),
+        "message": status.and_then(|s| s.message.clone()),
+        "imageVersion": rec.launch.image_version,
+        "limits": status.and_then(|s| s.limits.clone()),
+        "network": status.and_then(|s| s.network.clone()),
+    })
+}
+
+pub fn vm_instance_view(rec: &InstanceRecord, status: Option<&InstanceStatus>) -> Value {
+    let prov = vm_provisioning_state(rec, status);
+    let time = status
+        .map(|s| s.since.clone())
+        .unwrap_or_else(|| rec.time_created.clone());
+    let mut prov_status = json!({
+        "code": format!("ProvisioningState/{}", prov.to_ascii_lowercase()),
+        "level": if prov == "Failed" { "Error" } else { "Info" },
+        "displayStatus": format!("Provisioning {}", prov.to_ascii_lowercase()),
+        "time": time,
+    });
+    if prov == "Failed" {
+        if let Some(m) = status.and_then(|s| s.message.clone()) {
+            prov_status["message"] = json!(m);
+        }
+    }
+    let word = power_state(status);
+    json!({
+        "platformUpdateDomain": rec.fault_domain,
+        "platformFaultDomain": rec.fault_domain,
+        "computerName": rec.computer_name(),
+        "osName": "Linux",
+        "statuses": [prov_status, {"code": format!("PowerState/{word}"), "level": "Info", "displayStatus": display_power(word)}],
+        "shoal": shoal_extension(rec, status),
+    })
+}
+
+pub fn vm_json(
+    set: &VmssRecord,
+    rec: &InstanceRecord,
+    status: Option<&InstanceStatus>,
+    expand: bool,
+) -> Value {
+    let mut props = json!({
+        "latestModelApplied": rec.launch.generation >= set.launch.generation,
+        "vmId": rec.vm_id,
+        "provisioningState": vm_provisioning_state(rec, status),
+        "protectionPolicy": rec.protection,
+        "timeCreated": rec.time_created,
+        "hardwareProfile": {"vmSize": rec.launch.sku},
+        "osProfile": {"computerName": rec.computer_name(), "adminUsername": set.model.profile().and_then(|p| p.os_profile.as_ref()).and_then(|o| o.admin_username.clone())},
+        "storageProfile": {"imageReference": {"id": rec.launch.image_id, "exactVersion": rec.launch.image_version}},
+        "shoal": shoal_extension(rec, status),
+    });
+    if expand {
+        props["instanceView"] = vm_instance_view(rec, status);
+    }
+    let mut v = json!({
+        "id": format!("{}/virtualMachines/{}", set.vmss.id(), rec.instance_id),
+        "name": format!("{}_{}", set.vmss.name, rec.instance_id),
+        "type": VMSS_VM_TYPE,
+        "location": set.model.location,
+        "instanceId": rec.instance_id.to_string(),
+        "sku": {"name": rec.launch.sku, "tier": "Standard"},
+        "properties": props,
+    });
+    if let Some(z) = &rec.zone {
+        v["zones"] = json!([z]);
+    }
+    v
+}
+
+pub fn vmss_instance_view(
+    set: &VmssRecord,
+    instances: &[(InstanceRecord, Option<InstanceStatus>)],
+) -> Value {
+    let mut prov: BTreeMap<String, u64> = BTreeMap::new();
+    let mut power: BTreeMap<String, u64> = BTreeMap::new();
+    for (rec, status) in instances {
+        *prov
+            .entry(format!(
+                "ProvisioningState/{}",
+                vm_provisioning_state(rec, status.as_ref()).to_ascii_lowercase()
+            ))
+            .or_default() += 1;
+        *power
+            .entry(format!("PowerState/{}", power_state(status.as_ref())))
+            .or_default() += 1;
+    }
+    let summary: Vec<Value> = prov
+        .iter()
+        .chain(power.iter())
+        .map(|(code, count)| json!({"code": code, "count": count}))
+        .collect();
+    let state = set
+        .model
+        .props()
+        .provisioning_state
+        .clone()
+        .unwrap_or_else(|| "Succeeded".into());
+    json!({
+        "virtualMachine": {"statusesSummary": summary},
+        "extensions": [],
+        "statuses": [{
+            "code": format!("ProvisioningState/{}", state.to_ascii_lowercase()),
+            "level": if state == "Failed" { "Error" } else { "Info" },
+            "displayStatus": format!("Provisioning {}", state.to_ascii_lowercase()),
+        }],
+        "orchestrationServices": set.services.get("orchestrationServices").cloned().unwrap_or(json!([])),
+    })
+}
