@@ -1,8 +1,6 @@
 //! Carrying out one [`ApiRequest`]: send it, wait for its long-running operation, print
 //! what the command prints.
 
-use std::io::Write;
-
 use anyhow::Context;
 use futures::StreamExt;
 use reqwest::Method;
@@ -54,7 +52,7 @@ pub(crate) async fn execute(
                 _ => Ok(()),
             }
         }
-        Kind::Stream => stream(client, request).await,
+        Kind::Stream => stream(client, printer, request).await,
     }
 }
 
@@ -90,21 +88,17 @@ fn print(printer: &Printer, table: Table, value: &Value) -> anyhow::Result<()> {
 }
 
 /// Copies a streaming answer (logs) to stdout chunk by chunk.
-async fn stream(client: &Client, request: ApiRequest) -> anyhow::Result<()> {
+async fn stream(client: &Client, printer: &Printer, request: ApiRequest) -> anyhow::Result<()> {
     let url = client.url(&request.path)?;
     let response = client
         .open(request.method.clone(), url.clone(), request.body.as_ref())
         .await?;
     let mut body = response.bytes_stream();
-    let mut out = std::io::stdout();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| client.transport_error(Method::GET, url.clone(), e))?;
-        match out.write_all(&chunk).and_then(|()| out.flush()) {
-            Ok(()) => {}
-            // `shoal vmss logs … | head` closed the pipe: that is a normal end.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(e).context("Cannot write to stdout"),
-        }
+        printer
+            .write_raw(&chunk)
+            .context("Cannot write to stdout")?;
     }
     Ok(())
 }

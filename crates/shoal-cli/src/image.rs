@@ -38,14 +38,18 @@ pub enum ImageCommand {
     /// image definition when missing.
     #[command(
         after_help = "Example:\n  shoal image create -g demo --gallery apps --name web --version 1.0.0 \\\n      --dir examples/web --command ./shoal-web --port 8080\n\n\
-                            Symlinks in DIR are followed: the file they point to is uploaded."
+                            Symlinks in DIR are followed: the file they point to is uploaded.",
+        // `--version` names the image version here, as in `az sig image-version`.
+        disable_version_flag = true
     )]
     Create(ImageCreate),
     /// List image versions in a resource group, a gallery or one image definition.
     List(ImageList),
     /// Show an image version (or, without --version, the image definition).
+    #[command(disable_version_flag = true)]
     Show(ImageShow),
     /// Delete an image version (or, without --version, the image definition).
+    #[command(disable_version_flag = true)]
     Delete(ImageDelete),
 }
 

@@ -46,6 +46,7 @@ pub struct ClientOptions {
         long,
         global = true,
         env = "SHOAL_ENDPOINT",
+        help_heading = "Global Options",
         default_value = DEFAULT_ENDPOINT,
         value_name = "URL"
     )]
@@ -56,6 +57,7 @@ pub struct ClientOptions {
         long,
         global = true,
         env = "SHOAL_SUBSCRIPTION",
+        help_heading = "Global Options",
         default_value = DEFAULT_SUBSCRIPTION,
         value_name = "ID"
     )]
@@ -66,6 +68,7 @@ pub struct ClientOptions {
         long,
         short = 'o',
         global = true,
+        help_heading = "Global Options",
         value_enum,
         default_value_t = OutputFormat::Json,
         value_name = "FORMAT"
@@ -85,6 +88,9 @@ impl ClientOptions {
 }
 
 /// The client verbs of `shoal`, named as `az` names them.
+///
+/// The large command families are boxed so that an enum embedding this one (the binary's
+/// top-level subcommands) stays small.
 #[derive(Debug, Clone, Subcommand)]
 pub enum ClientCommand {
     /// Manage resource groups: the folders every other resource lives in.
@@ -92,10 +98,10 @@ pub enum ClientCommand {
     Group(group::GroupCommand),
     /// Upload process images into galleries and manage their versions.
     #[command(subcommand)]
-    Image(image::ImageCommand),
+    Image(Box<image::ImageCommand>),
     /// Manage virtual machine scale sets and their instances.
     #[command(subcommand)]
-    Vmss(vmss::VmssCommand),
+    Vmss(Box<vmss::VmssCommand>),
 }
 
 /// A complete client-only parser (`shoal-cli`'s own tests use it; the `shoal` binary builds
@@ -120,12 +126,21 @@ pub struct Cli {
 /// Results go to stdout in the chosen format, progress to stderr. Errors come back to the
 /// caller; print them with [`report_error`] (or call [`run_and_report`]).
 pub async fn run(opts: ClientOptions, cmd: ClientCommand) -> anyhow::Result<()> {
-    let client = Client::new(&opts)?;
     let printer = output::Printer::stdout(opts.output);
+    run_with(&opts, cmd, &printer).await
+}
+
+/// [`run`], printing results through `printer` (tests pass [`output::Printer::buffer`]).
+pub async fn run_with(
+    opts: &ClientOptions,
+    cmd: ClientCommand,
+    printer: &output::Printer,
+) -> anyhow::Result<()> {
+    let client = Client::new(opts)?;
     match cmd {
-        ClientCommand::Group(cmd) => group::run(&client, &printer, cmd).await,
-        ClientCommand::Image(cmd) => image::run(&client, &printer, cmd).await,
-        ClientCommand::Vmss(cmd) => vmss::run(&client, &printer, cmd).await,
+        ClientCommand::Group(cmd) => group::run(&client, printer, cmd).await,
+        ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,
+        ClientCommand::Vmss(cmd) => vmss::run(&client, printer, *cmd).await,
     }
 }
 

@@ -62,7 +62,7 @@ pub async fn wait(
     let start = Instant::now();
     let mut delay = first_delay.unwrap_or(DEFAULT_POLL);
     let mut unreachable = 0;
-    line.update(&progress_text(None, Duration::ZERO), "");
+    line.update(&progress_text(None, Duration::ZERO), "InProgress|");
     loop {
         tokio::time::sleep(delay.max(MIN_POLL)).await;
         let reply = match client.send(Method::GET, operation.clone(), None).await {

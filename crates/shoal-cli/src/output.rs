@@ -4,6 +4,7 @@
 //! chose. Out: text on stdout. Rendering is pure ([`render`]) so tests read the text.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use clap::ValueEnum;
 use serde_json::Value;
@@ -37,14 +38,33 @@ pub enum Table {
     Skus,
 }
 
-/// Writes results to stdout.
+/// Writes results to stdout (or, in tests, to a buffer).
 pub struct Printer {
     format: OutputFormat,
+    sink: Sink,
+}
+
+enum Sink {
+    Stdout,
+    Buffer(Arc<Mutex<Vec<u8>>>),
 }
 
 impl Printer {
     pub fn stdout(format: OutputFormat) -> Self {
-        Printer { format }
+        Printer {
+            format,
+            sink: Sink::Stdout,
+        }
+    }
+
+    /// A printer into memory, and the buffer it fills (for tests).
+    pub fn buffer(format: OutputFormat) -> (Self, Arc<Mutex<Vec<u8>>>) {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let printer = Printer {
+            format,
+            sink: Sink::Buffer(Arc::clone(&buffer)),
+        };
+        (printer, buffer)
     }
 
     pub fn format(&self) -> OutputFormat {
@@ -56,8 +76,25 @@ impl Printer {
         let Some(text) = render(self.format, table, value) else {
             return Ok(());
         };
-        let mut out = std::io::stdout().lock();
-        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        self.write_raw(text.as_bytes())
+    }
+
+    /// Writes bytes as they are (streamed logs); a closed stdout is not an error.
+    pub fn write_raw(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let result = match &self.sink {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes).and_then(|()| out.flush())
+            }
+            Sink::Buffer(buffer) => {
+                buffer
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(())
+            }
+        };
+        match result {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             other => other,
         }
