@@ -286,6 +286,21 @@ async fn create(client: &Client, printer: &Printer, args: ImageCreate) -> anyhow
         Some(location) => location.clone(),
         None => group_location(client, &args.image.resource_group).await?,
     };
+    // Versions are immutable: say so before uploading a bundle the server would refuse.
+    let sub = client.subscription();
+    let ImageDefinition {
+        resource_group: rg,
+        gallery,
+        name,
+    } = &args.image;
+    let existing = version_path(sub, rg, gallery, name, &args.version);
+    if client.call(Method::GET, &existing, None).await.is_ok() {
+        anyhow::bail!(
+            "Image version {gallery}/{name}:{} already exists and versions are immutable: \
+             choose a new --version (or `shoal image delete` it first)",
+            args.version
+        );
+    }
     let dir = args.dir.clone();
     let bundle = tokio::task::spawn_blocking(move || bundle::scan(&dir))
         .await

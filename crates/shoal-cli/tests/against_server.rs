@@ -530,13 +530,12 @@ async fn image_create_uploads_the_directory_then_puts_gallery_image_and_version(
         .header("retry-after", "0")],
     );
     fake.on("GET", "/ops/5", vec![operation("Succeeded", None)]);
-    fake.on(
-        "GET",
-        &version,
-        vec![ok(
-            json!({"name": "1.0.0", "properties": {"provisioningState": "Succeeded"}}),
-        )],
+    let not_found = status(
+        404,
+        Some(json!({"error": {"code": "ResourceNotFound", "message": "No such version"}})),
     );
+    let created = ok(json!({"name": "1.0.0", "properties": {"provisioningState": "Succeeded"}}));
+    fake.on("GET", &version, vec![not_found, created]);
 
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -594,7 +593,24 @@ async fn image_create_uploads_the_directory_then_puts_gallery_image_and_version(
             "kind": "process", "command": "./run.sh", "port": 8081, "blobId": "b-42"}}})
     );
     let order: Vec<&str> = seen.iter().map(|s| s.method.as_str()).collect();
-    assert_eq!(order, ["GET", "POST", "PUT", "PUT", "PUT", "GET", "GET"]);
+    assert_eq!(
+        order,
+        ["GET", "GET", "POST", "PUT", "PUT", "PUT", "GET", "GET"]
+    );
+
+    // The same version again: refused before anything is uploaded.
+    let (_, error) = fake
+        .run(
+            &format!(
+                "image create -g demo --gallery apps --name web --version 1.0.0 --dir {} --command ./run.sh",
+                dir.path().display()
+            ),
+            OutputFormat::Json,
+        )
+        .await;
+    assert!(error.unwrap().contains("apps/web:1.0.0 already exists"));
+    let uploads = fake.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(uploads, 1);
 }
 
 #[tokio::test]
