@@ -13,6 +13,9 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+pub mod fake;
+pub mod process;
+
 /// Identifies one instance on this host; stable for the instance's life, safe as a
 /// file name (e.g. `00000000-0000-0000-0000-000000000000.demo.web.3`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,7 +68,10 @@ pub struct Running {
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").field("pid", &self.pid).field("endpoint", &self.endpoint).finish()
+        f.debug_struct("Running")
+            .field("pid", &self.pid)
+            .field("endpoint", &self.endpoint)
+            .finish()
     }
 }
 

@@ -1,0 +1,643 @@
+//! Instance networking: who gets which address and port, and how it is reached.
+//!
+//! Two modes (chosen by [`NetworkMode`]):
+//! - **Host ports**: instances share the host's network; each gets a distinct free TCP
+//!   port from a range (checked free by binding it) and is reached at `127.0.0.1:port`.
+//!   `PORT` is that port: the image's port is then only nominal.
+//! - **Namespaces** (root): each instance gets its own network namespace and a private
+//!   address from a subnet (default `10.200.0.0/16`), reached at `address:image port`
+//!   over a routed veth pair (see `netns.rs`). The subnet's first address is the
+//!   gateway, assigned to the host's `lo`, where the agent also serves metadata. The
+//!   whole subnet gets an `unreachable` route, so traffic for a freed address fails on
+//!   the host instead of leaving it.
+//!
+//! Allocation is in memory, rebuilt from state files on recovery; in namespace mode the
+//! kernel names (`<netns_dir>/shoal-<hex address>`, veth `sh<hex address>`) double as a
+//! host-wide lock, so two agents with different roots never hand out the same address.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::netlink::{self, Netlink, Route, RT_SCOPE_UNIVERSE};
+use super::netns::{self, NetnsError, NetnsPlan};
+use super::state::NetAlloc;
+
+/// How instances are networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Namespaces when running as root and a probe succeeds, host ports otherwise.
+    #[default]
+    Auto,
+    HostPorts,
+    Namespaces,
+}
+
+/// An IPv4 subnet for namespaced instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub base: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Subnet {
+    pub const DEFAULT: Subnet = Subnet {
+        base: Ipv4Addr::new(10, 200, 0, 0),
+        prefix_len: 16,
+    };
+
+    fn network(&self) -> u32 {
+        let mask = if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len.min(32)))
+        };
+        u32::from(self.base) & mask
+    }
+
+    fn size(&self) -> u64 {
+        1u64 << (32 - u32::from(self.prefix_len.min(32)))
+    }
+
+    /// The first usable address: the gateway.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.network().wrapping_add(1))
+    }
+
+    /// Instance addresses: everything after the gateway, before the broadcast address.
+    pub fn hosts(&self) -> u32 {
+        self.size().saturating_sub(3).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// The `i`-th instance address, `i < hosts()`.
+    pub fn host(&self, i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.network().wrapping_add(2).wrapping_add(i))
+    }
+
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        let off = u32::from(a).wrapping_sub(self.network());
+        u64::from(off) >= 2 && u64::from(off) < self.size() - 1
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.network()), self.prefix_len)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("No free address or port left")]
+    Exhausted,
+    #[error("Network namespaces are not usable here")]
+    Namespaces(#[source] NetnsError),
+    #[error("Cannot prepare the instance subnet on the host ({what})")]
+    Prepare {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("Cannot remove the network of an instance")]
+    Teardown(#[source] io::Error),
+}
+
+/// Where an instance is reached and what it is told about itself.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Reachable from the host.
+    pub addr: SocketAddr,
+    /// Value of `PORT`: the port the workload must listen on.
+    pub listen_port: u16,
+    /// Value of `SHOAL_PRIVATE_IP`.
+    pub private_ip: Ipv4Addr,
+    /// Address replacing the host of `SHOAL_METADATA_ENDPOINT`, if any.
+    pub metadata_host: Option<Ipv4Addr>,
+    /// The namespace the workload must join.
+    pub netns: Option<PathBuf>,
+}
+
+/// Allocates and sets up instance networks in one mode.
+#[derive(Debug)]
+pub enum Network {
+    HostPorts(PortPool),
+    Namespaces(NsPool),
+}
+
+impl Network {
+    /// Sets up the requested mode. `Auto` probes namespaces when root and falls back to
+    /// host ports (with a warning) if that fails; explicit `Namespaces` fails instead.
+    pub fn setup(
+        mode: NetworkMode,
+        port_range: RangeInclusive<u16>,
+        subnet: Subnet,
+        netns_dir: PathBuf,
+    ) -> Result<Network, NetError> {
+        let ports = || Network::HostPorts(PortPool::new(port_range.clone()));
+        match mode {
+            NetworkMode::HostPorts => Ok(ports()),
+            NetworkMode::Namespaces => Ok(Network::Namespaces(NsPool::prepare(subnet, netns_dir)?)),
+            NetworkMode::Auto => {
+                // SAFETY: geteuid has no arguments and cannot fail.
+                if unsafe { libc::geteuid() } != 0 {
+                    return Ok(ports());
+                }
+                match NsPool::prepare(subnet, netns_dir) {
+                    Ok(pool) => Ok(Network::Namespaces(pool)),
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "Network namespaces unavailable; instances share the host network, one port each");
+                        Ok(ports())
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn mode(&self) -> NetworkMode {
+        match self {
+            Network::HostPorts(_) => NetworkMode::HostPorts,
+            Network::Namespaces(_) => NetworkMode::Namespaces,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Network::HostPorts(p) => {
+                format!(
+                    "host network, own port (127.0.0.1:{}-{})",
+                    p.range.start(),
+                    p.range.end()
+                )
+            }
+            Network::Namespaces(p) => format!(
+                "network namespace ({} via {})",
+                p.subnet,
+                p.subnet.gateway()
+            ),
+        }
+    }
+
+    pub fn metadata_addrs(&self) -> Vec<std::net::IpAddr> {
+        match self {
+            Network::HostPorts(_) => Vec::new(),
+            Network::Namespaces(p) => vec![p.subnet.gateway().into()],
+        }
+    }
+
+    /// Marks an allocation found in a state file as used (recovery).
+    pub fn adopt(&self, alloc: &NetAlloc) {
+        match (self, alloc) {
+            (Network::HostPorts(p), NetAlloc::HostPort { port }) => p.mark(*port),
+            (Network::Namespaces(p), NetAlloc::Namespace { address, .. }) => p.mark(*address),
+            _ => {}
+        }
+    }
+
+    /// Whether `alloc` was made by this mode (otherwise it is released and replaced).
+    pub fn fits(&self, alloc: &NetAlloc) -> bool {
+        match (self, alloc) {
+            (Network::HostPorts(_), NetAlloc::HostPort { .. }) => true,
+            (
+                Network::Namespaces(p),
+                NetAlloc::Namespace {
+                    address, gateway, ..
+                },
+            ) => p.subnet.contains(*address) && *gateway == p.subnet.gateway(),
+            _ => false,
+        }
+    }
+
+    /// A new allocation, with its namespace set up.
+    pub fn allocate(&self) -> Result<NetAlloc, NetError> {
+        match self {
+            Network::HostPorts(p) => p.allocate().map(|port| NetAlloc::HostPort { port }),
+            Network::Namespaces(p) => p.allocate(),
+        }
+    }
+
+    /// Makes sure an existing allocation is usable (its namespace exists), re-creating
+    /// it after a host reboot or a crash half-way.
+    pub fn ensure(&self, alloc: &NetAlloc) -> Result<(), NetError> {
+        match alloc {
+            NetAlloc::HostPort { .. } => Ok(()),
+            NetAlloc::Namespace {
+                address,
+                gateway,
+                netns,
+                host_if,
+            } => {
+                let Network::Namespaces(p) = self else {
+                    return Ok(());
+                };
+                let path = p.netns_dir.join(netns);
+                if netns::exists(&path, host_if) {
+                    return Ok(());
+                }
+                netns::teardown(&path, host_if).map_err(NetError::Teardown)?;
+                let plan = NetnsPlan {
+                    netns_path: path,
+                    host_if: host_if.clone(),
+                    addresses: Some((*address, *gateway)),
+                };
+                netns::create(&plan).map_err(NetError::Namespaces)
+            }
+        }
+    }
+
+    /// Frees an allocation (removing its namespace and veth).
+    pub fn release(&self, alloc: &NetAlloc) -> Result<(), NetError> {
+        match alloc {
+            NetAlloc::HostPort { port } => {
+                if let Network::HostPorts(p) = self {
+                    p.unmark(*port);
+                }
+                Ok(())
+            }
+            NetAlloc::Namespace {
+                address,
+                netns,
+                host_if,
+                ..
+            } => {
+                let dir = match self {
+                    Network::Namespaces(p) => p.netns_dir.clone(),
+                    Network::HostPorts(_) => PathBuf::from(DEFAULT_NETNS_DIR),
+                };
+                netns::teardown(&dir.join(netns), host_if).map_err(NetError::Teardown)?;
+                if let Network::Namespaces(p) = self {
+                    p.unmark(*address);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// How the instance holding `alloc` is reached, for a workload on `image_port`.
+    pub fn endpoint(&self, alloc: &NetAlloc, image_port: u16) -> Endpoint {
+        match alloc {
+            NetAlloc::HostPort { port } => Endpoint {
+                addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, *port)),
+                listen_port: *port,
+                private_ip: Ipv4Addr::LOCALHOST,
+                metadata_host: None,
+                netns: None,
+            },
+            NetAlloc::Namespace {
+                address,
+                gateway,
+                netns,
+                ..
+            } => {
+                let dir = match self {
+                    Network::Namespaces(p) => p.netns_dir.clone(),
+                    Network::HostPorts(_) => PathBuf::from(DEFAULT_NETNS_DIR),
+                };
+                Endpoint {
+                    addr: SocketAddr::V4(SocketAddrV4::new(*address, image_port)),
+                    listen_port: image_port,
+                    private_ip: *address,
+                    metadata_host: Some(*gateway),
+                    netns: Some(dir.join(netns)),
+                }
+            }
+        }
+    }
+}
+
+/// Where namespace files live unless configured otherwise.
+pub const DEFAULT_NETNS_DIR: &str = "/run/shoal/netns";
+
+/// Free TCP ports of the host.
+///
+/// A port handed out is not bound until the workload starts, so the set of handed-out
+/// ports is shared by every pool of this process (several drivers, as in tests, never
+/// hand out the same port); other processes are seen only through the bind check.
+#[derive(Debug)]
+pub struct PortPool {
+    range: RangeInclusive<u16>,
+    cursor: Mutex<u16>,
+}
+
+/// Ports handed out by any pool of this process.
+static PORTS_IN_USE: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+fn ports_in_use() -> std::sync::MutexGuard<'static, BTreeSet<u16>> {
+    PORTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PortPool {
+    pub fn new(range: RangeInclusive<u16>) -> Self {
+        let cursor = *range.start();
+        Self {
+            range,
+            cursor: Mutex::new(cursor),
+        }
+    }
+
+    /// The next port that is neither handed out nor bound by anyone on the host.
+    pub fn allocate(&self) -> Result<u16, NetError> {
+        let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let (lo, hi) = (*self.range.start(), *self.range.end());
+        if lo == 0 || hi < lo {
+            return Err(NetError::Exhausted);
+        }
+        let span = u32::from(hi - lo) + 1;
+        let start = (*cursor).clamp(lo, hi);
+        for i in 0..span {
+            let port = lo + ((u32::from(start - lo) + i) % span) as u16;
+            if ports_in_use().contains(&port) || !port_is_free(port) {
+                continue;
+            }
+            if !ports_in_use().insert(port) {
+                continue;
+            }
+            *cursor = if port == hi { lo } else { port + 1 };
+            return Ok(port);
+        }
+        Err(NetError::Exhausted)
+    }
+
+    fn mark(&self, port: u16) {
+        ports_in_use().insert(port);
+    }
+
+    fn unmark(&self, port: u16) {
+        ports_in_use().remove(&port);
+    }
+}
+
+/// True when nothing on the host listens on `port` (any address).
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).is_ok()
+}
+
+/// Addresses of a subnet, each with its own namespace.
+#[derive(Debug)]
+pub struct NsPool {
+    subnet: Subnet,
+    netns_dir: PathBuf,
+    state: Mutex<NsState>,
+}
+
+#[derive(Debug, Default)]
+struct NsState {
+    used: HashSet<Ipv4Addr>,
+    cursor: u32,
+}
+
+impl NsPool {
+    /// Prepares the host (gateway on `lo`, unreachable route for the subnet, neighbour
+    /// table size, namespace directory) and proves it works by creating and removing
+    /// one namespace with a veth pair.
+    pub fn prepare(subnet: Subnet, netns_dir: PathBuf) -> Result<Self, NetError> {
+        if subnet.prefix_len > 30 || subnet.prefix_len < 8 {
+            return Err(NetError::Prepare {
+                what: "subnet prefix must be /8../30",
+                source: io::ErrorKind::InvalidInput.into(),
+            });
+        }
+        std::fs::create_dir_all(&netns_dir).map_err(|source| NetError::Prepare {
+            what: "create the namespace directory",
+            source,
+        })?;
+        let mut nl = Netlink::open().map_err(|source| NetError::Prepare {
+            what: "open netlink",
+            source,
+        })?;
+        let gateway = subnet.gateway();
+        let results = nl.batch(vec![
+            netlink::add_addr(1, gateway, 32),
+            netlink::add_route(&Route {
+                dst: Ipv4Addr::from(subnet.network()),
+                prefix_len: subnet.prefix_len,
+                oif: None,
+                gateway: None,
+                prefsrc: None,
+                scope: RT_SCOPE_UNIVERSE,
+                unreachable: true,
+            }),
+        ]);
+        for (what, r) in [
+            "add the gateway address to lo",
+            "add the subnet's unreachable route",
+        ]
+        .into_iter()
+        .zip(results)
+        {
+            match r {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => return Err(NetError::Prepare { what, source }),
+            }
+        }
+        raise_neighbour_limits(subnet.hosts());
+
+        let started = tokio::time::Instant::now();
+        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
+        let id = std::process::id();
+        let plan = NetnsPlan {
+            netns_path: netns_dir.join(format!("shoal-probe-{id}-{n}")),
+            host_if: format!("shp{:x}-{n}", id & 0xf_ffff),
+            addresses: None,
+        };
+        let _ = netns::teardown(&plan.netns_path, &plan.host_if);
+        netns::create(&plan).map_err(NetError::Namespaces)?;
+        netns::teardown(&plan.netns_path, &plan.host_if).map_err(NetError::Teardown)?;
+        tracing::debug!(elapsed = ?started.elapsed(), %subnet, "Network namespace probe succeeded");
+        Ok(Self {
+            subnet,
+            netns_dir,
+            state: Mutex::new(NsState::default()),
+        })
+    }
+
+    fn allocate(&self) -> Result<NetAlloc, NetError> {
+        let gateway = self.subnet.gateway();
+        let hosts = self.subnet.hosts();
+        for _ in 0..hosts {
+            let address = {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut found = None;
+                for _ in 0..hosts {
+                    let a = self.subnet.host(st.cursor % hosts);
+                    st.cursor = (st.cursor + 1) % hosts;
+                    if st.used.insert(a) {
+                        found = Some(a);
+                        break;
+                    }
+                }
+                found.ok_or(NetError::Exhausted)?
+            };
+            let hex = u32::from(address);
+            let alloc = NetAlloc::Namespace {
+                address,
+                gateway,
+                netns: format!("shoal-{hex:08x}"),
+                host_if: format!("sh{hex:08x}"),
+            };
+            let NetAlloc::Namespace { netns, host_if, .. } = &alloc else {
+                continue;
+            };
+            let plan = NetnsPlan {
+                netns_path: self.netns_dir.join(netns),
+                host_if: host_if.clone(),
+                addresses: Some((address, gateway)),
+            };
+            match netns::create(&plan) {
+                Ok(()) => return Ok(alloc),
+                // Held by another agent (or a leftover): keep it marked and move on.
+                Err(NetnsError::Taken(name)) => {
+                    tracing::debug!(%name, "Address taken on this host; trying the next")
+                }
+                Err(e) => {
+                    self.unmark(address);
+                    return Err(NetError::Namespaces(e));
+                }
+            }
+        }
+        Err(NetError::Exhausted)
+    }
+
+    fn mark(&self, a: Ipv4Addr) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .used
+            .insert(a);
+    }
+
+    fn unmark(&self, a: Ipv4Addr) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .used
+            .remove(&a);
+    }
+}
+
+/// The host keeps one neighbour entry per instance; the default table limit (1024)
+/// would stop new instances from being reached past ~1000. Raise it, never lower it.
+fn raise_neighbour_limits(hosts: u32) {
+    let want = u64::from(hosts.clamp(1024, 65_536)) * 2;
+    for (name, value) in [
+        ("gc_thresh1", want / 8),
+        ("gc_thresh2", want / 2),
+        ("gc_thresh3", want),
+    ] {
+        let path = format!("/proc/sys/net/ipv4/neigh/default/{name}");
+        let current: u64 = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if current < value {
+            match std::fs::write(&path, value.to_string()) {
+                Ok(()) => {
+                    tracing::info!(sysctl = %path, from = current, to = value, "Raised the neighbour table limit for instance networks")
+                }
+                Err(e) => {
+                    tracing::warn!(sysctl = %path, error = %e, "Cannot raise the neighbour table limit; past ~1000 instances some may be unreachable")
+                }
+            }
+        }
+    }
+}
+
+/// Replaces the host of `url` (`scheme://host[:port]/rest`) with `ip`.
+pub fn rewrite_host(url: &str, ip: Ipv4Addr) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let port = if authority.starts_with('[') {
+        authority.rsplit_once("]:").map(|(_, p)| p)
+    } else {
+        authority.rsplit_once(':').map(|(_, p)| p)
+    };
+    match port {
+        Some(p) => format!("{scheme}://{ip}:{p}{path}"),
+        None => format!("{scheme}://{ip}{path}"),
+    }
+}
+
+/// "outer: inner: innermost", for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_arithmetic() {
+        let s = Subnet::DEFAULT;
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!(s.host(0), Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(s.hosts(), 65_533);
+        assert_eq!(s.host(s.hosts() - 1), Ipv4Addr::new(10, 200, 255, 254));
+        assert!(s.contains(Ipv4Addr::new(10, 200, 3, 4)));
+        assert!(!s.contains(s.gateway()));
+        assert!(!s.contains(Ipv4Addr::new(10, 200, 255, 255)));
+        assert!(!s.contains(Ipv4Addr::new(10, 201, 0, 2)));
+        let small = Subnet {
+            base: Ipv4Addr::new(10, 9, 8, 77),
+            prefix_len: 29,
+        };
+        assert_eq!(small.to_string(), "10.9.8.72/29");
+        assert_eq!(small.hosts(), 5);
+    }
+
+    #[test]
+    fn ports_are_distinct_free_and_reusable() {
+        // A port someone else holds is skipped.
+        let held = TcpListener::bind("0.0.0.0:0").expect("bind");
+        let busy = held.local_addr().expect("addr").port();
+        let pool = PortPool::new(busy..=busy.saturating_add(3));
+        let a = pool.allocate().expect("one");
+        let b = pool.allocate().expect("two");
+        assert_ne!(a, busy);
+        assert_ne!(b, busy);
+        assert_ne!(a, b);
+        pool.unmark(a);
+        let mut got = BTreeSet::new();
+        while let Ok(p) = pool.allocate() {
+            got.insert(p);
+        }
+        assert!(got.contains(&a), "a released port is handed out again");
+        assert!(!got.contains(&b) && !got.contains(&busy));
+    }
+
+    #[test]
+    fn rewrites_metadata_host() {
+        let gw = Ipv4Addr::new(10, 200, 0, 1);
+        assert_eq!(
+            rewrite_host("http://127.0.0.1:7071", gw),
+            "http://10.200.0.1:7071"
+        );
+        assert_eq!(
+            rewrite_host("http://localhost:7071/metadata/x", gw),
+            "http://10.200.0.1:7071/metadata/x"
+        );
+        assert_eq!(
+            rewrite_host("http://[::1]:7071/", gw),
+            "http://10.200.0.1:7071/"
+        );
+        assert_eq!(rewrite_host("http://localhost/", gw), "http://10.200.0.1/");
+        assert_eq!(rewrite_host("not a url", gw), "not a url");
+    }
+}

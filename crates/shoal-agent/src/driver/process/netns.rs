@@ -1,0 +1,265 @@
+//! Network namespaces for instances: create one with its veth pair and addresses,
+//! check that one still exists, tear one down.
+//!
+//! A namespace is made by a short-lived helper thread that `unshare(CLONE_NEWNET)`s
+//! itself (never a pooled thread: the change is permanent for that thread), bind-mounts
+//! `/proc/thread-self/ns/net` onto `<netns_dir>/<name>` so the namespace outlives the
+//! thread and the agent, and configures the inside over a netlink socket opened there:
+//!
+//! ```text
+//!  host                                   namespace <name>
+//!  lo: <gateway>/32                        lo up
+//!  <host_if> ──────── veth ──────────────  eth0: <address>/32
+//!  route <address>/32 dev <host_if>        route <gateway>/32 dev eth0 scope link
+//!        src <gateway>                     route default via <gateway>
+//! ```
+//!
+//! Routed veth pairs without a bridge: nothing limits the count to a bridge's 1024 ports.
+//! The child process joins the namespace with `setns` before exec (see [`join_in_child`]).
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::netlink::{self, Netlink, Route, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE};
+
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+/// The interface name inside every namespace.
+pub const INSIDE_IF: &str = "eth0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// The namespace file or the host interface already exists: another owner (or a
+    /// leftover) holds this name; the caller picks another address.
+    #[error("Network namespace or interface {0} already exists")]
+    Taken(String),
+    #[error("Cannot {what} for network namespace {name}")]
+    Setup {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What to create: names and addresses of one instance's network.
+#[derive(Debug, Clone)]
+pub struct NetnsPlan {
+    pub netns_path: PathBuf,
+    pub host_if: String,
+    /// `(address, gateway)`; `None` creates the links only (the startup probe).
+    pub addresses: Option<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// Creates the namespace, its veth pair, addresses and routes. On failure, whatever was
+/// created is removed again. Blocking (a few syscalls and netlink round trips).
+pub fn create(plan: &NetnsPlan) -> Result<(), NetnsError> {
+    let name = plan.netns_path.display().to_string();
+    let setup = |what: &'static str| {
+        let name = name.clone();
+        move |source: io::Error| NetnsError::Setup { what, name, source }
+    };
+    // O_EXCL: the file is the lock on this name among all agents of the host.
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&plan.netns_path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(NetnsError::Taken(name)),
+        Err(e) => return Err(setup("create the mount point")(e)),
+    }
+    let result = create_inside(plan).and_then(|()| {
+        if let Some((address, gateway)) = plan.addresses {
+            let index = netlink::if_index(&plan.host_if);
+            if index == 0 {
+                return Err(setup("find the host interface")(io::Error::from(
+                    io::ErrorKind::NotFound,
+                )));
+            }
+            let mut nl = Netlink::open().map_err(setup("open netlink"))?;
+            let route = netlink::add_route(&Route {
+                dst: address,
+                prefix_len: 32,
+                oif: Some(index),
+                gateway: None,
+                prefsrc: Some(gateway),
+                scope: RT_SCOPE_LINK,
+                unreachable: false,
+            });
+            for r in nl.batch(vec![netlink::link_up(index), route]) {
+                r.map_err(setup("bring up the host side and add its route"))?;
+            }
+        }
+        Ok(())
+    });
+    match &result {
+        Ok(()) => {}
+        // The host interface name belongs to someone else: leave it, drop our mount.
+        Err(NetnsError::Taken(_)) => {
+            let _ = remove_mount(&plan.netns_path);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "Rolling back a half-made network namespace");
+            let _ = teardown(&plan.netns_path, &plan.host_if);
+        }
+    }
+    result
+}
+
+/// The part that runs in a helper thread inside the new namespace.
+fn create_inside(plan: &NetnsPlan) -> Result<(), NetnsError> {
+    let plan = plan.clone();
+    let name = plan.netns_path.display().to_string();
+    let thread = std::thread::Builder::new()
+        .name("shoal-netns".into())
+        .spawn(move || -> Result<(), NetnsError> {
+            let name = plan.netns_path.display().to_string();
+            let setup = |what: &'static str| {
+                let name = name.clone();
+                move |source: io::Error| NetnsError::Setup { what, name, source }
+            };
+            let host_ns = fs::File::open("/proc/thread-self/ns/net")
+                .map_err(setup("open the host namespace"))?;
+            // SAFETY: unshare only changes this thread's namespaces; the thread is ours and
+            // ends after this function, so no other code runs in the new namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(setup("unshare")(io::Error::last_os_error()));
+            }
+            bind_mount(Path::new("/proc/thread-self/ns/net"), &plan.netns_path)
+                .map_err(setup("bind-mount"))?;
+            let mut nl = Netlink::open().map_err(setup("open netlink inside"))?;
+            match nl.request(netlink::new_veth(
+                INSIDE_IF,
+                &plan.host_if,
+                Some(host_ns.as_raw_fd()),
+            )) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    return Err(NetnsError::Taken(plan.host_if.clone()))
+                }
+                Err(e) => return Err(setup("create the veth pair")(e)),
+            }
+            let inside = netlink::if_index(INSIDE_IF);
+            // lo is always index 1 in a new namespace.
+            let mut msgs = vec![netlink::link_up(1), netlink::link_up(inside)];
+            if let Some((address, gateway)) = plan.addresses {
+                msgs.push(netlink::add_addr(inside, address, 32));
+                msgs.push(netlink::add_route(&Route {
+                    dst: gateway,
+                    prefix_len: 32,
+                    oif: Some(inside),
+                    gateway: None,
+                    prefsrc: None,
+                    scope: RT_SCOPE_LINK,
+                    unreachable: false,
+                }));
+                msgs.push(netlink::add_route(&Route {
+                    dst: Ipv4Addr::UNSPECIFIED,
+                    prefix_len: 0,
+                    oif: Some(inside),
+                    gateway: Some(gateway),
+                    prefsrc: None,
+                    scope: RT_SCOPE_UNIVERSE,
+                    unreachable: false,
+                }));
+            }
+            for r in nl.batch(msgs) {
+                r.map_err(setup("configure the inside"))?;
+            }
+            Ok(())
+        });
+    match thread {
+        Ok(handle) => handle.join().unwrap_or_else(|_| {
+            Err(NetnsError::Setup {
+                what: "run the helper thread",
+                name,
+                source: io::Error::other("helper thread panicked"),
+            })
+        }),
+        Err(source) => Err(NetnsError::Setup {
+            what: "spawn the helper thread",
+            name,
+            source,
+        }),
+    }
+}
+
+/// Removes the veth pair (deleting the host end deletes both) and the namespace mount.
+/// Missing pieces are fine.
+pub fn teardown(netns_path: &Path, host_if: &str) -> io::Result<()> {
+    let mut nl = Netlink::open()?;
+    match nl.request(netlink::del_link(host_if)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+        Err(e) => return Err(e),
+    }
+    remove_mount(netns_path)
+}
+
+/// Unmounts and removes a namespace file; missing is fine.
+fn remove_mount(netns_path: &Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(netns_path.as_os_str().as_encoded_bytes())
+        .map_err(io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path; MNT_DETACH unmounts lazily.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) {
+            return Err(e);
+        }
+    }
+    match fs::remove_file(netns_path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// True when `path` is a mounted network namespace and `host_if` exists on the host.
+pub fn exists(netns_path: &Path, host_if: &str) -> bool {
+    is_nsfs(netns_path) && netlink::if_index(host_if) != 0
+}
+
+fn is_nsfs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own; `c` is a valid path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC
+    }
+}
+
+fn bind_mount(src: &Path, dst: &Path) -> io::Result<()> {
+    let s = std::ffi::CString::new(src.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let d = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: both paths are valid NUL-terminated strings; no file system type or data.
+    let rc = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            d.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Joins the network namespace open as `fd`. Runs in the forked child before exec.
+pub fn join_in_child(fd: i32) -> io::Result<()> {
+    // SAFETY: `fd` is an open namespace descriptor inherited from the parent.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
