@@ -1,1 +1,70 @@
-fn main() {}
+//! The one `shoal` binary: the server processes (`serve`, `server`, `agent`) and the
+//! `az`-shaped client verbs (`group`, `image`, `vmss`). `main` only parses arguments and
+//! hands over to the library crates.
+
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Virtual machine scale sets on your own machines",
+    long_about = "Virtual machine scale sets on your own machines.\n\n\
+                  `shoal serve` runs the API, the controllers and a local agent in one process. \
+                  The other commands are a client that speaks Azure ARM's wire format and mirrors `az`."
+)]
+struct Cli {
+    #[command(flatten)]
+    options: shoal_cli::ClientOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything in one process: API, controllers, embedded store and a local agent.
+    Serve(Box<serve::ServeArgs>),
+    /// Run the API and controllers only (agents connect over HTTP).
+    Server(Box<serve::ServeArgs>),
+    /// Run a host agent that takes instances from a server.
+    Agent(Box<serve::AgentArgs>),
+    #[command(flatten)]
+    Client(shoal_cli::ClientCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => report(runtime.block_on(serve::serve(*args, serve::Mode::All))),
+        Command::Server(args) => {
+            report(runtime.block_on(serve::serve(*args, serve::Mode::ServerOnly)))
+        }
+        Command::Agent(args) => report(runtime.block_on(serve::agent(*args, cli.options))),
+        Command::Client(cmd) => runtime.block_on(shoal_cli::run_and_report(cli.options, cmd)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

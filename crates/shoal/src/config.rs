@@ -1,0 +1,56 @@
+//! Configuration of the server processes: one TOML file, every key overridable by a flag
+//! and by a `SHOAL_*` environment variable (flags win, then the environment, then the
+//! file). An invalid config is refused before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The file's shape. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<String>,
+    pub keep_instances: Option<bool>,
+    pub max_capacity: Option<i64>,
+    #[serde(default)]
+    pub agent: AgentFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentFileConfig {
+    pub host_name: Option<String>,
+    pub zone: Option<String>,
+    pub fault_domain: Option<u32>,
+    pub network: Option<String>,
+    pub stop_grace_seconds: Option<u64>,
+    pub boot_timeout_seconds: Option<u64>,
+    pub start_concurrency: Option<usize>,
+}
+
+pub fn load_file(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("the config file {} is invalid", path.display()))
+}
+
+pub fn parse_listen(s: &str, what: &str) -> anyhow::Result<SocketAddr> {
+    s.parse()
+        .with_context(|| format!("{what} '{s}' is not an ADDRESS:PORT such as 127.0.0.1:7070"))
+}
+
+pub fn secs(v: u64, what: &str, max: u64) -> anyhow::Result<Duration> {
+    if v > max {
+        bail!("{what} must be at most {max} seconds, not {v}");
+    }
+    Ok(Duration::from_secs(v))
+}

@@ -1,0 +1,376 @@
+//! `shoal serve` / `shoal server` / `shoal agent`: wiring the store, the API, the
+//! controller and the agent together, with one shutdown token for all of them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use shoal_agent::driver::process::{NetworkMode, ProcessDriver, ProcessDriverConfig};
+use shoal_agent::driver::Driver;
+use shoal_agent::AgentConfig;
+use shoal_api::ApiState;
+use shoal_control::{Clock, Controller, SystemClock};
+use shoal_store::{RedbStore, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, FileConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    All,
+    ServerOnly,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML config file (keys: listen, data-dir, log-format, keep-instances, max-capacity,
+    /// [agent] host-name, zone, fault-domain, network, stop-grace-seconds,
+    /// boot-timeout-seconds, start-concurrency). Flags and SHOAL_* variables override it.
+    #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address and port of the API [default: 127.0.0.1:7070].
+    #[arg(long, env = "SHOAL_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Where state, bundles and instance disks live [default: ./.shoal].
+    #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log lines as human-readable text or JSON [default: text].
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "text|json")]
+    pub log_format: Option<String>,
+    /// Leave instances running when shoal stops cleanly (they are adopted on the next start).
+    #[arg(long, env = "SHOAL_KEEP_INSTANCES")]
+    pub keep_instances: bool,
+    /// Largest capacity a scale set may ask for [default: 1000, as Azure].
+    #[arg(long, env = "SHOAL_MAX_CAPACITY", value_name = "N")]
+    pub max_capacity: Option<i64>,
+    #[command(flatten)]
+    pub agent: AgentFlags,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentFlags {
+    /// This host's name among agents [default: local].
+    #[arg(long, env = "SHOAL_HOST_NAME", value_name = "NAME")]
+    pub host_name: Option<String>,
+    /// The availability zone this host is in (1, 2 or 3).
+    #[arg(long, env = "SHOAL_ZONE", value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// This host's fault domain.
+    #[arg(long, env = "SHOAL_FAULT_DOMAIN", value_name = "N")]
+    pub fault_domain: Option<u32>,
+    /// Instance networking: own network namespace per instance (needs root), a distinct
+    /// host port per instance, or auto (namespaces when root and they work) [default: auto].
+    #[arg(long, env = "SHOAL_NETWORK", value_name = "auto|namespaces|host-ports")]
+    pub network: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when stopping an instance [default: 10].
+    #[arg(long, env = "SHOAL_STOP_GRACE_SECONDS", value_name = "S")]
+    pub stop_grace_seconds: Option<u64>,
+    /// Seconds an instance may take to listen on its port [default: 60].
+    #[arg(long, env = "SHOAL_BOOT_TIMEOUT_SECONDS", value_name = "S")]
+    pub boot_timeout_seconds: Option<u64>,
+    /// Instances provisioning or starting at once [default: 32].
+    #[arg(long, env = "SHOAL_START_CONCURRENCY", value_name = "N")]
+    pub start_concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// TOML config file (see `shoal serve --help`).
+    #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where bundles and instance disks live [default: ./.shoal-agent].
+    #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the agent's own endpoint (metadata, logs) [default: 127.0.0.1:0].
+    #[arg(long, env = "SHOAL_AGENT_LISTEN", value_name = "ADDR:PORT")]
+    pub agent_listen: Option<String>,
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "text|json")]
+    pub log_format: Option<String>,
+    #[arg(long, env = "SHOAL_KEEP_INSTANCES")]
+    pub keep_instances: bool,
+    #[command(flatten)]
+    pub agent: AgentFlags,
+}
+
+/// Everything settled and checked before anything is bound or opened.
+struct Settings {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    keep_instances: bool,
+    max_capacity: i64,
+    agent: AgentSettings,
+}
+
+struct AgentSettings {
+    host_name: String,
+    zone: Option<String>,
+    fault_domain: Option<u32>,
+    network: NetworkMode,
+    stop_grace: Duration,
+    boot_timeout: Duration,
+    start_concurrency: usize,
+}
+
+fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<AgentSettings> {
+    let f = &file.agent;
+    let network = match flags
+        .network
+        .clone()
+        .or(f.network.clone())
+        .as_deref()
+        .unwrap_or("auto")
+    {
+        "auto" => NetworkMode::Auto,
+        "namespaces" => NetworkMode::Namespaces,
+        "host-ports" => NetworkMode::HostPorts,
+        other => bail!("network '{other}' is not one of auto, namespaces, host-ports"),
+    };
+    let zone = flags.zone.clone().or(f.zone.clone());
+    if let Some(z) = &zone {
+        if !["1", "2", "3"].contains(&z.as_str()) {
+            bail!("zone '{z}' is not one of 1, 2, 3");
+        }
+    }
+    let host_name = flags
+        .host_name
+        .clone()
+        .or(f.host_name.clone())
+        .unwrap_or_else(|| "local".into());
+    if host_name.is_empty()
+        || !host_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        bail!("host name '{host_name}' may only use letters, digits, '-', '_' and '.'");
+    }
+    let start_concurrency = flags
+        .start_concurrency
+        .or(f.start_concurrency)
+        .unwrap_or(32);
+    if start_concurrency == 0 {
+        bail!("start-concurrency must be at least 1");
+    }
+    Ok(AgentSettings {
+        host_name,
+        zone,
+        fault_domain: flags.fault_domain.or(f.fault_domain),
+        network,
+        stop_grace: config::secs(
+            flags
+                .stop_grace_seconds
+                .or(f.stop_grace_seconds)
+                .unwrap_or(10),
+            "stop-grace-seconds",
+            3600,
+        )?,
+        boot_timeout: config::secs(
+            flags
+                .boot_timeout_seconds
+                .or(f.boot_timeout_seconds)
+                .unwrap_or(60),
+            "boot-timeout-seconds",
+            3600,
+        )?,
+        start_concurrency,
+    })
+}
+
+fn settings(args: &ServeArgs) -> anyhow::Result<(Settings, Option<String>)> {
+    let file = config::load_file(args.config.as_ref())?;
+    let listen = args
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:7070".into());
+    let listen = config::parse_listen(&listen, "listen")?;
+    let max_capacity = args.max_capacity.or(file.max_capacity).unwrap_or(1000);
+    if !(0..=1000).contains(&max_capacity) {
+        bail!("max-capacity must be between 0 and 1000, not {max_capacity}");
+    }
+    let log_format = args.log_format.clone().or(file.log_format.clone());
+    Ok((
+        Settings {
+            listen,
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(".shoal")),
+            keep_instances: args.keep_instances || file.keep_instances.unwrap_or(false),
+            max_capacity,
+            agent: agent_settings(&args.agent, &file)?,
+        },
+        log_format,
+    ))
+}
+
+pub fn init_logging(format: Option<&str>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.unwrap_or("text") {
+        "text" => builder.try_init().map_err(|e| anyhow::anyhow!("{e}")),
+        "json" => builder
+            .json()
+            .try_init()
+            .map_err(|e| anyhow::anyhow!("{e}")),
+        other => bail!("log-format '{other}' is not one of text, json"),
+    }
+}
+
+fn shutdown_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
+
+fn process_driver(dir: &std::path::Path, network: NetworkMode) -> anyhow::Result<Arc<dyn Driver>> {
+    let mut cfg = ProcessDriverConfig::new(dir.join("instances"));
+    cfg.network = network;
+    let driver = ProcessDriver::new(cfg).context("cannot set up the process driver")?;
+    let caps = driver.capabilities();
+    tracing::info!(network = %caps.network, limits = %caps.limits, "process driver ready");
+    Ok(Arc::new(driver))
+}
+
+pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
+    let (s, log_format) = settings(&args)?;
+    init_logging(log_format.as_deref())?;
+    std::fs::create_dir_all(&s.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open(s.data_dir.join("state.redb")).context("cannot open the state store")?,
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another shoal running? use --listen)",
+                s.listen
+            )
+        })?;
+    let local = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    shutdown_on_signal(shutdown.clone());
+    let tracker = TaskTracker::new();
+
+    let api = ApiState {
+        store: store.clone(),
+        clock: clock.clone(),
+        blob_dir: s.data_dir.join("blobs"),
+        http: reqwest::Client::new(),
+        page_size: 200,
+        max_capacity: s.max_capacity,
+    };
+    {
+        let token = shutdown.clone();
+        let app = shoal_api::router(api);
+        tracker.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+    }
+    {
+        let controller = Controller::new(store.clone(), clock.clone());
+        let token = shutdown.clone();
+        tracker.spawn(async move { controller.run(token).await });
+    }
+    let endpoint = format!("http://{}", connect_addr(local));
+    let _ = std::fs::write(s.data_dir.join("endpoint"), &endpoint);
+    tracing::info!(data_dir = %s.data_dir.display(), "Shoal API listening on {endpoint}");
+
+    let mut agent_result = Ok(());
+    if mode == Mode::All {
+        let agent_dir = s.data_dir.join("agent");
+        let driver = process_driver(&agent_dir, s.agent.network)?;
+        let cfg = AgentConfig {
+            host: s.agent.host_name.clone(),
+            zone: s.agent.zone.clone(),
+            fault_domain: s.agent.fault_domain,
+            server: endpoint.clone(),
+            dir: agent_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stop_grace: s.agent.stop_grace,
+            boot_timeout: s.agent.boot_timeout,
+            start_concurrency: s.agent.start_concurrency,
+            keep_instances: s.keep_instances,
+        };
+        agent_result = shoal_agent::run(cfg, driver, shutdown.clone())
+            .await
+            .context("the agent failed");
+        shutdown.cancel();
+    }
+    tracker.close();
+    tracker.wait().await;
+    drop(store);
+    agent_result
+}
+
+/// The address to connect to for a listen address (0.0.0.0 means loopback works).
+fn connect_addr(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+    } else {
+        a
+    }
+}
+
+pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow::Result<()> {
+    let file = config::load_file(args.config.as_ref())?;
+    let a = agent_settings(&args.agent, &file)?;
+    let listen = config::parse_listen(
+        args.agent_listen.as_deref().unwrap_or("127.0.0.1:0"),
+        "agent-listen",
+    )?;
+    init_logging(args.log_format.as_deref().or(file.log_format.as_deref()))?;
+    let dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(".shoal-agent"));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let driver = process_driver(&dir, a.network)?;
+    let shutdown = CancellationToken::new();
+    shutdown_on_signal(shutdown.clone());
+    let cfg = AgentConfig {
+        host: a.host_name,
+        zone: a.zone,
+        fault_domain: a.fault_domain,
+        server: client.endpoint.as_str().trim_end_matches('/').to_string(),
+        dir,
+        listen,
+        stop_grace: a.stop_grace,
+        boot_timeout: a.boot_timeout,
+        start_concurrency: a.start_concurrency,
+        keep_instances: args.keep_instances || file.keep_instances.unwrap_or(false),
+    };
+    shoal_agent::run(cfg, driver, shutdown)
+        .await
+        .context("the agent failed")
+}
