@@ -411,9 +411,12 @@ impl Inner {
         };
         let mut changed = state.process.take().is_some();
         if release_address {
-            if let Some(alloc) = state.net.take() {
-                let net = &self.network;
-                net.release(&alloc).map_err(|e| start_err(key, &e))?;
+            if let Some(alloc) = state.net.clone() {
+                self.network
+                    .release(&alloc)
+                    .await
+                    .map_err(|e| start_err(key, &e))?;
+                state.net = None;
                 changed = true;
             }
         }
@@ -467,6 +470,7 @@ impl Inner {
             } else {
                 self.network
                     .release(&alloc)
+                    .await
                     .map_err(|e| start_err(key, &e))?;
                 state.net = None;
             }

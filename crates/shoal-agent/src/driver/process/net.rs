@@ -247,8 +247,12 @@ impl Network {
         }
     }
 
-    /// Frees an allocation (removing its namespace and veth).
-    pub fn release(&self, alloc: &NetAlloc) -> Result<(), NetError> {
+    /// Frees an allocation, removing its namespace and veth. Call once no process is
+    /// left in the namespace: then unmounting it lets the kernel destroy it together
+    /// with other dying namespaces (one RCU grace period for many, where deleting each
+    /// veth costs one each); this waits until the veth is gone, deleting it itself if
+    /// that takes too long, and only then hands the address out again.
+    pub async fn release(&self, alloc: &NetAlloc) -> Result<(), NetError> {
         match alloc {
             NetAlloc::HostPort { port } => {
                 if let Network::HostPorts(p) = self {
@@ -266,7 +270,18 @@ impl Network {
                     Network::Namespaces(p) => p.netns_dir.clone(),
                     Network::HostPorts(_) => PathBuf::from(DEFAULT_NETNS_DIR),
                 };
-                netns::teardown(&dir.join(netns), host_if).map_err(NetError::Teardown)?;
+                netns::remove_mount(&dir.join(netns)).map_err(NetError::Teardown)?;
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+                while netlink::if_index(host_if) != 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                if netlink::if_index(host_if) != 0 {
+                    let name = host_if.clone();
+                    tokio::task::spawn_blocking(move || netns::delete_link(&name))
+                        .await
+                        .map_err(|e| NetError::Teardown(io::Error::other(e)))?
+                        .map_err(NetError::Teardown)?;
+                }
                 if let Network::Namespaces(p) = self {
                     p.unmark(*address);
                 }
@@ -639,5 +654,75 @@ mod tests {
         );
         assert_eq!(rewrite_host("http://localhost/", gw), "http://10.200.0.1/");
         assert_eq!(rewrite_host("not a url", gw), "not a url");
+    }
+
+    /// Per-instance namespace setup and teardown cost (root only):
+    /// `cargo test -p shoal-agent --lib namespace_setup_timing -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "timing run, needs root"]
+    async fn namespace_setup_timing() {
+        // SAFETY: geteuid has no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED namespace_setup_timing: needs root");
+            return;
+        }
+        let n: u32 = std::env::var("SHOAL_NS_TIMING_COUNT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        let subnet = Subnet {
+            base: Ipv4Addr::new(10, 234, 0, 0),
+            prefix_len: 16,
+        };
+        let net = std::sync::Arc::new(
+            Network::setup(
+                NetworkMode::Namespaces,
+                1..=1,
+                subnet,
+                PathBuf::from(DEFAULT_NETNS_DIR),
+            )
+            .expect("setup"),
+        );
+        let t0 = tokio::time::Instant::now();
+        let mut allocs = Vec::new();
+        let mut slowest = std::time::Duration::ZERO;
+        for _ in 0..n {
+            let t = tokio::time::Instant::now();
+            allocs.push(net.allocate().expect("allocate"));
+            slowest = slowest.max(t.elapsed());
+        }
+        let setup = t0.elapsed();
+        let t1 = tokio::time::Instant::now();
+        let tasks: Vec<_> = allocs
+            .into_iter()
+            .map(|a| {
+                let net = std::sync::Arc::clone(&net);
+                tokio::spawn(async move { net.release(&a).await.expect("release") })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join");
+        }
+        println!(
+            "namespace setup: {n} in {setup:?} ({:?} each, slowest {slowest:?}), teardown of all (concurrent) {:?}",
+            setup / n,
+            t1.elapsed()
+        );
+        // Names are free at once; sysfs entries go a moment later.
+        let left = || {
+            std::fs::read_dir("/sys/class/net")
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("sh0aea"))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while left() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let left = left();
+        assert_eq!(left, 0, "veths left behind");
     }
 }

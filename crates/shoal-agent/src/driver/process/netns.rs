@@ -189,20 +189,28 @@ fn create_inside(plan: &NetnsPlan) -> Result<(), NetnsError> {
     }
 }
 
-/// Removes the veth pair (deleting the host end deletes both) and the namespace mount.
-/// Missing pieces are fine.
+/// Removes the veth pair (deleting the host end deletes both) and the namespace mount,
+/// synchronously. Missing pieces are fine. Deleting a link waits for an RCU grace period
+/// (~10-20 ms); [`remove_mount`] alone lets the kernel delete it in a batch instead.
 pub fn teardown(netns_path: &Path, host_if: &str) -> io::Result<()> {
-    let mut nl = Netlink::open()?;
-    match nl.request(netlink::del_link(host_if)) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-        Err(e) => return Err(e),
-    }
+    delete_link(host_if)?;
     remove_mount(netns_path)
 }
 
-/// Unmounts and removes a namespace file; missing is fine.
-fn remove_mount(netns_path: &Path) -> io::Result<()> {
+/// Deletes the link `host_if` (and its veth peer); a missing link is fine.
+pub fn delete_link(host_if: &str) -> io::Result<()> {
+    let mut nl = Netlink::open()?;
+    match nl.request(netlink::del_link(host_if)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Unmounts and removes a namespace file; missing is fine. Once no process is left in
+/// it, the kernel destroys the namespace and with it the veth pair (asynchronously,
+/// batched with other dying namespaces).
+pub fn remove_mount(netns_path: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(netns_path.as_os_str().as_encoded_bytes())
         .map_err(io::Error::other)?;
     // SAFETY: `c` is a valid NUL-terminated path; MNT_DETACH unmounts lazily.
