@@ -452,6 +452,43 @@ async fn exited_fires_on_kill_9_with_a_description() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_kills_what_ignores_sigterm_and_its_children() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = image(tmp.path());
+    let driver = ProcessDriver::new(config(tmp.path(), NetworkMode::HostPorts, Subnet::DEFAULT))
+        .expect("driver");
+    let k = key("stubborn");
+    let mut s = spec(k.clone(), &image, 8);
+    // The shell ignores SIGTERM (and so does everything it starts); a background child
+    // writes its pid so the test can check that it goes too.
+    s.command = "trap '' TERM; sleep 1000 & echo $! > child.pid; exec ./shoal-web".into();
+    let r = driver.start(&s).await.expect("start");
+    wait_http(r.endpoint, "/").await;
+    let child_pid: u32 = std::fs::read_to_string(driver.instance_dir(&k).join("disk/child.pid"))
+        .expect("child pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(pid_alive(child_pid));
+    let t = Instant::now();
+    driver
+        .stop(&k, Duration::from_millis(300), false)
+        .await
+        .expect("stop");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "waited for the grace period"
+    );
+    assert!(
+        !pid_alive(r.pid),
+        "main process killed after the grace period"
+    );
+    wait_gone(child_pid).await;
+    assert!(r.exited.await.contains("signal 9"));
+    driver.destroy(&k).await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_applied_when_cgroups_are_writable() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let image = image(tmp.path());

@@ -99,6 +99,8 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Writes (or removes, for `None`) the custom-data file.
 pub fn write_custom_data(dir: &InstanceDir, data: Option<&[u8]>) -> io::Result<()> {
     match data {
+        // Unchanged data is not rewritten (a start after a stop is the common case).
+        Some(bytes) if fs::read(dir.custom_data()).is_ok_and(|old| old == bytes) => Ok(()),
         Some(bytes) => write_atomic(&dir.custom_data(), bytes),
         None => remove_if_exists(&dir.custom_data()),
     }

@@ -350,13 +350,17 @@ impl Inner {
         self.load(key, slot)?;
         let dir = self.dir(key);
         std::fs::create_dir_all(&dir.dir).map_err(|e| io_err(key, e))?;
-        let mut state = slot
-            .state
-            .clone()
-            .unwrap_or_else(|| InstanceState::new(spec.clone()));
-        state.spec = spec.clone();
-        self.save(key, &state)?;
-        slot.state = Some(state);
+        // The state file comes first, so a crash mid-copy leaves an instance that
+        // `recover` knows (and a later provision finishes).
+        if slot.state.as_ref().is_none_or(|st| st.spec != *spec) {
+            let mut state = slot
+                .state
+                .clone()
+                .unwrap_or_else(|| InstanceState::new(spec.clone()));
+            state.spec = spec.clone();
+            self.save(key, &state)?;
+            slot.state = Some(state);
+        }
         if !dir.disk().is_dir() {
             self.copy_image(spec, &dir).await?;
         }
@@ -476,14 +480,25 @@ impl Inner {
             }
         }
         if state.net.is_none() {
-            let net = Arc::clone(&self.network);
-            let alloc = blocking(move || net.allocate())
-                .await
-                .map_err(|e| io_err(key, e))?
-                .map_err(|e| net_err(key, e))?;
+            let alloc = match self.network.mode() {
+                // A bind check: no need for a blocking thread.
+                NetworkMode::HostPorts => self.network.allocate(),
+                _ => {
+                    let net = Arc::clone(&self.network);
+                    blocking(move || net.allocate())
+                        .await
+                        .map_err(|e| io_err(key, e))?
+                }
+            }
+            .map_err(|e| net_err(key, e))?;
+            // A namespace outlives a crash of the agent: record it before anything else
+            // can fail, so it is found and removed later. A port needs no such care.
+            let record_now = matches!(alloc, NetAlloc::Namespace { .. });
             state.net = Some(alloc);
-            let snapshot = state.clone();
-            self.save(key, &snapshot)?;
+            if record_now {
+                let snapshot = state.clone();
+                self.save(key, &snapshot)?;
+            }
         }
         let Some(alloc) = state.net.clone() else {
             return Err(io_err(key, io::Error::other("network allocation vanished")));
