@@ -233,7 +233,7 @@ impl Supervisor {
     async fn run(&mut self) {
         loop {
             if self.shutdown.is_cancelled() {
-                if self.proc.is_some() && !self.ctx.keep_instances {
+                if !self.ctx.keep_instances {
                     self.stop(false).await;
                 }
                 return;
@@ -428,7 +428,7 @@ impl Supervisor {
         };
         match woke {
             Woke::Shutdown => {
-                if !self.ctx.keep_instances && self.proc.is_some() {
+                if !self.ctx.keep_instances {
                     self.stop(false).await;
                 }
                 return true;

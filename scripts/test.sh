@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+# Installs nothing system-wide for now: the Rust toolchain and the package registry are enough.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format check"
+cargo fmt --all -- --check
+
+step "build (the e2e tests run the real binaries)"
+cargo build --release -p shoal-web
+cargo build -p shoal
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests"
+if [ "$(id -u)" != 0 ]; then
+  echo "note: not root: instances share the host network and namespace tests skip (they say why)"
+fi
+cargo test --workspace

@@ -1,0 +1,333 @@
+//! Runs the real `shoal` binary for end-to-end tests: a server in a temporary data
+//! directory on a free port, the CLI against it, and helpers that look at what a user
+//! would (HTTP answers, processes on the machine).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// End-to-end tests share the host's instance network and cgroups: run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn shoal_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shoal"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Builds `examples/web` (release, as its symlink expects) once per test run.
+pub fn ensure_web_built() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "shoal-web"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building examples/web failed");
+    });
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Server {
+        ensure_web_built();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Server { dir, port: free_port(), child: None, extra_args: args.iter().map(|s| s.to_string()).collect() };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .expect("log file");
+        let child = Command::new(shoal_bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .env("SHOAL_STOP_GRACE_SECONDS", "3")
+            .env("SHOAL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn shoal serve");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(30), "the server answers /healthz", || {
+            http_get(&format!("{}/healthz", self.endpoint())).map(|(s, _)| s == 200).unwrap_or(false)
+        });
+    }
+
+    /// `kill -9` the server (instances keep running, as after a crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        // SAFETY: sending a signal to our own child by pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("shoal serve did not stop within 60 s after SIGTERM\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Runs `shoal ARGS` against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(shoal_bin())
+            .args(args)
+            .env("SHOAL_ENDPOINT", self.endpoint())
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal")
+    }
+
+    /// Runs `shoal ARGS`, asserts success, parses stdout as JSON (Null when empty).
+    pub fn cli_ok(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "shoal {} failed:\nstdout: {}\nstderr: {}\nserver log tail:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("shoal {} printed non-JSON ({e}): {text}", args.join(" ")))
+        }
+    }
+
+    pub fn create_group_and_image(&self, rg: &str) {
+        self.cli_ok(&["group", "create", "--name", rg, "--location", "local"]);
+        self.cli_ok(&[
+            "image", "create", "-g", rg, "--gallery", "apps", "--name", "web", "--version", "1.0.0", "--dir",
+            "examples/web", "--command", "./shoal-web", "--port", "8080",
+        ]);
+    }
+
+    /// `list-instances --output json` as (instance id, address, power state, pid).
+    pub fn instances(&self, rg: &str, name: &str) -> Vec<Inst> {
+        let v = self.cli_ok(&["vmss", "list-instances", "-g", rg, "-n", name, "--output", "json"]);
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|i| Inst {
+                id: i["instanceId"].as_str().expect("instanceId").parse().expect("numeric id"),
+                address: i["properties"]["shoal"]["address"].as_str().map(String::from),
+                power: i["properties"]["shoal"]["powerState"].as_str().unwrap_or_default().to_string(),
+                pid: i["properties"]["shoal"]["pid"].as_u64().map(|p| p as u32),
+                protected: i["properties"]["protectionPolicy"]["protectFromScaleIn"].as_bool().unwrap_or(false),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop()));
+        }
+        // Whatever a failed test left behind must not leak into the next one.
+        for pid in processes_under(&self.data_dir()) {
+            // SAFETY: killing a stray test process by pid.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Inst {
+    pub id: u64,
+    pub address: Option<String>,
+    pub power: String,
+    pub pid: Option<u32>,
+    pub protected: bool,
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Polls `cond` until it holds, panicking with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting until {what}");
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection, with short timeouts: (status, body).
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    http_request("GET", url, None)
+}
+
+pub fn http_request(method: &str, url: &str, body: Option<&str>) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: std::net::SocketAddr = hostport.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    // Chunked bodies: good enough for JSON answers of the API (one chunk) in tests.
+    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    Some((status, body))
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Pids of processes whose working directory lies under `dir` (instances of a server).
+pub fn processes_under(dir: &Path) -> Vec<u32> {
+    let Ok(dir) = dir.canonicalize() else { return vec![] };
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
+                if cwd.starts_with(&dir) {
+                    // Zombies keep no cwd; a live process does.
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The instance id a process belongs to, from its environment.
+pub fn instance_id_of(pid: u32) -> Option<u64> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("SHOAL_INSTANCE_ID="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Instance ids of the workload processes (not their shells) running under `dir`.
+pub fn running_instance_ids(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = processes_under(dir)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == "shoal-web").unwrap_or(false)
+        })
+        .filter_map(instance_id_of)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Waits until no process runs under `dir`; returns what is left (pid, command line).
+pub fn wait_for_no_processes(dir: &Path, timeout: Duration) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = processes_under(dir);
+        if left.is_empty() || Instant::now() > deadline {
+            return left
+                .into_iter()
+                .map(|p| {
+                    let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    let cwd = std::fs::read_link(format!("/proc/{p}/cwd")).unwrap_or_default();
+                    (p, format!("{} (cwd {})", String::from_utf8_lossy(&cmd).replace('\0', " "), cwd.display()))
+                })
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

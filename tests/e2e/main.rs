@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `shoal` binary, real processes, real HTTP.
+//! They run one at a time (they share the host's instance network).
+
+mod foundation;
+mod harness;
