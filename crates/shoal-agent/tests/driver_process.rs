@@ -548,13 +548,21 @@ async fn limits_are_applied_when_cgroups_are_writable() {
     driver.destroy(&k).await.expect("destroy");
 }
 
+/// How many instances the timing runs start (`SHOAL_MANY`, default 200).
+fn many() -> u32 {
+    std::env::var("SHOAL_MANY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
 /// Provisions and starts `n` instances at once, waits until all answer HTTP, prints
 /// the timings, destroys them.
 async fn start_many(mode: NetworkMode, subnet: Subnet, n: u32) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let image = image(tmp.path());
     let mut cfg = config(tmp.path(), mode, subnet);
-    cfg.port_range = 30_000..=39_999;
+    cfg.port_range = 10_000..=19_999;
     let driver = ProcessDriver::new(cfg).expect("driver");
     let specs: Vec<InstanceSpec> = (0..n)
         .map(|i| spec(key(&format!("many-{i}")), &image, i))
@@ -602,7 +610,7 @@ async fn start_many(mode: NetworkMode, subnet: Subnet, n: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing run: 200 instances, host ports"]
 async fn start_200_host_ports() {
-    start_many(NetworkMode::HostPorts, Subnet::DEFAULT, 200).await;
+    start_many(NetworkMode::HostPorts, Subnet::DEFAULT, many()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,7 +626,7 @@ async fn start_200_namespaces() {
             base: Ipv4Addr::new(10, 233, 0, 0),
             prefix_len: 16,
         },
-        200,
+        many(),
     )
     .await;
 }

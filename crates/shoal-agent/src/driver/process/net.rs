@@ -136,7 +136,10 @@ impl Network {
         subnet: Subnet,
         netns_dir: PathBuf,
     ) -> Result<Network, NetError> {
-        let ports = || Network::HostPorts(PortPool::new(port_range.clone()));
+        let ports = || {
+            warn_if_ephemeral(&port_range);
+            Network::HostPorts(PortPool::new(port_range.clone()))
+        };
         match mode {
             NetworkMode::HostPorts => Ok(ports()),
             NetworkMode::Namespaces => Ok(Network::Namespaces(NsPool::prepare(subnet, netns_dir)?)),
@@ -381,6 +384,26 @@ impl PortPool {
 
     fn unmark(&self, port: u16) {
         ports_in_use().remove(&port);
+    }
+}
+
+/// Ports the kernel hands to outgoing connections can be taken between our bind check
+/// and the workload's listen; say so when the range overlaps them.
+fn warn_if_ephemeral(range: &RangeInclusive<u16>) {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+        return;
+    };
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u16>().ok());
+    if let (Some(lo), Some(hi)) = (it.next(), it.next()) {
+        if *range.start() <= hi && lo <= *range.end() {
+            tracing::warn!(
+                instance_ports = ?range,
+                ephemeral_ports = %format!("{lo}-{hi}"),
+                "Instance port range overlaps the kernel's ephemeral ports; an instance may find its port taken"
+            );
+        }
     }
 }
 

@@ -91,7 +91,17 @@ pub fn create(plan: &NetnsPlan) -> Result<(), NetnsError> {
                 scope: RT_SCOPE_LINK,
                 unreachable: false,
             });
-            for r in nl.batch(vec![netlink::link_up(index), route]) {
+            let mut results = nl
+                .batch(vec![
+                    netlink::no_ipv6_addresses(index),
+                    netlink::link_up(index),
+                    route,
+                ])
+                .into_iter();
+            if let Some(Err(e)) = results.next() {
+                tracing::debug!(error = %e, "Cannot turn off IPv6 addresses on a host veth");
+            }
+            for r in results {
                 r.map_err(setup("bring up the host side and add its route"))?;
             }
         }
@@ -146,7 +156,11 @@ fn create_inside(plan: &NetnsPlan) -> Result<(), NetnsError> {
             }
             let inside = netlink::if_index(INSIDE_IF);
             // lo is always index 1 in a new namespace.
-            let mut msgs = vec![netlink::link_up(1), netlink::link_up(inside)];
+            let mut msgs = vec![
+                netlink::no_ipv6_addresses(inside),
+                netlink::link_up(1),
+                netlink::link_up(inside),
+            ];
             if let Some((address, gateway)) = plan.addresses {
                 msgs.push(netlink::add_addr(inside, address, 32));
                 msgs.push(netlink::add_route(&Route {
@@ -168,7 +182,11 @@ fn create_inside(plan: &NetnsPlan) -> Result<(), NetnsError> {
                     unreachable: false,
                 }));
             }
-            for r in nl.batch(msgs) {
+            let mut results = nl.batch(msgs).into_iter();
+            if let Some(Err(e)) = results.next() {
+                tracing::debug!(error = %e, "Cannot turn off IPv6 addresses inside a namespace");
+            }
+            for r in results {
                 r.map_err(setup("configure the inside"))?;
             }
             Ok(())
