@@ -25,6 +25,8 @@ use crate::planner::{self, SetState};
 
 /// How often every set is reconciled even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(10);
+/// How long a finished operation stays readable.
+const OPERATION_RETENTION: Duration = Duration::from_secs(3600);
 /// Progress messages of an operation are written at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -140,6 +142,7 @@ impl Controller {
                 _ = resync.tick() => {
                     dirty.extend(self.all_set_paths().await?);
                     ops_dirty = true;
+                    self.forget_old_operations().await?;
                 }
             }
         }
@@ -172,6 +175,33 @@ impl Controller {
             .into_iter()
             .filter(|o| o.value.status == OperationStatus::InProgress)
             .collect())
+    }
+
+    /// Finished operations are kept for [`OPERATION_RETENTION`] (clients poll them
+    /// shortly after they finish), then removed so the store does not grow forever.
+    async fn forget_old_operations(&self) -> Result<(), KvError> {
+        let (ops, _) = kv::list_json::<OperationRecord>(&*self.store, "op/").await?;
+        let now = self.clock.now();
+        let txn: Vec<TxnOp> = ops
+            .into_iter()
+            .filter(|o| {
+                o.value
+                    .end_time
+                    .as_deref()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|end| {
+                        now.duration_since(end).as_secs() > OPERATION_RETENTION.as_secs() as i64
+                    })
+            })
+            .map(|o| kv::delete_op(o.key, Expect::ModRevision(o.revision)))
+            .collect();
+        if !txn.is_empty() {
+            match self.store.txn(txn).await {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, KvError> {

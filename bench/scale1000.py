@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Scale-out benchmark (issue 2): time from `PATCH capacity=N` (from 0) until all N
+instances of examples/web answer HTTP, API GET latency (p50/p99) while it happens, and
+the peak memory of the `shoal serve` process.
+
+Usage: bench/scale1000.py --shoal target/release/shoal --count 1000 --network namespaces
+Starts its own `shoal serve` on a free port in a temporary data directory and stops it.
+Prints one JSON line of results (and progress on stderr).
+"""
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SUB = "00000000-0000-0000-0000-000000000000"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def api(endpoint, method, path, body=None):
+    sep = "&" if "?" in path else "?"
+    req = urllib.request.Request(
+        f"{endpoint}{path}{sep}api-version=2024-07-01",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+async def http_ok(addr, want):
+    host, port = addr.rsplit(":", 1)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+        writer.write(f"GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(), 2.0)
+        writer.close()
+        return data.startswith(b"HTTP/1.1 200") and data.rstrip().endswith(want.encode())
+    except Exception:
+        return False
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shoal", default="target/release/shoal")
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--network", default="auto", choices=["auto", "namespaces", "host-ports"])
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+
+    data = tempfile.mkdtemp(prefix="shoal-bench-")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, SHOAL_LOG="warn", SHOAL_ENDPOINT=endpoint)
+    server = subprocess.Popen(
+        [args.shoal, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", f"{data}/d",
+         "--network", args.network, "--stop-grace-seconds", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(f"{data}/serve.log", "w"),
+    )
+    try:
+        for _ in range(200):
+            try:
+                api(endpoint, "GET", "/healthz")
+                break
+            except Exception:
+                time.sleep(0.05)
+        run = lambda *a: subprocess.run([args.shoal, *a], env=env, check=True, stdout=subprocess.DEVNULL)
+        run("group", "create", "--name", "bench", "--location", "local")
+        run("image", "create", "-g", "bench", "--gallery", "apps", "--name", "web", "--version", "1.0.0",
+            "--dir", "examples/web", "--command", "./shoal-web", "--port", "8080")
+        run("vmss", "create", "-g", "bench", "-n", "web", "--image", "apps/web:1.0.0", "--instance-count", "0",
+            "--vm-sku", "Shoal_1vCPU_128MB")
+        vmss = f"/subscriptions/{SUB}/resourceGroups/bench/providers/Microsoft.Compute/virtualMachineScaleSets/web"
+
+        latencies = []
+        stop = asyncio.Event()
+
+        async def measure_api():
+            loop = asyncio.get_running_loop()
+            while not stop.is_set():
+                t = time.perf_counter()
+                await loop.run_in_executor(None, api, endpoint, "GET", vmss)
+                latencies.append((time.perf_counter() - t) * 1000)
+                await asyncio.sleep(0.05)
+
+        answered = set()
+        t0 = time.perf_counter()
+        api(endpoint, "PATCH", vmss, {"sku": {"capacity": args.count}})
+        api_task = asyncio.create_task(measure_api())
+        last_print = 0
+        loop = asyncio.get_running_loop()
+        while len(answered) < args.count and time.perf_counter() - t0 < args.timeout:
+            items, path = [], f"{vmss}/virtualMachines"
+            page = await loop.run_in_executor(None, api, endpoint, "GET", path)
+            items += page["value"]
+            while page.get("nextLink"):
+                link = page["nextLink"].replace(endpoint, "")
+                page = await loop.run_in_executor(None, lambda: json.loads(urllib.request.urlopen(endpoint + link, timeout=30).read()))
+                items += page["value"]
+            todo = [(i["instanceId"], i["properties"]["shoal"]["address"]) for i in items
+                    if i["instanceId"] not in answered and i["properties"]["shoal"]["address"]]
+            sem = asyncio.Semaphore(200)
+
+            async def check(iid, addr):
+                async with sem:
+                    if await http_ok(addr, f"instance {iid}"):
+                        answered.add(iid)
+
+            await asyncio.gather(*(check(i, a) for i, a in todo))
+            now = time.perf_counter() - t0
+            if now - last_print > 1:
+                print(f"{now:6.1f}s {len(answered)}/{args.count} answering", file=sys.stderr)
+                last_print = now
+            await asyncio.sleep(0.1)
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        await api_task
+        lat = sorted(latencies)
+        result = {
+            "count": args.count,
+            "network": args.network,
+            "answering": len(answered),
+            "seconds_until_all_answer": round(elapsed, 2),
+            "api_get_p50_ms": round(statistics.median(lat), 1) if lat else None,
+            "api_get_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else None,
+            "api_get_samples": len(lat),
+            "server_peak_rss_mb": round(rss_kb(server.pid) / 1024, 1),
+        }
+        print(json.dumps(result))
+        # Scale back to 0 so the stop is quick.
+        api(endpoint, "PATCH", vmss, {"sku": {"capacity": 0}})
+        t1 = time.perf_counter()
+        while time.perf_counter() - t1 < 120:
+            if not api(endpoint, "GET", f"{vmss}/virtualMachines")["value"]:
+                break
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
