@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod network;
 pub mod records;
 pub mod sku;
 pub mod vmss;
