@@ -15,7 +15,10 @@ use futures::StreamExt;
 use http::Method;
 use serde_json::{json, Value};
 use shoal_control::kv;
-use shoal_model::records::{host_key, HostRecord, InstanceRecord, InstanceStatus};
+use shoal_model::records::{
+    balancer_key, drain_ack_prefix, health_key, host_key, BalancerRecord, DrainAck, HealthRecord,
+    HostRecord, InstanceRecord, InstanceStatus,
+};
 use shoal_model::ArmError;
 use shoal_store::{Event, Expect, StoreError};
 
@@ -165,4 +168,212 @@ pub async fn status(st: &ApiState, method: &Method, path: &str, body: &[u8]) -> 
         }
         _ => Err(method_not_allowed(method)),
     }
+}
+
+/// Prefixes a balancer may read: what it needs to know pools and members.
+const READABLE: &[&str] = &["lb/", "vmss/", "instance/", "status/", "appgw/"];
+
+fn readable_prefix(ctx: &Ctx) -> Result<String, ArmError> {
+    let prefix = ctx.query("prefix").unwrap_or_default().to_string();
+    if !READABLE.iter().any(|p| prefix.starts_with(p)) {
+        return Err(ArmError::invalid_parameter(
+            "prefix",
+            format!("prefix must start with one of {READABLE:?}"),
+        ));
+    }
+    Ok(prefix)
+}
+
+/// `GET /shoal/v1/list?prefix=P`: `{"revision", "items": [{"key", "value"}]}`.
+pub async fn store_list(st: &ApiState, ctx: &Ctx, method: &Method) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let prefix = readable_prefix(ctx)?;
+    let (kvs, rev) = st.store.list(&prefix).await.map_err(internal)?;
+    let items: Vec<Value> = kvs
+        .into_iter()
+        .map(|kv| json!({"key": kv.key, "value": serde_json::from_slice::<Value>(&kv.value).unwrap_or(Value::Null)}))
+        .collect();
+    Ok(json(200, &json!({"revision": rev, "items": items})))
+}
+
+/// `GET /shoal/v1/watch?prefix=P&after=REV`: newline-delimited change events.
+pub async fn store_watch(st: &ApiState, ctx: &Ctx, method: &Method) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let prefix = readable_prefix(ctx)?;
+    let after: u64 = ctx
+        .query("after")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            ArmError::invalid_parameter(
+                "after",
+                "A watch needs ?after=REVISION (from the list answer).",
+            )
+        })?;
+    let events = st.store.watch(&prefix, after).await.map_err(internal)?;
+    let lines = events.map(|ev| match ev {
+        Ok(Event::Put(kv)) => json!({
+            "type": "put", "key": kv.key, "revision": kv.mod_revision,
+            "value": serde_json::from_slice::<Value>(&kv.value).unwrap_or(Value::Null)
+        }),
+        Ok(Event::Delete { key, revision }) => {
+            json!({"type": "delete", "key": key, "revision": revision})
+        }
+        Err(StoreError::Compacted { .. }) => json!({"type": "error", "code": "Compacted"}),
+        Err(e) => json!({"type": "error", "code": "StoreFailed", "message": e.to_string()}),
+    });
+    Ok(ndjson(lines))
+}
+
+/// Streams JSON lines with a bookmark every few seconds; ends after an error line.
+fn ndjson(lines: impl futures::Stream<Item = Value> + Send + 'static) -> axum::response::Response {
+    let ticks = tokio_stream_interval(Duration::from_secs(5)).map(|_| json!({"type": "bookmark"}));
+    let merged = futures::stream::select(lines, ticks)
+        .scan(false, |ended, v| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            if v["type"] == "error" {
+                *ended = true;
+            }
+            futures::future::ready(Some(v))
+        })
+        .map(|v| Ok::<_, std::convert::Infallible>(format!("{v}\n")));
+    let mut resp = axum::response::Response::new(Body::from_stream(merged));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
+}
+
+fn instance_path(path: &str) -> Result<(shoal_model::ids::VmssRef, u64), ArmError> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let [sub, rg, vmss, id] = parts.as_slice() else {
+        return Err(ArmError::invalid_parameter(
+            "path",
+            "Use .../{sub}/{rg}/{vmss}/{instanceId}.",
+        ));
+    };
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ArmError::invalid_parameter("instanceId", "Not an instance id."))?;
+    Ok((shoal_model::ids::VmssRef::new(sub, rg, vmss), id))
+}
+
+/// `PUT /shoal/v1/health/{sub}/{rg}/{vmss}/{id}`: a balancer reports what its probes see.
+pub async fn health(st: &ApiState, method: &Method, path: &str, body: &[u8]) -> ApiResult {
+    if method != Method::PUT {
+        return Err(method_not_allowed(method));
+    }
+    let (vref, id) = instance_path(path)?;
+    let rec: HealthRecord = shoal_model::vmss::parse_typed(&body_object(body, true)?)?;
+    if st
+        .store
+        .get(&vref.instance_key(id))
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
+        return Err(ArmError::not_found("instance", &id.to_string()));
+    }
+    let key = health_key(&vref, id);
+    if let Some(prev) = st.get::<HealthRecord>(&key).await? {
+        if prev.value == rec {
+            return Ok(json(200, &json!({"ok": true})));
+        }
+    }
+    st.store
+        .txn(vec![kv::put_op(key, &rec, Expect::Any)])
+        .await
+        .map_err(txn_error)?;
+    Ok(json(200, &json!({"ok": true})))
+}
+
+/// How long a balancer that stopped reporting is still waited for.
+const BALANCER_LIVENESS: i64 = 30;
+
+/// `GET /shoal/v1/drain/{sub}/{rg}/{vmss}/{id}?episode=E`: has every live balancer that
+/// fronts the set stopped sending to this instance? `PUT .../{balancer}` acknowledges.
+pub async fn drain(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    path: &str,
+    balancer: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
+    let (vref, id) = instance_path(path)?;
+    match (method.clone(), balancer) {
+        (Method::PUT, Some(b)) => {
+            let ack: DrainAck = shoal_model::vmss::parse_typed(&body_object(body, true)?)?;
+            let key = format!("{}{}", drain_ack_prefix(&vref, id), b.to_ascii_lowercase());
+            st.store
+                .txn(vec![kv::put_op(key, &ack, Expect::Any)])
+                .await
+                .map_err(txn_error)?;
+            Ok(json(200, &json!({"ok": true})))
+        }
+        (Method::GET, None) => {
+            let episode = ctx.query("episode").map(String::from);
+            let now = st.clock.now();
+            let set_key = vref.key();
+            let acks = st.list::<DrainAck>(&drain_ack_prefix(&vref, id)).await?;
+            let mut waiting = Vec::new();
+            for b in st.list::<BalancerRecord>("balancer/").await? {
+                let alive = b
+                    .value
+                    .last_seen
+                    .parse::<jiff::Timestamp>()
+                    .is_ok_and(|t| now.duration_since(t).as_secs() <= BALANCER_LIVENESS);
+                if !alive
+                    || !b
+                        .value
+                        .fronts
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(&set_key))
+                {
+                    continue;
+                }
+                let acked = acks.iter().any(|a| {
+                    a.key
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&b.value.name))
+                        && episode.as_deref().is_none_or(|e| a.value.episode == e)
+                });
+                if !acked {
+                    waiting.push(b.value.name.clone());
+                }
+            }
+            Ok(json(
+                200,
+                &json!({"drained": waiting.is_empty(), "waitingFor": waiting}),
+            ))
+        }
+        _ => Err(method_not_allowed(method)),
+    }
+}
+
+/// `PUT /shoal/v1/balancers/{name}`: a balancer registers and says which sets it fronts.
+pub async fn balancer(st: &ApiState, method: &Method, name: &str, body: &[u8]) -> ApiResult {
+    if method != Method::PUT {
+        return Err(method_not_allowed(method));
+    }
+    let mut rec: BalancerRecord = shoal_model::vmss::parse_typed(&body_object(body, true)?)?;
+    if !rec.name.eq_ignore_ascii_case(name) {
+        return Err(ArmError::invalid_parameter(
+            "name",
+            "The balancer name in the body must match the path.",
+        ));
+    }
+    rec.last_seen = st.now();
+    st.store
+        .txn(vec![kv::put_op(balancer_key(name), &rec, Expect::Any)])
+        .await
+        .map_err(txn_error)?;
+    Ok(json(200, &json!({"ok": true})))
 }

@@ -8,6 +8,7 @@
 pub mod agent_api;
 pub mod groups;
 pub mod logs;
+pub mod network;
 pub mod response;
 pub mod routes;
 pub mod scalesets;

@@ -139,6 +139,39 @@ pub enum Route {
         path: String,
     },
     Healthz,
+    LoadBalancers {
+        sub: String,
+        rg: Option<String>,
+    },
+    LoadBalancer {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    /// `.../loadBalancers/{name}/{kind}` (backendAddressPools, probes, …) and one child.
+    LoadBalancerChild {
+        sub: String,
+        rg: String,
+        name: String,
+        kind: String,
+        child: Option<String>,
+    },
+    /// Read-only list and watch of a store prefix, for balancers (`?prefix=`).
+    StoreList,
+    StoreWatch,
+    /// A balancer reports an instance's health: `/shoal/v1/health/{sub}/{rg}/{vmss}/{id}`.
+    InstanceHealth {
+        path: String,
+    },
+    /// An agent asks whether an instance is drained; `.../{balancer}` acknowledges.
+    Drain {
+        path: String,
+        balancer: Option<String>,
+    },
+    /// A balancer registers itself.
+    Balancer {
+        name: String,
+    },
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -172,6 +205,20 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             (7, "status") => Ok(Route::Status {
                 path: segs[3..].join("/"),
             }),
+            (3, "list") => Ok(Route::StoreList),
+            (3, "watch") => Ok(Route::StoreWatch),
+            (7, "health") => Ok(Route::InstanceHealth {
+                path: segs[3..].join("/"),
+            }),
+            (7, "drain") => Ok(Route::Drain {
+                path: segs[3..].join("/"),
+                balancer: None,
+            }),
+            (8, "drain") => Ok(Route::Drain {
+                path: segs[3..7].join("/"),
+                balancer: Some(owned(7)),
+            }),
+            (4, "balancers") => Ok(Route::Balancer { name: owned(3) }),
             _ => Err(not_found(path)),
         };
     }
@@ -190,6 +237,45 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
     }
     if n == 3 && eq(s(2), "locations") {
         return Ok(Route::Locations { sub });
+    }
+    if n == 5 && eq(s(2), "providers") && eq(s(3), "Microsoft.Network") && eq(s(4), "loadBalancers")
+    {
+        return Ok(Route::LoadBalancers { sub, rg: None });
+    }
+    if n >= 7
+        && eq(s(2), "resourcegroups")
+        && eq(s(4), "providers")
+        && eq(s(5), "Microsoft.Network")
+        && eq(s(6), "loadBalancers")
+    {
+        let rg = owned(3);
+        return match n {
+            7 => Ok(Route::LoadBalancers { sub, rg: Some(rg) }),
+            8 => Ok(Route::LoadBalancer {
+                sub,
+                rg,
+                name: owned(7),
+            }),
+            9 | 10 => {
+                let kinds = [
+                    "backendAddressPools",
+                    "probes",
+                    "loadBalancingRules",
+                    "frontendIPConfigurations",
+                ];
+                match kinds.iter().find(|k| eq(s(8), k)) {
+                    Some(kind) => Ok(Route::LoadBalancerChild {
+                        sub,
+                        rg,
+                        name: owned(7),
+                        kind: kind.to_string(),
+                        child: (n == 10).then(|| owned(9)),
+                    }),
+                    None => Err(not_found(path)),
+                }
+            }
+            _ => Err(not_found(path)),
+        };
     }
     // Subscription-level providers.
     if eq(s(2), "providers") && eq(s(3), "Microsoft.Compute") {

@@ -215,6 +215,28 @@ async fn dispatch(
         Route::Host { name } => agent_api::host(st, method, &name, &body).await,
         Route::HostInstances { name } => agent_api::host_instances(st, ctx, method, &name).await,
         Route::Status { path } => agent_api::status(st, method, &path, &body).await,
+        Route::LoadBalancers { sub, rg } => {
+            crate::network::list(st, ctx, method, &sub, rg.as_deref()).await
+        }
+        Route::LoadBalancer { sub, rg, name } => {
+            crate::network::load_balancer(st, method, &sub, &rg, &name, &body).await
+        }
+        Route::LoadBalancerChild {
+            sub,
+            rg,
+            name,
+            kind,
+            child,
+        } => {
+            crate::network::child(st, ctx, method, &sub, &rg, &name, &kind, child.as_deref()).await
+        }
+        Route::StoreList => agent_api::store_list(st, ctx, method).await,
+        Route::StoreWatch => agent_api::store_watch(st, ctx, method).await,
+        Route::InstanceHealth { path } => agent_api::health(st, method, &path, &body).await,
+        Route::Drain { path, balancer } => {
+            agent_api::drain(st, ctx, method, &path, balancer.as_deref(), &body).await
+        }
+        Route::Balancer { name } => agent_api::balancer(st, method, &name, &body).await,
     }
 }
 

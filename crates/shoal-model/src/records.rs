@@ -269,3 +269,52 @@ pub struct BlobRecord {
 pub fn blob_key(id: &str) -> String {
     format!("blob/{id}")
 }
+
+arm_enum!(HealthState { Unknown = "unknown", Initializing = "initializing", Healthy = "healthy", Unhealthy = "unhealthy" });
+
+/// An instance's health as a balancer's probes (or the health extension) see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRecord {
+    pub state: HealthState,
+    /// When `state` last changed (RFC 3339).
+    pub since: String,
+    /// Who observed it (a balancer's name, or "agent").
+    pub observer: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+pub fn health_key(vmss: &VmssRef, id: u64) -> String {
+    format!(
+        "health/{}",
+        vmss.status_key(id).trim_start_matches("status/")
+    )
+}
+
+/// A balancer that fronts scale sets; agents wait for its drain acknowledgements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BalancerRecord {
+    pub name: String,
+    /// Store keys (`vmss/...`) of the sets it has members of.
+    pub fronts: Vec<String>,
+    pub last_seen: String,
+}
+
+pub fn balancer_key(name: &str) -> String {
+    format!("balancer/{}", name.to_ascii_lowercase())
+}
+
+/// A balancer's word that it sends nothing more to an instance draining since `episode`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainAck {
+    pub episode: String,
+}
+
+pub fn drain_ack_prefix(vmss: &VmssRef, id: u64) -> String {
+    format!(
+        "drainack/{}/",
+        vmss.status_key(id).trim_start_matches("status/")
+    )
+}

@@ -319,7 +319,9 @@ impl Inner {
         if slot.proc_.as_ref().is_some_and(Proc::has_exited) {
             slot.proc_ = None;
             if let Some(st) = slot.state.as_mut() {
-                st.process = None;
+                if let Some(rec) = st.process.take() {
+                    self.kill_leftovers(&st.spec.key, rec);
+                }
             }
         }
         if slot.proc_.is_some() {
@@ -333,6 +335,22 @@ impl Inner {
             slot.proc_ = Some(adopt(rec));
         } else {
             st.process = None;
+            self.kill_leftovers(&st.spec.key, rec);
+        }
+    }
+
+    /// When an instance's main process is gone, whatever it started goes too (as when a
+    /// VM dies): its process group and its cgroup. Otherwise a child that outlived a
+    /// killed shell would keep the port and break every restart.
+    fn kill_leftovers(&self, key: &InstanceKey, leader: ProcessRecord) {
+        let mut killed = procfs::kill_leftovers(leader.pid, leader.start_time);
+        for pid in self.cgroups.limits_for(&key.0).pids() {
+            if procfs::kill_pid(pid, libc::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        if killed > 0 {
+            tracing::info!(instance = %key, killed, "killed processes left behind by the instance's main process");
         }
     }
 
@@ -456,6 +474,11 @@ impl Inner {
                 key: key.clone(),
                 reason: format!("it is already running (pid {})", p.pid),
             });
+        }
+        // Nothing of a previous life may survive into this one (e.g. a process started
+        // just before the agent was killed, whose pid never reached the state file).
+        for pid in self.cgroups.limits_for(&key.0).pids() {
+            let _ = procfs::kill_pid(pid, libc::SIGKILL);
         }
         self.provision_locked(spec, slot).await?;
         let dir = self.dir(key);

@@ -55,6 +55,32 @@ pub fn is_same_alive(pid: u32, start_time: u64) -> bool {
     matches!(stat(pid), Some(s) if s.start_time == start_time && s.state != 'Z' && s.state != 'X')
 }
 
+/// SIGKILLs what is left of an instance's process group once its leader died: every
+/// process in group `pgid` that started no earlier than the leader (`not_before`), so a
+/// group id reused by an unrelated, older process is never touched. Returns how many.
+pub fn kill_leftovers(pgid: u32, not_before: u64) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        match stat(pid) {
+            Some(st)
+                if st.pgrp == pgid as i32 && st.start_time >= not_before && st.state != 'Z' =>
+            {
+                if kill_pid(pid, libc::SIGKILL).is_ok() {
+                    killed += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    killed
+}
+
 /// Resident memory of `pid` (VmRSS), in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
