@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::{ServerClient, WatchEvent};
 use crate::driver::{Driver, Recovered};
+use crate::events::EventBoard;
 use crate::http::{self, HttpState, Registry};
 use crate::images::ImageCache;
 use crate::supervisor::{self, AgentContext};
@@ -37,6 +38,8 @@ pub struct AgentConfig {
     pub start_concurrency: usize,
     /// Leave instances running when the agent stops cleanly.
     pub keep_instances: bool,
+    /// How long in-flight work may take to finish once an instance leaves its pools.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +73,12 @@ pub async fn run(
     })?;
     let agent_url = format!("http://{local}");
     let registry: Registry = Arc::default();
+    let events = EventBoard::default();
     let tracker = TaskTracker::new();
     let app = http::router(HttpState {
         registry: registry.clone(),
         driver: driver.clone(),
+        events: events.clone(),
     });
     for ip in driver.metadata_addrs() {
         let addr = SocketAddr::new(ip, local.port());
@@ -119,6 +124,8 @@ pub async fn run(
                 .to_string()
         }),
         keep_instances: cfg.keep_instances,
+        events,
+        drain_timeout: cfg.drain_timeout,
     });
     let host = HostRecord {
         name: cfg.host.clone(),

@@ -209,6 +209,28 @@ impl ServerClient {
         }
     }
 
+    /// Whether every balancer fronting the instance has stopped sending it work since it
+    /// started draining (`episode` is the `since` of its draining status).
+    pub async fn drained(&self, rec: &InstanceRecord, episode: &str) -> Result<bool, ClientError> {
+        let v = &rec.vmss;
+        let url = format!(
+            "{}/shoal/v1/drain/{}/{}/{}/{}",
+            self.base, v.subscription, v.resource_group, v.name, rec.instance_id
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .query(&[("episode", episode)])
+            .send()
+            .await;
+        let resp = self.check("drain check", resp).await?;
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|source| ClientError::Unreachable { url, source })?;
+        Ok(v["drained"].as_bool().unwrap_or(false))
+    }
+
     /// Downloads a bundle.
     pub async fn blob(&self, id: &str) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}/shoal/v1/blobs/{id}", self.base);

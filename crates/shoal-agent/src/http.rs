@@ -18,6 +18,7 @@ use shoal_model::records::InstanceRecord;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::driver::{Driver, InstanceKey};
+use crate::events::EventBoard;
 
 /// Instances this agent runs, by slug, for the metadata endpoint.
 pub type Registry = Arc<RwLock<HashMap<String, InstanceRecord>>>;
@@ -26,6 +27,7 @@ pub type Registry = Arc<RwLock<HashMap<String, InstanceRecord>>>;
 pub struct HttpState {
     pub registry: Registry,
     pub driver: Arc<dyn Driver>,
+    pub events: EventBoard,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -33,6 +35,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/logs/{slug}", get(logs))
         .route("/i/{slug}/metadata/instance", get(metadata))
         .route("/i/{slug}/metadata/instance/compute", get(metadata_compute))
+        .route(
+            "/i/{slug}/metadata/scheduledevents",
+            get(scheduled_events).post(approve_events),
+        )
         .with_state(state)
 }
 
@@ -72,6 +78,42 @@ async fn metadata_compute(State(st): State<HttpState>, Path(slug): Path<String>)
         Some(rec) => Json(compute(rec)).into_response(),
         None => (StatusCode::NOT_FOUND, "unknown instance\n").into_response(),
     }
+}
+
+async fn scheduled_events(State(st): State<HttpState>, Path(slug): Path<String>) -> Response {
+    Json(st.events.document(&slug)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StartRequests {
+    #[serde(default)]
+    start_requests: Vec<StartRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StartRequest {
+    event_id: String,
+}
+
+/// `POST .../scheduledevents {"StartRequests": [{"EventId": "..."}]}`: the instance is
+/// ready; the agent may go ahead before `NotBefore`.
+async fn approve_events(
+    State(st): State<HttpState>,
+    Path(slug): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(req) = serde_json::from_slice::<StartRequests>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected {\"StartRequests\": [{\"EventId\": \"...\"}]}\n",
+        )
+            .into_response();
+    };
+    let ids: Vec<String> = req.start_requests.into_iter().map(|r| r.event_id).collect();
+    st.events.approve(&slug, &ids);
+    StatusCode::OK.into_response()
 }
 
 #[derive(Deserialize)]

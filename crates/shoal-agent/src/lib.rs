@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod client;
 pub mod driver;
+pub mod events;
 pub mod http;
 pub mod images;
 pub mod supervisor;

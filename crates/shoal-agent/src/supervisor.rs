@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::ServerClient;
 use crate::driver::{Capabilities, Driver, InstanceKey, InstanceSpec, Recovered, Running};
+use crate::events::EventBoard;
 use crate::images::ImageCache;
 
 /// Quick failures in a row after which an instance is `failed` until asked again.
@@ -44,6 +45,10 @@ pub struct AgentContext {
     pub clock: Arc<dyn Fn() -> String + Send + Sync>,
     /// Leave instances running when the agent stops cleanly.
     pub keep_instances: bool,
+    /// Scheduled events shown to instances.
+    pub events: EventBoard,
+    /// How long in-flight work may take to finish once an instance leaves its pools.
+    pub drain_timeout: Duration,
 }
 
 /// What the agent has applied of an instance's desired record, kept on disk so a
@@ -240,6 +245,7 @@ impl Supervisor {
             }
             let rec = self.desired.borrow_and_update().clone();
             if rec.deleting {
+                self.drain_before_stop(&rec, "being deleted", true).await;
                 self.report(InstanceState::Deleting, None);
                 if let Err(e) = self.ctx.driver.destroy(&self.key).await {
                     tracing::warn!(instance = %self.key, error = %e, "destroy failed; retrying");
@@ -256,6 +262,7 @@ impl Supervisor {
                     continue;
                 }
                 self.proc = None;
+                self.ctx.events.clear(&self.key.0);
                 remove_applied(&self.ctx.state_dir, &self.key);
                 self.report(InstanceState::Deleted, None);
                 // Keep reporting until the server removes the record (watch tells us).
@@ -289,6 +296,12 @@ impl Supervisor {
                 None,
             );
             if self.proc.is_some() {
+                let why = if self.applied.reimage_gen != rec.reimage_gen {
+                    "reimaging"
+                } else {
+                    "moving to the latest model"
+                };
+                self.drain_before_stop(rec, why, false).await;
                 self.stop(false).await;
             }
             let spec = self.spec(rec).await?;
@@ -314,6 +327,7 @@ impl Supervisor {
         }
         if self.applied.restart_gen != rec.restart_gen {
             if self.proc.is_some() {
+                self.drain_before_stop(rec, "restarting", false).await;
                 self.report(InstanceState::Stopping, Some("restarting".into()));
                 self.stop(false).await;
             }
@@ -358,6 +372,7 @@ impl Supervisor {
             PowerIntent::Stopped | PowerIntent::Deallocated => {
                 let release = rec.power == PowerIntent::Deallocated;
                 if self.proc.is_some() || self.power_applied != Some(rec.power) {
+                    self.drain_before_stop(rec, "stopping", false).await;
                     self.report(InstanceState::Stopping, None);
                     self.stop(release).await;
                     self.power_applied = Some(rec.power);
@@ -374,6 +389,53 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// Before a running instance is stopped on purpose: tell it (a `Terminate` scheduled
+    /// event, when it is going away and its set asks for notice), then take it out of
+    /// every balancer and let in-flight work finish, up to the drain timeout.
+    async fn drain_before_stop(&mut self, rec: &InstanceRecord, why: &str, terminating: bool) {
+        if self.proc.is_none() {
+            return;
+        }
+        if let (true, Some(secs)) = (terminating, rec.launch.terminate_notice_secs) {
+            self.report(
+                InstanceState::Draining,
+                Some(format!("{why}: Terminate event scheduled; waiting up to {secs} s for the instance to approve it")),
+            );
+            let id = self.ctx.events.schedule_terminate(
+                &self.key.0,
+                &rec.computer_name(),
+                Duration::from_secs(secs),
+            );
+            let approved = self.ctx.events.wait(&id, Duration::from_secs(secs)).await;
+            tracing::info!(instance = %self.key, approved, "terminate notice over");
+        }
+        if !self.proc.as_ref().is_some_and(|p| p.ready) {
+            // It never answered, so no balancer sends it anything.
+            return;
+        }
+        self.report(
+            InstanceState::Draining,
+            Some(format!("{why}: draining connections")),
+        );
+        let episode = self
+            .reporter
+            .borrow()
+            .as_ref()
+            .map(|s| s.since.clone())
+            .unwrap_or_default();
+        let deadline = Instant::now() + self.ctx.drain_timeout;
+        loop {
+            if let Ok(true) = self.ctx.client.drained(rec, &episode).await {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(instance = %self.key, timeout = ?self.ctx.drain_timeout, "drain timed out; stopping anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn clear_failures(&mut self) {

@@ -204,6 +204,7 @@ async fn put_or_patch(
             .computer_name_prefix()
             .map(String::from)
             .unwrap_or_else(|| vmss.name.clone()),
+        terminate_notice_secs: m.terminate_notice_secs(),
     };
     if let Some(prev) = prev_launch {
         let same = LaunchSpec {
@@ -714,5 +715,14 @@ pub async fn operation(st: &ApiState, method: &Method, id: &str) -> ApiResult {
         body["error"] = serde_json::to_value(e).unwrap_or(Value::Null);
     }
     body["shoal"] = json!({"operation": op.name, "message": op.message});
-    Ok(json(200, &body))
+    let mut resp = json(200, &body);
+    if op.status == OperationStatus::InProgress {
+        // The SDKs take the wait before the next poll from the latest poll's answer;
+        // without Retry-After (or with 0) they wait their default of 30 s.
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
+    Ok(resp)
 }

@@ -34,7 +34,7 @@ pub fn vm_provisioning_state(
 pub fn power_state(status: Option<&InstanceStatus>) -> &'static str {
     match status.map(|s| s.state) {
         None | Some(InstanceState::Creating) | Some(InstanceState::Starting) => "starting",
-        Some(InstanceState::Running) => "running",
+        Some(InstanceState::Running) | Some(InstanceState::Draining) => "running",
         Some(InstanceState::Stopping) | Some(InstanceState::Deleting) => "stopping",
         Some(InstanceState::Stopped) | Some(InstanceState::Failed) => "stopped",
         Some(InstanceState::Deallocated) | Some(InstanceState::Deleted) => "deallocated",
@@ -48,7 +48,10 @@ fn display_power(word: &str) -> String {
 pub fn shoal_extension(rec: &InstanceRecord, status: Option<&InstanceStatus>) -> Value {
     let address = status.and_then(|s| match (&s.address, s.port) {
         (Some(a), Some(p))
-            if s.state == InstanceState::Running || s.state == InstanceState::Starting =>
+            if matches!(
+                s.state,
+                InstanceState::Running | InstanceState::Starting | InstanceState::Draining
+            ) =>
         {
             Some(format!("{a}:{p}"))
         }

@@ -275,6 +275,7 @@ mod tests {
             memory_mb: 512,
             custom_data: None,
             computer_name_prefix: "web".into(),
+            terminate_notice_secs: None,
         }
     }
 

@@ -52,6 +52,10 @@ pub struct LaunchSpec {
     /// Base64, as in `osProfile.customData`.
     pub custom_data: Option<String>,
     pub computer_name_prefix: String,
+    /// `scheduledEventsProfile.terminateNotificationProfile`: when set, an instance about
+    /// to be deleted gets a `Terminate` scheduled event this many seconds ahead.
+    #[serde(default)]
+    pub terminate_notice_secs: Option<u64>,
 }
 
 arm_enum!(PowerIntent { Running = "running", Stopped = "stopped", Deallocated = "deallocated" });
@@ -108,6 +112,7 @@ arm_enum!(InstanceState {
     Starting = "starting",
     Running = "running",
     Stopping = "stopping",
+    Draining = "draining",
     Stopped = "stopped",
     Deallocated = "deallocated",
     Failed = "failed",

@@ -363,6 +363,53 @@ impl VirtualMachineScaleSet {
     }
 }
 
+/// Seconds of notice before deletion from `scheduledEventsProfile`, if enabled.
+/// Azure allows PT5M to PT15M for `notBeforeTimeout`; Shoal allows PT1S to PT15M.
+pub fn terminate_notice(profile: &Value) -> Result<Option<u64>, ArmError> {
+    const TARGET: &str =
+        "properties.virtualMachineProfile.scheduledEventsProfile.terminateNotificationProfile";
+    let Some(t) = profile
+        .get("terminateNotificationProfile")
+        .filter(|t| !t.is_null())
+    else {
+        return Ok(None);
+    };
+    let enabled = match t.get("enable") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ArmError::invalid_parameter(
+                format!("{TARGET}.enable"),
+                "enable must be true or false.",
+            ))
+        }
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    let timeout = t
+        .get("notBeforeTimeout")
+        .and_then(Value::as_str)
+        .unwrap_or("PT5M");
+    match duration::parse_iso8601(timeout) {
+        Some(secs) if (1..=15 * 60).contains(&secs) => Ok(Some(secs)),
+        _ => Err(ArmError::invalid_parameter(
+            format!("{TARGET}.notBeforeTimeout"),
+            format!("notBeforeTimeout '{timeout}' is invalid: use an ISO 8601 duration from PT1S to PT15M."),
+        )),
+    }
+}
+
+impl VirtualMachineScaleSet {
+    /// Seconds of terminate notice (validated models only).
+    pub fn terminate_notice_secs(&self) -> Option<u64> {
+        self.profile()?
+            .scheduled_events_profile
+            .as_ref()
+            .and_then(|p| terminate_notice(p).ok().flatten())
+    }
+}
+
 /// Fills in Azure's defaults for everything a create may omit.
 pub fn normalize(v: &mut VirtualMachineScaleSet) {
     let sku = v.sku.get_or_insert_with(Sku::default);
@@ -477,6 +524,12 @@ pub fn validate(
                 }
             }
         }
+    }
+    if let Some(p) = v
+        .profile()
+        .and_then(|p| p.scheduled_events_profile.as_ref())
+    {
+        terminate_notice(p)?;
     }
     if let Some(cd) = v.custom_data() {
         use base64::Engine;

@@ -32,6 +32,7 @@ pub struct AgentFileConfig {
     pub stop_grace_seconds: Option<u64>,
     pub boot_timeout_seconds: Option<u64>,
     pub start_concurrency: Option<usize>,
+    pub drain_timeout_seconds: Option<u64>,
 }
 
 pub fn load_file(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {

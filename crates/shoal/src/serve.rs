@@ -75,6 +75,10 @@ pub struct AgentFlags {
     /// Instances provisioning or starting at once [default: 32].
     #[arg(long, env = "SHOAL_START_CONCURRENCY", value_name = "N")]
     pub start_concurrency: Option<usize>,
+    /// Seconds in-flight requests may take to finish once an instance leaves its load
+    /// balancer pools, before it is stopped [default: 30].
+    #[arg(long, env = "SHOAL_DRAIN_TIMEOUT_SECONDS", value_name = "S")]
+    pub drain_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -113,6 +117,7 @@ struct AgentSettings {
     stop_grace: Duration,
     boot_timeout: Duration,
     start_concurrency: usize,
+    drain_timeout: Duration,
 }
 
 fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<AgentSettings> {
@@ -176,6 +181,14 @@ fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<Agent
             3600,
         )?,
         start_concurrency,
+        drain_timeout: config::secs(
+            flags
+                .drain_timeout_seconds
+                .or(f.drain_timeout_seconds)
+                .unwrap_or(30),
+            "drain-timeout-seconds",
+            3600,
+        )?,
     })
 }
 
@@ -319,6 +332,7 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             boot_timeout: s.agent.boot_timeout,
             start_concurrency: s.agent.start_concurrency,
             keep_instances: s.keep_instances,
+            drain_timeout: s.agent.drain_timeout,
         };
         agent_result = shoal_agent::run(cfg, driver, shutdown.clone())
             .await
@@ -368,6 +382,7 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         stop_grace: a.stop_grace,
         boot_timeout: a.boot_timeout,
         start_concurrency: a.start_concurrency,
+        drain_timeout: a.drain_timeout,
         keep_instances: args.keep_instances || file.keep_instances.unwrap_or(false),
     };
     shoal_agent::run(cfg, driver, shutdown)
