@@ -265,9 +265,13 @@ impl Supervisor {
                 self.ctx.events.clear(&self.key.0);
                 remove_applied(&self.ctx.state_dir, &self.key);
                 self.report(InstanceState::Deleted, None);
-                // Keep reporting until the server removes the record (watch tells us).
-                let _ = self.shutdown.cancelled().await;
-                return;
+                // Done once the server removes the record (the agent drops our sender).
+                loop {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        changed = self.desired.changed() => if changed.is_err() { return },
+                    }
+                }
             }
             if let Err(message) = self.converge(&rec).await {
                 self.failed = Some(message.clone());
@@ -495,8 +499,23 @@ impl Supervisor {
                 }
                 return true;
             }
-            // The agent dropped us: the record is gone.
-            Woke::Changed(false) => return true,
+            Woke::Changed(false) => {
+                if self.shutdown.is_cancelled() {
+                    // The agent is stopping and dropped its senders first.
+                    if !self.ctx.keep_instances {
+                        self.stop(false).await;
+                    }
+                } else {
+                    // The record is gone without our seeing its deletion: nothing asks
+                    // for this instance any more.
+                    if let Err(e) = self.ctx.driver.destroy(&self.key).await {
+                        tracing::warn!(instance = %self.key, error = %e, "cannot remove an instance whose record is gone");
+                    }
+                    self.ctx.events.clear(&self.key.0);
+                    remove_applied(&self.ctx.state_dir, &self.key);
+                }
+                return true;
+            }
             Woke::Changed(true) => {}
             Woke::Exited(how) => {
                 let uptime = self
