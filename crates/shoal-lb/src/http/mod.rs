@@ -1,0 +1,472 @@
+//! The layer-7 proxy: HTTP/1.1 and h2 from clients, HTTP/1.1 with keep-alive to members.
+//!
+//! A request enters through [`serve`] (one task per client connection), is routed to a
+//! pool by host and path, gets `X-Forwarded-*` headers and loses hop-by-hop ones, goes to
+//! one member (affinity cookie, else round robin over routable members), and its response
+//! streams back. A failure before any response byte is retried on another member: always
+//! when nothing was sent (connection refused), once when the method is idempotent and its
+//! body could be replayed. Refused connections, and fresh connections that are reset,
+//! eject the member at once.
+
+pub(crate) mod backend;
+pub(crate) mod body;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::affinity;
+use crate::http::backend::SendError;
+use crate::http::body::{BackendBody, RequestBody, ResponseBody};
+use crate::pool::{ActiveGuard, Member, PoolRuntime, Shared};
+use crate::route::RouteTable;
+
+/// Largest request or response head, and the read buffer of a connection.
+pub(crate) const MAX_BUF: usize = 64 * 1024;
+/// Idempotent requests with a body up to this size are held so they can be retried.
+const MAX_REPLAY_BODY: u64 = 64 * 1024;
+/// A client must send a complete request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A layer-7 listener's routing and settings, as resolved at apply time.
+pub(crate) struct HttpMode {
+    pub(crate) routes: RouteTable<Arc<PoolRuntime>>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) affinity: bool,
+}
+
+/// Where a client connection came from and arrived.
+#[derive(Clone, Copy)]
+pub(crate) struct ConnInfo {
+    pub(crate) client: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) tls: bool,
+}
+
+fn server() -> &'static auto::Builder<TokioExecutor> {
+    static SERVER: std::sync::OnceLock<auto::Builder<TokioExecutor>> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_BUF)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(MAX_BUF as u32);
+        builder
+    })
+}
+
+/// Serves one client connection until it ends, or until `close` asks it to finish its
+/// in-flight requests and stop. `mode` gives the listener's current settings per request.
+pub(crate) async fn serve<IO, M>(
+    io: IO,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    mode: M,
+    close: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    M: Fn() -> Arc<HttpMode> + Send + Sync + 'static,
+{
+    let mode = Arc::new(mode);
+    let service = service_fn(move |request| {
+        let mode = mode();
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(proxy(&mode, &shared, info, request).await) }
+    });
+    let conn = server().serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = close.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %info.client, error = %crate::error_chain(&*e), "client connection ended with an error");
+    }
+}
+
+/// Handles one request end to end; never fails (errors become 5xx answers).
+async fn proxy(
+    mode: &HttpMode,
+    shared: &Shared,
+    info: ConnInfo,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let deadline = Instant::now() + mode.request_timeout;
+    let (mut parts, body) = request.into_parts();
+    let host = request_host(&parts.uri, &parts.headers);
+    let pool = mode
+        .routes
+        .select(host.as_deref(), parts.uri.path())
+        .clone();
+    pool.counters.requests.fetch_add(1, Ordering::Relaxed);
+
+    prepare_headers(&mut parts.headers, info, host.as_deref());
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let affinity_member = if mode.affinity {
+        affinity::find(parts.headers.get_all(header::COOKIE).iter())
+    } else {
+        None
+    };
+    let uri = match parts.uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+
+    // A body we may need to send twice is held in memory; anything else streams once.
+    let mut replay: Option<Option<Bytes>> = None;
+    let mut stream = None;
+    if body.is_end_stream() {
+        replay = Some(None);
+    } else if idempotent
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= MAX_REPLAY_BODY)
+    {
+        match tokio::time::timeout_at(deadline, body.collect()).await {
+            Ok(Ok(collected)) => {
+                let bytes = collected.to_bytes();
+                pool.counters
+                    .bytes_in
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                replay = Some(Some(bytes));
+            }
+            Ok(Err(_)) => {
+                return local(
+                    &pool,
+                    StatusCode::BAD_REQUEST,
+                    "The request body could not be read\n",
+                )
+            }
+            Err(_) => {
+                return local(
+                    &pool,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "The request body did not arrive in time\n",
+                )
+            }
+        }
+    } else {
+        stream = Some(RequestBody::Stream {
+            inner: body,
+            counters: pool.counters.clone(),
+        });
+    }
+    let build = |body: RequestBody| {
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = parts.headers.clone();
+        request
+    };
+    let mut pending = Some(build(match (&replay, stream) {
+        (Some(bytes), _) => RequestBody::Full(bytes.clone()),
+        (None, Some(stream)) => stream,
+        (None, None) => RequestBody::Full(None),
+    }));
+
+    let mut last: Option<Arc<Member>> = None;
+    let mut sent_retry_left = replay.is_some() && idempotent;
+    // Refused connections are retried on other members whatever the method: nothing
+    // was sent. Bounded so a pool of dead members answers quickly.
+    for _attempt in 0..4 {
+        let Some(request) = pending.take() else { break };
+        let member = match (&affinity_member, &last) {
+            (Some(id), None) => pool.find(id).filter(|m| m.routable()),
+            _ => None,
+        }
+        .or_else(|| pool.pick_round_robin(last.as_ref()));
+        let Some(member) = member else {
+            return if last.is_some() {
+                local(
+                    &pool,
+                    StatusCode::BAD_GATEWAY,
+                    "No other healthy member to retry on\n",
+                )
+            } else {
+                local(
+                    &pool,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "No healthy member\n",
+                )
+            };
+        };
+        let guard = ActiveGuard::new(member.clone());
+        let outcome =
+            tokio::time::timeout_at(deadline, backend::send(&member, shared, request)).await;
+        match outcome {
+            Err(_) => {
+                return local(
+                    &pool,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The member did not answer in time\n",
+                )
+            }
+            Ok(Ok((response, conn))) => {
+                return forward(
+                    mode,
+                    &pool,
+                    info,
+                    response,
+                    conn,
+                    guard,
+                    affinity_member.as_deref(),
+                );
+            }
+            Ok(Err(SendError::Connect(error, back))) => {
+                member.eject(format!("Cannot connect to {}: {error}", member.addr));
+                pending = Some(back);
+            }
+            Ok(Err(SendError::NotSent(error, back))) => {
+                member.eject(format!(
+                    "Connection to {} closed at once: {}",
+                    member.addr,
+                    crate::error_chain(&error)
+                ));
+                pending = Some(back);
+            }
+            Ok(Err(SendError::Failed { error, fresh })) => {
+                tracing::debug!(pool = %pool.name, member = %member.id, error = %crate::error_chain(&error), "request to member failed");
+                if error.is_parse() || error.is_parse_status() {
+                    return local(
+                        &pool,
+                        StatusCode::BAD_GATEWAY,
+                        "The member sent an invalid response\n",
+                    );
+                }
+                if fresh {
+                    member.eject(format!(
+                        "Connection to {} failed: {}",
+                        member.addr,
+                        crate::error_chain(&error)
+                    ));
+                }
+                if !sent_retry_left {
+                    return local(
+                        &pool,
+                        StatusCode::BAD_GATEWAY,
+                        "The member closed the connection before answering\n",
+                    );
+                }
+                sent_retry_left = false;
+                pending = replay
+                    .as_ref()
+                    .map(|bytes| build(RequestBody::Full(bytes.clone())));
+            }
+        }
+        last = Some(member);
+    }
+    local(
+        &pool,
+        StatusCode::BAD_GATEWAY,
+        "No member could take the request\n",
+    )
+}
+
+/// Turns a member's response into the client's.
+fn forward(
+    mode: &HttpMode,
+    pool: &PoolRuntime,
+    info: ConnInfo,
+    response: Response<Incoming>,
+    conn: backend::Sender,
+    guard: ActiveGuard,
+    affinity_member: Option<&str>,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    if parts.status.is_server_error() {
+        pool.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    if mode.affinity && affinity_member != Some(&*guard.0.id) {
+        parts.headers.append(
+            header::SET_COOKIE,
+            affinity::set_cookie(&guard.0.id, info.tls),
+        );
+    }
+    let body = BackendBody::new(body, conn, guard, mode.request_timeout);
+    Response::from_parts(parts, ResponseBody::Backend(body))
+}
+
+/// The balancer's own answer.
+fn local(pool: &PoolRuntime, status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    if status.is_server_error() {
+        pool.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut response = Response::new(ResponseBody::text(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The host a request is for: the h2 `:authority` or the `Host` header.
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(authority) = uri.authority() {
+        return Some(authority.as_str().to_owned());
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// Drops hop-by-hop headers and adds `X-Forwarded-For` (appended to the client's),
+/// `-Proto`, `-Host` and `-Port` (replacing the client's: the balancer is the edge).
+fn prepare_headers(headers: &mut HeaderMap, info: ConnInfo, host: Option<&str>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
+    let client_ip = info.client.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        None => HeaderValue::from_str(&client_ip),
+        Some(_) => {
+            let mut all = Vec::new();
+            for v in headers.get_all(&X_FORWARDED_FOR) {
+                all.extend_from_slice(v.as_bytes());
+                all.extend_from_slice(b", ");
+            }
+            all.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&all)
+        }
+    };
+    if let Ok(v) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    let proto = if info.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    headers.insert(
+        X_FORWARDED_PORT.clone(),
+        HeaderValue::from(info.local.port()),
+    );
+}
+
+/// Removes the headers that describe one connection rather than the message.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        headers.remove(header::CONNECTION);
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(tls: bool) -> ConnInfo {
+        ConnInfo {
+            client: "10.1.2.3:5555".parse().unwrap(),
+            local: "127.0.0.1:8443".parse().unwrap(),
+            tls,
+        }
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        prepare_headers(&mut h, info(true), Some("example.com:8443"));
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "example.com:8443");
+        assert_eq!(h["x-forwarded-port"], "8443");
+        assert_eq!(h["x-kept"], "yes");
+        for gone in ["connection", "x-secret", "keep-alive", "transfer-encoding"] {
+            assert!(!h.contains_key(gone), "{gone} should be removed");
+        }
+    }
+
+    #[test]
+    fn host_from_authority_or_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        assert_eq!(
+            request_host(&Uri::from_static("/x"), &h).as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(
+            request_host(&Uri::from_static("https://b.example/x"), &h).as_deref(),
+            Some("b.example")
+        );
+        assert_eq!(
+            request_host(&Uri::from_static("/x"), &HeaderMap::new()),
+            None
+        );
+    }
+}

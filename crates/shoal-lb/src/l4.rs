@@ -1,0 +1,177 @@
+//! The layer-4 proxy: each accepted TCP connection is spliced to one member.
+//!
+//! The member is chosen per connection ([`Distribution`]); a member that refuses the
+//! connection (or does not accept it within the connect timeout) is ejected and the next
+//! one is tried, so a dead member costs new connections nothing. Bytes are copied both
+//! ways with fixed 16 KiB buffers (backpressure: nothing is read while the other side is
+//! not writable), half-closes are passed on, and a connection quiet for the idle timeout
+//! is closed — with an RST both ways when the rule asks for TCP reset.
+
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Distribution;
+use crate::http::backend::CONNECT_TIMEOUT;
+use crate::pool::{ActiveGuard, PoolRuntime};
+
+const BUFFER: usize = 16 * 1024;
+/// Members tried for one connection before giving up on it.
+const MAX_ATTEMPTS: usize = 3;
+
+/// A layer-4 rule as resolved at apply time.
+pub(crate) struct TcpMode {
+    pub(crate) pool: Arc<PoolRuntime>,
+    pub(crate) distribution: Distribution,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) tcp_reset: bool,
+}
+
+/// Proxies one client connection until either side is done, the connection idles out,
+/// or `shutdown` (the balancer's) fires.
+pub(crate) async fn proxy(
+    client: TcpStream,
+    peer: SocketAddr,
+    mode: Arc<TcpMode>,
+    shutdown: CancellationToken,
+) {
+    let pool = &mode.pool;
+    pool.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let key = match mode.distribution {
+        Distribution::Default => None,
+        Distribution::SourceIp => Some(hash(&peer.ip())),
+        Distribution::SourceIpProtocol => Some(hash(&(peer.ip(), "tcp"))),
+    };
+    let mut tried = None;
+    let mut connected = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let member = match key {
+            None => pool.pick_round_robin(tried.as_ref()),
+            Some(key) => pool.pick_hashed(key, tried.as_ref()),
+        };
+        let Some(member) = member else { break };
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member.addr)).await {
+            Ok(Ok(backend)) => {
+                connected = Some((backend, member));
+                break;
+            }
+            Ok(Err(e)) => member.eject(format!("Cannot connect to {}: {e}", member.addr)),
+            Err(_) => member.eject(format!(
+                "No connection to {} within {CONNECT_TIMEOUT:?}",
+                member.addr
+            )),
+        }
+        tried = Some(member);
+    }
+    let Some((backend, member)) = connected else {
+        tracing::debug!(pool = %pool.name, client = %peer, "no member for a TCP connection");
+        if mode.tcp_reset {
+            let _ = client.set_zero_linger();
+        }
+        return;
+    };
+    let _guard = ActiveGuard::new(member.clone());
+    let _ = client.set_nodelay(true);
+    let _ = backend.set_nodelay(true);
+
+    let base = Instant::now();
+    let activity = AtomicU64::new(0);
+    let counters = &member.counters;
+    let mut client = Metered {
+        io: client,
+        bytes: &counters.bytes_in,
+        activity: &activity,
+        base,
+    };
+    let mut backend = Metered {
+        io: backend,
+        bytes: &counters.bytes_out,
+        activity: &activity,
+        base,
+    };
+    let idle = async {
+        loop {
+            let last = base + Duration::from_millis(activity.load(Ordering::Relaxed));
+            let deadline = last + mode.idle_timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    let idled = tokio::select! {
+        result = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, BUFFER, BUFFER) => {
+            if let Err(e) = result {
+                tracing::trace!(pool = %pool.name, member = %member.id, error = %e, "TCP connection ended with an error");
+            }
+            false
+        }
+        _ = idle => true,
+        _ = shutdown.cancelled() => false,
+    };
+    if idled && mode.tcp_reset {
+        let _ = client.io.set_zero_linger();
+        let _ = backend.io.set_zero_linger();
+    }
+}
+
+fn hash(value: &impl Hash) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// A stream that counts the bytes read from it and notes when it last moved.
+struct Metered<'a> {
+    io: TcpStream,
+    bytes: &'a AtomicU64,
+    activity: &'a AtomicU64,
+    base: Instant,
+}
+
+impl AsyncRead for Metered<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            let now = this.base.elapsed().as_millis() as u64;
+            this.activity.store(now, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Metered<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

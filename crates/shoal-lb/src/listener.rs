@@ -1,0 +1,160 @@
+//! Listeners at run time: one accept loop per bound socket, one task per connection.
+//!
+//! A listener's settings (its [`Mode`]) can be swapped by `apply` without rebinding;
+//! connections already open keep going (an HTTP connection picks up new routes with its
+//! next request). Closing a listener stops accepting at once, lets HTTP connections
+//! finish their in-flight requests, and leaves TCP connections running until they end.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{ConnInfo, HttpMode};
+use crate::l4::TcpMode;
+use crate::pool::Shared;
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a listener does with a connection, as resolved at apply time.
+pub(crate) enum Mode {
+    Tcp(Arc<TcpMode>),
+    Http {
+        http: Arc<HttpMode>,
+        tls: Option<TlsAcceptor>,
+    },
+}
+
+pub(crate) struct ListenerRuntime {
+    /// The address as configured (port 0 stays 0).
+    pub(crate) bind: SocketAddr,
+    /// The address actually bound.
+    pub(crate) local: SocketAddr,
+    mode: RwLock<Arc<Mode>>,
+    close: CancellationToken,
+}
+
+impl ListenerRuntime {
+    /// Starts accepting on `socket`.
+    pub(crate) fn start(
+        name: &str,
+        bind: SocketAddr,
+        socket: TcpListener,
+        mode: Mode,
+        shared: &Arc<Shared>,
+    ) -> Arc<Self> {
+        let local = socket.local_addr().unwrap_or(bind);
+        let runtime = Arc::new(Self {
+            bind,
+            local,
+            mode: RwLock::new(Arc::new(mode)),
+            close: shared.shutdown.child_token(),
+        });
+        tracing::info!(listener = name, addr = %local, "listening");
+        shared.tracker.spawn(accept_loop(
+            runtime.clone(),
+            socket,
+            shared.clone(),
+            name.to_owned(),
+        ));
+        runtime
+    }
+
+    pub(crate) fn set_mode(&self, mode: Mode) {
+        *self.mode.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(mode);
+    }
+
+    fn mode(&self) -> Arc<Mode> {
+        self.mode
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops accepting; open connections finish (see the module docs).
+    pub(crate) fn close(&self) {
+        self.close.cancel();
+    }
+}
+
+async fn accept_loop(
+    runtime: Arc<ListenerRuntime>,
+    socket: TcpListener,
+    shared: Arc<Shared>,
+    name: String,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = runtime.close.cancelled() => break,
+            accepted = socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                shared
+                    .tracker
+                    .spawn(connection(runtime.clone(), stream, peer, shared.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    tracing::info!(listener = %name, addr = %runtime.local, "listener closed");
+}
+
+async fn connection(
+    runtime: Arc<ListenerRuntime>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let current = runtime.mode();
+    match &*current {
+        Mode::Tcp(tcp) => {
+            crate::l4::proxy(stream, peer, tcp.clone(), shared.shutdown.clone()).await
+        }
+        Mode::Http { http, tls } => {
+            let _ = stream.set_nodelay(true);
+            let info = ConnInfo {
+                client: peer,
+                local: runtime.local,
+                tls: tls.is_some(),
+            };
+            let fallback = http.clone();
+            let mode = {
+                let runtime = runtime.clone();
+                move || match &*runtime.mode() {
+                    Mode::Http { http, .. } => http.clone(),
+                    // The listener became a TCP one; this connection keeps its routes.
+                    Mode::Tcp(_) => fallback.clone(),
+                }
+            };
+            let close = runtime.close.clone();
+            match tls {
+                None => crate::http::serve(stream, info, shared, mode, close).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let tls_stream = tokio::select! {
+                        _ = close.cancelled() => return,
+                        done = handshake => match done {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        },
+                    };
+                    crate::http::serve(tls_stream, info, shared, mode, close).await
+                }
+            }
+        }
+    }
+}
