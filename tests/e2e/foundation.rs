@@ -11,8 +11,18 @@ const WAIT: Duration = Duration::from_secs(60);
 fn create_set(s: &Server, rg: &str, count: u32) {
     s.create_group_and_image(rg);
     s.cli_ok(&[
-        "vmss", "create", "-g", rg, "-n", "web", "--image", "apps/web:1.0.0", "--instance-count", &count.to_string(),
-        "--vm-sku", "Shoal_1vCPU_512MB",
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        &count.to_string(),
+        "--vm-sku",
+        "Shoal_1vCPU_512MB",
     ]);
 }
 
@@ -23,9 +33,16 @@ fn assert_answering(s: &Server, rg: &str, ids: &[u64]) {
     listed.sort_unstable();
     assert_eq!(listed, ids, "instances listed");
     for i in &insts {
-        let addr = i.address.clone().unwrap_or_else(|| panic!("instance {} has no address: {i:?}", i.id));
-        let (status, body) = http_get(&format!("http://{addr}/")).unwrap_or_else(|| panic!("instance {} at {addr} does not answer", i.id));
-        assert_eq!((status, body.trim()), (200, format!("instance {}", i.id).as_str()));
+        let addr = i
+            .address
+            .clone()
+            .unwrap_or_else(|| panic!("instance {} has no address: {i:?}", i.id));
+        let (status, body) = http_get(&format!("http://{addr}/"))
+            .unwrap_or_else(|| panic!("instance {} at {addr} does not answer", i.id));
+        assert_eq!(
+            (status, body.trim()),
+            (200, format!("instance {}", i.id).as_str())
+        );
     }
 }
 
@@ -34,7 +51,11 @@ fn quickstart_runs_as_a_script() {
     let _g = serial();
     let s = Server::start();
     let bin_dir = shoal_bin().parent().expect("bin dir").to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = std::process::Command::new("bash")
         .arg(repo_root().join("tests/e2e/quickstart.sh"))
         .env("PATH", path)
@@ -49,7 +70,9 @@ fn quickstart_runs_as_a_script() {
         tail(&s.log(), 40)
     );
     // `vmss delete` leaves no instance process behind.
-    wait_until(WAIT, "no instance process is left", || processes_under(&s.data_dir()).is_empty());
+    wait_until(WAIT, "no instance process is left", || {
+        processes_under(&s.data_dir()).is_empty()
+    });
 }
 
 #[test]
@@ -59,24 +82,77 @@ fn scale_out_and_in_keeps_exactly_the_right_instances_and_honours_protection() {
     create_set(&s, "scale", 3);
     assert_answering(&s, "scale", &[0, 1, 2]);
 
-    s.cli_ok(&["vmss", "scale", "-g", "scale", "-n", "web", "--new-capacity", "10"]);
+    s.cli_ok(&[
+        "vmss",
+        "scale",
+        "-g",
+        "scale",
+        "-n",
+        "web",
+        "--new-capacity",
+        "10",
+    ]);
     assert_answering(&s, "scale", &(0..10).collect::<Vec<_>>());
-    assert_eq!(running_instance_ids(&s.data_dir()), (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        running_instance_ids(&s.data_dir()),
+        (0..10).collect::<Vec<_>>()
+    );
 
     // Protect instance 7: Default scale-in would take the highest ids (9, 8, 7, …).
-    s.cli_ok(&["vmss", "update", "-g", "scale", "-n", "web", "--instance-id", "7", "--protect-from-scale-in", "true"]);
+    s.cli_ok(&[
+        "vmss",
+        "update",
+        "-g",
+        "scale",
+        "-n",
+        "web",
+        "--instance-id",
+        "7",
+        "--protect-from-scale-in",
+        "true",
+    ]);
     let before = s.instances("scale", "web");
-    s.cli_ok(&["vmss", "scale", "-g", "scale", "-n", "web", "--new-capacity", "2"]);
+    s.cli_ok(&[
+        "vmss",
+        "scale",
+        "-g",
+        "scale",
+        "-n",
+        "web",
+        "--new-capacity",
+        "2",
+    ]);
     assert_answering(&s, "scale", &[0, 7]);
-    assert!(s.instances("scale", "web").iter().find(|i| i.id == 7).expect("7").protected);
+    assert!(
+        s.instances("scale", "web")
+            .iter()
+            .find(|i| i.id == 7)
+            .expect("7")
+            .protected
+    );
     // The removed ones are gone: no process, and their addresses no longer answer.
-    wait_until(WAIT, "only instances 0 and 7 have processes", || running_instance_ids(&s.data_dir()) == vec![0, 7]);
+    wait_until(WAIT, "only instances 0 and 7 have processes", || {
+        running_instance_ids(&s.data_dir()) == vec![0, 7]
+    });
     for i in before.iter().filter(|i| i.id != 0 && i.id != 7) {
         let addr = i.address.clone().expect("address");
-        assert!(http_get(&format!("http://{addr}/")).is_none(), "removed instance {} still answers at {addr}", i.id);
+        assert!(
+            http_get(&format!("http://{addr}/")).is_none(),
+            "removed instance {} still answers at {addr}",
+            i.id
+        );
     }
     // New ids are never reused.
-    s.cli_ok(&["vmss", "scale", "-g", "scale", "-n", "web", "--new-capacity", "3"]);
+    s.cli_ok(&[
+        "vmss",
+        "scale",
+        "-g",
+        "scale",
+        "-n",
+        "web",
+        "--new-capacity",
+        "3",
+    ]);
     assert_answering(&s, "scale", &[0, 7, 10]);
 }
 
@@ -85,30 +161,55 @@ fn kill_9_mid_scale_then_restart_converges_without_duplicates_or_orphans() {
     let _g = serial();
     let mut s = Server::start();
     create_set(&s, "crash", 2);
-    s.cli_ok(&["vmss", "scale", "-g", "crash", "-n", "web", "--new-capacity", "12", "--no-wait"]);
+    s.cli_ok(&[
+        "vmss",
+        "scale",
+        "-g",
+        "crash",
+        "-n",
+        "web",
+        "--new-capacity",
+        "12",
+        "--no-wait",
+    ]);
     // Let the scale-out get going, then crash the whole control plane.
-    wait_until(WAIT, "some new instances run", || running_instance_ids(&s.data_dir()).len() >= 4);
+    wait_until(WAIT, "some new instances run", || {
+        running_instance_ids(&s.data_dir()).len() >= 4
+    });
     s.kill9();
     let survivors = running_instance_ids(&s.data_dir());
-    assert!(!survivors.is_empty(), "instances survive a crash of shoal serve");
+    assert!(
+        !survivors.is_empty(),
+        "instances survive a crash of shoal serve"
+    );
     s.restart();
     wait_until(WAIT, "all 12 instances answer", || {
         let insts = s.instances("crash", "web");
         insts.len() == 12
             && insts.iter().all(|i| {
                 i.address.as_ref().is_some_and(|a| {
-                    http_get(&format!("http://{a}/")).is_some_and(|(st, b)| st == 200 && b.trim() == format!("instance {}", i.id))
+                    http_get(&format!("http://{a}/")).is_some_and(|(st, b)| {
+                        st == 200 && b.trim() == format!("instance {}", i.id)
+                    })
                 })
             })
     });
     // Exactly one process per instance: nothing duplicated, survivors adopted.
     let ids = running_instance_ids(&s.data_dir());
-    assert_eq!(ids, (0..12).collect::<Vec<_>>(), "one workload process per instance");
+    assert_eq!(
+        ids,
+        (0..12).collect::<Vec<_>>(),
+        "one workload process per instance"
+    );
     // A clean stop leaves no orphan process.
     let status = s.stop();
     assert!(status.success(), "clean stop exits 0");
     let left = wait_for_no_processes(&s.data_dir(), Duration::from_secs(20));
-    assert!(left.is_empty(), "processes left after a clean stop: {left:?}\n{}", tail(&s.log(), 60));
+    assert!(
+        left.is_empty(),
+        "processes left after a clean stop: {left:?}\n{}",
+        tail(&s.log(), 60)
+    );
 }
 
 #[test]
@@ -128,14 +229,32 @@ fn an_instance_whose_process_exits_runs_again_on_its_own() {
     wait_until(WAIT, "instance 0 answers again from a new process", || {
         let i = s.instances("crashy", "web").remove(0);
         i.pid.is_some_and(|p| p != pid)
-            && i.address.as_ref().is_some_and(|a| http_get(&format!("http://{a}/")).is_some_and(|(st, _)| st == 200))
+            && i.address
+                .as_ref()
+                .is_some_and(|a| http_get(&format!("http://{a}/")).is_some_and(|(st, _)| st == 200))
     });
-    let view = s.cli_ok(&["vmss", "get-instance-view", "-g", "crashy", "-n", "web", "--instance-id", "0"]);
-    assert!(view["shoal"]["restarts"].as_u64().unwrap_or(0) >= 1, "the instance view counts the restart: {view}");
+    let view = s.cli_ok(&[
+        "vmss",
+        "get-instance-view",
+        "-g",
+        "crashy",
+        "-n",
+        "web",
+        "--instance-id",
+        "0",
+    ]);
+    assert!(
+        view["shoal"]["restarts"].as_u64().unwrap_or(0) >= 1,
+        "the instance view counts the restart: {view}"
+    );
 }
 
 fn arm(s: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let url = format!("{}{path}{}api-version=2024-07-01", s.endpoint(), if path.contains('?') { "&" } else { "?" });
+    let url = format!(
+        "{}{path}{}api-version=2024-07-01",
+        s.endpoint(),
+        if path.contains('?') { "&" } else { "?" }
+    );
     let (status, text) = http_request(method, &url, body).expect("API answers");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
@@ -160,15 +279,53 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
         b.to_string()
     };
     let cases: Vec<(&str, String, String, u16, &str, Option<&str>)> = vec![
-        ("malformed JSON", set.clone(), "{\"location\": ".into(), 400, "InvalidRequestContent", None),
-        ("wrong type", set.clone(), with("/sku/capacity", json!("ten")), 400, "InvalidParameter", Some("sku.capacity")),
-        ("capacity below 0", set.clone(), with("/sku/capacity", json!(-1)), 400, "InvalidParameter", Some("sku.capacity")),
-        ("capacity above 1000", set.clone(), with("/sku/capacity", json!(1001)), 400, "InvalidParameter", Some("sku.capacity")),
-        ("unknown size", set.clone(), with("/sku/name", json!("Huge_9000")), 400, "InvalidParameter", Some("sku.name")),
+        (
+            "malformed JSON",
+            set.clone(),
+            "{\"location\": ".into(),
+            400,
+            "InvalidRequestContent",
+            None,
+        ),
+        (
+            "wrong type",
+            set.clone(),
+            with("/sku/capacity", json!("ten")),
+            400,
+            "InvalidParameter",
+            Some("sku.capacity"),
+        ),
+        (
+            "capacity below 0",
+            set.clone(),
+            with("/sku/capacity", json!(-1)),
+            400,
+            "InvalidParameter",
+            Some("sku.capacity"),
+        ),
+        (
+            "capacity above 1000",
+            set.clone(),
+            with("/sku/capacity", json!(1001)),
+            400,
+            "InvalidParameter",
+            Some("sku.capacity"),
+        ),
+        (
+            "unknown size",
+            set.clone(),
+            with("/sku/name", json!("Huge_9000")),
+            400,
+            "InvalidParameter",
+            Some("sku.name"),
+        ),
         (
             "missing image",
             set.clone(),
-            with("/properties/virtualMachineProfile/storageProfile/imageReference/id", json!(image.replace("1.0.0", "9.9.9"))),
+            with(
+                "/properties/virtualMachineProfile/storageProfile/imageReference/id",
+                json!(image.replace("1.0.0", "9.9.9")),
+            ),
             400,
             "InvalidParameter",
             Some("properties.virtualMachineProfile.storageProfile.imageReference.id"),
@@ -185,8 +342,22 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
             "InvalidParameter",
             Some("properties.upgradePolicy.mode"),
         ),
-        ("name Azure refuses", set.replace("/web", "/-web-"), good.to_string(), 400, "InvalidResourceName", Some("name")),
-        ("missing resource group", set.replace("/bad/", "/nowhere/"), good.to_string(), 404, "ResourceGroupNotFound", Some("nowhere")),
+        (
+            "name Azure refuses",
+            set.replace("/web", "/-web-"),
+            good.to_string(),
+            400,
+            "InvalidResourceName",
+            Some("name"),
+        ),
+        (
+            "missing resource group",
+            set.replace("/bad/", "/nowhere/"),
+            good.to_string(),
+            404,
+            "ResourceGroupNotFound",
+            Some("nowhere"),
+        ),
     ];
     for (what, path, body, status, code, target) in cases {
         let (got, err) = arm(&s, "PUT", &path, Some(&body));
@@ -195,24 +366,60 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
         if let Some(t) = target {
             assert_eq!(err["error"]["target"], t, "{what}: {err}");
         }
-        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: a message says what to do");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: a message says what to do"
+        );
     }
     // Instance ids that do not exist.
     let (got, err) = arm(&s, "GET", &format!("{set}/virtualMachines/99"), None);
-    assert_eq!((got, err["error"]["code"].as_str()), (404, Some("ResourceNotFound")));
-    let (got, err) = arm(&s, "POST", &format!("{set}/restart"), Some(r#"{"instanceIds": ["99"]}"#));
-    assert_eq!((got, err["error"]["target"].as_str()), (400, Some("instanceIds")));
-    let (got, _) = arm(&s, "POST", &format!("{set}/restart"), Some(r#"{"instanceIds": "zero"}"#));
+    assert_eq!(
+        (got, err["error"]["code"].as_str()),
+        (404, Some("ResourceNotFound"))
+    );
+    let (got, err) = arm(
+        &s,
+        "POST",
+        &format!("{set}/restart"),
+        Some(r#"{"instanceIds": ["99"]}"#),
+    );
+    assert_eq!(
+        (got, err["error"]["target"].as_str()),
+        (400, Some("instanceIds"))
+    );
+    let (got, _) = arm(
+        &s,
+        "POST",
+        &format!("{set}/restart"),
+        Some(r#"{"instanceIds": "zero"}"#),
+    );
     assert_eq!(got, 400);
     // Nothing changed, and the server still serves.
     let (status, after) = arm(&s, "GET", &set, None);
     assert_eq!(status, 200);
     assert_eq!(after["sku"], before["sku"]);
-    assert_eq!(after["properties"]["upgradePolicy"], before["properties"]["upgradePolicy"]);
+    assert_eq!(
+        after["properties"]["upgradePolicy"],
+        before["properties"]["upgradePolicy"]
+    );
     assert_eq!(s.instances("bad", "web").len(), 1);
     // The CLI shows the error az-style.
-    let out = s.cli(&["vmss", "scale", "-g", "bad", "-n", "web", "--new-capacity", "5000"]);
+    let out = s.cli(&[
+        "vmss",
+        "scale",
+        "-g",
+        "bad",
+        "-n",
+        "web",
+        "--new-capacity",
+        "5000",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("InvalidParameter") && err.contains("sku.capacity"), "{err}");
+    assert!(
+        err.contains("InvalidParameter") && err.contains("sku.capacity"),
+        "{err}"
+    );
 }

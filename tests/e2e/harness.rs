@@ -21,7 +21,10 @@ pub fn shoal_bin() -> PathBuf {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Builds `examples/web` (release, as its symlink expects) once per test run.
@@ -57,7 +60,12 @@ impl Server {
     pub fn start_with(args: &[&str]) -> Server {
         ensure_web_built();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { dir, port: free_port(), child: None, extra_args: args.iter().map(|s| s.to_string()).collect() };
+        let mut s = Server {
+            dir,
+            port: free_port(),
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -91,9 +99,15 @@ impl Server {
             .spawn()
             .expect("spawn shoal serve");
         self.child = Some(child);
-        wait_until(Duration::from_secs(30), "the server answers /healthz", || {
-            http_get(&format!("{}/healthz", self.endpoint())).map(|(s, _)| s == 200).unwrap_or(false)
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the server answers /healthz",
+            || {
+                http_get(&format!("{}/healthz", self.endpoint()))
+                    .map(|(s, _)| s == 200)
+                    .unwrap_or(false)
+            },
+        );
     }
 
     /// `kill -9` the server (instances keep running, as after a crash).
@@ -118,7 +132,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("shoal serve did not stop within 60 s after SIGTERM\n{}", self.log());
+                panic!(
+                    "shoal serve did not stop within 60 s after SIGTERM\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -158,30 +175,66 @@ impl Server {
         if text.trim().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("shoal {} printed non-JSON ({e}): {text}", args.join(" ")))
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("shoal {} printed non-JSON ({e}): {text}", args.join(" "))
+            })
         }
     }
 
     pub fn create_group_and_image(&self, rg: &str) {
         self.cli_ok(&["group", "create", "--name", rg, "--location", "local"]);
         self.cli_ok(&[
-            "image", "create", "-g", rg, "--gallery", "apps", "--name", "web", "--version", "1.0.0", "--dir",
-            "examples/web", "--command", "./shoal-web", "--port", "8080",
+            "image",
+            "create",
+            "-g",
+            rg,
+            "--gallery",
+            "apps",
+            "--name",
+            "web",
+            "--version",
+            "1.0.0",
+            "--dir",
+            "examples/web",
+            "--command",
+            "./shoal-web",
+            "--port",
+            "8080",
         ]);
     }
 
     /// `list-instances --output json` as (instance id, address, power state, pid).
     pub fn instances(&self, rg: &str, name: &str) -> Vec<Inst> {
-        let v = self.cli_ok(&["vmss", "list-instances", "-g", rg, "-n", name, "--output", "json"]);
+        let v = self.cli_ok(&[
+            "vmss",
+            "list-instances",
+            "-g",
+            rg,
+            "-n",
+            name,
+            "--output",
+            "json",
+        ]);
         v.as_array()
             .expect("array")
             .iter()
             .map(|i| Inst {
-                id: i["instanceId"].as_str().expect("instanceId").parse().expect("numeric id"),
-                address: i["properties"]["shoal"]["address"].as_str().map(String::from),
-                power: i["properties"]["shoal"]["powerState"].as_str().unwrap_or_default().to_string(),
+                id: i["instanceId"]
+                    .as_str()
+                    .expect("instanceId")
+                    .parse()
+                    .expect("numeric id"),
+                address: i["properties"]["shoal"]["address"]
+                    .as_str()
+                    .map(String::from),
+                power: i["properties"]["shoal"]["powerState"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 pid: i["properties"]["shoal"]["pid"].as_u64().map(|p| p as u32),
-                protected: i["properties"]["protectionPolicy"]["protectFromScaleIn"].as_bool().unwrap_or(false),
+                protected: i["properties"]["protectionPolicy"]["protectFromScaleIn"]
+                    .as_bool()
+                    .unwrap_or(false),
             })
             .collect()
     }
@@ -199,6 +252,7 @@ impl Drop for Server {
                 libc::kill(pid as i32, libc::SIGKILL);
             }
         }
+        remove_namespaces(&self.data_dir());
     }
 }
 
@@ -253,9 +307,19 @@ pub fn http_request(method: &str, url: &str, body: Option<&str>) -> Option<(u16,
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     // Chunked bodies: good enough for JSON answers of the API (one chunk) in tests.
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
     Some((status, body))
 }
 
@@ -263,7 +327,9 @@ fn dechunk(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || after.len() < n {
             break;
         }
@@ -275,11 +341,15 @@ fn dechunk(s: &str) -> String {
 
 /// Pids of processes whose working directory lies under `dir` (instances of a server).
 pub fn processes_under(dir: &Path) -> Vec<u32> {
-    let Ok(dir) = dir.canonicalize() else { return vec![] };
+    let Ok(dir) = dir.canonicalize() else {
+        return vec![];
+    };
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
                 if cwd.starts_with(&dir) {
                     // Zombies keep no cwd; a live process does.
@@ -305,7 +375,9 @@ pub fn running_instance_ids(dir: &Path) -> Vec<u64> {
     let mut ids: Vec<u64> = processes_under(dir)
         .into_iter()
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == "shoal-web").unwrap_or(false)
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "shoal-web")
+                .unwrap_or(false)
         })
         .filter_map(instance_id_of)
         .collect();
@@ -324,10 +396,45 @@ pub fn wait_for_no_processes(dir: &Path, timeout: Duration) -> Vec<(u32, String)
                 .map(|p| {
                     let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
                     let cwd = std::fs::read_link(format!("/proc/{p}/cwd")).unwrap_or_default();
-                    (p, format!("{} (cwd {})", String::from_utf8_lossy(&cmd).replace('\0', " "), cwd.display()))
+                    (
+                        p,
+                        format!(
+                            "{} (cwd {})",
+                            String::from_utf8_lossy(&cmd).replace('\0', " "),
+                            cwd.display()
+                        ),
+                    )
                 })
                 .collect();
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stopped instances keep their network namespace (as a stopped VM keeps its address);
+/// a test's temporary server is gone for good, so its namespaces go too.
+fn remove_namespaces(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("agent/instances")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) else {
+            continue;
+        };
+        let Ok(state) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let Some(ns) = state["net"]["netns"].as_str() else {
+            continue;
+        };
+        let path = format!("/run/shoal/netns/{ns}");
+        let Ok(c) = std::ffi::CString::new(path.clone()) else {
+            continue;
+        };
+        // SAFETY: detaching a bind mount of a namespace file this test's server made.
+        unsafe {
+            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+        }
+        let _ = std::fs::remove_file(&path);
     }
 }
