@@ -33,6 +33,7 @@ fn assert_answering(s: &Server, rg: &str, ids: &[u64]) {
     listed.sort_unstable();
     assert_eq!(listed, ids, "instances listed");
     for i in &insts {
+        assert_eq!(i.power, "running", "instance {} power state", i.id);
         let addr = i
             .address
             .clone()
