@@ -84,13 +84,25 @@ pub struct IdRef {
 #[serde(rename_all = "camelCase")]
 pub struct FrontendProps {
     /// The address the balancer listens on (default 127.0.0.1).
-    #[serde(rename = "privateIPAddress", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privateIPAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub private_ip_address: Option<String>,
-    #[serde(rename = "privateIPAllocationMethod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privateIPAllocationMethod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub private_ip_allocation_method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Value>,
-    #[serde(rename = "publicIPAddress", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "publicIPAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub public_ip_address: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing_rules: Option<Vec<IdRef>>,
@@ -102,7 +114,11 @@ pub struct FrontendProps {
 #[serde(rename_all = "camelCase")]
 pub struct PoolProps {
     /// Read-only: the instances' IP configurations in this pool.
-    #[serde(rename = "backendIPConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "backendIPConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_ip_configurations: Option<Vec<IdRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing_rules: Option<Vec<IdRef>>,
@@ -134,7 +150,11 @@ pub struct ProbeProps {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleProps {
-    #[serde(rename = "frontendIPConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "frontendIPConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub frontend_ip_configuration: Option<IdRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_address_pool: Option<IdRef>,
@@ -165,7 +185,10 @@ pub struct RuleProps {
 pub fn normalize_lb(lb: &mut LoadBalancer, id: &str) {
     let p = &mut lb.properties;
     for (list, kind) in [
-        (&mut p.frontend_ip_configurations as &mut dyn SubList, "frontendIPConfigurations"),
+        (
+            &mut p.frontend_ip_configurations as &mut dyn SubList,
+            "frontendIPConfigurations",
+        ),
         (&mut p.backend_address_pools, "backendAddressPools"),
         (&mut p.probes, "probes"),
         (&mut p.load_balancing_rules, "loadBalancingRules"),
@@ -173,8 +196,12 @@ pub fn normalize_lb(lb: &mut LoadBalancer, id: &str) {
         list.set_ids(id, kind);
     }
     for fe in &mut p.frontend_ip_configurations {
-        fe.properties.private_ip_address.get_or_insert_with(|| "127.0.0.1".into());
-        fe.properties.private_ip_allocation_method.get_or_insert_with(|| "Static".into());
+        fe.properties
+            .private_ip_address
+            .get_or_insert_with(|| "127.0.0.1".into());
+        fe.properties
+            .private_ip_allocation_method
+            .get_or_insert_with(|| "Static".into());
         fe.properties.provisioning_state = Some("Succeeded".into());
     }
     for pr in &mut p.probes {
@@ -191,7 +218,8 @@ pub fn normalize_lb(lb: &mut LoadBalancer, id: &str) {
     for r in &mut p.load_balancing_rules {
         let rp = &mut r.properties;
         rp.protocol.get_or_insert(TransportProtocol::Tcp);
-        rp.load_distribution.get_or_insert(LoadDistribution::Default);
+        rp.load_distribution
+            .get_or_insert(LoadDistribution::Default);
         rp.idle_timeout_in_minutes.get_or_insert(4);
         rp.enable_tcp_reset.get_or_insert(false);
         rp.enable_floating_ip.get_or_insert(false);
@@ -203,7 +231,9 @@ pub fn normalize_lb(lb: &mut LoadBalancer, id: &str) {
         .iter()
         .map(|r| (r.id.clone().unwrap_or_default(), r.properties.clone()))
         .collect();
-    let users = |target: &Option<String>, pick: &dyn Fn(&RuleProps) -> Option<String>| -> Option<Vec<IdRef>> {
+    let users = |target: &Option<String>,
+                 pick: &dyn Fn(&RuleProps) -> Option<String>|
+     -> Option<Vec<IdRef>> {
         let target = target.as_deref()?;
         let ids: Vec<IdRef> = rules
             .iter()
@@ -213,13 +243,18 @@ pub fn normalize_lb(lb: &mut LoadBalancer, id: &str) {
         (!ids.is_empty()).then_some(ids)
     };
     for fe in &mut p.frontend_ip_configurations {
-        fe.properties.load_balancing_rules = users(&fe.id, &|r| r.frontend_ip_configuration.as_ref().map(|x| x.id.clone()));
+        fe.properties.load_balancing_rules = users(&fe.id, &|r| {
+            r.frontend_ip_configuration.as_ref().map(|x| x.id.clone())
+        });
     }
     for pool in &mut p.backend_address_pools {
-        pool.properties.load_balancing_rules = users(&pool.id, &|r| r.backend_address_pool.as_ref().map(|x| x.id.clone()));
+        pool.properties.load_balancing_rules = users(&pool.id, &|r| {
+            r.backend_address_pool.as_ref().map(|x| x.id.clone())
+        });
     }
     for pr in &mut p.probes {
-        pr.properties.load_balancing_rules = users(&pr.id, &|r| r.probe.as_ref().map(|x| x.id.clone()));
+        pr.properties.load_balancing_rules =
+            users(&pr.id, &|r| r.probe.as_ref().map(|x| x.id.clone()));
     }
 }
 
@@ -240,13 +275,24 @@ fn check_port(v: Option<i64>, target: &str, required: bool) -> Result<(), ArmErr
     match v {
         None if !required => Ok(()),
         Some(p) if (1..=65535).contains(&p) => Ok(()),
-        None => Err(ArmError::invalid_parameter(target, "A port is required (1-65535).")),
-        Some(p) => Err(ArmError::invalid_parameter(target, format!("Port {p} is out of range: use 1-65535."))),
+        None => Err(ArmError::invalid_parameter(
+            target,
+            "A port is required (1-65535).",
+        )),
+        Some(p) => Err(ArmError::invalid_parameter(
+            target,
+            format!("Port {p} is out of range: use 1-65535."),
+        )),
     }
 }
 
 /// Finds the sub-resource a reference names: by full id within this balancer or by name.
-fn resolve<'a, P>(list: &'a [SubResource<P>], r: &IdRef, lb_id: &str, kind: &str) -> Option<&'a SubResource<P>> {
+fn resolve<'a, P>(
+    list: &'a [SubResource<P>],
+    r: &IdRef,
+    lb_id: &str,
+    kind: &str,
+) -> Option<&'a SubResource<P>> {
     let want = r.id.trim_end_matches('/');
     let prefix = format!("{lb_id}/{kind}/");
     let name = match want.get(..prefix.len()) {
@@ -260,25 +306,55 @@ fn resolve<'a, P>(list: &'a [SubResource<P>], r: &IdRef, lb_id: &str, kind: &str
 /// Checks a normalized load balancer. `lb_id` is its own id.
 pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
     if lb.location.as_deref().is_none_or(|l| l.trim().is_empty()) {
-        return Err(ArmError::invalid_parameter("location", "A location is required (e.g. \"local\")."));
+        return Err(ArmError::invalid_parameter(
+            "location",
+            "A location is required (e.g. \"local\").",
+        ));
     }
     let p = &lb.properties;
     let unique = |names: Vec<&str>, target: &str| -> Result<(), ArmError> {
         let mut seen = std::collections::HashSet::new();
         for (i, n) in names.iter().enumerate() {
             if n.is_empty() {
-                return Err(ArmError::invalid_parameter(format!("{target}[{i}].name"), "Every item needs a name."));
+                return Err(ArmError::invalid_parameter(
+                    format!("{target}[{i}].name"),
+                    "Every item needs a name.",
+                ));
             }
             if !seen.insert(n.to_ascii_lowercase()) {
-                return Err(ArmError::invalid_parameter(format!("{target}[{i}].name"), format!("The name '{n}' is used twice.")));
+                return Err(ArmError::invalid_parameter(
+                    format!("{target}[{i}].name"),
+                    format!("The name '{n}' is used twice."),
+                ));
             }
         }
         Ok(())
     };
-    unique(p.frontend_ip_configurations.iter().map(|s| s.name.as_str()).collect(), "properties.frontendIPConfigurations")?;
-    unique(p.backend_address_pools.iter().map(|s| s.name.as_str()).collect(), "properties.backendAddressPools")?;
-    unique(p.probes.iter().map(|s| s.name.as_str()).collect(), "properties.probes")?;
-    unique(p.load_balancing_rules.iter().map(|s| s.name.as_str()).collect(), "properties.loadBalancingRules")?;
+    unique(
+        p.frontend_ip_configurations
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect(),
+        "properties.frontendIPConfigurations",
+    )?;
+    unique(
+        p.backend_address_pools
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect(),
+        "properties.backendAddressPools",
+    )?;
+    unique(
+        p.probes.iter().map(|s| s.name.as_str()).collect(),
+        "properties.probes",
+    )?;
+    unique(
+        p.load_balancing_rules
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect(),
+        "properties.loadBalancingRules",
+    )?;
     for (i, fe) in p.frontend_ip_configurations.iter().enumerate() {
         if let Some(ip) = &fe.properties.private_ip_address {
             if ip.parse::<std::net::IpAddr>().is_err() {
@@ -292,23 +368,42 @@ pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
     for (i, pr) in p.probes.iter().enumerate() {
         let t = format!("properties.probes[{i}].properties");
         if pr.properties.protocol.is_none() {
-            return Err(ArmError::invalid_parameter(format!("{t}.protocol"), "A probe needs a protocol: Tcp, Http or Https."));
+            return Err(ArmError::invalid_parameter(
+                format!("{t}.protocol"),
+                "A probe needs a protocol: Tcp, Http or Https.",
+            ));
         }
         check_port(pr.properties.port, &format!("{t}.port"), true)?;
         if pr.properties.protocol != Some(ProbeProtocol::Tcp) {
             match &pr.properties.request_path {
                 Some(path) if path.starts_with('/') => {}
-                _ => return Err(ArmError::invalid_parameter(format!("{t}.requestPath"), "An Http(s) probe needs a requestPath starting with '/'.")),
+                _ => {
+                    return Err(ArmError::invalid_parameter(
+                        format!("{t}.requestPath"),
+                        "An Http(s) probe needs a requestPath starting with '/'.",
+                    ))
+                }
             }
         }
         match pr.properties.interval_in_seconds {
             Some(s) if (1..=3600).contains(&s) => {}
-            other => return Err(ArmError::invalid_parameter(format!("{t}.intervalInSeconds"), format!("intervalInSeconds {other:?} is out of range: use 1-3600."))),
+            other => {
+                return Err(ArmError::invalid_parameter(
+                    format!("{t}.intervalInSeconds"),
+                    format!("intervalInSeconds {other:?} is out of range: use 1-3600."),
+                ))
+            }
         }
-        for (field, v) in [("numberOfProbes", pr.properties.number_of_probes), ("probeThreshold", pr.properties.probe_threshold)] {
+        for (field, v) in [
+            ("numberOfProbes", pr.properties.number_of_probes),
+            ("probeThreshold", pr.properties.probe_threshold),
+        ] {
             if let Some(n) = v {
                 if !(1..=100).contains(&n) {
-                    return Err(ArmError::invalid_parameter(format!("{t}.{field}"), format!("{field} {n} is out of range: use 1-100.")));
+                    return Err(ArmError::invalid_parameter(
+                        format!("{t}.{field}"),
+                        format!("{field} {n} is out of range: use 1-100."),
+                    ));
                 }
             }
         }
@@ -318,39 +413,90 @@ pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
         let t = format!("properties.loadBalancingRules[{i}].properties");
         let rp = &r.properties;
         if rp.protocol != Some(TransportProtocol::Tcp) {
-            return Err(ArmError::invalid_parameter(format!("{t}.protocol"), "Only Tcp rules are supported."));
+            return Err(ArmError::invalid_parameter(
+                format!("{t}.protocol"),
+                "Only Tcp rules are supported.",
+            ));
         }
         check_port(rp.frontend_port, &format!("{t}.frontendPort"), true)?;
         check_port(rp.backend_port, &format!("{t}.backendPort"), true)?;
         let Some(fe_ref) = &rp.frontend_ip_configuration else {
-            return Err(ArmError::invalid_parameter(format!("{t}.frontendIPConfiguration"), "A rule needs a frontendIPConfiguration."));
+            return Err(ArmError::invalid_parameter(
+                format!("{t}.frontendIPConfiguration"),
+                "A rule needs a frontendIPConfiguration.",
+            ));
         };
-        let Some(fe) = resolve(&p.frontend_ip_configurations, fe_ref, lb_id, "frontendIPConfigurations") else {
-            return Err(ArmError::new(400, "InvalidResourceReference", format!("Frontend IP configuration '{}' is not part of this load balancer.", fe_ref.id))
-                .with_target(format!("{t}.frontendIPConfiguration.id")));
+        let Some(fe) = resolve(
+            &p.frontend_ip_configurations,
+            fe_ref,
+            lb_id,
+            "frontendIPConfigurations",
+        ) else {
+            return Err(ArmError::new(
+                400,
+                "InvalidResourceReference",
+                format!(
+                    "Frontend IP configuration '{}' is not part of this load balancer.",
+                    fe_ref.id
+                ),
+            )
+            .with_target(format!("{t}.frontendIPConfiguration.id")));
         };
         let Some(pool_ref) = &rp.backend_address_pool else {
-            return Err(ArmError::invalid_parameter(format!("{t}.backendAddressPool"), "A rule needs a backendAddressPool."));
+            return Err(ArmError::invalid_parameter(
+                format!("{t}.backendAddressPool"),
+                "A rule needs a backendAddressPool.",
+            ));
         };
-        if resolve(&p.backend_address_pools, pool_ref, lb_id, "backendAddressPools").is_none() {
-            return Err(ArmError::new(400, "InvalidResourceReference", format!("Backend pool '{}' is not part of this load balancer.", pool_ref.id))
-                .with_target(format!("{t}.backendAddressPool.id")));
+        if resolve(
+            &p.backend_address_pools,
+            pool_ref,
+            lb_id,
+            "backendAddressPools",
+        )
+        .is_none()
+        {
+            return Err(ArmError::new(
+                400,
+                "InvalidResourceReference",
+                format!(
+                    "Backend pool '{}' is not part of this load balancer.",
+                    pool_ref.id
+                ),
+            )
+            .with_target(format!("{t}.backendAddressPool.id")));
         }
         if let Some(probe_ref) = &rp.probe {
             if resolve(&p.probes, probe_ref, lb_id, "probes").is_none() {
-                return Err(ArmError::new(400, "InvalidResourceReference", format!("Probe '{}' is not part of this load balancer.", probe_ref.id))
-                    .with_target(format!("{t}.probe.id")));
+                return Err(ArmError::new(
+                    400,
+                    "InvalidResourceReference",
+                    format!(
+                        "Probe '{}' is not part of this load balancer.",
+                        probe_ref.id
+                    ),
+                )
+                .with_target(format!("{t}.probe.id")));
             }
         }
         if let Some(m) = rp.idle_timeout_in_minutes {
             if !(1..=100).contains(&m) {
-                return Err(ArmError::invalid_parameter(format!("{t}.idleTimeoutInMinutes"), "idleTimeoutInMinutes must be 1-100."));
+                return Err(ArmError::invalid_parameter(
+                    format!("{t}.idleTimeoutInMinutes"),
+                    "idleTimeoutInMinutes must be 1-100.",
+                ));
             }
         }
-        let key = (fe.properties.private_ip_address.clone().unwrap_or_default(), rp.frontend_port);
+        let key = (
+            fe.properties.private_ip_address.clone().unwrap_or_default(),
+            rp.frontend_port,
+        );
         if !frontends_used.insert(key) {
-            return Err(ArmError::conflict(format!("Two rules use frontend port {} on the same frontend.", rp.frontend_port.unwrap_or(0)))
-                .with_target(format!("{t}.frontendPort")));
+            return Err(ArmError::conflict(format!(
+                "Two rules use frontend port {} on the same frontend.",
+                rp.frontend_port.unwrap_or(0)
+            ))
+            .with_target(format!("{t}.frontendPort")));
         }
     }
     Ok(())
@@ -378,18 +524,37 @@ pub fn resolved_rules(lb: &LoadBalancer, lb_id: &str) -> Vec<ResolvedRule> {
         .iter()
         .filter_map(|r| {
             let rp = &r.properties;
-            let fe = resolve(&p.frontend_ip_configurations, rp.frontend_ip_configuration.as_ref()?, lb_id, "frontendIPConfigurations")?;
-            let pool = resolve(&p.backend_address_pools, rp.backend_address_pool.as_ref()?, lb_id, "backendAddressPools")?;
-            let probe = rp.probe.as_ref().and_then(|pr| resolve(&p.probes, pr, lb_id, "probes")).map(|pr| pr.properties.clone());
+            let fe = resolve(
+                &p.frontend_ip_configurations,
+                rp.frontend_ip_configuration.as_ref()?,
+                lb_id,
+                "frontendIPConfigurations",
+            )?;
+            let pool = resolve(
+                &p.backend_address_pools,
+                rp.backend_address_pool.as_ref()?,
+                lb_id,
+                "backendAddressPools",
+            )?;
+            let probe = rp
+                .probe
+                .as_ref()
+                .and_then(|pr| resolve(&p.probes, pr, lb_id, "probes"))
+                .map(|pr| pr.properties.clone());
             Some(ResolvedRule {
                 name: r.name.clone(),
-                frontend_ip: fe.properties.private_ip_address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                frontend_ip: fe
+                    .properties
+                    .private_ip_address
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1".into()),
                 frontend_port: u16::try_from(rp.frontend_port?).ok()?,
                 backend_port: u16::try_from(rp.backend_port?).ok()?,
                 pool_id: pool.id.clone()?,
                 probe,
                 distribution: rp.load_distribution.unwrap_or(LoadDistribution::Default),
-                idle_timeout_minutes: u32::try_from(rp.idle_timeout_in_minutes.unwrap_or(4)).unwrap_or(4),
+                idle_timeout_minutes: u32::try_from(rp.idle_timeout_in_minutes.unwrap_or(4))
+                    .unwrap_or(4),
                 tcp_reset: rp.enable_tcp_reset.unwrap_or(false),
             })
         })
@@ -400,9 +565,19 @@ pub fn resolved_rules(lb: &LoadBalancer, lb_id: &str) -> Vec<ResolvedRule> {
 pub fn vmss_pool_ids(profile_nics: &[Value]) -> Vec<String> {
     let mut out = Vec::new();
     for nic in profile_nics {
-        let Some(ipcs) = nic.pointer("/properties/ipConfigurations").and_then(Value::as_array) else { continue };
+        let Some(ipcs) = nic
+            .pointer("/properties/ipConfigurations")
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
         for ipc in ipcs {
-            let Some(pools) = ipc.pointer("/properties/loadBalancerBackendAddressPools").and_then(Value::as_array) else { continue };
+            let Some(pools) = ipc
+                .pointer("/properties/loadBalancerBackendAddressPools")
+                .and_then(Value::as_array)
+            else {
+                continue;
+            };
             for pool in pools {
                 if let Some(id) = pool.get("id").and_then(Value::as_str) {
                     out.push(id.to_string());
@@ -419,7 +594,8 @@ mod tests {
     use crate::vmss::parse_typed;
     use serde_json::json;
 
-    const ID: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/loadBalancers/lb";
+    const ID: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/loadBalancers/lb";
 
     fn lb() -> Value {
         json!({
@@ -450,20 +626,55 @@ mod tests {
         let rules = resolved_rules(&lb, ID);
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].frontend_ip, "127.0.0.1");
-        assert_eq!((rules[0].frontend_port, rules[0].backend_port), (8000, 8080));
+        assert_eq!(
+            (rules[0].frontend_port, rules[0].backend_port),
+            (8000, 8080)
+        );
         assert_eq!(rules[0].pool_id, format!("{ID}/backendAddressPools/pool"));
-        assert_eq!(lb.properties.probes[0].properties.load_balancing_rules.as_ref().unwrap().len(), 1);
+        assert_eq!(
+            lb.properties.probes[0]
+                .properties
+                .load_balancing_rules
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn bad_references_and_ports_name_the_field() {
         for (pointer, value, target) in [
-            ("/properties/loadBalancingRules/0/properties/probe/id", json!(format!("{ID}/probes/nope")), "properties.loadBalancingRules[0].properties.probe.id"),
-            ("/properties/loadBalancingRules/0/properties/backendAddressPool/id", json!("/elsewhere/backendAddressPools/pool"), "properties.loadBalancingRules[0].properties.backendAddressPool.id"),
-            ("/properties/loadBalancingRules/0/properties/frontendPort", json!(70000), "properties.loadBalancingRules[0].properties.frontendPort"),
-            ("/properties/probes/0/properties/port", json!(0), "properties.probes[0].properties.port"),
-            ("/properties/probes/0/properties/intervalInSeconds", json!(0), "properties.probes[0].properties.intervalInSeconds"),
-            ("/properties/frontendIPConfigurations/0/properties", json!({"privateIPAddress": "nope"}), "properties.frontendIPConfigurations[0].properties.privateIPAddress"),
+            (
+                "/properties/loadBalancingRules/0/properties/probe/id",
+                json!(format!("{ID}/probes/nope")),
+                "properties.loadBalancingRules[0].properties.probe.id",
+            ),
+            (
+                "/properties/loadBalancingRules/0/properties/backendAddressPool/id",
+                json!("/elsewhere/backendAddressPools/pool"),
+                "properties.loadBalancingRules[0].properties.backendAddressPool.id",
+            ),
+            (
+                "/properties/loadBalancingRules/0/properties/frontendPort",
+                json!(70000),
+                "properties.loadBalancingRules[0].properties.frontendPort",
+            ),
+            (
+                "/properties/probes/0/properties/port",
+                json!(0),
+                "properties.probes[0].properties.port",
+            ),
+            (
+                "/properties/probes/0/properties/intervalInSeconds",
+                json!(0),
+                "properties.probes[0].properties.intervalInSeconds",
+            ),
+            (
+                "/properties/frontendIPConfigurations/0/properties",
+                json!({"privateIPAddress": "nope"}),
+                "properties.frontendIPConfigurations[0].properties.privateIPAddress",
+            ),
         ] {
             let mut v = lb();
             match v.pointer_mut(pointer) {
@@ -481,8 +692,13 @@ mod tests {
 
     #[test]
     fn pools_of_a_scale_set_profile() {
-        let nics = vec![json!({"name": "nic", "properties": {"ipConfigurations": [{"name": "ip", "properties": {"loadBalancerBackendAddressPools": [{"id": "/a/backendAddressPools/p"}]}}]}})];
-        assert_eq!(vmss_pool_ids(&nics), vec!["/a/backendAddressPools/p".to_string()]);
+        let nics = vec![
+            json!({"name": "nic", "properties": {"ipConfigurations": [{"name": "ip", "properties": {"loadBalancerBackendAddressPools": [{"id": "/a/backendAddressPools/p"}]}}]}}),
+        ];
+        assert_eq!(
+            vmss_pool_ids(&nics),
+            vec!["/a/backendAddressPools/p".to_string()]
+        );
     }
 
     proptest::proptest! {
