@@ -140,13 +140,16 @@ impl ServerClient {
         let base = self.base.clone();
         let bytes = resp.bytes_stream();
         let lines = futures::stream::unfold(
-            (bytes, Vec::<u8>::new(), base),
-            |(mut bytes, mut buf, base)| async move {
+            (bytes, bytes::BytesMut::new(), 0usize, base),
+            // `scanned` marks how much of `buf` holds no newline, so a burst of a
+            // thousand events is split in linear time.
+            |(mut bytes, mut buf, mut scanned, base)| async move {
                 loop {
-                    if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=pos).collect();
-                        return Some((Ok(line), (bytes, buf, base)));
+                    if let Some(pos) = buf[scanned..].iter().position(|b| *b == b'\n') {
+                        let line = buf.split_to(scanned + pos + 1).to_vec();
+                        return Some((Ok(line), (bytes, buf, 0, base)));
                     }
+                    scanned = buf.len();
                     match bytes.next().await {
                         Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                         Some(Err(source)) => {
@@ -155,7 +158,7 @@ impl ServerClient {
                                     url: base.clone(),
                                     source,
                                 }),
-                                (bytes, buf, base),
+                                (bytes, buf, scanned, base),
                             ))
                         }
                         None => return None,
