@@ -126,11 +126,13 @@ where
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("Probe path {path:?} is not a valid request target: {e}"))?;
     let mut conn = std::pin::pin!(conn);
+    let mut send = std::pin::pin!(sender.send_request(request));
     let response = tokio::select! {
-        response = sender.send_request(request) => response
-            .map_err(|e| format!("Probe of {target} failed: {}", crate::error_chain(&e)))?,
-        _ = &mut conn => return Err(format!("Probe of {target}: connection closed before an answer")),
-    };
+        response = &mut send => response,
+        // With `Connection: close` the connection may end first; its answer is ready.
+        _ = &mut conn => send.await,
+    }
+    .map_err(|e| format!("Probe of {target} failed: {}", crate::error_chain(&e)))?;
     match response.status() {
         StatusCode::OK => Ok(()),
         status => Err(format!("Probe {path} answered {status}")),
