@@ -25,6 +25,8 @@ use crate::planner::{self, SetState};
 
 /// How often every set is reconciled even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(10);
+/// The shortest time between two reconcile passes.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a finished operation stays readable.
 const OPERATION_RETENTION: Duration = Duration::from_secs(3600);
 /// Progress messages of an operation are written at most this often.
@@ -93,13 +95,21 @@ impl Controller {
         let mut ops_dirty = true;
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
+        let mut last_pass = tokio::time::Instant::now() - MIN_PASS_INTERVAL;
         loop {
+            // Passes are at least MIN_PASS_INTERVAL apart: a stream of status writes
+            // (a thousand instances booting) then costs a few reconciles, not thousands.
+            let since = last_pass.elapsed();
+            if since < MIN_PASS_INTERVAL && (!dirty.is_empty() || ops_dirty) {
+                tokio::time::sleep(MIN_PASS_INTERVAL - since).await;
+            }
             // Drain what is already queued, so a burst of status writes costs one reconcile.
             while let Some(Some(ev)) = futures::FutureExt::now_or_never(events.next()) {
                 let ev = ev?;
                 self.route(ev.key(), &mut dirty, &mut ops_dirty).await?;
             }
             if !dirty.is_empty() || ops_dirty {
+                last_pass = tokio::time::Instant::now();
                 let ops = self.in_progress_ops().await?;
                 let mut by_set: HashMap<String, Vec<Versioned<OperationRecord>>> = HashMap::new();
                 for op in ops {

@@ -334,9 +334,11 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             keep_instances: s.keep_instances,
             drain_timeout: s.agent.drain_timeout,
         };
-        agent_result = shoal_agent::run(cfg, driver, shutdown.clone())
-            .await
-            .context("the agent failed");
+        // On a worker thread, like everything else (the main thread only waits).
+        agent_result = match tokio::spawn(shoal_agent::run(cfg, driver, shutdown.clone())).await {
+            Ok(r) => r.context("the agent failed"),
+            Err(e) => Err(anyhow::anyhow!("the agent task failed: {e}")),
+        };
         shutdown.cancel();
     }
     tracker.close();
