@@ -178,10 +178,10 @@ def vmss_model(image_id, capacity, upgrade_mode="Manual", custom_data=None):
     )
 
 
-def create_vmss(compute, group, name, capacity, **kwargs):
+def create_vmss(compute, group, name, capacity, upgrade_mode="Manual", custom_data=None, **call_kwargs):
     image = web_image(group)
     poller = compute.virtual_machine_scale_sets.begin_create_or_update(
-        group, name, vmss_model(image, capacity, **kwargs)
+        group, name, vmss_model(image, capacity, upgrade_mode, custom_data), **call_kwargs
     )
     return poller.result(timeout=DEADLINE)
 

@@ -7,9 +7,11 @@
 
 pub mod agent_api;
 pub mod groups;
+pub mod identity;
 pub mod logs;
 pub mod network;
 pub mod response;
+pub mod rolling_upgrades;
 pub mod routes;
 pub mod scalesets;
 pub mod server;

@@ -106,6 +106,12 @@ pub enum Route {
     ScaleSetAction(VmssRef, Action),
     ScaleSetInstanceView(VmssRef),
     ScaleSetSkus(VmssRef),
+    /// `POST .../osRollingUpgrade`.
+    OsRollingUpgrade(VmssRef),
+    /// `GET .../rollingUpgrades/latest`.
+    RollingUpgradeLatest(VmssRef),
+    /// `POST .../rollingUpgrades/cancel`.
+    RollingUpgradeCancel(VmssRef),
     Instances(VmssRef),
     Instance(VmssRef, String),
     InstanceAction(VmssRef, String, Action),
@@ -139,6 +145,8 @@ pub enum Route {
         path: String,
     },
     Healthz,
+    /// The managed-identity token endpoint (`/msi/token`, App Service's shape).
+    IdentityToken,
     LoadBalancers {
         sub: String,
         rg: Option<String>,
@@ -189,7 +197,7 @@ fn not_found(path: &str) -> ArmError {
 /// Parses a URL path (without the query).
 pub fn parse(path: &str) -> Result<Route, ArmError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if segs.iter().any(|s| s.is_empty()) && path.trim_matches('/') != "" {
+    if segs.iter().any(|s| s.is_empty()) && !path.trim_matches('/').is_empty() {
         return Err(not_found(path));
     }
     let s = |i: usize| segs.get(i).copied().unwrap_or("");
@@ -224,6 +232,9 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
     }
     if n == 1 && eq(s(0), "healthz") {
         return Ok(Route::Healthz);
+    }
+    if n == 2 && eq(s(0), "msi") && eq(s(1), "token") {
+        return Ok(Route::IdentityToken);
     }
     if !eq(s(0), "subscriptions") || n < 2 {
         return Err(not_found(path));
@@ -341,6 +352,13 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
         9 if eq(s(8), "instanceView") => Ok(Route::ScaleSetInstanceView(vmss)),
         9 if eq(s(8), "skus") => Ok(Route::ScaleSetSkus(vmss)),
         9 if eq(s(8), "virtualMachines") => Ok(Route::Instances(vmss)),
+        9 if eq(s(8), "osRollingUpgrade") => Ok(Route::OsRollingUpgrade(vmss)),
+        10 if eq(s(8), "rollingUpgrades") && eq(s(9), "latest") => {
+            Ok(Route::RollingUpgradeLatest(vmss))
+        }
+        10 if eq(s(8), "rollingUpgrades") && eq(s(9), "cancel") => {
+            Ok(Route::RollingUpgradeCancel(vmss))
+        }
         9 => Action::parse(s(8))
             .map(|a| Route::ScaleSetAction(vmss, a))
             .ok_or_else(|| not_found(path)),

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use shoal_control::kv::{self, Versioned};
 use shoal_model::ids::VmssRef;
 use shoal_model::records::{
-    operation_key, InstanceRecord, InstanceStatus, LaunchSpec, OperationRecord, OperationStatus,
-    OperationWait, PowerIntent, VmssRecord,
+    operation_key, HealthRecord, InstanceRecord, InstanceStatus, LaunchSpec, OperationRecord,
+    OperationStatus, OperationWait, PowerIntent, VmssRecord,
 };
 use shoal_model::vmss::{self as model, VirtualMachineScaleSet, VMSS_TYPE};
 use shoal_model::{names, sku, ArmError};
@@ -409,13 +409,15 @@ pub async fn action(
         Some(id) => Some(vec![parse_vm_id(vmss, id)?]),
         None => parse_instance_ids(&body)?,
     };
-    if action == Action::DeleteInstances && ids.is_none() && !per_instance {
-        if body.get("instanceIds").is_none() {
-            return Err(ArmError::invalid_parameter(
-                "instanceIds",
-                "List the instances to delete in instanceIds (or [\"*\"] for all).",
-            ));
-        }
+    if action == Action::DeleteInstances
+        && ids.is_none()
+        && !per_instance
+        && body.get("instanceIds").is_none()
+    {
+        return Err(ArmError::invalid_parameter(
+            "instanceIds",
+            "List the instances to delete in instanceIds (or [\"*\"] for all).",
+        ));
     }
     let all = instances_of(st, vmss).await?;
     let active: Vec<&Versioned<InstanceRecord>> = all
@@ -555,10 +557,19 @@ pub async fn list_instances(
     let expand = ctx
         .query("$expand")
         .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+    let health = health_of(st, &set.value).await?;
     let items: Vec<Value> = instances_of(st, vmss)
         .await?
         .iter()
-        .map(|(r, s)| views::vm_json(&set.value, &r.value, s.as_ref(), expand))
+        .map(|(r, s)| {
+            views::vm_json(
+                &set.value,
+                &r.value,
+                s.as_ref(),
+                health.get(&r.value.instance_id),
+                expand,
+            )
+        })
         .collect();
     Ok(response::page(
         ctx,
@@ -605,7 +616,13 @@ pub async fn instance(
                 .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
             Ok(json(
                 200,
-                &views::vm_json(&set.value, &rec.value, status.as_ref(), expand),
+                &views::vm_json(
+                    &set.value,
+                    &rec.value,
+                    status.as_ref(),
+                    health_of(st, &set.value).await?.get(&n),
+                    expand,
+                ),
             ))
         }
         Method::PUT | Method::PATCH => {
@@ -636,7 +653,7 @@ pub async fn instance(
                 Expect::ModRevision(rec.revision),
             )];
             st.store.txn(rev_txn).await.map_err(txn_error)?;
-            let body = views::vm_json(&set.value, &updated, status.as_ref(), false);
+            let body = views::vm_json(&set.value, &updated, status.as_ref(), None, false);
             // Protection changes take effect at once: the operation is already done.
             let mut op = st.new_operation(
                 &vmss.subscription,
@@ -690,7 +707,14 @@ pub async fn vm_instance_view(
     };
     Ok(json(
         200,
-        &views::vm_instance_view(&rec.value, status.as_ref()),
+        &views::vm_instance_view(
+            &rec.value,
+            status.as_ref(),
+            health_of(st, &require_set(st, vmss).await?.value)
+                .await?
+                .get(&n),
+            health_configured(&require_set(st, vmss).await?.value),
+        ),
     ))
 }
 
@@ -725,4 +749,35 @@ pub async fn operation(st: &ApiState, method: &Method, id: &str) -> ApiResult {
         );
     }
     Ok(resp)
+}
+
+/// Whether the set's instances have a health signal (a load balancer probe named in its
+/// network profile, or the Application Health extension).
+pub fn health_configured(set: &VmssRecord) -> bool {
+    let profile = set.model.profile();
+    let probe = profile
+        .and_then(|p| p.network_profile.as_ref())
+        .and_then(|n| n.health_probe.as_ref())
+        .is_some_and(|h| !h.is_null());
+    let extension = profile
+        .and_then(|p| p.extension_profile.as_ref())
+        .is_some_and(|e| e.to_string().contains("ApplicationHealth"));
+    probe || extension
+}
+
+/// Health records of a set's instances, by instance id.
+pub async fn health_of(
+    st: &ApiState,
+    set: &VmssRecord,
+) -> Result<HashMap<u64, HealthRecord>, ArmError> {
+    let prefix = format!(
+        "health/{}",
+        set.vmss.status_prefix().trim_start_matches("status/")
+    );
+    Ok(st
+        .list::<HealthRecord>(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|h| Some((h.key.rsplit('/').next()?.parse().ok()?, h.value)))
+        .collect())
 }

@@ -12,7 +12,7 @@ use shoal_model::ArmError;
 use crate::response::{error_response, json, ApiResult, Ctx};
 use crate::routes::{self, Route};
 use crate::state::ApiState;
-use crate::{agent_api, groups, scalesets};
+use crate::{agent_api, groups, identity, rolling_upgrades, scalesets};
 
 /// Largest JSON body accepted (bundle uploads stream separately).
 const MAX_JSON_BODY: usize = 4 << 20;
@@ -64,7 +64,7 @@ fn decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
+            b'%' if i + 2 < bytes.len() => {
                 let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
                     .ok()
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
@@ -91,6 +91,12 @@ async fn handle(State(st): State<ApiState>, req: Request) -> Response {
         Err(e) => Err(e),
         Ok(Route::BlobUpload) if method == Method::POST => {
             groups::upload_blob(&st, req.into_body()).await
+        }
+        Ok(Route::IdentityToken) => {
+            return match identity::token(&st, &ctx, &method, req.headers()) {
+                Ok(resp) => resp,
+                Err(e) => json(e.status, &identity::error_body(&e)),
+            };
         }
         Ok(route) => {
             let body = match axum::body::to_bytes(req.into_body(), MAX_JSON_BODY).await {
@@ -135,6 +141,8 @@ async fn dispatch(
 ) -> ApiResult {
     match route {
         Route::Healthz => Ok(json(200, &serde_json::json!({"status": "ok"}))),
+        // Answered in `handle` (it needs the request headers).
+        Route::IdentityToken => Err(groups::method_not_allowed(method)),
         Route::Subscription { sub } => Ok(json(
             200,
             &serde_json::json!({
@@ -191,6 +199,9 @@ async fn dispatch(
         Route::ScaleSetAction(v, a) => scalesets::action(st, ctx, method, &v, a, None, &body).await,
         Route::ScaleSetInstanceView(v) => scalesets::instance_view(st, method, &v).await,
         Route::ScaleSetSkus(v) => scalesets::skus(st, method, &v).await,
+        Route::OsRollingUpgrade(v) => rolling_upgrades::start_os_upgrade(st, ctx, method, &v).await,
+        Route::RollingUpgradeLatest(v) => rolling_upgrades::get_latest(st, method, &v).await,
+        Route::RollingUpgradeCancel(v) => rolling_upgrades::cancel(st, method, &v).await,
         Route::Instances(v) => scalesets::list_instances(st, ctx, method, &v).await,
         Route::Instance(v, id) => scalesets::instance(st, ctx, method, &v, &id, &body).await,
         Route::InstanceAction(v, id, a) => {

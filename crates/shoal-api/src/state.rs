@@ -23,6 +23,9 @@ pub struct ApiState {
     pub page_size: usize,
     /// Largest capacity a scale set may ask for (1000, as Azure; tests may lower it).
     pub max_capacity: i64,
+    /// The secret a managed-identity token request must carry (`IDENTITY_HEADER`); `None`
+    /// turns the token endpoint off.
+    pub identity_header: Option<String>,
 }
 
 impl ApiState {

@@ -4,11 +4,17 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use shoal_model::records::{InstanceRecord, InstanceState, InstanceStatus, VmssRecord};
+use shoal_model::records::{
+    HealthRecord, InstanceRecord, InstanceState, InstanceStatus, VmssRecord,
+};
 use shoal_model::vmss::VMSS_VM_TYPE;
 
 pub fn vmss_json(rec: &VmssRecord, revision: u64) -> Value {
     let mut v = serde_json::to_value(rec.model.public_view()).unwrap_or(Value::Null);
+    let services = shoal_control::repair::orchestration_services(rec);
+    if services.as_array().is_some_and(|a| !a.is_empty()) {
+        v["properties"]["shoal"] = json!({"orchestrationServices": services});
+    }
     v["etag"] = json!(format!("\"{revision}\""));
     v
 }
@@ -73,7 +79,33 @@ pub fn shoal_extension(rec: &InstanceRecord, status: Option<&InstanceStatus>) ->
     })
 }
 
-pub fn vm_instance_view(rec: &InstanceRecord, status: Option<&InstanceStatus>) -> Value {
+/// Azure's `vmHealth`: what the set's health signal says of the instance.
+pub fn vm_health(health: Option<&HealthRecord>, configured: bool) -> Option<Value> {
+    let (state, time) = match health {
+        Some(h) => (h.state.as_str(), Some(h.since.clone())),
+        None if configured => ("initializing", None),
+        None => return None,
+    };
+    let display = match state {
+        "healthy" => "The VM is reporting healthy",
+        "unhealthy" => "The VM is reporting unhealthy",
+        "initializing" => "The VM health is initializing",
+        _ => "The VM health is unknown",
+    };
+    let mut status =
+        json!({"code": format!("HealthState/{state}"), "level": "Info", "displayStatus": display});
+    if let Some(t) = time {
+        status["time"] = json!(t);
+    }
+    Some(json!({"status": status}))
+}
+
+pub fn vm_instance_view(
+    rec: &InstanceRecord,
+    status: Option<&InstanceStatus>,
+    health: Option<&HealthRecord>,
+    health_configured: bool,
+) -> Value {
     let prov = vm_provisioning_state(rec, status);
     let time = status
         .map(|s| s.since.clone())
@@ -90,20 +122,26 @@ pub fn vm_instance_view(rec: &InstanceRecord, status: Option<&InstanceStatus>) -
         }
     }
     let word = power_state(status);
-    json!({
+    let mut view = json!({
         "platformUpdateDomain": rec.fault_domain,
         "platformFaultDomain": rec.fault_domain,
         "computerName": rec.computer_name(),
         "osName": "Linux",
         "statuses": [prov_status, {"code": format!("PowerState/{word}"), "level": "Info", "displayStatus": display_power(word)}],
         "shoal": shoal_extension(rec, status),
-    })
+    });
+    if let Some(h) = vm_health(health, health_configured) {
+        view["vmHealth"] = h;
+    }
+    view
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn vm_json(
     set: &VmssRecord,
     rec: &InstanceRecord,
     status: Option<&InstanceStatus>,
+    health: Option<&HealthRecord>,
     expand: bool,
 ) -> Value {
     let mut props = json!({
@@ -118,7 +156,8 @@ pub fn vm_json(
         "shoal": shoal_extension(rec, status),
     });
     if expand {
-        props["instanceView"] = vm_instance_view(rec, status);
+        let configured = crate::scalesets::health_configured(set);
+        props["instanceView"] = vm_instance_view(rec, status, health, configured);
     }
     let mut v = json!({
         "id": format!("{}/virtualMachines/{}", set.vmss.id(), rec.instance_id),
@@ -171,6 +210,6 @@ pub fn vmss_instance_view(
             "level": if state == "Failed" { "Error" } else { "Info" },
             "displayStatus": format!("Provisioning {}", state.to_ascii_lowercase()),
         }],
-        "orchestrationServices": set.services.get("orchestrationServices").cloned().unwrap_or(json!([])),
+        "orchestrationServices": shoal_control::repair::orchestration_services(set),
     })
 }

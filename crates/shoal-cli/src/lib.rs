@@ -15,6 +15,7 @@ pub mod group;
 pub mod image;
 pub mod image_ref;
 pub mod lro;
+pub mod network;
 pub mod output;
 pub mod progress;
 pub mod request;
@@ -102,6 +103,9 @@ pub enum ClientCommand {
     /// Manage virtual machine scale sets and their instances.
     #[command(subcommand)]
     Vmss(Box<vmss::VmssCommand>),
+    /// Manage load balancers.
+    #[command(subcommand)]
+    Network(Box<network::NetworkCommand>),
 }
 
 /// A complete client-only parser (`shoal-cli`'s own tests use it; the `shoal` binary builds
@@ -141,6 +145,7 @@ pub async fn run_with(
         ClientCommand::Group(cmd) => group::run(&client, printer, cmd).await,
         ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,
         ClientCommand::Vmss(cmd) => vmss::run(&client, printer, *cmd).await,
+        ClientCommand::Network(cmd) => network::run(&client, printer, *cmd).await,
     }
 }
 

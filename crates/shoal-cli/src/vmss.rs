@@ -211,9 +211,23 @@ pub struct VmssCreate {
     /// Space-separated tags: `key=value`, or `key` for an empty value.
     #[arg(long, num_args = 1.., value_name = "KEY[=VALUE]", value_parser = parse_tag)]
     pub tags: Option<Vec<(String, String)>>,
+    /// Put the instances behind this load balancer; it is created when missing (a
+    /// frontend on 127.0.0.1, a backend pool, a TCP probe on the image's port and a
+    /// rule from --lb-frontend-port to it).
+    #[arg(long, value_name = "NAME")]
+    pub lb: Option<String>,
+    /// The backend pool of --lb to join [default: the only one, or <lb>bepool].
+    #[arg(long, value_name = "NAME", requires = "lb")]
+    pub backend_pool_name: Option<String>,
+    /// Frontend port of the rule a new --lb gets.
+    #[arg(long, default_value_t = 80, value_name = "PORT", requires = "lb")]
+    pub lb_frontend_port: u16,
     /// Do not wait for the instances; print the accepted scale set at once.
     #[arg(long)]
     pub no_wait: bool,
+    /// Filled in by `run` once --lb is resolved.
+    #[arg(skip)]
+    pub lb_wiring: Option<crate::network::LbWiring>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -417,6 +431,10 @@ pub fn create_body(sub: &str, args: &VmssCreate, location: &str) -> Value {
     }
     if let Some(count) = args.platform_fault_domain_count {
         properties["platformFaultDomainCount"] = json!(count);
+    }
+    if let Some(wiring) = &args.lb_wiring {
+        properties["virtualMachineProfile"]["networkProfile"] =
+            crate::network::network_profile(&args.set.name, wiring);
     }
     let mut body = json!({
         "location": location,
@@ -643,7 +661,42 @@ pub(crate) async fn run(
         if args.location.is_none() {
             args.location = Some(group_location(client, &args.set.resource_group).await?);
         }
+        if let Some(lb) = args.lb.clone() {
+            let port = image_port(client, &args.image, &args.set.resource_group).await?;
+            let location = args.location.clone().unwrap_or_default();
+            let wiring = crate::network::ensure_for_vmss(
+                client,
+                &args.set.resource_group,
+                &lb,
+                args.backend_pool_name.as_deref(),
+                args.lb_frontend_port,
+                port,
+                &location,
+            )
+            .await?;
+            args.lb_wiring = Some(wiring);
+        }
     }
     let request = request_for(client.subscription(), &cmd)?;
     execute(client, printer, request).await
+}
+
+/// The port an image's instances listen on (`properties.shoal.port` of the version the
+/// reference resolves to).
+async fn image_port(client: &Client, image: &ImageRef, rg: &str) -> anyhow::Result<u16> {
+    let id = image.resource_id(client.subscription(), rg);
+    let path = match id.to_ascii_lowercase().contains("/versions/") {
+        true => id.clone(),
+        false => format!("{id}/versions"),
+    };
+    let reply = client.call(reqwest::Method::GET, &path, None).await?;
+    let body = reply.body.unwrap_or(Value::Null);
+    let version = match body.get("value").and_then(Value::as_array) {
+        Some(list) => list.last().cloned().unwrap_or(Value::Null),
+        None => body,
+    };
+    Ok(version["properties"]["shoal"]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(8080))
 }

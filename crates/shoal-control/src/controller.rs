@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_model::records::{
-    operation_key, HostRecord, InstanceRecord, InstanceStatus, OperationRecord, OperationStatus,
-    OperationWait, VmssRecord,
+    operation_key, HealthRecord, HostRecord, InstanceRecord, InstanceStatus, OperationRecord,
+    OperationStatus, OperationWait, VmssRecord,
 };
 use shoal_store::{Expect, Store, StoreError, TxnOp};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ use crate::clock::{arm_time, Clock};
 use crate::kv::{self, KvError, Versioned};
 use crate::operations::{self, Outcome, SetView};
 use crate::planner::{self, SetState};
+use crate::repair;
 
 /// How often every set is reconciled even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -43,7 +44,7 @@ fn set_path_of(key: &str) -> Option<String> {
     let parts: Vec<&str> = rest.splitn(4, '/').collect();
     match kind {
         "vmss" if parts.len() == 3 => Some(rest.to_string()),
-        "instance" | "status" if parts.len() == 4 => Some(parts[..3].join("/")),
+        "instance" | "status" | "health" if parts.len() == 4 => Some(parts[..3].join("/")),
         _ => None,
     }
 }
@@ -96,6 +97,8 @@ impl Controller {
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
         let mut last_pass = tokio::time::Instant::now() - MIN_PASS_INTERVAL;
+        // Sets to look at again at a given time (a repair grace period ends).
+        let mut wakeups: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             // Passes are at least MIN_PASS_INTERVAL apart: a stream of status writes
             // (a thousand instances booting) then costs a few reconciles, not thousands.
@@ -125,7 +128,10 @@ impl Controller {
                 let paths: Vec<String> = std::mem::take(&mut dirty).into_iter().collect();
                 for path in paths {
                     let ops = by_set.remove(&path).unwrap_or_default();
-                    match self.reconcile_set(&path, ops, last_progress).await {
+                    match self
+                        .reconcile_set(&path, ops, last_progress, &mut wakeups)
+                        .await
+                    {
                         Ok(true) => {
                             dirty.insert(path);
                         }
@@ -149,6 +155,17 @@ impl Controller {
                     }
                     None => return Err(KvError::Store(StoreError::Closed)),
                 },
+                _ = sleep_until_earliest(&wakeups) => {
+                    let now = tokio::time::Instant::now();
+                    wakeups.retain(|path, at| {
+                        if *at <= now {
+                            dirty.insert(path.clone());
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
                 _ = resync.tick() => {
                     dirty.extend(self.all_set_paths().await?);
                     ops_dirty = true;
@@ -214,6 +231,16 @@ impl Controller {
         Ok(())
     }
 
+    /// Health records of a set's instances, by id.
+    async fn health_of(&self, path: &str) -> Result<HashMap<u64, HealthRecord>, KvError> {
+        let (health, _) =
+            kv::list_json::<HealthRecord>(&*self.store, &format!("health/{path}/")).await?;
+        Ok(health
+            .into_iter()
+            .filter_map(|h| Some((h.key.rsplit('/').next()?.parse().ok()?, h.value)))
+            .collect())
+    }
+
     async fn hosts(&self) -> Result<Vec<HostRecord>, KvError> {
         let (hosts, _) = kv::list_json::<HostRecord>(&*self.store, "host/").await?;
         Ok(hosts.into_iter().map(|h| h.value).collect())
@@ -226,6 +253,7 @@ impl Controller {
         path: &str,
         ops: Vec<Versioned<OperationRecord>>,
         last_progress: &mut HashMap<String, tokio::time::Instant>,
+        wakeups: &mut HashMap<String, tokio::time::Instant>,
     ) -> Result<bool, KvError> {
         let set = kv::get_json::<VmssRecord>(&*self.store, &format!("vmss/{path}")).await?;
         let (instances, _) =
@@ -306,6 +334,47 @@ impl Controller {
                     );
                 }
                 wrote = true;
+            }
+            if plan.is_empty() {
+                let health = self.health_of(path).await?;
+                let repairs = repair::plan_repairs(
+                    &set.value,
+                    &records,
+                    &status_by_id,
+                    &health,
+                    self.clock.now(),
+                );
+                if let Some(secs) = repairs.wake_in_secs {
+                    wakeups.insert(
+                        path.to_string(),
+                        tokio::time::Instant::now() + Duration::from_secs(secs),
+                    );
+                }
+                if !repairs.update.is_empty() || repairs.state != repair::state_of(&set.value) {
+                    let mut txn: Vec<TxnOp> = Vec::new();
+                    for u in &repairs.update {
+                        let rev = instances
+                            .iter()
+                            .find(|i| i.value.instance_id == u.instance_id)
+                            .map(|i| i.revision);
+                        txn.push(kv::put_op(
+                            u.key(),
+                            u,
+                            rev.map_or(Expect::Absent, Expect::ModRevision),
+                        ));
+                        tracing::info!(set = %path, instance = u.instance_id, "automatic repair");
+                    }
+                    let mut changed = set.value.clone();
+                    changed.services["repairs"] =
+                        serde_json::to_value(&repairs.state).unwrap_or_default();
+                    txn.push(kv::put_op(
+                        set.key.clone(),
+                        &changed,
+                        Expect::ModRevision(set.revision),
+                    ));
+                    self.store.txn(txn).await?;
+                    wrote = true;
+                }
             }
         }
 
@@ -434,6 +503,13 @@ impl Controller {
             Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+async fn sleep_until_earliest(wakeups: &HashMap<String, tokio::time::Instant>) {
+    match wakeups.values().min() {
+        Some(at) => tokio::time::sleep_until(*at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod kv;
 pub mod operations;
 pub mod planner;
+pub mod repair;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use controller::Controller;

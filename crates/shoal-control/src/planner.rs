@@ -254,7 +254,7 @@ pub fn place(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use shoal_model::ids::VmssRef;

@@ -20,6 +20,7 @@
 mod affinity;
 mod config;
 mod error;
+pub mod follow;
 mod health;
 mod http;
 mod l4;

@@ -18,6 +18,10 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub keep_instances: Option<bool>,
     pub max_capacity: Option<i64>,
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub identity_header: Option<String>,
     #[serde(default)]
     pub agent: AgentFileConfig,
 }

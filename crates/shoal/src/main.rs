@@ -4,6 +4,7 @@
 
 mod config;
 mod serve;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Server(Box<serve::ServeArgs>),
     /// Run a host agent that takes instances from a server.
     Agent(Box<serve::AgentArgs>),
+    /// Run a load balancer that follows a server (several may front one set).
+    Balancer(Box<serve::BalancerArgs>),
     #[command(flatten)]
     Client(shoal_cli::ClientCommand),
 }
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             report(runtime.block_on(serve::serve(*args, serve::Mode::ServerOnly)))
         }
         Command::Agent(args) => report(runtime.block_on(serve::agent(*args, cli.options))),
+        Command::Balancer(args) => report(runtime.block_on(serve::balancer(*args, cli.options))),
         Command::Client(cmd) => runtime.block_on(shoal_cli::run_and_report(cli.options, cmd)),
     }
 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, FileConfig};
+use crate::tls;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -47,6 +48,37 @@ pub struct ServeArgs {
     /// Largest capacity a scale set may ask for [default: 1000, as Azure].
     #[arg(long, env = "SHOAL_MAX_CAPACITY", value_name = "N")]
     pub max_capacity: Option<i64>,
+    /// Also serve the API over https on this address (e.g. 127.0.0.1:7443). Without
+    /// --tls-cert/--tls-key a self-signed certificate for localhost, 127.0.0.1 and ::1 is
+    /// made once and kept in DATA_DIR/tls/{cert,key}.pem (tell clients to trust cert.pem).
+    #[arg(long, env = "SHOAL_TLS_LISTEN", value_name = "ADDR:PORT")]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for the https listener.
+    #[arg(
+        long,
+        env = "SHOAL_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "SHOAL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// The secret managed-identity token requests must carry (clients set IDENTITY_HEADER
+    /// to it and IDENTITY_ENDPOINT to http://ADDR:PORT/msi/token) [default: a random
+    /// secret made once and kept in DATA_DIR/identity-header].
+    #[arg(
+        long,
+        env = "SHOAL_IDENTITY_HEADER",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub identity_header: Option<String>,
     #[command(flatten)]
     pub agent: AgentFlags,
 }
@@ -106,7 +138,38 @@ struct Settings {
     data_dir: PathBuf,
     keep_instances: bool,
     max_capacity: i64,
+    tls: Option<TlsSettings>,
+    identity_header: Option<String>,
     agent: AgentSettings,
+}
+
+struct TlsSettings {
+    listen: SocketAddr,
+    /// Certificate and key files; `None` means the generated self-signed pair.
+    files: Option<(PathBuf, PathBuf)>,
+}
+
+fn tls_settings(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Option<TlsSettings>> {
+    let listen = args.tls_listen.clone().or(file.tls_listen.clone());
+    let cert = args.tls_cert.clone().or(file.tls_cert.clone());
+    let key = args.tls_key.clone().or(file.tls_key.clone());
+    let files = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!(
+            "tls-cert and tls-key go together: give both, or neither for a self-signed certificate"
+        ),
+    };
+    match listen {
+        Some(l) => Ok(Some(TlsSettings {
+            listen: config::parse_listen(&l, "tls-listen")?,
+            files,
+        })),
+        None if files.is_some() => {
+            bail!("tls-cert and tls-key need tls-listen (the address of the https listener)")
+        }
+        None => Ok(None),
+    }
 }
 
 struct AgentSettings {
@@ -215,6 +278,12 @@ fn settings(args: &ServeArgs) -> anyhow::Result<(Settings, Option<String>)> {
                 .unwrap_or_else(|| PathBuf::from(".shoal")),
             keep_instances: args.keep_instances || file.keep_instances.unwrap_or(false),
             max_capacity,
+            tls: tls_settings(args, &file)?,
+            identity_header: args
+                .identity_header
+                .clone()
+                .or(file.identity_header.clone())
+                .filter(|h| !h.is_empty()),
             agent: agent_settings(&args.agent, &file)?,
         },
         log_format,
@@ -275,6 +344,11 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
         RedbStore::open(s.data_dir.join("state.redb")).context("cannot open the state store")?,
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let identity_header = identity_secret(&s)?;
+    let tls_config = match &s.tls {
+        Some(t) => Some((t.listen, tls_server_config(&s.data_dir, t)?)),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| {
@@ -284,6 +358,15 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             )
         })?;
     let local = listener.local_addr()?;
+    let tls_tcp = match &tls_config {
+        Some((addr, config)) => Some((
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (tls-listen)"))?,
+            config.clone(),
+        )),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
     let tracker = TaskTracker::new();
@@ -295,10 +378,26 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
         http: reqwest::Client::new(),
         page_size: 200,
         max_capacity: s.max_capacity,
+        identity_header: Some(identity_header),
     };
     {
         let token = shutdown.clone();
         let app = shoal_api::router(api);
+        if let Some((tcp, config)) = tls_tcp {
+            let tls_local = tcp.local_addr()?;
+            let listener = tls::TlsListener::start(tcp, config, &tracker, shutdown.clone())?;
+            let app = tls::https_router(app.clone());
+            let token = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "https API server failed");
+                }
+            });
+            tracing::info!("Shoal API listening on https://{}", connect_addr(tls_local));
+        }
         tracker.spawn(async move {
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())
@@ -318,6 +417,9 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     tracing::info!(data_dir = %s.data_dir.display(), "Shoal API listening on {endpoint}");
 
     let mut agent_result = Ok(());
+    if mode == Mode::All {
+        start_balancer(&endpoint, "local", &tracker, &shutdown);
+    }
     if mode == Mode::All {
         let agent_dir = s.data_dir.join("agent");
         let driver = process_driver(&agent_dir, s.agent.network)?;
@@ -345,6 +447,65 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     tracker.wait().await;
     drop(store);
     agent_result
+}
+
+/// The secret of the managed-identity token endpoint: the configured one, else the one
+/// kept in the data directory, else a new one written there (readable by its owner only).
+fn identity_secret(s: &Settings) -> anyhow::Result<String> {
+    if let Some(h) = &s.identity_header {
+        return Ok(h.clone());
+    }
+    let path = s.data_dir.join("identity-header");
+    match std::fs::read_to_string(&path) {
+        Ok(h) if !h.trim().is_empty() => return Ok(h.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let secret = shoal_api::identity::new_secret();
+    write_private(&path, secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The https listener's certificate: the configured files, else a self-signed pair kept in
+/// DATA_DIR/tls (made on first use).
+fn tls_server_config(
+    data_dir: &std::path::Path,
+    t: &TlsSettings,
+) -> anyhow::Result<Arc<tokio_rustls::rustls::ServerConfig>> {
+    let (cert, key) = match &t.files {
+        Some((c, k)) => (c.clone(), k.clone()),
+        None => {
+            let dir = data_dir.join("tls");
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !cert.exists() || !key.exists() {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let pair = tls::self_signed(t.listen)?;
+                write_private(&key, pair.key_pem.as_bytes())?;
+                std::fs::write(&cert, pair.cert_pem.as_bytes())
+                    .with_context(|| format!("cannot write {}", cert.display()))?;
+                tracing::info!(cert = %cert.display(), "made a self-signed certificate for the https listener");
+            }
+            (cert, key)
+        }
+    };
+    tls::server_config(&cert, &key)
 }
 
 /// The address to connect to for a listen address (0.0.0.0 means loopback works).
@@ -390,4 +551,53 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
     shoal_agent::run(cfg, driver, shutdown)
         .await
         .context("the agent failed")
+}
+
+/// Runs a load balancer data plane that follows the server at `endpoint`.
+fn start_balancer(
+    endpoint: &str,
+    name: &str,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> shoal_lb::Balancer {
+    let balancer = shoal_lb::Balancer::new(shutdown.clone());
+    let cfg = shoal_lb::follow::FollowConfig {
+        server: endpoint.to_string(),
+        name: name.to_string(),
+    };
+    let (b, token) = (balancer.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        shoal_lb::follow::run(cfg, b.clone(), token).await;
+        b.closed().await;
+    });
+    balancer
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BalancerArgs {
+    /// This balancer's name among balancers [default: the host name].
+    #[arg(long, env = "SHOAL_BALANCER_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "text|json")]
+    pub log_format: Option<String>,
+}
+
+/// `shoal balancer`: a data plane on its own, following a server.
+pub async fn balancer(args: BalancerArgs, client: shoal_cli::ClientOptions) -> anyhow::Result<()> {
+    init_logging(args.log_format.as_deref())?;
+    let name = args.name.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "balancer".into())
+    });
+    let shutdown = CancellationToken::new();
+    shutdown_on_signal(shutdown.clone());
+    let tracker = TaskTracker::new();
+    let endpoint = client.endpoint.as_str().trim_end_matches('/').to_string();
+    tracing::info!(%name, server = %endpoint, "balancer following the server");
+    start_balancer(&endpoint, &name, &tracker, &shutdown);
+    shutdown.cancelled().await;
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
 }

@@ -1,0 +1,111 @@
+//! A managed-identity token endpoint in Azure App Service's shape, so code that uses an
+//! unchanged `DefaultAzureCredential()` (Python, .NET, Go, Java, JS SDKs) gets a token
+//! from Shoal.
+//!
+//! The client finds it through two environment variables, exactly as on App Service:
+//! `IDENTITY_ENDPOINT=http://HOST:PORT/msi/token` and `IDENTITY_HEADER=<secret>`. It asks
+//! `GET /msi/token?api-version=2019-08-01&resource=https://management.azure.com` with the
+//! secret in `X-IDENTITY-HEADER`, and gets `{"access_token", "expires_on", "resource",
+//! "token_type"}`. A request without the right secret is refused, so only processes the
+//! secret was given to can get tokens. The API does not check bearer tokens yet (any
+//! token is accepted until authentication lands), so the token is an opaque random
+//! string; its lifetime is a day.
+
+use http::{HeaderMap, Method};
+use serde_json::{json, Value};
+use shoal_model::ArmError;
+
+use crate::response::{json, ApiResult, Ctx};
+use crate::state::ApiState;
+
+/// The path `IDENTITY_ENDPOINT` names.
+pub const TOKEN_PATH: &str = "/msi/token";
+/// The header carrying the secret (`IDENTITY_HEADER`).
+pub const SECRET_HEADER: &str = "x-identity-header";
+/// How long an issued token is good for.
+const TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
+
+/// `GET /msi/token`.
+pub fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMap) -> ApiResult {
+    if method != Method::GET {
+        return Err(crate::groups::method_not_allowed(method));
+    }
+    let Some(secret) = st.identity_header.as_deref() else {
+        return Err(ArmError::new(
+            404,
+            "NotFound",
+            "The managed identity endpoint is off on this server.",
+        ));
+    };
+    let given = headers
+        .get(SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), secret.as_bytes()) {
+        return Err(ArmError::new(
+            401,
+            "Unauthorized",
+            "The X-IDENTITY-HEADER header is missing or wrong: set IDENTITY_HEADER to the secret in the server's data directory (file identity-header).",
+        ));
+    }
+    let resource = ctx.query("resource").unwrap_or("").trim().to_string();
+    if resource.is_empty() {
+        return Err(ArmError::new(
+            400,
+            "InvalidParameter",
+            "Name the audience in the resource parameter, e.g. resource=https://management.azure.com.",
+        )
+        .with_target("resource"));
+    }
+    let expires_on = st.clock.now().as_second() + TOKEN_LIFETIME_SECS;
+    Ok(json(
+        200,
+        &json!({
+            "access_token": format!("shoal.{}", uuid::Uuid::new_v4().simple()),
+            // App Service sends epoch seconds as a string; the SDKs accept both.
+            "expires_on": expires_on.to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": "00000000-0000-0000-0000-000000000000",
+        }),
+    ))
+}
+
+/// The body of a refusal from this endpoint, in a shape both readers understand: MSAL
+/// reads App Service's `statusCode` and `message`, everything else the ARM `error` object.
+pub fn error_body(err: &ArmError) -> Value {
+    json!({
+        "statusCode": err.status,
+        "message": err.message,
+        "error": err,
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A new random secret for `IDENTITY_HEADER`.
+pub fn new_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_secrets_fully() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

@@ -1,0 +1,330 @@
+//! The follower: keeps a [`Balancer`] in step with a Shoal server, over the same HTTP API
+//! agents use, so it runs inside `shoal serve` or alone (`shoal balancer --endpoint URL`,
+//! several of them in front of one set).
+//!
+//! It lists and watches the load balancers, scale sets and instance statuses, turns them
+//! into a configuration with [`plan::plan`], applies it, and reports back what only the
+//! data plane knows: each instance's health (`vmHealth`) and, for an instance that is
+//! draining, that it no longer receives work (so its agent may stop it).
+
+pub mod plan;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use shoal_model::network::LoadBalancer;
+use shoal_model::records::{HealthState as ArmHealth, InstanceStatus, VmssRecord};
+use tokio::sync::{watch, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Balancer, HealthState};
+
+/// Where to follow and under which name to report.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// The server's base URL, e.g. `http://127.0.0.1:7070`.
+    pub server: String,
+    /// This balancer's name (unique among balancers).
+    pub name: String,
+}
+
+type Cache = Arc<Mutex<BTreeMap<String, Value>>>;
+
+/// Runs until `shutdown`, applying every change to `balancer`.
+pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationToken) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
+    let stream_http = reqwest::Client::builder()
+        .tcp_keepalive(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    let (changed_tx, mut changed) = watch::channel(0u64);
+    let changed_tx = Arc::new(changed_tx);
+    let caches: Vec<(&str, Cache)> = ["lb/", "vmss/", "status/"]
+        .into_iter()
+        .map(|p| (p, Cache::default()))
+        .collect();
+    for (prefix, cache) in &caches {
+        tokio::spawn(inform(
+            stream_http.clone(),
+            cfg.server.clone(),
+            prefix.to_string(),
+            cache.clone(),
+            changed_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut health = balancer.health_changes();
+    let mut reported: HashMap<String, ArmHealth> = HashMap::new();
+    let mut acked: HashSet<(String, String)> = HashSet::new();
+    let mut fronts: Vec<String> = Vec::new();
+    let mut last_plan = plan::Plan::default();
+    let mut register = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = changed.changed() => {
+                // Let a burst of changes settle into one apply.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                changed.borrow_and_update();
+                let world = world_of(&caches).await;
+                let plan = plan::plan(&world);
+                if plan.config != last_plan.config {
+                    if let Err(e) = balancer.apply(plan.config.clone()).await {
+                        tracing::warn!(error = %e, "cannot apply the load balancer configuration");
+                    }
+                }
+                let new_fronts: Vec<String> = plan.fronts.iter().cloned().collect();
+                if new_fronts != fronts {
+                    fronts = new_fronts;
+                    register_self(&http, &cfg, &fronts).await;
+                }
+                last_plan = plan;
+            }
+            _ = health.changed() => {}
+            _ = register.tick() => register_self(&http, &cfg, &fronts).await,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        report_health(&http, &cfg, &balancer, &last_plan, &mut reported).await;
+        acknowledge_drains(&http, &cfg, &balancer, &last_plan, &mut acked).await;
+    }
+}
+
+async fn world_of(caches: &[(&str, Cache)]) -> plan::World {
+    let mut world = plan::World::default();
+    for (prefix, cache) in caches {
+        let cache = cache.lock().await;
+        for (key, value) in cache.iter() {
+            match *prefix {
+                "lb/" => {
+                    if let Ok(lb) = serde_json::from_value::<LoadBalancer>(value.clone()) {
+                        world.balancers.push(lb);
+                    }
+                }
+                "vmss/" => {
+                    if let Ok(set) = serde_json::from_value::<VmssRecord>(value.clone()) {
+                        world.sets.push(set);
+                    }
+                }
+                _ => {
+                    if let Ok(st) = serde_json::from_value::<InstanceStatus>(value.clone()) {
+                        world
+                            .statuses
+                            .insert(key.trim_start_matches("status/").to_string(), st);
+                    }
+                }
+            }
+        }
+    }
+    world
+}
+
+/// Keeps `cache` equal to the server's records under `prefix` (list, then watch; list
+/// again whenever the watch breaks).
+async fn inform(
+    http: reqwest::Client,
+    server: String,
+    prefix: String,
+    cache: Cache,
+    changed: Arc<watch::Sender<u64>>,
+    shutdown: CancellationToken,
+) {
+    let bump = || changed.send_modify(|n| *n += 1);
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let listed = async {
+            let v: Value = http
+                .get(format!("{server}/shoal/v1/list"))
+                .query(&[("prefix", prefix.as_str())])
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            Ok::<Value, reqwest::Error>(v)
+        }
+        .await;
+        let Ok(listed) = listed else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+            }
+        };
+        let rev = listed["revision"].as_u64().unwrap_or(0);
+        {
+            let mut c = cache.lock().await;
+            c.clear();
+            for item in listed["items"].as_array().into_iter().flatten() {
+                if let Some(k) = item["key"].as_str() {
+                    c.insert(k.to_string(), item["value"].clone());
+                }
+            }
+        }
+        bump();
+        let resp = http
+            .get(format!("{server}/shoal/v1/watch"))
+            .query(&[("prefix", prefix.as_str()), ("after", &rev.to_string())])
+            .send()
+            .await;
+        let Ok(resp) = resp else { continue };
+        let mut body = resp.bytes_stream();
+        let mut buf = bytes::BytesMut::new();
+        let mut scanned = 0;
+        loop {
+            let chunk = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = body.next() => c,
+            };
+            let Some(Ok(chunk)) = chunk else { break };
+            buf.extend_from_slice(&chunk);
+            let mut any = false;
+            let mut broken = false;
+            while let Some(pos) = buf[scanned..].iter().position(|b| *b == b'\n') {
+                let line = buf.split_to(scanned + pos + 1);
+                scanned = 0;
+                let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                let mut c = cache.lock().await;
+                match ev["type"].as_str() {
+                    Some("put") => {
+                        if let Some(k) = ev["key"].as_str() {
+                            c.insert(k.to_string(), ev["value"].clone());
+                            any = true;
+                        }
+                    }
+                    Some("delete") => {
+                        if let Some(k) = ev["key"].as_str() {
+                            c.remove(k);
+                            any = true;
+                        }
+                    }
+                    Some("error") => broken = true,
+                    _ => {}
+                }
+            }
+            scanned = buf.len();
+            if any {
+                bump();
+            }
+            if broken {
+                break;
+            }
+        }
+    }
+}
+
+async fn register_self(http: &reqwest::Client, cfg: &FollowConfig, fronts: &[String]) {
+    let body = json!({"name": cfg.name, "fronts": fronts, "lastSeen": ""});
+    if let Err(e) = http
+        .put(format!("{}/shoal/v1/balancers/{}", cfg.server, cfg.name))
+        .json(&body)
+        .send()
+        .await
+    {
+        tracing::debug!(error = %e, "balancer registration failed");
+    }
+}
+
+/// Reports each instance's health when it changes: unhealthy if any of its pools' probes
+/// says so, healthy when all that have a verdict say healthy.
+async fn report_health(
+    http: &reqwest::Client,
+    cfg: &FollowConfig,
+    balancer: &Balancer,
+    plan: &plan::Plan,
+    reported: &mut HashMap<String, ArmHealth>,
+) {
+    let mut verdict: BTreeMap<String, ArmHealth> = BTreeMap::new();
+    for h in balancer.health() {
+        if !plan
+            .placements
+            .iter()
+            .any(|p| p.pool == h.pool && p.instance == h.member)
+        {
+            continue;
+        }
+        let this = match h.state {
+            HealthState::Healthy => ArmHealth::Healthy,
+            HealthState::Unhealthy => ArmHealth::Unhealthy,
+            _ => ArmHealth::Unknown,
+        };
+        let v = verdict.entry(h.member.clone()).or_insert(this);
+        *v = match (*v, this) {
+            (ArmHealth::Unhealthy, _) | (_, ArmHealth::Unhealthy) => ArmHealth::Unhealthy,
+            (ArmHealth::Unknown, _) | (_, ArmHealth::Unknown) => ArmHealth::Unknown,
+            _ => ArmHealth::Healthy,
+        };
+    }
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.7fZ")
+        .to_string();
+    for (instance, state) in verdict {
+        if reported.get(&instance) == Some(&state) {
+            continue;
+        }
+        let body = json!({"state": state, "since": now, "observer": cfg.name});
+        let ok = http
+            .put(format!("{}/shoal/v1/health/{instance}", cfg.server))
+            .json(&body)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404);
+        if ok {
+            reported.insert(instance, state);
+        }
+    }
+    reported.retain(|i, _| plan.placements.iter().any(|p| &p.instance == i));
+}
+
+/// Acknowledges instances that are draining and have nothing in flight any more.
+async fn acknowledge_drains(
+    http: &reqwest::Client,
+    cfg: &FollowConfig,
+    balancer: &Balancer,
+    plan: &plan::Plan,
+    acked: &mut HashSet<(String, String)>,
+) {
+    let mut draining: BTreeMap<&str, (&str, Vec<&str>)> = BTreeMap::new();
+    for p in &plan.placements {
+        let e = draining
+            .entry(p.instance.as_str())
+            .or_insert((p.episode.as_str(), Vec::new()));
+        if p.draining {
+            e.1.push(p.pool.as_str());
+        } else {
+            e.1.push("");
+        }
+    }
+    for (instance, (episode, pools)) in draining {
+        if pools.iter().any(|p| p.is_empty())
+            || acked.contains(&(instance.to_string(), episode.to_string()))
+        {
+            continue;
+        }
+        if pools.iter().any(|p| balancer.active(p, instance) > 0) {
+            continue;
+        }
+        let body = json!({"episode": episode});
+        let ok = http
+            .put(format!(
+                "{}/shoal/v1/drain/{instance}/{}",
+                cfg.server, cfg.name
+            ))
+            .json(&body)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            acked.insert((instance.to_string(), episode.to_string()));
+        }
+    }
+    acked.retain(|(i, _)| plan.placements.iter().any(|p| p.instance == *i));
+}
