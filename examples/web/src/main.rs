@@ -13,6 +13,11 @@
 //! | `GET /env` | a few diagnostics |
 //!
 //! SIGTERM ends it at once (the default signal behaviour).
+//!
+//! When its custom data holds a line `terminate-log=PATH`, it also watches Azure-style
+//! scheduled events at `$SHOAL_METADATA_ENDPOINT/metadata/scheduledevents`: on a
+//! `Terminate` event it appends `instance N saw Terminate` to PATH and approves the event
+//! (what a well-behaved application does before it is deleted).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -55,6 +60,12 @@ fn main() {
         "shoal-web: instance {} listening on 0.0.0.0:{port}",
         app.instance
     );
+    if let Some(log) = terminate_log() {
+        let instance = app.instance.clone();
+        let _ = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || watch_events(&instance, &log));
+    }
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
@@ -297,4 +308,71 @@ fn respond(
     buf.extend_from_slice(body);
     out.write_all(&buf)?;
     out.flush()
+}
+
+/// `terminate-log=PATH` from the custom data, if any.
+fn terminate_log() -> Option<String> {
+    let text = std::fs::read_to_string(std::env::var_os("SHOAL_CUSTOM_DATA")?).ok()?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("terminate-log="))
+        .map(|p| p.trim().to_owned())
+}
+
+/// A one-shot HTTP/1.0 exchange with the metadata endpoint: (status, body).
+fn metadata_call(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
+    let mut s = TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nMetadata: true\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls scheduled events; logs and approves every `Terminate` once.
+fn watch_events(instance: &str, log: &str) {
+    let Ok(base) = std::env::var("SHOAL_METADATA_ENDPOINT") else {
+        return;
+    };
+    let url = format!("{base}/metadata/scheduledevents");
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        if let Some((200, body)) = metadata_call("GET", &url, "") {
+            // Pick the ids of Terminate events without a JSON parser: one chunk per
+            // event object, fields in any order.
+            for event in body.split("},{") {
+                let Some(id) = event
+                    .split("\"EventId\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                else {
+                    continue;
+                };
+                if !event.contains("\"EventType\":\"Terminate\"") || seen.iter().any(|s| s == id) {
+                    continue;
+                }
+                seen.push(id.to_owned());
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                {
+                    let _ = writeln!(f, "instance {instance} saw Terminate {id}");
+                }
+                let approve = format!("{{\"StartRequests\":[{{\"EventId\":\"{id}\"}}]}}");
+                let _ = metadata_call("POST", &url, &approve);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
