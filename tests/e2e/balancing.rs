@@ -287,3 +287,85 @@ fn scale_in_under_load_fails_no_request_and_warns_instances_first() {
         );
     }
 }
+
+#[test]
+fn kill_9_of_an_instance_under_load_fails_only_what_was_in_flight() {
+    let _g = serial();
+    let s = Server::start();
+    s.create_group_and_image("lbkill");
+    let frontend = create_balancer(&s, "lbkill");
+    create_set(&s, "lbkill", 3, json!({}));
+    wait_until(WAIT, "all three answer through the balancer", || {
+        answering(&frontend, 30).len() == 3
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures, frontend) =
+                (stop.clone(), ok.clone(), failures.clone(), frontend.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(&format!("http://{frontend}/")) {
+                        Some((200, _)) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => failures
+                            .lock()
+                            .expect("lock")
+                            .push(std::time::Instant::now()),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let victim = s
+        .instances("lbkill", "web")
+        .into_iter()
+        .find(|i| i.id == 1)
+        .expect("instance 1");
+    let pids: Vec<u32> = processes_under(&s.data_dir())
+        .into_iter()
+        .filter(|p| instance_id_of(*p) == Some(1))
+        .collect();
+    assert!(!pids.is_empty(), "instance 1 has processes");
+    *killed_at.lock().expect("lock") = Some(std::time::Instant::now());
+    for p in pids {
+        // SAFETY: killing a test instance's process, as a crash would.
+        unsafe {
+            libc::kill(p as i32, libc::SIGKILL);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    let killed = killed_at.lock().expect("lock").expect("killed");
+    let failures = failures.lock().expect("lock").clone();
+    // Only connections in flight at the kill may fail: at most one per client, right then.
+    let late: Vec<_> = failures
+        .iter()
+        .filter(|t| t.duration_since(killed) > Duration::from_millis(500))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} requests failed after the kill was noticed (victim {:?})",
+        late.len(),
+        victim.address
+    );
+    assert!(
+        failures.len() <= 4,
+        "{} requests failed; only the 4 in flight may",
+        failures.len()
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100, "the load ran");
+    // The instance runs again on its own and rejoins.
+    wait_until(WAIT, "all three answer again", || {
+        answering(&frontend, 30).len() == 3
+    });
+}

@@ -424,3 +424,125 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
         "{err}"
     );
 }
+
+fn latest_model(s: &Server, rg: &str) -> Vec<(u64, bool)> {
+    let v = s.cli_ok(&[
+        "vmss",
+        "list-instances",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--output",
+        "json",
+    ]);
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|i| {
+            (
+                i["instanceId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .parse()
+                    .unwrap_or(0),
+                i["properties"]["latestModelApplied"]
+                    .as_bool()
+                    .unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn custom_data_of(s: &Server, rg: &str, id: u64) -> String {
+    let i = s
+        .instances(rg, "web")
+        .into_iter()
+        .find(|i| i.id == id)
+        .expect("instance");
+    let addr = i.address.expect("address");
+    http_get(&format!("http://{addr}/custom-data"))
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+}
+
+#[test]
+fn model_changes_wait_for_update_instances_in_manual_mode_and_apply_at_once_in_automatic() {
+    let _g = serial();
+    let s = Server::start();
+    s.create_group_and_image("model");
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        "model",
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "2",
+        "--custom-data",
+        "v1",
+    ]);
+    assert_eq!(custom_data_of(&s, "model", 0), "v1");
+    // Manual: the new model waits.
+    s.cli_ok(&[
+        "vmss",
+        "update",
+        "-g",
+        "model",
+        "-n",
+        "web",
+        "--custom-data",
+        "v2",
+    ]);
+    assert_eq!(latest_model(&s, "model"), vec![(0, false), (1, false)]);
+    assert_eq!(custom_data_of(&s, "model", 0), "v1");
+    s.cli_ok(&[
+        "vmss",
+        "update-instances",
+        "-g",
+        "model",
+        "-n",
+        "web",
+        "--instance-ids",
+        "0",
+    ]);
+    assert_eq!(latest_model(&s, "model"), vec![(0, true), (1, false)]);
+    assert_eq!(custom_data_of(&s, "model", 0), "v2");
+    assert_eq!(custom_data_of(&s, "model", 1), "v1");
+    // Automatic: every instance moves as soon as the model changes.
+    s.cli_ok(&[
+        "vmss",
+        "update",
+        "-g",
+        "model",
+        "-n",
+        "web",
+        "--upgrade-policy-mode",
+        "Automatic",
+        "--custom-data",
+        "v3",
+    ]);
+    wait_until(WAIT, "both instances run the new model", || {
+        latest_model(&s, "model") == vec![(0, true), (1, true)]
+            && custom_data_of(&s, "model", 0) == "v3"
+            && custom_data_of(&s, "model", 1) == "v3"
+    });
+    // The log of an instance is readable through the API.
+    let out = s.cli(&[
+        "vmss",
+        "logs",
+        "-g",
+        "model",
+        "-n",
+        "web",
+        "--instance-id",
+        "1",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("instance 1 listening"),
+        "{out:?}"
+    );
+}
