@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ServerClient;
-use crate::driver::{Capabilities, Driver, InstanceKey, InstanceSpec, Recovered, Running};
+use crate::driver::{
+    Capabilities, Driver, InstanceKey, InstanceSpec, Recovered, Running, IMAGE_KIND_ENV,
+};
 use crate::events::EventBoard;
 use crate::images::ImageCache;
 
@@ -173,6 +175,10 @@ impl Supervisor {
             Some(p) if p.state == state => p.since.clone(),
             _ => (self.ctx.clock)(),
         };
+        // Other image kinds (VMs) run on another driver, with its own limits and network.
+        let kind_caps = (rec.launch.kind != "process")
+            .then(|| self.ctx.driver.capabilities_for(&rec.launch.kind));
+        let caps = kind_caps.as_ref().unwrap_or(&self.ctx.capabilities);
         let status = InstanceStatus {
             state,
             host: self.ctx.host.clone(),
@@ -185,8 +191,8 @@ impl Supervisor {
             message,
             restarts: self.restarts,
             since,
-            limits: Some(self.ctx.capabilities.limits.clone()),
-            network: Some(self.ctx.capabilities.network.clone()),
+            limits: Some(caps.limits.clone()),
+            network: Some(caps.network.clone()),
         };
         drop(rec);
         if prev.as_ref() != Some(&status) {
@@ -219,7 +225,10 @@ impl Supervisor {
             memory_mb: rec.launch.memory_mb,
             custom_data,
             metadata_endpoint: format!("{}/i/{}", self.ctx.agent_url, self.key),
-            env: vec![("SHOAL_COMPUTER_NAME".into(), rec.computer_name())],
+            env: vec![
+                ("SHOAL_COMPUTER_NAME".into(), rec.computer_name()),
+                (IMAGE_KIND_ENV.into(), rec.launch.kind.clone()),
+            ],
         })
     }
 
@@ -538,16 +547,12 @@ impl Supervisor {
 
     /// Checks whether a booting instance answers on its port yet.
     async fn probe(&mut self) {
-        let Some(p) = self.proc.as_mut() else { return };
-        if p.ready {
+        let Some(endpoint) = self.proc.as_ref().filter(|p| !p.ready).map(|p| p.endpoint) else {
             return;
-        }
-        let connect = tokio::time::timeout(
-            Duration::from_millis(200),
-            tokio::net::TcpStream::connect(p.endpoint),
-        )
-        .await;
-        if matches!(connect, Ok(Ok(_))) {
+        };
+        let ready = self.ctx.driver.ready(&self.key, endpoint).await;
+        let Some(p) = self.proc.as_mut() else { return };
+        if ready {
             p.ready = true;
             if p.started.elapsed() >= QUICK_EXIT {
                 self.failures = 0;
@@ -558,10 +563,13 @@ impl Supervisor {
         }
         if p.started.elapsed() > self.ctx.boot_timeout {
             let port = p.endpoint.port();
-            let what = format!(
+            let mut what = format!(
                 "did not listen on port {port} within {} s",
                 self.ctx.boot_timeout.as_secs()
             );
+            if let Some(hint) = self.ctx.driver.boot_hint(&self.key).await {
+                what = format!("{what}: {hint}");
+            }
             self.stop(false).await;
             self.failures = MAX_FAILED_STARTS - 1;
             self.note_failure(what);

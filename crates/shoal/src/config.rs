@@ -37,6 +37,8 @@ pub struct AgentFileConfig {
     pub boot_timeout_seconds: Option<u64>,
     pub start_concurrency: Option<usize>,
     pub drain_timeout_seconds: Option<u64>,
+    /// VM accelerator: auto, kvm or tcg.
+    pub accel: Option<String>,
 }
 
 pub fn load_file(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use shoal_agent::driver::multi::MultiDriver;
 use shoal_agent::driver::process::{NetworkMode, ProcessDriver, ProcessDriverConfig};
+use shoal_agent::driver::qemu::{AccelMode, QemuDriver, QemuDriverConfig, QemuDriverError};
 use shoal_agent::driver::Driver;
 use shoal_agent::AgentConfig;
 use shoal_api::ApiState;
@@ -30,7 +32,7 @@ pub enum Mode {
 pub struct ServeArgs {
     /// TOML config file (keys: listen, data-dir, log-format, keep-instances, max-capacity,
     /// [agent] host-name, zone, fault-domain, network, stop-grace-seconds,
-    /// boot-timeout-seconds, start-concurrency). Flags and SHOAL_* variables override it.
+    /// boot-timeout-seconds, start-concurrency, accel). Flags and SHOAL_* variables override it.
     #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address and port of the API [default: 127.0.0.1:7070].
@@ -111,6 +113,10 @@ pub struct AgentFlags {
     /// balancer pools, before it is stopped [default: 30].
     #[arg(long, env = "SHOAL_DRAIN_TIMEOUT_SECONDS", value_name = "S")]
     pub drain_timeout_seconds: Option<u64>,
+    /// Accelerator of VM instances: kvm, tcg (QEMU's emulator), or auto (KVM when
+    /// /dev/kvm exists and a probe boot works) [default: auto].
+    #[arg(long, env = "SHOAL_ACCEL", value_name = "auto|kvm|tcg")]
+    pub accel: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -181,6 +187,7 @@ struct AgentSettings {
     boot_timeout: Duration,
     start_concurrency: usize,
     drain_timeout: Duration,
+    accel: AccelMode,
 }
 
 fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<AgentSettings> {
@@ -222,6 +229,14 @@ fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<Agent
     if start_concurrency == 0 {
         bail!("start-concurrency must be at least 1");
     }
+    let accel: AccelMode = flags
+        .accel
+        .clone()
+        .or(f.accel.clone())
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
     Ok(AgentSettings {
         host_name,
         zone,
@@ -252,6 +267,7 @@ fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<Agent
             "drain-timeout-seconds",
             3600,
         )?,
+        accel,
     })
 }
 
@@ -333,6 +349,32 @@ fn process_driver(dir: &std::path::Path, network: NetworkMode) -> anyhow::Result
     let caps = driver.capabilities();
     tracing::info!(network = %caps.network, limits = %caps.limits, "process driver ready");
     Ok(Arc::new(driver))
+}
+
+/// The agent's driver: process instances, plus VMs when QEMU is installed (without it,
+/// VM instances fail with the reason instead of the whole agent).
+fn drivers(
+    dir: &std::path::Path,
+    network: NetworkMode,
+    accel: AccelMode,
+) -> anyhow::Result<Arc<dyn Driver>> {
+    let process = process_driver(dir, network)?;
+    let vm = QemuDriverConfig::new(dir.join("vms")).and_then(|mut cfg| {
+        cfg.accel = accel;
+        QemuDriver::new(cfg)
+    });
+    let vm: Result<Arc<dyn Driver>, String> = match vm {
+        Ok(d) => {
+            tracing::info!(accel = ?accel, "QEMU driver ready (VM images)");
+            Ok(Arc::new(d))
+        }
+        Err(e @ QemuDriverError::NotInstalled { .. }) => {
+            tracing::info!("{e}; VM images cannot run here");
+            Err(e.to_string())
+        }
+        Err(e) => return Err(e).context("cannot set up the QEMU driver"),
+    };
+    Ok(Arc::new(MultiDriver::new(process, vm)))
 }
 
 pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
@@ -422,7 +464,7 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     }
     if mode == Mode::All {
         let agent_dir = s.data_dir.join("agent");
-        let driver = process_driver(&agent_dir, s.agent.network)?;
+        let driver = drivers(&agent_dir, s.agent.network, s.agent.accel)?;
         let cfg = AgentConfig {
             host: s.agent.host_name.clone(),
             zone: s.agent.zone.clone(),
@@ -532,7 +574,7 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         .unwrap_or_else(|| PathBuf::from(".shoal-agent"));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let driver = process_driver(&dir, a.network)?;
+    let driver = drivers(&dir, a.network, a.accel)?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
     let cfg = AgentConfig {

@@ -3,7 +3,8 @@
 //! The agent's supervisor (`crate::supervisor`) decides *what* should happen to an
 //! instance (start it, stop it, reimage it…) and calls a driver to *do* it. A driver knows
 //! nothing about scale sets, the store or the API: it gets an [`InstanceSpec`] and works
-//! on this host only. Implementations: `process` (default), `fake` (tests), later `qemu`.
+//! on this host only. Implementations: `process` (default), `qemu` (real VMs), `fake`
+//! (tests); `multi` routes each instance to one of them by its image kind.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +15,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub mod fake;
+pub mod multi;
 pub mod process;
+pub mod qemu;
 
 /// Identifies one instance on this host; stable for the instance's life, safe as a
 /// file name (e.g. `00000000-0000-0000-0000-000000000000.demo.web.3`).
@@ -52,8 +55,28 @@ pub struct InstanceSpec {
     /// the host part to an address they can reach (see [`Driver::metadata_addrs`]) before
     /// exporting it as `SHOAL_METADATA_ENDPOINT`.
     pub metadata_endpoint: String,
-    /// Extra environment variables.
+    /// Extra environment variables. [`IMAGE_KIND_ENV`] among them says what kind of
+    /// image this is (see [`InstanceSpec::image_kind`]).
     pub env: Vec<(String, String)>,
+}
+
+/// The variable of [`InstanceSpec::env`] naming the image kind ("process" or "vm").
+///
+/// The kind travels in the environment rather than in a field of its own so that the
+/// spec keeps one shape for every driver (and every test that builds one); a process
+/// instance simply sees it as `SHOAL_IMAGE_KIND=process`.
+pub const IMAGE_KIND_ENV: &str = "SHOAL_IMAGE_KIND";
+
+impl InstanceSpec {
+    /// "process" (also when unsaid) or "vm". For a VM image, [`InstanceSpec::command`] is
+    /// extra kernel command line and [`InstanceSpec::image_dir`] holds `kernel`, `initrd`
+    /// and/or `disk` (see [`qemu`]).
+    pub fn image_kind(&self) -> &str {
+        self.env
+            .iter()
+            .find(|(k, _)| k == IMAGE_KIND_ENV)
+            .map_or("process", |(_, v)| v.as_str())
+    }
 }
 
 /// A started instance.
@@ -167,6 +190,32 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Current resource usage, if the instance is running.
     async fn usage(&self, key: &InstanceKey) -> Result<Option<Usage>, DriverError>;
+
+    /// Whether a started instance accepts connections on `endpoint` yet. The default
+    /// connects once; a driver whose forwarding accepts connections before the instance
+    /// does (QEMU's user network) checks further.
+    async fn ready(&self, _key: &InstanceKey, endpoint: SocketAddr) -> bool {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(endpoint)
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// What to tell a user whose instance never listened on its port (appended to the
+    /// boot-timeout message), e.g. the guest port and the last console line of a VM.
+    async fn boot_hint(&self, _key: &InstanceKey) -> Option<String> {
+        None
+    }
+
+    /// What limits/network isolation instances of image `kind` get here (for the
+    /// instance view). Drivers that run one kind answer [`Driver::capabilities`].
+    fn capabilities_for(&self, _kind: &str) -> Capabilities {
+        self.capabilities()
+    }
 
     /// The file receiving the instance's console output (stdout and stderr).
     fn log_path(&self, key: &InstanceKey) -> PathBuf;
