@@ -439,20 +439,22 @@ pub async fn version(
                     target: e.target.map(|t| format!("properties.shoal.{t}")),
                     ..e
                 })?;
-            if ext.kind != "process" {
-                return Err(ArmError::invalid_parameter(
-                    "properties.shoal.kind",
-                    format!(
-                        "Image kind '{}' is not supported yet: use \"process\".",
-                        ext.kind
-                    ),
-                ));
-            }
-            if ext.command.trim().is_empty() {
-                return Err(ArmError::invalid_parameter(
-                    "properties.shoal.command",
-                    "A process image needs a command (e.g. ./server).",
-                ));
+            match ext.kind.as_str() {
+                "process" => {
+                    if ext.command.trim().is_empty() {
+                        return Err(ArmError::invalid_parameter(
+                            "properties.shoal.command",
+                            "A process image needs a command (e.g. ./server).",
+                        ));
+                    }
+                }
+                "vm" => crate::vm_image::check_fields(&ext)?,
+                other => {
+                    return Err(ArmError::invalid_parameter(
+                        "properties.shoal.kind",
+                        format!("Image kind '{other}' is not one of \"process\", \"vm\"."),
+                    ))
+                }
             }
             if ext.port == 0 {
                 return Err(ArmError::invalid_parameter(
@@ -470,6 +472,9 @@ pub async fn version(
                 ));
             };
             ext.size = blob.value.size;
+            if ext.kind == "vm" {
+                crate::vm_image::check_bundle(&blob_path(st, &ext.blob_id), &ext).await?;
+            }
             if let Some(e) = existing {
                 let same = e
                     .value

@@ -17,6 +17,7 @@ pub mod scalesets;
 pub mod server;
 pub mod state;
 pub mod views;
+pub mod vm_image;
 
 pub use server::router;
 pub use state::ApiState;

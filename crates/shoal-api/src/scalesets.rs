@@ -194,7 +194,7 @@ async fn put_or_patch(
         image_version: version,
         kind: ext.kind.clone(),
         blob_id: ext.blob_id.clone(),
-        command: ext.command.clone(),
+        command: ext.launch_command().to_string(),
         port: ext.port,
         sku: size.name.clone(),
         vcpus: size.vcpus,

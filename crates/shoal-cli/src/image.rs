@@ -1,5 +1,6 @@
-//! `shoal image …`: process images in Azure Compute Gallery shape
-//! (`galleries/{g}/images/{i}/versions/{v}`), with the directory bundle uploaded as a blob.
+//! `shoal image …`: process and VM images in Azure Compute Gallery shape
+//! (`galleries/{g}/images/{i}/versions/{v}`), with the bundle uploaded as a blob: a
+//! directory for a process image, the kernel/initrd/disk files for a VM image.
 //!
 //! `image create` is four requests: upload the tar (`POST /shoal/v1/blobs`), then PUT the
 //! gallery, the image definition and the version (built by [`create_requests`]).
@@ -26,6 +27,7 @@ use crate::progress::{human_bytes, StatusLine};
 use crate::request::{
     compute_path, gallery_path, group_path, image_path, version_path, ApiRequest,
 };
+use crate::vm_bundle;
 
 /// Where bundles are uploaded (Shoal's own API, not ARM).
 pub const BLOBS_PATH: &str = "/shoal/v1/blobs";
@@ -37,8 +39,12 @@ pub enum ImageCommand {
     /// Upload a directory as a new immutable image version, creating the gallery and the
     /// image definition when missing.
     #[command(
-        after_help = "Example:\n  shoal image create -g demo --gallery apps --name web --version 1.0.0 \\\n      --dir examples/web --command ./shoal-web --port 8080\n\n\
-                            Symlinks in DIR are followed: the file they point to is uploaded.",
+        after_help = "Examples:\n  shoal image create -g demo --gallery apps --name web --version 1.0.0 \\\n      --dir examples/web --command ./shoal-web --port 8080\n  \
+                            shoal image create -g demo --gallery vms --name tiny --version 1.0.0 --kind vm \\\n      \
+                            --kernel out/kernel --initrd out/initrd [--disk out/disk.img] [--cmdline quiet] --port 8080\n\n\
+                            Symlinks in DIR are followed: the file they point to is uploaded. A VM image boots\n\
+                            its kernel directly (with the initrd, and the disk as /dev/vda), or with only --disk\n\
+                            the disk's own bootloader; each instance gets a copy-on-write overlay of the disk.",
         // `--version` names the image version here, as in `az sig image-version`.
         disable_version_flag = true
     )]
@@ -78,12 +84,15 @@ pub struct ImageDefinition {
 pub enum ImageKind {
     /// A directory bundle started as a process by the process driver.
     Process,
+    /// A virtual machine (kernel + initrd and/or disk) run by QEMU.
+    Vm,
 }
 
 impl ImageKind {
     fn as_str(self) -> &'static str {
         match self {
             ImageKind::Process => "process",
+            ImageKind::Vm => "vm",
         }
     }
 }
@@ -100,13 +109,27 @@ pub struct ImageCreate {
         value_name = "VERSION"
     )]
     pub version: String,
-    /// Directory to upload as the image's content (symlinks are followed).
-    #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
-    /// Command that starts an instance, run in its copy of DIR (e.g. ./shoal-web).
-    #[arg(long, value_name = "CMD")]
-    pub command: String,
-    /// TCP port the instance listens on; given to it as PORT.
+    /// Process images: directory to upload as the image's content (symlinks are followed).
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["kernel", "disk"], conflicts_with_all = ["kernel", "initrd", "disk", "cmdline"])]
+    pub dir: Option<PathBuf>,
+    /// Process images: command that starts an instance, run in its copy of DIR (e.g. ./shoal-web).
+    #[arg(long, value_name = "CMD", required_unless_present_any = ["kernel", "disk"])]
+    pub command: Option<String>,
+    /// VM images: the Linux kernel to boot directly (a bzImage such as /boot/vmlinuz-*, or
+    /// an uncompressed vmlinux with a PVH entry, which boots faster without KVM).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// VM images: the initial ramdisk for --kernel.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// VM images: the root disk (qcow2 or raw); alone, it boots with its own bootloader.
+    #[arg(long, value_name = "FILE")]
+    pub disk: Option<PathBuf>,
+    /// VM images: extra kernel command line for --kernel (Shoal adds console=ttyS0 and
+    /// shoal.instance_id=N).
+    #[arg(long, value_name = "ARGS", requires = "kernel")]
+    pub cmdline: Option<String>,
+    /// TCP port the instance listens on; given to it as PORT (for a VM: the guest port).
     #[arg(long, default_value_t = 8080, value_name = "PORT")]
     pub port: u16,
     /// Kind of image.
@@ -210,19 +233,62 @@ pub fn create_requests(
             version_path(sub, rg, gallery, name, &args.version),
             json!({
                 "location": location,
-                "properties": {
-                    "shoal": {
-                        "kind": args.kind.as_str(),
-                        "command": args.command,
-                        "port": args.port,
-                        "blobId": blob_id,
-                    },
-                },
+                "properties": { "shoal": shoal_properties(args, blob_id) },
             }),
             args.no_wait,
             Table::ImageVersions,
         ),
     ]
+}
+
+/// `properties.shoal` of the new version.
+fn shoal_properties(args: &ImageCreate, blob_id: &str) -> Value {
+    let mut shoal = json!({
+        "kind": args.kind.as_str(),
+        "port": args.port,
+        "blobId": blob_id,
+    });
+    match args.kind {
+        ImageKind::Process => {
+            shoal["command"] = json!(args.command.clone().unwrap_or_default());
+        }
+        ImageKind::Vm => {
+            for (name, given) in [
+                (vm_bundle::KERNEL, args.kernel.is_some()),
+                (vm_bundle::INITRD, args.initrd.is_some()),
+                (vm_bundle::DISK, args.disk.is_some()),
+            ] {
+                if given {
+                    shoal[name] = json!(name);
+                }
+            }
+            if let Some(cmdline) = &args.cmdline {
+                shoal["cmdline"] = json!(cmdline);
+            }
+        }
+    }
+    shoal
+}
+
+impl ImageCreate {
+    /// What clap cannot say: a VM image takes files, a process image a directory.
+    pub fn check(&self) -> Result<(), String> {
+        let vm_files = self.kernel.is_some() || self.disk.is_some();
+        match self.kind {
+            ImageKind::Process if vm_files => Err(
+                "--kernel, --initrd, --disk and --cmdline make a VM image: add --kind vm".into(),
+            ),
+            ImageKind::Process => Ok(()),
+            ImageKind::Vm if self.dir.is_some() || self.command.is_some() => Err(
+                "A VM image is built from --kernel [--initrd] [--disk] (or --disk alone), not --dir/--command"
+                    .into(),
+            ),
+            ImageKind::Vm if !vm_files => {
+                Err("A VM image needs --kernel (with --initrd and/or --disk) or --disk".into())
+            }
+            ImageKind::Vm => Ok(()),
+        }
+    }
 }
 
 /// The request of `image show` and `image delete` (`create` and `list` take several).
@@ -282,6 +348,7 @@ pub(crate) async fn group_location(client: &Client, rg: &str) -> anyhow::Result<
 }
 
 async fn create(client: &Client, printer: &Printer, args: ImageCreate) -> anyhow::Result<()> {
+    args.check().map_err(anyhow::Error::msg)?;
     let location = match &args.location {
         Some(location) => location.clone(),
         None => group_location(client, &args.image.resource_group).await?,
@@ -301,10 +368,24 @@ async fn create(client: &Client, printer: &Printer, args: ImageCreate) -> anyhow
             args.version
         );
     }
-    let dir = args.dir.clone();
-    let bundle = tokio::task::spawn_blocking(move || bundle::scan(&dir))
-        .await
-        .context("Scanning the directory stopped unexpectedly")??;
+    let bundle = match args.kind {
+        ImageKind::Process => {
+            let dir = args.dir.clone().unwrap_or_default();
+            tokio::task::spawn_blocking(move || bundle::scan(&dir))
+                .await
+                .context("Scanning the directory stopped unexpectedly")??
+        }
+        ImageKind::Vm => {
+            let files = vm_bundle::Files {
+                kernel: args.kernel.clone(),
+                initrd: args.initrd.clone(),
+                disk: args.disk.clone(),
+            };
+            tokio::task::spawn_blocking(move || vm_bundle::bundle(&files))
+                .await
+                .context("Checking the VM files stopped unexpectedly")??
+        }
+    };
     let blob = upload(client, bundle, &mut StatusLine::stderr()).await?;
     let [gallery, definition, version] =
         create_requests(client.subscription(), &args, &location, &blob.id);

@@ -19,6 +19,7 @@ pub mod network;
 pub mod output;
 pub mod progress;
 pub mod request;
+pub mod vm_bundle;
 pub mod vmss;
 
 mod exec;

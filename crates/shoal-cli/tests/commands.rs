@@ -241,10 +241,34 @@ fn image_create_sends_gallery_definition_and_version() {
         (args.port, args.location.as_deref(), args.no_wait),
         (9000, Some("west"), true)
     );
-    assert!(parse_err(
-        "image create -g demo --gallery apps --name web --version 1 --dir d --command c --kind vm"
+    // A VM image takes files, not a directory and a command.
+    let ImageCommand::Create(vm) = image_cmd(
+        "image create -g demo -r vms -n tiny -e 1.0.0 --kind vm --kernel k --initrd i --cmdline quiet --port 8080",
     )
-    .contains("invalid value 'vm'"));
+    else {
+        panic!()
+    };
+    assert_eq!(vm.check(), Ok(()));
+    let [_, _, version] = image::create_requests(SUB, &vm, "local", "blob-2");
+    assert_eq!(
+        version.body,
+        Some(json!({"location": "local", "properties": {"shoal": {
+            "kind": "vm", "port": 8080, "blobId": "blob-2",
+            "kernel": "kernel", "initrd": "initrd", "cmdline": "quiet"
+        }}}))
+    );
+    let ImageCommand::Create(mixed) = image_cmd(
+        "image create -g demo --gallery apps --name web --version 1 --dir d --command c --kind vm",
+    ) else {
+        panic!()
+    };
+    assert!(mixed
+        .check()
+        .is_err_and(|e| e.contains("not --dir/--command")));
+    assert!(
+        parse_err("image create -g demo -r vms -n tiny -e 1 --kind vm --initrd i")
+            .contains("--kernel")
+    );
     assert!(
         parse_err("image create -g demo --gallery apps --name web --version 1 --dir d")
             .contains("--command")

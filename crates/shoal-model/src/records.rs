@@ -252,6 +252,30 @@ pub struct ImageVersionShoal {
     /// Read-only: bundle size in bytes.
     #[serde(default)]
     pub size: u64,
+    /// VM images: the bundle's files the VM boots from. A VM bundle holds them at its top
+    /// level under exactly these names (`kernel`, `initrd`, `disk`), as
+    /// `shoal image create --kind vm` uploads them; at least a kernel or a disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// VM images with a kernel: extra kernel command line.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cmdline: String,
+}
+
+impl ImageVersionShoal {
+    /// What an instance of this image runs: the command of a process image, the extra
+    /// kernel command line of a VM image (`LaunchSpec::command`).
+    pub fn launch_command(&self) -> &str {
+        if self.kind == "vm" {
+            &self.cmdline
+        } else {
+            &self.command
+        }
+    }
 }
 
 fn default_kind() -> String {
