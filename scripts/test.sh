@@ -20,4 +20,5 @@ step "tests"
 if [ "$(id -u)" != 0 ]; then
   echo "note: not root: instances share the host network and namespace tests skip (they say why)"
 fi
+./scripts/install-vm-deps.sh # QEMU, a kernel and busybox for the VM tests (tests/e2e/vm.rs)
 cargo test --workspace
