@@ -279,7 +279,9 @@ fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
         *b.pointer_mut(pointer).expect("pointer") = v;
         b.to_string()
     };
-    let cases: Vec<(&str, String, String, u16, &str, Option<&str>)> = vec![
+    // (what, path, body, status, code, target)
+    type Case<'a> = (&'a str, String, String, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             set.clone(),

@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `shoal` binary, real processes, real HTTP.
 //! They run one at a time (they share the host's instance network).
 
+// These tests watch real processes over real time: std's clock is the right one here.
+#![allow(clippy::disallowed_types)]
+
 mod balancing;
 mod foundation;
 mod harness;

@@ -67,15 +67,11 @@ pub fn kill_leftovers(pgid: u32, not_before: u64) -> usize {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        match stat(pid) {
-            Some(st)
-                if st.pgrp == pgid as i32 && st.start_time >= not_before && st.state != 'Z' =>
-            {
-                if kill_pid(pid, libc::SIGKILL).is_ok() {
-                    killed += 1;
-                }
-            }
-            _ => {}
+        let ours = stat(pid).is_some_and(|st| {
+            st.pgrp == pgid as i32 && st.start_time >= not_before && st.state != 'Z'
+        });
+        if ours && kill_pid(pid, libc::SIGKILL).is_ok() {
+            killed += 1;
         }
     }
     killed
