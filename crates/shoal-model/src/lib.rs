@@ -4,6 +4,7 @@
 //! No I/O happens here: the API parses requests into these types, the store keeps them
 //! as JSON, controllers and agents read them back.
 
+pub mod appgw;
 pub mod duration;
 pub mod error;
 pub mod ids;
