@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
-# Installs nothing system-wide for now: the Rust toolchain and the package registry are enough.
+# Installs nothing system-wide: the Rust toolchain, python3 and the package registries are enough
+# (the Azure SDK suite makes its own virtualenv in ./.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 ./scripts/install-vm-deps.sh # QEMU, a kernel and busybox for the VM tests (tests/e2e/vm.rs)
 cargo test --workspace
+
+step "Azure SDK compatibility (tests/azure-sdk: the official Python SDKs against a fresh shoal serve)"
+./scripts/azure-sdk.sh

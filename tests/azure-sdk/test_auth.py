@@ -29,7 +29,8 @@ ARM_SCOPE = "https://management.azure.com/.default"
 
 def test_bearer_token_over_http_needs_enforce_https_off(endpoint):
     # As shipped, azure-core refuses to send a bearer token over http...
-    plain = ComputeManagementClient(StaticTokenCredential(), SUBSCRIPTION, base_url=endpoint)
+    # (retry_total=0: azure-core would otherwise retry the refusal with backoff.)
+    plain = ComputeManagementClient(StaticTokenCredential(), SUBSCRIPTION, base_url=endpoint, retry_total=0)
     with pytest.raises(ServiceRequestError, match="non-TLS"):
         list(plain.virtual_machine_scale_sets.list_all())
     # ...unless the call says enforce_https=False (per call)...
@@ -112,7 +113,7 @@ def test_default_azure_credential_over_https(managed_identity, monkeypatch):
 
 def test_https_refused_without_trusting_the_certificate(managed_identity):
     tls_endpoint = env("SHOAL_SDK_TLS_ENDPOINT")
-    compute = ComputeManagementClient(DefaultAzureCredential(), SUBSCRIPTION, base_url=tls_endpoint)
+    compute = ComputeManagementClient(DefaultAzureCredential(), SUBSCRIPTION, base_url=tls_endpoint, retry_total=0)
     with pytest.raises(ServiceRequestError):
         list(compute.virtual_machine_scale_sets.list_all())
 
