@@ -2,11 +2,13 @@
 //! agents use, so it runs inside `shoal serve` or alone (`shoal balancer --endpoint URL`,
 //! several of them in front of one set).
 //!
-//! It lists and watches the load balancers, scale sets and instance statuses, turns them
-//! into a configuration with [`plan::plan`], applies it, and reports back what only the
+//! It lists and watches the load balancers, application gateways, scale sets and instance
+//! statuses, turns them into a configuration with [`plan::plan`] (layer 4) and
+//! [`appgw::plan`] (layer 7), applies it, and reports back what only the
 //! data plane knows: each instance's health (`vmHealth`) and, for an instance that is
 //! draining, that it no longer receives work (so its agent may stop it).
 
+pub mod appgw;
 pub mod plan;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
+use shoal_model::appgw::ApplicationGateway;
 use shoal_model::network::LoadBalancer;
 use shoal_model::records::{HealthState as ArmHealth, InstanceStatus, VmssRecord};
 use tokio::sync::{watch, Mutex};
@@ -45,7 +48,7 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
         .unwrap_or_default();
     let (changed_tx, mut changed) = watch::channel(0u64);
     let changed_tx = Arc::new(changed_tx);
-    let caches: Vec<(&str, Cache)> = ["lb/", "vmss/", "status/"]
+    let caches: Vec<(&str, Cache)> = ["lb/", "vmss/", "status/", "appgw/"]
         .into_iter()
         .map(|p| (p, Cache::default()))
         .collect();
@@ -72,8 +75,8 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
                 // Let a burst of changes settle into one apply.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 changed.borrow_and_update();
-                let world = world_of(&caches).await;
-                let plan = plan::plan(&world);
+                let (world, gateways) = world_of(&caches).await;
+                let plan = appgw::merge(plan::plan(&world), appgw::plan(&gateways, &world));
                 if plan.config != last_plan.config {
                     if let Err(e) = balancer.apply(plan.config.clone()).await {
                         tracing::warn!(error = %e, "cannot apply the load balancer configuration");
@@ -95,8 +98,9 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
     }
 }
 
-async fn world_of(caches: &[(&str, Cache)]) -> plan::World {
+async fn world_of(caches: &[(&str, Cache)]) -> (plan::World, Vec<ApplicationGateway>) {
     let mut world = plan::World::default();
+    let mut gateways = Vec::new();
     for (prefix, cache) in caches {
         let cache = cache.lock().await;
         for (key, value) in cache.iter() {
@@ -104,6 +108,11 @@ async fn world_of(caches: &[(&str, Cache)]) -> plan::World {
                 "lb/" => {
                     if let Ok(lb) = serde_json::from_value::<LoadBalancer>(value.clone()) {
                         world.balancers.push(lb);
+                    }
+                }
+                "appgw/" => {
+                    if let Ok(gw) = serde_json::from_value::<ApplicationGateway>(value.clone()) {
+                        gateways.push(gw);
                     }
                 }
                 "vmss/" => {
@@ -121,7 +130,7 @@ async fn world_of(caches: &[(&str, Cache)]) -> plan::World {
             }
         }
     }
-    world
+    (world, gateways)
 }
 
 /// Keeps `cache` equal to the server's records under `prefix` (list, then watch; list
