@@ -6,6 +6,7 @@
 //! the store. Nothing here runs instances: controllers and agents do.
 
 pub mod agent_api;
+pub mod appgw;
 pub mod groups;
 pub mod identity;
 pub mod logs;

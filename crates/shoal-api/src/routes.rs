@@ -164,6 +164,15 @@ pub enum Route {
         kind: String,
         child: Option<String>,
     },
+    ApplicationGateways {
+        sub: String,
+        rg: Option<String>,
+    },
+    ApplicationGateway {
+        sub: String,
+        rg: String,
+        name: String,
+    },
     /// Read-only list and watch of a store prefix, for balancers (`?prefix=`).
     StoreList,
     StoreWatch,
@@ -287,6 +296,29 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             }
             _ => Err(not_found(path)),
         };
+    }
+    if n == 5
+        && eq(s(2), "providers")
+        && eq(s(3), "Microsoft.Network")
+        && eq(s(4), "applicationGateways")
+    {
+        return Ok(Route::ApplicationGateways { sub, rg: None });
+    }
+    if (n == 7 || n == 8)
+        && eq(s(2), "resourcegroups")
+        && eq(s(4), "providers")
+        && eq(s(5), "Microsoft.Network")
+        && eq(s(6), "applicationGateways")
+    {
+        let rg = owned(3);
+        return Ok(match n {
+            7 => Route::ApplicationGateways { sub, rg: Some(rg) },
+            _ => Route::ApplicationGateway {
+                sub,
+                rg,
+                name: owned(7),
+            },
+        });
     }
     // Subscription-level providers.
     if eq(s(2), "providers") && eq(s(3), "Microsoft.Compute") {
@@ -412,6 +444,33 @@ mod tests {
         assert!(parse("/nope").is_err());
         assert!(parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web/explode").is_err());
         assert!(parse("/subscriptions//resourceGroups").is_err());
+    }
+
+    #[test]
+    fn application_gateway_paths() {
+        assert_eq!(
+            parse("/subscriptions/s/resourcegroups/Demo/providers/microsoft.network/applicationgateways/GW").unwrap(),
+            Route::ApplicationGateway {
+                sub: "s".into(),
+                rg: "Demo".into(),
+                name: "GW".into()
+            }
+        );
+        assert_eq!(
+            parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Network/applicationGateways").unwrap(),
+            Route::ApplicationGateways {
+                sub: "s".into(),
+                rg: Some("demo".into())
+            }
+        );
+        assert_eq!(
+            parse("/subscriptions/s/providers/Microsoft.Network/applicationGateways").unwrap(),
+            Route::ApplicationGateways {
+                sub: "s".into(),
+                rg: None
+            }
+        );
+        assert!(parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Network/applicationGateways/gw/probes").is_err());
     }
 
     proptest::proptest! {

@@ -241,6 +241,12 @@ async fn dispatch(
         } => {
             crate::network::child(st, ctx, method, &sub, &rg, &name, &kind, child.as_deref()).await
         }
+        Route::ApplicationGateways { sub, rg } => {
+            crate::appgw::list(st, ctx, method, &sub, rg.as_deref()).await
+        }
+        Route::ApplicationGateway { sub, rg, name } => {
+            crate::appgw::gateway(st, method, &sub, &rg, &name, &body).await
+        }
         Route::StoreList => agent_api::store_list(st, ctx, method).await,
         Route::StoreWatch => agent_api::store_watch(st, ctx, method).await,
         Route::InstanceHealth { path } => agent_api::health(st, method, &path, &body).await,
