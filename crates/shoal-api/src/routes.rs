@@ -413,6 +413,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rolling_upgrade_and_identity_paths() {
+        let set = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web";
+        let v = || VmssRef::new("s", "demo", "web");
+        assert_eq!(
+            parse(&format!("{set}/osrollingupgrade")).unwrap(),
+            Route::OsRollingUpgrade(v())
+        );
+        assert_eq!(
+            parse(&format!("{set}/rollingUpgrades/latest")).unwrap(),
+            Route::RollingUpgradeLatest(v())
+        );
+        assert_eq!(
+            parse(&format!("{set}/rollingupgrades/Cancel")).unwrap(),
+            Route::RollingUpgradeCancel(v())
+        );
+        assert!(parse(&format!("{set}/rollingUpgrades/nope")).is_err());
+        assert_eq!(parse("/msi/token").unwrap(), Route::IdentityToken);
+    }
+
+    #[test]
     fn arm_paths_case_insensitively() {
         let p = "/subscriptions/s/resourcegroups/Demo/providers/microsoft.compute/virtualmachinescalesets/Web/poweroff";
         assert_eq!(
