@@ -9,6 +9,7 @@
 //! them to the ARM-shaped REST API, [`lro`] waits for long-running operations, and
 //! [`output`] prints the result as JSON or a table on stdout. Progress goes to stderr.
 
+pub mod appgw;
 pub mod bundle;
 pub mod client;
 pub mod group;
@@ -104,7 +105,7 @@ pub enum ClientCommand {
     /// Manage virtual machine scale sets and their instances.
     #[command(subcommand)]
     Vmss(Box<vmss::VmssCommand>),
-    /// Manage load balancers.
+    /// Manage load balancers and application gateways.
     #[command(subcommand)]
     Network(Box<network::NetworkCommand>),
 }

@@ -16,6 +16,9 @@ pub enum NetworkCommand {
     /// Manage layer-4 load balancers.
     #[command(subcommand)]
     Lb(LbCommand),
+    /// Manage layer-7 application gateways.
+    #[command(subcommand, name = "application-gateway")]
+    ApplicationGateway(crate::appgw::AppGwCommand),
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -326,7 +329,12 @@ pub(crate) async fn run(
     cmd: NetworkCommand,
 ) -> anyhow::Result<()> {
     let sub = client.subscription().to_string();
-    let NetworkCommand::Lb(cmd) = cmd;
+    let cmd = match cmd {
+        NetworkCommand::Lb(cmd) => cmd,
+        NetworkCommand::ApplicationGateway(cmd) => {
+            return crate::appgw::run(client, printer, cmd).await
+        }
+    };
     let request = match cmd {
         LbCommand::Create(args) => {
             let location = match &args.location {

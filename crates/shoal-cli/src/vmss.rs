@@ -222,12 +222,28 @@ pub struct VmssCreate {
     /// Frontend port of the rule a new --lb gets.
     #[arg(long, default_value_t = 80, value_name = "PORT", requires = "lb")]
     pub lb_frontend_port: u16,
+    /// Put the instances behind this application gateway; it is created when missing
+    /// (an HTTP listener on 127.0.0.1:--app-gateway-frontend-port, a probe of `/`, and
+    /// backend settings on the image's port).
+    #[arg(long, value_name = "NAME")]
+    pub app_gateway: Option<String>,
+    /// Frontend port of the listener a new --app-gateway gets.
+    #[arg(
+        long,
+        default_value_t = 80,
+        value_name = "PORT",
+        requires = "app_gateway"
+    )]
+    pub app_gateway_frontend_port: u16,
     /// Do not wait for the instances; print the accepted scale set at once.
     #[arg(long)]
     pub no_wait: bool,
     /// Filled in by `run` once --lb is resolved.
     #[arg(skip)]
     pub lb_wiring: Option<crate::network::LbWiring>,
+    /// Filled in by `run` once --app-gateway is resolved: the backend pool to join.
+    #[arg(skip)]
+    pub app_gateway_pool: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -435,6 +451,9 @@ pub fn create_body(sub: &str, args: &VmssCreate, location: &str) -> Value {
     if let Some(wiring) = &args.lb_wiring {
         properties["virtualMachineProfile"]["networkProfile"] =
             crate::network::network_profile(&args.set.name, wiring);
+    }
+    if let Some(pool) = &args.app_gateway_pool {
+        crate::appgw::join_pool(&mut properties, &args.set.name, pool);
     }
     let mut body = json!({
         "location": location,
@@ -675,6 +694,21 @@ pub(crate) async fn run(
             )
             .await?;
             args.lb_wiring = Some(wiring);
+        }
+        if let Some(gw) = args.app_gateway.clone() {
+            let port = image_port(client, &args.image, &args.set.resource_group).await?;
+            let location = args.location.clone().unwrap_or_default();
+            args.app_gateway_pool = Some(
+                crate::appgw::ensure_for_vmss(
+                    client,
+                    &args.set.resource_group,
+                    &gw,
+                    args.app_gateway_frontend_port,
+                    port,
+                    &location,
+                )
+                .await?,
+            );
         }
     }
     let request = request_for(client.subscription(), &cmd)?;
