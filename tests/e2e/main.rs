@@ -7,3 +7,4 @@
 mod balancing;
 mod foundation;
 mod harness;
+mod vm;
