@@ -11,6 +11,7 @@ pub mod groups;
 pub mod identity;
 pub mod logs;
 pub mod network;
+pub mod openapi;
 pub mod response;
 pub mod rolling_upgrades;
 pub mod routes;

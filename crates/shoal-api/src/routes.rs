@@ -147,6 +147,8 @@ pub enum Route {
     Healthz,
     /// The managed-identity token endpoint (`/msi/token`, App Service's shape).
     IdentityToken,
+    /// `GET /openapi.json`: this API's OpenAPI document.
+    OpenApi,
     LoadBalancers {
         sub: String,
         rg: Option<String>,
@@ -241,6 +243,9 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
     }
     if n == 1 && eq(s(0), "healthz") {
         return Ok(Route::Healthz);
+    }
+    if n == 1 && eq(s(0), "openapi.json") {
+        return Ok(Route::OpenApi);
     }
     if n == 2 && eq(s(0), "msi") && eq(s(1), "token") {
         return Ok(Route::IdentityToken);

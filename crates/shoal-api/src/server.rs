@@ -143,6 +143,12 @@ async fn dispatch(
         Route::Healthz => Ok(json(200, &serde_json::json!({"status": "ok"}))),
         // Answered in `handle` (it needs the request headers).
         Route::IdentityToken => Err(groups::method_not_allowed(method)),
+        Route::OpenApi => {
+            if method != Method::GET {
+                return Err(groups::method_not_allowed(method));
+            }
+            Ok(json(200, crate::openapi::document()))
+        }
         Route::Subscription { sub } => Ok(json(
             200,
             &serde_json::json!({

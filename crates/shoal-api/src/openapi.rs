@@ -1,0 +1,499 @@
+//! The OpenAPI 3.0 document of Shoal's API, served at `GET /openapi.json`.
+//!
+//! It is built from [`OPERATIONS`], and cannot drift from the router: [`doc_key`] maps
+//! every [`Route`] to the operation that documents it with a match that has no wildcard
+//! arm (a new route does not compile until it is documented), and the tests below parse
+//! every documented path back through [`routes::parse`](crate::routes::parse), check it
+//! lands on the route it documents, and send every documented method through the router
+//! to check it is served.
+//!
+//! Request bodies are described as far as Shoal validates them; every error answer is
+//! the ARM error shape (`ErrorResponse`), which is what fuzzers check against.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use serde_json::{json, Map, Value};
+
+use crate::routes::{Action, Route};
+
+/// One documented operation.
+#[derive(Debug, Clone)]
+pub struct Op {
+    /// Groups operations of one route (see [`doc_key`]).
+    pub key: &'static str,
+    pub method: &'static str,
+    /// Path template; `{name}` segments are parameters.
+    pub path: Cow<'static, str>,
+    pub summary: &'static str,
+    /// Request body schema in `components.schemas`, if the operation takes one.
+    pub body: Option<&'static str>,
+    /// Success status codes.
+    pub ok: &'static [u16],
+    pub tag: &'static str,
+}
+
+const SUB: &str = "/subscriptions/{subscriptionId}";
+const RG: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}";
+
+macro_rules! op {
+    ($key:expr, $method:expr, $path:expr, $summary:expr, $body:expr, $ok:expr, $tag:expr) => {
+        Op {
+            key: $key,
+            method: $method,
+            path: Cow::Borrowed($path),
+            summary: $summary,
+            body: $body,
+            ok: $ok,
+            tag: $tag,
+        }
+    };
+}
+
+const GALLERY: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/galleries/{galleryName}";
+const IMAGE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/galleries/{galleryName}/images/{galleryImageName}";
+const VERSION: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/galleries/{galleryName}/images/{galleryImageName}/versions/{galleryImageVersionName}";
+const VMSS: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}";
+const VM: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/virtualMachines/{instanceId}";
+const LB: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/loadBalancers/{loadBalancerName}";
+const AGW: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/applicationGateways/{applicationGatewayName}";
+
+/// Every operation of the API. Set and instance actions are added by [`operations`].
+pub const OPERATIONS: &[Op] = &[
+    op!("subscription", "get", SUB, "The subscription", None, &[200], "Resources"),
+    op!("locations", "get", "/subscriptions/{subscriptionId}/locations", "Locations", None, &[200], "Resources"),
+    op!("groups", "get", "/subscriptions/{subscriptionId}/resourcegroups", "List resource groups", None, &[200], "Resources"),
+    op!("group", "get", RG, "Get a resource group", None, &[200], "Resources"),
+    op!("group", "head", RG, "Does the resource group exist", None, &[204], "Resources"),
+    op!("group", "put", RG, "Create or update a resource group", Some("ResourceGroup"), &[200, 201], "Resources"),
+    op!("group", "patch", RG, "Update a resource group's tags", Some("ResourceGroupPatch"), &[200], "Resources"),
+    op!("group", "delete", RG, "Delete a resource group and everything in it", None, &[202], "Resources"),
+    op!("galleries", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/galleries", "List galleries", None, &[200], "Images"),
+    op!("galleries", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/galleries", "List galleries of a group", None, &[200], "Images"),
+    op!("gallery", "get", GALLERY, "Get a gallery", None, &[200], "Images"),
+    op!("gallery", "put", GALLERY, "Create or update a gallery", Some("Resource"), &[200, 201], "Images"),
+    op!("gallery", "patch", GALLERY, "Update a gallery", Some("Resource"), &[200], "Images"),
+    op!("gallery", "delete", GALLERY, "Delete an empty gallery", None, &[200, 204], "Images"),
+    op!("images", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/galleries/{galleryName}/images", "List image definitions", None, &[200], "Images"),
+    op!("image", "get", IMAGE, "Get an image definition", None, &[200], "Images"),
+    op!("image", "put", IMAGE, "Create or update an image definition", Some("Resource"), &[200, 201], "Images"),
+    op!("image", "patch", IMAGE, "Update an image definition", Some("Resource"), &[200], "Images"),
+    op!("image", "delete", IMAGE, "Delete an image definition without versions", None, &[200, 204], "Images"),
+    op!("versions", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/galleries/{galleryName}/images/{galleryImageName}/versions", "List image versions", None, &[200], "Images"),
+    op!("version", "get", VERSION, "Get an image version", None, &[200], "Images"),
+    op!("version", "put", VERSION, "Create an image version (bundle uploaded first to /shoal/v1/blobs)", Some("Resource"), &[200, 201], "Images"),
+    op!("version", "delete", VERSION, "Delete an image version no scale set uses", None, &[200, 202, 204], "Images"),
+    op!("resourceSkus", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/skus", "The size catalogue", None, &[200], "Scale sets"),
+    op!("scaleSets", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/virtualMachineScaleSets", "List all scale sets", None, &[200], "Scale sets"),
+    op!("scaleSets", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets", "List the scale sets of a group", None, &[200], "Scale sets"),
+    op!("scaleSet", "get", VMSS, "Get a scale set", None, &[200], "Scale sets"),
+    op!("scaleSet", "put", VMSS, "Create or replace a scale set", Some("VirtualMachineScaleSet"), &[200, 201], "Scale sets"),
+    op!("scaleSet", "patch", VMSS, "Update a scale set (merge)", Some("VirtualMachineScaleSetUpdate"), &[200], "Scale sets"),
+    op!("scaleSet", "delete", VMSS, "Delete a scale set and its instances", None, &[202, 204], "Scale sets"),
+    op!("scaleSetInstanceView", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/instanceView", "A scale set's instance view", None, &[200], "Scale sets"),
+    op!("scaleSetSkus", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/skus", "Sizes a scale set can use", None, &[200], "Scale sets"),
+    op!("osRollingUpgrade", "post", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/osRollingUpgrade", "Start an OS rolling upgrade", None, &[202], "Rolling upgrades"),
+    op!("rollingUpgradeLatest", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/rollingUpgrades/latest", "The latest rolling upgrade", None, &[200], "Rolling upgrades"),
+    op!("rollingUpgradeCancel", "post", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/rollingUpgrades/cancel", "Cancel the running rolling upgrade", None, &[202], "Rolling upgrades"),
+    op!("instances", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/virtualMachines", "List instances ($expand=instanceView)", None, &[200], "Instances"),
+    op!("instance", "get", VM, "Get an instance", None, &[200], "Instances"),
+    op!("instance", "put", VM, "Update an instance (protection policy)", Some("VirtualMachineScaleSetVM"), &[200], "Instances"),
+    op!("instance", "patch", VM, "Update an instance (protection policy)", Some("VirtualMachineScaleSetVM"), &[200], "Instances"),
+    op!("instance", "delete", VM, "Delete an instance (lowers the capacity)", None, &[202], "Instances"),
+    op!("instanceView", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/virtualMachines/{instanceId}/instanceView", "An instance's instance view", None, &[200], "Instances"),
+    op!("instanceLogs", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/virtualMachines/{instanceId}/shoal/logs", "An instance's output (Shoal extension; follow=true streams)", None, &[200], "Instances"),
+    op!("operation", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/operations/{operationId}", "A long-running operation's status (Azure-AsyncOperation)", None, &[200], "Operations"),
+    op!("operation", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/operationResults/{operationId}", "A long-running operation's status (Location)", None, &[200], "Operations"),
+    op!("loadBalancers", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Network/loadBalancers", "List all load balancers", None, &[200], "Network"),
+    op!("loadBalancers", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/loadBalancers", "List the load balancers of a group", None, &[200], "Network"),
+    op!("loadBalancer", "get", LB, "Get a load balancer", None, &[200], "Network"),
+    op!("loadBalancer", "put", LB, "Create or replace a load balancer", Some("Resource"), &[200, 201], "Network"),
+    op!("loadBalancer", "delete", LB, "Delete a load balancer", None, &[200, 202, 204], "Network"),
+    op!("loadBalancerChild", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/loadBalancers/{loadBalancerName}/{childKind}", "List a load balancer's children of one kind", None, &[200], "Network"),
+    op!("loadBalancerChild", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/loadBalancers/{loadBalancerName}/{childKind}/{childName}", "Get one child of a load balancer", None, &[200], "Network"),
+    op!("applicationGateways", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Network/applicationGateways", "List all application gateways", None, &[200], "Network"),
+    op!("applicationGateways", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/applicationGateways", "List the application gateways of a group", None, &[200], "Network"),
+    op!("applicationGateway", "get", AGW, "Get an application gateway", None, &[200], "Network"),
+    op!("applicationGateway", "put", AGW, "Create or replace an application gateway", Some("Resource"), &[200, 201], "Network"),
+    op!("applicationGateway", "delete", AGW, "Delete an application gateway", None, &[200, 202, 204], "Network"),
+    op!("healthz", "get", "/healthz", "Liveness", None, &[200], "Shoal"),
+    op!("openapi", "get", "/openapi.json", "This document", None, &[200], "Shoal"),
+    op!("identityToken", "get", "/msi/token", "Managed-identity token (App Service shape: IDENTITY_ENDPOINT, X-IDENTITY-HEADER)", None, &[200], "Identity"),
+    op!("blobUpload", "post", "/shoal/v1/blobs", "Upload an image bundle (tar)", Some("Binary"), &[201], "Agent protocol"),
+    op!("blob", "get", "/shoal/v1/blobs/{blobId}", "Download an image bundle", None, &[200], "Agent protocol"),
+    op!("host", "get", "/shoal/v1/hosts/{hostName}", "Get a host", None, &[200], "Agent protocol"),
+    op!("host", "put", "/shoal/v1/hosts/{hostName}", "Register a host", Some("Object"), &[200, 201], "Agent protocol"),
+    op!("hostInstances", "get", "/shoal/v1/hosts/{hostName}/instances", "Instances assigned to a host (watch=true streams)", None, &[200], "Agent protocol"),
+    op!("status", "put", "/shoal/v1/status/{subscriptionId}/{resourceGroupName}/{vmScaleSetName}/{instanceId}", "Report an instance's observed status", Some("Object"), &[200], "Agent protocol"),
+    op!("storeList", "get", "/shoal/v1/list", "List store keys under a prefix", None, &[200], "Agent protocol"),
+    op!("storeWatch", "get", "/shoal/v1/watch", "Watch store keys under a prefix (streams)", None, &[200], "Agent protocol"),
+    op!("instanceHealth", "put", "/shoal/v1/health/{subscriptionId}/{resourceGroupName}/{vmScaleSetName}/{instanceId}", "Report an instance's health", Some("Object"), &[200], "Agent protocol"),
+    op!("drain", "get", "/shoal/v1/drain/{subscriptionId}/{resourceGroupName}/{vmScaleSetName}/{instanceId}", "Has every balancer stopped sending to the instance", None, &[200], "Agent protocol"),
+    op!("drain", "put", "/shoal/v1/drain/{subscriptionId}/{resourceGroupName}/{vmScaleSetName}/{instanceId}/{balancerName}", "A balancer acknowledges a drain", Some("Object"), &[200], "Agent protocol"),
+    op!("balancer", "put", "/shoal/v1/balancers/{balancerName}", "Register a balancer", Some("Object"), &[200, 201], "Agent protocol"),
+];
+
+/// Set-wide actions, in ARM's spelling (paths match case-insensitively).
+const SET_ACTIONS: &[(Action, &str)] = &[
+    (Action::Start, "Start instances"),
+    (
+        Action::PowerOff,
+        "Power off instances (address and disk kept)",
+    ),
+    (Action::Restart, "Restart instances"),
+    (
+        Action::Deallocate,
+        "Deallocate instances (address released)",
+    ),
+    (Action::Reimage, "Reimage instances"),
+    (Action::ReimageAll, "Reimage instances (all disks)"),
+    (Action::ManualUpgrade, "Move instances to the latest model"),
+    (
+        Action::DeleteInstances,
+        "Delete instances (lowers the capacity)",
+    ),
+    (Action::Redeploy, "Redeploy instances"),
+    (
+        Action::PerformMaintenance,
+        "Perform maintenance on instances",
+    ),
+];
+
+/// Which documented operation a route is; no wildcard arm, so a new route does not compile
+/// until it is documented here and in [`OPERATIONS`].
+pub fn doc_key(route: &Route) -> &'static str {
+    match route {
+        Route::Subscription { .. } => "subscription",
+        Route::Locations { .. } => "locations",
+        Route::Groups { .. } => "groups",
+        Route::Group { .. } => "group",
+        Route::Galleries { .. } => "galleries",
+        Route::Gallery { .. } => "gallery",
+        Route::Images { .. } => "images",
+        Route::Image { .. } => "image",
+        Route::Versions { .. } => "versions",
+        Route::Version { .. } => "version",
+        Route::ResourceSkus { .. } => "resourceSkus",
+        Route::ScaleSets { .. } => "scaleSets",
+        Route::ScaleSet(_) => "scaleSet",
+        Route::ScaleSetAction(..) => "scaleSetAction",
+        Route::ScaleSetInstanceView(_) => "scaleSetInstanceView",
+        Route::ScaleSetSkus(_) => "scaleSetSkus",
+        Route::OsRollingUpgrade(_) => "osRollingUpgrade",
+        Route::RollingUpgradeLatest(_) => "rollingUpgradeLatest",
+        Route::RollingUpgradeCancel(_) => "rollingUpgradeCancel",
+        Route::Instances(_) => "instances",
+        Route::Instance(..) => "instance",
+        Route::InstanceAction(..) => "instanceAction",
+        Route::InstanceView(..) => "instanceView",
+        Route::InstanceLogs(..) => "instanceLogs",
+        Route::Operation { .. } => "operation",
+        Route::LoadBalancers { .. } => "loadBalancers",
+        Route::LoadBalancer { .. } => "loadBalancer",
+        Route::LoadBalancerChild { .. } => "loadBalancerChild",
+        Route::ApplicationGateways { .. } => "applicationGateways",
+        Route::ApplicationGateway { .. } => "applicationGateway",
+        Route::Healthz => "healthz",
+        Route::OpenApi => "openapi",
+        Route::IdentityToken => "identityToken",
+        Route::BlobUpload => "blobUpload",
+        Route::Blob { .. } => "blob",
+        Route::Host { .. } => "host",
+        Route::HostInstances { .. } => "hostInstances",
+        Route::Status { .. } => "status",
+        Route::StoreList => "storeList",
+        Route::StoreWatch => "storeWatch",
+        Route::InstanceHealth { .. } => "instanceHealth",
+        Route::Drain { .. } => "drain",
+        Route::Balancer { .. } => "balancer",
+    }
+}
+
+/// [`OPERATIONS`] plus one operation per set and instance action.
+pub fn operations() -> Vec<Op> {
+    let mut ops = OPERATIONS.to_vec();
+    for (action, summary) in SET_ACTIONS {
+        let body = match action {
+            Action::DeleteInstances => "VirtualMachineScaleSetVMInstanceRequiredIDs",
+            _ => "VirtualMachineScaleSetVMInstanceIDs",
+        };
+        ops.push(Op {
+            path: Cow::Owned(format!("{VMSS}/{}", action.name())),
+            ..op!(
+                "scaleSetAction",
+                "post",
+                "",
+                summary,
+                Some(body),
+                &[202],
+                "Scale sets"
+            )
+        });
+        if *action != Action::DeleteInstances {
+            ops.push(Op {
+                path: Cow::Owned(format!("{VM}/{}", action.name())),
+                ..op!(
+                    "instanceAction",
+                    "post",
+                    "",
+                    summary,
+                    None,
+                    &[202],
+                    "Instances"
+                )
+            });
+        }
+    }
+    ops
+}
+
+fn path_params(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            let schema = match name {
+                "childKind" => json!({"type": "string", "enum": ["backendAddressPools", "probes", "loadBalancingRules", "frontendIPConfigurations"]}),
+                "instanceId" => json!({"type": "string", "pattern": "^[0-9]{1,9}$"}),
+                _ => json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}),
+            };
+            json!({"name": name, "in": "path", "required": true, "schema": schema})
+        })
+        .collect()
+}
+
+fn operation(op: &Op, id: &str) -> Value {
+    let mut params = path_params(&op.path);
+    if !op.path.starts_with("/shoal/") && op.path != "/healthz" && op.path != "/openapi.json" {
+        params.push(json!({"name": "api-version", "in": "query", "required": false,
+            "description": "Any version is accepted.", "schema": {"type": "string", "example": "2024-07-01"}}));
+    }
+    if op.key == "identityToken" {
+        params.push(json!({"name": "resource", "in": "query", "required": true, "schema": {"type": "string", "example": "https://management.azure.com"}}));
+        params.push(json!({"name": "X-IDENTITY-HEADER", "in": "header", "required": true, "schema": {"type": "string"}}));
+    }
+    if op.key == "instances" || op.key == "instance" {
+        params.push(json!({"name": "$expand", "in": "query", "required": false, "schema": {"type": "string", "enum": ["instanceView"]}}));
+    }
+    let mut responses = Map::new();
+    for code in op.ok {
+        let r = match code {
+            202 | 204 => json!({"description": "Accepted; follow Azure-AsyncOperation"}),
+            _ => {
+                json!({"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}})
+            }
+        };
+        responses.insert(code.to_string(), r);
+    }
+    responses.insert(
+        "default".into(),
+        json!({"description": "An ARM error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}),
+    );
+    let mut v = json!({
+        "operationId": id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "parameters": params,
+        "responses": responses,
+    });
+    if let Some(body) = op.body {
+        let content = if body == "Binary" {
+            json!({"application/x-tar": {"schema": {"type": "string", "format": "binary"}}})
+        } else {
+            json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}})
+        };
+        v["requestBody"] = json!({"required": op.method != "post", "content": content});
+    }
+    v
+}
+
+/// The whole document (built once).
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+fn build() -> Value {
+    let mut paths = Map::new();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for op in operations() {
+        let n = seen.entry(format!("{}{}", op.key, op.method)).or_default();
+        *n += 1;
+        let id = if *n == 1 {
+            format!("{}_{}", op.key, op.method)
+        } else {
+            format!("{}_{}{}", op.key, op.method, n)
+        };
+        let entry = paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[op.method] = operation(&op, &id);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Shoal",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Virtual machine scale sets on your own machines, in Azure Resource Manager's wire format. Path segments other than names match case-insensitively; any api-version is accepted. Long-running operations answer Azure-AsyncOperation and Retry-After.",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas()},
+    })
+}
+
+fn schemas() -> Value {
+    let name = json!({"type": "string", "minLength": 1});
+    let tags = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let sku = json!({"type": "object", "properties": {
+        "name": {"type": "string", "example": "Shoal_1vCPU_512MB"},
+        "tier": {"type": "string"},
+        "capacity": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 1000},
+    }});
+    let set_props = json!({"type": "object", "properties": {
+        "upgradePolicy": {"type": "object", "properties": {"mode": {"type": "string", "enum": ["Automatic", "Manual", "Rolling"]}}},
+        "orchestrationMode": {"type": "string", "enum": ["Uniform", "Flexible"]},
+        "platformFaultDomainCount": {"type": "integer", "minimum": 1, "maximum": 5},
+        "overprovision": {"type": "boolean"},
+        "scaleInPolicy": {"type": "object", "properties": {"rules": {"type": "array", "items": {"type": "string", "enum": ["Default", "NewestVM", "OldestVM"]}}}},
+        "virtualMachineProfile": {"type": "object", "properties": {
+            "storageProfile": {"type": "object", "properties": {"imageReference": {"type": "object", "properties": {"id": {"type": "string"}}}}},
+            "osProfile": {"type": "object", "properties": {
+                "computerNamePrefix": {"type": "string"},
+                "adminUsername": {"type": "string"},
+                "customData": {"type": "string", "format": "byte"},
+            }},
+        }},
+    }});
+    json!({
+        "ErrorResponse": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"$ref": "#/components/schemas/ErrorDetail"}},
+        },
+        "ErrorDetail": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "minLength": 1},
+                "message": {"type": "string", "minLength": 1},
+                "target": {"type": "string"},
+                "details": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}},
+            },
+        },
+        "Object": {"type": "object"},
+        "Resource": {"type": "object", "properties": {"location": name, "tags": tags, "properties": {"type": "object"}}},
+        "ResourceGroup": {"type": "object", "required": ["location"], "properties": {"location": name, "tags": tags}},
+        "ResourceGroupPatch": {"type": "object", "properties": {"tags": tags}},
+        "VirtualMachineScaleSet": {
+            "type": "object",
+            "required": ["location", "sku", "properties"],
+            "properties": {"location": name, "tags": tags, "sku": sku, "zones": {"type": "array", "items": {"type": "string"}}, "properties": set_props},
+        },
+        "VirtualMachineScaleSetUpdate": {
+            "type": "object",
+            "properties": {"tags": tags, "sku": sku, "properties": set_props},
+        },
+        "VirtualMachineScaleSetVMInstanceIDs": {
+            "type": "object",
+            "properties": {"instanceIds": {"type": "array", "items": {"type": "string"}}},
+        },
+        "VirtualMachineScaleSetVMInstanceRequiredIDs": {
+            "type": "object",
+            "required": ["instanceIds"],
+            "properties": {"instanceIds": {"type": "array", "items": {"type": "string"}}},
+        },
+        "VirtualMachineScaleSetVM": {
+            "type": "object",
+            "properties": {"properties": {"type": "object", "properties": {"protectionPolicy": {"type": "object", "properties": {
+                "protectFromScaleIn": {"type": "boolean"},
+                "protectFromScaleSetActions": {"type": "boolean"},
+            }}}}},
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::Method;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::server::{body_bytes, request};
+    use crate::state::ApiState;
+
+    fn sample(path: &str) -> String {
+        path.split('/')
+            .map(|s| match s {
+                "{instanceId}" => "0",
+                "{childKind}" => "probes",
+                "{location}" => "local",
+                s if s.starts_with('{') => "x",
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_documented_path_reaches_the_route_it_documents() {
+        for op in operations() {
+            let route = crate::routes::parse(&sample(&op.path))
+                .unwrap_or_else(|e| panic!("{} {}: {}", op.method, op.path, e.message));
+            assert_eq!(doc_key(&route), op.key, "{} {}", op.method, op.path);
+        }
+    }
+
+    #[test]
+    fn document_is_valid_json_with_unique_operation_ids() {
+        let doc = document();
+        let mut ids = std::collections::HashSet::new();
+        for (_, item) in doc["paths"].as_object().expect("paths") {
+            for (_, op) in item.as_object().expect("path item") {
+                assert!(ids.insert(op["operationId"].as_str().expect("id").to_string()));
+            }
+        }
+        assert!(ids.len() >= OPERATIONS.len());
+        assert!(doc["components"]["schemas"]["ErrorResponse"].is_object());
+    }
+
+    #[tokio::test]
+    async fn every_documented_method_is_served() {
+        let st = ApiState {
+            store: Arc::new(shoal_store::MemoryStore::new()),
+            clock: Arc::new(shoal_control::SystemClock),
+            blob_dir: std::env::temp_dir().join("shoal-openapi-test-blobs"),
+            http: reqwest::Client::new(),
+            page_size: 200,
+            max_capacity: 10,
+            identity_header: None,
+        };
+        for op in operations() {
+            if op.key == "storeWatch" || op.key == "hostInstances" {
+                continue; // long-lived streams
+            }
+            let method: Method = op.method.to_ascii_uppercase().parse().expect("method");
+            let req = request(method, &sample(&op.path), "{}");
+            let resp = crate::router(st.clone())
+                .oneshot(req)
+                .await
+                .expect("response");
+            let status = resp.status().as_u16();
+            let body = body_bytes(resp).await;
+            assert_ne!(
+                status, 405,
+                "{} {} is documented but not served",
+                op.method, op.path
+            );
+            if status == 404 {
+                let text = String::from_utf8_lossy(&body);
+                assert!(
+                    !text.contains("No API at"),
+                    "{} {}: {text}",
+                    op.method,
+                    op.path
+                );
+            }
+        }
+    }
+}
