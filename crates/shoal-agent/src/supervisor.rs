@@ -69,6 +69,9 @@ struct Proc {
     exited: BoxFuture<'static, String>,
     started: Instant,
     ready: bool,
+    /// Time until the next readiness probe: 10 ms, doubling to 250 ms, so a thousand
+    /// booting instances do not flood the host with connection attempts.
+    probe_delay: Duration,
 }
 
 impl From<Running> for Proc {
@@ -79,6 +82,7 @@ impl From<Running> for Proc {
             exited: r.exited,
             started: Instant::now(),
             ready: false,
+            probe_delay: Duration::from_millis(10),
         }
     }
 }
@@ -482,12 +486,16 @@ impl Supervisor {
 
     /// Waits for a change worth acting on. Returns true when the supervisor must end.
     async fn wait(&mut self, deadline: Option<Instant>) -> bool {
-        let probe_due = self.proc.as_ref().is_some_and(|p| !p.ready);
+        let probe_due = self
+            .proc
+            .as_ref()
+            .filter(|p| !p.ready)
+            .map(|p| p.probe_delay);
         let sleep_until = match (deadline, probe_due) {
-            (Some(d), true) => Some(d.min(Instant::now() + Duration::from_millis(50))),
-            (Some(d), false) => Some(d),
-            (None, true) => Some(Instant::now() + Duration::from_millis(50)),
-            (None, false) => None,
+            (Some(d), Some(delay)) => Some(d.min(Instant::now() + delay)),
+            (Some(d), None) => Some(d),
+            (None, Some(delay)) => Some(Instant::now() + delay),
+            (None, None) => None,
         };
         let woke = {
             let exited = match self.proc.as_mut() {
@@ -561,6 +569,7 @@ impl Supervisor {
             self.report(InstanceState::Running, None);
             return;
         }
+        p.probe_delay = (p.probe_delay * 2).min(Duration::from_millis(250));
         if p.started.elapsed() > self.ctx.boot_timeout {
             let port = p.endpoint.port();
             let mut what = format!(
