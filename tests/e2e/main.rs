@@ -4,6 +4,7 @@
 // These tests watch real processes over real time: std's clock is the right one here.
 #![allow(clippy::disallowed_types)]
 
+mod appgw;
 mod balancing;
 mod foundation;
 mod harness;
