@@ -43,9 +43,11 @@ fn parse() -> anyhow::Result<Args> {
                 println!("lb-bench --mode http|tcp --listen ADDR [--threads N] BACKEND...");
                 std::process::exit(0);
             }
-            backend => args
-                .backends
-                .push(backend.parse().with_context(|| format!("{backend} is not an address"))?),
+            backend => args.backends.push(
+                backend
+                    .parse()
+                    .with_context(|| format!("{backend} is not an address"))?,
+            ),
         }
     }
     if args.backends.is_empty() {
@@ -56,11 +58,19 @@ fn parse() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let args = parse()?;
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+    // One worker: tokio's single-threaded scheduler, as HAProxy's nbthread 1 is one
+    // event loop. More: the work-stealing scheduler.
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -121,11 +121,7 @@ async fn connection(
         }
         Mode::Http { http, tls } => {
             let _ = stream.set_nodelay(true);
-            let info = ConnInfo {
-                client: peer,
-                local: runtime.local,
-                tls: tls.is_some(),
-            };
+            let info = ConnInfo::new(peer, runtime.local, tls.is_some());
             let fallback = http.clone();
             let mode = {
                 let runtime = runtime.clone();
@@ -137,7 +133,7 @@ async fn connection(
             };
             let close = runtime.close.clone();
             match tls {
-                None => crate::http::serve(stream, info, shared, mode, close).await,
+                None => crate::http::serve(stream, info, mode, close).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
@@ -152,7 +148,7 @@ async fn connection(
                             Err(_) => return,
                         },
                     };
-                    crate::http::serve(tls_stream, info, shared, mode, close).await
+                    crate::http::serve(tls_stream, info, mode, close).await
                 }
             }
         }

@@ -89,8 +89,8 @@ pub(crate) struct Member {
     routable: AtomicBool,
     active: AtomicUsize,
     health: Mutex<HealthRecord>,
-    /// Idle keep-alive connections for the L7 proxy, most recently used last.
-    pub(crate) idle: Mutex<Vec<IdleConn>>,
+    /// Idle keep-alive connections for the L7 proxy, most recently used at the back.
+    pub(crate) idle: Mutex<std::collections::VecDeque<IdleConn>>,
     shared: Arc<Shared>,
     /// Cancelled when the member leaves its pool; its prober stops.
     retired: CancellationToken,
@@ -116,7 +116,7 @@ impl Member {
                 probed,
                 ejections: 0,
             }),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::default(),
             shared: shared.clone(),
             retired: shared.shutdown.child_token(),
             prober: Mutex::new(None),

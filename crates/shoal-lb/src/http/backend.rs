@@ -5,8 +5,17 @@
 //! [`BackendBody`](super::body::BackendBody)); a connection whose response was cut, or
 //! whose member is draining, ejected or gone, is closed instead. Connections that have
 //! been idle for [`IDLE_TIMEOUT`] are not reused.
+//!
+//! A connection is not a task of its own: the request using it drives it (hyper's
+//! connection future is polled by the same task that waits for the response and streams
+//! its body). That keeps a proxied request on one task and one thread, with no wake-ups
+//! handed between tasks. An idle connection is polled once when it is taken from the
+//! pool, which is when a close by the member is noticed.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -17,9 +26,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::http::body::RequestBody;
-use crate::pool::{lock, Member, Shared};
+use crate::pool::{lock, Member};
 
-pub(crate) type Sender = http1::SendRequest<RequestBody>;
+type Sender = http1::SendRequest<RequestBody>;
+type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 
 /// The most idle connections kept per member.
 const MAX_IDLE: usize = 128;
@@ -28,42 +38,66 @@ const MAX_IDLE: usize = 128;
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for a TCP connection to a member.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a pooled connection may take to become ready for its next request.
-const READY_WAIT: Duration = Duration::from_millis(20);
+
+/// One HTTP/1.1 connection to a member.
+pub(crate) struct BackendConn {
+    sender: Sender,
+    /// `None` once the connection has ended. Dropping it also fails a request still
+    /// waiting on it, instead of leaving it pending.
+    conn: Option<Pin<Box<Connection>>>,
+}
+
+impl BackendConn {
+    /// Lets the connection make progress (write the request, read the response).
+    /// Returns whether it has ended.
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(conn) = self.conn.as_mut() {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                if let Err(e) = result {
+                    tracing::trace!(error = %e, "backend connection ended");
+                }
+                self.conn = None;
+            }
+        }
+        self.conn.is_none()
+    }
+}
 
 pub(crate) struct IdleConn {
-    sender: Sender,
+    conn: BackendConn,
     since: Instant,
 }
 
 /// Returns a connection to its member's idle pool, if it is worth keeping.
-pub(crate) fn checkin(member: &Member, sender: Sender) {
-    if sender.is_closed() || !member.routable() {
+pub(crate) fn checkin(member: &Member, conn: BackendConn) {
+    if conn.conn.is_none() || conn.sender.is_closed() || !member.routable() {
         return;
     }
+    let now = Instant::now();
     let mut idle = lock(&member.idle);
+    // The least recently used ones are at the front; close those past their time.
+    while idle
+        .front()
+        .is_some_and(|c| now.duration_since(c.since) > IDLE_TIMEOUT)
+    {
+        idle.pop_front();
+    }
     if idle.len() < MAX_IDLE {
-        idle.push(IdleConn {
-            sender,
-            since: Instant::now(),
-        });
+        idle.push_back(IdleConn { conn, since: now });
     }
 }
 
-/// A ready pooled connection to `member`, if there is one.
-async fn checkout(member: &Member) -> Option<Sender> {
+/// A pooled connection to `member` that is ready for a request, if there is one.
+async fn checkout(member: &Member) -> Option<BackendConn> {
     loop {
-        let IdleConn { mut sender, since } = lock(&member.idle).pop()?;
-        if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+        let IdleConn { mut conn, since } = lock(&member.idle).pop_back()?;
+        if since.elapsed() > IDLE_TIMEOUT {
             continue;
         }
-        if sender.is_ready() {
-            return Some(sender);
-        }
-        // The previous response just ended and hyper has not yet noticed; this is
-        // normally a matter of microseconds.
-        if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
-            return Some(sender);
+        // One poll: finishes the previous exchange, notices a close by the member.
+        let ended = std::future::poll_fn(|cx| Poll::Ready(conn.drive(cx))).await;
+        if !ended && conn.sender.is_ready() {
+            return Some(conn);
         }
     }
 }
@@ -78,23 +112,36 @@ pub(crate) enum SendError {
     Failed { error: hyper::Error, fresh: bool },
 }
 
-/// Sends `request` to `member` on a pooled or new connection. A pooled connection that
-/// turns out to be closed before the request was written is skipped silently.
+/// Sends `request` to `member` on a pooled or new connection and waits for the
+/// response head. A pooled connection that turns out to be closed before the request
+/// was written is skipped silently.
 pub(crate) async fn send(
     member: &Member,
-    shared: &Shared,
     mut request: hyper::Request<RequestBody>,
-) -> Result<(Response<Incoming>, Sender), SendError> {
+) -> Result<(Response<Incoming>, BackendConn), SendError> {
     loop {
-        let (mut sender, fresh) = match checkout(member).await {
-            Some(sender) => (sender, false),
-            None => match connect(member, shared).await {
-                Ok(sender) => (sender, true),
+        let (mut conn, fresh) = match checkout(member).await {
+            Some(conn) => (conn, false),
+            None => match connect(member).await {
+                Ok(conn) => (conn, true),
                 Err(e) => return Err(SendError::Connect(e, request)),
             },
         };
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, sender)),
+        let result = {
+            let mut response = std::pin::pin!(conn.sender.try_send_request(request));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                // Drive the connection, then look again: it may have just answered (or
+                // ended, which fails the request).
+                conn.drive(cx);
+                response.as_mut().poll(cx)
+            })
+            .await
+        };
+        match result {
+            Ok(response) => return Ok((response, conn)),
             Err(mut e) => match e.take_message() {
                 Some(back) if !fresh => request = back,
                 Some(back) => return Err(SendError::NotSent(e.into_error(), back)),
@@ -109,7 +156,7 @@ pub(crate) async fn send(
     }
 }
 
-async fn connect(member: &Member, shared: &Shared) -> io::Result<Sender> {
+async fn connect(member: &Member) -> io::Result<BackendConn> {
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member.addr)).await {
         Ok(tcp) => tcp?,
         Err(_) => {
@@ -125,11 +172,8 @@ async fn connect(member: &Member, shared: &Shared) -> io::Result<Sender> {
         .handshake(TokioIo::new(tcp))
         .await
         .map_err(io::Error::other)?;
-    shared.tracker.spawn(async move {
-        // Ends when the member closes, or once the sender is dropped and idle.
-        if let Err(e) = conn.await {
-            tracing::trace!(error = %e, "backend connection ended");
-        }
-    });
-    Ok(sender)
+    Ok(BackendConn {
+        sender,
+        conn: Some(Box::pin(conn)),
+    })
 }

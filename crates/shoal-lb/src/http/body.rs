@@ -18,7 +18,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::http::backend::Sender;
+use crate::http::backend::BackendConn;
 use crate::pool::{ActiveGuard, PoolCounters};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -119,8 +119,9 @@ impl Body for ResponseBody {
 /// A member's response body, streamed to the client.
 pub(crate) struct BackendBody {
     inner: Incoming,
-    /// The connection it came on, back to the idle pool when the body is complete.
-    conn: Option<Sender>,
+    /// The connection it comes on: driven while the body streams, back to the idle pool
+    /// when the body is complete.
+    conn: Option<BackendConn>,
     /// The member stays "in flight" until the body is done or dropped.
     guard: ActiveGuard,
     stall_limit: Duration,
@@ -135,7 +136,7 @@ struct Stalled(Duration);
 impl BackendBody {
     pub(crate) fn new(
         inner: Incoming,
-        conn: Sender,
+        conn: BackendConn,
         guard: ActiveGuard,
         stall_limit: Duration,
     ) -> Self {
@@ -156,7 +157,15 @@ impl BackendBody {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let mut poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if poll.is_pending() {
+            // Nothing buffered: let the connection read more, then look again.
+            if let Some(conn) = self.conn.as_mut() {
+                conn.drive(cx);
+                poll = Pin::new(&mut self.inner).poll_frame(cx);
+            }
+        }
+        match poll {
             Poll::Ready(Some(Ok(frame))) => {
                 self.progressed = true;
                 if let Some(data) = frame.data_ref() {

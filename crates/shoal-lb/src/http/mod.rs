@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::affinity;
 use crate::http::backend::SendError;
 use crate::http::body::{BackendBody, RequestBody, ResponseBody};
-use crate::pool::{ActiveGuard, Member, PoolRuntime, Shared};
+use crate::pool::{ActiveGuard, Member, PoolRuntime};
 use crate::route::RouteTable;
 
 /// Largest request or response head, and the read buffer of a connection.
@@ -49,12 +49,26 @@ pub(crate) struct HttpMode {
     pub(crate) affinity: bool,
 }
 
-/// Where a client connection came from and arrived.
-#[derive(Clone, Copy)]
+/// Where a client connection came from and arrived, with the header values that say
+/// so (made once per connection, not per request).
 pub(crate) struct ConnInfo {
-    pub(crate) client: SocketAddr,
-    pub(crate) local: SocketAddr,
-    pub(crate) tls: bool,
+    client: SocketAddr,
+    tls: bool,
+    client_ip: HeaderValue,
+    local_port: HeaderValue,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(client: SocketAddr, local: SocketAddr, tls: bool) -> Self {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            client,
+            tls,
+            client_ip,
+            local_port: HeaderValue::from(local.port()),
+        }
+    }
 }
 
 fn server() -> &'static auto::Builder<TokioExecutor> {
@@ -78,21 +92,18 @@ fn server() -> &'static auto::Builder<TokioExecutor> {
 
 /// Serves one client connection until it ends, or until `close` asks it to finish its
 /// in-flight requests and stop. `mode` gives the listener's current settings per request.
-pub(crate) async fn serve<IO, M>(
-    io: IO,
-    info: ConnInfo,
-    shared: Arc<Shared>,
-    mode: M,
-    close: CancellationToken,
-) where
+pub(crate) async fn serve<IO, M>(io: IO, info: ConnInfo, mode: M, close: CancellationToken)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     M: Fn() -> Arc<HttpMode> + Send + Sync + 'static,
 {
     let mode = Arc::new(mode);
+    let info = Arc::new(info);
+    let client = info.client;
     let service = service_fn(move |request| {
         let mode = mode();
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(proxy(&mode, &shared, info, request).await) }
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(proxy(&mode, &info, request).await) }
     });
     let conn = server().serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
@@ -104,15 +115,14 @@ pub(crate) async fn serve<IO, M>(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(client = %info.client, error = %crate::error_chain(&*e), "client connection ended with an error");
+        tracing::debug!(client = %client, error = %crate::error_chain(&*e), "client connection ended with an error");
     }
 }
 
 /// Handles one request end to end; never fails (errors become 5xx answers).
 async fn proxy(
     mode: &HttpMode,
-    shared: &Shared,
-    info: ConnInfo,
+    info: &ConnInfo,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let deadline = Instant::now() + mode.request_timeout;
@@ -120,18 +130,20 @@ async fn proxy(
     let host = request_host(&parts.uri, &parts.headers);
     let pool = mode
         .routes
-        .select(host.as_deref(), parts.uri.path())
+        .select(
+            host.as_ref().and_then(|h| h.to_str().ok()),
+            parts.uri.path(),
+        )
         .clone();
     pool.counters.requests.fetch_add(1, Ordering::Relaxed);
 
-    prepare_headers(&mut parts.headers, info, host.as_deref());
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
+    if let Some(host) = &host {
+        if !parts.headers.contains_key(header::HOST) {
+            // h2 carries the host in `:authority`; HTTP/1.1 members need `Host`.
+            parts.headers.insert(header::HOST, host.clone());
         }
     }
+    prepare_headers(&mut parts.headers, info, host);
     let affinity_member = if mode.affinity {
         affinity::find(parts.headers.get_all(header::COOKIE).iter())
     } else {
@@ -227,8 +239,7 @@ async fn proxy(
             };
         };
         let guard = ActiveGuard::new(member.clone());
-        let outcome =
-            tokio::time::timeout_at(deadline, backend::send(&member, shared, request)).await;
+        let outcome = tokio::time::timeout_at(deadline, backend::send(&member, request)).await;
         match outcome {
             Err(_) => {
                 return local(
@@ -302,9 +313,9 @@ async fn proxy(
 fn forward(
     mode: &HttpMode,
     pool: &PoolRuntime,
-    info: ConnInfo,
+    info: &ConnInfo,
     response: Response<Incoming>,
-    conn: backend::Sender,
+    conn: backend::BackendConn,
     guard: ActiveGuard,
     affinity_member: Option<&str>,
 ) -> Response<ResponseBody> {
@@ -338,14 +349,11 @@ fn local(pool: &PoolRuntime, status: StatusCode, text: &'static str) -> Response
 }
 
 /// The host a request is for: the h2 `:authority` or the `Host` header.
-fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    if let Some(authority) = uri.authority() {
-        return Some(authority.as_str().to_owned());
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    match uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
     }
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -355,35 +363,29 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 
 /// Drops hop-by-hop headers and adds `X-Forwarded-For` (appended to the client's),
 /// `-Proto`, `-Host` and `-Port` (replacing the client's: the balancer is the edge).
-fn prepare_headers(headers: &mut HeaderMap, info: ConnInfo, host: Option<&str>) {
+fn prepare_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<HeaderValue>) {
     strip_hop_by_hop(headers);
     headers.remove(header::EXPECT);
-    let client_ip = info.client.ip().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        None => HeaderValue::from_str(&client_ip),
+        None => info.client_ip.clone(),
         Some(_) => {
             let mut all = Vec::new();
             for v in headers.get_all(&X_FORWARDED_FOR) {
                 all.extend_from_slice(v.as_bytes());
                 all.extend_from_slice(b", ");
             }
-            all.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&all)
+            all.extend_from_slice(info.client_ip.as_bytes());
+            HeaderValue::from_bytes(&all).unwrap_or_else(|_| info.client_ip.clone())
         }
     };
-    if let Ok(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     let proto = if info.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match host {
         Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
         None => headers.remove(&X_FORWARDED_HOST),
     };
-    headers.insert(
-        X_FORWARDED_PORT.clone(),
-        HeaderValue::from(info.local.port()),
-    );
+    headers.insert(X_FORWARDED_PORT.clone(), info.local_port.clone());
 }
 
 /// Removes the headers that describe one connection rather than the message.
@@ -419,11 +421,11 @@ mod tests {
     use super::*;
 
     fn info(tls: bool) -> ConnInfo {
-        ConnInfo {
-            client: "10.1.2.3:5555".parse().unwrap(),
-            local: "127.0.0.1:8443".parse().unwrap(),
+        ConnInfo::new(
+            "10.1.2.3:5555".parse().unwrap(),
+            "127.0.0.1:8443".parse().unwrap(),
             tls,
-        }
+        )
     }
 
     #[test]
@@ -440,7 +442,11 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
-        prepare_headers(&mut h, info(true), Some("example.com:8443"));
+        prepare_headers(
+            &mut h,
+            &info(true),
+            Some(HeaderValue::from_static("example.com:8443")),
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -457,12 +463,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("a.example"));
         assert_eq!(
-            request_host(&Uri::from_static("/x"), &h).as_deref(),
-            Some("a.example")
+            request_host(&Uri::from_static("/x"), &h).unwrap(),
+            "a.example"
         );
         assert_eq!(
-            request_host(&Uri::from_static("https://b.example/x"), &h).as_deref(),
-            Some("b.example")
+            request_host(&Uri::from_static("https://b.example/x"), &h).unwrap(),
+            "b.example"
         );
         assert_eq!(
             request_host(&Uri::from_static("/x"), &HeaderMap::new()),
