@@ -369,3 +369,101 @@ fn kill_9_of_an_instance_under_load_fails_only_what_was_in_flight() {
         answering(&frontend, 30).len() == 3
     });
 }
+
+#[test]
+fn scale_in_under_load_through_an_application_gateway_fails_no_request() {
+    let _g = serial();
+    let s = Server::start_with(&["--drain-timeout-seconds", "10"]);
+    s.create_group_and_image("gwdrain");
+    let port = free_port().to_string();
+    let events = s.dir.path().join("terminate.log");
+    std::fs::write(
+        s.dir.path().join("custom-data"),
+        format!("terminate-log={}\n", events.display()),
+    )
+    .expect("write");
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        "gwdrain",
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "6",
+        "--app-gateway",
+        "gw",
+        "--app-gateway-frontend-port",
+        &port,
+        "--custom-data",
+        &s.dir.path().join("custom-data").display().to_string(),
+    ]);
+    s.cli_ok(&[
+        "vmss", "update", "-g", "gwdrain", "-n", "web", "--set",
+        r#"properties.virtualMachineProfile.scheduledEventsProfile={"terminateNotificationProfile":{"enable":true,"notBeforeTimeout":"PT5S"}}"#,
+    ]);
+    s.cli_ok(&[
+        "vmss",
+        "update-instances",
+        "-g",
+        "gwdrain",
+        "-n",
+        "web",
+        "--instance-ids",
+        "*",
+    ]);
+    let frontend = format!("127.0.0.1:{port}");
+    wait_until(WAIT, "all six answer through the gateway", || {
+        answering(&frontend, 60).len() == 6
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed, frontend) =
+                (stop.clone(), ok.clone(), failed.clone(), frontend.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(&format!("http://{frontend}/")) {
+                        Some((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    s.cli_ok(&[
+        "vmss",
+        "scale",
+        "-g",
+        "gwdrain",
+        "-n",
+        "web",
+        "--new-capacity",
+        "3",
+    ]);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 100, "the load ran ({ok} requests)");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during scale-in through L7",
+        ok + failed
+    );
+    let log = std::fs::read_to_string(&events).unwrap_or_default();
+    for id in 3..6 {
+        assert!(
+            log.contains(&format!("instance {id} saw Terminate")),
+            "instance {id} was not warned: {log:?}"
+        );
+    }
+}
