@@ -186,7 +186,7 @@ impl Balancer {
                 Ok(socket) => {
                     let rt = ListenerRuntime::start(&l.name, l.bind, socket, mode, shared);
                     if let Some(previous) = old.remove(&l.name) {
-                        previous.close();
+                        previous.close().await;
                     }
                     listeners.insert(l.name.clone(), rt);
                 }
@@ -204,7 +204,7 @@ impl Balancer {
         }
         for (name, rt) in old {
             tracing::info!(listener = %name, "closing removed listener");
-            rt.close();
+            rt.close().await;
         }
         *write(&self.inner.addrs) = listeners
             .iter()

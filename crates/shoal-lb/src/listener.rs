@@ -36,6 +36,8 @@ pub(crate) struct ListenerRuntime {
     pub(crate) local: SocketAddr,
     mode: RwLock<Arc<Mode>>,
     close: CancellationToken,
+    /// Cancelled by the accept loop once the socket is closed.
+    stopped: CancellationToken,
 }
 
 impl ListenerRuntime {
@@ -53,6 +55,7 @@ impl ListenerRuntime {
             local,
             mode: RwLock::new(Arc::new(mode)),
             close: shared.shutdown.child_token(),
+            stopped: CancellationToken::new(),
         });
         tracing::info!(listener = name, addr = %local, "listening");
         shared.tracker.spawn(accept_loop(
@@ -75,9 +78,11 @@ impl ListenerRuntime {
             .clone()
     }
 
-    /// Stops accepting; open connections finish (see the module docs).
-    pub(crate) fn close(&self) {
+    /// Stops accepting and returns once the port is free; open connections finish (see
+    /// the module docs).
+    pub(crate) async fn close(&self) {
         self.close.cancel();
+        self.stopped.cancelled().await;
     }
 }
 
@@ -105,6 +110,8 @@ async fn accept_loop(
             }
         }
     }
+    drop(socket);
+    runtime.stopped.cancel();
     tracing::info!(listener = %name, addr = %runtime.local, "listener closed");
 }
 

@@ -305,3 +305,73 @@ async fn without_a_routable_member_the_answer_is_a_quick_503() {
     assert_eq!(stats.iter().map(|s| s.responses_5xx).sum::<u64>(), 2);
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways() {
+    init_tracing();
+    let a = Backend::start("a").await;
+    let (lb, shutdown, web, tcp) = front(&[&a]).await;
+    for addr in [web, tcp] {
+        let r = get(addr, "/big").await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 2 + BIG);
+        for method in [http::Method::POST, http::Method::PUT] {
+            let request = http::Request::builder()
+                .method(method)
+                .uri("/count")
+                .body(http_body_util::Full::from(vec![7u8; 8 << 20]))
+                .unwrap();
+            let r = send(addr, request).await.unwrap();
+            assert_eq!(r.body, format!("a\n{}", 8 << 20));
+        }
+    }
+    let stats = &lb.stats()[0];
+    assert!(
+        stats.bytes_out >= 2 * BIG as u64 && stats.bytes_in >= 4 * (8 << 20),
+        "{stats:?}"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_probe_marks_a_closed_port_unhealthy() {
+    init_tracing();
+    let a = Backend::start("a").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let lb = Balancer::new(shutdown.clone());
+    let probe = shoal_lb::Probe {
+        interval: std::time::Duration::from_millis(200),
+        threshold: 1,
+        ..shoal_lb::Probe::tcp()
+    };
+    lb.apply(BalancerConfig {
+        listeners: vec![http_listener("web", HttpSettings::new("p"))],
+        pools: vec![Pool {
+            name: "p".into(),
+            members: vec![a.member(), shoal_lb::Member::new("closed", closed)],
+            probe: Some(probe),
+        }],
+    })
+    .await
+    .unwrap();
+    wait_for("probe verdicts", || {
+        state_of(&lb, "a") == HealthState::Healthy
+            && state_of(&lb, "closed") == HealthState::Unhealthy
+    })
+    .await;
+    let web = lb.local_addr("web").unwrap();
+    for _ in 0..10 {
+        assert_eq!(get(web, "/").await.unwrap().backend(), "a");
+    }
+    a.kill().await;
+    wait_for("a to be unhealthy", || {
+        state_of(&lb, "a") == HealthState::Unhealthy
+    })
+    .await;
+    assert_eq!(get(web, "/").await.unwrap().status, 503);
+    shutdown.cancel();
+}

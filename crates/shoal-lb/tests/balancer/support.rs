@@ -22,6 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Size of the `/big` answer after its first line.
+pub const BIG: usize = 16 << 20;
+
 /// Generous: tests wait for conditions, they do not time them.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -58,8 +61,9 @@ pub async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
 /// A tiny HTTP/1.1 backend on 127.0.0.1.
 ///
 /// `GET /health` answers 200 or 503 (`healthy`); `/hold` waits for [`Backend::release`];
-/// `/slow` waits 2 ms; `/echo` answers with the request head; anything else with the
-/// backend's name. Every answer's body starts with the name.
+/// `/slow` waits 2 ms; `/echo` answers with the request head; `/big` with [`BIG`] more
+/// bytes; `/count` with the length of the request body; anything else with the backend's
+/// name. Every answer's body starts with the name.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -74,6 +78,11 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
+        Self::start_with(name, None).await
+    }
+
+    /// A backend that speaks HTTPS with `tls`.
+    pub async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let backend = Backend {
@@ -104,13 +113,15 @@ impl Backend {
                 };
                 let state = state.clone();
                 let kill = kill.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = kill.cancelled() => {}
-                        _ = conn => {}
+                    match tls {
+                        None => serve_backend(stream, state, kill).await,
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve_backend(stream, state, kill).await;
+                            }
+                        }
                     }
                 });
             }
@@ -141,6 +152,19 @@ impl Backend {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_backend<IO>(io: IO, state: Arc<State>, kill: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(state.clone(), req));
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = kill.cancelled() => {}
+        _ = conn => {}
     }
 }
 
@@ -175,6 +199,18 @@ async fn handle(
             state.holding.fetch_sub(1, Ordering::SeqCst);
         }
         "/slow" => tokio::time::sleep(Duration::from_millis(2)).await,
+        "/big" => body.push_str(&format!("\n{}", "x".repeat(BIG))),
+        "/count" => {
+            // Reads the body frame by frame and answers with its length.
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map(|f| f.into_data()) {
+                    n += data.map_or(0, |d| d.len());
+                }
+            }
+            return Ok(Response::new(Full::from(format!("{}\n{n}", state.name))));
+        }
         "/echo" => {
             body.push('\n');
             body.push_str(&format!("{} {}\n", req.method(), req.uri()));

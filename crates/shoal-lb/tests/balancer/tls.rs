@@ -132,3 +132,45 @@ async fn an_https_listener_serves_h1_and_h2_with_a_fresh_certificate() {
     assert_eq!(lb.local_addr("secure"), Some(addr));
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_probe_checks_a_tls_member_without_verifying_it() {
+    init_tracing();
+    let certified = rcgen::generate_simple_self_signed(vec!["member.internal".to_owned()]).unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let member = Backend::start_with(
+        "secure",
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+    )
+    .await;
+    let shutdown = CancellationToken::new();
+    let lb = Balancer::new(shutdown.clone());
+    let probe = shoal_lb::Probe {
+        protocol: shoal_lb::ProbeProtocol::Https,
+        ..probe()
+    };
+    lb.apply(BalancerConfig {
+        listeners: vec![],
+        pools: vec![pool("p", &[&member], Some(probe))],
+    })
+    .await
+    .unwrap();
+    wait_healthy(&lb, 1).await;
+    member
+        .healthy
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the member to be unhealthy", || {
+        state_of(&lb, "secure") == shoal_lb::HealthState::Unhealthy
+    })
+    .await;
+    shutdown.cancel();
+}
