@@ -3,6 +3,7 @@
 //! Each controller is a pure planner (input → plan, no I/O, property-tested) plus a thin
 //! runner that reads the store, calls the planner and writes the plan back.
 
+pub mod autoscale;
 pub mod clock;
 pub mod controller;
 pub mod kv;
