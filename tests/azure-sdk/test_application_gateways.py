@@ -105,6 +105,15 @@ def test_application_gateway_create_get_list_delete(network, compute, group):
     network.application_gateways.begin_delete(group, name).result(timeout=DEADLINE)
     with pytest.raises(ResourceNotFoundError):
         network.application_gateways.get(group, name)
+    wait_for("the frontend to close", lambda: not _answers(port))
+
+
+def _answers(port):
+    try:
+        http_get(f"127.0.0.1:{port}", timeout=1)
+        return True
+    except Exception:
+        return False
 
 
 def test_a_missing_reference_is_a_400_naming_the_field(network, group):
