@@ -6,7 +6,9 @@
 # - builds `shoal` and the example workload;
 # - starts `shoal serve` on free loopback ports (http, and https with the self-signed
 #   certificate Shoal makes in its data directory) with its own temporary data directory;
-# - runs pytest (extra arguments go to pytest, e.g. `-k rolling -x`), then stops the server.
+# - runs pytest (extra arguments go to pytest, e.g. `-k rolling -x`), then stops the server;
+# - without extra arguments, runs schemathesis over the server's /openapi.json against a
+#   second fresh server (bounded, fixed seed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,12 +33,16 @@ BIN=$PWD/target/debug/shoal
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/shoal-azure-sdk.XXXXXX")
 server_pid=
-cleanup() {
-  status=$?
+stop_server() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
+  server_pid=
+}
+cleanup() {
+  status=$?
+  stop_server
   if [ "$status" != 0 ] && [ -f "$work/serve.log" ]; then
     echo "---- last lines of the server's log ($work/serve.log) ----"
     tail -n 60 "$work/serve.log"
@@ -51,23 +57,29 @@ trap cleanup EXIT INT TERM
 free_port() {
   "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# start_server DATA_DIR PORT [FLAGS...]: a fresh `shoal serve`, waited for until it answers.
+start_server() {
+  local data=$1 port=$2
+  shift 2
+  "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" \
+    --network host-ports --stop-grace-seconds 2 "$@" >"$work/serve.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    if curl -fsS --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$server_pid" 2>/dev/null || { echo "shoal serve exited early"; return 1; }
+    sleep 0.2
+  done
+  curl -fsS --max-time 2 "http://127.0.0.1:$port/healthz" >/dev/null
+}
+
 port=$(free_port)
 tls_port=$(free_port)
 while [ "$tls_port" = "$port" ]; do tls_port=$(free_port); done
 
 step "start shoal serve on 127.0.0.1:$port (https on $tls_port), data in $work/data"
 # Small capacities only (2-core machines): the server refuses anything above 10.
-"$BIN" serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
-  --tls-listen "127.0.0.1:$tls_port" \
-  --network host-ports --max-capacity 10 --stop-grace-seconds 2 \
-  >"$work/serve.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-  if curl -fsS --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then break; fi
-  kill -0 "$server_pid" 2>/dev/null || { echo "shoal serve exited early"; exit 1; }
-  sleep 0.2
-done
-curl -fsS --max-time 2 "http://127.0.0.1:$port/healthz" >/dev/null
+start_server "$work/data" "$port" --tls-listen "127.0.0.1:$tls_port" --max-capacity 10
 
 step "pytest tests/azure-sdk"
 SHOAL_SDK_ENDPOINT="http://127.0.0.1:$port" \
@@ -76,3 +88,29 @@ SHOAL_SDK_TLS_CERT="$work/data/tls/cert.pem" \
 SHOAL_SDK_DATA_DIR="$work/data" \
 SHOAL_SDK_BIN="$BIN" \
   "$VENV/bin/python" -m pytest tests/azure-sdk -ra -p no:cacheprovider "$@"
+stop_server
+
+if [ "$#" != 0 ]; then
+  exit 0 # pytest arguments select tests: skip the fuzz run
+fi
+
+step "schemathesis over /openapi.json (fresh server, capacity capped at 3)"
+# Bounded: 10 examples per operation and phase, one worker, a fixed seed (SHOAL_FUZZ_SEED
+# picks another). Checks: no 5xx, responses as documented, every error in ARM shape, no
+# Retry-After on a 4xx. The agent protocol (internal, streaming) is documented, not fuzzed.
+fuzz_port=$(free_port)
+start_server "$work/fuzz" "$fuzz_port" --max-capacity 3
+curl -fsS -X PUT -H 'content-type: application/json' -d '{"location":"local"}' \
+  "http://127.0.0.1:$fuzz_port/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/fuzz?api-version=2024-07-01" >/dev/null
+PYTHONPATH=tests/azure-sdk SCHEMATHESIS_HOOKS=schemathesis_hooks \
+  "$VENV/bin/schemathesis" --config-file tests/azure-sdk/schemathesis.toml run \
+  "http://127.0.0.1:$fuzz_port/openapi.json" \
+  --checks not_a_server_error,response_schema_conformance,arm_error_shape,no_retry_after_on_client_errors \
+  --exclude-tag "Agent protocol" --exclude-operation-id instanceLogs_get \
+  --phases examples,coverage,fuzzing,stateful --max-examples 10 --workers 1 \
+  --seed "${SHOAL_FUZZ_SEED:-1}" --generation-database none --request-timeout 10 --no-color \
+  | tee "$work/schemathesis.log"
+stop_server
+# One plain closing line, as the other runners print.
+cases=$(sed -n 's/^ *\([0-9][0-9]*\) generated, \1 passed.*/\1/p' "$work/schemathesis.log" | tail -n 1)
+echo "schemathesis: ${cases:-0} passed, 0 failed"

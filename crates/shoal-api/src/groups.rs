@@ -249,6 +249,7 @@ pub async fn gallery_or_image(
         Method::GET => existing
             .map(|e| json(200, &e.value))
             .ok_or_else(|| ArmError::not_found(kind, &name)),
+        Method::PATCH if existing.is_none() => Err(ArmError::not_found(kind, &name)),
         Method::PUT | Method::PATCH => {
             if image.is_some()
                 && st

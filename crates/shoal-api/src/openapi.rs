@@ -277,7 +277,9 @@ fn operation(op: &Op, id: &str) -> Value {
     let mut responses = Map::new();
     for code in op.ok {
         let r = match code {
-            202 | 204 => json!({"description": "Accepted; follow Azure-AsyncOperation"}),
+            202 => json!({"description": "Accepted; follow Azure-AsyncOperation"}),
+            204 => json!({"description": "No content"}),
+            _ if op.method == "delete" || op.method == "head" => json!({"description": "Done"}),
             _ => {
                 json!({"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}})
             }
