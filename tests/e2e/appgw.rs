@@ -304,66 +304,6 @@ fn kill_9_of_an_instance_under_load_through_l7_fails_no_get() {
     });
 }
 
-#[test]
-fn scale_in_under_l7_load_fails_no_request() {
-    let _g = serial();
-    let s = Server::start_with(&["--drain-timeout-seconds", "10"]);
-    s.create_group_and_image("gwscale");
-    let port = free_port();
-    create_set_behind(&s, "gwscale", "gw", port, 6);
-    let frontend = format!("127.0.0.1:{port}");
-    wait_until(WAIT, "all six answer through the gateway", || {
-        answering(&frontend, 60).len() == 6
-    });
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed, frontend) =
-                (stop.clone(), ok.clone(), failed.clone(), frontend.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match http_get(&format!("http://{frontend}/")) {
-                        Some((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(1));
-    s.cli_ok(&[
-        "vmss",
-        "scale",
-        "-g",
-        "gwscale",
-        "-n",
-        "web",
-        "--new-capacity",
-        "3",
-    ]);
-    std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("load thread");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    assert!(ok > 100, "the load ran ({ok} requests)");
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed during scale-in",
-        ok + failed
-    );
-    assert_eq!(
-        answering(&frontend, 30),
-        ["instance 0", "instance 1", "instance 2"]
-            .map(String::from)
-            .into()
-    );
-}
-
 /// A certificate for `localhost` made now: (certificate PEM, key PEM, DER).
 fn certificate() -> (String, String, Vec<u8>) {
     let certified =
