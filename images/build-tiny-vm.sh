@@ -23,7 +23,8 @@
 #   - mounts the root disk /dev/vda (if any) on /data;
 #   - serves HTTP like examples/web: `GET /` answers `instance N`, `GET /health` answers
 #     `ok`, `GET /custom-data` the custom data, and `/cgi-bin/disk?name=F` reads (GET) or
-#     writes (POST, body = content, then sync) the file F on the disk;
+#     writes (POST, body = content, then sync) the file F on the disk, and
+#     `/cgi-bin/metadata` the instance metadata fetched from Shoal's agent;
 #   - powers off cleanly when the ACPI power button is pressed (QMP `system_powerdown`).
 # Its console is the first serial port (ttyS0).
 #
@@ -183,6 +184,14 @@ case $REQUEST_METHOD in
 esac
 CGI
 chmod 755 "$root/www/cgi-bin/disk"
+
+cat > "$root/www/cgi-bin/metadata" <<'CGI'
+#!/bin/sh
+# The instance metadata Shoal's agent serves, fetched from inside the guest.
+printf 'Content-Type: application/json\r\n\r\n'
+wget -q -T 5 -O - "$(cat /run/metadata-endpoint)/metadata/instance" 2>&1
+CGI
+chmod 755 "$root/www/cgi-bin/metadata"
 
 (cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -1) > "$out/initrd"
 

@@ -25,6 +25,8 @@ pub const QMP_SOCKET: &str = "qmp.sock";
 pub const CUSTOM_DATA: &str = "custom_data";
 /// The overlay disk of an instance, relative to the instance directory.
 pub const OVERLAY: &str = "disk.qcow2";
+/// The NoCloud seed of a disk-only instance, relative to the instance directory.
+pub const SEED: &str = "seed.iso";
 
 /// Everything one boot needs.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct Boot<'a> {
     pub cmdline: &'a str,
     pub metadata_endpoint: &'a str,
     pub has_custom_data: bool,
+    /// Attach the NoCloud seed ([`SEED`]) as a second disk (disk-only images).
+    pub seed: bool,
 }
 
 /// The kernel command line for a direct kernel boot.
@@ -116,6 +120,14 @@ pub fn args(b: &Boot<'_>) -> Vec<OsString> {
         } else {
             "virtio-blk-pci,drive=disk0,bootindex=0"
         });
+    }
+    if b.seed {
+        push("-drive");
+        push(&format!(
+            "file={SEED},if=none,id=seed,format=raw,readonly=on"
+        ));
+        push("-device");
+        push("virtio-blk-pci,drive=seed");
     }
     push("-netdev");
     push(&format!(
@@ -194,6 +206,7 @@ mod tests {
             cmdline: " quiet ",
             metadata_endpoint: "http://10.0.2.2:7071/i/k",
             has_custom_data: true,
+            seed: false,
         }
     }
 
@@ -239,9 +252,15 @@ mod tests {
         assert!(kernel_cmdline(&b).contains("root=/dev/vda rw"));
 
         let img = image(false, false, true);
-        let a = joined(&args(&boot(&img, true)));
+        let mut b = boot(&img, true);
+        b.seed = true;
+        let a = joined(&args(&b));
         assert!(!a.contains("-kernel") && !a.contains("-append"), "{a}");
         assert!(a.contains("bootindex=0"), "{a}");
+        assert!(
+            a.contains("file=seed.iso,if=none,id=seed,format=raw,readonly=on"),
+            "{a}"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod args;
 pub mod image;
 mod proc;
 mod qmp;
+mod seed;
 mod state;
 
 use std::collections::{BTreeSet, HashMap};
@@ -47,7 +48,7 @@ use super::{
     Capabilities, Driver, DriverError, InstanceKey, InstanceSpec, Recovered, Running, Usage,
 };
 pub use accel::{kvm_device_problem, Accel, AccelMode, PROBE_TIMEOUT};
-use args::{Boot, CUSTOM_DATA, OVERLAY, QMP_SOCKET};
+use args::{Boot, CUSTOM_DATA, OVERLAY, QMP_SOCKET, SEED};
 use state::{ProcessRecord, VmState};
 
 const STATE_FILE: &str = "state.json";
@@ -285,6 +286,16 @@ fn describe_exit(status: std::process::ExitStatus, log: &Path) -> String {
     }
 }
 
+/// The guest's host name: the instance's computer name (e.g. `web000003`).
+fn hostname_of(spec: &InstanceSpec) -> String {
+    args::option_safe(
+        spec.env
+            .iter()
+            .find(|(k, _)| k == "SHOAL_COMPUTER_NAME")
+            .map_or(spec.instance_id.as_str(), |(_, v)| v.as_str()),
+    )
+}
+
 fn host_memory_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -508,6 +519,20 @@ impl Inner {
             None => remove_file_if_exists(&custom),
         }
         .map_err(|e| io_err(key, e))?;
+        // A disk-only image boots its own OS: cloud-init there reads a NoCloud seed.
+        let seed = dir.join(SEED);
+        match image.kernel {
+            None => write_atomic(
+                &seed,
+                &seed::nocloud_iso(
+                    &key.0,
+                    &hostname_of(spec),
+                    spec.custom_data.as_deref().unwrap_or_default(),
+                ),
+            ),
+            Some(_) => remove_file_if_exists(&seed),
+        }
+        .map_err(|e| io_err(key, e))?;
         Ok(image)
     }
 
@@ -580,12 +605,7 @@ impl Inner {
         state.host_port = Some(port);
         remove_file_if_exists(&dir.join(QMP_SOCKET)).map_err(|e| io_err(key, e))?;
 
-        let hostname = args::option_safe(
-            spec.env
-                .iter()
-                .find(|(k, _)| k == "SHOAL_COMPUTER_NAME")
-                .map_or(spec.instance_id.as_str(), |(_, v)| v.as_str()),
-        );
+        let hostname = hostname_of(spec);
         let metadata = args::option_safe(&args::guest_metadata_endpoint(&spec.metadata_endpoint));
         let overlay = image.disk.as_ref().map(|_| dir.join(OVERLAY));
         let boot = Boot {
@@ -602,6 +622,7 @@ impl Inner {
             cmdline: &spec.command,
             metadata_endpoint: &metadata,
             has_custom_data: spec.custom_data.is_some(),
+            seed: image.kernel.is_none(),
         };
         let argv = args::args(&boot);
 
