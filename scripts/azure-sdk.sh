@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 VENV=.venv
 REQ=tests/azure-sdk/requirements.txt
+CONSTRAINTS=tests/azure-sdk/constraints.txt
 PY=${PYTHON:-python3}
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -22,8 +23,8 @@ step "python environment ($VENV, pinned by $REQ)"
 stamp="$VENV/.requirements.sha256"
 if [ ! -x "$VENV/bin/python" ] || ! sha256sum --status -c "$stamp" 2>/dev/null; then
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
-  sha256sum "$REQ" >"$stamp"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ" -c "$CONSTRAINTS"
+  sha256sum "$REQ" "$CONSTRAINTS" >"$stamp"
 fi
 
 step "build shoal and the example workload"
