@@ -27,6 +27,9 @@ if [ ! -x "$VENV/bin/python" ] || ! sha256sum --status -c "$stamp" 2>/dev/null; 
   sha256sum "$REQ" "$CONSTRAINTS" >"$stamp"
 fi
 
+# The server and its instances are on loopback: never send that through a proxy.
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+
 step "build shoal and the example workload"
 cargo build --quiet -p shoal
 cargo build --quiet --release -p shoal-web
