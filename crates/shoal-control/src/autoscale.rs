@@ -420,6 +420,16 @@ pub fn evaluate(
         .as_ref()
         .and_then(|(tt, _, d)| d.filter(|d| *d > current).map(|d| (*tt, d)));
     if !out_fired.is_empty() || tt_out.is_some() {
+        if current >= max {
+            return blocked(
+                Blocked::AtMaximum,
+                format!(
+                    "Scale out wanted, but profile '{}' is at its maximum {max}.",
+                    profile.name
+                ),
+                seen,
+            );
+        }
         let mut want: Option<i64> = None;
         let mut earliest_until: Option<Timestamp> = None;
         let mut why = Vec::new();
@@ -456,15 +466,6 @@ pub fn evaluate(
             );
         }
         return match want {
-            Some(w) if current >= max => blocked(
-                Blocked::AtMaximum,
-                format!(
-                    "Scale out wanted ({}) to {w}, but profile '{}' is at its maximum {max}.",
-                    why.join("; "),
-                    profile.name
-                ),
-                seen,
-            ),
             Some(w) => {
                 let to = w.min(max);
                 Decision {
@@ -505,6 +506,16 @@ pub fn evaluate(
         .and_then(|(tt, _, d)| d.filter(|d| *d < current).map(|d| (*tt, d)));
     if !rules_in && tt_in.is_none() {
         return Decision::none(pname, current, "No rule fired.".into(), seen);
+    }
+    if current <= min {
+        return blocked(
+            Blocked::AtMinimum,
+            format!(
+                "Scale in wanted, but profile '{}' is at its minimum {min}.",
+                profile.name
+            ),
+            seen,
+        );
     }
     let mut want: Option<i64> = None;
     let mut earliest_until: Option<Timestamp> = None;
@@ -559,17 +570,6 @@ pub fn evaluate(
             pname,
             current,
             "In-rules fired but ask for no fewer than the current capacity.".into(),
-            seen,
-        );
-    }
-    if current <= min {
-        return blocked(
-            Blocked::AtMinimum,
-            format!(
-                "Scale in wanted ({}), but profile '{}' is at its minimum {min}.",
-                why.join("; "),
-                profile.name
-            ),
             seen,
         );
     }

@@ -4,9 +4,11 @@
 //! runner that reads the store, calls the planner and writes the plan back.
 
 pub mod autoscale;
+pub mod autoscale_runner;
 pub mod clock;
 pub mod controller;
 pub mod kv;
+pub mod metrics;
 pub mod operations;
 pub mod planner;
 pub mod repair;

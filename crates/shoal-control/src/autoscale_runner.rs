@@ -1,0 +1,465 @@
+//! The autoscale runner: every second it looks at each stored autoscale setting
+//! (`autoscale/…`), and when the setting's evaluation interval has passed, evaluates it
+//! ([`crate::autoscale::evaluate`]) against the metrics store and applies the decision —
+//! the set's `sku.capacity` written with a compare-and-swap on the record's revision, so a
+//! concurrent user PATCH wins and the next evaluation sees it.
+//!
+//! Each evaluation that changes capacity, or wanted to and could not, is appended to the
+//! setting's history (`autoscale-history/…`, newest last, bounded) with its reason and
+//! the metric values it saw; a blocked evaluation is recorded once per distinct reason,
+//! not every second. Webhooks of the setting get Azure's notification payload on each
+//! change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shoal_model::autoscale::{compile, AutoscaleSetting};
+use shoal_model::records::VmssRecord;
+use shoal_store::{Expect, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::autoscale::{evaluate, Blocked, Decision, LastAction, MetricSeen};
+use crate::clock::arm_time;
+use crate::kv;
+use crate::metrics::MetricsStore;
+use crate::Clock;
+
+/// History entries kept per setting.
+pub const HISTORY_LIMIT: usize = 200;
+
+/// Store key of a setting: `autoscale/{sub}/{rg}/{name}`, lower-cased.
+pub fn setting_key(sub: &str, rg: &str, name: &str) -> String {
+    format!(
+        "autoscale/{}/{}/{}",
+        sub.to_ascii_lowercase(),
+        rg.to_ascii_lowercase(),
+        name.to_ascii_lowercase()
+    )
+}
+
+/// Store key of a setting's history.
+pub fn history_key(sub: &str, rg: &str, name: &str) -> String {
+    format!(
+        "autoscale-history/{}/{}/{}",
+        sub.to_ascii_lowercase(),
+        rg.to_ascii_lowercase(),
+        name.to_ascii_lowercase()
+    )
+}
+
+/// One notable evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub time: String,
+    pub profile: Option<String>,
+    pub old_capacity: i64,
+    /// Set when capacity changed.
+    pub new_capacity: Option<i64>,
+    /// `ScaleOut`, `ScaleIn`, or `Blocked`.
+    pub outcome: String,
+    pub blocked: Option<Blocked>,
+    pub reason: String,
+    pub metrics: Vec<MetricSeen>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// When autoscale last changed capacity (RFC 3339).
+    #[serde(default)]
+    pub last_action: Option<String>,
+    #[serde(default)]
+    pub entries: Vec<HistoryEntry>,
+}
+
+impl History {
+    pub fn last_action(&self) -> LastAction {
+        LastAction {
+            at: self.last_action.as_deref().and_then(|t| t.parse().ok()),
+        }
+    }
+
+    /// Appends a notable decision; returns false (and appends nothing) when it only
+    /// repeats the previous blocked entry.
+    pub fn record(&mut self, d: &Decision, now: Timestamp) -> bool {
+        if !d.is_notable() {
+            return false;
+        }
+        if d.new_capacity.is_none() {
+            if let Some(prev) = self.entries.last() {
+                let same_kind = |a: &Option<Blocked>, b: &Option<Blocked>| match (a, b) {
+                    (Some(x), Some(y)) => std::mem::discriminant(x) == std::mem::discriminant(y),
+                    _ => false,
+                };
+                if prev.new_capacity.is_none()
+                    && same_kind(&prev.blocked, &d.blocked)
+                    && prev.old_capacity == d.current
+                {
+                    return false;
+                }
+            }
+        }
+        let outcome = match d.new_capacity {
+            Some(n) if n > d.current => "ScaleOut",
+            Some(_) => "ScaleIn",
+            None => "Blocked",
+        };
+        if d.new_capacity.is_some() {
+            self.last_action = Some(arm_time(now));
+        }
+        self.entries.push(HistoryEntry {
+            time: arm_time(now),
+            profile: d.profile.clone(),
+            old_capacity: d.current,
+            new_capacity: d.new_capacity,
+            outcome: outcome.into(),
+            blocked: d.blocked.clone(),
+            reason: d.reason.clone(),
+            metrics: d.metrics.clone(),
+        });
+        if self.entries.len() > HISTORY_LIMIT {
+            let extra = self.entries.len() - HISTORY_LIMIT;
+            self.entries.drain(..extra);
+        }
+        true
+    }
+}
+
+pub struct AutoscaleRunner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<MetricsStore>,
+    http: reqwest::Client,
+    /// When each setting (by key) was last evaluated.
+    last_eval: HashMap<String, Timestamp>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("The state store failed")]
+    Store(#[source] shoal_store::StoreError),
+    #[error("A stored record could not be read")]
+    Decode(#[source] kv::KvError),
+}
+
+impl AutoscaleRunner {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Arc<MetricsStore>) -> Self {
+        AutoscaleRunner {
+            store,
+            clock,
+            metrics,
+            http: reqwest::Client::new(),
+            last_eval: HashMap::new(),
+        }
+    }
+
+    /// Ticks every second until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "autoscale pass failed; retrying next tick");
+            }
+        }
+    }
+
+    /// Evaluates every setting that is due. Returns the decisions applied or recorded.
+    pub async fn pass(&mut self) -> Result<Vec<(String, Decision)>, RunnerError> {
+        let now = self.clock.now();
+        let (settings, _) = kv::list_json::<AutoscaleSetting>(&*self.store, "autoscale/")
+            .await
+            .map_err(RunnerError::Decode)?;
+        let mut out = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        for s in settings {
+            live.insert(s.key.clone());
+            // Stored settings passed validation; one that no longer compiles (a newer
+            // rule) is skipped, not fatal.
+            let Ok((compiled, _)) = compile(&s.value) else {
+                continue;
+            };
+            if !compiled.enabled {
+                continue;
+            }
+            let due = self
+                .last_eval
+                .get(&s.key)
+                .is_none_or(|t| now.duration_since(*t).as_secs() >= compiled.interval_secs as i64);
+            if !due {
+                continue;
+            }
+            self.last_eval.insert(s.key.clone(), now);
+            let Some(set) = kv::get_json::<VmssRecord>(&*self.store, &compiled.target.key())
+                .await
+                .map_err(RunnerError::Decode)?
+            else {
+                continue;
+            };
+            if set.value.deleting {
+                continue;
+            }
+            let r = &compiled.target;
+            let hkey = history_key(&r.subscription, &r.resource_group, setting_name(&s.key));
+            let hist = kv::get_json::<History>(&*self.store, &hkey)
+                .await
+                .map_err(RunnerError::Decode)?;
+            let mut history = hist.as_ref().map(|h| h.value.clone()).unwrap_or_default();
+            let current = set.value.model.capacity();
+            let decision = evaluate(
+                &compiled,
+                &*self.metrics,
+                current,
+                history.last_action(),
+                now,
+            );
+            if !history.record(&decision, now) {
+                continue;
+            }
+            let mut ops = Vec::new();
+            if let Some(n) = decision.new_capacity {
+                let mut rec = set.value.clone();
+                if let Some(sku) = rec.model.sku.as_mut() {
+                    sku.capacity = Some(n);
+                }
+                ops.push(kv::put_op(
+                    compiled.target.key(),
+                    &rec,
+                    Expect::ModRevision(set.revision),
+                ));
+            }
+            let expect = hist
+                .as_ref()
+                .map_or(Expect::Absent, |h| Expect::ModRevision(h.revision));
+            ops.push(kv::put_op(&hkey, &history, expect));
+            match self.store.txn(ops).await {
+                Ok(_) => {
+                    if let Some(n) = decision.new_capacity {
+                        tracing::info!(setting = %s.key, from = current, to = n, reason = %decision.reason, "autoscale");
+                        self.notify(&s.value, &compiled.webhooks, &decision, now);
+                    }
+                    out.push((s.key.clone(), decision));
+                }
+                // Someone else changed the set or the history: look again next tick.
+                Err(shoal_store::StoreError::Conflict { .. }) => {
+                    self.last_eval.remove(&s.key);
+                }
+                Err(e) => return Err(RunnerError::Store(e)),
+            }
+        }
+        self.last_eval.retain(|k, _| live.contains(k));
+        Ok(out)
+    }
+
+    /// Posts Azure's autoscale notification payload to each webhook, without waiting.
+    fn notify(&self, setting: &AutoscaleSetting, hooks: &[String], d: &Decision, now: Timestamp) {
+        let Some(new) = d.new_capacity else { return };
+        let target = setting
+            .properties
+            .target_resource_uri
+            .clone()
+            .unwrap_or_default();
+        let props = setting
+            .properties
+            .notifications
+            .iter()
+            .flatten()
+            .flat_map(|n| n.webhooks.iter().flatten())
+            .find_map(|w| w.properties.clone())
+            .unwrap_or_default();
+        let body = json!({
+            "version": "1.0",
+            "status": "Activated",
+            "operation": if new > d.current { "Scale Out" } else { "Scale In" },
+            "context": {
+                "timestamp": arm_time(now),
+                "id": setting.id,
+                "name": setting.name,
+                "details": d.reason,
+                "subscriptionId": target.split('/').nth(2).unwrap_or_default(),
+                "resourceGroupName": target.split('/').nth(4).unwrap_or_default(),
+                "resourceName": target.rsplit('/').next().unwrap_or_default(),
+                "resourceType": "microsoft.compute/virtualmachinescalesets",
+                "resourceId": target,
+                "portalLink": "",
+                "resourceRegion": setting.location.clone().unwrap_or_else(|| "local".into()),
+                "oldCapacity": d.current.to_string(),
+                "newCapacity": new.to_string(),
+            },
+            "properties": props,
+        });
+        for url in hooks {
+            let req = self
+                .http
+                .post(url)
+                .json(&body)
+                .timeout(Duration::from_secs(10));
+            let url = url.clone();
+            tokio::spawn(async move {
+                if let Err(e) = req.send().await {
+                    tracing::warn!(%url, error = %e, "autoscale webhook failed");
+                }
+            });
+        }
+    }
+}
+
+fn setting_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+    use serde_json::Value;
+    use shoal_model::autoscale::VMSS_NAMESPACE;
+    use shoal_model::ids::VmssRef;
+    use shoal_store::MemoryStore;
+    use std::collections::BTreeMap;
+
+    const SET: &str = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web";
+
+    fn set_record(capacity: i64) -> Value {
+        json!({
+            "vmss": {"subscription": "s", "resource_group": "demo", "name": "web"},
+            "model": {"location": "local", "sku": {"name": "Shoal_1vCPU_512MB", "capacity": capacity}},
+            "launch": {"generation": 1, "image_id": "i", "image_version": "1", "kind": "process", "blob_id": "b",
+                "command": "c", "port": 80, "sku": "Shoal_1vCPU_512MB", "vcpus": 1, "memory_mb": 512,
+                "custom_data": null, "computer_name_prefix": "web"},
+            "next_instance_id": 0
+        })
+    }
+
+    fn setting() -> Value {
+        let rule = |op: &str, th: f64, dir: &str| {
+            json!({
+                "metricTrigger": {"metricName": "Percentage CPU", "metricNamespace": VMSS_NAMESPACE, "metricResourceUri": SET,
+                    "timeGrain": "PT1S", "statistic": "Average", "timeWindow": "PT5S", "timeAggregation": "Average",
+                    "operator": op, "threshold": th},
+                "scaleAction": {"direction": dir, "type": "ChangeCount", "value": "1", "cooldown": "PT10S"}
+            })
+        };
+        json!({"location": "local", "name": "auto", "properties": {
+            "targetResourceUri": SET, "enabled": true,
+            "shoal": {"evaluationInterval": "PT1S"},
+            "profiles": [{"name": "default", "capacity": {"minimum": "1", "maximum": "3", "default": "1"},
+                "rules": [rule("GreaterThan", 70.0, "Increase"), rule("LessThan", 20.0, "Decrease")]}]}})
+    }
+
+    #[tokio::test]
+    async fn scales_out_then_waits_for_the_cooldown_then_back_in_and_records_why() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let t0: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let clock = ManualClock::new(t0);
+        let metrics = Arc::new(MetricsStore::new());
+        let vref = VmssRef::new("s", "demo", "web");
+        store
+            .txn(vec![
+                kv::put_op(vref.key(), &set_record(1), Expect::Absent),
+                kv::put_op(setting_key("s", "demo", "auto"), &setting(), Expect::Absent),
+            ])
+            .await
+            .unwrap();
+        let mut runner =
+            AutoscaleRunner::new(store.clone(), Arc::new(clock.clone()), metrics.clone());
+        let cpu = |v: f64, at: Timestamp| {
+            metrics.record_value(
+                crate::metrics::SeriesKey::new(
+                    &vref,
+                    None,
+                    "Percentage CPU",
+                    Some("0"),
+                    BTreeMap::new(),
+                ),
+                at,
+                v,
+            )
+        };
+        let capacity = || async {
+            kv::get_json::<VmssRecord>(&*store, &vref.key())
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+                .model
+                .capacity()
+        };
+        cpu(95.0, t0);
+        let d = runner.pass().await.unwrap();
+        assert_eq!(d[0].1.new_capacity, Some(2));
+        assert_eq!(capacity().await, 2);
+        // Still hot, but the cooldown holds it; recorded once, not every second.
+        for _ in 1..5 {
+            clock.advance(Duration::from_secs(1));
+            cpu(95.0, clock.now());
+            runner.pass().await.unwrap();
+        }
+        assert_eq!(capacity().await, 2);
+        // Load gone; after the 10 s cooldown it scales in.
+        for _ in 5..16 {
+            clock.advance(Duration::from_secs(1));
+            cpu(5.0, clock.now());
+            runner.pass().await.unwrap();
+        }
+        assert_eq!(capacity().await, 1);
+        let h = kv::get_json::<History>(&*store, &history_key("s", "demo", "auto"))
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        let outcomes: Vec<&str> = h.entries.iter().map(|e| e.outcome.as_str()).collect();
+        // The last: still cold at the minimum, recorded once.
+        assert_eq!(
+            outcomes,
+            vec!["ScaleOut", "Blocked", "ScaleIn", "Blocked"],
+            "{h:#?}"
+        );
+        assert_eq!(h.entries[3].blocked, Some(Blocked::AtMinimum));
+        assert!(
+            h.entries[0].reason.contains("Percentage CPU 95 > 70"),
+            "{}",
+            h.entries[0].reason
+        );
+        assert_eq!(h.entries[0].metrics[0].value, Some(95.0));
+        assert!(matches!(
+            h.entries[1].blocked,
+            Some(Blocked::Cooldown { .. })
+        ));
+        assert_eq!(
+            (h.entries[2].old_capacity, h.entries[2].new_capacity),
+            (2, Some(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_capacity_outside_the_profile_is_clamped_at_once() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let clock = ManualClock::new("2026-11-22T10:00:00Z".parse().unwrap());
+        let vref = VmssRef::new("s", "demo", "web");
+        store
+            .txn(vec![
+                kv::put_op(vref.key(), &set_record(7), Expect::Absent),
+                kv::put_op(setting_key("s", "demo", "auto"), &setting(), Expect::Absent),
+            ])
+            .await
+            .unwrap();
+        // Capacity 7 is above the maximum 3: clamped at once, no metrics needed.
+        let mut runner = AutoscaleRunner::new(
+            store.clone(),
+            Arc::new(clock),
+            Arc::new(MetricsStore::new()),
+        );
+        let d = runner.pass().await.unwrap();
+        assert_eq!(d[0].1.new_capacity, Some(3));
+    }
+}
