@@ -375,3 +375,32 @@ async fn a_tcp_probe_marks_a_closed_port_unhealthy() {
     assert_eq!(get(web, "/").await.unwrap().status, 503);
     shutdown.cancel();
 }
+
+/// Keep-alive to members: one client doing requests one after another (bodiless HEAD
+/// answers and a large body included) costs the member one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_are_reused() {
+    init_tracing();
+    let a = Backend::start("a").await;
+    let shutdown = CancellationToken::new();
+    let lb = Balancer::new(shutdown.clone());
+    lb.apply(BalancerConfig {
+        listeners: vec![http_listener("web", HttpSettings::new("p"))],
+        pools: vec![pool("p", &[&a], None)],
+    })
+    .await
+    .unwrap();
+    let web = lb.local_addr("web").unwrap();
+    let mut client = KeepAlive::new(web);
+    for i in 0..60 {
+        let path = if i == 30 { "/big" } else { "/" };
+        assert_eq!(client.get(path).await.unwrap().status, 200);
+        if i % 10 == 0 {
+            let head = http::Request::head("/").body(Default::default()).unwrap();
+            let r = send(web, head).await.unwrap();
+            assert_eq!((r.status.as_u16(), r.body.as_str()), (200, ""));
+        }
+    }
+    assert_eq!(a.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    shutdown.cancel();
+}

@@ -72,6 +72,8 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     /// Requests waiting in `/hold` right now.
     pub holding: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
     release: watch::Sender<bool>,
     kill: CancellationToken,
 }
@@ -91,6 +93,7 @@ impl Backend {
             healthy: Arc::new(AtomicBool::new(true)),
             hits: Arc::default(),
             holding: Arc::default(),
+            connections: Arc::default(),
             release: watch::channel(false).0,
             kill: CancellationToken::new(),
         };
@@ -102,6 +105,7 @@ impl Backend {
             release: backend.release.subscribe(),
         });
         let kill = backend.kill.clone();
+        let connections = backend.connections.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -111,6 +115,7 @@ impl Backend {
                         Err(_) => continue,
                     },
                 };
+                connections.fetch_add(1, Ordering::SeqCst);
                 let state = state.clone();
                 let kill = kill.clone();
                 let tls = tls.clone();
