@@ -15,7 +15,8 @@
 //! Layout: `config` (the desired state, validation), `pool` (members, health state,
 //! member choice), `health` (probes), `l4` (TCP splicing), `http` (the L7 proxy, its
 //! bodies and backend connection pools), `route` (host/path patterns), `affinity` (the
-//! cookie), `tls` (certificates), `listener` (accept loops).
+//! cookie), `tls` (certificates), `listener` (accept loops), and `follow` (the control
+//! plane's side: keeps a balancer in step with a Shoal server).
 
 mod affinity;
 mod config;
