@@ -80,3 +80,27 @@ def test_action_on_missing_instance(compute, group):
     assert e.value.error.code == "InvalidParameter" and e.value.error.target == "instanceIds"
     with pytest.raises(ResourceNotFoundError):
         compute.virtual_machine_scale_set_vms.begin_restart(group, name, "7").result(timeout=DEADLINE)
+
+
+def test_failed_operation_raises_with_the_reason(compute, group):
+    # An image whose command exits at once: after Shoal's restart attempts the create
+    # operation ends Failed, and the poller raises with the operation's ARM error.
+    from conftest import SUBSCRIPTION, shoal_cli, vmss_model
+
+    shoal_cli(
+        "image", "create", "-g", group, "--gallery", "apps", "--name", "broken", "--version", "1.0.0",
+        "--dir", "examples/web", "--command", "echo failing on purpose; exit 3", "--port", "8080",
+    )
+    image = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/"
+        "Microsoft.Compute/galleries/apps/images/broken/versions/1.0.0"
+    )
+    name = unique("broken")
+    poller = compute.virtual_machine_scale_sets.begin_create_or_update(group, name, vmss_model(image, 1))
+    with pytest.raises(HttpResponseError) as e:
+        poller.result(timeout=DEADLINE)
+    assert poller.status().lower() == "failed"
+    assert e.value.error is not None and e.value.error.code == "VMStartFailed", e.value
+    assert e.value.error.message
+    vm = compute.virtual_machine_scale_set_vms.get(group, name, "0")
+    assert vm.properties.provisioning_state == "Failed"
