@@ -117,6 +117,7 @@ mod tests {
             page_size: 200,
             max_capacity: 10,
             identity_header: secret.map(String::from),
+            metrics: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod agent_api;
 pub mod appgw;
+pub mod autoscale;
 pub mod groups;
 pub mod identity;
 pub mod logs;

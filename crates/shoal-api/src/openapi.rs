@@ -56,6 +56,7 @@ const VERSION: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceG
 const VMSS: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}";
 const VM: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/virtualMachines/{instanceId}";
 const LB: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/loadBalancers/{loadBalancerName}";
+const AUTOSCALE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Insights/autoscalesettings/{autoscaleSettingName}";
 const AGW: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/applicationGateways/{applicationGatewayName}";
 
 /// Every operation of the API. Set and instance actions are added by [`operations`].
@@ -131,6 +132,18 @@ pub const OPERATIONS: &[Op] = &[
     op!("drain", "get", "/shoal/v1/drain/{subscriptionId}/{resourceGroupName}/{vmScaleSetName}/{instanceId}", "Has every balancer stopped sending to the instance", None, &[200], "Agent protocol"),
     op!("drain", "put", "/shoal/v1/drain/{subscriptionId}/{resourceGroupName}/{vmScaleSetName}/{instanceId}/{balancerName}", "A balancer acknowledges a drain", Some("Object"), &[200], "Agent protocol"),
     op!("balancer", "put", "/shoal/v1/balancers/{balancerName}", "Register a balancer", Some("Object"), &[200, 201], "Agent protocol"),
+    op!("autoscaleSettings", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Insights/autoscalesettings", "List all autoscale settings", None, &[200], "Autoscale"),
+    op!("autoscaleSettings", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Insights/autoscalesettings", "List the autoscale settings of a group", None, &[200], "Autoscale"),
+    op!("autoscaleSetting", "get", AUTOSCALE, "Get an autoscale setting", None, &[200], "Autoscale"),
+    op!("autoscaleSetting", "put", AUTOSCALE, "Create or replace an autoscale setting", Some("Resource"), &[200, 201], "Autoscale"),
+    op!("autoscaleSetting", "patch", AUTOSCALE, "Update an autoscale setting (merge)", Some("Resource"), &[200], "Autoscale"),
+    op!("autoscaleSetting", "delete", AUTOSCALE, "Delete an autoscale setting", None, &[200, 204], "Autoscale"),
+    op!("autoscaleHistory", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Insights/autoscalesettings/{autoscaleSettingName}/history", "What autoscale changed or wanted to, and why (Shoal extension)", None, &[200], "Autoscale"),
+    op!("metricsQuery", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/providers/Microsoft.Insights/metrics", "Query a scale set's metrics (metricnames, timespan, interval, aggregation, metricnamespace)", None, &[200], "Metrics"),
+    op!("metricDefinitions", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/providers/Microsoft.Insights/metricDefinitions", "A scale set's platform metrics", None, &[200], "Metrics"),
+    op!("customMetrics", "post", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/metrics", "Push a custom metric (Azure Monitor's custom-metrics shape)", Some("Object"), &[200], "Metrics"),
+    op!("metricsIngest", "post", "/shoal/v1/metrics", "Agents report instance metrics", Some("Object"), &[200], "Agent protocol"),
+    op!("prometheus", "get", "/metrics", "Metrics in Prometheus text", None, &[200], "Metrics"),
 ];
 
 /// Set-wide actions, in ARM's spelling (paths match case-insensitively).
@@ -206,6 +219,14 @@ pub fn doc_key(route: &Route) -> &'static str {
         Route::InstanceHealth { .. } => "instanceHealth",
         Route::Drain { .. } => "drain",
         Route::Balancer { .. } => "balancer",
+        Route::AutoscaleSettings { .. } => "autoscaleSettings",
+        Route::AutoscaleSetting { .. } => "autoscaleSetting",
+        Route::AutoscaleHistory { .. } => "autoscaleHistory",
+        Route::MetricsQuery(_) => "metricsQuery",
+        Route::MetricDefinitions(_) => "metricDefinitions",
+        Route::CustomMetrics(_) => "customMetrics",
+        Route::MetricsIngest => "metricsIngest",
+        Route::Prometheus => "prometheus",
     }
 }
 
@@ -469,6 +490,7 @@ mod tests {
             page_size: 200,
             max_capacity: 10,
             identity_header: None,
+            metrics: Default::default(),
         };
         for op in operations() {
             if op.key == "storeWatch" || op.key == "hostInstances" {

@@ -191,6 +191,32 @@ pub enum Route {
     Balancer {
         name: String,
     },
+    /// `Microsoft.Insights/autoscalesettings` of a subscription or a group.
+    AutoscaleSettings {
+        sub: String,
+        rg: Option<String>,
+    },
+    AutoscaleSetting {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    /// `.../autoscalesettings/{name}/history`: what autoscale did and why (Shoal's).
+    AutoscaleHistory {
+        sub: String,
+        rg: String,
+        name: String,
+    },
+    /// `GET {scaleSetId}/providers/Microsoft.Insights/metrics` (Azure Monitor's query).
+    MetricsQuery(VmssRef),
+    /// `GET {scaleSetId}/providers/Microsoft.Insights/metricDefinitions`.
+    MetricDefinitions(VmssRef),
+    /// `POST {scaleSetId}/metrics`: a custom metric in Azure's shape.
+    CustomMetrics(VmssRef),
+    /// `POST /shoal/v1/metrics`: samples from agents.
+    MetricsIngest,
+    /// `GET /metrics`: Prometheus text.
+    Prometheus,
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -238,11 +264,15 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 balancer: Some(owned(7)),
             }),
             (4, "balancers") => Ok(Route::Balancer { name: owned(3) }),
+            (3, "metrics") => Ok(Route::MetricsIngest),
             _ => Err(not_found(path)),
         };
     }
     if n == 1 && eq(s(0), "healthz") {
         return Ok(Route::Healthz);
+    }
+    if n == 1 && eq(s(0), "metrics") {
+        return Ok(Route::Prometheus);
     }
     if n == 1 && eq(s(0), "openapi.json") {
         return Ok(Route::OpenApi);
@@ -325,6 +355,35 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             },
         });
     }
+    if n == 5
+        && eq(s(2), "providers")
+        && eq(s(3), "Microsoft.Insights")
+        && eq(s(4), "autoscalesettings")
+    {
+        return Ok(Route::AutoscaleSettings { sub, rg: None });
+    }
+    if (7..=9).contains(&n)
+        && eq(s(2), "resourcegroups")
+        && eq(s(4), "providers")
+        && eq(s(5), "Microsoft.Insights")
+        && eq(s(6), "autoscalesettings")
+    {
+        let rg = owned(3);
+        return match n {
+            7 => Ok(Route::AutoscaleSettings { sub, rg: Some(rg) }),
+            8 => Ok(Route::AutoscaleSetting {
+                sub,
+                rg,
+                name: owned(7),
+            }),
+            _ if eq(s(8), "history") => Ok(Route::AutoscaleHistory {
+                sub,
+                rg,
+                name: owned(7),
+            }),
+            _ => Err(not_found(path)),
+        };
+    }
     // Subscription-level providers.
     if eq(s(2), "providers") && eq(s(3), "Microsoft.Compute") {
         return match n {
@@ -395,6 +454,16 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
         }
         10 if eq(s(8), "rollingUpgrades") && eq(s(9), "cancel") => {
             Ok(Route::RollingUpgradeCancel(vmss))
+        }
+        9 if eq(s(8), "metrics") => Ok(Route::CustomMetrics(vmss)),
+        11 if eq(s(8), "providers") && eq(s(9), "Microsoft.Insights") && eq(s(10), "metrics") => {
+            Ok(Route::MetricsQuery(vmss))
+        }
+        11 if eq(s(8), "providers")
+            && eq(s(9), "Microsoft.Insights")
+            && eq(s(10), "metricDefinitions") =>
+        {
+            Ok(Route::MetricDefinitions(vmss))
         }
         9 => Action::parse(s(8))
             .map(|a| Route::ScaleSetAction(vmss, a))
@@ -496,6 +565,38 @@ mod tests {
             }
         );
         assert!(parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Network/applicationGateways/gw/probes").is_err());
+    }
+
+    #[test]
+    fn autoscale_and_metrics_paths() {
+        let v = || VmssRef::new("s", "demo", "web");
+        let set = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web";
+        assert_eq!(
+            parse("/subscriptions/s/resourcegroups/demo/providers/microsoft.insights/autoscaleSettings/auto").unwrap(),
+            Route::AutoscaleSetting { sub: "s".into(), rg: "demo".into(), name: "auto".into() }
+        );
+        assert_eq!(
+            parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Insights/autoscalesettings/auto/history").unwrap(),
+            Route::AutoscaleHistory { sub: "s".into(), rg: "demo".into(), name: "auto".into() }
+        );
+        assert_eq!(
+            parse("/subscriptions/s/providers/Microsoft.Insights/autoscalesettings").unwrap(),
+            Route::AutoscaleSettings {
+                sub: "s".into(),
+                rg: None
+            }
+        );
+        assert_eq!(
+            parse(&format!("{set}/providers/microsoft.insights/metrics")).unwrap(),
+            Route::MetricsQuery(v())
+        );
+        assert_eq!(
+            parse(&format!("{set}/metrics")).unwrap(),
+            Route::CustomMetrics(v())
+        );
+        assert_eq!(parse("/shoal/v1/metrics").unwrap(), Route::MetricsIngest);
+        assert_eq!(parse("/metrics").unwrap(), Route::Prometheus);
+        assert!(parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Insights/autoscalesettings/auto/nope").is_err());
     }
 
     proptest::proptest! {

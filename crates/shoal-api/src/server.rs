@@ -260,6 +260,20 @@ async fn dispatch(
             agent_api::drain(st, ctx, method, &path, balancer.as_deref(), &body).await
         }
         Route::Balancer { name } => agent_api::balancer(st, method, &name, &body).await,
+        Route::AutoscaleSettings { sub, rg } => {
+            crate::autoscale::list(st, ctx, method, &sub, rg.as_deref()).await
+        }
+        Route::AutoscaleSetting { sub, rg, name } => {
+            crate::autoscale::setting(st, method, &sub, &rg, &name, &body).await
+        }
+        Route::AutoscaleHistory { sub, rg, name } => {
+            crate::autoscale::history(st, method, &sub, &rg, &name).await
+        }
+        Route::MetricsQuery(v) => crate::autoscale::query(st, ctx, method, &v).await,
+        Route::MetricDefinitions(v) => crate::autoscale::definitions(st, method, &v).await,
+        Route::CustomMetrics(v) => crate::autoscale::custom(st, method, &v, &body).await,
+        Route::MetricsIngest => crate::autoscale::ingest(st, method, &body).await,
+        Route::Prometheus => crate::autoscale::prometheus(st, method),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct ApiState {
     /// The secret a managed-identity token request must carry (`IDENTITY_HEADER`); `None`
     /// turns the token endpoint off.
     pub identity_header: Option<String>,
+    /// Metrics from agents and users, read by autoscale and the metrics API.
+    pub metrics: Arc<shoal_control::metrics::MetricsStore>,
 }
 
 impl ApiState {

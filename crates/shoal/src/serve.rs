@@ -413,7 +413,9 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     shutdown_on_signal(shutdown.clone());
     let tracker = TaskTracker::new();
 
+    let metrics = Arc::new(shoal_control::metrics::MetricsStore::new());
     let api = ApiState {
+        metrics: metrics.clone(),
         store: store.clone(),
         clock: clock.clone(),
         blob_dir: s.data_dir.join("blobs"),
@@ -453,6 +455,12 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
         let controller = Controller::new(store.clone(), clock.clone());
         let token = shutdown.clone();
         tracker.spawn(async move { controller.run(token).await });
+        let autoscale = shoal_control::autoscale_runner::AutoscaleRunner::new(
+            store.clone(),
+            clock.clone(),
+            metrics,
+        );
+        tracker.spawn(autoscale.run(shutdown.clone()));
     }
     let endpoint = format!("http://{}", connect_addr(local));
     let _ = std::fs::write(s.data_dir.join("endpoint"), &endpoint);
