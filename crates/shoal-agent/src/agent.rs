@@ -79,7 +79,14 @@ pub async fn run(
         registry: registry.clone(),
         driver: driver.clone(),
         events: events.clone(),
-    });
+    })
+    .merge(crate::metrics::router(registry.clone(), &cfg.server));
+    tracker.spawn(crate::metrics::run(
+        registry.clone(),
+        driver.clone(),
+        cfg.server.clone(),
+        shutdown.clone(),
+    ));
     for ip in driver.metadata_addrs() {
         let addr = SocketAddr::new(ip, local.port());
         match tokio::net::TcpListener::bind(addr).await {

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod events;
 pub mod http;
 pub mod images;
+pub mod metrics;
 pub mod supervisor;
 
 pub use agent::{run, AgentConfig, AgentError};

@@ -1,0 +1,255 @@
+//! Instance metrics: every second the agent samples [`Driver::usage`] of each instance it
+//! runs and posts Azure's scale-set host metrics to the server (`POST /shoal/v1/metrics`):
+//!
+//! - `Percentage CPU`: CPU time used over the period as a percent of the instance's
+//!   vCPUs (one busy core of a 1-vCPU size is 100 %, as Azure defines it);
+//! - `Available Memory Bytes`: the size's memory minus what the instance uses;
+//! - `Network In Total` / `Network Out Total`: bytes received / sent during the period.
+//!
+//! Instances push custom metrics to `POST $SHOAL_METADATA_ENDPOINT/metrics` with
+//! `{"name", "value", "namespace"?, "dimensions"?}`; the agent forwards them with the
+//! instance's identity (namespace `shoal/custom` unless given).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shoal_model::records::InstanceRecord;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::{Driver, InstanceKey, Usage};
+use crate::http::Registry;
+
+/// How often instances are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The metrics of one instance between two usage readings.
+pub fn derive(
+    rec: &InstanceRecord,
+    prev: &Usage,
+    now: &Usage,
+    elapsed: Duration,
+) -> Vec<(&'static str, f64)> {
+    let secs = elapsed.as_secs_f64();
+    let mut out = Vec::new();
+    if secs > 0.0 {
+        let cpu_ns = now.cpu_time_ns.saturating_sub(prev.cpu_time_ns) as f64;
+        let vcpus = f64::from(rec.launch.vcpus.max(1));
+        let pct = (cpu_ns / (secs * 1e9 * vcpus) * 100.0).clamp(0.0, 100.0);
+        out.push(("Percentage CPU", pct));
+        out.push((
+            "Network In Total",
+            now.net_rx_bytes.saturating_sub(prev.net_rx_bytes) as f64,
+        ));
+        out.push((
+            "Network Out Total",
+            now.net_tx_bytes.saturating_sub(prev.net_tx_bytes) as f64,
+        ));
+    }
+    let total = rec.launch.memory_mb.saturating_mul(1 << 20);
+    out.push((
+        "Available Memory Bytes",
+        total.saturating_sub(now.memory_bytes) as f64,
+    ));
+    out
+}
+
+fn sample(rec: &InstanceRecord, name: &str, value: f64, namespace: Option<&str>) -> Value {
+    json!({
+        "resourceId": rec.vmss.id(),
+        "instanceId": rec.instance_id.to_string(),
+        "namespace": namespace,
+        "name": name,
+        "value": value,
+    })
+}
+
+/// Samples every instance in `registry` each second and posts the metrics, until
+/// `shutdown`. A failed post is logged and the samples dropped (metrics are best effort).
+pub async fn run(
+    registry: Registry,
+    driver: Arc<dyn Driver>,
+    server: String,
+    shutdown: CancellationToken,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let url = format!("{server}/shoal/v1/metrics");
+    let mut last: HashMap<String, (Instant, Usage)> = HashMap::new();
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let instances: Vec<(String, InstanceRecord)> = registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut samples = Vec::new();
+        let now = Instant::now();
+        for (slug, rec) in &instances {
+            let Ok(Some(usage)) = driver.usage(&InstanceKey(slug.clone())).await else {
+                last.remove(slug);
+                continue;
+            };
+            if let Some((at, prev)) = last.get(slug) {
+                for (name, v) in derive(rec, prev, &usage, now.duration_since(*at)) {
+                    samples.push(sample(rec, name, v, None));
+                }
+            }
+            last.insert(slug.clone(), (now, usage));
+        }
+        last.retain(|slug, _| instances.iter().any(|(s, _)| s == slug));
+        if samples.is_empty() {
+            continue;
+        }
+        match http
+            .post(&url)
+            .json(&json!({ "samples": samples }))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::debug!(status = %r.status(), "metrics refused"),
+            Err(e) => tracing::debug!(error = %e, "cannot post metrics"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct PushState {
+    registry: Registry,
+    http: reqwest::Client,
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct Push {
+    name: String,
+    value: f64,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    dimensions: BTreeMap<String, String>,
+}
+
+/// `POST /i/{slug}/metrics`: an instance pushes a custom metric through its agent.
+pub fn router(registry: Registry, server: &str) -> Router {
+    Router::new()
+        .route("/i/{slug}/metrics", post(push))
+        .with_state(PushState {
+            registry,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            url: format!("{server}/shoal/v1/metrics"),
+        })
+}
+
+async fn push(
+    State(st): State<PushState>,
+    Path(slug): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let rec = st
+        .registry
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&slug)
+        .cloned();
+    let Some(rec) = rec else {
+        return (StatusCode::NOT_FOUND, "unknown instance\n").into_response();
+    };
+    let Ok(p) = serde_json::from_slice::<Push>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected {\"name\": \"queue length\", \"value\": 12, \"namespace\": \"shoal/custom\", \"dimensions\": {}}\n",
+        )
+            .into_response();
+    };
+    let mut s = sample(
+        &rec,
+        &p.name,
+        p.value,
+        Some(p.namespace.as_deref().unwrap_or("shoal/custom")),
+    );
+    s["dimensions"] = json!(p.dimensions);
+    match st
+        .http
+        .post(&st.url)
+        .json(&json!({ "samples": [s] }))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status =
+                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = r.bytes().await.unwrap_or_default();
+            (status, body).into_response()
+        }
+        Err(_) => (StatusCode::BAD_GATEWAY, "the server cannot be reached\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(vcpus: u32, memory_mb: u64) -> InstanceRecord {
+        serde_json::from_value(json!({
+            "vmss": {"subscription": "s", "resource_group": "demo", "name": "web"},
+            "instance_id": 3, "vm_id": "v", "host": "local", "zone": null, "fault_domain": 0,
+            "launch": {"generation": 1, "image_id": "i", "image_version": "1", "kind": "process", "blob_id": "b",
+                "command": "c", "port": 80, "sku": "x", "vcpus": vcpus, "memory_mb": memory_mb,
+                "custom_data": null, "computer_name_prefix": "web"},
+            "power": "running", "restart_gen": 0, "reimage_gen": 0, "deleting": false,
+            "protection": {}, "time_created": "t"
+        }))
+        .expect("record")
+    }
+
+    #[test]
+    fn one_busy_core_of_a_one_vcpu_size_is_100_percent() {
+        let prev = Usage::default();
+        let now = Usage {
+            cpu_time_ns: 2_000_000_000,
+            memory_bytes: 100 << 20,
+            net_rx_bytes: 500,
+            net_tx_bytes: 700,
+        };
+        let m: HashMap<_, _> = derive(&rec(1, 512), &prev, &now, Duration::from_secs(2))
+            .into_iter()
+            .collect();
+        assert_eq!(m["Percentage CPU"], 100.0);
+        assert_eq!(m["Available Memory Bytes"], (412u64 << 20) as f64);
+        assert_eq!(
+            (m["Network In Total"], m["Network Out Total"]),
+            (500.0, 700.0)
+        );
+        // The same work on a 4-vCPU size is a quarter.
+        let m: HashMap<_, _> = derive(&rec(4, 512), &prev, &now, Duration::from_secs(2))
+            .into_iter()
+            .collect();
+        assert_eq!(m["Percentage CPU"], 25.0);
+        // Counters that went backwards (a restart) read as zero, not as a huge value.
+        let m: HashMap<_, _> = derive(&rec(1, 512), &now, &prev, Duration::from_secs(1))
+            .into_iter()
+            .collect();
+        assert_eq!(m["Percentage CPU"], 0.0);
+    }
+}
