@@ -104,3 +104,38 @@ def test_failed_operation_raises_with_the_reason(compute, group):
     assert e.value.error.message
     vm = compute.virtual_machine_scale_set_vms.get(group, name, "0")
     assert vm.properties.provisioning_state == "Failed"
+
+
+def test_etag_match_conditions(compute, group):
+    # Optimistic concurrency as the SDK offers it: etag + match_condition become
+    # If-Match / If-None-Match, and a 412 maps to the exception the condition implies.
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError
+
+    name = unique("web")
+    create_vmss(compute, group, name, capacity=1)
+    vmss = compute.virtual_machine_scale_sets
+    seen = vmss.get(group, name)
+    assert seen.etag
+
+    # Someone else changes the set: our etag is stale, the update is refused.
+    vmss.begin_update(group, name, {"tags": {"by": "someone else"}}).result(timeout=DEADLINE)
+    with pytest.raises(ResourceModifiedError) as e:
+        vmss.begin_update(
+            group, name, {"tags": {"by": "me"}}, etag=seen.etag, match_condition=MatchConditions.IfNotModified
+        )
+    assert e.value.status_code == 412 and e.value.error.code == "PreconditionFailed"
+    assert vmss.get(group, name).tags == {"by": "someone else"}
+
+    # With the current etag it goes through.
+    current = vmss.get(group, name).etag
+    updated = vmss.begin_update(
+        group, name, {"tags": {"by": "me"}}, etag=current, match_condition=MatchConditions.IfNotModified
+    ).result(timeout=DEADLINE)
+    assert updated.tags == {"by": "me"}
+
+    # Create-only (If-None-Match: *) on an existing set.
+    with pytest.raises(ResourceExistsError):
+        vmss.begin_create_or_update(
+            group, name, vmss_model(web_image(group), 1), etag="*", match_condition=MatchConditions.IfMissing
+        )

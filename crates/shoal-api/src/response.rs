@@ -13,6 +13,9 @@ pub struct Ctx {
     /// `http://host:port` as the client addressed us.
     pub base_url: String,
     pub query: Vec<(String, String)>,
+    /// `If-Match` / `If-None-Match` as sent (the SDKs' `etag` + `match_condition`).
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
 }
 
 impl Ctx {
@@ -21,6 +24,33 @@ impl Ctx {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Checks `If-Match` / `If-None-Match` against the resource's current etag (`None` when
+    /// it does not exist): `412 PreconditionFailed` when they do not hold, as ARM answers.
+    pub fn check_preconditions(&self, current: Option<&str>) -> Result<(), ArmError> {
+        let matches = |header: &str| {
+            header
+                .split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || current.is_some_and(|c| t.trim_start_matches("W/") == c))
+        };
+        if let Some(h) = &self.if_match {
+            if current.is_none() || !matches(h) {
+                return Err(ArmError::precondition_failed(format!(
+                    "If-Match {h} does not match the resource's current etag{}: read it again and retry.",
+                    current.map(|c| format!(" {c}")).unwrap_or_else(|| " (it does not exist)".into())
+                )));
+            }
+        }
+        if let Some(h) = &self.if_none_match {
+            if current.is_some() && matches(h) {
+                return Err(ArmError::precondition_failed(format!(
+                    "If-None-Match {h} matches the existing resource: it was not changed."
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn api_version(&self) -> &str {
@@ -130,4 +160,34 @@ pub fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(if_match: Option<&str>, if_none_match: Option<&str>) -> Ctx {
+        Ctx {
+            base_url: "http://x".into(),
+            query: vec![],
+            if_match: if_match.map(String::from),
+            if_none_match: if_none_match.map(String::from),
+        }
+    }
+
+    #[test]
+    fn preconditions_follow_http_semantics() {
+        let cur = Some("\"7\"");
+        assert!(ctx(None, None).check_preconditions(cur).is_ok());
+        assert!(ctx(Some("\"7\""), None).check_preconditions(cur).is_ok());
+        assert!(ctx(Some("W/\"7\""), None).check_preconditions(cur).is_ok());
+        assert!(ctx(Some("\"6\", \"7\""), None).check_preconditions(cur).is_ok());
+        assert!(ctx(Some("*"), None).check_preconditions(cur).is_ok());
+        let stale = ctx(Some("\"6\""), None).check_preconditions(cur).unwrap_err();
+        assert_eq!((stale.status, stale.code.as_str()), (412, "PreconditionFailed"));
+        assert!(ctx(Some("*"), None).check_preconditions(None).is_err());
+        assert!(ctx(None, Some("*")).check_preconditions(None).is_ok());
+        assert!(ctx(None, Some("*")).check_preconditions(cur).is_err());
+        assert!(ctx(None, Some("\"6\"")).check_preconditions(cur).is_ok());
+    }
 }

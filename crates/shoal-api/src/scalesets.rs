@@ -151,6 +151,12 @@ async fn put_or_patch(
     if let Some(e) = &existing {
         require_not_deleting(&e.value)?;
     }
+    ctx.check_preconditions(
+        existing
+            .as_ref()
+            .map(|e| format!("\"{}\"", e.revision))
+            .as_deref(),
+    )?;
     // PUT and PATCH both keep what the request omits.
     let mut merged = match &existing {
         Some(e) => {

@@ -47,9 +47,17 @@ fn context(req: &Request) -> Ctx {
                 .collect()
         })
         .unwrap_or_default();
+    let header = |name: http::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|h| h.to_str().ok())
+            .map(String::from)
+    };
     Ctx {
         base_url: format!("{scheme}://{host}"),
         query,
+        if_match: header(http::header::IF_MATCH),
+        if_none_match: header(http::header::IF_NONE_MATCH),
     }
 }
 
