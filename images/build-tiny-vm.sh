@@ -188,8 +188,14 @@ chmod 755 "$root/www/cgi-bin/disk"
 cat > "$root/www/cgi-bin/metadata" <<'CGI'
 #!/bin/sh
 # The instance metadata Shoal's agent serves, fetched from inside the guest.
+# busybox's static wget crashes resolving even numeric hosts, so speak HTTP with nc.
+url=$(cat /run/metadata-endpoint)   # http://10.0.2.2:PORT/i/KEY
+hostport=${url#http://}
+hostport=${hostport%%/*}
+path=/${url#http://*/}
 printf 'Content-Type: application/json\r\n\r\n'
-wget -q -T 5 -O - "$(cat /run/metadata-endpoint)/metadata/instance" 2>&1
+printf 'GET %s/metadata/instance HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hostport" |
+  nc -w 5 "${hostport%:*}" "${hostport#*:}" | sed '1,/^\r*$/d'
 CGI
 chmod 755 "$root/www/cgi-bin/metadata"
 

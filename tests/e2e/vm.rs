@@ -186,6 +186,13 @@ fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
             Some((200, "hello from custom data".to_string()))
         );
     }
+    // The agent's metadata endpoint answers inside the guest (the host is 10.0.2.2 there).
+    let addr0 = address_of(&s, rg, 0);
+    let (status, metadata) = get(&addr0, "/cgi-bin/metadata").expect("metadata through the guest");
+    assert!(
+        status == 200 && metadata.contains("\"vmScaleSetName\":\"vm\""),
+        "{metadata}"
+    );
     let view = instance_view(&s, rg, 0);
     let limits = view["shoal"]["limits"]
         .as_str()
@@ -379,6 +386,46 @@ fn bad_vm_images_fail_with_what_to_fix_and_leave_no_qemu() {
     wait_until(Duration::from_secs(30), "no QEMU process is left", || {
         vm_leftovers(&s).0.is_empty()
     });
+
+    // A size larger than the host fails at once, with the numbers, and the create
+    // operation ends Failed instead of waiting.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 64 {
+        s.cli_ok(&[
+            "vmss",
+            "create",
+            "-g",
+            rg,
+            "-n",
+            "huge",
+            "--image",
+            "vms/tiny:1.0.0",
+            "--instance-count",
+            "1",
+            "--vm-sku",
+            "Shoal_64vCPU_262144MB",
+            "--no-wait",
+        ]);
+        wait_until(WAIT, "the oversized set's create fails", || {
+            s.cli_ok(&["vmss", "show", "-g", rg, "-n", "huge"])["properties"]["provisioningState"]
+                == "Failed"
+        });
+        let view = s
+            .cli_ok(&[
+                "vmss",
+                "get-instance-view",
+                "-g",
+                rg,
+                "-n",
+                "huge",
+                "--instance-id",
+                "0",
+            ])
+            .to_string();
+        assert!(
+            view.contains("asks for 64 vCPUs") && view.contains("choose a smaller size"),
+            "{view}"
+        );
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

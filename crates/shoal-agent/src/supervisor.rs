@@ -183,12 +183,24 @@ impl Supervisor {
         let kind_caps = (rec.launch.kind != "process")
             .then(|| self.ctx.driver.capabilities_for(&rec.launch.kind));
         let caps = kind_caps.as_ref().unwrap_or(&self.ctx.capabilities);
+        // A failure is the verdict on the record as asked, also when it came before the
+        // disk was (re)made (e.g. an image the driver refused): it carries the desired
+        // generations, or a waiting operation would never see it.
+        let (launch_generation, restart_gen, reimage_gen) = if state == InstanceState::Failed {
+            (rec.launch.generation, rec.restart_gen, rec.reimage_gen)
+        } else {
+            (
+                self.applied.launch_generation,
+                self.applied.restart_gen,
+                self.applied.reimage_gen,
+            )
+        };
         let status = InstanceStatus {
             state,
             host: self.ctx.host.clone(),
-            launch_generation: self.applied.launch_generation,
-            restart_gen: self.applied.restart_gen,
-            reimage_gen: self.applied.reimage_gen,
+            launch_generation,
+            restart_gen,
+            reimage_gen,
             address,
             port,
             pid: self.proc.as_ref().map(|p| p.pid),
