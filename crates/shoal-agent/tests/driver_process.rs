@@ -546,7 +546,10 @@ async fn limits_are_applied_when_cgroups_are_writable() {
     let before = driver.usage(&k).await.expect("usage").expect("running");
     wait_http(r.endpoint, "/work?ms=200").await;
     let usage = driver.usage(&k).await.expect("usage").expect("running");
-    assert!(usage.cpu_time_ns >= before.cpu_time_ns + 10_000_000, "{before:?} -> {usage:?}");
+    assert!(
+        usage.cpu_time_ns >= before.cpu_time_ns + 10_000_000,
+        "{before:?} -> {usage:?}"
+    );
     driver.destroy(&k).await.expect("destroy");
 }
 
