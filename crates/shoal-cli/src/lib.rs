@@ -10,6 +10,7 @@
 //! [`output`] prints the result as JSON or a table on stdout. Progress goes to stderr.
 
 pub mod appgw;
+pub mod autoscale;
 pub mod bundle;
 pub mod client;
 pub mod group;
@@ -108,6 +109,9 @@ pub enum ClientCommand {
     /// Manage load balancers and application gateways.
     #[command(subcommand)]
     Network(Box<network::NetworkCommand>),
+    /// Autoscale settings and metrics, as `az monitor`.
+    #[command(subcommand)]
+    Monitor(Box<autoscale::MonitorCommand>),
 }
 
 /// A complete client-only parser (`shoal-cli`'s own tests use it; the `shoal` binary builds
@@ -148,6 +152,7 @@ pub async fn run_with(
         ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,
         ClientCommand::Vmss(cmd) => vmss::run(&client, printer, *cmd).await,
         ClientCommand::Network(cmd) => network::run(&client, printer, *cmd).await,
+        ClientCommand::Monitor(cmd) => autoscale::run(&client, printer, *cmd).await,
     }
 }
 

@@ -67,6 +67,11 @@ pub enum VmssCommand {
         after_help = "Example:\n  shoal vmss logs -g demo -n web --instance-id 0 --follow --tail 20"
     )]
     Logs(VmssLogs),
+    /// A scale set's metrics as a table with a sparkline (-o table) or Azure Monitor's JSON.
+    #[command(
+        after_help = "Example:\n  shoal vmss metrics -g demo -n web --metric \"Percentage CPU\" --interval 10s --offset 5m -o table"
+    )]
+    Metrics(crate::autoscale::MetricsArgs),
 }
 
 /// `--resource-group` and `--name` of a scale set.
@@ -641,6 +646,11 @@ pub fn request_for(sub: &str, cmd: &VmssCommand) -> Result<ApiRequest, VmssArgsE
             ApiRequest::get(format!("{base}/instanceView"), Table::InstanceView)
         }
         VmssCommand::ListSkus(args) => ApiRequest::list(format!("{}/skus", set(args)), Table::Skus),
+        // `run` hands this to `crate::autoscale` (timespan and table); as one request it
+        // is the last hour's query.
+        VmssCommand::Metrics(args) => {
+            ApiRequest::get(crate::autoscale::metrics_path(sub, args), Table::Generic)
+        }
         VmssCommand::Logs(args) => {
             let mut query = Vec::new();
             if args.follow {
@@ -676,6 +686,10 @@ pub(crate) async fn run(
     printer: &Printer,
     mut cmd: VmssCommand,
 ) -> anyhow::Result<()> {
+    if let VmssCommand::Metrics(args) = cmd {
+        let cmd = crate::autoscale::MonitorCommand::Metrics(args);
+        return crate::autoscale::run(client, printer, cmd).await;
+    }
     if let VmssCommand::Create(args) = &mut cmd {
         if args.location.is_none() {
             args.location = Some(group_location(client, &args.set.resource_group).await?);
