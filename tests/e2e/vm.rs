@@ -144,7 +144,7 @@ fn vm_leftovers(s: &Server) -> (Vec<u32>, Vec<PathBuf>) {
 fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
     let Some(img) = tiny_vm() else { return };
     let _g = serial();
-    let s = Server::start();
+    let mut s = Server::start();
     let rg = "vms";
     s.cli_ok(&["group", "create", "--name", rg, "--location", "local"]);
     let disk = img.join("disk.img");
@@ -277,6 +277,31 @@ fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
         view["shoal"]["restarts"].as_u64().unwrap_or(0) >= 1,
         "the crash is counted: {view}"
     );
+
+    // Shoal itself is killed and comes back: it adopts the running VMs (the same QEMU
+    // processes, found by pid and start time) and boots no duplicates.
+    let pids = |s: &Server| -> Vec<(u64, Option<u32>)> {
+        s.instances(rg, "vm")
+            .iter()
+            .map(|i| (i.id, i.pid))
+            .collect()
+    };
+    let before = pids(&s);
+    s.kill9();
+    s.restart();
+    wait_until(WAIT, "the restarted agent adopts both VMs", || {
+        s.log().matches("Adopting a running VM").count() == 2
+    });
+    wait_until(WAIT, "both VMs are reported running again", || {
+        s.instances(rg, "vm")
+            .iter()
+            .filter(|i| i.power == "running")
+            .count()
+            == 2
+    });
+    assert_eq!(pids(&s), before, "running VMs are adopted, not rebooted");
+    assert_eq!(vm_leftovers(&s).0.len(), 2, "one QEMU per VM");
+    wait_answering(&s, rg, 0);
 
     // Deleting the set leaves no QEMU process, overlay or control socket.
     s.cli_ok(&["vmss", "delete", "-g", rg, "-n", "vm"]);
