@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
-# Installs nothing system-wide: the Rust toolchain, python3 and the package registries are enough
-# (the Azure SDK suite makes its own virtualenv in ./.venv).
+# Needs the Rust toolchain, python3 and the package registries (the Azure SDK suite makes its
+# own virtualenv in ./.venv); as root on Debian it also installs QEMU, a kernel and busybox for
+# the VM tests (scripts/install-vm-deps.sh), which otherwise skip and say why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
