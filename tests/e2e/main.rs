@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_types)]
 
 mod appgw;
+mod autoscale;
 mod balancing;
 mod foundation;
 mod harness;

@@ -1,0 +1,314 @@
+//! Issue 4: autoscale by CPU, by a custom metric, and by schedule, with the real binary
+//! and `examples/web`. Settings evaluate every second with second-long windows, so each
+//! test takes seconds, not minutes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+
+fn create_set(s: &Server, rg: &str, count: u32) {
+    s.create_group_and_image(rg);
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        &count.to_string(),
+        "--vm-sku",
+        "Shoal_1vCPU_512MB",
+    ]);
+}
+
+fn running(s: &Server, rg: &str) -> usize {
+    s.instances(rg, "web")
+        .iter()
+        .filter(|i| i.power == "running" && i.address.is_some())
+        .count()
+}
+
+fn autoscale(s: &Server, rg: &str, min: u32, max: u32, count: u32) {
+    s.cli_ok(&[
+        "monitor",
+        "autoscale",
+        "create",
+        "-g",
+        rg,
+        "--resource",
+        "web",
+        "-n",
+        "auto",
+        "--min-count",
+        &min.to_string(),
+        "--max-count",
+        &max.to_string(),
+        "--count",
+        &count.to_string(),
+        "--evaluation-interval",
+        "1s",
+    ]);
+}
+
+fn rule(s: &Server, rg: &str, condition: &str, scale: &str, cooldown: &str) {
+    let mut args = vec![
+        "monitor",
+        "autoscale",
+        "rule",
+        "create",
+        "-g",
+        rg,
+        "--autoscale-name",
+        "auto",
+        "--condition",
+        condition,
+        "--cooldown",
+        cooldown,
+        "--timegrain",
+        "avg 1s",
+        "--scale",
+    ];
+    args.extend(scale.split_whitespace());
+    s.cli_ok(&args);
+}
+
+fn history(s: &Server, rg: &str) -> Vec<Value> {
+    s.cli_ok(&["monitor", "autoscale", "history", "-g", rg, "-n", "auto"])["value"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn cpu_rule_scales_out_under_load_and_back_in_after_the_cooldown_explaining_each_step() {
+    let _g = serial();
+    let s = Server::start();
+    create_set(&s, "cpu", 1);
+    wait_until(WAIT, "instance 0 runs", || running(&s, "cpu") == 1);
+    autoscale(&s, "cpu", 1, 2, 1);
+    rule(&s, "cpu", "Percentage CPU > 50 avg 3s", "out 1", "5s");
+    rule(&s, "cpu", "Percentage CPU < 15 avg 3s", "in 1", "5s");
+
+    // Two clients keep instance 0's one vCPU busy.
+    let addr = s.instances("cpu", "web")[0]
+        .address
+        .clone()
+        .expect("address");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, addr) = (stop.clone(), addr.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = http_get(&format!("http://{addr}/work?ms=500"));
+                }
+            })
+        })
+        .collect();
+    wait_until(WAIT, "CPU load scales the set out to 2", || {
+        running(&s, "cpu") == 2
+    });
+    // The metric is queryable the way Azure Monitor answers.
+    let m = s.cli_ok(&[
+        "vmss",
+        "metrics",
+        "-g",
+        "cpu",
+        "-n",
+        "web",
+        "--metric",
+        "Percentage CPU",
+        "--interval",
+        "1s",
+        "--offset",
+        "2m",
+        "--aggregation",
+        "Maximum",
+    ]);
+    let peak = m["value"][0]["timeseries"][0]["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|p| p["maximum"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(peak > 50.0, "peak CPU {peak}: {m}");
+
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let _ = t.join();
+    }
+    wait_until(WAIT, "without load the set scales back in to 1", || {
+        s.instances("cpu", "web").len() == 1
+    });
+    let h = history(&s, "cpu");
+    let out = h
+        .iter()
+        .position(|e| e["outcome"] == "ScaleOut")
+        .unwrap_or_else(|| panic!("no ScaleOut in {h:#?}"));
+    let back = h
+        .iter()
+        .position(|e| e["outcome"] == "ScaleIn")
+        .unwrap_or_else(|| panic!("no ScaleIn in {h:#?}"));
+    assert!(out < back, "{h:#?}");
+    assert!(
+        h[out]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Percentage CPU") && r.contains("> 50")),
+        "{:#}",
+        h[out]
+    );
+    assert!(h[out]["metrics"][0]["value"]
+        .as_f64()
+        .is_some_and(|v| v > 50.0));
+    assert!(
+        h[back]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("< 15")),
+        "{:#}",
+        h[back]
+    );
+    assert_eq!(
+        (
+            h[back]["oldCapacity"].as_i64(),
+            h[back]["newCapacity"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    // The scale-in waited out the cooldown after the scale-out.
+    let t = |e: &Value| e["time"].as_str().unwrap_or_default().to_string();
+    assert!(t(&h[back]) > t(&h[out]));
+}
+
+#[test]
+fn a_custom_metric_pushed_over_http_drives_an_exact_count_rule() {
+    let _g = serial();
+    let s = Server::start();
+    create_set(&s, "queue", 1);
+    autoscale(&s, "queue", 1, 3, 1);
+    rule(
+        &s,
+        "queue",
+        "['shoal/custom'] queue length >= 100 avg 2s",
+        "to 3",
+        "1s",
+    );
+    let set = format!(
+        "{}/subscriptions/{SUB}/resourceGroups/queue/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+        s.endpoint()
+    );
+    // A bad push is refused with the field named, and nothing scales.
+    let (status, body) = http_request(
+        "POST",
+        &format!("{set}/metrics"),
+        Some(&json!({"data": {"baseData": {"metric": "queue length", "namespace": "Microsoft.Compute/virtualMachineScaleSets", "series": [{"sum": 500}]}}}).to_string()),
+    )
+    .expect("answer");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("data.baseData.namespace"), "{body}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.instances("queue", "web").len(), 1);
+
+    let push = json!({"data": {"baseData": {"metric": "queue length", "namespace": "shoal/custom",
+        "dimNames": ["Queue"], "series": [{"dimValues": ["jobs"], "min": 150, "max": 150, "sum": 150, "count": 1}]}}})
+    .to_string();
+    wait_until(WAIT, "the queue length scales the set to exactly 3", || {
+        let (status, _) =
+            http_request("POST", &format!("{set}/metrics"), Some(&push)).expect("answer");
+        assert_eq!(status, 200);
+        std::thread::sleep(Duration::from_millis(300));
+        s.instances("queue", "web").len() == 3
+    });
+    let h = history(&s, "queue");
+    let e = h
+        .iter()
+        .find(|e| e["outcome"] == "ScaleOut")
+        .unwrap_or_else(|| panic!("{h:#?}"));
+    assert_eq!(
+        (e["oldCapacity"].as_i64(), e["newCapacity"].as_i64()),
+        (Some(1), Some(3))
+    );
+    assert!(
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("queue length 150 >= 100")),
+        "{e:#}"
+    );
+    // Prometheus text shows the series.
+    let (_, text) = http_get(&format!("{}/metrics", s.endpoint())).expect("metrics");
+    assert!(text.contains("metric=\"queue length\""), "{text}");
+}
+
+#[test]
+fn a_recurrence_profile_switches_capacity_at_its_minute() {
+    let _g = serial();
+    let s = Server::start();
+    create_set(&s, "sched", 1);
+    autoscale(&s, "sched", 1, 1, 1);
+    // The next whole minute at least 20 s away, in UTC.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let at = (now / 60 + 1) * 60 + if 60 - now % 60 < 20 { 60 } else { 0 };
+    let days = [
+        "thu", "fri", "sat", "sun", "mon", "tue", "wed", // 1970-01-01 was a Thursday
+    ];
+    let day = days[((at / 86_400) % 7) as usize];
+    let hhmm = format!("{:02}:{:02}", (at % 86_400) / 3600, (at % 3600) / 60);
+    // A recurrence lasts until another starts (last week's "rush" would still hold now):
+    // `--end` adds az's companion that hands back to the default profile.
+    let end = at + 600;
+    let end_hhmm = format!("{:02}:{:02}", (end % 86_400) / 3600, (end % 3600) / 60);
+    s.cli_ok(&[
+        "monitor",
+        "autoscale",
+        "profile",
+        "create",
+        "-g",
+        "sched",
+        "--autoscale-name",
+        "auto",
+        "-n",
+        "rush",
+        "--count",
+        "2",
+        "--recurrence",
+        "week",
+        day,
+        "--start",
+        &hhmm,
+        "--end",
+        &end_hhmm,
+        "--timezone",
+        "UTC",
+    ]);
+    // Before the minute: the default profile holds it at 1.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.instances("sched", "web").len(), 1);
+    wait_until(
+        WAIT + Duration::from_secs(80),
+        "the schedule raises capacity to 2",
+        || s.instances("sched", "web").len() == 2,
+    );
+    let switched = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(switched >= at, "switched before {hhmm}");
+    let h = history(&s, "sched");
+    assert!(
+        h.iter()
+            .any(|e| e["profile"] == "rush" && e["newCapacity"] == 2),
+        "{h:#?}"
+    );
+}
