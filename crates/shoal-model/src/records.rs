@@ -244,7 +244,8 @@ pub struct ImageVersionShoal {
     /// "process" (default) or "vm".
     #[serde(default = "default_kind")]
     pub kind: String,
-    #[serde(default)]
+    /// Process images: the command (VM images have none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub command: String,
     #[serde(default = "default_port")]
     pub port: u16,
