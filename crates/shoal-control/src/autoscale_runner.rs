@@ -21,6 +21,7 @@ use shoal_model::autoscale::{compile, AutoscaleSetting};
 use shoal_model::records::VmssRecord;
 use shoal_store::{Expect, Store};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::autoscale::{evaluate, Blocked, Decision, LastAction, MetricSeen};
 use crate::clock::arm_time;
@@ -135,6 +136,8 @@ pub struct AutoscaleRunner {
     clock: Arc<dyn Clock>,
     metrics: Arc<MetricsStore>,
     http: reqwest::Client,
+    /// Webhook posts in flight (waited for at shutdown).
+    hooks: TaskTracker,
     /// When each setting (by key) was last evaluated.
     last_eval: HashMap<String, Timestamp>,
 }
@@ -154,6 +157,7 @@ impl AutoscaleRunner {
             clock,
             metrics,
             http: reqwest::Client::new(),
+            hooks: TaskTracker::new(),
             last_eval: HashMap::new(),
         }
     }
@@ -164,7 +168,11 @@ impl AutoscaleRunner {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.hooks.close();
+                    self.hooks.wait().await;
+                    return;
+                }
                 _ = tick.tick() => {}
             }
             if let Err(e) = self.pass().await {
@@ -304,7 +312,7 @@ impl AutoscaleRunner {
                 .json(&body)
                 .timeout(Duration::from_secs(10));
             let url = url.clone();
-            tokio::spawn(async move {
+            self.hooks.spawn(async move {
                 if let Err(e) = req.send().await {
                     tracing::warn!(%url, error = %e, "autoscale webhook failed");
                 }
@@ -439,6 +447,70 @@ mod tests {
             (h.entries[2].old_capacity, h.entries[2].new_capacity),
             (2, Some(1))
         );
+    }
+
+    /// Accepts one HTTP request and hands back its body.
+    async fn one_request(listener: tokio::net::TcpListener) -> Value {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len || n == 0 {
+                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                    return serde_json::from_str(body).unwrap();
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn webhooks_get_azures_notification_payload() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = tokio::spawn(one_request(listener));
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let clock = ManualClock::new("2026-11-22T10:00:00Z".parse().unwrap());
+        let vref = VmssRef::new("s", "demo", "web");
+        let mut body = setting();
+        body["id"] = json!(format!("{SET}/../autoscalesettings/auto"));
+        body["properties"]["notifications"] = json!([{"operation": "Scale",
+            "webhooks": [{"serviceUri": hook, "properties": {"team": "web"}}]}]);
+        store
+            .txn(vec![
+                kv::put_op(vref.key(), &set_record(7), Expect::Absent),
+                kv::put_op(setting_key("s", "demo", "auto"), &body, Expect::Absent),
+            ])
+            .await
+            .unwrap();
+        let mut runner =
+            AutoscaleRunner::new(store, Arc::new(clock), Arc::new(MetricsStore::new()));
+        runner.pass().await.unwrap();
+        let payload = tokio::time::timeout(Duration::from_secs(10), got)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(payload["operation"], "Scale In");
+        assert_eq!(payload["status"], "Activated");
+        assert_eq!(payload["context"]["oldCapacity"], "7");
+        assert_eq!(payload["context"]["newCapacity"], "3");
+        assert_eq!(payload["context"]["resourceName"], "web");
+        assert_eq!(payload["context"]["resourceGroupName"], "demo");
+        assert_eq!(payload["properties"]["team"], "web");
     }
 
     #[tokio::test]
