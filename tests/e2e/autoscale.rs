@@ -243,9 +243,35 @@ fn a_custom_metric_pushed_over_http_drives_an_exact_count_rule() {
             .is_some_and(|r| r.contains("queue length 150 >= 100")),
         "{e:#}"
     );
-    // Prometheus text shows the series.
+    // An instance pushes through its agent at $SHOAL_METADATA_ENDPOINT/metrics; the
+    // series carries its instance id.
+    let addr = s.instances("queue", "web")[0]
+        .address
+        .clone()
+        .expect("address");
+    let (_, env) = http_get(&format!("http://{addr}/env")).expect("env");
+    let endpoint = env
+        .lines()
+        .find_map(|l| l.strip_prefix("metadata_endpoint="))
+        .expect("metadata_endpoint")
+        .to_string();
+    let (status, body) = http_request(
+        "POST",
+        &format!("{endpoint}/metrics"),
+        Some(r#"{"name": "queue length", "value": 7}"#),
+    )
+    .expect("agent answers");
+    assert_eq!(status, 200, "{body}");
+    // Prometheus text shows both series.
     let (_, text) = http_get(&format!("{}/metrics", s.endpoint())).expect("metrics");
-    assert!(text.contains("metric=\"queue length\""), "{text}");
+    assert!(
+        text.contains("metric=\"queue length\",instance=\"\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("metric=\"queue length\",instance=\"0\"} 7"),
+        "{text}"
+    );
 }
 
 #[test]
