@@ -181,10 +181,17 @@ mod tests {
         assert!(ctx(None, None).check_preconditions(cur).is_ok());
         assert!(ctx(Some("\"7\""), None).check_preconditions(cur).is_ok());
         assert!(ctx(Some("W/\"7\""), None).check_preconditions(cur).is_ok());
-        assert!(ctx(Some("\"6\", \"7\""), None).check_preconditions(cur).is_ok());
+        assert!(ctx(Some("\"6\", \"7\""), None)
+            .check_preconditions(cur)
+            .is_ok());
         assert!(ctx(Some("*"), None).check_preconditions(cur).is_ok());
-        let stale = ctx(Some("\"6\""), None).check_preconditions(cur).unwrap_err();
-        assert_eq!((stale.status, stale.code.as_str()), (412, "PreconditionFailed"));
+        let stale = ctx(Some("\"6\""), None)
+            .check_preconditions(cur)
+            .unwrap_err();
+        assert_eq!(
+            (stale.status, stale.code.as_str()),
+            (412, "PreconditionFailed")
+        );
         assert!(ctx(Some("*"), None).check_preconditions(None).is_err());
         assert!(ctx(None, Some("*")).check_preconditions(None).is_ok());
         assert!(ctx(None, Some("*")).check_preconditions(cur).is_err());
