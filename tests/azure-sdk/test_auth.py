@@ -62,6 +62,8 @@ def managed_identity(monkeypatch, endpoint):
 
 
 def test_token_endpoint_shape(endpoint, managed_identity):
+    # The secret lives in the data directory, readable by the server's user only.
+    assert (Path(env("SHOAL_SDK_DATA_DIR")) / "identity-header").stat().st_mode & 0o777 == 0o600
     url = f"{endpoint}/msi/token?api-version=2019-08-01&resource=https://management.azure.com"
     req = urllib.request.Request(url, headers={"X-IDENTITY-HEADER": managed_identity})
     with urllib.request.urlopen(req, timeout=5) as r:
