@@ -338,3 +338,60 @@ fn a_recurrence_profile_switches_capacity_at_its_minute() {
         "{h:#?}"
     );
 }
+
+#[test]
+fn the_balancer_reports_requests_per_second_per_instance() {
+    let _g = serial();
+    let s = Server::start();
+    s.create_group_and_image("rps");
+    let port = free_port().to_string();
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        "rps",
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "2",
+        "--vm-sku",
+        "Shoal_1vCPU_512MB",
+        "--lb",
+        "lb",
+        "--lb-frontend-port",
+        &port,
+    ]);
+    let front = format!("http://127.0.0.1:{port}/");
+    wait_until(WAIT, "the balancer serves the set", || {
+        http_get(&front).is_some_and(|(s, _)| s == 200)
+    });
+    wait_until(WAIT, "a Requests Per Second point above 0", || {
+        for _ in 0..20 {
+            let _ = http_get(&front);
+        }
+        let m = s.cli_ok(&[
+            "vmss",
+            "metrics",
+            "-g",
+            "rps",
+            "-n",
+            "web",
+            "--metric",
+            "Requests Per Second",
+            "--interval",
+            "1s",
+            "--offset",
+            "1m",
+            "--aggregation",
+            "Maximum",
+        ]);
+        m["value"][0]["timeseries"][0]["data"]
+            .as_array()
+            .is_some_and(|d| {
+                d.iter()
+                    .any(|p| p["maximum"].as_f64().is_some_and(|v| v > 0.0))
+            })
+    });
+}

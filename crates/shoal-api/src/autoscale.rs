@@ -11,7 +11,7 @@
 //! - metrics out: `GET {scaleSetId}/providers/Microsoft.Insights/metrics` (Azure
 //!   Monitor's query shape), `…/metricDefinitions`, and Prometheus text on `/metrics`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -269,13 +269,25 @@ pub async fn ingest(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
         ));
     }
     let mut parsed = Vec::new();
-    let mut checked = HashSet::new();
+    // Agents and balancers race with deletions: samples about a set that is gone (or
+    // going) are skipped and counted, not a reason to refuse the rest.
+    let mut known: HashMap<String, bool> = HashMap::new();
+    let mut skipped = 0usize;
     for (i, s) in batch.samples.iter().enumerate() {
         let r = model::parse_vmss_id(&s.resource_id).ok_or_else(|| {
             ArmError::invalid_parameter(format!("samples[{i}].resourceId"), "Not a scale set id.")
         })?;
-        if checked.insert(r.key()) {
-            require_set(st, &r, &format!("samples[{i}].resourceId")).await?;
+        let exists = match known.get(&r.key()) {
+            Some(e) => *e,
+            None => {
+                let e = require_set(st, &r, "").await.is_ok();
+                known.insert(r.key(), e);
+                e
+            }
+        };
+        if !exists {
+            skipped += 1;
+            continue;
         }
         check_name(&format!("samples[{i}].name"), &s.name)?;
         if !s.value.is_finite() {
@@ -309,7 +321,7 @@ pub async fn ingest(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
     for (key, at, value) in parsed {
         st.metrics.record_value(key, at, value);
     }
-    Ok(json(200, &json!({"accepted": n})))
+    Ok(json(200, &json!({"accepted": n, "skipped": skipped})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -837,6 +849,10 @@ mod tests {
             (status, err["error"]["target"].as_str()),
             (400, Some("samples[1].name"))
         );
+        // A sample about a set that is gone is skipped, not fatal to the batch.
+        let gone = json!({"samples": [{"resourceId": SET.replace("/web", "/gone"), "instanceId": "0", "name": "Percentage CPU", "value": 1.0}]});
+        let (status, body) = call(&st, Method::POST, "/shoal/v1/metrics", gone).await;
+        assert_eq!((status, body["skipped"].as_u64()), (200, Some(1)), "{body}");
 
         let q = format!(
             "{SET}/providers/Microsoft.Insights/metrics?metricnames=Percentage%20CPU&aggregation=Average,Maximum,Count&interval=PT1M&timespan={}/{}",

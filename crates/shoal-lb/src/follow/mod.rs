@@ -9,6 +9,7 @@
 //! draining, that it no longer receives work (so its agent may stop it).
 
 pub mod appgw;
+pub mod metrics;
 pub mod plan;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -67,6 +68,14 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
     let mut acked: HashSet<(String, String)> = HashSet::new();
     let mut fronts: Vec<String> = Vec::new();
     let mut last_plan = plan::Plan::default();
+    let (placed_tx, placed) = watch::channel(Vec::new());
+    tokio::spawn(metrics::run(
+        http.clone(),
+        cfg.server.clone(),
+        balancer.clone(),
+        placed,
+        shutdown.clone(),
+    ));
     let mut register = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
@@ -87,6 +96,7 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
                     fronts = new_fronts;
                     register_self(&http, &cfg, &fronts).await;
                 }
+                placed_tx.send_replace(plan.placements.clone());
                 last_plan = plan;
             }
             _ = health.changed() => {}
