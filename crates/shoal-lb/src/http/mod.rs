@@ -198,22 +198,30 @@ async fn proxy(
             counters: pool.counters.clone(),
         });
     }
-    let build = |body: RequestBody| {
+    // Once sent, a request cannot be had back: keep a copy of the head only when a
+    // failure after sending may be retried.
+    let mut sent_retry_left = replay.is_some() && idempotent;
+    let first_headers = if sent_retry_left {
+        parts.headers.clone()
+    } else {
+        std::mem::take(&mut parts.headers)
+    };
+    let build = |body: RequestBody, headers: HeaderMap| {
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri.clone();
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() = headers;
         request
     };
-    let mut pending = Some(build(match (&replay, stream) {
+    let first_body = match (&replay, stream) {
         (Some(bytes), _) => RequestBody::Full(bytes.clone()),
         (None, Some(stream)) => stream,
         (None, None) => RequestBody::Full(None),
-    }));
+    };
+    let mut pending = Some(build(first_body, first_headers));
 
     let mut last: Option<Arc<Member>> = None;
-    let mut sent_retry_left = replay.is_some() && idempotent;
     // Refused connections are retried on other members whatever the method: nothing
     // was sent. Bounded so a pool of dead members answers quickly.
     for _attempt in 0..4 {
@@ -297,7 +305,7 @@ async fn proxy(
                 sent_retry_left = false;
                 pending = replay
                     .as_ref()
-                    .map(|bytes| build(RequestBody::Full(bytes.clone())));
+                    .map(|bytes| build(RequestBody::Full(bytes.clone()), parts.headers.clone()));
             }
         }
         last = Some(member);
@@ -390,6 +398,11 @@ fn prepare_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<Header
 
 /// Removes the headers that describe one connection rather than the message.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass to find out whether there is anything to do: most messages have none of
+    // these, and a lookup per name costs more than a look at each header.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -414,6 +427,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 #[cfg(test)]
