@@ -288,6 +288,15 @@ async fn proxy(
                         "The member sent an invalid response\n",
                     );
                 }
+                if error.is_user() {
+                    // The client's own body failed (it went away mid-upload): not the
+                    // member's fault, and nothing to retry.
+                    return local(
+                        &pool,
+                        StatusCode::BAD_REQUEST,
+                        "The request body could not be read\n",
+                    );
+                }
                 if fresh {
                     member.eject(format!(
                         "Connection to {} failed: {}",

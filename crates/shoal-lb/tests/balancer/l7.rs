@@ -404,3 +404,39 @@ async fn backend_connections_are_reused() {
     assert_eq!(a.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
     shutdown.cancel();
 }
+
+/// A client that goes away in the middle of its upload is not the member's fault: the
+/// member stays in rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_abandoning_its_upload_does_not_eject_the_member() {
+    use tokio::io::AsyncWriteExt;
+    init_tracing();
+    let a = Backend::start("a").await;
+    let shutdown = CancellationToken::new();
+    let lb = Balancer::new(shutdown.clone());
+    lb.apply(BalancerConfig {
+        listeners: vec![http_listener("web", HttpSettings::new("p"))],
+        pools: vec![pool("p", &[&a], None)],
+    })
+    .await
+    .unwrap();
+    let web = lb.local_addr("web").unwrap();
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+        tcp.write_all(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
+            .await
+            .unwrap();
+        tcp.write_all(&[1u8; 70_000]).await.unwrap();
+        drop(tcp);
+    }
+    wait_for("the abandoned uploads to end", || {
+        let s = &lb.stats()[0];
+        s.requests == 3 && s.active == 0
+    })
+    .await;
+    let health = lb.health();
+    assert!(health[0].routable, "{health:?}");
+    assert_ne!(health[0].state, HealthState::Unhealthy);
+    assert_eq!(get(web, "/").await.unwrap().backend(), "a");
+    shutdown.cancel();
+}
