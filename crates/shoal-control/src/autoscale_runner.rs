@@ -216,8 +216,8 @@ impl AutoscaleRunner {
             if set.value.deleting {
                 continue;
             }
-            let r = &compiled.target;
-            let hkey = history_key(&r.subscription, &r.resource_group, setting_name(&s.key));
+            // The history sits beside the setting (whose group may differ from the set's).
+            let hkey = history_key_of(&s.key);
             let hist = kv::get_json::<History>(&*self.store, &hkey)
                 .await
                 .map_err(RunnerError::Decode)?;
@@ -321,8 +321,14 @@ impl AutoscaleRunner {
     }
 }
 
-fn setting_name(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
+/// `autoscale/{sub}/{rg}/{name}` → `autoscale-history/{sub}/{rg}/{name}`.
+fn history_key_of(setting_key: &str) -> String {
+    format!(
+        "autoscale-history/{}",
+        setting_key
+            .strip_prefix("autoscale/")
+            .unwrap_or(setting_key)
+    )
 }
 
 #[cfg(test)]
@@ -511,6 +517,30 @@ mod tests {
         assert_eq!(payload["context"]["resourceName"], "web");
         assert_eq!(payload["context"]["resourceGroupName"], "demo");
         assert_eq!(payload["properties"]["team"], "web");
+    }
+
+    #[tokio::test]
+    async fn the_history_sits_beside_a_setting_in_another_group() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let clock = ManualClock::new("2026-11-22T10:00:00Z".parse().unwrap());
+        let vref = VmssRef::new("s", "demo", "web");
+        store
+            .txn(vec![
+                kv::put_op(vref.key(), &set_record(7), Expect::Absent),
+                kv::put_op(setting_key("s", "Ops", "auto"), &setting(), Expect::Absent),
+            ])
+            .await
+            .unwrap();
+        let mut runner = AutoscaleRunner::new(
+            store.clone(),
+            Arc::new(clock),
+            Arc::new(MetricsStore::new()),
+        );
+        runner.pass().await.unwrap();
+        let h = kv::get_json::<History>(&*store, &history_key("s", "ops", "auto"))
+            .await
+            .unwrap();
+        assert_eq!(h.unwrap().value.entries[0].new_capacity, Some(3));
     }
 
     #[tokio::test]
