@@ -292,6 +292,13 @@ fn operation(op: &Op, id: &str) -> Value {
         params.push(json!({"name": "resource", "in": "query", "required": true, "schema": {"type": "string", "example": "https://management.azure.com"}}));
         params.push(json!({"name": "X-IDENTITY-HEADER", "in": "header", "required": true, "schema": {"type": "string"}}));
     }
+    if op.key == "scaleSet" && (op.method == "put" || op.method == "patch") {
+        for h in ["If-Match", "If-None-Match"] {
+            params.push(json!({"name": h, "in": "header", "required": false,
+                "description": "An etag (or *); 412 PreconditionFailed when it does not hold.",
+                "schema": {"type": "string"}}));
+        }
+    }
     if op.key == "instances" || op.key == "instance" {
         params.push(json!({"name": "$expand", "in": "query", "required": false, "schema": {"type": "string", "enum": ["instanceView"]}}));
     }
