@@ -472,6 +472,12 @@ pub async fn query(st: &ApiState, ctx: &Ctx, method: &Method, v: &VmssRef) -> Ap
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    if names.len() > 20 {
+        return Err(ArmError::invalid_parameter(
+            "metricnames",
+            "At most 20 metrics per query (as Azure Monitor): split the query.",
+        ));
+    }
     let namespace = ctx.query("metricnamespace").filter(|n| !n.is_empty());
     let interval = match ctx.query("interval") {
         None => 60,
@@ -903,6 +909,13 @@ mod tests {
             (
                 format!("{SET}/providers/Microsoft.Insights/metrics?timespan=yesterday"),
                 "timespan",
+            ),
+            (
+                format!(
+                    "{SET}/providers/Microsoft.Insights/metrics?metricnames={}",
+                    vec!["Percentage%20CPU"; 21].join(",")
+                ),
+                "metricnames",
             ),
             (
                 format!("{SET}/providers/Microsoft.Insights/metrics?aggregation=Median"),
