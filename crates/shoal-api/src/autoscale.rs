@@ -682,6 +682,8 @@ mod tests {
 
     use tower::ServiceExt;
 
+    use proptest::prelude::Strategy as _;
+
     use super::*;
     use crate::server::{body_bytes, request};
     use crate::state::ApiState;
@@ -945,5 +947,39 @@ mod tests {
         let text = String::from_utf8_lossy(&body_bytes(resp).await).to_string();
         assert!(text.contains("shoal_metric{resource=\"s/demo/web\",namespace=\"\",metric=\"percentage cpu\",instance=\"0\"} 80"), "{text}");
         assert!(text.contains("shoal_metrics_dropped_points_total 0"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever a client sends to the autoscale and metrics endpoints, the answer is
+        /// never a 5xx.
+        #[test]
+        fn untrusted_bodies_never_get_a_5xx(
+            target in proptest::sample::select(vec![
+                "AS", "/shoal/v1/metrics", "CUSTOM",
+            ]),
+            body in proptest::prop_oneof![
+                "\\PC{0,80}".prop_map(|s| s),
+                proptest::collection::vec(("[a-zA-Z]{1,12}", "\\PC{0,12}"), 0..4).prop_map(|kv| {
+                    let m: serde_json::Map<String, Value> = kv.into_iter().map(|(k, v)| (k, json!(v))).collect();
+                    json!({"properties": m, "samples": [m.clone()], "data": {"baseData": m}}).to_string()
+                }),
+                proptest::num::f64::ANY.prop_map(|f| json!({"samples": [{"resourceId": SET, "name": "Percentage CPU", "value": f, "time": "x"}],
+                    "data": {"baseData": {"metric": "m", "namespace": "n", "series": [{"sum": f, "count": 0}]}}}).to_string()),
+            ],
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let status = rt.block_on(async {
+                let st = state().await;
+                let (method, uri) = match target {
+                    "AS" => (Method::PUT, AS.to_string()),
+                    "CUSTOM" => (Method::POST, format!("{SET}/metrics")),
+                    t => (Method::POST, t.to_string()),
+                };
+                let resp = crate::router(st).oneshot(request(method, &uri, body.clone())).await.expect("response");
+                resp.status().as_u16()
+            });
+            proptest::prop_assert!(status < 500, "{status} for {target} {body}");
+        }
     }
 }

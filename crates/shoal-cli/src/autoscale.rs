@@ -1044,4 +1044,16 @@ mod tests {
             "{text}"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn az_mini_languages_never_panic(text in "\\PC{0,60}") {
+            let _ = parse_condition(&text);
+            let _ = parse_timegrain(&text);
+            let _ = parse_scale(&words(&text));
+            let _ = parse_recurrence(&words(&text));
+            let _ = duration(&text, 'm');
+            let _ = hh_mm(&text);
+        }
+    }
 }
