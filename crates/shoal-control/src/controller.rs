@@ -466,8 +466,8 @@ impl Controller {
         }
     }
 
-    /// A resource group is gone once no scale set is left in it: then its record and its
-    /// galleries go too.
+    /// A resource group is gone once no scale set is left in it: then its record, its
+    /// galleries and its autoscale settings go too.
     async fn advance_group_op(&self, op: Versioned<OperationRecord>) -> Result<(), KvError> {
         let OperationWait::GroupGone {
             subscription,
@@ -483,7 +483,13 @@ impl Controller {
             return Ok(());
         }
         let mut txn = Vec::new();
-        for prefix in ["gallery", "galleryimage", "imageversion"] {
+        for prefix in [
+            "gallery",
+            "galleryimage",
+            "imageversion",
+            "autoscale",
+            "autoscale-history",
+        ] {
             let (kvs, _) = self.store.list(&format!("{prefix}/{sub}/{rg}/")).await?;
             txn.extend(kvs.into_iter().map(|kv| kv::delete_op(kv.key, Expect::Any)));
         }
