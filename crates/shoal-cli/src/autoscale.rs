@@ -95,6 +95,48 @@ pub struct CreateArgs {
     /// Webhooks to POST Azure's notification to on each scale action.
     #[arg(long, num_args = 1.., value_name = "URL")]
     pub webhooks: Option<Vec<String>>,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
+}
+
+/// Shoal's target tracking (`properties.shoal.targetTracking`).
+#[derive(Debug, Clone, Args, Default)]
+pub struct TrackingArgs {
+    /// Keep this metric (a per-instance average) near --target-value.
+    #[arg(long, value_name = "METRIC", requires = "target_value")]
+    pub target_metric: Option<String>,
+    /// The value to keep the metric at: capacity becomes ceil(current × metric / value).
+    #[arg(long, value_name = "N", requires = "target_metric")]
+    pub target_value: Option<f64>,
+    /// Fraction of the target within which nothing changes [default: 0.1].
+    #[arg(long, value_name = "F", requires = "target_metric")]
+    pub target_tolerance: Option<f64>,
+    /// Window the metric is averaged over [default: 1m].
+    #[arg(long, value_name = "DURATION", requires = "target_metric")]
+    pub target_window: Option<String>,
+    /// Wait after any scale action [default: 1m].
+    #[arg(long, value_name = "DURATION", requires = "target_metric")]
+    pub target_cooldown: Option<String>,
+}
+
+impl TrackingArgs {
+    /// The `targetTracking` object, if asked for.
+    pub fn body(&self) -> anyhow::Result<Option<Value>> {
+        let (Some(metric), Some(value)) = (&self.target_metric, self.target_value) else {
+            return Ok(None);
+        };
+        let mut t = json!({"metricName": metric, "target": value});
+        if let Some(tol) = self.target_tolerance {
+            t["tolerance"] = json!(tol);
+        }
+        if let Some(w) = &self.target_window {
+            t["timeWindow"] = json!(duration(w, 's')?);
+        }
+        if let Some(c) = &self.target_cooldown {
+            t["cooldown"] = json!(duration(c, 's')?);
+        }
+        Ok(Some(t))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,6 +154,8 @@ pub struct UpdateArgs {
     pub enabled: Option<bool>,
     #[arg(long, value_name = "DURATION")]
     pub evaluation_interval: Option<String>,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -288,8 +332,28 @@ pub fn parse_condition(text: &str) -> anyhow::Result<Value> {
         namespace = Some(ns.trim().trim_matches(['\'', '"']).to_string());
         rest = after.trim();
     }
-    if rest.contains(" where ") {
-        bail!("--condition: dimension filters (where …) are not supported by this CLI yet; set metricTrigger.dimensions in the JSON");
+    let mut dimensions = Vec::new();
+    if let Some((head, filters)) = rest.split_once(" where ") {
+        rest = head.trim();
+        for clause in filters.split(" and ") {
+            let (name, op, values) = if let Some((n, v)) = clause.split_once("!=") {
+                (n, "NotEquals", v)
+            } else if let Some((n, v)) = clause.split_once("==") {
+                (n, "Equals", v)
+            } else {
+                bail!("--condition: expected 'where DIMENSION == VALUE [or VALUE …] [and …]', got '{clause}'");
+            };
+            let values: Vec<String> = values
+                .split(" or ")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect();
+            if name.trim().is_empty() || values.is_empty() {
+                bail!("--condition: expected 'where DIMENSION == VALUE [or VALUE …] [and …]', got '{clause}'");
+            }
+            dimensions
+                .push(json!({"DimensionName": name.trim(), "Operator": op, "Values": values}));
+        }
     }
     let tokens: Vec<&str> = rest.split_whitespace().collect();
     let ops = [
@@ -335,6 +399,9 @@ pub fn parse_condition(text: &str) -> anyhow::Result<Value> {
     });
     if let Some(ns) = namespace {
         trigger["metricNamespace"] = json!(ns);
+    }
+    if !dimensions.is_empty() {
+        trigger["dimensions"] = json!(dimensions);
     }
     Ok(trigger)
 }
@@ -463,7 +530,10 @@ pub fn create_body(sub: &str, args: &CreateArgs, location: &str) -> anyhow::Resu
             "webhooks": hooks.iter().map(|h| json!({"serviceUri": h, "properties": {}})).collect::<Vec<_>>()}]);
     }
     if let Some(i) = &args.evaluation_interval {
-        props["shoal"] = json!({"evaluationInterval": duration(i, 's')?});
+        props["shoal"]["evaluationInterval"] = json!(duration(i, 's')?);
+    }
+    if let Some(t) = args.tracking.body()? {
+        props["shoal"]["targetTracking"] = t;
     }
     Ok(json!({"location": location, "tags": {}, "properties": props}))
 }
@@ -727,6 +797,9 @@ pub(crate) async fn run(
             if let Some(i) = &a.evaluation_interval {
                 s["properties"]["shoal"]["evaluationInterval"] = json!(duration(i, 's')?);
             }
+            if let Some(t) = a.tracking.body()? {
+                s["properties"]["shoal"]["targetTracking"] = t;
+            }
             if let Ok(p) = profile_mut(&mut s, "default") {
                 for (field, v) in [
                     ("minimum", a.min_count),
@@ -914,6 +987,15 @@ mod tests {
             (t["operator"].as_str(), t["timeWindow"].as_str()),
             (Some("LessThanOrEqual"), Some("PT10S"))
         );
+        let t = parse_condition("Percentage CPU > 70 avg 5m where VMName == 0 or 1 and Zone != 2")
+            .unwrap();
+        assert_eq!(t["metricName"], "Percentage CPU");
+        assert_eq!(
+            t["dimensions"],
+            json!([{"DimensionName": "VMName", "Operator": "Equals", "Values": ["0", "1"]},
+                   {"DimensionName": "Zone", "Operator": "NotEquals", "Values": ["2"]}])
+        );
+        assert!(parse_condition("Percentage CPU > 70 avg 5m where VMName").is_err());
         for bad in [
             "Percentage CPU 70 avg 5m",
             "> 70 avg 5m",
@@ -966,6 +1048,13 @@ mod tests {
             disabled: false,
             evaluation_interval: Some("1s".into()),
             webhooks: None,
+            tracking: TrackingArgs {
+                target_metric: Some("Percentage CPU".into()),
+                target_value: Some(50.0),
+                target_tolerance: None,
+                target_window: Some("30s".into()),
+                target_cooldown: None,
+            },
         };
         let mut s = create_body("s", &args, "local").unwrap();
         assert_eq!(s["properties"]["targetResourceUri"], "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web");
@@ -974,6 +1063,10 @@ mod tests {
             json!({"minimum": "1", "maximum": "5", "default": "1"})
         );
         assert_eq!(s["properties"]["shoal"]["evaluationInterval"], "PT1S");
+        assert_eq!(
+            s["properties"]["shoal"]["targetTracking"],
+            json!({"metricName": "Percentage CPU", "target": 50.0, "timeWindow": "PT30S"})
+        );
         let at = RuleListArgs {
             resource_group: "demo".into(),
             autoscale_name: "auto".into(),
