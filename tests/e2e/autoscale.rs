@@ -395,3 +395,77 @@ fn the_balancer_reports_requests_per_second_per_instance() {
             })
     });
 }
+
+#[test]
+fn target_tracking_follows_cpu_up_and_down() {
+    let _g = serial();
+    let s = Server::start();
+    create_set(&s, "track", 1);
+    wait_until(WAIT, "instance 0 runs", || running(&s, "track") == 1);
+    s.cli_ok(&[
+        "monitor",
+        "autoscale",
+        "create",
+        "-g",
+        "track",
+        "--resource",
+        "web",
+        "-n",
+        "auto",
+        "--min-count",
+        "1",
+        "--max-count",
+        "3",
+        "--evaluation-interval",
+        "1s",
+        "--target-metric",
+        "Percentage CPU",
+        "--target-value",
+        "40",
+        "--target-window",
+        "3s",
+        "--target-cooldown",
+        "3s",
+    ]);
+    let addr = s.instances("track", "web")[0]
+        .address
+        .clone()
+        .expect("address");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, addr) = (stop.clone(), addr.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = http_get(&format!("http://{addr}/work?ms=500"));
+                }
+            })
+        })
+        .collect();
+    // One busy vCPU is 100 % against a target of 40: ceil(1 × 100 / 40) = 3.
+    wait_until(WAIT, "target tracking scales out to 3", || {
+        s.instances("track", "web").len() == 3
+    });
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let _ = t.join();
+    }
+    wait_until(WAIT, "idle, it comes back to the minimum", || {
+        s.instances("track", "web").len() == 1
+    });
+    let h = history(&s, "track");
+    assert!(
+        h.iter().any(|e| e["outcome"] == "ScaleOut"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("above target 40"))),
+        "{h:#?}"
+    );
+    assert!(
+        h.iter().any(|e| e["outcome"] == "ScaleIn"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("below target 40"))),
+        "{h:#?}"
+    );
+}
