@@ -30,6 +30,8 @@ use crate::http::Registry;
 
 /// How often instances are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Samples per request to the server.
+const POST_CHUNK: usize = 2000;
 
 /// The metrics of one instance between two usage readings.
 pub fn derive(
@@ -113,19 +115,23 @@ pub async fn run(
             }
             last.insert(slug.clone(), (now, usage));
         }
-        last.retain(|slug, _| instances.iter().any(|(s, _)| s == slug));
+        let live: std::collections::HashSet<&String> = instances.iter().map(|(s, _)| s).collect();
+        last.retain(|slug, _| live.contains(slug));
         if samples.is_empty() {
             continue;
         }
-        match http
-            .post(&url)
-            .json(&json!({ "samples": samples }))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::debug!(status = %r.status(), "metrics refused"),
-            Err(e) => tracing::debug!(error = %e, "cannot post metrics"),
+        // The server takes at most 5000 samples a request.
+        for chunk in samples.chunks(POST_CHUNK) {
+            match http
+                .post(&url)
+                .json(&json!({ "samples": chunk }))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::debug!(status = %r.status(), "metrics refused"),
+                Err(e) => tracing::debug!(error = %e, "cannot post metrics"),
+            }
         }
     }
 }

@@ -4,11 +4,14 @@
 //! Prometheus text.
 //!
 //! Each series (scale set, namespace, metric, instance, dimensions) keeps one-second
-//! buckets for [`RAW_SECS`] and one-minute buckets for [`MINUTE_BUCKETS`] minutes: older
-//! second buckets are folded into their minute as they age out. At most [`MAX_SERIES`]
-//! series are kept; when a new one would exceed that, the series updated longest ago is
-//! dropped. Everything dropped is counted (`dropped_points`, `dropped_series`), so a
-//! flood of custom metrics costs bounded memory and is visible on `/metrics`.
+//! buckets for up to [`RAW_SECS`] and one-minute buckets for up to [`MINUTE_BUCKETS`]
+//! minutes: older second buckets are folded into their minute as they age out. The
+//! whole store shares a budget ([`RAW_BUDGET`], [`MINUTE_BUDGET`] buckets), so with many
+//! series each keeps less history (never under two minutes of seconds and an hour of
+//! minutes). At most [`MAX_SERIES`] series are kept; when a new one would exceed that,
+//! the series updated longest ago is dropped. Everything dropped is counted
+//! (`dropped_points`, `dropped_series`), so a flood of custom metrics costs bounded
+//! memory (about 100 MB at worst) and is visible on `/metrics`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,10 +22,31 @@ use shoal_model::ids::VmssRef;
 
 use crate::autoscale::{Grain, MetricWindows, WindowQuery};
 
-/// Seconds of one-second buckets kept per series.
-pub const RAW_SECS: usize = 3600;
-/// One-minute buckets kept per series (a day).
+/// Seconds of one-second buckets kept per series, at most (ten minutes).
+pub const RAW_SECS: usize = 600;
+/// One-minute buckets kept per series, at most (a day).
 pub const MINUTE_BUCKETS: usize = 1440;
+/// One-second buckets of all series together.
+pub const RAW_BUDGET: usize = 1_200_000;
+/// One-minute buckets of all series together.
+pub const MINUTE_BUDGET: usize = 600_000;
+
+/// How many buckets each series keeps when `series` series share the budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Caps {
+    raw: usize,
+    minutes: usize,
+}
+
+impl Caps {
+    fn for_series(series: usize) -> Caps {
+        let n = series.max(1);
+        Caps {
+            raw: (RAW_BUDGET / n).clamp(120, RAW_SECS),
+            minutes: (MINUTE_BUDGET / n).clamp(60, MINUTE_BUCKETS),
+        }
+    }
+}
 /// Series kept at most.
 pub const MAX_SERIES: usize = 10_000;
 
@@ -160,15 +184,15 @@ struct Series {
 }
 
 impl Series {
-    fn add(&mut self, sec: i64, agg: Agg, dropped: &mut u64) {
+    fn add(&mut self, sec: i64, agg: Agg, caps: Caps, dropped: &mut u64) {
         self.updated = self.updated.max(sec);
         // Samples older than what the raw buckets hold go straight to their minute.
         let raw_floor = self
             .raw
             .back()
-            .map_or(i64::MIN, |(s, _)| *s - RAW_SECS as i64);
+            .map_or(i64::MIN, |(s, _)| *s - caps.raw as i64);
         if sec <= raw_floor {
-            self.add_minute(sec - sec.rem_euclid(60), agg, dropped);
+            self.add_minute(sec - sec.rem_euclid(60), agg, caps, dropped);
             return;
         }
         match self.raw.iter().rposition(|(s, _)| *s <= sec) {
@@ -178,25 +202,25 @@ impl Series {
         }
         let newest = self.raw.back().map_or(sec, |(s, _)| *s);
         while let Some((s, a)) = self.raw.front().copied() {
-            if s > newest - RAW_SECS as i64 {
+            if s > newest - caps.raw as i64 {
                 break;
             }
             self.raw.pop_front();
-            self.add_minute(s - s.rem_euclid(60), a, dropped);
+            self.add_minute(s - s.rem_euclid(60), a, caps, dropped);
         }
     }
 
-    fn add_minute(&mut self, minute: i64, agg: Agg, dropped: &mut u64) {
+    fn add_minute(&mut self, minute: i64, agg: Agg, caps: Caps, dropped: &mut u64) {
         match self.minutes.iter().rposition(|(m, _)| *m <= minute) {
             Some(i) if self.minutes[i].0 == minute => self.minutes[i].1.merge(&agg),
             Some(i) => self.minutes.insert(i + 1, (minute, agg)),
-            None if self.minutes.len() >= MINUTE_BUCKETS => {
+            None if self.minutes.len() >= caps.minutes => {
                 *dropped += agg.count;
                 return;
             }
             None => self.minutes.push_front((minute, agg)),
         }
-        while self.minutes.len() > MINUTE_BUCKETS {
+        while self.minutes.len() > caps.minutes {
             if let Some((_, a)) = self.minutes.pop_front() {
                 *dropped += a.count;
             }
@@ -297,11 +321,12 @@ impl MetricsStore {
         }
         inner.stats.accepted += agg.count;
         let mut dropped = 0;
+        let caps = Caps::for_series(inner.series.len() + 1);
         inner
             .series
             .entry(key)
             .or_default()
-            .add(sec, agg, &mut dropped);
+            .add(sec, agg, caps, &mut dropped);
         inner.stats.dropped_points += dropped;
         inner.stats.series = inner.series.len();
     }
@@ -515,6 +540,22 @@ mod tests {
         assert_eq!(st.dropped_series, 900);
         assert_eq!(st.dropped_points, 900);
         assert_eq!(st.accepted, 1000);
+    }
+
+    #[test]
+    fn many_series_share_the_budget_but_keep_minutes_of_seconds() {
+        assert_eq!(
+            Caps::for_series(1),
+            Caps {
+                raw: RAW_SECS,
+                minutes: MINUTE_BUCKETS
+            }
+        );
+        let c = Caps::for_series(MAX_SERIES);
+        assert!(c.raw >= 120 && c.minutes >= 60);
+        // The worst case stays within the budgets (plus the floors).
+        assert!(MAX_SERIES * c.raw <= RAW_BUDGET.max(MAX_SERIES * 120));
+        assert!(MAX_SERIES * c.minutes <= MINUTE_BUDGET.max(MAX_SERIES * 60));
     }
 
     proptest! {
