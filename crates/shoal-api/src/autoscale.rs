@@ -122,6 +122,22 @@ pub async fn setting(
             let mut s: AutoscaleSetting = vmss::parse_typed(&merged)?;
             let (compiled, others) = model::compile(&s)?;
             require_set(st, &compiled.target, "properties.targetResourceUri").await?;
+            // One setting per scale set: two would fight over its capacity.
+            let target_key = compiled.target.key();
+            for other in st.list::<Value>("autoscale/").await? {
+                let same = other.value["properties"]["targetResourceUri"]
+                    .as_str()
+                    .and_then(model::parse_vmss_id)
+                    .is_some_and(|t| t.key() == target_key);
+                if same && other.key != key {
+                    return Err(ArmError::conflict(format!(
+                        "Scale set '{}' already has an autoscale setting ('{}'): change that one, or delete it first.",
+                        compiled.target.name,
+                        other.value["name"].as_str().unwrap_or_default()
+                    ))
+                    .with_target("properties.targetResourceUri"));
+                }
+            }
             for o in others {
                 require_set(
                     st,
@@ -811,6 +827,13 @@ mod tests {
                 (200, Some("auto"))
             );
         }
+        // A second setting for the same set is refused.
+        let (status, err) = call(&st, Method::PUT, &format!("{AS}2"), setting(SET)).await;
+        assert_eq!(
+            (status, err["error"]["target"].as_str()),
+            (409, Some("properties.targetResourceUri")),
+            "{err}"
+        );
         let (status, h) = call(&st, Method::GET, &format!("{AS}/history"), Value::Null).await;
         assert_eq!(
             (status, h["value"].as_array().map(Vec::len)),
