@@ -184,6 +184,33 @@ fn cpu_rule_scales_out_under_load_and_back_in_after_the_cooldown_explaining_each
         ),
         (Some(2), Some(1))
     );
+    // Both actions are in the activity log of the set.
+    let set = format!(
+        "/subscriptions/{SUB}/resourceGroups/cpu/providers/Microsoft.Compute/virtualMachineScaleSets/web"
+    );
+    let log = s.cli_ok(&[
+        "monitor",
+        "activity-log",
+        "list",
+        "--resource-id",
+        &set,
+        "--offset",
+        "1h",
+    ]);
+    let ops: Vec<&str> = log
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["operationName"]["value"].as_str())
+        .collect();
+    assert!(
+        ops.contains(&"Microsoft.Insights/AutoscaleSettings/Scaleup/Action"),
+        "{ops:?}"
+    );
+    assert!(
+        ops.contains(&"Microsoft.Insights/AutoscaleSettings/Scaledown/Action"),
+        "{ops:?}"
+    );
     // The scale-in waited out the cooldown after the scale-out.
     let t = |e: &Value| e["time"].as_str().unwrap_or_default().to_string();
     assert!(t(&h[back]) > t(&h[out]));

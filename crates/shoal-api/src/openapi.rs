@@ -144,6 +144,7 @@ pub const OPERATIONS: &[Op] = &[
     op!("customMetrics", "post", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmScaleSetName}/metrics", "Push a custom metric (Azure Monitor's custom-metrics shape)", Some("Object"), &[200], "Metrics"),
     op!("metricsIngest", "post", "/shoal/v1/metrics", "Agents report instance metrics", Some("Object"), &[200], "Agent protocol"),
     op!("prometheus", "get", "/metrics", "Metrics in Prometheus text", None, &[200], "Metrics"),
+    op!("activityLog", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Insights/eventtypes/management/values", "The activity log: autoscale's actions ($filter on eventTimestamp, resourceUri, resourceGroupName)", None, &[200], "Autoscale"),
 ];
 
 /// Set-wide actions, in ARM's spelling (paths match case-insensitively).
@@ -227,6 +228,7 @@ pub fn doc_key(route: &Route) -> &'static str {
         Route::CustomMetrics(_) => "customMetrics",
         Route::MetricsIngest => "metricsIngest",
         Route::Prometheus => "prometheus",
+        Route::ActivityLog { .. } => "activityLog",
     }
 }
 

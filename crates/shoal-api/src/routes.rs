@@ -217,6 +217,11 @@ pub enum Route {
     MetricsIngest,
     /// `GET /metrics`: Prometheus text.
     Prometheus,
+    /// `GET /subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values`:
+    /// the activity log (autoscale's events).
+    ActivityLog {
+        sub: String,
+    },
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -361,6 +366,15 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
         && eq(s(4), "autoscalesettings")
     {
         return Ok(Route::AutoscaleSettings { sub, rg: None });
+    }
+    if n == 7
+        && eq(s(2), "providers")
+        && eq(s(3), "Microsoft.Insights")
+        && eq(s(4), "eventtypes")
+        && eq(s(5), "management")
+        && eq(s(6), "values")
+    {
+        return Ok(Route::ActivityLog { sub });
     }
     if (7..=9).contains(&n)
         && eq(s(2), "resourcegroups")
@@ -596,6 +610,11 @@ mod tests {
         );
         assert_eq!(parse("/shoal/v1/metrics").unwrap(), Route::MetricsIngest);
         assert_eq!(parse("/metrics").unwrap(), Route::Prometheus);
+        assert_eq!(
+            parse("/subscriptions/s/providers/microsoft.insights/eventtypes/management/values")
+                .unwrap(),
+            Route::ActivityLog { sub: "s".into() }
+        );
         assert!(parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Insights/autoscalesettings/auto/nope").is_err());
     }
 

@@ -282,6 +282,7 @@ async fn dispatch(
         Route::CustomMetrics(v) => crate::autoscale::custom(st, method, &v, &body).await,
         Route::MetricsIngest => crate::autoscale::ingest(st, method, &body).await,
         Route::Prometheus => crate::autoscale::prometheus(st, method),
+        Route::ActivityLog { sub } => crate::autoscale::activity_log(st, ctx, method, &sub).await,
     }
 }
 

@@ -26,6 +26,31 @@ pub enum MonitorCommand {
     Autoscale(AutoscaleCommand),
     /// A scale set's metrics (Azure Monitor's metrics query).
     Metrics(MetricsArgs),
+    /// The activity log: what autoscale did (az monitor activity-log).
+    #[command(subcommand)]
+    ActivityLog(ActivityLogCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ActivityLogCommand {
+    /// List events, newest first.
+    #[command(
+        after_help = "Example:\n  shoal monitor activity-log list --resource-id /subscriptions/…/virtualMachineScaleSets/web --offset 1h"
+    )]
+    List(ActivityLogArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ActivityLogArgs {
+    /// Only events about this resource (a scale set or an autoscale setting id).
+    #[arg(long, value_name = "ID")]
+    pub resource_id: Option<String>,
+    /// Only events in this resource group.
+    #[arg(long = "resource-group", short = 'g', value_name = "NAME")]
+    pub resource_group: Option<String>,
+    /// How far back to look (e.g. 10m, 6h, 1d).
+    #[arg(long, default_value = "6h", value_name = "DURATION")]
+    pub offset: String,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -754,6 +779,31 @@ pub(crate) async fn run(
             ));
             let answer = get(client, &path).await?;
             return print(printer, &answer, |v| metrics_table(v, &a.aggregation));
+        }
+        MonitorCommand::ActivityLog(ActivityLogCommand::List(a)) => {
+            let offset = shoal_duration_secs(&duration(&a.offset, 'h')?)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut filter = format!(
+                "eventTimestamp ge '{}'",
+                rfc3339(now.saturating_sub(offset))
+            );
+            if let Some(id) = &a.resource_id {
+                filter.push_str(&format!(" and resourceUri eq '{id}'"));
+            }
+            if let Some(rg) = &a.resource_group {
+                filter.push_str(&format!(" and resourceGroupName eq '{rg}'"));
+            }
+            let path = format!(
+                "{}/providers/Microsoft.Insights/eventtypes/management/values?$filter={}",
+                subscription_path(&sub),
+                segment(&filter)
+            );
+            let items = client.list(&path).await?;
+            printer.print(Table::Generic, &Value::Array(items))?;
+            return Ok(());
         }
         MonitorCommand::Autoscale(c) => c,
     };
