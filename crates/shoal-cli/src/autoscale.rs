@@ -81,6 +81,7 @@ pub enum AutoscaleCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct SettingName {
+    /// Name of the resource group.
     #[arg(long = "resource-group", short = 'g', value_name = "NAME")]
     pub resource_group: String,
     /// Name of the autoscale setting.
@@ -90,6 +91,7 @@ pub struct SettingName {
 
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
+    /// Name of the resource group (default: every group).
     #[arg(long = "resource-group", short = 'g', value_name = "NAME")]
     pub resource_group: Option<String>,
 }
@@ -104,8 +106,10 @@ pub struct CreateArgs {
     /// Only Microsoft.Compute/virtualMachineScaleSets is served.
     #[arg(long, default_value = VMSS_TYPE, value_name = "TYPE")]
     pub resource_type: String,
+    /// The fewest instances the default profile allows.
     #[arg(long, value_name = "N")]
     pub min_count: u32,
+    /// The most instances the default profile allows.
     #[arg(long, value_name = "N")]
     pub max_count: u32,
     /// The default count [default: --min-count].
@@ -168,15 +172,19 @@ impl TrackingArgs {
 pub struct UpdateArgs {
     #[command(flatten)]
     pub setting: SettingName,
+    /// The fewest instances (default profile; for a new profile, default: --count).
     #[arg(long, value_name = "N")]
     pub min_count: Option<u32>,
+    /// The most instances (default profile; for a new profile, default: --count).
     #[arg(long, value_name = "N")]
     pub max_count: Option<u32>,
+    /// The default instance count.
     #[arg(long, value_name = "N")]
     pub count: Option<u32>,
     /// true or false.
     #[arg(long, value_name = "BOOL")]
     pub enabled: Option<bool>,
+    /// How often it is evaluated (Shoal's extension; 1s to 1h).
     #[arg(long, value_name = "DURATION")]
     pub evaluation_interval: Option<String>,
     #[command(flatten)]
@@ -200,10 +208,13 @@ pub enum RuleCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct RuleListArgs {
+    /// Name of the resource group.
     #[arg(long = "resource-group", short = 'g', value_name = "NAME")]
     pub resource_group: String,
+    /// Name of the autoscale setting.
     #[arg(long, value_name = "NAME")]
     pub autoscale_name: String,
+    /// The profile the rules belong to.
     #[arg(long, default_value = "default", value_name = "NAME")]
     pub profile_name: String,
 }
@@ -233,6 +244,7 @@ pub struct RuleCreateArgs {
 pub struct RuleDeleteArgs {
     #[command(flatten)]
     pub at: RuleListArgs,
+    /// Indexes of the rules to delete (as `rule list` numbers them from 0), or `*`.
     #[arg(long, num_args = 1.., value_name = "INDEX")]
     pub index: Vec<String>,
 }
@@ -255,8 +267,10 @@ pub enum ProfileCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct ProfileListArgs {
+    /// Name of the resource group.
     #[arg(long = "resource-group", short = 'g', value_name = "NAME")]
     pub resource_group: String,
+    /// Name of the autoscale setting.
     #[arg(long, value_name = "NAME")]
     pub autoscale_name: String,
 }
@@ -265,6 +279,7 @@ pub struct ProfileListArgs {
 pub struct ProfileDeleteArgs {
     #[command(flatten)]
     pub at: ProfileListArgs,
+    /// Name of the profile.
     #[arg(long, short = 'n', value_name = "NAME")]
     pub name: String,
 }
@@ -273,12 +288,16 @@ pub struct ProfileDeleteArgs {
 pub struct ProfileCreateArgs {
     #[command(flatten)]
     pub at: ProfileListArgs,
+    /// Name of the profile.
     #[arg(long, short = 'n', value_name = "NAME")]
     pub name: String,
+    /// The fewest instances (default profile; for a new profile, default: --count).
     #[arg(long, value_name = "N")]
     pub min_count: Option<u32>,
+    /// The most instances (default profile; for a new profile, default: --count).
     #[arg(long, value_name = "N")]
     pub max_count: Option<u32>,
+    /// The instance count of the profile.
     #[arg(long, value_name = "N")]
     pub count: u32,
     /// `week DAY [DAY …]` (az's form).
@@ -300,11 +319,13 @@ pub struct ProfileCreateArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
+    /// Name of the resource group.
     #[arg(long = "resource-group", short = 'g', value_name = "NAME")]
     pub resource_group: String,
     /// The scale set.
     #[arg(long, short = 'n', value_name = "NAME")]
     pub name: String,
+    /// The metric to show (a platform metric, or a custom one with --namespace).
     #[arg(long, default_value = "Percentage CPU", value_name = "NAME")]
     pub metric: String,
     /// Namespace of a custom metric.
