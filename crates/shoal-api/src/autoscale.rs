@@ -414,10 +414,11 @@ pub async fn custom(st: &ApiState, method: &Method, v: &VmssRef, body: &[u8]) ->
         let count = s.count.unwrap_or(1);
         let avg = s.sum / count.max(1) as f64;
         let (min, max) = (s.min.unwrap_or(avg), s.max.unwrap_or(avg));
-        if ![s.sum, min, max].iter().all(|x| x.is_finite()) || count == 0 {
+        if ![s.sum, min, max].iter().all(|x| x.is_finite()) || !(1..=1_000_000_000).contains(&count)
+        {
             return Err(ArmError::invalid_parameter(
                 format!("data.baseData.series[{i}]"),
-                "sum, min and max must be finite and count at least 1.",
+                "sum, min and max must be finite and count 1 to 1000000000.",
             ));
         }
         let dims: BTreeMap<String, String> = b

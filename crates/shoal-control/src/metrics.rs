@@ -84,7 +84,7 @@ impl Agg {
 
     fn merge(&mut self, o: &Agg) {
         self.sum += o.sum;
-        self.count += o.count;
+        self.count = self.count.saturating_add(o.count);
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
         self.last = o.last;
@@ -215,14 +215,14 @@ impl Series {
             Some(i) if self.minutes[i].0 == minute => self.minutes[i].1.merge(&agg),
             Some(i) => self.minutes.insert(i + 1, (minute, agg)),
             None if self.minutes.len() >= caps.minutes => {
-                *dropped += agg.count;
+                *dropped = dropped.saturating_add(agg.count);
                 return;
             }
             None => self.minutes.push_front((minute, agg)),
         }
         while self.minutes.len() > caps.minutes {
             if let Some((_, a)) = self.minutes.pop_front() {
-                *dropped += a.count;
+                *dropped = dropped.saturating_add(a.count);
             }
         }
     }
@@ -232,7 +232,7 @@ impl Series {
             .iter()
             .chain(&self.minutes)
             .map(|(_, a)| a.count)
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Buckets overlapping `[from, to)`: raw seconds where they cover, minutes before.
@@ -314,12 +314,13 @@ impl MetricsStore {
                 .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
                 if let Some(s) = inner.series.remove(&k) {
-                    inner.stats.dropped_points += s.points();
+                    inner.stats.dropped_points =
+                        inner.stats.dropped_points.saturating_add(s.points());
                     inner.stats.dropped_series += 1;
                 }
             }
         }
-        inner.stats.accepted += agg.count;
+        inner.stats.accepted = inner.stats.accepted.saturating_add(agg.count);
         let mut dropped = 0;
         let caps = Caps::for_series(inner.series.len() + 1);
         inner
@@ -327,7 +328,7 @@ impl MetricsStore {
             .entry(key)
             .or_default()
             .add(sec, agg, caps, &mut dropped);
-        inner.stats.dropped_points += dropped;
+        inner.stats.dropped_points = inner.stats.dropped_points.saturating_add(dropped);
         inner.stats.series = inner.series.len();
     }
 
