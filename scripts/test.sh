@@ -23,7 +23,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "note: not root: instances share the host network and namespace tests skip (they say why)"
 fi
 ./scripts/install-vm-deps.sh # QEMU, a kernel and busybox for the VM tests (tests/e2e/vm.rs)
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 step "Azure SDK compatibility (tests/azure-sdk: the official Python SDKs against a fresh shoal serve)"
 ./scripts/azure-sdk.sh
