@@ -5,7 +5,8 @@
 //! Azure's documented semantics:
 //! - the profile is chosen by fixed date first, then the recurrence that started most
 //!   recently (a recurrence lasts until another one starts), then the default profile;
-//! - a capacity outside the profile's minimum/maximum is brought inside at once;
+//! - a capacity outside the profile's minimum/maximum is brought inside at once, and
+//!   one below the profile's default is raised to it when no rule has metric data;
 //! - scale out when **any** out-rule fires, taking the largest result; scale in only when
 //!   **all** in-rules fire, taking the largest (most conservative) result;
 //! - no rule acts until its cooldown has passed since the last scale action;
@@ -385,6 +386,24 @@ pub fn evaluate(
             reason: format!(
                 "Capacity {current} is outside profile '{}' ({min}..{max}): set to {to}.",
                 profile.name
+            ),
+            metrics: seen,
+        };
+    }
+    // Azure: when the rules' metrics cannot be read and the capacity is below the
+    // profile's default, scale out to the default (never in).
+    if !evaluated.is_empty()
+        && evaluated.iter().all(|e| e.value.is_none())
+        && current < profile.default
+    {
+        return Decision {
+            profile: pname,
+            current,
+            new_capacity: Some(profile.default),
+            blocked: None,
+            reason: format!(
+                "No metric data for the rules of profile '{}': capacity {current} raised to its default {}.",
+                profile.name, profile.default
             ),
             metrics: seen,
         };
@@ -829,6 +848,29 @@ mod tests {
         assert_eq!(
             evaluate(&s, &cold, 0, recent, ts(NOW)).new_capacity,
             Some(2)
+        );
+    }
+
+    #[test]
+    fn without_metric_data_capacity_rises_to_the_default_but_never_falls() {
+        let s = setting(json!([{
+            "name": "default",
+            "capacity": {"minimum": "1", "maximum": "10", "default": "3"},
+            "rules": [rule("Percentage CPU", "GreaterThan", 70.0, "Increase", "ChangeCount", "1", "PT1M")]
+        }]));
+        let none = Fake::default();
+        let d = evaluate(&s, &none, 1, LastAction::default(), ts(NOW));
+        assert_eq!(d.new_capacity, Some(3));
+        assert!(d.reason.contains("No metric data"), "{}", d.reason);
+        assert_eq!(
+            evaluate(&s, &none, 5, LastAction::default(), ts(NOW)).new_capacity,
+            None
+        );
+        // With data, the rules decide.
+        let cold = Fake::with(&[("Percentage CPU", &[5.0])]);
+        assert_eq!(
+            evaluate(&s, &cold, 1, LastAction::default(), ts(NOW)).new_capacity,
+            None
         );
     }
 
