@@ -189,11 +189,15 @@ fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
     // The agent's metadata endpoint answers inside the guest (the host is 10.0.2.2 there).
     // (A guest under TCG on a loaded host may take a few tries to fetch it.)
     let addr0 = address_of(&s, rg, 0);
-    wait_until(Duration::from_secs(60), "the guest reads its metadata", || {
-        get(&addr0, "/cgi-bin/metadata").is_some_and(|(status, metadata)| {
-            status == 200 && metadata.contains("\"vmScaleSetName\":\"vm\"")
-        })
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the guest reads its metadata",
+        || {
+            get(&addr0, "/cgi-bin/metadata").is_some_and(|(status, metadata)| {
+                status == 200 && metadata.contains("\"vmScaleSetName\":\"vm\"")
+            })
+        },
+    );
     let view = instance_view(&s, rg, 0);
     let limits = view["shoal"]["limits"]
         .as_str()

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::Placement;
-use crate::PoolStats;
 use crate::Balancer;
+use crate::PoolStats;
 
 /// Remembers the previous counters to turn totals into rates.
 #[derive(Debug, Default)]
