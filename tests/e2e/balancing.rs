@@ -467,3 +467,49 @@ fn scale_in_under_load_through_an_application_gateway_fails_no_request() {
         );
     }
 }
+
+#[test]
+fn the_application_health_extension_reports_vm_health_without_a_balancer() {
+    let _g = serial();
+    let s = Server::start();
+    s.create_group_and_image("apphealth");
+    let image = format!(
+        "/subscriptions/{SUB}/resourceGroups/apphealth/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.0"
+    );
+    let body = json!({
+        "location": "local",
+        "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 2},
+        "properties": {"virtualMachineProfile": {
+            "storageProfile": {"imageReference": {"id": image}},
+            "extensionProfile": {"extensions": [{"name": "health", "properties": {
+                "publisher": "Microsoft.ManagedServices", "type": "ApplicationHealthLinux", "typeHandlerVersion": "1.0",
+                "settings": {"protocol": "http", "port": 8080, "requestPath": "/health", "intervalInSeconds": 1, "numberOfProbes": 2}
+            }}]}
+        }}
+    });
+    let path = format!("/subscriptions/{SUB}/resourceGroups/apphealth/providers/Microsoft.Compute/virtualMachineScaleSets/web?api-version=2024-07-01");
+    let (status, text) = http_request(
+        "PUT",
+        &format!("{}{path}", s.endpoint()),
+        Some(&body.to_string()),
+    )
+    .expect("API answers");
+    assert_eq!(status, 201, "{text}");
+    wait_until(WAIT, "both instances are reported healthy", || {
+        vm_health(&s, "apphealth", 0) == "HealthState/healthy"
+            && vm_health(&s, "apphealth", 1) == "HealthState/healthy"
+    });
+    let one = s
+        .instances("apphealth", "web")
+        .into_iter()
+        .find(|i| i.id == 1)
+        .expect("instance 1");
+    let addr = one.address.expect("address");
+    http_request("POST", &format!("http://{addr}/fail"), Some("")).expect("instance 1 answers");
+    wait_until(
+        Duration::from_secs(10),
+        "instance 1 is reported unhealthy",
+        || vm_health(&s, "apphealth", 1) == "HealthState/unhealthy",
+    );
+    assert_eq!(vm_health(&s, "apphealth", 0), "HealthState/healthy");
+}

@@ -85,7 +85,10 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 changed.borrow_and_update();
                 let (world, gateways) = world_of(&caches).await;
-                let plan = appgw::merge(plan::plan(&world), appgw::plan(&gateways, &world));
+                let plan = appgw::merge(
+                    appgw::merge(plan::plan(&world), appgw::plan(&gateways, &world)),
+                    plan::app_health(&world),
+                );
                 if plan.config != last_plan.config {
                     if let Err(e) = balancer.apply(plan.config.clone()).await {
                         tracing::warn!(error = %e, "cannot apply the load balancer configuration");

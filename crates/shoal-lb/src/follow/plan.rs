@@ -166,6 +166,121 @@ pub fn plan(world: &World) -> Plan {
     out
 }
 
+/// The Application Health extension (`Microsoft.ManagedServices/ApplicationHealthLinux`
+/// or `…Windows`) of a set: its probe, if the set has one.
+fn app_health_probe(set: &VmssRecord) -> Option<Probe> {
+    let extensions = set
+        .model
+        .profile()?
+        .extension_profile
+        .as_ref()?
+        .get("extensions")?
+        .as_array()?
+        .clone();
+    let ext = extensions.into_iter().find(|e| {
+        e.pointer("/properties/type")
+            .and_then(|t| t.as_str())
+            .is_some_and(|t| {
+                t.eq_ignore_ascii_case("ApplicationHealthLinux")
+                    || t.eq_ignore_ascii_case("ApplicationHealthWindows")
+            })
+    })?;
+    let settings = ext
+        .pointer("/properties/settings")
+        .cloned()
+        .unwrap_or_default();
+    let protocol = settings["protocol"]
+        .as_str()
+        .unwrap_or("tcp")
+        .to_ascii_lowercase();
+    let port = settings["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok());
+    let interval = Duration::from_secs(
+        settings["intervalInSeconds"]
+            .as_u64()
+            .unwrap_or(5)
+            .clamp(1, 3600),
+    );
+    Some(Probe {
+        protocol: match protocol.as_str() {
+            "http" => ProbeProtocol::Http,
+            "https" => ProbeProtocol::Https,
+            _ => ProbeProtocol::Tcp,
+        },
+        // The image's port means each instance's own port, as for balancer probes.
+        port: port.filter(|p| *p != set.launch.port),
+        path: settings["requestPath"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| "/".into()),
+        interval,
+        threshold: u32::try_from(
+            settings["numberOfProbes"]
+                .as_u64()
+                .unwrap_or(1)
+                .clamp(1, 24),
+        )
+        .unwrap_or(1),
+        timeout: interval.min(Duration::from_secs(5)),
+    })
+}
+
+/// Probe-only pools (no listener) for sets with the Application Health extension, so the
+/// extension's verdict reaches `vmHealth` (and automatic repairs) like a balancer probe's.
+/// They hold no drains: no traffic goes through them.
+pub fn app_health(world: &World) -> Plan {
+    let mut out = Plan::default();
+    for set in world.sets.iter().filter(|s| !s.deleting) {
+        let Some(probe) = app_health_probe(set) else {
+            continue;
+        };
+        let pool_name = format!("apphealth/{}", set.vmss.key());
+        let prefix = set
+            .vmss
+            .status_prefix()
+            .trim_start_matches("status/")
+            .to_string();
+        let mut members = Vec::new();
+        for (path, status) in world.statuses.range(prefix.clone()..) {
+            if !path.starts_with(&prefix) {
+                break;
+            }
+            if !matches!(
+                status.state,
+                InstanceState::Running | InstanceState::Draining
+            ) {
+                continue;
+            }
+            let (Some(addr), Some(port)) = (status.address.as_deref(), status.port) else {
+                continue;
+            };
+            let Ok(addr) = addr.parse::<IpAddr>() else {
+                continue;
+            };
+            members.push(Member {
+                id: path.clone(),
+                addr: SocketAddr::new(addr, port),
+                draining: false,
+            });
+            // Mirrors the instance's draining so the drain acknowledgement is not held
+            // back by this pool (nothing flows through it).
+            out.placements.push(Placement {
+                pool: pool_name.clone(),
+                instance: path.clone(),
+                draining: status.state == InstanceState::Draining,
+                episode: status.since.clone(),
+            });
+        }
+        out.config.pools.push(Pool {
+            name: pool_name,
+            members,
+            probe: Some(probe),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
