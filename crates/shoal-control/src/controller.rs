@@ -489,6 +489,10 @@ impl Controller {
             "imageversion",
             "autoscale",
             "autoscale-history",
+            // Balancers and gateways go with their group, as in Azure (the sets that
+            // used them are gone by now).
+            "lb",
+            "appgw",
         ] {
             let (kvs, _) = self.store.list(&format!("{prefix}/{sub}/{rg}/")).await?;
             txn.extend(kvs.into_iter().map(|kv| kv::delete_op(kv.key, Expect::Any)));
