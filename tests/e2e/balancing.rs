@@ -495,6 +495,10 @@ fn the_application_health_extension_reports_vm_health_without_a_balancer() {
     )
     .expect("API answers");
     assert_eq!(status, 201, "{text}");
+    wait_until(WAIT, "both instances run", || {
+        let insts = s.instances("apphealth", "web");
+        insts.len() == 2 && insts.iter().all(|i| i.power == "running")
+    });
     wait_until(WAIT, "both instances are reported healthy", || {
         vm_health(&s, "apphealth", 0) == "HealthState/healthy"
             && vm_health(&s, "apphealth", 1) == "HealthState/healthy"
