@@ -16,14 +16,14 @@
 //! answered 503 by an empty pool.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_model::appgw::{self, ApplicationGateway, BackendTarget, GatewayFrontend, ResolvedProbe};
-use shoal_model::records::{InstanceState, VmssRecord};
+use shoal_model::records::VmssRecord;
 
-use super::plan::{Placement, Plan, World};
+use super::plan::{Plan, World};
 use crate::{
     HttpRoute, HttpSettings, Listener, ListenerKind, Member, Pool, Probe, ProbeProtocol, TlsFiles,
 };
@@ -84,42 +84,9 @@ fn members_of(world: &World, target: &BackendTarget, pool: &str, out: &mut Plan)
         .iter()
         .filter(|s| !s.deleting && gateway_pools_of(s).contains(&want))
     {
-        let prefix = set
-            .vmss
-            .status_prefix()
-            .trim_start_matches("status/")
-            .to_string();
-        for (path, status) in world.statuses.range(prefix.clone()..) {
-            if !path.starts_with(&prefix) {
-                break;
-            }
-            let draining = match status.state {
-                InstanceState::Running => false,
-                InstanceState::Draining => true,
-                _ => continue,
-            };
-            let (Some(addr), Some(own_port)) = (status.address.as_deref(), status.port) else {
-                continue;
-            };
-            let Ok(addr) = addr.parse::<IpAddr>() else {
-                continue;
-            };
-            let port = if port == set.launch.port {
-                own_port
-            } else {
-                port
-            };
-            members.push(Member {
-                id: path.clone(),
-                addr: SocketAddr::new(addr, port),
-                draining,
-            });
-            out.placements.push(Placement {
-                pool: pool.to_string(),
-                instance: path.clone(),
-                draining,
-                episode: status.since.clone(),
-            });
+        for (member, placement) in super::plan::members_of_set(world, set, pool, port) {
+            members.push(member);
+            out.placements.push(placement);
             out.fronts.insert(set.vmss.key());
         }
     }
@@ -235,7 +202,7 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
     use shoal_model::ids::VmssRef;
-    use shoal_model::records::{InstanceStatus, LaunchSpec};
+    use shoal_model::records::{InstanceState, InstanceStatus, LaunchSpec};
     use shoal_model::vmss::{normalize, parse_typed, VirtualMachineScaleSet};
 
     const GW: &str =

@@ -84,6 +84,58 @@ fn probe_of(p: &ProbeProps, image_port: u16) -> Probe {
     }
 }
 
+/// The running and draining instances of `set` as members of `pool`, reached at `port` (the
+/// image's port means each instance's own port, since host-network instances each got
+/// their own), with the placements that route health and drain reports back.
+pub(crate) fn members_of_set(
+    world: &World,
+    set: &VmssRecord,
+    pool: &str,
+    port: u16,
+) -> Vec<(Member, Placement)> {
+    let prefix = set
+        .vmss
+        .status_prefix()
+        .trim_start_matches("status/")
+        .to_string();
+    let mut out = Vec::new();
+    for (path, status) in world.statuses.range(prefix.clone()..) {
+        if !path.starts_with(&prefix) {
+            break;
+        }
+        let draining = match status.state {
+            InstanceState::Running => false,
+            InstanceState::Draining => true,
+            _ => continue,
+        };
+        let (Some(addr), Some(own_port)) = (status.address.as_deref(), status.port) else {
+            continue;
+        };
+        let Ok(addr) = addr.parse::<IpAddr>() else {
+            continue;
+        };
+        let port = if port == set.launch.port {
+            own_port
+        } else {
+            port
+        };
+        out.push((
+            Member {
+                id: path.clone(),
+                addr: SocketAddr::new(addr, port),
+                draining,
+            },
+            Placement {
+                pool: pool.to_string(),
+                instance: path.clone(),
+                draining,
+                episode: status.since.clone(),
+            },
+        ));
+    }
+    out
+}
+
 pub fn plan(world: &World) -> Plan {
     let mut out = Plan::default();
     for lb in &world.balancers {
@@ -103,42 +155,10 @@ pub fn plan(world: &World) -> Plan {
             let mut image_port = rule.backend_port;
             for set in members_sets {
                 image_port = set.launch.port;
-                let prefix = set
-                    .vmss
-                    .status_prefix()
-                    .trim_start_matches("status/")
-                    .to_string();
-                for (path, status) in world.statuses.range(prefix.clone()..) {
-                    if !path.starts_with(&prefix) {
-                        break;
-                    }
-                    let draining = match status.state {
-                        InstanceState::Running => false,
-                        InstanceState::Draining => true,
-                        _ => continue,
-                    };
-                    let (Some(addr), Some(port)) = (status.address.as_deref(), status.port) else {
-                        continue;
-                    };
-                    let Ok(addr) = addr.parse::<IpAddr>() else {
-                        continue;
-                    };
-                    let port = if rule.backend_port == set.launch.port {
-                        port
-                    } else {
-                        rule.backend_port
-                    };
-                    members.push(Member {
-                        id: path.clone(),
-                        addr: SocketAddr::new(addr, port),
-                        draining,
-                    });
-                    out.placements.push(Placement {
-                        pool: pool_name.clone(),
-                        instance: path.clone(),
-                        draining,
-                        episode: status.since.clone(),
-                    });
+                for (member, placement) in members_of_set(world, set, &pool_name, rule.backend_port)
+                {
+                    members.push(member);
+                    out.placements.push(placement);
                     out.fronts.insert(set.vmss.key());
                 }
             }
@@ -236,42 +256,12 @@ pub fn app_health(world: &World) -> Plan {
             continue;
         };
         let pool_name = format!("apphealth/{}", set.vmss.key());
-        let prefix = set
-            .vmss
-            .status_prefix()
-            .trim_start_matches("status/")
-            .to_string();
-        let mut members = Vec::new();
-        for (path, status) in world.statuses.range(prefix.clone()..) {
-            if !path.starts_with(&prefix) {
-                break;
-            }
-            if !matches!(
-                status.state,
-                InstanceState::Running | InstanceState::Draining
-            ) {
-                continue;
-            }
-            let (Some(addr), Some(port)) = (status.address.as_deref(), status.port) else {
-                continue;
-            };
-            let Ok(addr) = addr.parse::<IpAddr>() else {
-                continue;
-            };
-            members.push(Member {
-                id: path.clone(),
-                addr: SocketAddr::new(addr, port),
-                draining: false,
-            });
-            // Mirrors the instance's draining so the drain acknowledgement is not held
-            // back by this pool (nothing flows through it).
-            out.placements.push(Placement {
-                pool: pool_name.clone(),
-                instance: path.clone(),
-                draining: status.state == InstanceState::Draining,
-                episode: status.since.clone(),
-            });
-        }
+        // No fronts: nothing flows through this pool, so it holds no drain back.
+        let (members, placements): (Vec<Member>, Vec<Placement>) =
+            members_of_set(world, set, &pool_name, set.launch.port)
+                .into_iter()
+                .unzip();
+        out.placements.extend(placements);
         out.config.pools.push(Pool {
             name: pool_name,
             members,
