@@ -129,6 +129,39 @@ fn answering(frontend: &str, n: usize) -> BTreeSet<String> {
         .collect()
 }
 
+/// Four clients send GETs through `frontend` on a new connection each, for a second
+/// before `during`, while it runs, and a second after: (succeeded, failed).
+fn steady_load(frontend: &str, during: impl FnOnce()) -> (usize, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed, frontend) = (
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                frontend.to_string(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(&format!("http://{frontend}/")) {
+                        Some((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    during();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+}
+
 fn vm_health(s: &Server, rg: &str, id: u64) -> String {
     let view = s.cli_ok(&[
         "vmss",
@@ -227,39 +260,18 @@ fn scale_in_under_load_fails_no_request_and_warns_instances_first() {
     });
 
     // Steady load: a new connection per request, counting every failure.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed, frontend) =
-                (stop.clone(), ok.clone(), failed.clone(), frontend.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match http_get(&format!("http://{frontend}/")) {
-                        Some((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(1));
-    s.cli_ok(&[
-        "vmss",
-        "scale",
-        "-g",
-        "lbdrain",
-        "-n",
-        "web",
-        "--new-capacity",
-        "3",
-    ]);
-    std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("load thread");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = steady_load(&frontend, || {
+        s.cli_ok(&[
+            "vmss",
+            "scale",
+            "-g",
+            "lbdrain",
+            "-n",
+            "web",
+            "--new-capacity",
+            "3",
+        ]);
+    });
     assert!(ok > 100, "the load ran ({ok} requests)");
     assert_eq!(
         failed,
@@ -419,39 +431,18 @@ fn scale_in_under_load_through_an_application_gateway_fails_no_request() {
         answering(&frontend, 60).len() == 6
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed, frontend) =
-                (stop.clone(), ok.clone(), failed.clone(), frontend.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match http_get(&format!("http://{frontend}/")) {
-                        Some((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(1));
-    s.cli_ok(&[
-        "vmss",
-        "scale",
-        "-g",
-        "gwdrain",
-        "-n",
-        "web",
-        "--new-capacity",
-        "3",
-    ]);
-    std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("load thread");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = steady_load(&frontend, || {
+        s.cli_ok(&[
+            "vmss",
+            "scale",
+            "-g",
+            "gwdrain",
+            "-n",
+            "web",
+            "--new-capacity",
+            "3",
+        ]);
+    });
     assert!(ok > 100, "the load ran ({ok} requests)");
     assert_eq!(
         failed,
