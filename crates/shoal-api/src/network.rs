@@ -196,7 +196,9 @@ pub async fn load_balancer(
 /// A frontend port another program holds (not one of our own balancers) is refused now,
 /// rather than failing later in the data plane.
 async fn check_ports_free(st: &ApiState, lb: &LoadBalancer, id: &str) -> Result<(), ArmError> {
-    let ours: Vec<(String, u16)> = st
+    // Frontends our balancers already serve, with the balancer that holds each: this
+    // balancer's own need no check (they are bound by our data plane), another's are taken.
+    let held: Vec<(String, u16, String)> = st
         .list::<LoadBalancer>("lb/")
         .await?
         .into_iter()
@@ -204,20 +206,17 @@ async fn check_ports_free(st: &ApiState, lb: &LoadBalancer, id: &str) -> Result<
             let oid = other.value.id.clone().unwrap_or_default();
             network::resolved_rules(&other.value, &oid)
                 .into_iter()
-                .map(|r| (r.frontend_ip, r.frontend_port))
+                .map(|r| (r.frontend_ip, r.frontend_port, oid.clone()))
                 .collect::<Vec<_>>()
         })
         .collect();
     for (i, rule) in network::resolved_rules(lb, id).iter().enumerate() {
         let target = format!("properties.loadBalancingRules[{i}].properties.frontendPort");
-        if ours.contains(&(rule.frontend_ip.clone(), rule.frontend_port)) {
-            let same_lb = st.list::<LoadBalancer>("lb/").await?.iter().any(|o| {
-                o.value
-                    .id
-                    .as_deref()
-                    .is_some_and(|x| x.eq_ignore_ascii_case(id))
-            });
-            if same_lb {
+        let holder = held
+            .iter()
+            .find(|(ip, port, _)| *ip == rule.frontend_ip && *port == rule.frontend_port);
+        if let Some((_, _, owner)) = holder {
+            if owner.eq_ignore_ascii_case(id) {
                 continue;
             }
             return Err(ArmError::conflict(format!(
