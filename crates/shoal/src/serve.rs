@@ -1,5 +1,6 @@
-//! `shoal serve` / `shoal server` / `shoal agent`: wiring the store, the API, the
-//! controller and the agent together, with one shutdown token for all of them.
+//! `shoal serve` / `shoal server` / `shoal agent` / `shoal balancer`: flags, `SHOAL_*`
+//! variables and the config file turned into the library's configs (see `shoal::run`),
+//! checked before any port is bound or any file opened.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,13 +9,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use shoal_agent::driver::multi::MultiDriver;
-use shoal_agent::driver::process::{NetworkMode, ProcessDriver, ProcessDriverConfig};
-use shoal_agent::driver::qemu::{AccelMode, QemuDriver, QemuDriverConfig, QemuDriverError};
-use shoal_agent::driver::Driver;
+use shoal::{CoreConfig, Listeners, LocalAgent, ServerConfig};
+use shoal_agent::driver::process::NetworkMode;
+use shoal_agent::driver::qemu::AccelMode;
 use shoal_agent::AgentConfig;
-use shoal_api::ApiState;
-use shoal_control::{Clock, Controller, SystemClock};
+use shoal_control::SystemClock;
 use shoal_store::{RedbStore, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -342,41 +341,6 @@ fn shutdown_on_signal(token: CancellationToken) {
     });
 }
 
-fn process_driver(dir: &std::path::Path, network: NetworkMode) -> anyhow::Result<Arc<dyn Driver>> {
-    let mut cfg = ProcessDriverConfig::new(dir.join("instances"));
-    cfg.network = network;
-    let driver = ProcessDriver::new(cfg).context("cannot set up the process driver")?;
-    let caps = driver.capabilities();
-    tracing::info!(network = %caps.network, limits = %caps.limits, "process driver ready");
-    Ok(Arc::new(driver))
-}
-
-/// The agent's driver: process instances, plus VMs when QEMU is installed (without it,
-/// VM instances fail with the reason instead of the whole agent).
-fn drivers(
-    dir: &std::path::Path,
-    network: NetworkMode,
-    accel: AccelMode,
-) -> anyhow::Result<Arc<dyn Driver>> {
-    let process = process_driver(dir, network)?;
-    let vm = QemuDriverConfig::new(dir.join("vms")).and_then(|mut cfg| {
-        cfg.accel = accel;
-        QemuDriver::new(cfg)
-    });
-    let vm: Result<Arc<dyn Driver>, String> = match vm {
-        Ok(d) => {
-            tracing::info!(accel = ?accel, "QEMU driver ready (VM images)");
-            Ok(Arc::new(d))
-        }
-        Err(e @ QemuDriverError::NotInstalled { .. }) => {
-            tracing::info!("{e}; VM images cannot run here");
-            Err(e.to_string())
-        }
-        Err(e) => return Err(e).context("cannot set up the QEMU driver"),
-    };
-    Ok(Arc::new(MultiDriver::new(process, vm)))
-}
-
 pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     let (s, log_format) = settings(&args)?;
     init_logging(log_format.as_deref())?;
@@ -385,13 +349,18 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(
         RedbStore::open(s.data_dir.join("state.redb")).context("cannot open the state store")?,
     );
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let identity_header = identity_secret(&s)?;
-    let tls_config = match &s.tls {
-        Some(t) => Some((t.listen, tls_server_config(&s.data_dir, t)?)),
+    let https = match &s.tls {
+        Some(t) => {
+            let config = tls_server_config(&s.data_dir, t)?;
+            let tcp = tokio::net::TcpListener::bind(t.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (tls-listen)", t.listen))?;
+            Some((tcp, config))
+        }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(s.listen)
+    let http = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| {
             format!(
@@ -399,104 +368,50 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
                 s.listen
             )
         })?;
-    let local = listener.local_addr()?;
-    let tls_tcp = match &tls_config {
-        Some((addr, config)) => Some((
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (tls-listen)"))?,
-            config.clone(),
-        )),
-        None => None,
+    let agent = match mode {
+        Mode::All => {
+            let dir = s.data_dir.join("agent");
+            let driver = shoal::drivers::local(&dir, s.agent.network, s.agent.accel)?;
+            Some(LocalAgent {
+                config: agent_config(&s.agent, dir, s.keep_instances),
+                driver,
+            })
+        }
+        Mode::ServerOnly => None,
+    };
+    let config = ServerConfig {
+        core: CoreConfig {
+            store,
+            clock: Arc::new(SystemClock),
+            blob_dir: s.data_dir.join("blobs"),
+            max_capacity: s.max_capacity,
+            identity_header: Some(identity_header),
+            page_size: 200,
+        },
+        data_dir: Some(s.data_dir.clone()),
+        balancer: (mode == Mode::All).then(|| "local".to_string()),
+        agent,
     };
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
-    let tracker = TaskTracker::new();
+    Ok(shoal::run(config, Listeners { http, https }, shutdown).await?)
+}
 
-    let metrics = Arc::new(shoal_control::metrics::MetricsStore::new());
-    let api = ApiState {
-        metrics: metrics.clone(),
-        store: store.clone(),
-        clock: clock.clone(),
-        blob_dir: s.data_dir.join("blobs"),
-        http: reqwest::Client::new(),
-        page_size: 200,
-        max_capacity: s.max_capacity,
-        identity_header: Some(identity_header),
-    };
-    {
-        let token = shutdown.clone();
-        let app = shoal_api::router(api);
-        if let Some((tcp, config)) = tls_tcp {
-            let tls_local = tcp.local_addr()?;
-            let listener = tls::TlsListener::start(tcp, config, &tracker, shutdown.clone())?;
-            let app = tls::https_router(app.clone());
-            let token = shutdown.clone();
-            tracker.spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "https API server failed");
-                }
-            });
-            tracing::info!("Shoal API listening on https://{}", connect_addr(tls_local));
-        }
-        tracker.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "API server failed");
-            }
-        });
+/// The agent's settings; `server` is filled in by whoever knows the server's address.
+fn agent_config(a: &AgentSettings, dir: PathBuf, keep_instances: bool) -> AgentConfig {
+    AgentConfig {
+        host: a.host_name.clone(),
+        zone: a.zone.clone(),
+        fault_domain: a.fault_domain,
+        server: String::new(),
+        dir,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        stop_grace: a.stop_grace,
+        boot_timeout: a.boot_timeout,
+        start_concurrency: a.start_concurrency,
+        keep_instances,
+        drain_timeout: a.drain_timeout,
     }
-    {
-        let controller = Controller::new(store.clone(), clock.clone());
-        let token = shutdown.clone();
-        tracker.spawn(async move { controller.run(token).await });
-        let autoscale = shoal_control::autoscale_runner::AutoscaleRunner::new(
-            store.clone(),
-            clock.clone(),
-            metrics,
-        );
-        tracker.spawn(autoscale.run(shutdown.clone()));
-    }
-    let endpoint = format!("http://{}", connect_addr(local));
-    let _ = std::fs::write(s.data_dir.join("endpoint"), &endpoint);
-    tracing::info!(data_dir = %s.data_dir.display(), "Shoal API listening on {endpoint}");
-
-    let mut agent_result = Ok(());
-    if mode == Mode::All {
-        start_balancer(&endpoint, "local", &tracker, &shutdown);
-    }
-    if mode == Mode::All {
-        let agent_dir = s.data_dir.join("agent");
-        let driver = drivers(&agent_dir, s.agent.network, s.agent.accel)?;
-        let cfg = AgentConfig {
-            host: s.agent.host_name.clone(),
-            zone: s.agent.zone.clone(),
-            fault_domain: s.agent.fault_domain,
-            server: endpoint.clone(),
-            dir: agent_dir,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stop_grace: s.agent.stop_grace,
-            boot_timeout: s.agent.boot_timeout,
-            start_concurrency: s.agent.start_concurrency,
-            keep_instances: s.keep_instances,
-            drain_timeout: s.agent.drain_timeout,
-        };
-        // On a worker thread, like everything else (the main thread only waits).
-        agent_result = match tokio::spawn(shoal_agent::run(cfg, driver, shutdown.clone())).await {
-            Ok(r) => r.context("the agent failed"),
-            Err(e) => Err(anyhow::anyhow!("the agent task failed: {e}")),
-        };
-        shutdown.cancel();
-    }
-    tracker.close();
-    tracker.wait().await;
-    drop(store);
-    agent_result
 }
 
 /// The secret of the managed-identity token endpoint: the configured one, else the one
@@ -558,15 +473,6 @@ fn tls_server_config(
     tls::server_config(&cert, &key)
 }
 
-/// The address to connect to for a listen address (0.0.0.0 means loopback works).
-fn connect_addr(a: SocketAddr) -> SocketAddr {
-    if a.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
-    } else {
-        a
-    }
-}
-
 pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow::Result<()> {
     let file = config::load_file(args.config.as_ref())?;
     let a = agent_settings(&args.agent, &file)?;
@@ -582,45 +488,19 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         .unwrap_or_else(|| PathBuf::from(".shoal-agent"));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let driver = drivers(&dir, a.network, a.accel)?;
+    let driver = shoal::drivers::local(&dir, a.network, a.accel)?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
-    let cfg = AgentConfig {
-        host: a.host_name,
-        zone: a.zone,
-        fault_domain: a.fault_domain,
-        server: client.endpoint.as_str().trim_end_matches('/').to_string(),
+    let mut cfg = agent_config(
+        &a,
         dir,
-        listen,
-        stop_grace: a.stop_grace,
-        boot_timeout: a.boot_timeout,
-        start_concurrency: a.start_concurrency,
-        drain_timeout: a.drain_timeout,
-        keep_instances: args.keep_instances || file.keep_instances.unwrap_or(false),
-    };
+        args.keep_instances || file.keep_instances.unwrap_or(false),
+    );
+    cfg.listen = listen;
+    cfg.server = client.endpoint.as_str().trim_end_matches('/').to_string();
     shoal_agent::run(cfg, driver, shutdown)
         .await
         .context("the agent failed")
-}
-
-/// Runs a load balancer data plane that follows the server at `endpoint`.
-fn start_balancer(
-    endpoint: &str,
-    name: &str,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> shoal_lb::Balancer {
-    let balancer = shoal_lb::Balancer::new(shutdown.clone());
-    let cfg = shoal_lb::follow::FollowConfig {
-        server: endpoint.to_string(),
-        name: name.to_string(),
-    };
-    let (b, token) = (balancer.clone(), shutdown.clone());
-    tracker.spawn(async move {
-        shoal_lb::follow::run(cfg, b.clone(), token).await;
-        b.closed().await;
-    });
-    balancer
 }
 
 #[derive(Debug, Clone, Args)]
@@ -645,7 +525,7 @@ pub async fn balancer(args: BalancerArgs, client: shoal_cli::ClientOptions) -> a
     let tracker = TaskTracker::new();
     let endpoint = client.endpoint.as_str().trim_end_matches('/').to_string();
     tracing::info!(%name, server = %endpoint, "balancer following the server");
-    start_balancer(&endpoint, &name, &tracker, &shutdown);
+    shoal::start_balancer(&endpoint, &name, &tracker, &shutdown);
     shutdown.cancelled().await;
     tracker.close();
     tracker.wait().await;

@@ -1,0 +1,55 @@
+//! The local host's instance drivers: processes always, VMs when QEMU is installed.
+//!
+//! Without QEMU the agent still starts: VM instances then fail with the reason instead of
+//! the whole agent.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use shoal_agent::driver::multi::MultiDriver;
+use shoal_agent::driver::process::{NetworkMode, ProcessDriver, ProcessDriverConfig};
+use shoal_agent::driver::qemu::{AccelMode, QemuDriver, QemuDriverConfig, QemuDriverError};
+use shoal_agent::driver::Driver;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriversError {
+    #[error("Cannot set up the process driver")]
+    Process(#[source] shoal_agent::driver::process::ProcessDriverError),
+    #[error("Cannot set up the QEMU driver")]
+    Qemu(#[source] QemuDriverError),
+}
+
+fn process_driver(dir: &Path, network: NetworkMode) -> Result<Arc<dyn Driver>, DriversError> {
+    let mut cfg = ProcessDriverConfig::new(dir.join("instances"));
+    cfg.network = network;
+    let driver = ProcessDriver::new(cfg).map_err(DriversError::Process)?;
+    let caps = driver.capabilities();
+    tracing::info!(network = %caps.network, limits = %caps.limits, "process driver ready");
+    Ok(Arc::new(driver))
+}
+
+/// The agent's driver for instances kept under `dir`: process instances, plus VMs when
+/// QEMU is installed.
+pub fn local(
+    dir: &Path,
+    network: NetworkMode,
+    accel: AccelMode,
+) -> Result<Arc<dyn Driver>, DriversError> {
+    let process = process_driver(dir, network)?;
+    let vm = QemuDriverConfig::new(dir.join("vms")).and_then(|mut cfg| {
+        cfg.accel = accel;
+        QemuDriver::new(cfg)
+    });
+    let vm: Result<Arc<dyn Driver>, String> = match vm {
+        Ok(d) => {
+            tracing::info!(accel = ?accel, "QEMU driver ready (VM images)");
+            Ok(Arc::new(d))
+        }
+        Err(e @ QemuDriverError::NotInstalled { .. }) => {
+            tracing::info!("{e}; VM images cannot run here");
+            Err(e.to_string())
+        }
+        Err(e) => return Err(DriversError::Qemu(e)),
+    };
+    Ok(Arc::new(MultiDriver::new(process, vm)))
+}

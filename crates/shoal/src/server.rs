@@ -1,0 +1,213 @@
+//! [`Core`] (API + control plane) and [`run`] (a core served on listeners, with the local
+//! agent and balancer of `shoal serve`).
+//!
+//! Every task started here belongs to a `TaskTracker` that [`run`] (or the owner of a
+//! [`Core`]) closes and waits for after the shutdown token is cancelled, so nothing
+//! outlives the call.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shoal_agent::driver::Driver;
+use shoal_agent::AgentConfig;
+use shoal_api::ApiState;
+use shoal_control::{Clock, Controller};
+use shoal_store::Store;
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::https;
+
+/// What the API and the control plane need.
+#[derive(Clone)]
+pub struct CoreConfig {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Where uploaded bundles are kept.
+    pub blob_dir: PathBuf,
+    /// Largest capacity a scale set may ask for (1000, as Azure).
+    pub max_capacity: i64,
+    /// The secret managed-identity token requests must carry; `None` turns the endpoint off.
+    pub identity_header: Option<String>,
+    /// Items per page of list answers.
+    pub page_size: usize,
+}
+
+/// A running API and control plane: the router to serve, and the tasks of the controller
+/// and the autoscale runner (owned by the tracker given to [`Core::start`]).
+#[derive(Clone)]
+pub struct Core {
+    api: ApiState,
+    router: axum::Router,
+}
+
+impl Core {
+    /// Builds the API and starts the control plane's tasks on `tracker`; they stop when
+    /// `shutdown` is cancelled. Binds nothing.
+    pub fn start(config: CoreConfig, tracker: &TaskTracker, shutdown: &CancellationToken) -> Core {
+        let metrics = Arc::new(shoal_control::metrics::MetricsStore::new());
+        let api = ApiState {
+            metrics: metrics.clone(),
+            store: config.store.clone(),
+            clock: config.clock.clone(),
+            blob_dir: config.blob_dir,
+            http: reqwest::Client::new(),
+            page_size: config.page_size,
+            max_capacity: config.max_capacity,
+            identity_header: config.identity_header,
+        };
+        let controller = Controller::new(config.store.clone(), config.clock.clone());
+        tracker.spawn(controller.run(shutdown.clone()));
+        let autoscale = shoal_control::autoscale_runner::AutoscaleRunner::new(
+            config.store.clone(),
+            config.clock.clone(),
+            metrics,
+        );
+        tracker.spawn(autoscale.run(shutdown.clone()));
+        let router = shoal_api::router(api.clone());
+        Core { api, router }
+    }
+
+    /// The API as a `tower::Service`: serve it on a listener, or call it in process.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// The API's shared state (the store, the clock, the metrics).
+    pub fn api(&self) -> &ApiState {
+        &self.api
+    }
+}
+
+/// The sockets the API is served on, bound by the caller (so a bad address is refused
+/// before anything starts, and tests can bind port 0).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+}
+
+/// An agent for this machine, run inside the server process (`shoal serve`).
+pub struct LocalAgent {
+    pub config: AgentConfig,
+    pub driver: Arc<dyn Driver>,
+}
+
+/// Everything [`run`] starts.
+pub struct ServerConfig {
+    pub core: CoreConfig,
+    /// Where `endpoint` (the API's URL, read by the CLI) is written; `None` writes nothing.
+    pub data_dir: Option<PathBuf>,
+    /// `shoal serve`: a local agent…
+    pub agent: Option<LocalAgent>,
+    /// …and a local balancer with this name.
+    pub balancer: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("Cannot read the address of the API listener")]
+    LocalAddr(#[source] std::io::Error),
+    #[error("The agent failed")]
+    Agent(#[source] shoal_agent::AgentError),
+    #[error("The agent task failed")]
+    AgentTask(#[source] tokio::task::JoinError),
+}
+
+/// Runs the server until `shutdown` is cancelled (or the local agent fails), then waits for
+/// every task it started.
+pub async fn run(
+    config: ServerConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let tracker = TaskTracker::new();
+    let core = Core::start(config.core, &tracker, &shutdown);
+    let local = listeners.http.local_addr().map_err(RunError::LocalAddr)?;
+    if let Some((tcp, tls)) = listeners.https {
+        let tls_local = tcp.local_addr().map_err(RunError::LocalAddr)?;
+        let listener = https::TlsListener::start(tcp, tls, &tracker, shutdown.clone())
+            .map_err(RunError::LocalAddr)?;
+        let app = https::https_router(core.router());
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "https API server failed");
+            }
+        });
+        tracing::info!("Shoal API listening on https://{}", connect_addr(tls_local));
+    }
+    {
+        let (app, token) = (core.router(), shutdown.clone());
+        let listener = listeners.http;
+        tracker.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+    }
+    let endpoint = format!("http://{}", connect_addr(local));
+    if let Some(dir) = &config.data_dir {
+        let _ = std::fs::write(dir.join("endpoint"), &endpoint);
+        tracing::info!(data_dir = %dir.display(), "Shoal API listening on {endpoint}");
+    }
+
+    if let Some(name) = config.balancer {
+        start_balancer(&endpoint, &name, &tracker, &shutdown);
+    }
+    let mut result = Ok(());
+    if let Some(agent) = config.agent {
+        let mut cfg = agent.config;
+        cfg.server = endpoint.clone();
+        // On a worker thread, like everything else (the caller's thread only waits).
+        result = match tokio::spawn(shoal_agent::run(cfg, agent.driver, shutdown.clone())).await
+        {
+            Ok(r) => r.map_err(RunError::Agent),
+            Err(e) => Err(RunError::AgentTask(e)),
+        };
+        shutdown.cancel();
+    } else {
+        shutdown.cancelled().await;
+    }
+    tracker.close();
+    tracker.wait().await;
+    result
+}
+
+/// Runs a load balancer data plane that follows the server at `endpoint`; its tasks
+/// belong to `tracker`.
+pub fn start_balancer(
+    endpoint: &str,
+    name: &str,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> shoal_lb::Balancer {
+    let balancer = shoal_lb::Balancer::new(shutdown.clone());
+    let cfg = shoal_lb::follow::FollowConfig {
+        server: endpoint.to_string(),
+        name: name.to_string(),
+    };
+    let (b, token) = (balancer.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        shoal_lb::follow::run(cfg, b.clone(), token).await;
+        b.closed().await;
+    });
+    balancer
+}
+
+/// The address to connect to for a listen address (0.0.0.0 means loopback works).
+pub fn connect_addr(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+    } else {
+        a
+    }
+}
