@@ -19,15 +19,23 @@
 //! Shoal's target tracking (`properties.shoal.targetTracking`) adds
 //! `ceil(current × metric / target)` outside the tolerance band: it may raise a scale
 //! out, and may scale in only when no out-rule fires.
+//!
+//! Which profile applies when is in [`schedule`]; one rule's metric value and the capacity
+//! its action asks for are in [`rule`]; this module combines them into a [`Decision`].
 
-use jiff::civil::Weekday;
-use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
 use shoal_model::autoscale::{
-    Compiled, CompiledProfile, CompiledRule, DimensionOperator, MetricKey, MetricStatistic,
-    ProfileWhen, ScaleDirection, ScaleType, TimeAggregation,
+    Compiled, CompiledRule, DimensionOperator, MetricKey, MetricStatistic, ScaleDirection,
+    TimeAggregation,
 };
+
+pub mod rule;
+pub mod schedule;
+
+use rule::{aggregate, combine_instances, per_instance};
+pub use rule::{apply_action, rule_value};
+pub use schedule::{last_weekly_start, select_profile};
 
 /// One time grain of a metric: the value of each instance (its average within the grain),
 /// or one value for a metric pushed for the whole set.
@@ -126,149 +134,6 @@ impl Decision {
             metrics,
         }
     }
-}
-
-/// The start of the most recent occurrence of a weekly schedule at or before `now`, in
-/// `tz`. A start in a daylight-saving gap moves forward (02:30 → 03:30), a start in a
-/// fold uses its first occurrence.
-pub fn last_weekly_start(
-    tz: &TimeZone,
-    days: &[Weekday],
-    times: &[(i8, i8)],
-    now: Timestamp,
-) -> Option<Timestamp> {
-    let today = now.to_zoned(tz.clone()).date();
-    let mut best: Option<Timestamp> = None;
-    for back in 0..=7i64 {
-        let Ok(date) = today.checked_sub(back.days()) else {
-            continue;
-        };
-        if !days.contains(&date.weekday()) {
-            continue;
-        }
-        for &(h, m) in times {
-            let Ok(z) = tz.to_zoned(date.at(h, m, 0, 0)) else {
-                continue;
-            };
-            let t = z.timestamp();
-            if t <= now && best.is_none_or(|b| t > b) {
-                best = Some(t);
-            }
-        }
-    }
-    best
-}
-
-/// The profile in effect at `now`: a fixed date containing it, else the recurrence that
-/// started most recently, else the first default profile.
-pub fn select_profile(setting: &Compiled, now: Timestamp) -> Option<&CompiledProfile> {
-    if let Some(p) = setting
-        .profiles
-        .iter()
-        .find(|p| matches!(p.when, ProfileWhen::Fixed { start, end } if start <= now && now < end))
-    {
-        return Some(p);
-    }
-    let mut best: Option<(Timestamp, &CompiledProfile)> = None;
-    for p in &setting.profiles {
-        if let ProfileWhen::Weekly { tz, days, times } = &p.when {
-            if let Some(t) = last_weekly_start(tz, days, times, now) {
-                if best.is_none_or(|(b, _)| t > b) {
-                    best = Some((t, p));
-                }
-            }
-        }
-    }
-    if let Some((_, p)) = best {
-        return Some(p);
-    }
-    setting
-        .profiles
-        .iter()
-        .find(|p| matches!(p.when, ProfileWhen::Default))
-}
-
-fn combine_instances(stat: MetricStatistic, values: &[f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    Some(match stat {
-        MetricStatistic::Average => values.iter().sum::<f64>() / values.len() as f64,
-        MetricStatistic::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
-        MetricStatistic::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        MetricStatistic::Sum => values.iter().sum(),
-        MetricStatistic::Count => values.len() as f64,
-    })
-}
-
-fn aggregate(agg: TimeAggregation, values: &[f64]) -> Option<f64> {
-    let last = values.last().copied()?;
-    Some(match agg {
-        TimeAggregation::Average => values.iter().sum::<f64>() / values.len() as f64,
-        TimeAggregation::Minimum => values.iter().copied().fold(f64::INFINITY, f64::min),
-        TimeAggregation::Maximum => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        TimeAggregation::Total => values.iter().sum(),
-        TimeAggregation::Count => values.len() as f64,
-        TimeAggregation::Last => last,
-    })
-}
-
-/// A rule's metric value over its window: per grain the statistic across instances, then
-/// the time aggregation across grains; `None` without data.
-pub fn rule_value(
-    rule: &CompiledRule,
-    metrics: &dyn MetricWindows,
-    capacity: i64,
-    now: Timestamp,
-) -> Option<f64> {
-    let grains = metrics.window(&WindowQuery {
-        metric: &rule.metric,
-        dimensions: &rule.dimensions,
-        grain_secs: rule.grain_secs,
-        window_secs: rule.window_secs,
-        now,
-    });
-    let per_grain: Vec<f64> = grains
-        .iter()
-        .filter_map(|g| combine_instances(rule.statistic, &g.per_instance))
-        .collect();
-    let v = aggregate(rule.aggregation, &per_grain)?;
-    if rule.divide_per_instance {
-        Some(v / capacity.max(1) as f64)
-    } else {
-        Some(v)
-    }
-}
-
-/// The capacity a rule asks for from `current` (before clamping).
-pub fn apply_action(rule: &CompiledRule, current: i64) -> i64 {
-    let step = |pct: i64, round_up: bool| {
-        let exact = current as f64 * pct as f64 / 100.0;
-        let d = if round_up {
-            exact.ceil()
-        } else {
-            exact.floor()
-        };
-        (d as i64).max(1)
-    };
-    match (rule.kind, rule.direction) {
-        (ScaleType::ExactCount, _) => rule.value,
-        (ScaleType::ChangeCount, ScaleDirection::Decrease) => current - rule.value,
-        (ScaleType::ChangeCount, _) => current + rule.value,
-        // A percent step moves at least one instance; out rounds up, in rounds down.
-        (ScaleType::PercentChangeCount, ScaleDirection::Decrease) => {
-            current - step(rule.value, false)
-        }
-        (ScaleType::PercentChangeCount, _) => current + step(rule.value, true),
-        (ScaleType::ServiceAllowedNextValue, _) => current,
-    }
-}
-
-/// Whether a metric scales with the number of instances (so the flapping check may
-/// project it): platform metrics are per-instance averages; a custom metric only when
-/// the rule divides it per instance.
-fn per_instance(rule: &CompiledRule) -> bool {
-    rule.metric.is_platform() || rule.divide_per_instance
 }
 
 struct Evaluated<'a> {
@@ -645,10 +510,10 @@ mod tests {
 
     /// Metric values by name, the same in every grain of any window.
     #[derive(Default)]
-    struct Fake(HashMap<String, Vec<f64>>);
+    pub(super) struct Fake(HashMap<String, Vec<f64>>);
 
     impl Fake {
-        fn with(pairs: &[(&str, &[f64])]) -> Self {
+        pub(super) fn with(pairs: &[(&str, &[f64])]) -> Self {
             Fake(
                 pairs
                     .iter()
@@ -670,11 +535,11 @@ mod tests {
         }
     }
 
-    fn ts(s: &str) -> Timestamp {
+    pub(super) fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    fn rule(
+    pub(super) fn rule(
         metric: &str,
         op: &str,
         threshold: f64,
@@ -698,13 +563,13 @@ mod tests {
         })
     }
 
-    fn setting(profiles: Value) -> Compiled {
+    pub(super) fn setting(profiles: Value) -> Compiled {
         let body = json!({"location": "local", "properties": {"enabled": true, "targetResourceUri": SET, "profiles": profiles}});
         let s: AutoscaleSetting = shoal_model::vmss::parse_typed(&body).unwrap();
         compile(&s).unwrap().0
     }
 
-    fn cpu_profile(min: i64, max: i64) -> Value {
+    pub(super) fn cpu_profile(min: i64, max: i64) -> Value {
         json!([{
             "name": "default",
             "capacity": {"minimum": min.to_string(), "maximum": max.to_string(), "default": min.to_string()},
@@ -715,7 +580,7 @@ mod tests {
         }])
     }
 
-    const NOW: &str = "2026-11-22T10:00:00Z";
+    pub(super) const NOW: &str = "2026-11-22T10:00:00Z";
 
     #[test]
     fn any_out_rule_scales_out_taking_the_largest() {
@@ -922,36 +787,6 @@ mod tests {
     }
 
     #[test]
-    fn scale_types() {
-        let r = |kind: &str, dir: &str, value: &str| {
-            let s = setting(
-                json!([{"name": "p", "capacity": {"minimum": "0", "maximum": "1000", "default": "1"},
-                "rules": [rule("Percentage CPU", "GreaterThan", 1.0, dir, kind, value, "PT1M")]}]),
-            );
-            s.profiles[0].rules[0].clone()
-        };
-        assert_eq!(apply_action(&r("ChangeCount", "Increase", "3"), 10), 13);
-        assert_eq!(apply_action(&r("ChangeCount", "Decrease", "3"), 10), 7);
-        assert_eq!(
-            apply_action(&r("PercentChangeCount", "Increase", "50"), 10),
-            15
-        );
-        assert_eq!(
-            apply_action(&r("PercentChangeCount", "Increase", "10"), 3),
-            4
-        );
-        assert_eq!(
-            apply_action(&r("PercentChangeCount", "Decrease", "10"), 3),
-            2
-        );
-        assert_eq!(
-            apply_action(&r("PercentChangeCount", "Decrease", "50"), 5),
-            3
-        );
-        assert_eq!(apply_action(&r("ExactCount", "Increase", "7"), 2), 7);
-    }
-
-    #[test]
     fn exact_count_from_a_custom_metric() {
         let s = setting(
             json!([{"name": "p", "capacity": {"minimum": "1", "maximum": "10", "default": "1"},
@@ -967,49 +802,6 @@ mod tests {
         assert_eq!(d.new_capacity, Some(6));
         assert_eq!(d.metrics[0].value, Some(120.0));
         assert!(d.metrics[0].fired);
-    }
-
-    #[test]
-    fn statistics_and_time_aggregations() {
-        struct Grains;
-        impl MetricWindows for Grains {
-            fn window(&self, q: &WindowQuery<'_>) -> Vec<Grain> {
-                vec![
-                    Grain {
-                        start: q.now,
-                        per_instance: vec![10.0, 30.0],
-                    },
-                    Grain {
-                        start: q.now,
-                        per_instance: vec![50.0, 70.0],
-                    },
-                ]
-            }
-        }
-        let mk = |stat: &str, agg: &str| {
-            let mut r = rule(
-                "Percentage CPU",
-                "GreaterThan",
-                1.0,
-                "Increase",
-                "ChangeCount",
-                "1",
-                "PT1M",
-            );
-            r["metricTrigger"]["statistic"] = json!(stat);
-            r["metricTrigger"]["timeAggregation"] = json!(agg);
-            let s = setting(
-                json!([{"name": "p", "capacity": {"minimum": "0", "maximum": "9", "default": "1"}, "rules": [r]}]),
-            );
-            rule_value(&s.profiles[0].rules[0], &Grains, 2, ts(NOW))
-        };
-        assert_eq!(mk("Average", "Average"), Some(40.0));
-        assert_eq!(mk("Max", "Average"), Some(50.0));
-        assert_eq!(mk("Min", "Maximum"), Some(50.0));
-        assert_eq!(mk("Sum", "Total"), Some(160.0));
-        assert_eq!(mk("Average", "Last"), Some(60.0));
-        assert_eq!(mk("Count", "Total"), Some(4.0));
-        assert_eq!(mk("Average", "Count"), Some(2.0));
     }
 
     #[test]
@@ -1044,112 +836,6 @@ mod tests {
             ts(NOW),
         );
         assert!(matches!(d.blocked, Some(Blocked::Cooldown { .. })), "{d:?}");
-    }
-
-    fn weekly(tz: &str, days: &[&str], hour: i64, minute: i64, name: &str, cap: i64) -> Value {
-        json!({"name": name, "capacity": {"minimum": cap.to_string(), "maximum": cap.to_string(), "default": cap.to_string()}, "rules": [],
-            "recurrence": {"frequency": "Week", "schedule": {"timeZone": tz, "days": days, "hours": [hour], "minutes": [minute]}}})
-    }
-
-    #[test]
-    fn recurrence_switches_at_the_scheduled_minute_in_its_zone() {
-        // Weekdays at 09:00 Pacific: 5; weekdays at 17:00 Pacific: 2. 2026-11-23 is a Monday
-        // (PST, UTC−8): 09:00 PST = 17:00Z.
-        let days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"];
-        let s = setting(json!([
-            weekly("Pacific Standard Time", &days, 9, 0, "day", 5),
-            weekly("America/Los_Angeles", &days, 17, 0, "night", 2),
-            {"name": "default", "capacity": {"minimum": "1", "maximum": "1", "default": "1"}, "rules": []}
-        ]));
-        let name = |t: &str| select_profile(&s, ts(t)).map(|p| p.name.clone());
-        assert_eq!(name("2026-11-23T16:59:59Z").as_deref(), Some("night")); // Friday's night lasts over the weekend
-        assert_eq!(name("2026-11-23T17:00:00Z").as_deref(), Some("day"));
-        assert_eq!(name("2026-11-24T00:59:59Z").as_deref(), Some("day"));
-        assert_eq!(name("2026-11-24T01:00:00Z").as_deref(), Some("night"));
-        let none = Fake::default();
-        let d = evaluate(
-            &s,
-            &none,
-            2,
-            LastAction::default(),
-            ts("2026-11-23T17:00:00Z"),
-        );
-        assert_eq!(d.new_capacity, Some(5));
-        assert_eq!(d.profile.as_deref(), Some("day"));
-    }
-
-    #[test]
-    fn recurrence_across_daylight_saving_changes() {
-        // Berlin springs forward on 2026-03-29 at 02:00 → 03:00 (UTC+1 → UTC+2).
-        let tz = TimeZone::get("Europe/Berlin").unwrap();
-        let sun = [Weekday::Sunday];
-        // 09:00 local the day of the change is 07:00Z (summer time already).
-        assert_eq!(
-            last_weekly_start(&tz, &sun, &[(9, 0)], ts("2026-03-29T07:00:00Z")),
-            Some(ts("2026-03-29T07:00:00Z"))
-        );
-        assert_eq!(
-            last_weekly_start(&tz, &sun, &[(9, 0)], ts("2026-03-29T06:59:59Z")),
-            Some(ts("2026-03-22T08:00:00Z"))
-        );
-        // 02:30 does not exist that day: it starts at 03:30 local (01:30Z).
-        assert_eq!(
-            last_weekly_start(&tz, &sun, &[(2, 30)], ts("2026-03-29T01:30:00Z")),
-            Some(ts("2026-03-29T01:30:00Z"))
-        );
-        assert_eq!(
-            last_weekly_start(&tz, &sun, &[(2, 30)], ts("2026-03-29T01:29:59Z")),
-            Some(ts("2026-03-22T01:30:00Z"))
-        );
-        // Back on 2026-10-25 at 03:00 → 02:00: 02:30 happens twice; the first counts (00:30Z).
-        assert_eq!(
-            last_weekly_start(&tz, &sun, &[(2, 30)], ts("2026-10-25T00:30:00Z")),
-            Some(ts("2026-10-25T00:30:00Z"))
-        );
-        assert_eq!(
-            last_weekly_start(&tz, &sun, &[(2, 30)], ts("2026-10-25T01:30:00Z")),
-            Some(ts("2026-10-25T00:30:00Z"))
-        );
-        // The Windows name resolves to the same zone.
-        let s = setting(json!([weekly(
-            "W. Europe Standard Time",
-            &["Sunday"],
-            9,
-            0,
-            "sun",
-            3
-        )]));
-        assert_eq!(
-            select_profile(&s, ts("2026-03-29T07:00:00Z")).map(|p| p.name.as_str()),
-            Some("sun")
-        );
-    }
-
-    #[test]
-    fn fixed_date_beats_recurrence_beats_default() {
-        let s = setting(json!([
-            {"name": "default", "capacity": {"minimum": "1", "maximum": "1", "default": "1"}, "rules": []},
-            weekly("UTC", &["Sunday"], 9, 0, "sunday", 3),
-            {"name": "launch", "capacity": {"minimum": "8", "maximum": "8", "default": "8"}, "rules": [],
-             "fixedDate": {"timeZone": "Tokyo Standard Time", "start": "2026-11-22T20:00:00", "end": "2026-11-22T21:00:00"}}
-        ]));
-        let name = |t: &str| select_profile(&s, ts(t)).map(|p| p.name.clone()).unwrap();
-        assert_eq!(name("2026-11-22T10:59:59Z"), "sunday"); // Sunday 2026-11-22, after 09:00Z
-        assert_eq!(name("2026-11-22T11:00:00Z"), "launch"); // 20:00 in Tokyo
-        assert_eq!(name("2026-11-22T12:00:00Z"), "sunday");
-        // Only a default: it applies.
-        let s = setting(cpu_profile(1, 3));
-        assert_eq!(
-            select_profile(&s, ts(NOW)).map(|p| p.name.as_str()),
-            Some("default")
-        );
-        // Only a fixed date outside its window: nothing applies, nothing changes.
-        let s = setting(
-            json!([{"name": "launch", "capacity": {"minimum": "8", "maximum": "8", "default": "8"}, "rules": [],
-             "fixedDate": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}}]),
-        );
-        let d = evaluate(&s, &Fake::default(), 2, LastAction::default(), ts(NOW));
-        assert_eq!((d.profile, d.new_capacity), (None, None));
     }
 
     fn arb_rule(dir: &'static str) -> impl Strategy<Value = Value> {
