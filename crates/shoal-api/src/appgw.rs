@@ -67,13 +67,7 @@ pub async fn list(
 
 /// Gateway backend pool ids a scale set's model puts its instances in.
 pub fn members_of(set: &VmssRecord) -> Vec<String> {
-    let nics = set
-        .model
-        .profile()
-        .and_then(|p| p.network_profile.as_ref())
-        .and_then(|n| n.network_interface_configurations.clone())
-        .unwrap_or_default();
-    appgw::vmss_appgw_pool_ids(&nics)
+    set.model.backend_pools(shoal_model::network::PoolOwner::ApplicationGateway)
 }
 
 /// The gateway as GET shows it, with each pool's instances filled in.

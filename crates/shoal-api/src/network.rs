@@ -94,13 +94,7 @@ async fn view(st: &ApiState, lb: &LoadBalancer, revision: u64) -> Result<Value, 
 
 /// Pool ids a scale set's model puts its instances in.
 pub fn members_of(set: &VmssRecord) -> Vec<String> {
-    let nics = set
-        .model
-        .profile()
-        .and_then(|p| p.network_profile.as_ref())
-        .and_then(|n| n.network_interface_configurations.clone())
-        .unwrap_or_default();
-    network::vmss_pool_ids(&nics)
+    set.model.backend_pools(shoal_model::network::PoolOwner::LoadBalancer)
 }
 
 pub async fn load_balancer(
@@ -144,7 +138,7 @@ pub async fn load_balancer(
             );
             lb.kind = Some(LB_TYPE.to_string());
             lb.etag = None;
-            lb.sku
+            lb.extra.sku
                 .get_or_insert_with(|| json!({"name": "Standard", "tier": "Regional"}));
             lb.properties.provisioning_state = Some("Succeeded".into());
             lb.properties.resource_guid = existing

@@ -5,6 +5,7 @@
 //! as JSON, controllers and agents read them back.
 
 pub mod appgw;
+pub mod arm;
 pub mod autoscale;
 pub mod duration;
 pub mod error;

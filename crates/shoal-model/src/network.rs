@@ -2,13 +2,23 @@
 //!
 //! Sub-resources (frontend IP configurations, backend pools, probes, rules) reference each
 //! other by ARM id; [`normalize_lb`] fills in their ids and [`validate_lb`] checks that
-//! every reference resolves inside the same load balancer.
+//! every reference resolves inside the same load balancer; [`resolved_rules`] gives the
+//! balancer each rule with its references resolved.
+//!
+//! Which backend pools a scale set joins (a load balancer's or an application gateway's)
+//! is read from the set's network profile here, once: [`PoolOwner`] and
+//! `VirtualMachineScaleSet::{backend_pools, joins_pool, joins_pool_of}`.
 
+use serde::de::MapAccess;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::arm::{
+    check_child_names, find_child, name_children, Extras, IdRef, Resource, SubResource,
+};
 use crate::arm_enum;
 use crate::error::ArmError;
+use crate::vmss::VirtualMachineScaleSet;
 
 pub const LB_TYPE: &str = "Microsoft.Network/loadBalancers";
 
@@ -16,25 +26,28 @@ arm_enum!(ProbeProtocol { Tcp = "Tcp", Http = "Http", Https = "Https" });
 arm_enum!(TransportProtocol { Tcp = "Tcp", Udp = "Udp", All = "All" });
 arm_enum!(LoadDistribution { Default = "Default", SourceIp = "SourceIP", SourceIpProtocol = "SourceIPProtocol" });
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadBalancer {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<std::collections::BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+/// A load balancer: the ARM envelope around [`LbProperties`], with its `sku`.
+pub type LoadBalancer = Resource<LbProperties, LbExtras>;
+
+/// A load balancer's own top-level fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LbExtras {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sku: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    #[serde(default)]
-    pub properties: LbProperties,
+}
+
+impl Extras for LbExtras {
+    fn read_field<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "sku" => self.sku = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,28 +69,6 @@ pub struct LbProperties {
     pub provisioning_state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_guid: Option<String>,
-}
-
-/// A named child of a load balancer: `{"name", "id", "etag", "type", "properties"}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SubResource<P> {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default)]
-    pub name: String,
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    #[serde(default)]
-    pub properties: P,
-}
-
-/// `{"id": "..."}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdRef {
-    #[serde(default)]
-    pub id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -184,17 +175,25 @@ pub struct RuleProps {
 /// (which rules use a frontend, pool or probe).
 pub fn normalize_lb(lb: &mut LoadBalancer, id: &str) {
     let p = &mut lb.properties;
-    for (list, kind) in [
-        (
-            &mut p.frontend_ip_configurations as &mut dyn SubList,
-            "frontendIPConfigurations",
-        ),
-        (&mut p.backend_address_pools, "backendAddressPools"),
-        (&mut p.probes, "probes"),
-        (&mut p.load_balancing_rules, "loadBalancingRules"),
-    ] {
-        list.set_ids(id, kind);
-    }
+    name_children(
+        &mut p.frontend_ip_configurations,
+        id,
+        LB_TYPE,
+        "frontendIPConfigurations",
+    );
+    name_children(
+        &mut p.backend_address_pools,
+        id,
+        LB_TYPE,
+        "backendAddressPools",
+    );
+    name_children(&mut p.probes, id, LB_TYPE, "probes");
+    name_children(
+        &mut p.load_balancing_rules,
+        id,
+        LB_TYPE,
+        "loadBalancingRules",
+    );
     for fe in &mut p.frontend_ip_configurations {
         fe.properties
             .private_ip_address
@@ -258,19 +257,6 @@ pub fn normalize_lb(lb: &mut LoadBalancer, id: &str) {
     }
 }
 
-trait SubList {
-    fn set_ids(&mut self, lb_id: &str, kind: &str);
-}
-
-impl<P> SubList for Vec<SubResource<P>> {
-    fn set_ids(&mut self, lb_id: &str, kind: &str) {
-        for s in self.iter_mut() {
-            s.id = Some(format!("{lb_id}/{kind}/{}", s.name));
-            s.kind = Some(format!("{LB_TYPE}/{kind}"));
-        }
-    }
-}
-
 fn check_port(v: Option<i64>, target: &str, required: bool) -> Result<(), ArmError> {
     match v {
         None if !required => Ok(()),
@@ -286,23 +272,6 @@ fn check_port(v: Option<i64>, target: &str, required: bool) -> Result<(), ArmErr
     }
 }
 
-/// Finds the sub-resource a reference names: by full id within this balancer or by name.
-fn resolve<'a, P>(
-    list: &'a [SubResource<P>],
-    r: &IdRef,
-    lb_id: &str,
-    kind: &str,
-) -> Option<&'a SubResource<P>> {
-    let want = r.id.trim_end_matches('/');
-    let prefix = format!("{lb_id}/{kind}/");
-    let name = match want.get(..prefix.len()) {
-        Some(head) if head.eq_ignore_ascii_case(&prefix) => &want[prefix.len()..],
-        _ if want.contains('/') => return None,
-        _ => want,
-    };
-    list.iter().find(|s| s.name.eq_ignore_ascii_case(name))
-}
-
 /// Checks a normalized load balancer. `lb_id` is its own id.
 pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
     if lb.location.as_deref().is_none_or(|l| l.trim().is_empty()) {
@@ -312,48 +281,21 @@ pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
         ));
     }
     let p = &lb.properties;
-    let unique = |names: Vec<&str>, target: &str| -> Result<(), ArmError> {
-        let mut seen = std::collections::HashSet::new();
-        for (i, n) in names.iter().enumerate() {
-            if n.is_empty() {
-                return Err(ArmError::invalid_parameter(
-                    format!("{target}[{i}].name"),
-                    "Every item needs a name.",
-                ));
-            }
-            if !seen.insert(n.to_ascii_lowercase()) {
-                return Err(ArmError::invalid_parameter(
-                    format!("{target}[{i}].name"),
-                    format!("The name '{n}' is used twice."),
-                ));
-            }
-        }
-        Ok(())
-    };
-    unique(
-        p.frontend_ip_configurations
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect(),
+    check_child_names(
+        &p.frontend_ip_configurations,
         "properties.frontendIPConfigurations",
+        false,
     )?;
-    unique(
-        p.backend_address_pools
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect(),
+    check_child_names(
+        &p.backend_address_pools,
         "properties.backendAddressPools",
+        false,
     )?;
-    unique(
-        p.probes.iter().map(|s| s.name.as_str()).collect(),
-        "properties.probes",
-    )?;
-    unique(
-        p.load_balancing_rules
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect(),
+    check_child_names(&p.probes, "properties.probes", false)?;
+    check_child_names(
+        &p.load_balancing_rules,
         "properties.loadBalancingRules",
+        false,
     )?;
     for (i, fe) in p.frontend_ip_configurations.iter().enumerate() {
         if let Some(ip) = &fe.properties.private_ip_address {
@@ -426,7 +368,7 @@ pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
                 "A rule needs a frontendIPConfiguration.",
             ));
         };
-        let Some(fe) = resolve(
+        let Some(fe) = find_child(
             &p.frontend_ip_configurations,
             fe_ref,
             lb_id,
@@ -448,7 +390,7 @@ pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
                 "A rule needs a backendAddressPool.",
             ));
         };
-        if resolve(
+        if find_child(
             &p.backend_address_pools,
             pool_ref,
             lb_id,
@@ -467,7 +409,7 @@ pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
             .with_target(format!("{t}.backendAddressPool.id")));
         }
         if let Some(probe_ref) = &rp.probe {
-            if resolve(&p.probes, probe_ref, lb_id, "probes").is_none() {
+            if find_child(&p.probes, probe_ref, lb_id, "probes").is_none() {
                 return Err(ArmError::new(
                     400,
                     "InvalidResourceReference",
@@ -524,13 +466,13 @@ pub fn resolved_rules(lb: &LoadBalancer, lb_id: &str) -> Vec<ResolvedRule> {
         .iter()
         .filter_map(|r| {
             let rp = &r.properties;
-            let fe = resolve(
+            let fe = find_child(
                 &p.frontend_ip_configurations,
                 rp.frontend_ip_configuration.as_ref()?,
                 lb_id,
                 "frontendIPConfigurations",
             )?;
-            let pool = resolve(
+            let pool = find_child(
                 &p.backend_address_pools,
                 rp.backend_address_pool.as_ref()?,
                 lb_id,
@@ -539,7 +481,7 @@ pub fn resolved_rules(lb: &LoadBalancer, lb_id: &str) -> Vec<ResolvedRule> {
             let probe = rp
                 .probe
                 .as_ref()
-                .and_then(|pr| resolve(&p.probes, pr, lb_id, "probes"))
+                .and_then(|pr| find_child(&p.probes, pr, lb_id, "probes"))
                 .map(|pr| pr.properties.clone());
             Some(ResolvedRule {
                 name: r.name.clone(),
@@ -561,31 +503,62 @@ pub fn resolved_rules(lb: &LoadBalancer, lb_id: &str) -> Vec<ResolvedRule> {
         .collect()
 }
 
-/// Backend pool ids a scale set's network profile puts its instances in.
-pub fn vmss_pool_ids(profile_nics: &[Value]) -> Vec<String> {
-    let mut out = Vec::new();
-    for nic in profile_nics {
-        let Some(ipcs) = nic
-            .pointer("/properties/ipConfigurations")
-            .and_then(Value::as_array)
-        else {
-            continue;
-        };
-        for ipc in ipcs {
-            let Some(pools) = ipc
-                .pointer("/properties/loadBalancerBackendAddressPools")
-                .and_then(Value::as_array)
-            else {
-                continue;
-            };
-            for pool in pools {
-                if let Some(id) = pool.get("id").and_then(Value::as_str) {
-                    out.push(id.to_string());
-                }
-            }
+/// Whose backend pools a NIC IP configuration of a scale set names: each kind has its own
+/// list in `ipConfigurations[].properties`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolOwner {
+    /// `loadBalancerBackendAddressPools`.
+    LoadBalancer,
+    /// `applicationGatewayBackendAddressPools`.
+    ApplicationGateway,
+}
+
+impl PoolOwner {
+    fn profile_field(self) -> &'static str {
+        match self {
+            PoolOwner::LoadBalancer => "loadBalancerBackendAddressPools",
+            PoolOwner::ApplicationGateway => "applicationGatewayBackendAddressPools",
         }
     }
-    out
+}
+
+/// Which pools a scale set joins: the one place that reads a set's network profile for
+/// pool membership (the API's views and in-use checks, the balancer's plans).
+impl VirtualMachineScaleSet {
+    /// Ids of the `owner` backend pools the set's network profile puts its instances in,
+    /// as written there.
+    pub fn backend_pools(&self, owner: PoolOwner) -> Vec<String> {
+        let field = owner.profile_field();
+        let nics = self
+            .profile()
+            .and_then(|p| p.network_profile.as_ref())
+            .and_then(|n| n.network_interface_configurations.as_deref())
+            .unwrap_or_default();
+        nics.iter()
+            .filter_map(|nic| nic.pointer("/properties/ipConfigurations")?.as_array())
+            .flatten()
+            .filter_map(|ipc| ipc.get("properties")?.get(field)?.as_array())
+            .flatten()
+            .filter_map(|pool| Some(pool.get("id")?.as_str()?.to_string()))
+            .collect()
+    }
+
+    /// Whether the set's instances join the pool `pool_id` (ids compare without regard to
+    /// case, as ARM's do).
+    pub fn joins_pool(&self, owner: PoolOwner, pool_id: &str) -> bool {
+        self.backend_pools(owner)
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(pool_id))
+    }
+
+    /// Whether the set's instances join any pool of the resource `resource_id` (a load
+    /// balancer or gateway the set still uses).
+    pub fn joins_pool_of(&self, owner: PoolOwner, resource_id: &str) -> bool {
+        let prefix = format!("{}/", resource_id.to_ascii_lowercase());
+        self.backend_pools(owner)
+            .iter()
+            .any(|p| p.to_ascii_lowercase().starts_with(&prefix))
+    }
 }
 
 #[cfg(test)]
@@ -691,21 +664,41 @@ mod tests {
     }
 
     #[test]
-    fn pools_of_a_scale_set_profile() {
-        let nics = vec![
-            json!({"name": "nic", "properties": {"ipConfigurations": [{"name": "ip", "properties": {"loadBalancerBackendAddressPools": [{"id": "/a/backendAddressPools/p"}]}}]}}),
-        ];
+    fn pools_a_scale_set_joins() {
+        let set: VirtualMachineScaleSet = parse_typed(&json!({"properties": {"virtualMachineProfile": {"networkProfile": {
+            "networkInterfaceConfigurations": [
+                {"name": "nic", "properties": {"ipConfigurations": [
+                    {"name": "ip", "properties": {
+                        "loadBalancerBackendAddressPools": [{"id": "/a/backendAddressPools/p"}],
+                        "applicationGatewayBackendAddressPools": [{"id": "/gw/backendAddressPools/web"}]
+                    }},
+                    {"name": "bare"}
+                ]}},
+                {"name": "other", "properties": {}}
+            ]}}}})).unwrap();
         assert_eq!(
-            vmss_pool_ids(&nics),
+            set.backend_pools(PoolOwner::LoadBalancer),
             vec!["/a/backendAddressPools/p".to_string()]
         );
+        assert_eq!(
+            set.backend_pools(PoolOwner::ApplicationGateway),
+            vec!["/gw/backendAddressPools/web".to_string()]
+        );
+        assert!(set.joins_pool(PoolOwner::LoadBalancer, "/A/BACKENDADDRESSPOOLS/P"));
+        assert!(!set.joins_pool(PoolOwner::ApplicationGateway, "/a/backendAddressPools/p"));
+        assert!(set.joins_pool_of(PoolOwner::ApplicationGateway, "/GW"));
+        assert!(!set.joins_pool_of(PoolOwner::LoadBalancer, "/gw"));
+        assert!(!set.joins_pool_of(PoolOwner::LoadBalancer, "/a/backend"));
+        assert!(VirtualMachineScaleSet::default()
+            .backend_pools(PoolOwner::LoadBalancer)
+            .is_empty());
     }
 
     proptest::proptest! {
         #[test]
-        fn resolve_never_panics(id in "\\PC{0,80}") {
+        fn find_child_never_panics(id in "\\PC{0,80}") {
             let lb = parsed(&lb()).unwrap();
-            let _ = resolve(&lb.properties.probes, &IdRef { id }, ID, "probes");
+            let _ = find_child(&lb.properties.probes, &IdRef { id }, ID, "probes");
         }
     }
 }

@@ -21,26 +21,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_model::appgw::{self, ApplicationGateway, BackendTarget, GatewayFrontend, ResolvedProbe};
-use shoal_model::records::VmssRecord;
+use shoal_model::network::PoolOwner;
 
 use super::plan::{Plan, World};
 use crate::{
     HttpRoute, HttpSettings, Listener, ListenerKind, Member, Pool, Probe, ProbeProtocol, TlsFiles,
 };
-
-/// The gateway backend pool ids a set puts its instances in, lower-cased.
-fn gateway_pools_of(set: &VmssRecord) -> Vec<String> {
-    let nics = set
-        .model
-        .profile()
-        .and_then(|p| p.network_profile.as_ref())
-        .and_then(|n| n.network_interface_configurations.clone())
-        .unwrap_or_default();
-    appgw::vmss_appgw_pool_ids(&nics)
-        .into_iter()
-        .map(|p| p.to_ascii_lowercase())
-        .collect()
-}
 
 /// The data plane's name of the pool for one (backend pool, settings) pair.
 fn pool_name(target: &BackendTarget) -> String {
@@ -77,13 +63,12 @@ fn probe_of(p: &ResolvedProbe, settings_port: u16) -> Probe {
 /// The members of the pool for `target`, and their placements.
 fn members_of(world: &World, target: &BackendTarget, pool: &str, out: &mut Plan) -> Vec<Member> {
     let mut members = Vec::new();
-    let want = target.pool_id.to_ascii_lowercase();
     let port = target.settings.port;
-    for set in world
-        .sets
-        .iter()
-        .filter(|s| !s.deleting && gateway_pools_of(s).contains(&want))
-    {
+    for set in world.sets.iter().filter(|s| {
+        !s.deleting
+            && s.model
+                .joins_pool(PoolOwner::ApplicationGateway, &target.pool_id)
+    }) {
         for (member, placement) in super::plan::members_of_set(world, set, pool, port) {
             members.push(member);
             out.placements.push(placement);
@@ -202,7 +187,7 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
     use shoal_model::ids::VmssRef;
-    use shoal_model::records::{InstanceState, InstanceStatus, LaunchSpec};
+    use shoal_model::records::{InstanceState, InstanceStatus, LaunchSpec, VmssRecord};
     use shoal_model::vmss::{normalize, parse_typed, VirtualMachineScaleSet};
 
     const GW: &str =

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use shoal_model::network::{self, LoadBalancer, ProbeProps, ProbeProtocol as ArmProbe};
+use shoal_model::network::{self, LoadBalancer, PoolOwner, ProbeProps, ProbeProtocol as ArmProbe};
 use shoal_model::records::{InstanceState, InstanceStatus, VmssRecord};
 
 use crate::{
@@ -44,20 +44,6 @@ pub struct Plan {
     pub placements: Vec<Placement>,
     /// Store keys (`vmss/...`) of the sets with members here.
     pub fronts: BTreeSet<String>,
-}
-
-/// The pool ids a set puts its instances in, lower-cased.
-fn pools_of(set: &VmssRecord) -> Vec<String> {
-    let nics = set
-        .model
-        .profile()
-        .and_then(|p| p.network_profile.as_ref())
-        .and_then(|n| n.network_interface_configurations.clone())
-        .unwrap_or_default();
-    network::vmss_pool_ids(&nics)
-        .into_iter()
-        .map(|p| p.to_ascii_lowercase())
-        .collect()
 }
 
 fn probe_of(p: &ProbeProps, image_port: u16) -> Probe {
@@ -149,7 +135,9 @@ pub fn plan(world: &World) -> Plan {
             let members_sets: Vec<&VmssRecord> = world
                 .sets
                 .iter()
-                .filter(|s| !s.deleting && pools_of(s).contains(&rule.pool_id.to_ascii_lowercase()))
+                .filter(|s| {
+                    !s.deleting && s.model.joins_pool(PoolOwner::LoadBalancer, &rule.pool_id)
+                })
                 .collect();
             let mut members = Vec::new();
             let mut image_port = rule.backend_port;
