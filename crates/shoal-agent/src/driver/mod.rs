@@ -4,7 +4,9 @@
 //! instance (start it, stop it, reimage it…) and calls a driver to *do* it. A driver knows
 //! nothing about scale sets, the store or the API: it gets an [`InstanceSpec`] and works
 //! on this host only. Implementations: `process` (default), `qemu` (real VMs), `fake`
-//! (tests); `multi` routes each instance to one of them by its image kind.
+//! (tests); `multi` routes each instance to one of them by its image kind. The two real
+//! drivers share one runtime for their per-instance slots and state files (`slot`) and
+//! one view of `/proc` (`procfs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +19,9 @@ use serde::{Deserialize, Serialize};
 pub mod fake;
 pub mod multi;
 pub mod process;
+mod procfs;
 pub mod qemu;
+mod slot;
 
 /// Identifies one instance on this host; stable for the instance's life, safe as a
 /// file name (e.g. `00000000-0000-0000-0000-000000000000.demo.web.3`).

@@ -1,4 +1,6 @@
 //! Facts about processes read from `/proc`, and waiting for a process we did not spawn.
+//! Both drivers use it: the process driver for an instance's process tree, the QEMU
+//! driver for the `qemu-system-x86_64` process of a VM.
 //!
 //! A pid alone is not an identity: after the agent restarts, the pid in a state file may
 //! belong to an unrelated process. [`start_time`] reads field 22 of `/proc/<pid>/stat`
@@ -114,6 +116,11 @@ pub fn parse_net_dev(text: &str) -> (u64, u64) {
     (rx, tx)
 }
 
+/// CPU time used by `pid` and its waited-for children, in nanoseconds.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    stat(pid).map(|s| s.cpu_ticks.saturating_mul(1_000_000_000) / clock_ticks_per_second())
+}
+
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
 pub fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf only reads a constant of the C library; no memory is passed.
@@ -137,22 +144,34 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// How the wait for an adopted process ended (its exit status is never known: it is not
+/// our child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// It was already gone when the wait began (it ended while the agent was away).
+    AlreadyGone,
+    /// It ended while we waited.
+    Ended,
+}
+
 /// Waits until the process `pid` (started at `start_time`) is gone. The process need not
-/// be our child: a pidfd becomes readable when it exits. Returns a description.
-pub async fn wait_exit(pid: u32, start_time: u64) -> String {
-    const GONE: &str = "exited (status unknown: adopted process)";
+/// be our child: a pidfd becomes readable when it exits.
+pub async fn wait_exit(pid: u32, start_time: u64) -> WaitEnd {
+    if !is_same_alive(pid, start_time) {
+        return WaitEnd::AlreadyGone;
+    }
     match pidfd_open(pid) {
         Ok(fd) => {
-            // The pid might have been recycled between the caller's check and the open:
-            // the pidfd now pins one process, so checking again settles it.
+            // The pid might have been recycled between the check and the open: the
+            // pidfd now pins one process, so checking again settles it.
             if !is_same_alive(pid, start_time) {
-                return GONE.to_owned();
+                return WaitEnd::AlreadyGone;
             }
             // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open and
             // unchanged for its whole life and closes it on drop.
             match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
                 Ok(afd) => match afd.readable().await {
-                    Ok(_guard) => return GONE.to_owned(),
+                    Ok(_guard) => return WaitEnd::Ended,
                     Err(e) => {
                         tracing::warn!(pid, error = %e, "Waiting on a pidfd failed; polling /proc instead")
                     }
@@ -162,13 +181,13 @@ pub async fn wait_exit(pid: u32, start_time: u64) -> String {
                 }
             }
         }
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return GONE.to_owned(),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return WaitEnd::AlreadyGone,
         Err(e) => tracing::debug!(pid, error = %e, "pidfd_open unavailable; polling /proc"),
     }
     while is_same_alive(pid, start_time) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    GONE.to_owned()
+    WaitEnd::Ended
 }
 
 /// Sends `signal` to the process group `pgid`. A group that no longer exists is not an
@@ -216,6 +235,27 @@ mod tests {
         assert_eq!(s.start_time, 98765);
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 1"), None);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line = "4242 (qemu (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 987654 1000 10";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                state: 'S',
+                pgrp: 4242,
+                cpu_ticks: 300,
+                start_time: 987654
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_that_is_gone_is_reported_as_gone() {
+        let me = std::process::id();
+        let st = start_time(me).expect("own stat");
+        assert_eq!(wait_exit(me, st + 1).await, WaitEnd::AlreadyGone);
     }
 
     #[test]

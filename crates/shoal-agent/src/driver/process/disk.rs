@@ -5,7 +5,7 @@
 //!   disk/          working directory: a private copy of the image bundle
 //!   console.log    stdout + stderr, appended across starts
 //!   custom-data    decoded osProfile.customData (absent when there is none)
-//!   state.json     see `state.rs`, written atomically
+//!   state.json     see `state.rs`, written atomically by `driver/slot.rs`
 //! ```
 //!
 //! The image directory is only read. Copies are real copies (no hard links, so an instance
@@ -14,15 +14,15 @@
 //! point inside the bundle, others are skipped with a warning.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use crate::driver::slot::write_atomic;
 use crate::driver::InstanceKey;
 
 pub const DISK_DIR: &str = "disk";
 pub const CONSOLE_LOG: &str = "console.log";
 pub const CUSTOM_DATA: &str = "custom-data";
-pub const STATE_FILE: &str = "state.json";
 
 /// Paths of one instance's files.
 #[derive(Debug, Clone)]
@@ -45,27 +45,12 @@ impl InstanceDir {
     pub fn custom_data(&self) -> PathBuf {
         self.dir.join(CUSTOM_DATA)
     }
-    pub fn state_file(&self) -> PathBuf {
-        self.dir.join(STATE_FILE)
-    }
 }
 
 /// True when `key` is usable as a single directory name.
 pub fn is_valid_key(key: &InstanceKey) -> bool {
     let k = &key.0;
     !k.is_empty() && k.len() <= 200 && !k.starts_with('.') && !k.contains('/') && !k.contains('\0')
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-    }
-    fs::rename(&tmp, path)
 }
 
 /// Makes `<dir>/disk` a fresh copy of `image`. The copy is built beside it and renamed

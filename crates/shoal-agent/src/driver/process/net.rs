@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use super::netlink::{self, Netlink, Route, RT_SCOPE_UNIVERSE};
 use super::netns::{self, NetnsError, NetnsPlan};
 use super::state::NetAlloc;
+use crate::driver::slot::error_chain;
 
 /// How instances are networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -603,18 +604,6 @@ pub fn rewrite_host(url: &str, ip: Ipv4Addr) -> String {
         Some(p) => format!("{scheme}://{ip}:{p}{path}"),
         None => format!("{scheme}://{ip}{path}"),
     }
-}
-
-/// "outer: inner: innermost", for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -3,13 +3,16 @@
 //!
 //! Pure format code: [`InstanceState::encode`] turns a state into bytes and
 //! [`InstanceState::decode`] parses and validates them. Writing the bytes atomically
-//! (temporary file + rename) is done by the driver, so a crash never leaves a torn file.
+//! (temporary file + rename) is done by the shared slot runtime (`driver/slot.rs`), so a
+//! crash never leaves a torn file.
 
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::driver::InstanceSpec;
+pub use crate::driver::slot::ProcessRecord;
+use crate::driver::slot::SlotState;
+use crate::driver::{InstanceKey, InstanceSpec};
 
 /// Version written into new files; files of a newer version are refused.
 pub const STATE_VERSION: u32 = 1;
@@ -25,14 +28,6 @@ pub struct InstanceState {
     /// The network address/port held by the instance (kept across stop, released by
     /// deallocate and destroy).
     pub net: Option<NetAlloc>,
-}
-
-/// Identifies a process beyond its pid: a pid is only ours when its start time (field 22
-/// of `/proc/<pid>/stat`, in clock ticks since boot) matches too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessRecord {
-    pub pid: u32,
-    pub start_time: u64,
 }
 
 /// The network identity allocated to an instance.
@@ -111,6 +106,33 @@ impl InstanceState {
     }
 }
 
+impl SlotState for InstanceState {
+    fn new(spec: InstanceSpec) -> Self {
+        InstanceState::new(spec)
+    }
+    fn spec(&self) -> &InstanceSpec {
+        &self.spec
+    }
+    fn set_spec(&mut self, spec: InstanceSpec) {
+        self.spec = spec;
+    }
+    fn process(&self) -> Option<ProcessRecord> {
+        self.process
+    }
+    fn set_process(&mut self, process: Option<ProcessRecord>) {
+        self.process = process;
+    }
+    fn encode(&self) -> std::io::Result<Vec<u8>> {
+        Ok(InstanceState::encode(self))
+    }
+    fn decode(
+        bytes: &[u8],
+        key: &InstanceKey,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(InstanceState::decode(bytes, &key.0)?)
+    }
+}
+
 /// Names we put on the file system or give the kernel: short, no path separators.
 fn is_safe_name(name: &str) -> bool {
     !name.is_empty()
@@ -124,7 +146,6 @@ fn is_safe_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::InstanceKey;
     use proptest::prelude::*;
 
     fn spec(key: &str) -> InstanceSpec {
