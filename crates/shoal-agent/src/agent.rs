@@ -13,12 +13,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::{ServerClient, WatchEvent};
 use crate::driver::{Driver, Recovered};
 use crate::events::EventBoard;
 use crate::http::{self, HttpState, Registry};
 use crate::images::ImageCache;
 use crate::supervisor::{self, AgentContext};
+use shoal_client::{Event, ServerClient};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -26,8 +26,6 @@ pub struct AgentConfig {
     pub host: String,
     pub zone: Option<String>,
     pub fault_domain: Option<u32>,
-    /// The server's base URL, e.g. `http://127.0.0.1:7070`.
-    pub server: String,
     /// The agent's directory: image cache and per-instance notes.
     pub dir: PathBuf,
     /// Where the agent's own endpoint (metadata, logs) listens.
@@ -54,11 +52,13 @@ pub enum AgentError {
     Recover(#[source] crate::driver::DriverError),
 }
 
-/// Runs the agent until `shutdown`; then stops its instances (unless configured to keep
-/// them) and returns once every supervisor has finished.
+/// Runs the agent until `shutdown`, talking to the server through `client`; then stops
+/// its instances (unless configured to keep them) and returns once every supervisor has
+/// finished.
 pub async fn run(
     cfg: AgentConfig,
     driver: Arc<dyn Driver>,
+    client: ServerClient,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -80,11 +80,11 @@ pub async fn run(
         driver: driver.clone(),
         events: events.clone(),
     })
-    .merge(crate::metrics::router(registry.clone(), &cfg.server));
+    .merge(crate::metrics::router(registry.clone(), client.clone()));
     tracker.spawn(crate::metrics::run(
         registry.clone(),
         driver.clone(),
-        cfg.server.clone(),
+        client.clone(),
         shutdown.clone(),
     ));
     for ip in driver.metadata_addrs() {
@@ -113,7 +113,6 @@ pub async fn run(
         });
     }
 
-    let client = ServerClient::new(&cfg.server);
     let ctx = Arc::new(AgentContext {
         host: cfg.host.clone(),
         driver: driver.clone(),
@@ -176,7 +175,7 @@ pub async fn run(
             match client.register(&host).await {
                 Ok(()) => {
                     registered = true;
-                    tracing::info!(host = %cfg.host, server = %cfg.server, "agent registered");
+                    tracing::info!(host = %cfg.host, server = %client.target(), "agent registered");
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register with the server yet; retrying");
@@ -187,7 +186,7 @@ pub async fn run(
                 }
             }
         }
-        let (rev, items) = match client.list(&cfg.host).await {
+        let (items, rev) = match client.host_instances(&cfg.host).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list this host's instances; retrying");
@@ -197,8 +196,11 @@ pub async fn run(
                 continue;
             }
         };
-        let listed: HashMap<String, InstanceRecord> =
-            items.into_iter().map(|r| (r.slug(), r)).collect();
+        let listed: HashMap<String, InstanceRecord> = items
+            .iter()
+            .filter_map(|kv| decode(&kv.key, &kv.value))
+            .map(|r| (r.slug(), r))
+            .collect();
         // Supervisors whose record vanished while we were not watching.
         sups.retain(|slug, _| listed.contains_key(slug));
         registry
@@ -226,8 +228,8 @@ pub async fn run(
                 }
             }
         }
-        let mut events = match client.watch(&cfg.host, rev).await {
-            Ok(s) => Box::pin(s),
+        let mut events = match client.watch_host_instances(&cfg.host, rev).await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch this host's instances; retrying");
                 if sleep_or_stop(&shutdown, Duration::from_millis(500)).await {
@@ -245,17 +247,18 @@ pub async fn run(
                     }
                 }
                 ev = events.next() => match ev {
-                    Some(Ok(WatchEvent::Put(rec))) => {
-                        let slug = rec.slug();
-                        apply(&ctx, &mut sups, &registry, &mut recovered, &tracker, &sup_shutdown, slug, *rec);
+                    Some(Ok(Event::Put(kv))) => {
+                        if let Some(rec) = decode(&kv.key, &kv.value) {
+                            let slug = rec.slug();
+                            apply(&ctx, &mut sups, &registry, &mut recovered, &tracker, &sup_shutdown, slug, rec);
+                        }
                     }
-                    Some(Ok(WatchEvent::Delete(key))) => {
+                    Some(Ok(Event::Delete { key, .. })) => {
                         if let Some(slug) = slug_of_key(&key, &sups) {
                             sups.remove(&slug);
                             registry.write().unwrap_or_else(|p| p.into_inner()).remove(&slug);
                         }
                     }
-                    Some(Ok(WatchEvent::Bookmark)) => {}
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "watch ended; listing again");
                         continue 'outer;
@@ -321,6 +324,12 @@ fn slug_of_key(key: &str, sups: &HashMap<String, watch::Sender<InstanceRecord>>)
     sups.iter()
         .find(|(_, tx)| tx.borrow().key() == key)
         .map(|(slug, _)| slug.clone())
+}
+
+fn decode(key: &str, value: &[u8]) -> Option<InstanceRecord> {
+    serde_json::from_slice(value)
+        .inspect_err(|e| tracing::warn!(%key, error = %e, "skipping an unreadable instance record"))
+        .ok()
 }
 
 async fn sleep_or_stop(shutdown: &CancellationToken, d: Duration) -> bool {

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OnceCell;
 
-use crate::client::ServerClient;
+use shoal_client::ServerClient;
 
 #[derive(Clone)]
 pub struct ImageCache {
@@ -57,7 +57,7 @@ impl ImageCache {
             .await
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let tar_path = self.dir.join(format!("{blob_id}.tar.part"));
-        let resp = self
+        let mut body = self
             .client
             .blob(blob_id)
             .await
@@ -65,7 +65,6 @@ impl ImageCache {
         let mut file = tokio::fs::File::create(&tar_path)
             .await
             .map_err(|e| format!("cannot write {}: {e}", tar_path.display()))?;
-        let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk =
                 chunk.map_err(|e| format!("download of bundle {blob_id} broke off: {e}"))?;

@@ -1,12 +1,11 @@
 //! Shoal's host agent: runs the instances assigned to this host.
 //!
 //! Data enters as desired instance records listed and watched from the server's HTTP API
-//! (`client`) and leaves as status writes to the same API; each instance has a
-//! `supervisor` that drives it through a [`driver::Driver`]. The agent also serves
+//! (through a [`shoal_client::ServerClient`]) and leaves as status writes to the same
+//! API; each instance has a `supervisor` that drives it through a [`driver::Driver`]. The agent also serves
 //! instance metadata and console logs (`http`).
 
 pub mod agent;
-pub mod client;
 pub mod driver;
 pub mod events;
 pub mod http;

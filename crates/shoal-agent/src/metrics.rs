@@ -21,6 +21,7 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use shoal_client::ServerClient;
 use shoal_model::records::InstanceRecord;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -79,14 +80,9 @@ fn sample(rec: &InstanceRecord, name: &str, value: f64, namespace: Option<&str>)
 pub async fn run(
     registry: Registry,
     driver: Arc<dyn Driver>,
-    server: String,
+    client: ServerClient,
     shutdown: CancellationToken,
 ) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_default();
-    let url = format!("{server}/shoal/v1/metrics");
     let mut last: HashMap<String, (Instant, Usage)> = HashMap::new();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -122,14 +118,9 @@ pub async fn run(
         }
         // The server takes at most 5000 samples a request.
         for chunk in samples.chunks(POST_CHUNK) {
-            match http
-                .post(&url)
-                .json(&json!({ "samples": chunk }))
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::debug!(status = %r.status(), "metrics refused"),
+            match client.push_metrics(chunk).await {
+                Ok(r) if r.status.is_success() => {}
+                Ok(r) => tracing::debug!(status = %r.status, "metrics refused"),
                 Err(e) => tracing::debug!(error = %e, "cannot post metrics"),
             }
         }
@@ -139,8 +130,7 @@ pub async fn run(
 #[derive(Clone)]
 struct PushState {
     registry: Registry,
-    http: reqwest::Client,
-    url: String,
+    client: ServerClient,
 }
 
 #[derive(Deserialize)]
@@ -154,17 +144,10 @@ struct Push {
 }
 
 /// `POST /i/{slug}/metrics`: an instance pushes a custom metric through its agent.
-pub fn router(registry: Registry, server: &str) -> Router {
+pub fn router(registry: Registry, client: ServerClient) -> Router {
     Router::new()
         .route("/i/{slug}/metrics", post(push))
-        .with_state(PushState {
-            registry,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
-            url: format!("{server}/shoal/v1/metrics"),
-        })
+        .with_state(PushState { registry, client })
 }
 
 async fn push(
@@ -195,19 +178,8 @@ async fn push(
         Some(p.namespace.as_deref().unwrap_or("shoal/custom")),
     );
     s["dimensions"] = json!(p.dimensions);
-    match st
-        .http
-        .post(&st.url)
-        .json(&json!({ "samples": [s] }))
-        .send()
-        .await
-    {
-        Ok(r) => {
-            let status =
-                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body = r.bytes().await.unwrap_or_default();
-            (status, body).into_response()
-        }
+    match st.client.push_metrics(&[s]).await {
+        Ok(r) => (r.status, r.body).into_response(),
         Err(_) => (StatusCode::BAD_GATEWAY, "the server cannot be reached\n").into_response(),
     }
 }

@@ -17,12 +17,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::ServerClient;
 use crate::driver::{
     Capabilities, Driver, InstanceKey, InstanceSpec, Recovered, Running, IMAGE_KIND_ENV,
 };
 use crate::events::EventBoard;
 use crate::images::ImageCache;
+use shoal_client::ServerClient;
 
 /// Quick failures in a row after which an instance is `failed` until asked again.
 pub const MAX_FAILED_STARTS: u32 = 5;

@@ -397,13 +397,12 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     Ok(shoal::run(config, Listeners { http, https }, shutdown).await?)
 }
 
-/// The agent's settings; `server` is filled in by whoever knows the server's address.
+/// The agent's settings (the caller hands the agent a client of the server).
 fn agent_config(a: &AgentSettings, dir: PathBuf, keep_instances: bool) -> AgentConfig {
     AgentConfig {
         host: a.host_name.clone(),
         zone: a.zone.clone(),
         fault_domain: a.fault_domain,
-        server: String::new(),
         dir,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         stop_grace: a.stop_grace,
@@ -497,8 +496,8 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         args.keep_instances || file.keep_instances.unwrap_or(false),
     );
     cfg.listen = listen;
-    cfg.server = client.endpoint.as_str().trim_end_matches('/').to_string();
-    shoal_agent::run(cfg, driver, shutdown)
+    let server = shoal_client::ServerClient::http(client.endpoint.as_str());
+    shoal_agent::run(cfg, driver, server, shutdown)
         .await
         .context("the agent failed")
 }

@@ -165,10 +165,16 @@ pub async fn run(
     }
     let mut result = Ok(());
     if let Some(agent) = config.agent {
-        let mut cfg = agent.config;
-        cfg.server = endpoint.clone();
+        let cfg = agent.config;
+        let client = shoal_client::ServerClient::http(&endpoint);
         // On a worker thread, like everything else (the caller's thread only waits).
-        result = match tokio::spawn(shoal_agent::run(cfg, agent.driver, shutdown.clone())).await
+        result = match tokio::spawn(shoal_agent::run(
+            cfg,
+            agent.driver,
+            client,
+            shutdown.clone(),
+        ))
+        .await
         {
             Ok(r) => r.map_err(RunError::Agent),
             Err(e) => Err(RunError::AgentTask(e)),
@@ -192,12 +198,12 @@ pub fn start_balancer(
 ) -> shoal_lb::Balancer {
     let balancer = shoal_lb::Balancer::new(shutdown.clone());
     let cfg = shoal_lb::follow::FollowConfig {
-        server: endpoint.to_string(),
         name: name.to_string(),
     };
+    let client = shoal_client::ServerClient::http(endpoint);
     let (b, token) = (balancer.clone(), shutdown.clone());
     tracker.spawn(async move {
-        shoal_lb::follow::run(cfg, b.clone(), token).await;
+        shoal_lb::follow::run(cfg, b.clone(), client, token).await;
         b.closed().await;
     });
     balancer

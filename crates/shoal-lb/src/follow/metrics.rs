@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use shoal_client::ServerClient;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -104,13 +105,11 @@ fn resource_id(set: &str) -> Option<String> {
 /// Posts the request metrics every second until `shutdown`. Best effort: a failed post
 /// is logged and dropped.
 pub async fn run(
-    http: reqwest::Client,
-    server: String,
+    client: ServerClient,
     balancer: Balancer,
     placements: watch::Receiver<Vec<Placement>>,
     shutdown: CancellationToken,
 ) {
-    let url = format!("{server}/shoal/v1/metrics");
     let mut meter = RequestMeter::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,14 +129,9 @@ pub async fn run(
         if samples.is_empty() {
             continue;
         }
-        match http
-            .post(&url)
-            .json(&json!({ "samples": samples }))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::debug!(status = %r.status(), "request metrics refused"),
+        match client.push_metrics(&samples).await {
+            Ok(r) if r.status.is_success() => {}
+            Ok(r) => tracing::debug!(status = %r.status, "request metrics refused"),
             Err(e) => tracing::debug!(error = %e, "cannot post request metrics"),
         }
     }

@@ -17,36 +17,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
+use shoal_client::{Event, ServerClient};
 use shoal_model::appgw::ApplicationGateway;
 use shoal_model::network::LoadBalancer;
-use shoal_model::records::{HealthState as ArmHealth, InstanceStatus, VmssRecord};
+use shoal_model::records::{HealthRecord, HealthState as ArmHealth, InstanceStatus, VmssRecord};
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Balancer, HealthState};
 
-/// Where to follow and under which name to report.
+/// Under which name to report.
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
-    /// The server's base URL, e.g. `http://127.0.0.1:7070`.
-    pub server: String,
     /// This balancer's name (unique among balancers).
     pub name: String,
 }
 
 type Cache = Arc<Mutex<BTreeMap<String, Value>>>;
 
-/// Runs until `shutdown`, applying every change to `balancer`.
-pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationToken) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_default();
-    let stream_http = reqwest::Client::builder()
-        .tcp_keepalive(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default();
+/// Runs until `shutdown`, following the server through `client` and applying every
+/// change to `balancer`.
+pub async fn run(
+    cfg: FollowConfig,
+    balancer: Balancer,
+    client: ServerClient,
+    shutdown: CancellationToken,
+) {
     let (changed_tx, mut changed) = watch::channel(0u64);
     let changed_tx = Arc::new(changed_tx);
     let caches: Vec<(&str, Cache)> = ["lb/", "vmss/", "status/", "appgw/"]
@@ -55,8 +52,7 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
         .collect();
     for (prefix, cache) in &caches {
         tokio::spawn(inform(
-            stream_http.clone(),
-            cfg.server.clone(),
+            client.clone(),
             prefix.to_string(),
             cache.clone(),
             changed_tx.clone(),
@@ -70,8 +66,7 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
     let mut last_plan = plan::Plan::default();
     let (placed_tx, placed) = watch::channel(Vec::new());
     tokio::spawn(metrics::run(
-        http.clone(),
-        cfg.server.clone(),
+        client.clone(),
         balancer.clone(),
         placed,
         shutdown.clone(),
@@ -97,17 +92,17 @@ pub async fn run(cfg: FollowConfig, balancer: Balancer, shutdown: CancellationTo
                 let new_fronts: Vec<String> = plan.fronts.iter().cloned().collect();
                 if new_fronts != fronts {
                     fronts = new_fronts;
-                    register_self(&http, &cfg, &fronts).await;
+                    register_self(&client, &cfg, &fronts).await;
                 }
                 placed_tx.send_replace(plan.placements.clone());
                 last_plan = plan;
             }
             _ = health.changed() => {}
-            _ = register.tick() => register_self(&http, &cfg, &fronts).await,
+            _ = register.tick() => register_self(&client, &cfg, &fronts).await,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
-        report_health(&http, &cfg, &balancer, &last_plan, &mut reported).await;
-        acknowledge_drains(&http, &cfg, &balancer, &last_plan, &mut acked).await;
+        report_health(&client, &cfg, &balancer, &last_plan, &mut reported).await;
+        acknowledge_drains(&client, &cfg, &balancer, &last_plan, &mut acked).await;
     }
 }
 
@@ -149,108 +144,56 @@ async fn world_of(caches: &[(&str, Cache)]) -> (plan::World, Vec<ApplicationGate
 /// Keeps `cache` equal to the server's records under `prefix` (list, then watch; list
 /// again whenever the watch breaks).
 async fn inform(
-    http: reqwest::Client,
-    server: String,
+    client: ServerClient,
     prefix: String,
     cache: Cache,
     changed: Arc<watch::Sender<u64>>,
     shutdown: CancellationToken,
 ) {
     let bump = || changed.send_modify(|n| *n += 1);
+    let value = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let listed = async {
-            let v: Value = http
-                .get(format!("{server}/shoal/v1/list"))
-                .query(&[("prefix", prefix.as_str())])
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            Ok::<Value, reqwest::Error>(v)
-        }
-        .await;
-        let Ok(listed) = listed else {
+        let Ok((items, rev)) = client.list(&prefix).await else {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
             }
         };
-        let rev = listed["revision"].as_u64().unwrap_or(0);
         {
             let mut c = cache.lock().await;
             c.clear();
-            for item in listed["items"].as_array().into_iter().flatten() {
-                if let Some(k) = item["key"].as_str() {
-                    c.insert(k.to_string(), item["value"].clone());
-                }
+            for kv in items {
+                c.insert(kv.key, value(&kv.value));
             }
         }
         bump();
-        let resp = http
-            .get(format!("{server}/shoal/v1/watch"))
-            .query(&[("prefix", prefix.as_str()), ("after", &rev.to_string())])
-            .send()
-            .await;
-        let Ok(resp) = resp else { continue };
-        let mut body = resp.bytes_stream();
-        let mut buf = bytes::BytesMut::new();
-        let mut scanned = 0;
+        let Ok(mut events) = client.watch(&prefix, rev).await else {
+            continue;
+        };
         loop {
-            let chunk = tokio::select! {
+            let ev = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                c = body.next() => c,
+                ev = events.next() => ev,
             };
-            let Some(Ok(chunk)) = chunk else { break };
-            buf.extend_from_slice(&chunk);
-            let mut any = false;
-            let mut broken = false;
-            while let Some(pos) = buf[scanned..].iter().position(|b| *b == b'\n') {
-                let line = buf.split_to(scanned + pos + 1);
-                scanned = 0;
-                let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
-                    continue;
-                };
-                let mut c = cache.lock().await;
-                match ev["type"].as_str() {
-                    Some("put") => {
-                        if let Some(k) = ev["key"].as_str() {
-                            c.insert(k.to_string(), ev["value"].clone());
-                            any = true;
-                        }
-                    }
-                    Some("delete") => {
-                        if let Some(k) = ev["key"].as_str() {
-                            c.remove(k);
-                            any = true;
-                        }
-                    }
-                    Some("error") => broken = true,
-                    _ => {}
+            match ev {
+                Some(Ok(Event::Put(kv))) => {
+                    cache.lock().await.insert(kv.key, value(&kv.value));
                 }
+                Some(Ok(Event::Delete { key, .. })) => {
+                    cache.lock().await.remove(&key);
+                }
+                Some(Err(_)) | None => break,
             }
-            scanned = buf.len();
-            if any {
-                bump();
-            }
-            if broken {
-                break;
-            }
+            bump();
         }
     }
 }
 
-async fn register_self(http: &reqwest::Client, cfg: &FollowConfig, fronts: &[String]) {
-    let body = json!({"name": cfg.name, "fronts": fronts, "lastSeen": ""});
-    if let Err(e) = http
-        .put(format!("{}/shoal/v1/balancers/{}", cfg.server, cfg.name))
-        .json(&body)
-        .send()
-        .await
-    {
+async fn register_self(client: &ServerClient, cfg: &FollowConfig, fronts: &[String]) {
+    if let Err(e) = client.register_balancer(&cfg.name, fronts).await {
         tracing::debug!(error = %e, "balancer registration failed");
     }
 }
@@ -258,7 +201,7 @@ async fn register_self(http: &reqwest::Client, cfg: &FollowConfig, fronts: &[Str
 /// Reports each instance's health when it changes: unhealthy if any of its pools' probes
 /// says so, healthy when all that have a verdict say healthy.
 async fn report_health(
-    http: &reqwest::Client,
+    client: &ServerClient,
     cfg: &FollowConfig,
     balancer: &Balancer,
     plan: &plan::Plan,
@@ -292,14 +235,13 @@ async fn report_health(
         if reported.get(&instance) == Some(&state) {
             continue;
         }
-        let body = json!({"state": state, "since": now, "observer": cfg.name});
-        let ok = http
-            .put(format!("{}/shoal/v1/health/{instance}", cfg.server))
-            .json(&body)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404);
-        if ok {
+        let rec = HealthRecord {
+            state,
+            since: now.clone(),
+            observer: cfg.name.clone(),
+            message: None,
+        };
+        if client.report_health(&instance, &rec).await.is_ok() {
             reported.insert(instance, state);
         }
     }
@@ -308,7 +250,7 @@ async fn report_health(
 
 /// Acknowledges instances that are draining and have nothing in flight any more.
 async fn acknowledge_drains(
-    http: &reqwest::Client,
+    client: &ServerClient,
     cfg: &FollowConfig,
     balancer: &Balancer,
     plan: &plan::Plan,
@@ -334,17 +276,7 @@ async fn acknowledge_drains(
         if pools.iter().any(|p| balancer.active(p, instance) > 0) {
             continue;
         }
-        let body = json!({"episode": episode});
-        let ok = http
-            .put(format!(
-                "{}/shoal/v1/drain/{instance}/{}",
-                cfg.server, cfg.name
-            ))
-            .json(&body)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
+        if client.ack_drain(instance, &cfg.name, episode).await.is_ok() {
             acked.insert((instance.to_string(), episode.to_string()));
         }
     }

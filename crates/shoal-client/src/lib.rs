@@ -1,0 +1,16 @@
+//! How agents and balancers talk to a Shoal server.
+//!
+//! [`ServerClient`] makes every call of the agent protocol (`shoal_api::agent_api`):
+//! requests go out through a [`Transport`] — the network ([`HttpTransport`]) or, in
+//! tests and the simulation harness, the API's router called in process
+//! ([`ServiceTransport`]) — and answers come back as Shoal's records, or for watches
+//! as streams of store events whose JSON values the caller decodes once.
+
+mod client;
+pub mod transport;
+
+pub use client::{Answer, ClientError, ServerClient};
+pub use shoal_store::{Event, KeyValue, Revision};
+pub use transport::{
+    Body, BoxError, Deadline, HttpTransport, ServiceTransport, Transport, TransportError,
+};

@@ -1,0 +1,162 @@
+//! The seam between [`crate::ServerClient`] and the server: one request in, one response
+//! out, whose body may stream for as long as the server keeps it open (a watch).
+//!
+//! Two implementations: [`HttpTransport`] over the network (what `shoal agent` and
+//! `shoal balancer` use), and [`ServiceTransport`], which calls a `tower::Service` (the
+//! API's `axum::Router`) in process. The in-process one opens no socket and sets no
+//! timer, so a test on tokio's paused clock runs agents and balancers against a real API
+//! without any timeout firing while a call waits.
+//!
+//! Requests carry a path and query only (`/shoal/v1/...`); the transport decides where
+//! they go. A [`Deadline`] request extension says how long a call may take in all.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tower::ServiceExt;
+
+pub use axum::body::Body;
+
+/// Any error, boxed; what a transport's failure wraps.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a whole call (sending, the answer and its body) may take over the network.
+/// Set as a request extension; without one, calls get [`DEFAULT_TIMEOUT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    After(Duration),
+    /// A long-lived answer (a watch, a large download): no total limit, TCP keepalive
+    /// notices a dead peer.
+    Unbounded,
+}
+
+/// The total timeout of ordinary calls over the network.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server could not be reached, or the connection broke while reading its answer.
+#[derive(Debug, thiserror::Error)]
+#[error("Cannot reach the Shoal server at {target}")]
+pub struct TransportError {
+    /// Where the transport sends requests (a URL, or "in-process").
+    pub target: String,
+    #[source]
+    pub source: BoxError,
+}
+
+/// Sends one request to the server and returns its answer, whatever the status.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    async fn send(&self, req: http::Request<Bytes>)
+        -> Result<http::Response<Body>, TransportError>;
+
+    /// Where requests go, for logs and errors.
+    fn target(&self) -> &str;
+}
+
+/// The real network: requests go to `base` (e.g. `http://127.0.0.1:7070`).
+pub struct HttpTransport {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl HttpTransport {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_keepalive(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        HttpTransport {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    fn unreachable(&self, source: impl Into<BoxError>) -> TransportError {
+        TransportError {
+            target: self.base.clone(),
+            source: source.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    async fn send(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> Result<http::Response<Body>, TransportError> {
+        let deadline = req.extensions().get::<Deadline>().copied();
+        let (parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let url = format!("{}{path}", self.base);
+        let mut out = self
+            .http
+            .request(parts.method, url)
+            .headers(parts.headers)
+            .body(body);
+        match deadline {
+            Some(Deadline::Unbounded) => {}
+            Some(Deadline::After(d)) => out = out.timeout(d),
+            None => out = out.timeout(DEFAULT_TIMEOUT),
+        }
+        let resp = out.send().await.map_err(|e| self.unreachable(e))?;
+        let resp: http::Response<reqwest::Body> = resp.into();
+        Ok(resp.map(Body::new))
+    }
+
+    fn target(&self) -> &str {
+        &self.base
+    }
+}
+
+/// Calls a `tower::Service` in process (an `axum::Router` serving the Shoal API).
+#[derive(Clone)]
+pub struct ServiceTransport<S> {
+    service: S,
+}
+
+impl<S> ServiceTransport<S> {
+    pub fn new(service: S) -> Self {
+        ServiceTransport { service }
+    }
+}
+
+#[async_trait]
+impl<S, B> Transport for ServiceTransport<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    async fn send(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> Result<http::Response<Body>, TransportError> {
+        let resp = self
+            .service
+            .clone()
+            .oneshot(req.map(Body::from))
+            .await
+            .map_err(|e| TransportError {
+                target: self.target().to_string(),
+                source: e.into(),
+            })?;
+        Ok(resp.map(Body::new))
+    }
+
+    fn target(&self) -> &str {
+        "in-process"
+    }
+}
