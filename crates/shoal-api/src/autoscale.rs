@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use shoal_control::autoscale_runner::{history_key, setting_key, History};
 use shoal_control::clock::arm_time;
 use shoal_control::kv;
-use shoal_control::metrics::{Agg, SeriesKey};
+use shoal_metrics::{Agg, SeriesKey};
 use shoal_model::autoscale::{
     self as model, platform_metric, AutoscaleSetting, MetricKey, AUTOSCALE_TYPE, PLATFORM_METRICS,
     VMSS_NAMESPACE,

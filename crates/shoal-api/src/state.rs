@@ -27,7 +27,7 @@ pub struct ApiState {
     /// turns the token endpoint off.
     pub identity_header: Option<String>,
     /// Metrics from agents and users, read by autoscale and the metrics API.
-    pub metrics: Arc<shoal_control::metrics::MetricsStore>,
+    pub metrics: Arc<shoal_metrics::MetricsStore>,
 }
 
 impl ApiState {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use shoal_metrics::MetricsStore;
 use shoal_model::autoscale::{compile, AutoscaleSetting};
 use shoal_model::records::VmssRecord;
 use shoal_store::{Expect, Store};
@@ -26,7 +27,6 @@ use tokio_util::task::TaskTracker;
 use crate::autoscale::{evaluate, Blocked, Decision, LastAction, MetricSeen};
 use crate::clock::arm_time;
 use crate::kv;
-use crate::metrics::MetricsStore;
 use crate::Clock;
 
 /// History entries kept per setting.
@@ -388,7 +388,7 @@ mod tests {
             AutoscaleRunner::new(store.clone(), Arc::new(clock.clone()), metrics.clone());
         let cpu = |v: f64, at: Timestamp| {
             metrics.record_value(
-                crate::metrics::SeriesKey::new(
+                shoal_metrics::SeriesKey::new(
                     &vref,
                     None,
                     "Percentage CPU",

@@ -8,7 +8,6 @@ pub mod autoscale_runner;
 pub mod clock;
 pub mod controller;
 pub mod kv;
-pub mod metrics;
 pub mod operations;
 pub mod planner;
 pub mod repair;

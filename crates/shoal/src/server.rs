@@ -48,7 +48,7 @@ impl Core {
     /// Builds the API and starts the control plane's tasks on `tracker`; they stop when
     /// `shutdown` is cancelled. Binds nothing.
     pub fn start(config: CoreConfig, tracker: &TaskTracker, shutdown: &CancellationToken) -> Core {
-        let metrics = Arc::new(shoal_control::metrics::MetricsStore::new());
+        let metrics = Arc::new(shoal_metrics::MetricsStore::new());
         let api = ApiState {
             metrics: metrics.clone(),
             store: config.store.clone(),

@@ -26,8 +26,7 @@
 use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
 use shoal_model::autoscale::{
-    Compiled, CompiledRule, DimensionOperator, MetricKey, MetricStatistic, ScaleDirection,
-    TimeAggregation,
+    Compiled, CompiledRule, MetricStatistic, ScaleDirection, TimeAggregation,
 };
 
 pub mod rule;
@@ -36,31 +35,8 @@ pub mod schedule;
 use rule::{aggregate, combine_instances, per_instance};
 pub use rule::{apply_action, rule_value};
 pub use schedule::{last_weekly_start, select_profile};
-
-/// One time grain of a metric: the value of each instance (its average within the grain),
-/// or one value for a metric pushed for the whole set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Grain {
-    pub start: Timestamp,
-    pub per_instance: Vec<f64>,
-}
-
-/// What a rule asks the metrics store for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowQuery<'a> {
-    pub metric: &'a MetricKey,
-    pub dimensions: &'a [(String, DimensionOperator, Vec<String>)],
-    pub grain_secs: u64,
-    pub window_secs: u64,
-    pub now: Timestamp,
-}
-
-/// The metric windows the evaluator reads: grains within `(now − window, now]`, oldest
-/// first, empty grains left out. The server's metrics store implements it; tests use a
-/// map.
-pub trait MetricWindows {
-    fn window(&self, q: &WindowQuery<'_>) -> Vec<Grain>;
-}
+/// The evaluator reads metrics through the metrics store's window interface.
+pub use shoal_metrics::{Grain, MetricWindows, WindowQuery};
 
 /// What autoscale did last, as the runner remembers it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The server's in-memory metrics store: samples from agents (per instance) and custom
+//! The store itself: samples from agents (per instance) and custom
 //! metrics pushed over HTTP (per set or per instance), kept with bounded retention and
 //! read back as autoscale windows ([`MetricWindows`]), Azure Monitor query answers and
 //! Prometheus text.
@@ -20,7 +20,7 @@ use jiff::{Timestamp, ToSpan};
 use shoal_model::autoscale::{DimensionOperator, MetricKey};
 use shoal_model::ids::VmssRef;
 
-use crate::autoscale::{Grain, MetricWindows, WindowQuery};
+use crate::window::{Grain, MetricWindows, WindowQuery};
 
 /// Seconds of one-second buckets kept per series, at most (ten minutes).
 pub const RAW_SECS: usize = 600;
