@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use tokio::sync::watch;
 
 use super::{
@@ -78,18 +77,7 @@ struct FakeProc {
 
 impl FakeProc {
     fn exited_future(&self) -> BoxFuture<'static, String> {
-        let mut rx = self.exited.subscribe();
-        async move {
-            loop {
-                if let Some(how) = rx.borrow_and_update().clone() {
-                    return how;
-                }
-                if rx.changed().await.is_err() {
-                    futures::future::pending::<()>().await;
-                }
-            }
-        }
-        .boxed()
+        super::slot::exit_future(self.exited.subscribe())
     }
 }
 
