@@ -5,12 +5,14 @@
 //! handled by the module of their resource, which validates and writes desired state to
 //! the store. Nothing here runs instances: controllers and agents do.
 
+pub mod activity_log;
 pub mod agent_api;
 pub mod appgw;
 pub mod autoscale;
 pub mod groups;
 pub mod identity;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod openapi;
 pub mod response;

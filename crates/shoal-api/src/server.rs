@@ -277,12 +277,12 @@ async fn dispatch(
         Route::AutoscaleHistory { sub, rg, name } => {
             crate::autoscale::history(st, method, &sub, &rg, &name).await
         }
-        Route::MetricsQuery(v) => crate::autoscale::query(st, ctx, method, &v).await,
-        Route::MetricDefinitions(v) => crate::autoscale::definitions(st, method, &v).await,
-        Route::CustomMetrics(v) => crate::autoscale::custom(st, method, &v, &body).await,
-        Route::MetricsIngest => crate::autoscale::ingest(st, method, &body).await,
-        Route::Prometheus => crate::autoscale::prometheus(st, method),
-        Route::ActivityLog { sub } => crate::autoscale::activity_log(st, ctx, method, &sub).await,
+        Route::MetricsQuery(v) => crate::metrics::query(st, ctx, method, &v).await,
+        Route::MetricDefinitions(v) => crate::metrics::definitions(st, method, &v).await,
+        Route::CustomMetrics(v) => crate::metrics::custom(st, method, &v, &body).await,
+        Route::MetricsIngest => crate::metrics::ingest(st, method, &body).await,
+        Route::Prometheus => crate::metrics::prometheus(st, method),
+        Route::ActivityLog { sub } => crate::activity_log::list(st, ctx, method, &sub).await,
     }
 }
 
