@@ -3,11 +3,13 @@
 //! - `PUT /shoal/v1/hosts/{name}`: an agent registers (and refreshes) its host.
 //! - `GET /shoal/v1/hosts/{name}/instances`: the desired instances on that host and the
 //!   store revision (`{"revision", "items"}`); with `?watch=true&after=REV`, a stream of
-//!   newline-delimited JSON events after that revision (`{"type":"put","revision",
-//!   "record"}`, `{"type":"delete","revision","key"}`, periodic `{"type":"bookmark"}`,
-//!   and `{"type":"error","code":"Compacted"}` when the agent must list again).
+//!   newline-delimited JSON events after that revision about that host's instances only
+//!   (`{"type":"put","revision","key","record"}`, `{"type":"delete","revision","key"}`,
+//!   periodic `{"type":"bookmark"}`, and `{"type":"error","code":"Compacted"}` when the
+//!   agent must list again).
 //! - `PUT /shoal/v1/status/{sub}/{rg}/{vmss}/{id}`: the agent reports what it observed.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,7 +22,7 @@ use shoal_model::records::{
     HostRecord, InstanceRecord, InstanceStatus,
 };
 use shoal_model::ArmError;
-use shoal_store::{Event, Expect, StoreError};
+use shoal_store::{Event, Expect, KeyValue, StoreError};
 
 use crate::groups::method_not_allowed;
 use crate::response::{json, ApiResult, Ctx};
@@ -84,47 +86,74 @@ pub async fn host_instances(st: &ApiState, ctx: &Ctx, method: &Method, name: &st
         })?
         .parse()
         .map_err(|_| ArmError::invalid_parameter("after", "after must be a revision number."))?;
+    // What is on the host now, so removals of other hosts' records can be left out.
+    let (current, _) = st.store.list("instance/").await.map_err(internal)?;
+    let mut filter = HostFilter::new(name, &current);
     let events = st.store.watch("instance/", after).await.map_err(internal)?;
-    let host = name.to_ascii_lowercase();
-    let lines = events.filter_map(move |ev| {
-        let host = host.clone();
-        async move {
-            let line = match ev {
-                Ok(Event::Put(kv)) => {
-                    let rec: InstanceRecord = serde_json::from_slice(&kv.value).ok()?;
-                    if !rec.host.eq_ignore_ascii_case(&host) {
-                        return None;
-                    }
-                    json!({"type": "put", "revision": kv.mod_revision, "record": rec})
-                }
-                Ok(Event::Delete { key, revision }) => {
-                    json!({"type": "delete", "revision": revision, "key": key})
-                }
-                Err(StoreError::Compacted { .. }) => json!({"type": "error", "code": "Compacted"}),
-                Err(e) => json!({"type": "error", "code": "StoreFailed", "message": e.to_string()}),
-            };
-            Some(line)
+    let lines = events.filter_map(move |ev| futures::future::ready(filter.line(ev)));
+    Ok(ndjson(lines))
+}
+
+/// Picks out one host's share of the instance records' changes.
+///
+/// A put is passed on when its record is on the host; a removal when the key was on the
+/// host or is unknown (the record went before the watch saw it: passing it on is
+/// harmless, the agent ignores removals of instances it does not run). A record that
+/// moves to another host is a removal for this one.
+struct HostFilter {
+    host: String,
+    /// Instance keys seen, and whether each is on the host.
+    on_host: HashMap<String, bool>,
+}
+
+impl HostFilter {
+    fn new(host: &str, current: &[KeyValue]) -> Self {
+        let mut filter = HostFilter {
+            host: host.to_ascii_lowercase(),
+            on_host: HashMap::new(),
+        };
+        for kv in current {
+            if let Ok(rec) = serde_json::from_slice::<InstanceRecord>(&kv.value) {
+                let mine = filter.is_mine(&rec);
+                filter.on_host.insert(kv.key.clone(), mine);
+            }
         }
-    });
-    // Bookmarks keep idle connections alive and let a dead server be noticed.
-    let ticks = tokio_stream_interval(Duration::from_secs(5)).map(|_| json!({"type": "bookmark"}));
-    let merged = futures::stream::select(lines, ticks)
-        .scan(false, |ended, v| {
-            if *ended {
-                return futures::future::ready(None);
+        filter
+    }
+
+    fn is_mine(&self, rec: &InstanceRecord) -> bool {
+        rec.host.eq_ignore_ascii_case(&self.host)
+    }
+
+    /// The line to send for a store event, if any.
+    fn line(&mut self, ev: Result<Event, StoreError>) -> Option<Value> {
+        match ev {
+            Ok(Event::Put(kv)) => {
+                let rec: InstanceRecord = serde_json::from_slice(&kv.value).ok()?;
+                let mine = self.is_mine(&rec);
+                let was_mine = self.on_host.insert(kv.key.clone(), mine) == Some(true);
+                if mine {
+                    Some(
+                        json!({"type": "put", "revision": kv.mod_revision, "key": kv.key, "record": rec}),
+                    )
+                } else if was_mine {
+                    Some(json!({"type": "delete", "revision": kv.mod_revision, "key": kv.key}))
+                } else {
+                    None
+                }
             }
-            if v["type"] == "error" {
-                *ended = true;
+            Ok(Event::Delete { key, revision }) => match self.on_host.remove(&key) {
+                Some(false) => None,
+                _ => Some(json!({"type": "delete", "revision": revision, "key": key})),
+            },
+            Err(StoreError::Compacted { .. }) => {
+                Some(json!({"type": "error", "code": "Compacted"}))
             }
-            futures::future::ready(Some(v))
-        })
-        .map(|v| Ok::<_, std::convert::Infallible>(format!("{v}\n")));
-    let mut resp = axum::response::Response::new(Body::from_stream(merged));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/x-ndjson"),
-    );
-    Ok(resp)
+            Err(e) => {
+                Some(json!({"type": "error", "code": "StoreFailed", "message": e.to_string()}))
+            }
+        }
+    }
 }
 
 fn tokio_stream_interval(every: Duration) -> impl futures::Stream<Item = ()> {
@@ -376,4 +405,82 @@ pub async fn balancer(st: &ApiState, method: &Method, name: &str, body: &[u8]) -
         .await
         .map_err(txn_error)?;
     Ok(json(200, &json!({"ok": true})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: u64, host: &str) -> KeyValue {
+        let rec = json!({
+            "vmss": {"subscription": "s", "resource_group": "demo", "name": "web"},
+            "instance_id": id, "vm_id": "v", "host": host, "zone": null, "fault_domain": 0,
+            "launch": {"generation": 1, "image_id": "i", "image_version": "1", "kind": "process", "blob_id": "b",
+                "command": "c", "port": 80, "sku": "x", "vcpus": 1, "memory_mb": 512,
+                "custom_data": null, "computer_name_prefix": "web"},
+            "power": "running", "restart_gen": 0, "reimage_gen": 0, "deleting": false,
+            "protection": {}, "time_created": "t"
+        });
+        KeyValue {
+            key: shoal_model::ids::VmssRef::new("s", "demo", "web").instance_key(id),
+            value: serde_json::to_vec(&rec).expect("json"),
+            create_revision: 1,
+            mod_revision: 1,
+        }
+    }
+
+    fn put(kv: KeyValue) -> Result<Event, StoreError> {
+        Ok(Event::Put(kv))
+    }
+
+    fn delete(kv: &KeyValue) -> Result<Event, StoreError> {
+        Ok(Event::Delete {
+            key: kv.key.clone(),
+            revision: 9,
+        })
+    }
+
+    fn kind(line: Option<Value>) -> Option<String> {
+        line.map(|l| l["type"].as_str().unwrap_or_default().to_string())
+    }
+
+    #[test]
+    fn a_host_sees_only_its_own_instances() {
+        let (a0, b1) = (instance(0, "A"), instance(1, "b"));
+        let mut f = HostFilter::new("a", &[a0.clone(), b1.clone()]);
+        // Puts of this host's records (host names match case-insensitively) carry the key.
+        let line = f.line(put(a0.clone())).expect("a line");
+        assert_eq!(
+            (line["type"].as_str(), line["key"].as_str()),
+            (Some("put"), Some(a0.key.as_str()))
+        );
+        assert_eq!(line["record"]["instance_id"], 0);
+        assert_eq!(kind(f.line(put(b1.clone()))), None);
+        // Removals: this host's pass, another host's do not.
+        assert_eq!(kind(f.line(delete(&b1))), None);
+        assert_eq!(kind(f.line(delete(&a0))).as_deref(), Some("delete"));
+        // A record the filter never saw (removed before the watch reached it) passes.
+        let gone = instance(7, "b");
+        assert_eq!(kind(f.line(delete(&gone))).as_deref(), Some("delete"));
+        // New records are learnt as they come.
+        let (a2, b3) = (instance(2, "a"), instance(3, "b"));
+        assert_eq!(kind(f.line(put(a2.clone()))).as_deref(), Some("put"));
+        assert_eq!(kind(f.line(put(b3.clone()))), None);
+        assert_eq!(kind(f.line(delete(&b3))), None);
+        // A record moved away is a removal for its old host.
+        assert_eq!(
+            kind(f.line(put(instance(2, "b")))).as_deref(),
+            Some("delete")
+        );
+        assert_eq!(kind(f.line(delete(&a2))), None);
+        // The agent must list again after compaction.
+        let compacted = f.line(Err(StoreError::Compacted {
+            requested: 1,
+            oldest: 5,
+        }));
+        assert_eq!(
+            compacted.map(|l| l["code"].clone()),
+            Some(json!("Compacted"))
+        );
+    }
 }

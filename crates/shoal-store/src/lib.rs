@@ -14,6 +14,7 @@ mod ext;
 mod memory;
 mod redb_store;
 pub mod watch;
+pub mod watcher;
 
 pub use ext::StoreExt;
 pub use memory::MemoryStore;
