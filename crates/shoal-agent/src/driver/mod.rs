@@ -224,3 +224,16 @@ pub trait Driver: Send + Sync + 'static {
     /// The file receiving the instance's console output (stdout and stderr).
     fn log_path(&self, key: &InstanceKey) -> PathBuf;
 }
+
+/// For a unit test that cannot run on this host: prints `SKIPPED: <test>: <reason>` and the
+/// test returns; with `SHOAL_REQUIRE_ALL=1` (CI: root, QEMU installed) it fails instead,
+/// so CI proves every path ran. The line goes to stderr directly (the harness captures
+/// `eprintln!` of passing tests), so a plain `cargo test` shows it.
+#[cfg(test)]
+pub(crate) fn skip_or_fail(test: &str, reason: &str) {
+    use std::io::Write;
+    if std::env::var("SHOAL_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run here: {reason} (SHOAL_REQUIRE_ALL=1 requires every test to run)");
+    }
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {reason}");
+}

@@ -675,8 +675,10 @@ mod tests {
     async fn namespace_setup_timing() {
         // SAFETY: geteuid has no arguments and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIPPED namespace_setup_timing: needs root");
-            return;
+            return crate::driver::skip_or_fail(
+                "namespace_setup_timing",
+                "network namespaces need root",
+            );
         }
         let n: u32 = std::env::var("SHOAL_NS_TIMING_COUNT")
             .ok()
