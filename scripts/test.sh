@@ -2,7 +2,7 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 # Needs the Rust toolchain, python3 and the package registries (the Azure SDK suite makes its
 # own virtualenv in ./.venv); as root on Debian it also installs QEMU, a kernel and busybox for
-# the VM tests (scripts/install-vm-deps.sh), which otherwise skip and say why.
+# the VM tests (scripts/install-vm-deps.sh); tests that cannot run fail (SHOAL_REQUIRE_ALL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,11 +19,13 @@ step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests"
+# A test that cannot run here (not root, no QEMU) fails instead of printing SKIPPED, so
+# CI (root) proves every path ran. SHOAL_REQUIRE_ALL=0 ./scripts/test.sh lets them skip.
 if [ "$(id -u)" != 0 ]; then
-  echo "note: not root: instances share the host network and namespace tests skip (they say why)"
+  echo "note: not root: namespace tests cannot run; they fail under SHOAL_REQUIRE_ALL=1 (set SHOAL_REQUIRE_ALL=0 to let them skip)"
 fi
 ./scripts/install-vm-deps.sh # QEMU, a kernel and busybox for the VM tests (tests/e2e/vm.rs)
-cargo test --workspace --no-fail-fast
+SHOAL_REQUIRE_ALL=${SHOAL_REQUIRE_ALL:-1} cargo test --workspace --no-fail-fast
 
 step "Azure SDK compatibility (tests/azure-sdk: the official Python SDKs against a fresh shoal serve)"
 ./scripts/azure-sdk.sh
