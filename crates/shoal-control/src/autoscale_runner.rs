@@ -1,36 +1,35 @@
 //! The autoscale runner: every second it looks at each stored autoscale setting
 //! (`autoscale/…`), and when the setting's evaluation interval has passed, evaluates it
-//! ([`crate::autoscale::evaluate`]) against the metrics store and applies the decision —
-//! the set's `sku.capacity` written with a compare-and-swap on the record's revision, so a
-//! concurrent user PATCH wins and the next evaluation sees it.
+//! ([`crate::autoscale::evaluate`]) against the metrics store and issues the verdict as
+//! a [`Command::Autoscale`]: the capacity rule of [`crate::commands::capacity`] (the
+//! server's limit, an operation record, an entry in the setting's activity log) applies
+//! as to every other capacity change, and the write is guarded by the set's revision the
+//! evaluation read, so a concurrent user PATCH wins and the next evaluation sees it.
 //!
-//! Each evaluation that changes capacity, or wanted to and could not, is appended to the
-//! setting's history (`autoscale-history/…`, newest last, bounded) with its reason and
-//! the metric values it saw; a blocked evaluation is recorded once per distinct reason,
-//! not every second. Webhooks of the setting get Azure's notification payload on each
-//! change.
+//! Webhooks of the setting get Azure's notification payload on each change.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shoal_metrics::MetricsStore;
 use shoal_model::autoscale::{compile, AutoscaleSetting};
 use shoal_model::records::VmssRecord;
-use shoal_store::{Expect, Store};
+use shoal_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::autoscale::{evaluate, Blocked, Decision, LastAction, MetricSeen};
+use crate::autoscale::{evaluate, Decision};
 use crate::clock::arm_time;
+use crate::commands::activity::history_key_of;
+use crate::commands::{AutoscaleEvaluation, Command, CommandError, Executor, Limits};
 use crate::kv;
 use crate::Clock;
 
-/// History entries kept per setting.
-pub const HISTORY_LIMIT: usize = 200;
+// The activity log moved to `commands::activity`; these paths stay for its readers.
+pub use crate::commands::activity::{history_key, History, HistoryEntry, HISTORY_LIMIT};
 
 /// Store key of a setting: `autoscale/{sub}/{rg}/{name}`, lower-cased.
 pub fn setting_key(sub: &str, rg: &str, name: &str) -> String {
@@ -42,98 +41,11 @@ pub fn setting_key(sub: &str, rg: &str, name: &str) -> String {
     )
 }
 
-/// Store key of a setting's history.
-pub fn history_key(sub: &str, rg: &str, name: &str) -> String {
-    format!(
-        "autoscale-history/{}/{}/{}",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        name.to_ascii_lowercase()
-    )
-}
-
-/// One notable evaluation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryEntry {
-    pub time: String,
-    pub profile: Option<String>,
-    pub old_capacity: i64,
-    /// Set when capacity changed.
-    pub new_capacity: Option<i64>,
-    /// `ScaleOut`, `ScaleIn`, or `Blocked`.
-    pub outcome: String,
-    pub blocked: Option<Blocked>,
-    pub reason: String,
-    pub metrics: Vec<MetricSeen>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct History {
-    /// When autoscale last changed capacity (RFC 3339).
-    #[serde(default)]
-    pub last_action: Option<String>,
-    #[serde(default)]
-    pub entries: Vec<HistoryEntry>,
-}
-
-impl History {
-    pub fn last_action(&self) -> LastAction {
-        LastAction {
-            at: self.last_action.as_deref().and_then(|t| t.parse().ok()),
-        }
-    }
-
-    /// Appends a notable decision; returns false (and appends nothing) when it only
-    /// repeats the previous blocked entry.
-    pub fn record(&mut self, d: &Decision, now: Timestamp) -> bool {
-        if !d.is_notable() {
-            return false;
-        }
-        if d.new_capacity.is_none() {
-            if let Some(prev) = self.entries.last() {
-                let same_kind = |a: &Option<Blocked>, b: &Option<Blocked>| match (a, b) {
-                    (Some(x), Some(y)) => std::mem::discriminant(x) == std::mem::discriminant(y),
-                    _ => false,
-                };
-                if prev.new_capacity.is_none()
-                    && same_kind(&prev.blocked, &d.blocked)
-                    && prev.old_capacity == d.current
-                {
-                    return false;
-                }
-            }
-        }
-        let outcome = match d.new_capacity {
-            Some(n) if n > d.current => "ScaleOut",
-            Some(_) => "ScaleIn",
-            None => "Blocked",
-        };
-        if d.new_capacity.is_some() {
-            self.last_action = Some(arm_time(now));
-        }
-        self.entries.push(HistoryEntry {
-            time: arm_time(now),
-            profile: d.profile.clone(),
-            old_capacity: d.current,
-            new_capacity: d.new_capacity,
-            outcome: outcome.into(),
-            blocked: d.blocked.clone(),
-            reason: d.reason.clone(),
-            metrics: d.metrics.clone(),
-        });
-        if self.entries.len() > HISTORY_LIMIT {
-            let extra = self.entries.len() - HISTORY_LIMIT;
-            self.entries.drain(..extra);
-        }
-        true
-    }
-}
-
 pub struct AutoscaleRunner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Where the verdicts go (the same commands as the API's).
+    commands: Executor,
     metrics: Arc<MetricsStore>,
     http: reqwest::Client,
     /// Webhook posts in flight (waited for at shutdown).
@@ -153,6 +65,7 @@ pub enum RunnerError {
 impl AutoscaleRunner {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, metrics: Arc<MetricsStore>) -> Self {
         AutoscaleRunner {
+            commands: Executor::new(store.clone(), clock.clone(), Limits::default()),
             store,
             clock,
             metrics,
@@ -160,6 +73,12 @@ impl AutoscaleRunner {
             hooks: TaskTracker::new(),
             last_eval: HashMap::new(),
         }
+    }
+
+    /// The server's limits (its `max_capacity`) instead of Azure's defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.commands = Executor::new(self.store.clone(), self.clock.clone(), limits);
+        self
     }
 
     /// Ticks every second until `shutdown`.
@@ -216,12 +135,11 @@ impl AutoscaleRunner {
             if set.value.deleting {
                 continue;
             }
-            // The history sits beside the setting (whose group may differ from the set's).
-            let hkey = history_key_of(&s.key);
-            let hist = kv::get_json::<History>(&*self.store, &hkey)
+            let history = kv::get_json::<History>(&*self.store, &history_key_of(&s.key))
                 .await
-                .map_err(RunnerError::Decode)?;
-            let mut history = hist.as_ref().map(|h| h.value.clone()).unwrap_or_default();
+                .map_err(RunnerError::Decode)?
+                .map(|h| h.value)
+                .unwrap_or_default();
             let current = set.value.model.capacity();
             let decision = evaluate(
                 &compiled,
@@ -230,38 +148,32 @@ impl AutoscaleRunner {
                 history.last_action(),
                 now,
             );
-            if !history.record(&decision, now) {
+            if !decision.is_notable() {
                 continue;
             }
-            let mut ops = Vec::new();
-            if let Some(n) = decision.new_capacity {
-                let mut rec = set.value.clone();
-                if let Some(sku) = rec.model.sku.as_mut() {
-                    sku.capacity = Some(n);
-                }
-                ops.push(kv::put_op(
-                    compiled.target.key(),
-                    &rec,
-                    Expect::ModRevision(set.revision),
-                ));
-            }
-            let expect = hist
-                .as_ref()
-                .map_or(Expect::Absent, |h| Expect::ModRevision(h.revision));
-            ops.push(kv::put_op(&hkey, &history, expect));
-            match self.store.txn(ops).await {
-                Ok(_) => {
+            let verdict = Command::Autoscale(AutoscaleEvaluation {
+                setting_key: s.key.clone(),
+                vmss: compiled.target.clone(),
+                set_revision: set.revision,
+                decision,
+            });
+            match self.commands.execute(verdict).await {
+                Ok(done) => {
+                    let Some(decision) = done.writes.recorded else {
+                        continue;
+                    };
                     if let Some(n) = decision.new_capacity {
                         tracing::info!(setting = %s.key, from = current, to = n, reason = %decision.reason, "autoscale");
                         self.notify(&s.value, &compiled.webhooks, &decision, now);
                     }
                     out.push((s.key.clone(), decision));
                 }
-                // Someone else changed the set or the history: look again next tick.
-                Err(shoal_store::StoreError::Conflict { .. }) => {
+                // Someone else changed the set (or deleted it): look again next tick.
+                Err(CommandError::Conflict(_) | CommandError::Rejected(_)) => {
                     self.last_eval.remove(&s.key);
                 }
-                Err(e) => return Err(RunnerError::Store(e)),
+                Err(CommandError::Store(e)) => return Err(RunnerError::Store(e)),
+                Err(CommandError::Decode(e)) => return Err(RunnerError::Decode(e)),
             }
         }
         self.last_eval.retain(|k, _| live.contains(k));
@@ -321,23 +233,15 @@ impl AutoscaleRunner {
     }
 }
 
-/// `autoscale/{sub}/{rg}/{name}` → `autoscale-history/{sub}/{rg}/{name}`.
-fn history_key_of(setting_key: &str) -> String {
-    format!(
-        "autoscale-history/{}",
-        setting_key
-            .strip_prefix("autoscale/")
-            .unwrap_or(setting_key)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autoscale::Blocked;
     use crate::ManualClock;
     use serde_json::Value;
     use shoal_model::autoscale::VMSS_NAMESPACE;
     use shoal_model::ids::VmssRef;
+    use shoal_store::Expect;
     use shoal_store::MemoryStore;
     use std::collections::BTreeMap;
 

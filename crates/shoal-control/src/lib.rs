@@ -6,6 +6,7 @@
 pub mod autoscale;
 pub mod autoscale_runner;
 pub mod clock;
+pub mod commands;
 pub mod controller;
 pub mod kv;
 pub mod operations;

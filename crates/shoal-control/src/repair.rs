@@ -7,6 +7,9 @@
 //! 5 % of the set (one instance below 20) is under repair at once; instances protected
 //! from scale-set actions are left alone; and when repairs keep failing the service
 //! suspends itself, visible in `orchestrationServices` with the reason.
+//!
+//! A plan is applied as an instance command ([`RepairPlan::command`]): each repair is
+//! the instance action of its kind (`Replace` deletes without lowering the capacity).
 
 use std::collections::HashMap;
 
@@ -14,10 +17,14 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_model::duration::parse_iso8601;
+use shoal_model::ids::VmssRef;
 use shoal_model::records::{
-    HealthRecord, HealthState, InstanceRecord, InstanceState, InstanceStatus, VmssRecord,
+    HealthRecord, HealthState, InstanceRecord, InstanceState, InstanceStatus, PowerIntent,
+    VmssRecord,
 };
 use shoal_model::vmss::RepairAction;
+
+use crate::commands::{instances, Command, InstanceChange, InstanceCommand};
 
 /// Repairs of one instance within this window count toward suspension.
 const FAILURE_WINDOW_SECS: i64 = 3600;
@@ -49,11 +56,33 @@ pub struct RepairEvent {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RepairPlan {
-    /// Changed desired records (deleting, or a bumped restart/reimage counter).
+    /// The instances to repair now, and how.
+    pub repairs: Vec<(u64, RepairAction)>,
+    /// The same repairs applied to the records the plan was made from (deleting, or a
+    /// bumped restart/reimage counter), by the instance-action rule
+    /// ([`crate::commands::instances::apply`]).
     pub update: Vec<InstanceRecord>,
     pub state: RepairState,
     /// When to look again (a grace period is running out).
     pub wake_in_secs: Option<u64>,
+}
+
+impl RepairPlan {
+    /// Whether the plan changes anything stored: repairs, or the service's state.
+    pub fn has_writes(&self, set: &VmssRecord) -> bool {
+        !self.repairs.is_empty() || self.state != state_of(set)
+    }
+
+    /// The plan as the instance command that applies it.
+    pub fn command(&self, vmss: &VmssRef) -> Command {
+        Command::Instances(InstanceCommand {
+            vmss: vmss.clone(),
+            change: InstanceChange::Repair {
+                repairs: self.repairs.clone(),
+                state: self.state.clone(),
+            },
+        })
+    }
 }
 
 pub fn state_of(set: &VmssRecord) -> RepairState {
@@ -136,6 +165,7 @@ pub fn plan_repairs(
             continue;
         };
         if status.state != InstanceState::Running
+            || inst.power != PowerIntent::Running
             || h.state != HealthState::Unhealthy
             || inst.protection.protect_from_scale_set_actions
         {
@@ -161,6 +191,7 @@ pub fn plan_repairs(
             ));
             state.last_change = Some(now_text.clone());
             plan.update.clear();
+            plan.repairs.clear();
             break;
         }
         if slots == 0 {
@@ -169,11 +200,8 @@ pub fn plan_repairs(
         }
         slots -= 1;
         let mut changed = inst.clone();
-        match action {
-            RepairAction::Replace => changed.deleting = true,
-            RepairAction::Restart => changed.restart_gen += 1,
-            RepairAction::Reimage => changed.reimage_gen += 1,
-        }
+        instances::apply(&mut changed, action.into(), &set.launch);
+        plan.repairs.push((inst.instance_id, action));
         state.history.push(RepairEvent {
             instance_id: inst.instance_id,
             time: now_text.clone(),

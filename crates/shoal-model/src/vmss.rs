@@ -1,9 +1,12 @@
 //! `Microsoft.Compute/virtualMachineScaleSets` in Azure's JSON shape.
 //!
-//! Requests arrive as JSON, are merged over the stored model (PUT and PATCH both keep
-//! what they omit), parsed into [`VirtualMachineScaleSet`] (a wrong type is a 400 naming
-//! the field), given Azure's defaults by [`normalize`] and checked by [`validate`].
-//! Fields Shoal does not act on are kept as raw JSON so they round-trip.
+//! A PUT body is parsed once into [`VirtualMachineScaleSet`] ([`parse_body`]: a wrong
+//! type is a 400 naming the field) and replaces the stored model, keeping only what
+//! [`keep_on_put`] lists; a PATCH body is merged over the stored model as JSON
+//! ([`patch_json`]) and then parsed ([`parse_typed`]). Either result is given Azure's
+//! defaults by [`normalize`] and checked by [`validate`] (which also refuses a change of
+//! an immutable property). Fields Shoal does not act on are kept as raw JSON so they
+//! round-trip.
 
 use std::collections::BTreeMap;
 
@@ -259,24 +262,119 @@ pub fn merge_json(base: &mut Value, incoming: &Value) {
     }
 }
 
+/// ARM PATCH: deep-merges `incoming` over `base` as [`merge_json`] does, except that
+/// `tags`, when given, replace the stored tags whole (as ARM's PATCH does).
+pub fn patch_json(base: &mut Value, incoming: &Value) {
+    if let (Some(b), Some(tags)) = (
+        base.as_object_mut(),
+        incoming.get("tags").filter(|t| !t.is_null()),
+    ) {
+        b.insert("tags".into(), tags.clone());
+    }
+    merge_json(base, incoming);
+}
+
+/// ARM PUT: the request's model replaces the stored one, except for what a PUT may omit
+/// and keep: `sku.capacity`; the immutable `orchestrationMode` and
+/// `platformFaultDomainCount` (a *different* value is refused by [`validate`]); the
+/// read-only `provisioningState`, `uniqueId` and `timeCreated`; and the write-only
+/// `osProfile.adminPassword` and `customData`, which GET never shows, so that a
+/// GET-change-PUT round trip keeps them. Everything else the request omits is removed.
+pub fn keep_on_put(model: &mut VirtualMachineScaleSet, previous: &VirtualMachineScaleSet) {
+    if model.sku.as_ref().and_then(|s| s.capacity).is_none() {
+        if let Some(c) = previous.sku.as_ref().and_then(|s| s.capacity) {
+            model.sku.get_or_insert_with(Sku::default).capacity = Some(c);
+        }
+    }
+    let prev = previous.props();
+    let p = model.properties.get_or_insert_with(VmssProperties::default);
+    p.orchestration_mode = p.orchestration_mode.or(prev.orchestration_mode);
+    p.platform_fault_domain_count = p
+        .platform_fault_domain_count
+        .or(prev.platform_fault_domain_count);
+    for (field, kept) in [
+        (&mut p.provisioning_state, &prev.provisioning_state),
+        (&mut p.unique_id, &prev.unique_id),
+        (&mut p.time_created, &prev.time_created),
+    ] {
+        if field.is_none() {
+            field.clone_from(kept);
+        }
+    }
+    let Some(prev_os) = previous.profile().and_then(|p| p.os_profile.as_ref()) else {
+        return;
+    };
+    if prev_os.admin_password.is_none() && prev_os.custom_data.is_none() {
+        return;
+    }
+    let os = p
+        .virtual_machine_profile
+        .get_or_insert_with(VmProfile::default)
+        .os_profile
+        .get_or_insert_with(OsProfile::default);
+    if os.admin_password.is_none() {
+        os.admin_password.clone_from(&prev_os.admin_password);
+    }
+    if os.custom_data.is_none() {
+        os.custom_data.clone_from(&prev_os.custom_data);
+    }
+}
+
+/// The 400 for a field of the wrong type (`path` as serde_path_to_error spells it).
+fn invalid_field(path: String, inner: &serde_json::Error) -> ArmError {
+    let inner = inner.to_string();
+    // serde_json appends " at line 1 column N": meaningless for the caller.
+    let inner = inner.split(" at line ").next().unwrap_or(&inner);
+    ArmError::invalid_parameter(
+        path.clone(),
+        format!("Property '{path}' is invalid: {inner}."),
+    )
+}
+
 /// Parses a JSON value into a typed resource, naming the offending field on error.
 pub fn parse_typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, ArmError> {
-    let text = value.to_string();
-    let mut de = serde_json::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // serde_json appends " at line 1 column N": meaningless for the caller.
-        let inner = inner
-            .split(" at line ")
-            .next()
-            .unwrap_or(&inner)
-            .to_string();
-        ArmError::invalid_parameter(
-            path.clone(),
-            format!("Property '{path}' is invalid: {inner}."),
-        )
+        invalid_field(path, e.inner())
     })
+}
+
+/// Parses a request body straight into a typed resource (no intermediate JSON value):
+/// an empty body, one that is not JSON or not a JSON object is `InvalidRequestContent`;
+/// a field of the wrong type is `InvalidParameter` naming it.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ArmError> {
+    let not_json = |e: &dyn std::fmt::Display| {
+        ArmError::invalid_request_content(format!(
+            "The request body is not valid JSON ({e}). Send a JSON object."
+        ))
+    };
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ArmError::invalid_request_content(
+                "The request body is empty: send a JSON object.",
+            ))
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(match serde_json::from_slice::<Value>(body) {
+                Err(e) => not_json(&e),
+                Ok(_) => {
+                    ArmError::invalid_request_content("The request body must be a JSON object.")
+                }
+            })
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| match e.inner().classify() {
+            serde_json::error::Category::Data => {
+                let path = e.path().to_string();
+                invalid_field(path, e.inner())
+            }
+            _ => not_json(e.inner()),
+        })?;
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(parsed)
 }
 
 impl VirtualMachineScaleSet {
@@ -660,7 +758,83 @@ mod tests {
         assert_eq!(base["tags"]["a"], "b");
     }
 
+    #[test]
+    fn patch_replaces_tags_whole_and_merges_the_rest() {
+        let mut base = minimal();
+        base["tags"] = json!({"a": "1", "b": "2"});
+        patch_json(
+            &mut base,
+            &json!({"tags": {"c": "3"}, "sku": {"capacity": 4}}),
+        );
+        assert_eq!(base["tags"], json!({"c": "3"}));
+        assert_eq!(base["sku"]["name"], "Shoal_1vCPU_512MB");
+        assert_eq!(base["sku"]["capacity"], 4);
+    }
+
+    #[test]
+    fn put_keeps_only_what_it_may_omit() {
+        let mut prev: VirtualMachineScaleSet = parse_typed(&minimal()).unwrap();
+        let p = prev.properties.as_mut().unwrap();
+        p.orchestration_mode = Some(OrchestrationMode::Flexible);
+        p.platform_fault_domain_count = Some(3);
+        p.unique_id = Some("u".into());
+        p.automatic_repairs_policy = Some(AutomaticRepairsPolicy::default());
+        let profile = p.virtual_machine_profile.as_mut().unwrap();
+        profile.extension_profile = Some(json!({"extensions": []}));
+        profile.os_profile = Some(OsProfile {
+            custom_data: Some("aGk=".into()),
+            admin_username: Some("azureuser".into()),
+            ..Default::default()
+        });
+        let mut body = minimal();
+        body["sku"]["capacity"] = Value::Null;
+        let mut m: VirtualMachineScaleSet = parse_typed(&body).unwrap();
+        keep_on_put(&mut m, &prev);
+        assert_eq!(m.capacity(), 3);
+        assert_eq!(m.orchestration_mode(), OrchestrationMode::Flexible);
+        assert_eq!(m.props().platform_fault_domain_count, Some(3));
+        assert_eq!(m.props().unique_id.as_deref(), Some("u"));
+        assert!(m.props().automatic_repairs_policy.is_none());
+        let os = m.profile().unwrap().os_profile.as_ref().unwrap();
+        assert_eq!(os.custom_data.as_deref(), Some("aGk="));
+        assert!(os.admin_username.is_none(), "not write-only: removed");
+        assert!(m.profile().unwrap().extension_profile.is_none());
+    }
+
+    #[test]
+    fn a_body_is_parsed_once_with_arms_errors() {
+        let m: VirtualMachineScaleSet = parse_body(minimal().to_string().as_bytes()).unwrap();
+        assert_eq!(m.capacity(), 3);
+        for (body, code, target) in [
+            ("", "InvalidRequestContent", None),
+            ("  [1]", "InvalidRequestContent", None),
+            ("{\"sku\": ", "InvalidRequestContent", None),
+            ("{} x", "InvalidRequestContent", None),
+            (
+                "{\"sku\": {\"capacity\": \"three\"}}",
+                "InvalidParameter",
+                Some("sku.capacity"),
+            ),
+        ] {
+            let err = parse_body::<VirtualMachineScaleSet>(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                (err.code.as_str(), err.target.as_deref()),
+                (code, target),
+                "{body}"
+            );
+            assert!(!err.message.contains(" at line ") || code != "InvalidParameter");
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(s in "\\{\\PC{0,200}") {
+            if let Ok(mut m) = parse_body::<VirtualMachineScaleSet>(s.as_bytes()) {
+                normalize(&mut m);
+                let _ = validate(&m, None);
+            }
+        }
+
         #[test]
         fn arbitrary_json_never_panics(s in "\\PC{0,200}") {
             if let Ok(v) = serde_json::from_str::<Value>(&s) {
