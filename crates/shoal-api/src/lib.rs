@@ -9,6 +9,8 @@ pub mod activity_log;
 pub mod agent_api;
 pub mod appgw;
 pub mod autoscale;
+pub mod blobs;
+pub mod galleries;
 pub mod groups;
 pub mod identity;
 pub mod logs;

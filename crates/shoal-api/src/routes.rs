@@ -4,8 +4,18 @@
 //! action names…) case-insensitively, so routing is done here by hand rather than by a
 //! case-sensitive router. Names keep the spelling the client sent.
 
+use http::Method;
 use shoal_model::ids::VmssRef;
 use shoal_model::ArmError;
+
+/// 405: the path names a resource, but not one that answers `method`.
+pub fn method_not_allowed(method: &Method) -> ArmError {
+    ArmError::new(
+        405,
+        "MethodNotAllowed",
+        format!("The method {method} is not supported on this resource."),
+    )
+}
 
 /// A POST action on a scale set or one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

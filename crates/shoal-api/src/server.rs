@@ -13,6 +13,7 @@ use crate::response::{error_response, json, ApiResult, Ctx};
 use crate::routes::{self, Route};
 use crate::state::ApiState;
 use crate::{agent_api, groups, identity, rolling_upgrades, scalesets};
+use crate::{blobs, galleries};
 
 /// Largest JSON body accepted (bundle uploads stream separately).
 const MAX_JSON_BODY: usize = 4 << 20;
@@ -98,7 +99,7 @@ async fn handle(State(st): State<ApiState>, req: Request) -> Response {
     let result = match routes::parse(&path) {
         Err(e) => Err(e),
         Ok(Route::BlobUpload) if method == Method::POST => {
-            groups::upload_blob(&st, req.into_body()).await
+            blobs::upload_blob(&st, req.into_body()).await
         }
         Ok(Route::IdentityToken) => {
             return match identity::token(&st, &ctx, &method, req.headers()) {
@@ -173,23 +174,25 @@ async fn dispatch(
         Route::Groups { sub } => groups::groups(st, ctx, method, &sub).await,
         Route::Group { sub, rg } => groups::group(st, ctx, method, &sub, &rg, &body).await,
         Route::Galleries { sub, rg } => {
-            groups::galleries(st, ctx, method, &sub, rg.as_deref()).await
+            galleries::galleries(st, ctx, method, &sub, rg.as_deref()).await
         }
         Route::Gallery { sub, rg, gallery } => {
-            groups::gallery_or_image(st, method, &sub, &rg, &gallery, None, &body).await
+            galleries::gallery_or_image(st, method, &sub, &rg, &gallery, None, &body).await
         }
         Route::Images { sub, rg, gallery } => {
             if method != Method::GET {
                 return Err(groups::method_not_allowed(method));
             }
-            groups::images(st, ctx, &sub, &rg, &gallery).await
+            galleries::images(st, ctx, &sub, &rg, &gallery).await
         }
         Route::Image {
             sub,
             rg,
             gallery,
             image,
-        } => groups::gallery_or_image(st, method, &sub, &rg, &gallery, Some(&image), &body).await,
+        } => {
+            galleries::gallery_or_image(st, method, &sub, &rg, &gallery, Some(&image), &body).await
+        }
         Route::Versions {
             sub,
             rg,
@@ -199,7 +202,7 @@ async fn dispatch(
             if method != Method::GET {
                 return Err(groups::method_not_allowed(method));
             }
-            groups::versions(st, ctx, &sub, &rg, &gallery, &image).await
+            galleries::versions(st, ctx, &sub, &rg, &gallery, &image).await
         }
         Route::Version {
             sub,
@@ -207,7 +210,7 @@ async fn dispatch(
             gallery,
             image,
             version,
-        } => groups::version(st, method, &sub, &rg, &gallery, &image, &version, &body).await,
+        } => galleries::version(st, method, &sub, &rg, &gallery, &image, &version, &body).await,
         Route::ScaleSets { sub, rg } => scalesets::list(st, ctx, method, &sub, rg.as_deref()).await,
         Route::ScaleSet(v) => scalesets::scale_set(st, ctx, method, &v, &body).await,
         Route::ScaleSetAction(v, a) => scalesets::action(st, ctx, method, &v, a, None, &body).await,
@@ -235,7 +238,7 @@ async fn dispatch(
             if method != Method::GET {
                 return Err(groups::method_not_allowed(method));
             }
-            groups::download_blob(st, &id).await
+            blobs::download_blob(st, &id).await
         }
         Route::Host { name } => agent_api::host(st, method, &name, &body).await,
         Route::HostInstances { name } => agent_api::host_instances(st, ctx, method, &name).await,
