@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod galleries;
 pub mod groups;
 pub mod identity;
+pub mod instances;
 pub mod logs;
 pub mod metrics;
 pub mod network;

@@ -10,7 +10,8 @@ use shoal_model::ArmError;
 
 use crate::groups::method_not_allowed;
 use crate::response::{ApiResult, Ctx};
-use crate::scalesets::{parse_vm_id, require_set};
+use crate::instances::parse_vm_id;
+use crate::scalesets::require_set;
 use crate::state::ApiState;
 
 pub async fn proxy(

@@ -29,28 +29,11 @@ impl Ctx {
     /// Checks `If-Match` / `If-None-Match` against the resource's current etag (`None` when
     /// it does not exist): `412 PreconditionFailed` when they do not hold, as ARM answers.
     pub fn check_preconditions(&self, current: Option<&str>) -> Result<(), ArmError> {
-        let matches = |header: &str| {
-            header
-                .split(',')
-                .map(str::trim)
-                .any(|t| t == "*" || current.is_some_and(|c| t.trim_start_matches("W/") == c))
-        };
-        if let Some(h) = &self.if_match {
-            if current.is_none() || !matches(h) {
-                return Err(ArmError::precondition_failed(format!(
-                    "If-Match {h} does not match the resource's current etag{}: read it again and retry.",
-                    current.map(|c| format!(" {c}")).unwrap_or_else(|| " (it does not exist)".into())
-                )));
-            }
+        shoal_control::commands::Preconditions {
+            if_match: self.if_match.clone(),
+            if_none_match: self.if_none_match.clone(),
         }
-        if let Some(h) = &self.if_none_match {
-            if current.is_some() && matches(h) {
-                return Err(ArmError::precondition_failed(format!(
-                    "If-None-Match {h} matches the existing resource: it was not changed."
-                )));
-            }
-        }
-        Ok(())
+        .check(current)
     }
 
     pub fn api_version(&self) -> &str {

@@ -28,9 +28,11 @@ use shoal_model::records::{operation_key, OperationStatus, OperationWait};
 use shoal_model::ArmError;
 use shoal_store::Expect;
 
-use crate::groups::{method_not_allowed, resolve_image};
+use crate::galleries::resolve_image;
+use crate::groups::method_not_allowed;
+use crate::instances::instances_of;
 use crate::response::{json, lro, ApiResult, Ctx};
-use crate::scalesets::{instances_of, require_set};
+use crate::scalesets::require_set;
 use crate::state::{txn_error, ApiState};
 
 const TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades";

@@ -1,27 +1,32 @@
-//! Scale sets and their instances: create/replace/update/delete, actions, views.
+//! Scale sets: list, get, create/replace (PUT), update (PATCH), delete, the set's
+//! instance view and sizes, and the operations their writes start.
 //!
-//! Handlers validate, then write desired state (and an operation record) in one store
-//! transaction and answer at once; the controller and agents do the work, and the
-//! operation completes when observed state matches.
+//! Handlers parse the request into a [`Command`] (a PUT body straight into the typed
+//! model; a PATCH body into the JSON it merges) and answer what the
+//! [`shoal_control::commands::Executor`] wrote: the rules live there. Instances of a set
+//! are in [`crate::instances`].
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use http::Method;
 use serde_json::{json, Value};
-use shoal_control::kv::{self, Versioned};
+use shoal_control::commands::{
+    Command, ImageResolver, Preconditions, ResolvedImage, SetChange, SetCommand,
+};
+use shoal_control::kv::Versioned;
 use shoal_model::ids::VmssRef;
 use shoal_model::records::{
-    operation_key, HealthRecord, InstanceRecord, InstanceStatus, LaunchSpec, OperationRecord,
-    OperationStatus, OperationWait, PowerIntent, VmssRecord,
+    operation_key, InstanceRecord, InstanceStatus, OperationRecord, OperationStatus, VmssRecord,
 };
-use shoal_model::vmss::{self as model, VirtualMachineScaleSet, VMSS_TYPE};
+use shoal_model::vmss::{self as model, VMSS_TYPE};
 use shoal_model::{names, sku, ArmError};
-use shoal_store::{Expect, TxnOp};
 
-use crate::groups::{method_not_allowed, resolve_image};
+use crate::galleries::resolve_image;
+use crate::groups::method_not_allowed;
+use crate::instances::instances_of;
 use crate::response::{self, empty, json, lro, ApiResult, Ctx};
-use crate::routes::Action;
-use crate::state::{body_object, txn_error, ApiState};
+use crate::state::{body_object, command_error, ApiState};
 use crate::views;
 
 pub async fn list(
@@ -67,14 +72,12 @@ pub async fn require_set(st: &ApiState, vmss: &VmssRef) -> Result<Versioned<Vmss
         .ok_or_else(|| ArmError::not_found(VMSS_TYPE, &vmss.name))
 }
 
-fn require_not_deleting(set: &VmssRecord) -> Result<(), ArmError> {
-    if set.deleting {
-        return Err(
-            ArmError::conflict(format!("Scale set '{}' is being deleted.", set.vmss.name))
-                .with_target(set.vmss.name.clone()),
-        );
+/// The `If-Match` / `If-None-Match` of the request.
+pub fn preconditions(ctx: &Ctx) -> Preconditions {
+    Preconditions {
+        if_match: ctx.if_match.clone(),
+        if_none_match: ctx.if_none_match.clone(),
     }
-    Ok(())
 }
 
 pub async fn scale_set(
@@ -90,442 +93,94 @@ pub async fn scale_set(
             Ok(json(200, &views::vmss_json(&set.value, set.revision)))
         }
         Method::PUT | Method::PATCH => {
-            put_or_patch(st, ctx, *method == Method::PATCH, vmss, body).await
+            st.require_group(&vmss.subscription, &vmss.resource_group)
+                .await?;
+            names::check_resource_name("scale set", &vmss.name, 64)?;
+            let patch = *method == Method::PATCH;
+            let change = if patch {
+                SetChange::Patch(body_object(body, true)?)
+            } else {
+                SetChange::Put(Box::new(model::parse_body(body)?))
+            };
+            let done = execute_set(st, ctx, vmss, change).await?;
+            let (Some(rec), Some(op), Some(rev)) =
+                (&done.writes.set, &done.writes.operation, done.revision)
+            else {
+                return Err(ArmError::internal("The scale set was not written."));
+            };
+            let status = if done.writes.created && !patch {
+                201
+            } else {
+                200
+            };
+            let url = ctx.operation_url(&vmss.subscription, location(rec), &op.id);
+            Ok(lro(status, Some(&views::vmss_json(rec, rev)), &url, false))
         }
         Method::DELETE => {
             st.require_group(&vmss.subscription, &vmss.resource_group)
                 .await?;
-            let Some(set) = st.get::<VmssRecord>(&vmss.key()).await? else {
-                return Ok(empty(204));
-            };
-            let mut rec = set.value.clone();
-            let op = st.new_operation(
-                &vmss.subscription,
-                format!("Delete scale set {}", vmss.name),
-                OperationWait::VmssGone {
-                    vmss: rec.vmss.clone(),
-                },
-            );
-            rec.deleting = true;
-            rec.operation = Some(op.id.clone());
-            if let Some(p) = rec.model.properties.as_mut() {
-                p.provisioning_state = Some("Deleting".into());
+            let done = execute_set(st, ctx, vmss, SetChange::Delete).await?;
+            match (&done.writes.set, &done.writes.operation) {
+                (Some(rec), Some(op)) => Ok(lro(
+                    202,
+                    None,
+                    &ctx.operation_url(&vmss.subscription, location(rec), &op.id),
+                    true,
+                )),
+                _ => Ok(empty(204)),
             }
-            st.store
-                .txn(vec![
-                    kv::put_op(set.key.clone(), &rec, Expect::ModRevision(set.revision)),
-                    kv::put_op(operation_key(&op.id), &op, Expect::Absent),
-                ])
-                .await
-                .map_err(txn_error)?;
-            Ok(lro(
-                202,
-                None,
-                &ctx.operation_url(&vmss.subscription, location(&rec), &op.id),
-                true,
-            ))
         }
         _ => Err(method_not_allowed(method)),
     }
 }
 
-fn location(rec: &VmssRecord) -> &str {
+async fn execute_set(
+    st: &ApiState,
+    ctx: &Ctx,
+    vmss: &VmssRef,
+    change: SetChange,
+) -> Result<shoal_control::commands::Executed, ArmError> {
+    let preconditions = match change {
+        // A delete answers 204 or 202 whatever the etag, as before.
+        SetChange::Delete => Preconditions::default(),
+        _ => preconditions(ctx),
+    };
+    st.commands()
+        .execute(Command::ScaleSet(SetCommand {
+            vmss: vmss.clone(),
+            change,
+            preconditions,
+        }))
+        .await
+        .map_err(command_error)
+}
+
+/// The location in a set's operation URLs.
+pub fn location(rec: &VmssRecord) -> &str {
     rec.model.location.as_deref().unwrap_or("local")
 }
 
-async fn put_or_patch(
-    st: &ApiState,
-    ctx: &Ctx,
-    patch: bool,
-    vmss: &VmssRef,
-    body: &[u8],
-) -> ApiResult {
-    st.require_group(&vmss.subscription, &vmss.resource_group)
-        .await?;
-    names::check_resource_name("scale set", &vmss.name, 64)?;
-    let incoming = body_object(body, true)?;
-    let existing = st.get::<VmssRecord>(&vmss.key()).await?;
-    if patch && existing.is_none() {
-        return Err(ArmError::not_found(VMSS_TYPE, &vmss.name));
-    }
-    if let Some(e) = &existing {
-        require_not_deleting(&e.value)?;
-    }
-    ctx.check_preconditions(
-        existing
-            .as_ref()
-            .map(|e| format!("\"{}\"", e.revision))
-            .as_deref(),
-    )?;
-    // PUT and PATCH both keep what the request omits.
-    let mut merged = match &existing {
-        Some(e) => {
-            serde_json::to_value(&e.value.model).map_err(|e| ArmError::internal(e.to_string()))?
-        }
-        None => json!({}),
-    };
-    // Read-only fields a client echoes back must not override Shoal's own.
-    let mut incoming = incoming;
-    if let Some(p) = incoming
-        .get_mut("properties")
-        .and_then(Value::as_object_mut)
-    {
-        for ro in ["provisioningState", "uniqueId", "timeCreated"] {
-            p.remove(ro);
-        }
-    }
-    model::merge_json(&mut merged, &incoming);
-    let mut m: VirtualMachineScaleSet = model::parse_typed(&merged)?;
-    model::normalize(&mut m);
-    model::validate(&m, existing.as_ref().map(|e| &e.value.model))?;
-    if m.capacity() > st.max_capacity {
-        return Err(ArmError::invalid_parameter(
-            "sku.capacity",
-            format!(
-                "Capacity {} is above this server's limit of {}.",
-                m.capacity(),
-                st.max_capacity
-            ),
-        ));
-    }
-    let image_id = m.image_id().unwrap_or_default().to_string();
-    let (resolved_id, version, ext) = resolve_image(st, &image_id).await?;
-    let size = sku::lookup(m.sku_name())
-        .ok_or_else(|| ArmError::invalid_parameter("sku.name", "Unknown size."))?;
+/// Resolves the images a set's model names in the galleries ([`resolve_image`]).
+pub struct Galleries(pub ApiState);
 
-    let prev_launch = existing.as_ref().map(|e| &e.value.launch);
-    let mut launch = LaunchSpec {
-        generation: 1,
-        image_id: resolved_id,
-        image_version: version,
-        kind: ext.kind.clone(),
-        blob_id: ext.blob_id.clone(),
-        command: ext.launch_command().to_string(),
-        port: ext.port,
-        sku: size.name.clone(),
-        vcpus: size.vcpus,
-        memory_mb: size.memory_mb,
-        custom_data: m.custom_data().map(String::from),
-        computer_name_prefix: m
-            .computer_name_prefix()
-            .map(String::from)
-            .unwrap_or_else(|| vmss.name.clone()),
-        terminate_notice_secs: m.terminate_notice_secs(),
-    };
-    if let Some(prev) = prev_launch {
-        let same = LaunchSpec {
-            generation: prev.generation,
-            ..launch.clone()
-        } == *prev;
-        launch.generation = if same {
-            prev.generation
-        } else {
-            prev.generation + 1
-        };
-    }
-
-    let now = st.now();
-    let name = existing
-        .as_ref()
-        .map(|e| e.value.vmss.name.clone())
-        .unwrap_or_else(|| vmss.name.clone());
-    let vref = VmssRef::new(
-        &vmss.subscription,
-        &existing
-            .as_ref()
-            .map(|e| e.value.vmss.resource_group.clone())
-            .unwrap_or(vmss.resource_group.clone()),
-        &name,
-    );
-    m.id = Some(vref.id());
-    m.name = Some(name.clone());
-    m.kind = Some(VMSS_TYPE.to_string());
-    m.etag = None;
-    let props = m.properties.get_or_insert_with(Default::default);
-    let prev_props = existing.as_ref().map(|e| e.value.model.props().clone());
-    props.unique_id = prev_props
-        .as_ref()
-        .and_then(|p| p.unique_id.clone())
-        .or_else(|| Some(uuid::Uuid::new_v4().to_string()));
-    props.time_created = prev_props
-        .as_ref()
-        .and_then(|p| p.time_created.clone())
-        .or_else(|| Some(now.clone()));
-    props.provisioning_state = Some(
-        if existing.is_some() {
-            "Updating"
-        } else {
-            "Creating"
-        }
-        .to_string(),
-    );
-
-    let op = st.new_operation(
-        &vmss.subscription,
-        format!(
-            "{} scale set {name}",
-            if existing.is_some() {
-                "Update"
-            } else {
-                "Create"
-            }
-        ),
-        OperationWait::Vmss {
-            vmss: vref.clone(),
-            instance_ids: None,
-        },
-    );
-    let rec = VmssRecord {
-        vmss: vref,
-        model: m,
-        launch,
-        next_instance_id: existing.as_ref().map_or(0, |e| e.value.next_instance_id),
-        deleting: false,
-        operation: Some(op.id.clone()),
-        services: existing
-            .as_ref()
-            .map(|e| e.value.services.clone())
-            .unwrap_or(Value::Null),
-    };
-    let expect = existing
-        .as_ref()
-        .map_or(Expect::Absent, |e| Expect::ModRevision(e.revision));
-    let rev = st
-        .store
-        .txn(vec![
-            kv::put_op(vmss.key(), &rec, expect),
-            kv::put_op(operation_key(&op.id), &op, Expect::Absent),
-        ])
-        .await
-        .map_err(|e| match (e, existing.is_none()) {
-            (shoal_store::StoreError::Conflict { .. }, true) => ArmError::conflict(format!(
-                "Scale set '{name}' was created by another request at the same time."
-            ))
-            .with_target(name.clone()),
-            (e, _) => txn_error(e),
-        })?;
-    let status = if existing.is_some() || patch {
-        200
-    } else {
-        201
-    };
-    let url = ctx.operation_url(&vmss.subscription, location(&rec), &op.id);
-    Ok(lro(status, Some(&views::vmss_json(&rec, rev)), &url, false))
-}
-
-/// Instance records of a set with their statuses, by id.
-pub async fn instances_of(
-    st: &ApiState,
-    vmss: &VmssRef,
-) -> Result<Vec<(Versioned<InstanceRecord>, Option<InstanceStatus>)>, ArmError> {
-    let recs = st.list::<InstanceRecord>(&vmss.instance_prefix()).await?;
-    let statuses: HashMap<String, InstanceStatus> = st
-        .list::<InstanceStatus>(&vmss.status_prefix())
-        .await?
-        .into_iter()
-        .filter_map(|s| Some((s.key.rsplit('/').next()?.to_string(), s.value)))
-        .collect();
-    Ok(recs
-        .into_iter()
-        .map(|r| {
-            let id = format!("{:08}", r.value.instance_id);
-            let s = statuses.get(&id).cloned();
-            (r, s)
+impl ImageResolver for Galleries {
+    fn resolve<'a>(&'a self, image_id: &'a str) -> BoxFuture<'a, Result<ResolvedImage, ArmError>> {
+        Box::pin(async move {
+            let (id, version, shoal) = resolve_image(&self.0, image_id).await?;
+            Ok(ResolvedImage {
+                requested: image_id.to_string(),
+                id,
+                version,
+                shoal,
+            })
         })
-        .collect())
-}
-
-/// Reads `{"instanceIds": ["0", "3"]}` (numbers accepted too; `"*"` means all).
-pub fn parse_instance_ids(body: &Value) -> Result<Option<Vec<u64>>, ArmError> {
-    let Some(ids) = body.get("instanceIds") else {
-        return Ok(None);
-    };
-    if ids.is_null() {
-        return Ok(None);
-    }
-    let arr = ids.as_array().ok_or_else(|| {
-        ArmError::invalid_parameter(
-            "instanceIds",
-            "instanceIds must be an array of instance id strings.",
-        )
-    })?;
-    let mut out = Vec::new();
-    for v in arr {
-        let parsed = match v {
-            Value::String(s) if s == "*" => return Ok(None),
-            Value::String(s) => s.parse::<u64>().ok(),
-            Value::Number(n) => n.as_u64(),
-            _ => None,
-        };
-        match parsed {
-            Some(id) => out.push(id),
-            None => {
-                return Err(ArmError::invalid_parameter(
-                    "instanceIds",
-                    format!("'{v}' is not an instance id."),
-                ))
-            }
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(Some(out))
-}
-
-/// Applies `action` to one desired instance record. `set_launch` is the set's latest
-/// launch spec (for upgrades).
-fn apply_action(rec: &mut InstanceRecord, action: Action, set_launch: &LaunchSpec) {
-    match action {
-        Action::Start => rec.power = PowerIntent::Running,
-        Action::PowerOff => rec.power = PowerIntent::Stopped,
-        Action::Deallocate => rec.power = PowerIntent::Deallocated,
-        Action::Restart | Action::Redeploy | Action::PerformMaintenance => {
-            rec.restart_gen += 1;
-            rec.power = PowerIntent::Running;
-        }
-        Action::Reimage | Action::ReimageAll => rec.reimage_gen += 1,
-        Action::ManualUpgrade => rec.launch = set_launch.clone(),
-        Action::DeleteInstances => rec.deleting = true,
     }
 }
 
-/// POST actions on a set (`instanceIds` optional) or on one instance (`only`).
-pub async fn action(
-    st: &ApiState,
-    ctx: &Ctx,
-    method: &Method,
-    vmss: &VmssRef,
-    action: Action,
-    only: Option<&str>,
-    body: &[u8],
-) -> ApiResult {
-    let per_instance = only.is_some();
-    let wrong_method = if per_instance && action == Action::DeleteInstances {
-        *method != Method::DELETE
-    } else {
-        *method != Method::POST
-    };
-    if wrong_method {
-        return Err(method_not_allowed(method));
+impl Galleries {
+    pub fn of(st: &ApiState) -> Arc<dyn ImageResolver> {
+        Arc::new(Galleries(st.clone()))
     }
-    let set = require_set(st, vmss).await?;
-    require_not_deleting(&set.value)?;
-    let body = body_object(body, false)?;
-    let ids = match only {
-        Some(id) => Some(vec![parse_vm_id(vmss, id)?]),
-        None => parse_instance_ids(&body)?,
-    };
-    if action == Action::DeleteInstances
-        && ids.is_none()
-        && !per_instance
-        && body.get("instanceIds").is_none()
-    {
-        return Err(ArmError::invalid_parameter(
-            "instanceIds",
-            "List the instances to delete in instanceIds (or [\"*\"] for all).",
-        ));
-    }
-    let all = instances_of(st, vmss).await?;
-    let active: Vec<&Versioned<InstanceRecord>> = all
-        .iter()
-        .map(|(r, _)| r)
-        .filter(|r| !r.value.deleting)
-        .collect();
-    let targets: Vec<&Versioned<InstanceRecord>> = match &ids {
-        Some(ids) => {
-            let mut t = Vec::new();
-            for id in ids {
-                let Some(r) = active.iter().find(|r| r.value.instance_id == *id) else {
-                    return Err(if per_instance {
-                        ArmError::not_found(
-                            shoal_model::vmss::VMSS_VM_TYPE,
-                            &format!("{}_{id}", vmss.name),
-                        )
-                    } else {
-                        ArmError::invalid_parameter(
-                            "instanceIds",
-                            format!(
-                                "Instance id {id} does not exist in scale set '{}'.",
-                                vmss.name
-                            ),
-                        )
-                    });
-                };
-                if !per_instance && r.value.protection.protect_from_scale_set_actions {
-                    return Err(ArmError::operation_not_allowed(format!(
-                        "Instance {id} is protected from scale set actions: act on it directly (virtualMachines/{id}/{}) or lift the protection.",
-                        action.name()
-                    ))
-                    .with_target("instanceIds"));
-                }
-                t.push(*r);
-            }
-            t
-        }
-        None => active
-            .into_iter()
-            .filter(|r| !r.value.protection.protect_from_scale_set_actions)
-            .collect(),
-    };
-    let target_ids: Vec<u64> = targets.iter().map(|r| r.value.instance_id).collect();
-    let wait = if action == Action::DeleteInstances {
-        OperationWait::InstancesGone {
-            vmss: set.value.vmss.clone(),
-            instance_ids: target_ids.clone(),
-        }
-    } else {
-        OperationWait::Vmss {
-            vmss: set.value.vmss.clone(),
-            instance_ids: Some(target_ids.clone()),
-        }
-    };
-    let what = match only {
-        Some(id) => format!("{} instance {id} of {}", action.name(), vmss.name),
-        None => format!("{} scale set {}", action.name(), vmss.name),
-    };
-    let mut op = st.new_operation(&vmss.subscription, what, wait);
-    if targets.is_empty() {
-        op.status = OperationStatus::Succeeded;
-        op.end_time = Some(st.now());
-    }
-    let mut txn: Vec<TxnOp> = Vec::new();
-    for t in &targets {
-        let mut rec = t.value.clone();
-        apply_action(&mut rec, action, &set.value.launch);
-        txn.push(kv::put_op(
-            t.key.clone(),
-            &rec,
-            Expect::ModRevision(t.revision),
-        ));
-    }
-    if action == Action::DeleteInstances && !targets.is_empty() {
-        // As in Azure, deleting instances lowers the capacity by as many.
-        let mut rec = set.value.clone();
-        let sku = rec.model.sku.get_or_insert_with(Default::default);
-        sku.capacity = Some((sku.capacity.unwrap_or(0) - targets.len() as i64).max(0));
-        txn.push(kv::put_op(
-            set.key.clone(),
-            &rec,
-            Expect::ModRevision(set.revision),
-        ));
-    }
-    txn.push(kv::put_op(operation_key(&op.id), &op, Expect::Absent));
-    st.store.txn(txn).await.map_err(txn_error)?;
-    Ok(lro(
-        202,
-        None,
-        &ctx.operation_url(&vmss.subscription, location(&set.value), &op.id),
-        true,
-    ))
-}
-
-pub fn parse_vm_id(vmss: &VmssRef, id: &str) -> Result<u64, ArmError> {
-    id.parse::<u64>().map_err(|_| {
-        ArmError::not_found(
-            shoal_model::vmss::VMSS_VM_TYPE,
-            &format!("{}_{id}", vmss.name),
-        )
-    })
 }
 
 pub async fn instance_view(st: &ApiState, method: &Method, vmss: &VmssRef) -> ApiResult {
@@ -547,181 +202,6 @@ pub async fn skus(st: &ApiState, method: &Method, vmss: &VmssRef) -> ApiResult {
     }
     require_set(st, vmss).await?;
     Ok(json(200, &sku::vmss_skus_json()))
-}
-
-/// `GET .../virtualMachines` (`$expand=instanceView` adds each instance view).
-pub async fn list_instances(
-    st: &ApiState,
-    ctx: &Ctx,
-    method: &Method,
-    vmss: &VmssRef,
-) -> ApiResult {
-    if method != Method::GET {
-        return Err(method_not_allowed(method));
-    }
-    let set = require_set(st, vmss).await?;
-    let expand = ctx
-        .query("$expand")
-        .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
-    let health = health_of(st, &set.value).await?;
-    let items: Vec<Value> = instances_of(st, vmss)
-        .await?
-        .iter()
-        .map(|(r, s)| {
-            views::vm_json(
-                &set.value,
-                &r.value,
-                s.as_ref(),
-                health.get(&r.value.instance_id),
-                expand,
-            )
-        })
-        .collect();
-    Ok(response::page(
-        ctx,
-        &format!("{}/virtualMachines", set.value.vmss.id()),
-        items,
-        st.page_size,
-    ))
-}
-
-/// One instance: GET, PUT/PATCH (protection policy), DELETE.
-pub async fn instance(
-    st: &ApiState,
-    ctx: &Ctx,
-    method: &Method,
-    vmss: &VmssRef,
-    id: &str,
-    body: &[u8],
-) -> ApiResult {
-    if *method == Method::DELETE {
-        return action(
-            st,
-            ctx,
-            method,
-            vmss,
-            Action::DeleteInstances,
-            Some(id),
-            body,
-        )
-        .await;
-    }
-    let set = require_set(st, vmss).await?;
-    let n = parse_vm_id(vmss, id)?;
-    let all = instances_of(st, vmss).await?;
-    let Some((rec, status)) = all.into_iter().find(|(r, _)| r.value.instance_id == n) else {
-        return Err(ArmError::not_found(
-            shoal_model::vmss::VMSS_VM_TYPE,
-            &format!("{}_{id}", vmss.name),
-        ));
-    };
-    match *method {
-        Method::GET => {
-            let expand = ctx
-                .query("$expand")
-                .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
-            Ok(json(
-                200,
-                &views::vm_json(
-                    &set.value,
-                    &rec.value,
-                    status.as_ref(),
-                    health_of(st, &set.value).await?.get(&n),
-                    expand,
-                ),
-            ))
-        }
-        Method::PUT | Method::PATCH => {
-            require_not_deleting(&set.value)?;
-            let body = body_object(body, true)?;
-            let mut updated = rec.value.clone();
-            if let Some(p) = body.pointer("/properties/protectionPolicy") {
-                let incoming: ProtectionPolicyPatch =
-                    model::parse_typed(p).map_err(|e| ArmError {
-                        target: e.target.map(|t| format!("properties.protectionPolicy.{t}")),
-                        ..e
-                    })?;
-                if let Some(v) = incoming.protect_from_scale_in {
-                    updated.protection.protect_from_scale_in = v;
-                }
-                if let Some(v) = incoming.protect_from_scale_set_actions {
-                    updated.protection.protect_from_scale_set_actions = v;
-                }
-            }
-            if updated.deleting {
-                return Err(ArmError::conflict(format!(
-                    "Instance {id} is being deleted."
-                )));
-            }
-            let rev_txn = vec![kv::put_op(
-                rec.key.clone(),
-                &updated,
-                Expect::ModRevision(rec.revision),
-            )];
-            st.store.txn(rev_txn).await.map_err(txn_error)?;
-            let body = views::vm_json(&set.value, &updated, status.as_ref(), None, false);
-            // Protection changes take effect at once: the operation is already done.
-            let mut op = st.new_operation(
-                &vmss.subscription,
-                format!("Update instance {id} of {}", vmss.name),
-                OperationWait::Vmss {
-                    vmss: set.value.vmss.clone(),
-                    instance_ids: Some(vec![n]),
-                },
-            );
-            op.status = OperationStatus::Succeeded;
-            op.end_time = Some(st.now());
-            st.store
-                .txn(vec![kv::put_op(operation_key(&op.id), &op, Expect::Absent)])
-                .await
-                .map_err(txn_error)?;
-            Ok(lro(
-                200,
-                Some(&body),
-                &ctx.operation_url(&vmss.subscription, location(&set.value), &op.id),
-                false,
-            ))
-        }
-        _ => Err(method_not_allowed(method)),
-    }
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ProtectionPolicyPatch {
-    protect_from_scale_in: Option<bool>,
-    protect_from_scale_set_actions: Option<bool>,
-}
-
-pub async fn vm_instance_view(
-    st: &ApiState,
-    method: &Method,
-    vmss: &VmssRef,
-    id: &str,
-) -> ApiResult {
-    if method != Method::GET {
-        return Err(method_not_allowed(method));
-    }
-    require_set(st, vmss).await?;
-    let n = parse_vm_id(vmss, id)?;
-    let all = instances_of(st, vmss).await?;
-    let Some((rec, status)) = all.into_iter().find(|(r, _)| r.value.instance_id == n) else {
-        return Err(ArmError::not_found(
-            shoal_model::vmss::VMSS_VM_TYPE,
-            &format!("{}_{id}", vmss.name),
-        ));
-    };
-    Ok(json(
-        200,
-        &views::vm_instance_view(
-            &rec.value,
-            status.as_ref(),
-            health_of(st, &require_set(st, vmss).await?.value)
-                .await?
-                .get(&n),
-            health_configured(&require_set(st, vmss).await?.value),
-        ),
-    ))
 }
 
 /// `GET .../operations/{id}`.
@@ -757,33 +237,158 @@ pub async fn operation(st: &ApiState, method: &Method, id: &str) -> ApiResult {
     Ok(resp)
 }
 
-/// Whether the set's instances have a health signal (a load balancer probe named in its
-/// network profile, or the Application Health extension).
-pub fn health_configured(set: &VmssRecord) -> bool {
-    let profile = set.model.profile();
-    let probe = profile
-        .and_then(|p| p.network_profile.as_ref())
-        .and_then(|n| n.health_probe.as_ref())
-        .is_some_and(|h| !h.is_null());
-    let extension = profile
-        .and_then(|p| p.extension_profile.as_ref())
-        .is_some_and(|e| e.to_string().contains("ApplicationHealth"));
-    probe || extension
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{body_bytes, request};
+    use shoal_control::kv;
+    use shoal_model::ids;
+    use shoal_store::Expect;
+    use tower::ServiceExt as _;
 
-/// Health records of a set's instances, by instance id.
-pub async fn health_of(
-    st: &ApiState,
-    set: &VmssRecord,
-) -> Result<HashMap<u64, HealthRecord>, ArmError> {
-    let prefix = format!(
-        "health/{}",
-        set.vmss.status_prefix().trim_start_matches("status/")
-    );
-    Ok(st
-        .list::<HealthRecord>(&prefix)
-        .await?
-        .into_iter()
-        .filter_map(|h| Some((h.key.rsplit('/').next()?.parse().ok()?, h.value)))
-        .collect())
+    const RG: &str = "/subscriptions/s/resourceGroups/demo";
+    const SET: &str =
+        "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/virtualMachineScaleSets/web";
+    const IMAGE: &str = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.0";
+
+    async fn state() -> ApiState {
+        let st = ApiState {
+            store: Arc::new(shoal_store::MemoryStore::new()),
+            clock: Arc::new(shoal_control::ManualClock::new(
+                "2026-11-22T10:00:00Z".parse().expect("time"),
+            )),
+            blob_dir: std::env::temp_dir(),
+            http: reqwest::Client::new(),
+            page_size: 200,
+            max_capacity: 10,
+            identity_header: None,
+            metrics: Default::default(),
+        };
+        assert_eq!(
+            call(&st, Method::PUT, RG, json!({"location": "local"}))
+                .await
+                .0,
+            201
+        );
+        let version = json!({"id": IMAGE, "name": "1.0.0", "properties": {"shoal": {
+            "kind": "process", "command": "./web", "port": 8080, "blobId": "b"}}});
+        st.store
+            .txn(vec![kv::put_op(
+                ids::image_version_key("s", "demo", "apps", "web", "1.0.0"),
+                &version,
+                Expect::Absent,
+            )])
+            .await
+            .expect("store");
+        st
+    }
+
+    async fn call(st: &ApiState, method: Method, uri: &str, body: Value) -> (u16, Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let resp = crate::router(st.clone())
+            .oneshot(request(method, uri, body))
+            .await
+            .expect("response");
+        let status = resp.status().as_u16();
+        let bytes = body_bytes(resp).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn model() -> Value {
+        json!({
+            "location": "local",
+            "tags": {"team": "web"},
+            "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 2},
+            "properties": {
+                "automaticRepairsPolicy": {"enabled": true},
+                "virtualMachineProfile": {
+                    "storageProfile": {"imageReference": {"id": IMAGE}},
+                    "extensionProfile": {"extensions": [{"name": "noop"}]}
+                }
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn put_replaces_and_patch_merges() {
+        let st = state().await;
+        let (status, created) = call(&st, Method::PUT, SET, model()).await;
+        assert_eq!(status, 201, "{created}");
+        // PATCH without extensionProfile keeps it; its tags replace the old ones.
+        let (status, patched) =
+            call(&st, Method::PATCH, SET, json!({"tags": {"tier": "front"}})).await;
+        assert_eq!(status, 200, "{patched}");
+        assert!(patched["properties"]["virtualMachineProfile"]["extensionProfile"].is_object());
+        assert_eq!(patched["tags"], json!({"tier": "front"}));
+        // PUT of the model as GET shows it, minus extensionProfile and repairs: both go;
+        // capacity, uniqueId and timeCreated stay.
+        let (_, mut got) = call(&st, Method::GET, SET, Value::Null).await;
+        got["properties"]["virtualMachineProfile"]
+            .as_object_mut()
+            .unwrap()
+            .remove("extensionProfile");
+        got["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("automaticRepairsPolicy");
+        got["sku"].as_object_mut().unwrap().remove("capacity");
+        let (status, put) = call(&st, Method::PUT, SET, got).await;
+        assert_eq!(status, 200, "{put}");
+        assert!(put["properties"]["virtualMachineProfile"]
+            .get("extensionProfile")
+            .is_none());
+        assert!(put["properties"].get("automaticRepairsPolicy").is_none());
+        assert_eq!(put["sku"]["capacity"], 2);
+        assert_eq!(
+            put["properties"]["uniqueId"],
+            created["properties"]["uniqueId"]
+        );
+        assert_eq!(
+            put["properties"]["timeCreated"],
+            created["properties"]["timeCreated"]
+        );
+    }
+
+    #[tokio::test]
+    async fn immutable_properties_and_the_capacity_limit_are_refused_naming_the_field() {
+        let st = state().await;
+        assert_eq!(call(&st, Method::PUT, SET, model()).await.0, 201);
+        let mut flexible = model();
+        flexible["properties"]["orchestrationMode"] = json!("Flexible");
+        let (status, err) = call(&st, Method::PUT, SET, flexible).await;
+        assert_eq!(status, 409);
+        assert_eq!(err["error"]["code"], "PropertyChangeNotAllowed");
+        assert_eq!(err["error"]["target"], "properties.orchestrationMode");
+        let (status, err) = call(&st, Method::PATCH, SET, json!({"sku": {"capacity": 11}})).await;
+        assert_eq!(status, 400);
+        assert_eq!(err["error"]["target"], "sku.capacity");
+        let (_, got) = call(&st, Method::GET, SET, Value::Null).await;
+        assert_eq!(got["sku"]["capacity"], 2, "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn a_put_body_that_is_not_a_model_is_refused() {
+        let st = state().await;
+        for (body, code) in [
+            ("", "InvalidRequestContent"),
+            ("[]", "InvalidRequestContent"),
+            ("{\"sku\": {\"capacity\": \"two\"}}", "InvalidParameter"),
+        ] {
+            let resp = crate::router(st.clone())
+                .oneshot(request(Method::PUT, SET, body.to_string()))
+                .await
+                .expect("response");
+            assert_eq!(resp.status().as_u16(), 400, "{body}");
+            let err: Value = serde_json::from_slice(&body_bytes(resp).await).unwrap();
+            assert_eq!(err["error"]["code"], code, "{body}");
+        }
+        assert_eq!(call(&st, Method::GET, SET, Value::Null).await.0, 404);
+    }
 }

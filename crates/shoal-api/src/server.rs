@@ -12,7 +12,7 @@ use shoal_model::ArmError;
 use crate::response::{error_response, json, ApiResult, Ctx};
 use crate::routes::{self, Route};
 use crate::state::ApiState;
-use crate::{agent_api, groups, identity, rolling_upgrades, scalesets};
+use crate::{agent_api, groups, identity, instances, rolling_upgrades, scalesets};
 use crate::{blobs, galleries};
 
 /// Largest JSON body accepted (bundle uploads stream separately).
@@ -213,18 +213,18 @@ async fn dispatch(
         } => galleries::version(st, method, &sub, &rg, &gallery, &image, &version, &body).await,
         Route::ScaleSets { sub, rg } => scalesets::list(st, ctx, method, &sub, rg.as_deref()).await,
         Route::ScaleSet(v) => scalesets::scale_set(st, ctx, method, &v, &body).await,
-        Route::ScaleSetAction(v, a) => scalesets::action(st, ctx, method, &v, a, None, &body).await,
+        Route::ScaleSetAction(v, a) => instances::action(st, ctx, method, &v, a, None, &body).await,
         Route::ScaleSetInstanceView(v) => scalesets::instance_view(st, method, &v).await,
         Route::ScaleSetSkus(v) => scalesets::skus(st, method, &v).await,
         Route::OsRollingUpgrade(v) => rolling_upgrades::start_os_upgrade(st, ctx, method, &v).await,
         Route::RollingUpgradeLatest(v) => rolling_upgrades::get_latest(st, method, &v).await,
         Route::RollingUpgradeCancel(v) => rolling_upgrades::cancel(st, method, &v).await,
-        Route::Instances(v) => scalesets::list_instances(st, ctx, method, &v).await,
-        Route::Instance(v, id) => scalesets::instance(st, ctx, method, &v, &id, &body).await,
+        Route::Instances(v) => instances::list_instances(st, ctx, method, &v).await,
+        Route::Instance(v, id) => instances::instance(st, ctx, method, &v, &id, &body).await,
         Route::InstanceAction(v, id, a) => {
-            scalesets::action(st, ctx, method, &v, a, Some(&id), &body).await
+            instances::action(st, ctx, method, &v, a, Some(&id), &body).await
         }
-        Route::InstanceView(v, id) => scalesets::vm_instance_view(st, method, &v, &id).await,
+        Route::InstanceView(v, id) => instances::vm_instance_view(st, method, &v, &id).await,
         Route::InstanceLogs(v, id) => crate::logs::proxy(st, ctx, method, &v, &id).await,
         Route::Operation { id, .. } => scalesets::operation(st, method, &id).await,
         Route::ResourceSkus { .. } => {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use shoal_control::commands::{CommandError, Executor, Limits};
 use shoal_control::kv::{self, Versioned};
 use shoal_control::Clock;
 use shoal_model::records::{OperationRecord, OperationStatus, OperationWait};
@@ -65,6 +66,19 @@ impl ApiState {
         }
     }
 
+    /// The command executor over this state: the server's limits, the galleries for
+    /// images.
+    pub fn commands(&self) -> Executor {
+        Executor::new(
+            self.store.clone(),
+            self.clock.clone(),
+            Limits {
+                max_capacity: self.max_capacity,
+            },
+        )
+        .with_images(crate::scalesets::Galleries::of(self))
+    }
+
     /// A new operation record (not yet stored).
     pub fn new_operation(&self, sub: &str, name: String, wait: OperationWait) -> OperationRecord {
         OperationRecord {
@@ -98,25 +112,21 @@ pub fn txn_error(e: StoreError) -> ArmError {
     }
 }
 
-/// Parses a request body as a JSON object.
+/// Parses a request body as a JSON object (empty: `{}` unless `required`).
 pub fn body_object(body: &[u8], required: bool) -> Result<Value, ArmError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        if required {
-            return Err(ArmError::invalid_request_content(
-                "The request body is empty: send a JSON object.",
-            ));
-        }
+    if !required && body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Value::Object(Default::default()));
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ArmError::invalid_request_content(format!(
-            "The request body is not valid JSON ({e}). Send a JSON object."
-        ))
-    })?;
-    if !v.is_object() {
-        return Err(ArmError::invalid_request_content(
-            "The request body must be a JSON object.",
-        ));
+    shoal_model::vmss::parse_body::<serde_json::Map<String, Value>>(body).map(Value::Object)
+}
+
+/// Maps a command's failure: the refusal as it is, a lost race as a 409 the client may
+/// retry, a store failure as a 500.
+pub fn command_error(e: CommandError) -> ArmError {
+    match e {
+        CommandError::Rejected(e) => e,
+        CommandError::Conflict(e) => txn_error(e),
+        CommandError::Store(e) => internal(e),
+        CommandError::Decode(e) => internal(e),
     }
-    Ok(v)
 }

@@ -156,7 +156,7 @@ pub fn vm_json(
         "shoal": shoal_extension(rec, status),
     });
     if expand {
-        let configured = crate::scalesets::health_configured(set);
+        let configured = crate::instances::health_configured(set);
         props["instanceView"] = vm_instance_view(rec, status, health, configured);
     }
     let mut v = json!({

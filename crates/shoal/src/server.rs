@@ -65,7 +65,10 @@ impl Core {
             config.store.clone(),
             config.clock.clone(),
             metrics,
-        );
+        )
+        .with_limits(shoal_control::commands::Limits {
+            max_capacity: config.max_capacity,
+        });
         tracker.spawn(autoscale.run(shutdown.clone()));
         let router = shoal_api::router(api.clone());
         Core { api, router }

@@ -1,0 +1,352 @@
+//! A scale set's instances: list, get, instance views, protection policy (PUT/PATCH),
+//! and the actions on them (set-wide with `instanceIds`, or per instance).
+//!
+//! Handlers parse the request into a [`Command`] and answer what the executor wrote;
+//! which instances an action reaches, and what it does to them, is decided in
+//! [`shoal_control::commands::instances`].
+
+use std::collections::HashMap;
+
+use http::Method;
+use serde_json::Value;
+use shoal_control::commands::{Command, InstanceAction, InstanceChange, InstanceCommand, Targets};
+use shoal_control::kv::Versioned;
+use shoal_model::ids::VmssRef;
+use shoal_model::records::{HealthRecord, InstanceRecord, InstanceStatus, VmssRecord};
+use shoal_model::vmss as model;
+use shoal_model::ArmError;
+
+use crate::groups::method_not_allowed;
+use crate::response::{self, json, lro, ApiResult, Ctx};
+use crate::routes::Action;
+use crate::scalesets::{location, require_set};
+use crate::state::{body_object, command_error, ApiState};
+use crate::views;
+
+/// The command's name for a route's action.
+fn instance_action(action: Action) -> InstanceAction {
+    match action {
+        Action::Start => InstanceAction::Start,
+        Action::PowerOff => InstanceAction::PowerOff,
+        Action::Restart => InstanceAction::Restart,
+        Action::Deallocate => InstanceAction::Deallocate,
+        Action::Reimage => InstanceAction::Reimage,
+        Action::ReimageAll => InstanceAction::ReimageAll,
+        Action::ManualUpgrade => InstanceAction::ManualUpgrade,
+        Action::DeleteInstances => InstanceAction::Delete,
+        Action::Redeploy => InstanceAction::Redeploy,
+        Action::PerformMaintenance => InstanceAction::PerformMaintenance,
+    }
+}
+
+/// POST actions on a set (`instanceIds` optional) or on one instance (`only`).
+pub async fn action(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    vmss: &VmssRef,
+    action: Action,
+    only: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
+    let wrong_method = if only.is_some() && action == Action::DeleteInstances {
+        *method != Method::DELETE
+    } else {
+        *method != Method::POST
+    };
+    if wrong_method {
+        return Err(method_not_allowed(method));
+    }
+    let set = require_set(st, vmss).await?;
+    let body = body_object(body, false)?;
+    let targets = match only {
+        Some(id) => Targets::One(parse_vm_id(vmss, id)?),
+        None => match parse_instance_ids(&body)? {
+            Some(ids) => Targets::Listed(ids),
+            None if action == Action::DeleteInstances && body.get("instanceIds").is_none() => {
+                return Err(ArmError::invalid_parameter(
+                    "instanceIds",
+                    "List the instances to delete in instanceIds (or [\"*\"] for all).",
+                ))
+            }
+            None => Targets::All,
+        },
+    };
+    let done = st
+        .commands()
+        .execute(Command::Instances(InstanceCommand {
+            vmss: vmss.clone(),
+            change: InstanceChange::Action {
+                action: instance_action(action),
+                targets,
+            },
+        }))
+        .await
+        .map_err(command_error)?;
+    let op = done
+        .writes
+        .operation
+        .ok_or_else(|| ArmError::internal("The action started no operation."))?;
+    Ok(lro(
+        202,
+        None,
+        &ctx.operation_url(&vmss.subscription, location(&set.value), &op.id),
+        true,
+    ))
+}
+
+/// Reads `{"instanceIds": ["0", "3"]}` (numbers accepted too; `"*"` means all).
+pub fn parse_instance_ids(body: &Value) -> Result<Option<Vec<u64>>, ArmError> {
+    let Some(ids) = body.get("instanceIds") else {
+        return Ok(None);
+    };
+    if ids.is_null() {
+        return Ok(None);
+    }
+    let arr = ids.as_array().ok_or_else(|| {
+        ArmError::invalid_parameter(
+            "instanceIds",
+            "instanceIds must be an array of instance id strings.",
+        )
+    })?;
+    let mut out = Vec::new();
+    for v in arr {
+        let parsed = match v {
+            Value::String(s) if s == "*" => return Ok(None),
+            Value::String(s) => s.parse::<u64>().ok(),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        match parsed {
+            Some(id) => out.push(id),
+            None => {
+                return Err(ArmError::invalid_parameter(
+                    "instanceIds",
+                    format!("'{v}' is not an instance id."),
+                ))
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(Some(out))
+}
+
+/// One instance: GET, PUT/PATCH (protection policy), DELETE.
+pub async fn instance(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    vmss: &VmssRef,
+    id: &str,
+    body: &[u8],
+) -> ApiResult {
+    if *method == Method::DELETE {
+        return action(
+            st,
+            ctx,
+            method,
+            vmss,
+            Action::DeleteInstances,
+            Some(id),
+            body,
+        )
+        .await;
+    }
+    let set = require_set(st, vmss).await?;
+    let n = parse_vm_id(vmss, id)?;
+    match *method {
+        Method::GET => {
+            let all = instances_of(st, vmss).await?;
+            let Some((rec, status)) = all.into_iter().find(|(r, _)| r.value.instance_id == n)
+            else {
+                return Err(ArmError::not_found(
+                    model::VMSS_VM_TYPE,
+                    &format!("{}_{id}", vmss.name),
+                ));
+            };
+            let expand = ctx
+                .query("$expand")
+                .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+            Ok(json(
+                200,
+                &views::vm_json(
+                    &set.value,
+                    &rec.value,
+                    status.as_ref(),
+                    health_of(st, &set.value).await?.get(&n),
+                    expand,
+                ),
+            ))
+        }
+        Method::PUT | Method::PATCH => {
+            let body = body_object(body, true)?;
+            let incoming: ProtectionPolicyPatch = match body.pointer("/properties/protectionPolicy")
+            {
+                Some(p) => model::parse_typed(p).map_err(|e| ArmError {
+                    target: e.target.map(|t| format!("properties.protectionPolicy.{t}")),
+                    ..e
+                })?,
+                None => ProtectionPolicyPatch::default(),
+            };
+            let done = st
+                .commands()
+                .execute(Command::Instances(InstanceCommand {
+                    vmss: vmss.clone(),
+                    change: InstanceChange::Protect {
+                        instance_id: n,
+                        protect_from_scale_in: incoming.protect_from_scale_in,
+                        protect_from_scale_set_actions: incoming.protect_from_scale_set_actions,
+                    },
+                }))
+                .await
+                .map_err(command_error)?;
+            let (Some(updated), Some(op)) = (done.writes.instances.first(), &done.writes.operation)
+            else {
+                return Err(ArmError::internal("The instance was not written."));
+            };
+            let status = st
+                .get::<InstanceStatus>(&vmss.status_key(n))
+                .await?
+                .map(|s| s.value);
+            let body = views::vm_json(&set.value, updated, status.as_ref(), None, false);
+            Ok(lro(
+                200,
+                Some(&body),
+                &ctx.operation_url(&vmss.subscription, location(&set.value), &op.id),
+                false,
+            ))
+        }
+        _ => Err(method_not_allowed(method)),
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProtectionPolicyPatch {
+    protect_from_scale_in: Option<bool>,
+    protect_from_scale_set_actions: Option<bool>,
+}
+
+/// Instance records of a set with their statuses, by id.
+pub async fn instances_of(
+    st: &ApiState,
+    vmss: &VmssRef,
+) -> Result<Vec<(Versioned<InstanceRecord>, Option<InstanceStatus>)>, ArmError> {
+    let recs = st.list::<InstanceRecord>(&vmss.instance_prefix()).await?;
+    let statuses: HashMap<String, InstanceStatus> = st
+        .list::<InstanceStatus>(&vmss.status_prefix())
+        .await?
+        .into_iter()
+        .filter_map(|s| Some((s.key.rsplit('/').next()?.to_string(), s.value)))
+        .collect();
+    Ok(recs
+        .into_iter()
+        .map(|r| {
+            let id = format!("{:08}", r.value.instance_id);
+            let s = statuses.get(&id).cloned();
+            (r, s)
+        })
+        .collect())
+}
+
+pub fn parse_vm_id(vmss: &VmssRef, id: &str) -> Result<u64, ArmError> {
+    id.parse::<u64>()
+        .map_err(|_| ArmError::not_found(model::VMSS_VM_TYPE, &format!("{}_{id}", vmss.name)))
+}
+
+/// `GET .../virtualMachines` (`$expand=instanceView` adds each instance view).
+pub async fn list_instances(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    vmss: &VmssRef,
+) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let set = require_set(st, vmss).await?;
+    let expand = ctx
+        .query("$expand")
+        .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+    let health = health_of(st, &set.value).await?;
+    let items: Vec<Value> = instances_of(st, vmss)
+        .await?
+        .iter()
+        .map(|(r, s)| {
+            views::vm_json(
+                &set.value,
+                &r.value,
+                s.as_ref(),
+                health.get(&r.value.instance_id),
+                expand,
+            )
+        })
+        .collect();
+    Ok(response::page(
+        ctx,
+        &format!("{}/virtualMachines", set.value.vmss.id()),
+        items,
+        st.page_size,
+    ))
+}
+
+pub async fn vm_instance_view(
+    st: &ApiState,
+    method: &Method,
+    vmss: &VmssRef,
+    id: &str,
+) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let set = require_set(st, vmss).await?;
+    let n = parse_vm_id(vmss, id)?;
+    let all = instances_of(st, vmss).await?;
+    let Some((rec, status)) = all.into_iter().find(|(r, _)| r.value.instance_id == n) else {
+        return Err(ArmError::not_found(
+            model::VMSS_VM_TYPE,
+            &format!("{}_{id}", vmss.name),
+        ));
+    };
+    Ok(json(
+        200,
+        &views::vm_instance_view(
+            &rec.value,
+            status.as_ref(),
+            health_of(st, &set.value).await?.get(&n),
+            health_configured(&set.value),
+        ),
+    ))
+}
+
+/// Whether the set's instances have a health signal (a load balancer probe named in its
+/// network profile, or the Application Health extension).
+pub fn health_configured(set: &VmssRecord) -> bool {
+    let profile = set.model.profile();
+    let probe = profile
+        .and_then(|p| p.network_profile.as_ref())
+        .and_then(|n| n.health_probe.as_ref())
+        .is_some_and(|h| !h.is_null());
+    let extension = profile
+        .and_then(|p| p.extension_profile.as_ref())
+        .is_some_and(|e| e.to_string().contains("ApplicationHealth"));
+    probe || extension
+}
+
+/// Health records of a set's instances, by instance id.
+pub async fn health_of(
+    st: &ApiState,
+    set: &VmssRecord,
+) -> Result<HashMap<u64, HealthRecord>, ArmError> {
+    let prefix = format!(
+        "health/{}",
+        set.vmss.status_prefix().trim_start_matches("status/")
+    );
+    Ok(st
+        .list::<HealthRecord>(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|h| Some((h.key.rsplit('/').next()?.parse().ok()?, h.value)))
+        .collect())
+}
