@@ -1,198 +1,81 @@
-//! `Microsoft.Network/applicationGateways`: create/replace, read, list, delete. A balancer
-//! process (inside `shoal serve` or `shoal balancer`) follows these resources through the
-//! store watch (`appgw/` keys) and serves their listeners.
+//! `Microsoft.Network/applicationGateways`: what differs from other resources in their
+//! create/replace, read, list and delete, which [`crate::arm_crud`] serves through
+//! [`ApplicationGateways`]. A balancer process (inside `shoal serve` or `shoal balancer`)
+//! follows these resources through the store watch (`appgw/` keys) and serves their
+//! listeners.
 //!
 //! A PUT is parsed, normalized and validated by `shoal_model::appgw`; this module adds the
 //! checks that need I/O or other resources — the certificate files can be read, and no
 //! frontend port is taken by a load balancer, another gateway or another program — before
-//! anything is stored, so a refused PUT changes nothing.
+//! anything is stored, so a refused PUT changes nothing. A gateway a scale set still
+//! joins cannot be deleted; GET shows each pool's members.
 
-use http::Method;
-use serde_json::{json, Value};
-use shoal_control::kv;
+use serde_json::Value;
 use shoal_model::appgw::{self, ApplicationGateway, APPGW_TYPE};
-use shoal_model::network::{self, LoadBalancer};
-use shoal_model::records::{InstanceRecord, VmssRecord};
-use shoal_model::{names, vmss, ArmError};
-use shoal_store::Expect;
+use shoal_model::network::{self, LoadBalancer, PoolOwner};
+use shoal_model::ArmError;
 
-use crate::groups::method_not_allowed;
-use crate::response::{self, empty, json, ApiResult, Ctx};
-use crate::state::{body_object, txn_error, ApiState};
+use crate::arm_crud::ArmKind;
+use crate::network::{refuse_while_joined, with_pool_members};
+use crate::state::ApiState;
 
-pub fn appgw_key(sub: &str, rg: &str, name: &str) -> String {
-    format!(
-        "appgw/{}/{}/{}",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        name.to_ascii_lowercase()
-    )
-}
+/// `Microsoft.Network/applicationGateways` for [`arm_crud`](crate::arm_crud), stored under
+/// `appgw/`.
+pub struct ApplicationGateways;
 
-pub fn appgw_id(sub: &str, rg: &str, name: &str) -> String {
-    format!(
-        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/applicationGateways/{name}"
-    )
-}
+impl ArmKind for ApplicationGateways {
+    type Model = ApplicationGateway;
+    const TYPE: &'static str = APPGW_TYPE;
+    const ID_PATH: &'static str = APPGW_TYPE;
+    const KEY_PREFIX: &'static str = "appgw";
+    const NOUN: &'static str = "application gateway";
+    const MAX_NAME_LEN: usize = 80;
 
-pub async fn list(
-    st: &ApiState,
-    ctx: &Ctx,
-    method: &Method,
-    sub: &str,
-    rg: Option<&str>,
-) -> ApiResult {
-    if method != Method::GET {
-        return Err(method_not_allowed(method));
+    async fn admit(
+        st: &ApiState,
+        gw: &mut ApplicationGateway,
+        id: &str,
+        existing: Option<&ApplicationGateway>,
+    ) -> Result<(), ArmError> {
+        appgw::normalize_appgw(gw, id);
+        appgw::validate_appgw(gw, id)?;
+        check_certificates(gw).await?;
+        check_ports_free(st, gw, id).await?;
+        gw.properties.sku.get_or_insert_with(|| appgw::AppGwSku {
+            name: Some("Standard_v2".into()),
+            tier: Some("Standard_v2".into()),
+            capacity: Some(1),
+            family: None,
+        });
+        gw.properties.resource_guid = existing
+            .and_then(|e| e.properties.resource_guid.clone())
+            .or_else(|| Some(uuid::Uuid::new_v4().to_string()));
+        Ok(())
     }
-    let (prefix, path) = match rg {
-        Some(rg) => {
-            st.require_group(sub, rg).await?;
-            (
-                format!("appgw/{}/{}/", sub.to_ascii_lowercase(), rg.to_ascii_lowercase()),
-                format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/applicationGateways"),
-            )
-        }
-        None => (
-            format!("appgw/{}/", sub.to_ascii_lowercase()),
-            format!("/subscriptions/{sub}/providers/Microsoft.Network/applicationGateways"),
-        ),
-    };
-    let mut items = Vec::new();
-    for gw in st.list::<ApplicationGateway>(&prefix).await? {
-        items.push(view(st, &gw.value, gw.revision).await?);
+
+    async fn check_unused(
+        st: &ApiState,
+        gw: &ApplicationGateway,
+        name: &str,
+    ) -> Result<(), ArmError> {
+        // As for load balancers: not while a scale set still puts instances in it.
+        refuse_while_joined(
+            st,
+            PoolOwner::ApplicationGateway,
+            gw.id.as_deref().unwrap_or_default(),
+            "InUseApplicationGatewayCannotBeDeleted",
+            &format!("Application gateway '{name}'"),
+            name,
+        )
+        .await
     }
-    Ok(response::page(ctx, &path, items, st.page_size))
-}
 
-/// Gateway backend pool ids a scale set's model puts its instances in.
-pub fn members_of(set: &VmssRecord) -> Vec<String> {
-    set.model.backend_pools(shoal_model::network::PoolOwner::ApplicationGateway)
-}
-
-/// The gateway as GET shows it, with each pool's instances filled in.
-async fn view(st: &ApiState, gw: &ApplicationGateway, revision: u64) -> Result<Value, ArmError> {
-    let mut v = serde_json::to_value(gw).unwrap_or(Value::Null);
-    v["etag"] = json!(format!("W/\"{revision}\""));
-    let sets = st.list::<VmssRecord>("vmss/").await?;
-    if let Some(pools) = v
-        .pointer_mut("/properties/backendAddressPools")
-        .and_then(Value::as_array_mut)
-    {
-        for pool in pools {
-            let pool_id = pool["id"].as_str().unwrap_or_default().to_string();
-            let mut members = Vec::new();
-            for set in &sets {
-                if !members_of(&set.value)
-                    .iter()
-                    .any(|p| p.eq_ignore_ascii_case(&pool_id))
-                {
-                    continue;
-                }
-                for inst in st
-                    .list::<InstanceRecord>(&set.value.vmss.instance_prefix())
-                    .await?
-                {
-                    members.push(json!({"id": format!(
-                        "{}/virtualMachines/{}/networkInterfaces/nic/ipConfigurations/ipconfig",
-                        set.value.vmss.id(),
-                        inst.value.instance_id
-                    )}));
-                }
-            }
-            pool["properties"]["backendIPConfigurations"] = json!(members);
-        }
-    }
-    Ok(v)
-}
-
-pub async fn gateway(
-    st: &ApiState,
-    method: &Method,
-    sub: &str,
-    rg: &str,
-    name: &str,
-    body: &[u8],
-) -> ApiResult {
-    st.require_group(sub, rg).await?;
-    names::check_resource_name("application gateway", name, 80)?;
-    let key = appgw_key(sub, rg, name);
-    let existing = st.get::<ApplicationGateway>(&key).await?;
-    match *method {
-        Method::GET => match existing {
-            Some(gw) => Ok(json(200, &view(st, &gw.value, gw.revision).await?)),
-            None => Err(ArmError::not_found(APPGW_TYPE, name)),
-        },
-        Method::PUT => {
-            let incoming = body_object(body, true)?;
-            let mut gw: ApplicationGateway = vmss::parse_typed(&incoming)?;
-            // The stored id keeps the spelling of the first PUT.
-            let id = existing
-                .as_ref()
-                .and_then(|e| e.value.id.clone())
-                .unwrap_or_else(|| appgw_id(sub, rg, name));
-            appgw::normalize_appgw(&mut gw, &id);
-            appgw::validate_appgw(&gw, &id)?;
-            check_certificates(&mut gw).await?;
-            check_ports_free(st, &gw, &id).await?;
-            gw.id = Some(id);
-            gw.name = Some(
-                existing
-                    .as_ref()
-                    .and_then(|e| e.value.name.clone())
-                    .unwrap_or_else(|| name.to_string()),
-            );
-            gw.kind = Some(APPGW_TYPE.to_string());
-            gw.etag = None;
-            gw.properties.sku.get_or_insert_with(|| appgw::AppGwSku {
-                name: Some("Standard_v2".into()),
-                tier: Some("Standard_v2".into()),
-                capacity: Some(1),
-                family: None,
-            });
-            gw.properties.resource_guid = existing
-                .as_ref()
-                .and_then(|e| e.value.properties.resource_guid.clone())
-                .or_else(|| Some(uuid::Uuid::new_v4().to_string()));
-            let expect = existing
-                .as_ref()
-                .map_or(Expect::Absent, |e| Expect::ModRevision(e.revision));
-            let rev = st
-                .store
-                .txn(vec![kv::put_op(key, &gw, expect)])
-                .await
-                .map_err(txn_error)?;
-            Ok(json(
-                if existing.is_some() { 200 } else { 201 },
-                &view(st, &gw, rev).await?,
-            ))
-        }
-        Method::DELETE => {
-            let Some(e) = existing else {
-                return Ok(empty(204));
-            };
-            let id = e.value.id.clone().unwrap_or_default().to_ascii_lowercase();
-            // As for load balancers: not while a scale set still puts instances in it.
-            for set in st.list::<VmssRecord>("vmss/").await? {
-                if members_of(&set.value)
-                    .iter()
-                    .any(|p| p.to_ascii_lowercase().starts_with(&format!("{id}/")))
-                {
-                    return Err(ArmError::new(
-                        400,
-                        "InUseApplicationGatewayCannotBeDeleted",
-                        format!("Application gateway '{name}' is used by scale set '{}': remove it from the set's network profile first.", set.value.vmss.name),
-                    )
-                    .with_target(name.to_string()));
-                }
-            }
-            st.store
-                .txn(vec![kv::delete_op(key, Expect::ModRevision(e.revision))])
-                .await
-                .map_err(txn_error)?;
-            Ok(empty(200))
-        }
-        _ => Err(method_not_allowed(method)),
+    async fn view(
+        st: &ApiState,
+        gw: &ApplicationGateway,
+        revision: u64,
+    ) -> Result<Value, ArmError> {
+        with_pool_members(st, gw, revision, PoolOwner::ApplicationGateway).await
     }
 }
 

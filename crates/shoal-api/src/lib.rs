@@ -8,6 +8,7 @@
 pub mod activity_log;
 pub mod agent_api;
 pub mod appgw;
+pub mod arm_crud;
 pub mod autoscale;
 pub mod blobs;
 pub mod galleries;

@@ -1,68 +1,83 @@
-//! `Microsoft.Network/loadBalancers`: create/replace, read, list, delete, and the lists of
-//! their sub-resources. A balancer process (inside `shoal serve` or `shoal balancer`)
-//! follows these resources through the store watch and serves them.
+//! `Microsoft.Network/loadBalancers`: what differs from other resources in their
+//! create/replace, read, list and delete, which [`crate::arm_crud`] serves through
+//! [`LoadBalancers`], and the lists of their sub-resources. A balancer process (inside
+//! `shoal serve` or `shoal balancer`) follows these resources through the store watch and
+//! serves them.
+//!
+//! A PUT is normalized and validated by `shoal_model::network`, then its frontends are
+//! checked to be free. A balancer a scale set still joins cannot be deleted. GET shows
+//! each backend pool's members; [`with_pool_members`] and [`refuse_while_joined`] serve
+//! application gateways the same way.
 
 use http::Method;
 use serde_json::{json, Value};
-use shoal_control::kv;
-use shoal_model::network::{self, LoadBalancer, LB_TYPE};
-use shoal_model::records::VmssRecord;
-use shoal_model::{names, vmss, ArmError};
-use shoal_store::Expect;
+use shoal_model::network::{self, LoadBalancer, PoolOwner, LB_TYPE};
+use shoal_model::records::{InstanceRecord, VmssRecord};
+use shoal_model::ArmError;
 
-use crate::groups::method_not_allowed;
-use crate::response::{self, empty, json, ApiResult, Ctx};
-use crate::state::{body_object, txn_error, ApiState};
+use crate::arm_crud::{self, ArmKind};
+use crate::routes::method_not_allowed;
+use crate::response::{self, json, ApiResult, Ctx};
+use crate::state::ApiState;
 
-pub fn lb_key(sub: &str, rg: &str, name: &str) -> String {
-    format!(
-        "lb/{}/{}/{}",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        name.to_ascii_lowercase()
-    )
+/// `Microsoft.Network/loadBalancers` for [`arm_crud`], stored under `lb/`.
+pub struct LoadBalancers;
+
+impl ArmKind for LoadBalancers {
+    type Model = LoadBalancer;
+    const TYPE: &'static str = LB_TYPE;
+    const ID_PATH: &'static str = LB_TYPE;
+    const KEY_PREFIX: &'static str = "lb";
+    const NOUN: &'static str = "load balancer";
+    const MAX_NAME_LEN: usize = 80;
+
+    async fn admit(
+        st: &ApiState,
+        lb: &mut LoadBalancer,
+        id: &str,
+        existing: Option<&LoadBalancer>,
+    ) -> Result<(), ArmError> {
+        network::normalize_lb(lb, id);
+        network::validate_lb(lb, id)?;
+        check_ports_free(st, lb, id).await?;
+        lb.extra
+            .sku
+            .get_or_insert_with(|| json!({"name": "Standard", "tier": "Regional"}));
+        lb.properties.provisioning_state = Some("Succeeded".into());
+        lb.properties.resource_guid = existing
+            .and_then(|e| e.properties.resource_guid.clone())
+            .or_else(|| Some(uuid::Uuid::new_v4().to_string()));
+        Ok(())
+    }
+
+    async fn check_unused(st: &ApiState, lb: &LoadBalancer, name: &str) -> Result<(), ArmError> {
+        // Azure refuses to delete a balancer whose pools a scale set still uses.
+        refuse_while_joined(
+            st,
+            PoolOwner::LoadBalancer,
+            lb.id.as_deref().unwrap_or_default(),
+            "InUseLoadBalancerCannotBeDeleted",
+            &format!("Load balancer '{name}'"),
+            name,
+        )
+        .await
+    }
+
+    async fn view(st: &ApiState, lb: &LoadBalancer, revision: u64) -> Result<Value, ArmError> {
+        with_pool_members(st, lb, revision, PoolOwner::LoadBalancer).await
+    }
 }
 
-pub fn lb_id(sub: &str, rg: &str, name: &str) -> String {
-    format!(
-        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers/{name}"
-    )
-}
-
-pub async fn list(
+/// A load balancer or gateway as GET shows it: with its etag, and each backend pool's
+/// members (the instances of the sets that join it) filled in.
+pub(crate) async fn with_pool_members(
     st: &ApiState,
-    ctx: &Ctx,
-    method: &Method,
-    sub: &str,
-    rg: Option<&str>,
-) -> ApiResult {
-    if method != Method::GET {
-        return Err(method_not_allowed(method));
-    }
-    let (prefix, path) = match rg {
-        Some(rg) => {
-            st.require_group(sub, rg).await?;
-            (
-                format!("lb/{}/{}/", sub.to_ascii_lowercase(), rg.to_ascii_lowercase()),
-                format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers"),
-            )
-        }
-        None => (
-            format!("lb/{}/", sub.to_ascii_lowercase()),
-            format!("/subscriptions/{sub}/providers/Microsoft.Network/loadBalancers"),
-        ),
-    };
-    let mut items = Vec::new();
-    for lb in st.list::<LoadBalancer>(&prefix).await? {
-        items.push(view(st, &lb.value, lb.revision).await?);
-    }
-    Ok(response::page(ctx, &path, items, st.page_size))
-}
-
-/// The balancer as GET shows it, with each pool's members filled in.
-async fn view(st: &ApiState, lb: &LoadBalancer, revision: u64) -> Result<Value, ArmError> {
-    let mut v = serde_json::to_value(lb).unwrap_or(Value::Null);
-    v["etag"] = json!(format!("W/\"{revision}\""));
+    resource: &impl serde::Serialize,
+    revision: u64,
+    owner: PoolOwner,
+) -> Result<Value, ArmError> {
+    let mut v = serde_json::to_value(resource).unwrap_or(Value::Null);
+    v["etag"] = json!(arm_crud::etag(revision));
     let sets = st.list::<VmssRecord>("vmss/").await?;
     if let Some(pools) = v
         .pointer_mut("/properties/backendAddressPools")
@@ -72,18 +87,18 @@ async fn view(st: &ApiState, lb: &LoadBalancer, revision: u64) -> Result<Value, 
             let pool_id = pool["id"].as_str().unwrap_or_default().to_string();
             let mut members = Vec::new();
             for set in &sets {
-                if members_of(&set.value)
-                    .iter()
-                    .any(|p| p.eq_ignore_ascii_case(&pool_id))
+                if !set.value.model.joins_pool(owner, &pool_id) {
+                    continue;
+                }
+                for inst in st
+                    .list::<InstanceRecord>(&set.value.vmss.instance_prefix())
+                    .await?
                 {
-                    for inst in st
-                        .list::<shoal_model::records::InstanceRecord>(
-                            &set.value.vmss.instance_prefix(),
-                        )
-                        .await?
-                    {
-                        members.push(json!({"id": format!("{}/virtualMachines/{}/networkInterfaces/nic/ipConfigurations/ipconfig", set.value.vmss.id(), inst.value.instance_id)}));
-                    }
+                    members.push(json!({"id": format!(
+                        "{}/virtualMachines/{}/networkInterfaces/nic/ipConfigurations/ipconfig",
+                        set.value.vmss.id(),
+                        inst.value.instance_id
+                    )}));
                 }
             }
             pool["properties"]["backendIPConfigurations"] = json!(members);
@@ -92,99 +107,30 @@ async fn view(st: &ApiState, lb: &LoadBalancer, revision: u64) -> Result<Value, 
     Ok(v)
 }
 
-/// Pool ids a scale set's model puts its instances in.
-pub fn members_of(set: &VmssRecord) -> Vec<String> {
-    set.model.backend_pools(shoal_model::network::PoolOwner::LoadBalancer)
-}
-
-pub async fn load_balancer(
+/// A 400 `code` while a scale set still puts instances in a pool of `resource_id`:
+/// "`what` is used by scale set '…'", with `name` as the target.
+pub(crate) async fn refuse_while_joined(
     st: &ApiState,
-    method: &Method,
-    sub: &str,
-    rg: &str,
+    owner: PoolOwner,
+    resource_id: &str,
+    code: &str,
+    what: &str,
     name: &str,
-    body: &[u8],
-) -> ApiResult {
-    st.require_group(sub, rg).await?;
-    names::check_resource_name("load balancer", name, 80)?;
-    let key = lb_key(sub, rg, name);
-    let existing = st.get::<LoadBalancer>(&key).await?;
-    match *method {
-        Method::GET => match existing {
-            Some(lb) => Ok(json(200, &view(st, &lb.value, lb.revision).await?)),
-            None => Err(ArmError::not_found(LB_TYPE, name)),
-        },
-        Method::PUT => {
-            let incoming = body_object(body, true)?;
-            let mut lb: LoadBalancer = vmss::parse_typed(&incoming)?;
-            let id = lb_id(
-                sub,
-                existing
-                    .as_ref()
-                    .and_then(|e| e.value.id.as_deref())
-                    .map(|_| rg)
-                    .unwrap_or(rg),
-                name,
-            );
-            network::normalize_lb(&mut lb, &id);
-            network::validate_lb(&lb, &id)?;
-            check_ports_free(st, &lb, &id).await?;
-            lb.id = Some(id);
-            lb.name = Some(
-                existing
-                    .as_ref()
-                    .and_then(|e| e.value.name.clone())
-                    .unwrap_or_else(|| name.to_string()),
-            );
-            lb.kind = Some(LB_TYPE.to_string());
-            lb.etag = None;
-            lb.extra.sku
-                .get_or_insert_with(|| json!({"name": "Standard", "tier": "Regional"}));
-            lb.properties.provisioning_state = Some("Succeeded".into());
-            lb.properties.resource_guid = existing
-                .as_ref()
-                .and_then(|e| e.value.properties.resource_guid.clone())
-                .or_else(|| Some(uuid::Uuid::new_v4().to_string()));
-            let expect = existing
-                .as_ref()
-                .map_or(Expect::Absent, |e| Expect::ModRevision(e.revision));
-            let rev = st
-                .store
-                .txn(vec![kv::put_op(key, &lb, expect)])
-                .await
-                .map_err(txn_error)?;
-            Ok(json(
-                if existing.is_some() { 200 } else { 201 },
-                &view(st, &lb, rev).await?,
-            ))
+) -> Result<(), ArmError> {
+    for set in st.list::<VmssRecord>("vmss/").await? {
+        if set.value.model.joins_pool_of(owner, resource_id) {
+            return Err(ArmError::new(
+                400,
+                code,
+                format!(
+                    "{what} is used by scale set '{}': remove it from the set's network profile first.",
+                    set.value.vmss.name
+                ),
+            )
+            .with_target(name.to_string()));
         }
-        Method::DELETE => {
-            let Some(e) = existing else {
-                return Ok(empty(204));
-            };
-            let id = e.value.id.clone().unwrap_or_default();
-            // Azure refuses to delete a balancer whose pools a scale set still uses.
-            for set in st.list::<VmssRecord>("vmss/").await? {
-                if members_of(&set.value).iter().any(|p| {
-                    p.to_ascii_lowercase()
-                        .starts_with(&format!("{}/", id.to_ascii_lowercase()))
-                }) {
-                    return Err(ArmError::new(
-                        400,
-                        "InUseLoadBalancerCannotBeDeleted",
-                        format!("Load balancer '{name}' is used by scale set '{}': remove it from the set's network profile first.", set.value.vmss.name),
-                    )
-                    .with_target(name.to_string()));
-                }
-            }
-            st.store
-                .txn(vec![kv::delete_op(key, Expect::ModRevision(e.revision))])
-                .await
-                .map_err(txn_error)?;
-            Ok(empty(200))
-        }
-        _ => Err(method_not_allowed(method)),
     }
+    Ok(())
 }
 
 /// A frontend port another program holds (not one of our own balancers) is refused now,
@@ -236,6 +182,8 @@ async fn check_ports_free(st: &ApiState, lb: &LoadBalancer, id: &str) -> Result<
     Ok(())
 }
 
+/// `GET` of a balancer's sub-resources of one kind (`backendAddressPools`, `probes`, …),
+/// as a page, or of one of them by name, as the balancer's GET shows them.
 pub async fn child(
     st: &ApiState,
     ctx: &Ctx,
@@ -249,11 +197,8 @@ pub async fn child(
     if method != Method::GET {
         return Err(method_not_allowed(method));
     }
-    st.require_group(sub, rg).await?;
-    let Some(lb) = st.get::<LoadBalancer>(&lb_key(sub, rg, name)).await? else {
-        return Err(ArmError::not_found(LB_TYPE, name));
-    };
-    let v = view(st, &lb.value, lb.revision).await?;
+    let lb = arm_crud::read::<LoadBalancers>(st, sub, rg, name).await?;
+    let v = LoadBalancers::view(st, &lb.value, lb.revision).await?;
     let items: Vec<Value> = v["properties"][kind]
         .as_array()
         .cloned()
@@ -261,7 +206,7 @@ pub async fn child(
     match child {
         None => Ok(response::page(
             ctx,
-            &format!("{}/{kind}", lb_id(sub, rg, name)),
+            &format!("{}/{kind}", arm_crud::id::<LoadBalancers>(sub, rg, name)),
             items,
             st.page_size,
         )),

@@ -13,6 +13,7 @@ use crate::response::{error_response, json, ApiResult, Ctx};
 use crate::routes::{self, Route};
 use crate::state::ApiState;
 use crate::{agent_api, groups, identity, instances, rolling_upgrades, scalesets};
+use crate::{appgw::ApplicationGateways, arm_crud, network::LoadBalancers};
 use crate::{blobs, galleries};
 
 /// Largest JSON body accepted (bundle uploads stream separately).
@@ -244,10 +245,10 @@ async fn dispatch(
         Route::HostInstances { name } => agent_api::host_instances(st, ctx, method, &name).await,
         Route::Status { path } => agent_api::status(st, method, &path, &body).await,
         Route::LoadBalancers { sub, rg } => {
-            crate::network::list(st, ctx, method, &sub, rg.as_deref()).await
+            arm_crud::list::<LoadBalancers>(st, ctx, method, &sub, rg.as_deref()).await
         }
         Route::LoadBalancer { sub, rg, name } => {
-            crate::network::load_balancer(st, method, &sub, &rg, &name, &body).await
+            arm_crud::resource::<LoadBalancers>(st, ctx, method, &sub, &rg, &name, &body).await
         }
         Route::LoadBalancerChild {
             sub,
@@ -259,10 +260,11 @@ async fn dispatch(
             crate::network::child(st, ctx, method, &sub, &rg, &name, &kind, child.as_deref()).await
         }
         Route::ApplicationGateways { sub, rg } => {
-            crate::appgw::list(st, ctx, method, &sub, rg.as_deref()).await
+            arm_crud::list::<ApplicationGateways>(st, ctx, method, &sub, rg.as_deref()).await
         }
         Route::ApplicationGateway { sub, rg, name } => {
-            crate::appgw::gateway(st, method, &sub, &rg, &name, &body).await
+            arm_crud::resource::<ApplicationGateways>(st, ctx, method, &sub, &rg, &name, &body)
+                .await
         }
         Route::StoreList => agent_api::store_list(st, ctx, method).await,
         Route::StoreWatch => agent_api::store_watch(st, ctx, method).await,
