@@ -26,8 +26,8 @@ use shoal_model::arm::Tracked;
 use shoal_model::{names, vmss, ArmError};
 use shoal_store::{Expect, TxnOp};
 
-use crate::routes::method_not_allowed;
 use crate::response::{self, empty, json, ApiResult, Ctx};
+use crate::routes::method_not_allowed;
 use crate::state::{body_object, txn_error, ApiState};
 
 /// One resource type served by this module.
@@ -435,15 +435,9 @@ mod tests {
             assert_eq!(call(&st, &c, Method::PUT, "t", bad).await.0, want);
         }
         assert_eq!(
-            call(
-                &st,
-                &ctx(None, None),
-                Method::PUT,
-                "t",
-                json!({"id": 5})
-            )
-            .await
-            .0,
+            call(&st, &ctx(None, None), Method::PUT, "t", json!({"id": 5}))
+                .await
+                .0,
             400
         );
         assert_eq!(

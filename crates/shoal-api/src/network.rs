@@ -16,8 +16,8 @@ use shoal_model::records::{InstanceRecord, VmssRecord};
 use shoal_model::ArmError;
 
 use crate::arm_crud::{self, ArmKind};
-use crate::routes::method_not_allowed;
 use crate::response::{self, json, ApiResult, Ctx};
+use crate::routes::method_not_allowed;
 use crate::state::ApiState;
 
 /// `Microsoft.Network/loadBalancers` for [`arm_crud`], stored under `lb/`.
