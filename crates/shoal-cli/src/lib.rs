@@ -10,13 +10,13 @@
 //! [`output`] prints the result as JSON or a table on stdout. Progress goes to stderr.
 
 pub mod appgw;
-pub mod autoscale;
 pub mod bundle;
 pub mod client;
 pub mod group;
 pub mod image;
 pub mod image_ref;
 pub mod lro;
+pub mod monitor;
 pub mod network;
 pub mod output;
 pub mod progress;
@@ -111,7 +111,7 @@ pub enum ClientCommand {
     Network(Box<network::NetworkCommand>),
     /// Autoscale settings and metrics, as `az monitor`.
     #[command(subcommand)]
-    Monitor(Box<autoscale::MonitorCommand>),
+    Monitor(Box<monitor::MonitorCommand>),
 }
 
 /// A complete client-only parser (`shoal-cli`'s own tests use it; the `shoal` binary builds
@@ -152,7 +152,7 @@ pub async fn run_with(
         ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,
         ClientCommand::Vmss(cmd) => vmss::run(&client, printer, *cmd).await,
         ClientCommand::Network(cmd) => network::run(&client, printer, *cmd).await,
-        ClientCommand::Monitor(cmd) => autoscale::run(&client, printer, *cmd).await,
+        ClientCommand::Monitor(cmd) => monitor::run(&client, printer, *cmd).await,
     }
 }
 

@@ -71,7 +71,7 @@ pub enum VmssCommand {
     #[command(
         after_help = "Example:\n  shoal vmss metrics -g demo -n web --metric \"Percentage CPU\" --interval 10s --offset 5m -o table"
     )]
-    Metrics(crate::autoscale::MetricsArgs),
+    Metrics(crate::monitor::MetricsArgs),
 }
 
 /// `--resource-group` and `--name` of a scale set.
@@ -646,10 +646,10 @@ pub fn request_for(sub: &str, cmd: &VmssCommand) -> Result<ApiRequest, VmssArgsE
             ApiRequest::get(format!("{base}/instanceView"), Table::InstanceView)
         }
         VmssCommand::ListSkus(args) => ApiRequest::list(format!("{}/skus", set(args)), Table::Skus),
-        // `run` hands this to `crate::autoscale` (timespan and table); as one request it
+        // `run` hands this to `crate::monitor` (timespan and table); as one request it
         // is the last hour's query.
         VmssCommand::Metrics(args) => {
-            ApiRequest::get(crate::autoscale::metrics_path(sub, args), Table::Generic)
+            ApiRequest::get(crate::monitor::metrics_path(sub, args), Table::Generic)
         }
         VmssCommand::Logs(args) => {
             let mut query = Vec::new();
@@ -687,8 +687,8 @@ pub(crate) async fn run(
     mut cmd: VmssCommand,
 ) -> anyhow::Result<()> {
     if let VmssCommand::Metrics(args) = cmd {
-        let cmd = crate::autoscale::MonitorCommand::Metrics(args);
-        return crate::autoscale::run(client, printer, cmd).await;
+        let cmd = crate::monitor::MonitorCommand::Metrics(args);
+        return crate::monitor::run(client, printer, cmd).await;
     }
     if let VmssCommand::Create(args) = &mut cmd {
         if args.location.is_none() {
