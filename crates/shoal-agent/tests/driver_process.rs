@@ -602,7 +602,9 @@ async fn start_many(mode: NetworkMode, subnet: Subnet, n: u32) {
     cfg.port_range = 10_000..=19_999;
     let driver = ProcessDriver::new(cfg).expect("driver");
     let specs: Vec<InstanceSpec> = (0..n)
-        .map(|i| spec(key(&format!("many-{i}")), &image, i))
+        // Keys differ per mode: the two runs share the cgroup parent, and a start kills
+        // whatever is left in its key's cgroup.
+        .map(|i| spec(key(&format!("many-{mode:?}-{i}")), &image, i))
         .collect();
     let t0 = Instant::now();
     let tasks: Vec<_> = specs
