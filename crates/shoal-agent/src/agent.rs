@@ -1,14 +1,16 @@
-//! The agent's main loop: register the host, adopt what a previous run left, list and
-//! watch the instances assigned here, and keep one supervisor per instance.
+//! The agent's main loop: register the host, adopt what a previous run left, follow the
+//! instances assigned here (a [`Reflector`] over the server's per-host watch, so each
+//! record is decoded once), and keep one supervisor per instance.
 
+use shoal_model::clock::Clock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use shoal_model::records::{HostRecord, InstanceRecord};
+use shoal_store::watcher::Reflector;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,9 +20,9 @@ use crate::events::EventBoard;
 use crate::http::{self, HttpState, Registry};
 use crate::images::ImageCache;
 use crate::supervisor::{self, AgentContext};
-use shoal_client::{Event, ServerClient};
+use shoal_client::{HostSource, ServerClient};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// This host's name (unique among agents).
     pub host: String,
@@ -38,6 +40,8 @@ pub struct AgentConfig {
     pub keep_instances: bool,
     /// How long in-flight work may take to finish once an instance leaves its pools.
     pub drain_timeout: Duration,
+    /// Where the agent reads "now" (status times, scheduled events' `NotBefore`).
+    pub clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +77,7 @@ pub async fn run(
     })?;
     let agent_url = format!("http://{local}");
     let registry: Registry = Arc::default();
-    let events = EventBoard::default();
+    let events = EventBoard::new(cfg.clock.clone());
     let tracker = TaskTracker::new();
     let app = http::router(HttpState {
         registry: registry.clone(),
@@ -124,11 +128,10 @@ pub async fn run(
         boot_timeout: cfg.boot_timeout,
         start_slots: Semaphore::new(cfg.start_concurrency.max(1)),
         capabilities: driver.capabilities(),
-        clock: Arc::new(|| {
-            jiff::Timestamp::now()
-                .strftime("%Y-%m-%dT%H:%M:%S%.7fZ")
-                .to_string()
-        }),
+        clock: {
+            let clock = cfg.clock.clone();
+            Arc::new(move || shoal_model::clock::arm_time(clock.now()))
+        },
         keep_instances: cfg.keep_instances,
         events,
         drain_timeout: cfg.drain_timeout,
@@ -164,106 +167,59 @@ pub async fn run(
 
     let mut sups: HashMap<String, watch::Sender<InstanceRecord>> = HashMap::new();
     let sup_shutdown = CancellationToken::new();
-    let mut registered = false;
-    let mut first_list = true;
+    let mut instances: Reflector<InstanceRecord> = Reflector::new(
+        Arc::new(HostSource::new(client.clone(), &cfg.host)),
+        HostSource::PREFIX,
+    );
+    let mut orphans_removed = false;
     let mut refresh = tokio::time::interval(Duration::from_secs(15));
-    'outer: loop {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        if !registered {
-            match client.register(&host).await {
-                Ok(()) => {
-                    registered = true;
-                    tracing::info!(host = %cfg.host, server = %client.target(), "agent registered");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot register with the server yet; retrying");
-                    if sleep_or_stop(&shutdown, Duration::from_millis(500)).await {
-                        break;
-                    }
-                    continue;
-                }
+    loop {
+        match client.register(&host).await {
+            Ok(()) => {
+                tracing::info!(host = %cfg.host, server = %client.target(), "agent registered");
+                break;
             }
-        }
-        let (items, rev) = match client.host_instances(&cfg.host).await {
-            Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list this host's instances; retrying");
+                tracing::warn!(error = %e, "cannot register with the server yet; retrying");
                 if sleep_or_stop(&shutdown, Duration::from_millis(500)).await {
                     break;
                 }
-                continue;
-            }
-        };
-        let listed: HashMap<String, InstanceRecord> = items
-            .iter()
-            .filter_map(|kv| decode(&kv.key, &kv.value))
-            .map(|r| (r.slug(), r))
-            .collect();
-        // Supervisors whose record vanished while we were not watching.
-        sups.retain(|slug, _| listed.contains_key(slug));
-        registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|slug, _| listed.contains_key(slug));
-        for (slug, rec) in listed {
-            apply(
-                &ctx,
-                &mut sups,
-                &registry,
-                &mut recovered,
-                &tracker,
-                &sup_shutdown,
-                slug,
-                rec,
-            );
-        }
-        if first_list {
-            first_list = false;
-            for (slug, orphan) in recovered.drain() {
-                tracing::info!(instance = %slug, "removing an instance no scale set asks for");
-                if let Err(e) = driver.destroy(&orphan.key).await {
-                    tracing::warn!(instance = %slug, error = %e, "cannot remove orphan instance");
-                }
             }
         }
-        let mut events = match client.watch_host_instances(&cfg.host, rev).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch this host's instances; retrying");
-                if sleep_or_stop(&shutdown, Duration::from_millis(500)).await {
-                    break;
+    }
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = refresh.tick() => {
+                if let Err(e) = client.register(&host).await {
+                    tracing::warn!(error = %e, "host refresh failed");
                 }
-                continue;
             }
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break 'outer,
-                _ = refresh.tick() => {
-                    if let Err(e) = client.register(&host).await {
-                        tracing::warn!(error = %e, "host refresh failed");
-                    }
-                }
-                ev = events.next() => match ev {
-                    Some(Ok(Event::Put(kv))) => {
-                        if let Some(rec) = decode(&kv.key, &kv.value) {
+            changes = instances.changed() => {
+                for change in changes {
+                    match (change.new, change.old) {
+                        (Some(rec), _) => {
                             let slug = rec.slug();
+                            let rec = InstanceRecord::clone(&rec);
                             apply(&ctx, &mut sups, &registry, &mut recovered, &tracker, &sup_shutdown, slug, rec);
                         }
-                    }
-                    Some(Ok(Event::Delete { key, .. })) => {
-                        if let Some(slug) = slug_of_key(&key, &sups) {
+                        // Its supervisor stops (and removes the instance) when dropped.
+                        (None, Some(old)) => {
+                            let slug = old.slug();
                             sups.remove(&slug);
                             registry.write().unwrap_or_else(|p| p.into_inner()).remove(&slug);
                         }
+                        (None, None) => {}
                     }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "watch ended; listing again");
-                        continue 'outer;
+                }
+                if instances.is_listed() && !orphans_removed {
+                    orphans_removed = true;
+                    for (slug, orphan) in recovered.drain() {
+                        tracing::info!(instance = %slug, "removing an instance no scale set asks for");
+                        if let Err(e) = driver.destroy(&orphan.key).await {
+                            tracing::warn!(instance = %slug, error = %e, "cannot remove orphan instance");
+                        }
                     }
-                    None => continue 'outer,
                 }
             }
         }
@@ -317,19 +273,6 @@ fn apply(
             sups.insert(slug, tx);
         }
     }
-}
-
-/// The supervisor slug for a removed record's key (`instance/{sub}/{rg}/{vmss}/{id}`).
-fn slug_of_key(key: &str, sups: &HashMap<String, watch::Sender<InstanceRecord>>) -> Option<String> {
-    sups.iter()
-        .find(|(_, tx)| tx.borrow().key() == key)
-        .map(|(slug, _)| slug.clone())
-}
-
-fn decode(key: &str, value: &[u8]) -> Option<InstanceRecord> {
-    serde_json::from_slice(value)
-        .inspect_err(|e| tracing::warn!(%key, error = %e, "skipping an unreadable instance record"))
-        .ok()
 }
 
 async fn sleep_or_stop(shutdown: &CancellationToken, d: Duration) -> bool {

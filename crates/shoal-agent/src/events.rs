@@ -2,6 +2,7 @@
 //! tells an instance it is about to be terminated, and the instance may acknowledge
 //! (`StartRequests`) to let the agent go ahead before `NotBefore`.
 
+use shoal_model::clock::{Clock, SystemClock};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,13 +34,29 @@ struct Board {
 }
 
 /// Pending events per instance (by slug), shared by supervisors and the HTTP endpoint.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct EventBoard {
     board: Arc<Mutex<Board>>,
     acks: Arc<Notify>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for EventBoard {
+    fn default() -> Self {
+        EventBoard::new(Arc::new(SystemClock))
+    }
 }
 
 impl EventBoard {
+    /// A board whose `NotBefore` times come from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        EventBoard {
+            board: Arc::default(),
+            acks: Arc::default(),
+            clock,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
         self.board.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -47,7 +64,7 @@ impl EventBoard {
     /// Posts a `Terminate` event for `slug`, due in `notice`; returns its id.
     pub fn schedule_terminate(&self, slug: &str, computer_name: &str, notice: Duration) -> String {
         let id = uuid_like();
-        let due = jiff::Timestamp::now()
+        let due = self.clock.now()
             + jiff::SignedDuration::try_from(notice).unwrap_or(jiff::SignedDuration::ZERO);
         let event = ScheduledEvent {
             event_id: id.clone(),

@@ -96,6 +96,14 @@ fn secs_since(now: Timestamp, t: &str) -> Option<i64> {
         .map(|t| now.duration_since(t).as_secs())
 }
 
+/// Whether the RFC 3339 time `t` is later than `than`.
+fn changed_after(t: &str, than: &str) -> bool {
+    match (t.parse::<Timestamp>(), than.parse::<Timestamp>()) {
+        (Ok(t), Ok(than)) => t > than,
+        _ => false,
+    }
+}
+
 pub fn plan_repairs(
     set: &VmssRecord,
     instances: &[InstanceRecord],
@@ -139,18 +147,24 @@ pub fn plan_repairs(
     let action = policy.repair_action.unwrap_or(RepairAction::Replace);
     let active: Vec<&InstanceRecord> = instances.iter().filter(|i| !i.deleting).collect();
     let budget = (active.len() / 20).max(1);
-    // Repairs still in progress: repaired instances not yet back to healthy.
-    let in_flight = state
-        .history
+    // Repairs still in progress: repaired instances whose health has not changed since
+    // their latest repair (one that came back healthy and failed again is a new case,
+    // not a repair still running).
+    let mut latest: HashMap<u64, &str> = HashMap::new();
+    for e in &state.history {
+        latest.insert(e.instance_id, e.time.as_str());
+    }
+    let in_flight = latest
         .iter()
-        .filter(|e| {
-            let repaired_again = instances.iter().find(|i| i.instance_id == e.instance_id);
-            match repaired_again {
+        .filter(|(id, repaired_at)| {
+            match instances.iter().find(|i| i.instance_id == **id) {
                 None => false,
                 Some(i) if i.deleting => true,
-                Some(i) => !health
-                    .get(&i.instance_id)
-                    .is_some_and(|h| h.state == HealthState::Healthy),
+                Some(i) => match health.get(&i.instance_id) {
+                    Some(h) if h.state == HealthState::Healthy => false,
+                    Some(h) => !changed_after(&h.since, repaired_at),
+                    None => true,
+                },
             }
         })
         .count()

@@ -410,6 +410,7 @@ fn agent_config(a: &AgentSettings, dir: PathBuf, keep_instances: bool) -> AgentC
         start_concurrency: a.start_concurrency,
         keep_instances,
         drain_timeout: a.drain_timeout,
+        clock: Arc::new(SystemClock),
     }
 }
 

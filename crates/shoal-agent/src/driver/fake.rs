@@ -246,6 +246,12 @@ impl Driver for FakeDriver {
         "fake"
     }
 
+    /// A fake instance answers as soon as it runs (nothing listens on its port: a real
+    /// connection would fail, and under a paused clock would time out at once).
+    async fn ready(&self, key: &InstanceKey, _endpoint: SocketAddr) -> bool {
+        self.is_running(key)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             limits: "not enforced: fake driver".to_owned(),
