@@ -15,7 +15,7 @@ use shoal_model::appgw::{self, ApplicationGateway, APPGW_TYPE};
 use shoal_model::network::{self, LoadBalancer, PoolOwner};
 use shoal_model::ArmError;
 
-use crate::arm_crud::ArmKind;
+use crate::arm_crud::{Addr, ArmKind};
 use crate::network::{refuse_while_joined, with_pool_members};
 use crate::state::ApiState;
 
@@ -35,6 +35,7 @@ impl ArmKind for ApplicationGateways {
         st: &ApiState,
         gw: &mut ApplicationGateway,
         id: &str,
+        _: Addr<'_>,
         existing: Option<&ApplicationGateway>,
     ) -> Result<(), ArmError> {
         appgw::normalize_appgw(gw, id);
@@ -56,7 +57,7 @@ impl ArmKind for ApplicationGateways {
     async fn check_unused(
         st: &ApiState,
         gw: &ApplicationGateway,
-        name: &str,
+        at: Addr<'_>,
     ) -> Result<(), ArmError> {
         // As for load balancers: not while a scale set still puts instances in it.
         refuse_while_joined(
@@ -64,8 +65,8 @@ impl ArmKind for ApplicationGateways {
             PoolOwner::ApplicationGateway,
             gw.id.as_deref().unwrap_or_default(),
             "InUseApplicationGatewayCannotBeDeleted",
-            &format!("Application gateway '{name}'"),
-            name,
+            &format!("Application gateway '{}'", at.name),
+            at.name,
         )
         .await
     }

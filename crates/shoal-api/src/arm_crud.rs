@@ -30,6 +30,14 @@ use crate::response::{self, empty, json, ApiResult, Ctx};
 use crate::routes::method_not_allowed;
 use crate::state::{body_object, txn_error, ApiState};
 
+/// The resource a request addresses, spelled as in the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Addr<'a> {
+    pub sub: &'a str,
+    pub rg: &'a str,
+    pub name: &'a str,
+}
+
 /// One resource type served by this module.
 pub trait ArmKind {
     /// The stored record: the resource as ARM shows it, without its etag.
@@ -48,33 +56,34 @@ pub trait ArmKind {
     /// Whether PATCH merges the body over the stored resource (otherwise it is a 405).
     const PATCH: bool = false;
 
-    /// Checks a PUT body (already parsed, with `id`, `name` and `type` set) and fills in
-    /// what the server owns: defaults, read-only properties. `existing` is the stored
-    /// resource being replaced. An error here leaves the store untouched.
+    /// Checks a PUT body (already parsed, with `id`, `name` and `type` set; `id` as
+    /// stored) and fills in what the server owns: defaults, read-only properties.
+    /// `existing` is the stored resource being replaced. An error here leaves the store
+    /// untouched.
     fn admit(
         st: &ApiState,
         model: &mut Self::Model,
         id: &str,
+        at: Addr<'_>,
         existing: Option<&Self::Model>,
     ) -> impl Future<Output = Result<(), ArmError>> + Send;
 
-    /// Refuses to delete the resource while something still uses it. `name` is the name
-    /// as the request spelled it.
+    /// Refuses to delete the resource while something still uses it.
     fn check_unused(
         st: &ApiState,
         model: &Self::Model,
-        name: &str,
+        at: Addr<'_>,
     ) -> impl Future<Output = Result<(), ArmError>> + Send {
-        let _ = (st, model, name);
+        let _ = (st, model, at);
         async { Ok(()) }
     }
 
     /// Store operations deleting records that go with the resource (e.g. its history).
     fn also_delete(
         st: &ApiState,
-        key: &str,
+        at: Addr<'_>,
     ) -> impl Future<Output = Result<Vec<TxnOp>, ArmError>> + Send {
-        let _ = (st, key);
+        let _ = (st, at);
         async { Ok(Vec::new()) }
     }
 
@@ -176,6 +185,7 @@ pub async fn resource<K: ArmKind>(
 ) -> ApiResult {
     st.require_group(sub, rg).await?;
     names::check_resource_name(K::NOUN, name, K::MAX_NAME_LEN)?;
+    let at = Addr { sub, rg, name };
     let key = key::<K>(sub, rg, name);
     let existing = st.get::<K::Model>(&key).await?;
     match *method {
@@ -183,15 +193,15 @@ pub async fn resource<K: ArmKind>(
             Some(r) => Ok(json(200, &K::view(st, &r.value, r.revision).await?)),
             None => Err(ArmError::not_found(K::TYPE, name)),
         },
-        Method::PUT => put::<K>(st, ctx, sub, rg, name, existing, body, false).await,
-        Method::PATCH if K::PATCH => put::<K>(st, ctx, sub, rg, name, existing, body, true).await,
+        Method::PUT => put::<K>(st, ctx, at, existing, body, false).await,
+        Method::PATCH if K::PATCH => put::<K>(st, ctx, at, existing, body, true).await,
         Method::DELETE => {
             let Some(e) = existing else {
                 return Ok(empty(204));
             };
-            K::check_unused(st, &e.value, name).await?;
-            let mut ops = vec![kv::delete_op(key.clone(), Expect::ModRevision(e.revision))];
-            ops.extend(K::also_delete(st, &key).await?);
+            K::check_unused(st, &e.value, at).await?;
+            let mut ops = vec![kv::delete_op(key, Expect::ModRevision(e.revision))];
+            ops.extend(K::also_delete(st, at).await?);
             st.store.txn(ops).await.map_err(txn_error)?;
             Ok(empty(200))
         }
@@ -203,9 +213,7 @@ pub async fn resource<K: ArmKind>(
 async fn put<K: ArmKind>(
     st: &ApiState,
     ctx: &Ctx,
-    sub: &str,
-    rg: &str,
-    name: &str,
+    at: Addr<'_>,
     existing: Option<Versioned<K::Model>>,
     body: &[u8],
     patch: bool,
@@ -219,7 +227,7 @@ async fn put<K: ArmKind>(
     )?;
     let body = match (&existing, patch) {
         (_, false) => incoming,
-        (None, true) => return Err(ArmError::not_found(K::TYPE, name)),
+        (None, true) => return Err(ArmError::not_found(K::TYPE, at.name)),
         (Some(e), true) => {
             let mut base =
                 serde_json::to_value(&e.value).map_err(|e| ArmError::internal(e.to_string()))?;
@@ -232,18 +240,22 @@ async fn put<K: ArmKind>(
     // The stored id and name keep the spelling of the first PUT.
     let id = stored
         .and_then(|e| e.arm_id())
-        .map_or_else(|| id::<K>(sub, rg, name), String::from);
+        .map_or_else(|| id::<K>(at.sub, at.rg, at.name), String::from);
     let stored_name = stored
         .and_then(|e| e.arm_name())
-        .map_or_else(|| name.to_string(), String::from);
+        .map_or_else(|| at.name.to_string(), String::from);
     model.stamp(id.clone(), stored_name, K::TYPE);
-    K::admit(st, &mut model, &id, stored).await?;
+    K::admit(st, &mut model, &id, at, stored).await?;
     let expect = existing
         .as_ref()
         .map_or(Expect::Absent, |e| Expect::ModRevision(e.revision));
     let revision = st
         .store
-        .txn(vec![kv::put_op(key::<K>(sub, rg, name), &model, expect)])
+        .txn(vec![kv::put_op(
+            key::<K>(at.sub, at.rg, at.name),
+            &model,
+            expect,
+        )])
         .await
         .map_err(txn_error)?;
     Ok(json(
@@ -280,6 +292,7 @@ mod tests {
             _: &ApiState,
             model: &mut Self::Model,
             _: &str,
+            _: Addr<'_>,
             existing: Option<&Self::Model>,
         ) -> Result<(), ArmError> {
             if model.properties["refuse"] == true {
@@ -292,16 +305,16 @@ mod tests {
         async fn check_unused(
             _: &ApiState,
             model: &Self::Model,
-            name: &str,
+            at: Addr<'_>,
         ) -> Result<(), ArmError> {
             match model.tags.as_ref().is_some_and(|t| t.contains_key("busy")) {
-                true => Err(ArmError::conflict(format!("'{name}' is busy."))),
+                true => Err(ArmError::conflict(format!("'{}' is busy.", at.name))),
                 false => Ok(()),
             }
         }
 
-        async fn also_delete(st: &ApiState, key: &str) -> Result<Vec<TxnOp>, ArmError> {
-            let companion = format!("{key}/companion");
+        async fn also_delete(st: &ApiState, at: Addr<'_>) -> Result<Vec<TxnOp>, ArmError> {
+            let companion = format!("{}/companion", key::<Things>(at.sub, at.rg, at.name));
             Ok(match st.get::<Value>(&companion).await? {
                 Some(c) => vec![kv::delete_op(companion, Expect::ModRevision(c.revision))],
                 None => vec![],

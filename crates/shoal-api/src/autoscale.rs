@@ -1,6 +1,7 @@
 //! Autoscale settings over HTTP: `Microsoft.Insights/autoscaleSettings` CRUD and lists
-//! (stored under `autoscale/`), and `…/autoscalesettings/{name}/history`, what the runner
-//! did and why (Shoal's).
+//! (stored under `autoscale/`, served by [`crate::arm_crud`] through
+//! [`AutoscaleSettings`]), and `…/autoscalesettings/{name}/history`, what the runner did
+//! and why (Shoal's).
 //!
 //! A body is parsed and compiled by `shoal_model::autoscale`, and the scale sets it names
 //! are checked to exist before anything is stored, so a bad setting is a 400 naming its
@@ -17,48 +18,13 @@ use shoal_control::kv;
 use shoal_model::autoscale::{self as model, AutoscaleSetting, AUTOSCALE_TYPE};
 use shoal_model::ids::VmssRef;
 use shoal_model::records::VmssRecord;
-use shoal_model::{names, vmss, ArmError};
-use shoal_store::Expect;
+use shoal_model::ArmError;
+use shoal_store::{Expect, TxnOp};
 
-use crate::groups::method_not_allowed;
-use crate::response::{self, empty, json, ApiResult, Ctx};
-use crate::state::{body_object, txn_error, ApiState};
-
-pub fn setting_id(sub: &str, rg: &str, name: &str) -> String {
-    format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Insights/autoscalesettings/{name}")
-}
-
-pub async fn list(
-    st: &ApiState,
-    ctx: &Ctx,
-    method: &Method,
-    sub: &str,
-    rg: Option<&str>,
-) -> ApiResult {
-    if method != Method::GET {
-        return Err(method_not_allowed(method));
-    }
-    let (prefix, path) = match rg {
-        Some(rg) => {
-            st.require_group(sub, rg).await?;
-            (
-                format!("autoscale/{}/{}/", sub.to_ascii_lowercase(), rg.to_ascii_lowercase()),
-                format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Insights/autoscalesettings"),
-            )
-        }
-        None => (
-            format!("autoscale/{}/", sub.to_ascii_lowercase()),
-            format!("/subscriptions/{sub}/providers/Microsoft.Insights/autoscalesettings"),
-        ),
-    };
-    let items = st
-        .list::<Value>(&prefix)
-        .await?
-        .into_iter()
-        .map(|v| v.value)
-        .collect();
-    Ok(response::page(ctx, &path, items, st.page_size))
-}
+use crate::arm_crud::{Addr, ArmKind};
+use crate::response::{json, ApiResult};
+use crate::routes::method_not_allowed;
+use crate::state::ApiState;
 
 /// The scale set a setting names, which must exist and not be being deleted.
 pub(crate) async fn require_set(st: &ApiState, r: &VmssRef, target: &str) -> Result<(), ArmError> {
@@ -74,104 +40,76 @@ pub(crate) async fn require_set(st: &ApiState, r: &VmssRef, target: &str) -> Res
     }
 }
 
-pub async fn setting(
-    st: &ApiState,
-    method: &Method,
-    sub: &str,
-    rg: &str,
-    name: &str,
-    body: &[u8],
-) -> ApiResult {
-    st.require_group(sub, rg).await?;
-    names::check_resource_name("autoscale setting", name, 260)?;
-    let key = setting_key(sub, rg, name);
-    let existing = st.get::<Value>(&key).await?;
-    match *method {
-        Method::GET => existing
-            .map(|e| json(200, &e.value))
-            .ok_or_else(|| ArmError::not_found(AUTOSCALE_TYPE, name)),
-        Method::PUT | Method::PATCH => {
-            let incoming = body_object(body, true)?;
-            let merged = match (&existing, *method == Method::PATCH) {
-                (Some(e), true) => {
-                    let mut base = e.value.clone();
-                    vmss::merge_json(&mut base, &incoming);
-                    base
-                }
-                (None, true) => return Err(ArmError::not_found(AUTOSCALE_TYPE, name)),
-                (_, false) => incoming,
-            };
-            let mut s: AutoscaleSetting = vmss::parse_typed(&merged)?;
-            let (compiled, others) = model::compile(&s)?;
-            require_set(st, &compiled.target, "properties.targetResourceUri").await?;
-            // One setting per scale set: two would fight over its capacity.
-            let target_key = compiled.target.key();
-            for other in st.list::<Value>("autoscale/").await? {
-                let same = other.value["properties"]["targetResourceUri"]
-                    .as_str()
-                    .and_then(model::parse_vmss_id)
-                    .is_some_and(|t| t.key() == target_key);
-                if same && other.key != key {
-                    return Err(ArmError::conflict(format!(
-                        "Scale set '{}' already has an autoscale setting ('{}'): change that one, or delete it first.",
-                        compiled.target.name,
-                        other.value["name"].as_str().unwrap_or_default()
-                    ))
-                    .with_target("properties.targetResourceUri"));
-                }
+/// `Microsoft.Insights/autoscaleSettings` for [`arm_crud`], stored under `autoscale/`;
+/// PATCH merges over the stored setting.
+pub struct AutoscaleSettings;
+
+impl ArmKind for AutoscaleSettings {
+    type Model = AutoscaleSetting;
+    const TYPE: &'static str = AUTOSCALE_TYPE;
+    const ID_PATH: &'static str = "Microsoft.Insights/autoscalesettings";
+    const KEY_PREFIX: &'static str = "autoscale";
+    const NOUN: &'static str = "autoscale setting";
+    const MAX_NAME_LEN: usize = 260;
+    const PATCH: bool = true;
+
+    async fn admit(
+        st: &ApiState,
+        s: &mut AutoscaleSetting,
+        _: &str,
+        at: Addr<'_>,
+        _: Option<&AutoscaleSetting>,
+    ) -> Result<(), ArmError> {
+        let (compiled, others) = model::compile(s)?;
+        require_set(st, &compiled.target, "properties.targetResourceUri").await?;
+        // One setting per scale set: two would fight over its capacity.
+        let key = setting_key(at.sub, at.rg, at.name);
+        let target_key = compiled.target.key();
+        for other in st.list::<Value>("autoscale/").await? {
+            let same = other.value["properties"]["targetResourceUri"]
+                .as_str()
+                .and_then(model::parse_vmss_id)
+                .is_some_and(|t| t.key() == target_key);
+            if same && other.key != key {
+                return Err(ArmError::conflict(format!(
+                    "Scale set '{}' already has an autoscale setting ('{}'): change that one, or delete it first.",
+                    compiled.target.name,
+                    other.value["name"].as_str().unwrap_or_default()
+                ))
+                .with_target("properties.targetResourceUri"));
             }
-            for o in others {
-                require_set(
-                    st,
-                    &o,
-                    "properties.profiles.rules.metricTrigger.metricResourceUri",
-                )
-                .await?;
-            }
-            s.id = Some(
-                existing
-                    .as_ref()
-                    .and_then(|e| e.value["id"].as_str().map(String::from))
-                    .unwrap_or_else(|| setting_id(sub, rg, name)),
-            );
-            s.name = Some(
-                existing
-                    .as_ref()
-                    .and_then(|e| e.value["name"].as_str().map(String::from))
-                    .unwrap_or_else(|| name.to_string()),
-            );
-            s.kind = Some(AUTOSCALE_TYPE.to_string());
-            s.location.get_or_insert_with(|| "local".to_string());
-            s.tags.get_or_insert_with(BTreeMap::new);
-            s.properties.name.get_or_insert_with(|| name.to_string());
-            s.properties.enabled.get_or_insert(true);
-            s.properties
-                .target_resource_location
-                .get_or_insert_with(|| "local".to_string());
-            s.properties.notifications.get_or_insert_with(Vec::new);
-            let expect = existing
-                .as_ref()
-                .map_or(Expect::Absent, |e| Expect::ModRevision(e.revision));
-            st.store
-                .txn(vec![kv::put_op(key, &s, expect)])
-                .await
-                .map_err(txn_error)?;
-            let body = serde_json::to_value(&s).unwrap_or(Value::Null);
-            Ok(json(if existing.is_some() { 200 } else { 201 }, &body))
         }
-        Method::DELETE => {
-            let Some(e) = existing else {
-                return Ok(empty(204));
-            };
-            let hkey = history_key(sub, rg, name);
-            let mut ops = vec![kv::delete_op(key, Expect::ModRevision(e.revision))];
-            if let Some(h) = st.get::<Value>(&hkey).await? {
-                ops.push(kv::delete_op(hkey, Expect::ModRevision(h.revision)));
-            }
-            st.store.txn(ops).await.map_err(txn_error)?;
-            Ok(empty(200))
+        for o in others {
+            require_set(
+                st,
+                &o,
+                "properties.profiles.rules.metricTrigger.metricResourceUri",
+            )
+            .await?;
         }
-        _ => Err(method_not_allowed(method)),
+        s.location.get_or_insert_with(|| "local".to_string());
+        s.tags.get_or_insert_with(BTreeMap::new);
+        s.properties.name.get_or_insert_with(|| at.name.to_string());
+        s.properties.enabled.get_or_insert(true);
+        s.properties
+            .target_resource_location
+            .get_or_insert_with(|| "local".to_string());
+        s.properties.notifications.get_or_insert_with(Vec::new);
+        Ok(())
+    }
+
+    /// The runner's history of the setting goes with it.
+    async fn also_delete(st: &ApiState, at: Addr<'_>) -> Result<Vec<TxnOp>, ArmError> {
+        let hkey = history_key(at.sub, at.rg, at.name);
+        Ok(match st.get::<Value>(&hkey).await? {
+            Some(h) => vec![kv::delete_op(hkey, Expect::ModRevision(h.revision))],
+            None => Vec::new(),
+        })
+    }
+
+    /// As stored: settings show no etag.
+    async fn view(_: &ApiState, s: &AutoscaleSetting, _: u64) -> Result<Value, ArmError> {
+        Ok(serde_json::to_value(s).unwrap_or(Value::Null))
     }
 }
 

@@ -15,7 +15,7 @@ use shoal_model::network::{self, LoadBalancer, PoolOwner, LB_TYPE};
 use shoal_model::records::{InstanceRecord, VmssRecord};
 use shoal_model::ArmError;
 
-use crate::arm_crud::{self, ArmKind};
+use crate::arm_crud::{self, Addr, ArmKind};
 use crate::response::{self, json, ApiResult, Ctx};
 use crate::routes::method_not_allowed;
 use crate::state::ApiState;
@@ -35,6 +35,7 @@ impl ArmKind for LoadBalancers {
         st: &ApiState,
         lb: &mut LoadBalancer,
         id: &str,
+        _: Addr<'_>,
         existing: Option<&LoadBalancer>,
     ) -> Result<(), ArmError> {
         network::normalize_lb(lb, id);
@@ -50,15 +51,15 @@ impl ArmKind for LoadBalancers {
         Ok(())
     }
 
-    async fn check_unused(st: &ApiState, lb: &LoadBalancer, name: &str) -> Result<(), ArmError> {
+    async fn check_unused(st: &ApiState, lb: &LoadBalancer, at: Addr<'_>) -> Result<(), ArmError> {
         // Azure refuses to delete a balancer whose pools a scale set still uses.
         refuse_while_joined(
             st,
             PoolOwner::LoadBalancer,
             lb.id.as_deref().unwrap_or_default(),
             "InUseLoadBalancerCannotBeDeleted",
-            &format!("Load balancer '{name}'"),
-            name,
+            &format!("Load balancer '{}'", at.name),
+            at.name,
         )
         .await
     }

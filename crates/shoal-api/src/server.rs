@@ -9,6 +9,7 @@ use axum::Router;
 use http::Method;
 use shoal_model::ArmError;
 
+use crate::autoscale::AutoscaleSettings;
 use crate::response::{error_response, json, ApiResult, Ctx};
 use crate::routes::{self, Route};
 use crate::state::ApiState;
@@ -274,10 +275,10 @@ async fn dispatch(
         }
         Route::Balancer { name } => agent_api::balancer(st, method, &name, &body).await,
         Route::AutoscaleSettings { sub, rg } => {
-            crate::autoscale::list(st, ctx, method, &sub, rg.as_deref()).await
+            arm_crud::list::<AutoscaleSettings>(st, ctx, method, &sub, rg.as_deref()).await
         }
         Route::AutoscaleSetting { sub, rg, name } => {
-            crate::autoscale::setting(st, method, &sub, &rg, &name, &body).await
+            arm_crud::resource::<AutoscaleSettings>(st, ctx, method, &sub, &rg, &name, &body).await
         }
         Route::AutoscaleHistory { sub, rg, name } => {
             crate::autoscale::history(st, method, &sub, &rg, &name).await

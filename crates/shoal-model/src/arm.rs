@@ -133,6 +133,22 @@ impl<P, X> Tracked for Resource<P, X> {
     }
 }
 
+/// Autoscale settings predate [`Resource`] and keep their own struct (`properties` is
+/// required there); they share the envelope's rules all the same.
+impl Tracked for crate::autoscale::AutoscaleSetting {
+    fn arm_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    fn arm_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn stamp(&mut self, id: String, name: String, kind: &str) {
+        self.id = Some(id);
+        self.name = Some(name);
+        self.kind = Some(kind.to_string());
+    }
+}
+
 /// A named child of a resource: `{"name", "id", "etag", "type", "properties"}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubResource<P> {
