@@ -8,8 +8,9 @@
 //! (records that go with it) and [`ArmKind::view`] (what GET and PUT answers show).
 //!
 //! Requests come from `server::dispatch` as (method, subscription, group, name, body).
-//! A PUT body is parsed into the typed model once (a wrong type is a 400 naming the
-//! field); `If-Match` / `If-None-Match` are checked against the stored revision (the
+//! A PUT body is parsed straight into the typed model, once (a wrong type is a 400 naming
+//! the field); a PATCH, for kinds that take one, merges the body over the stored resource
+//! first. `If-Match` / `If-None-Match` are checked against the stored revision (the
 //! resource's etag); the write leaves as one compare-and-swap transaction (`Absent` to
 //! create, the revision read to replace or delete), so of two racing writers one gets a
 //! 409 and nothing is half-written. Create answers 201, replace 200; DELETE answers 200,
@@ -209,7 +210,8 @@ pub async fn resource<K: ArmKind>(
     }
 }
 
-/// Create or replace (`patch`: merge the body over the stored resource first).
+/// Create or replace: the body parsed straight into the model (`patch`: merged over the
+/// stored resource first).
 async fn put<K: ArmKind>(
     st: &ApiState,
     ctx: &Ctx,
@@ -218,24 +220,24 @@ async fn put<K: ArmKind>(
     body: &[u8],
     patch: bool,
 ) -> ApiResult {
-    let incoming = body_object(body, true)?;
+    let mut model: K::Model = if patch {
+        let incoming = body_object(body, true)?;
+        let Some(e) = &existing else {
+            return Err(ArmError::not_found(K::TYPE, at.name));
+        };
+        let mut merged =
+            serde_json::to_value(&e.value).map_err(|e| ArmError::internal(e.to_string()))?;
+        vmss::merge_json(&mut merged, &incoming);
+        vmss::parse_typed(&merged)?
+    } else {
+        vmss::parse_body(body)?
+    };
     ctx.check_preconditions(
         existing
             .as_ref()
             .map(|e| format!("\"{}\"", e.revision))
             .as_deref(),
     )?;
-    let body = match (&existing, patch) {
-        (_, false) => incoming,
-        (None, true) => return Err(ArmError::not_found(K::TYPE, at.name)),
-        (Some(e), true) => {
-            let mut base =
-                serde_json::to_value(&e.value).map_err(|e| ArmError::internal(e.to_string()))?;
-            vmss::merge_json(&mut base, &incoming);
-            base
-        }
-    };
-    let mut model: K::Model = vmss::parse_typed(&body)?;
     let stored = existing.as_ref().map(|e| &e.value);
     // The stored id and name keep the spelling of the first PUT.
     let id = stored
