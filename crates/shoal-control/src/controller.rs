@@ -1,20 +1,30 @@
-//! The scale-set controller: watches the store, reconciles each set whose records
+//! The scale-set controller: follows the store, reconciles each set whose records
 //! changed (or on a timer), and completes the long-running operations waiting on it.
 //!
 //! Level-triggered: a reconcile reads the set's records, asks [`crate::planner::plan`]
 //! what to write, and writes it in one transaction guarded by the revisions it read. A
 //! conflict (someone wrote meanwhile) just queues the set again; a crash at any point is
 //! repaired by the next reconcile.
+//!
+//! Data enters through typed caches ([`Reflector`]s over the store) of the prefixes the
+//! controller reads — `vmss/`, `instance/`, `status/`, `health/`, `host/`, `op/`, `rg/` —
+//! each record decoded once when it changes. Each change is routed to the set it
+//! belongs to by the record's own fields ([`Routes`]); a reconcile reads the caches,
+//! never the store. Before a pass every cache catches up, the set records first, so
+//! what a reconcile sees of a set's instances is never older than the set itself (as
+//! when it read them from the store in that order), and no pass runs while a cache is
+//! listing again. Data leaves as store transactions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use shoal_model::ids::VmssRef;
 use shoal_model::records::{
-    operation_key, HealthRecord, HostRecord, InstanceRecord, InstanceStatus, OperationRecord,
-    OperationStatus, OperationWait, VmssRecord,
+    health_key, operation_key, HealthRecord, HostRecord, InstanceRecord, InstanceStatus,
+    OperationRecord, OperationStatus, OperationWait, VmssRecord,
 };
+use shoal_store::watcher::{Cached, Change, Reader, Reflector, StoreSource, WatchSource};
 use shoal_store::{Expect, Store, StoreError, TxnOp};
 use tokio_util::sync::CancellationToken;
 
@@ -38,25 +48,155 @@ pub struct Controller {
     clock: Arc<dyn Clock>,
 }
 
-/// `{sub}/{rg}/{name}` (lower-cased) of the set a key belongs to.
-fn set_path_of(key: &str) -> Option<String> {
-    let (kind, rest) = key.split_once('/')?;
-    let parts: Vec<&str> = rest.splitn(4, '/').collect();
-    match kind {
-        "vmss" if parts.len() == 3 => Some(rest.to_string()),
-        "instance" | "status" | "health" if parts.len() == 4 => Some(parts[..3].join("/")),
-        _ => None,
+/// The records the controller reads, each decoded once when it changes.
+struct Caches {
+    sets: Reflector<VmssRecord>,
+    instances: Reflector<InstanceRecord>,
+    statuses: Reflector<InstanceStatus>,
+    health: Reflector<HealthRecord>,
+    hosts: Reflector<HostRecord>,
+    ops: Reflector<OperationRecord>,
+    /// Resource groups: only whether they changed matters (a group deletion waits).
+    groups: Reflector<serde_json::Value>,
+}
+
+impl Caches {
+    fn new(store: Arc<dyn Store>) -> Self {
+        let source: Arc<dyn WatchSource> = StoreSource::new(store);
+        Caches {
+            sets: Reflector::new(source.clone(), "vmss/"),
+            instances: Reflector::new(source.clone(), "instance/"),
+            statuses: Reflector::new(source.clone(), "status/"),
+            health: Reflector::new(source.clone(), "health/"),
+            hosts: Reflector::new(source.clone(), "host/"),
+            ops: Reflector::new(source.clone(), "op/"),
+            groups: Reflector::new(source, "rg/"),
+        }
+    }
+
+    /// Takes in every change already delivered, set records first (see the module docs).
+    fn catch_up(&mut self, routes: &mut Routes) {
+        routes.sets(&self.sets.catch_up());
+        routes.instances(&self.instances.catch_up());
+        routes.observed(&self.statuses.catch_up());
+        routes.observed(&self.health.catch_up());
+        routes.hosts(&self.hosts.catch_up());
+        routes.ops(&self.ops.catch_up());
+        routes.ops(&self.groups.catch_up());
+    }
+
+    /// Readers of the caches, for the passes (which hold them across store writes).
+    fn views(&self) -> Views {
+        Views {
+            sets: self.sets.reader(),
+            instances: self.instances.reader(),
+            statuses: self.statuses.reader(),
+            health: self.health.reader(),
+            hosts: self.hosts.reader(),
+            ops: self.ops.reader(),
+        }
+    }
+
+    /// Every cache is listed and following the store.
+    fn live(&self) -> bool {
+        self.sets.is_live()
+            && self.instances.is_live()
+            && self.statuses.is_live()
+            && self.health.is_live()
+            && self.hosts.is_live()
+            && self.ops.is_live()
+            && self.groups.is_live()
     }
 }
 
-fn wait_set_path(wait: &OperationWait) -> Option<String> {
+/// What a pass reads: the caches' contents.
+struct Views {
+    sets: Reader<VmssRecord>,
+    instances: Reader<InstanceRecord>,
+    statuses: Reader<InstanceStatus>,
+    health: Reader<HealthRecord>,
+    hosts: Reader<HostRecord>,
+    ops: Reader<OperationRecord>,
+}
+
+/// What the next pass must look at, worked out from the changes seen.
+#[derive(Debug, Default)]
+struct Routes {
+    /// Sets to reconcile, by set key (`vmss/{sub}/{rg}/{name}`, lower case).
+    dirty: BTreeMap<String, VmssRef>,
+    /// Every set must be reconciled (hosts changed, or a resync).
+    all: bool,
+    /// Operations must be looked at again.
+    ops: bool,
+    /// The set an instance's status and health records belong to, by their keys
+    /// (learnt from the instance records, which name their set).
+    owners: HashMap<String, VmssRef>,
+}
+
+impl Routes {
+    fn mark(&mut self, vmss: &VmssRef) {
+        self.dirty.insert(vmss.key(), vmss.clone());
+    }
+
+    fn pending(&self) -> bool {
+        !self.dirty.is_empty() || self.all || self.ops
+    }
+
+    fn sets(&mut self, changes: &[Change<VmssRecord>]) {
+        for set in changes.iter().filter_map(Change::latest) {
+            self.mark(&set.vmss);
+        }
+    }
+
+    fn instances(&mut self, changes: &[Change<InstanceRecord>]) {
+        for c in changes {
+            let Some(rec) = c.latest() else { continue };
+            self.mark(&rec.vmss);
+            let observed = [rec.status_key(), health_key(&rec.vmss, rec.instance_id)];
+            for key in observed {
+                if c.new.is_some() {
+                    self.owners.insert(key, rec.vmss.clone());
+                } else {
+                    self.owners.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Statuses and health. One whose instance is unknown (a report that raced the
+    /// instance's removal) waits for the next resync, which sweeps it.
+    fn observed<T>(&mut self, changes: &[Change<T>]) {
+        for c in changes {
+            if let Some(set) = self.owners.get(&c.key).cloned() {
+                self.mark(&set);
+            }
+        }
+    }
+
+    fn hosts(&mut self, changes: &[Change<HostRecord>]) {
+        self.all |= !changes.is_empty();
+    }
+
+    fn ops<T>(&mut self, changes: &[Change<T>]) {
+        self.ops |= !changes.is_empty();
+    }
+}
+
+/// The set an operation waits on, if it waits on one.
+fn wait_set(wait: &OperationWait) -> Option<&VmssRef> {
     match wait {
         OperationWait::Vmss { vmss, .. }
         | OperationWait::InstancesGone { vmss, .. }
-        | OperationWait::VmssGone { vmss } => {
-            Some(vmss.key().trim_start_matches("vmss/").to_string())
-        }
+        | OperationWait::VmssGone { vmss } => Some(vmss),
         OperationWait::GroupGone { .. } => None,
+    }
+}
+
+fn versioned<T: Clone>(key: &str, cached: &Cached<T>) -> Versioned<T> {
+    Versioned {
+        key: key.to_string(),
+        value: cached.value.clone(),
+        revision: cached.revision,
     }
 }
 
@@ -67,15 +207,19 @@ impl Controller {
 
     /// Runs until `shutdown`. Store errors are logged and retried.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut caches = Caches::new(self.store.clone());
         let mut last_progress: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            match self.run_once(&shutdown, &mut last_progress).await {
+            match self
+                .run_once(&mut caches, &shutdown, &mut last_progress)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "controller restarting its watch");
+                    tracing::warn!(error = %e, "controller restarting its passes");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -87,79 +231,52 @@ impl Controller {
 
     async fn run_once(
         &self,
+        caches: &mut Caches,
         shutdown: &CancellationToken,
         last_progress: &mut HashMap<String, tokio::time::Instant>,
     ) -> Result<(), KvError> {
-        let rev = self.store.revision().await?;
-        let mut events = self.store.watch("", rev).await?;
-        let mut dirty: BTreeSet<String> = self.all_set_paths().await?;
-        let mut ops_dirty = true;
+        let views = caches.views();
+        let mut routes = Routes {
+            all: true,
+            ops: true,
+            ..Routes::default()
+        };
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
         let mut last_pass = tokio::time::Instant::now() - MIN_PASS_INTERVAL;
         // Sets to look at again at a given time (a repair grace period ends).
-        let mut wakeups: HashMap<String, tokio::time::Instant> = HashMap::new();
+        let mut wakeups: HashMap<String, (VmssRef, tokio::time::Instant)> = HashMap::new();
         loop {
             // Passes are at least MIN_PASS_INTERVAL apart: a stream of status writes
             // (a thousand instances booting) then costs a few reconciles, not thousands.
             let since = last_pass.elapsed();
-            if since < MIN_PASS_INTERVAL && (!dirty.is_empty() || ops_dirty) {
+            if since < MIN_PASS_INTERVAL && routes.pending() && caches.live() {
                 tokio::time::sleep(MIN_PASS_INTERVAL - since).await;
             }
-            // Drain what is already queued, so a burst of status writes costs one reconcile.
-            while let Some(Some(ev)) = futures::FutureExt::now_or_never(events.next()) {
-                let ev = ev?;
-                self.route(ev.key(), &mut dirty, &mut ops_dirty).await?;
-            }
-            if !dirty.is_empty() || ops_dirty {
+            // Take in what is already here, so a burst of status writes costs one pass.
+            caches.catch_up(&mut routes);
+            if routes.pending() && caches.live() {
                 last_pass = tokio::time::Instant::now();
-                let ops = self.in_progress_ops().await?;
-                let mut by_set: HashMap<String, Vec<Versioned<OperationRecord>>> = HashMap::new();
-                for op in ops {
-                    match wait_set_path(&op.value.wait) {
-                        Some(p) => {
-                            dirty.insert(p.clone());
-                            by_set.entry(p).or_default().push(op);
-                        }
-                        None => self.advance_group_op(op).await?,
-                    }
-                }
-                ops_dirty = false;
-                let paths: Vec<String> = std::mem::take(&mut dirty).into_iter().collect();
-                for path in paths {
-                    let ops = by_set.remove(&path).unwrap_or_default();
-                    match self
-                        .reconcile_set(&path, ops, last_progress, &mut wakeups)
-                        .await
-                    {
-                        Ok(true) => {
-                            dirty.insert(path);
-                        }
-                        Ok(false) => {}
-                        Err(KvError::Store(StoreError::Conflict { .. })) => {
-                            dirty.insert(path);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                if !dirty.is_empty() {
+                self.pass(&views, &mut routes, last_progress, &mut wakeups)
+                    .await?;
+                if !routes.dirty.is_empty() {
                     continue;
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                ev = events.next() => match ev {
-                    Some(ev) => {
-                        let ev = ev?;
-                        self.route(ev.key(), &mut dirty, &mut ops_dirty).await?;
-                    }
-                    None => return Err(KvError::Store(StoreError::Closed)),
-                },
+                c = caches.sets.changed() => routes.sets(&c),
+                c = caches.instances.changed() => routes.instances(&c),
+                c = caches.statuses.changed() => routes.observed(&c),
+                c = caches.health.changed() => routes.observed(&c),
+                c = caches.hosts.changed() => routes.hosts(&c),
+                c = caches.ops.changed() => routes.ops(&c),
+                c = caches.groups.changed() => routes.ops(&c),
                 _ = sleep_until_earliest(&wakeups) => {
                     let now = tokio::time::Instant::now();
-                    wakeups.retain(|path, at| {
+                    wakeups.retain(|_, (set, at)| {
                         if *at <= now {
-                            dirty.insert(path.clone());
+                            routes.mark(set);
                             false
                         } else {
                             true
@@ -167,60 +284,79 @@ impl Controller {
                     });
                 }
                 _ = resync.tick() => {
-                    dirty.extend(self.all_set_paths().await?);
-                    ops_dirty = true;
-                    self.forget_old_operations().await?;
+                    routes.all = true;
+                    routes.ops = true;
+                    self.forget_old_operations(&views).await?;
                 }
             }
         }
     }
 
-    async fn route(
+    /// Judges the operations in progress and reconciles every set marked in `routes`;
+    /// sets that wrote something (or met a conflict) stay marked for the next pass.
+    async fn pass(
         &self,
-        key: &str,
-        dirty: &mut BTreeSet<String>,
-        ops_dirty: &mut bool,
+        caches: &Views,
+        routes: &mut Routes,
+        last_progress: &mut HashMap<String, tokio::time::Instant>,
+        wakeups: &mut HashMap<String, (VmssRef, tokio::time::Instant)>,
     ) -> Result<(), KvError> {
-        if let Some(path) = set_path_of(key) {
-            dirty.insert(path);
-        } else if key.starts_with("op/") || key.starts_with("rg/") {
-            *ops_dirty = true;
-        } else if key.starts_with("host/") {
-            dirty.extend(self.all_set_paths().await?);
+        if std::mem::take(&mut routes.all) {
+            for set in caches.sets.snapshot().values() {
+                routes.mark(&set.vmss);
+            }
+        }
+        let mut by_set: HashMap<String, Vec<Versioned<OperationRecord>>> = HashMap::new();
+        let ops = caches.ops.snapshot();
+        for (key, op) in ops.iter() {
+            if op.status != OperationStatus::InProgress {
+                continue;
+            }
+            match wait_set(&op.wait) {
+                Some(set) => {
+                    routes.mark(set);
+                    by_set
+                        .entry(set.key())
+                        .or_default()
+                        .push(versioned(key, op));
+                }
+                None => self.advance_group_op(versioned(key, op)).await?,
+            }
+        }
+        routes.ops = false;
+        for (key, set) in std::mem::take(&mut routes.dirty) {
+            let ops = by_set.remove(&key).unwrap_or_default();
+            match self
+                .reconcile_set(caches, &set, ops, last_progress, wakeups)
+                .await
+            {
+                Ok(true) | Err(KvError::Store(StoreError::Conflict { .. })) => {
+                    routes.mark(&set);
+                }
+                Ok(false) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
 
-    async fn all_set_paths(&self) -> Result<BTreeSet<String>, KvError> {
-        let (kvs, _) = self.store.list("vmss/").await?;
-        Ok(kvs.iter().filter_map(|kv| set_path_of(&kv.key)).collect())
-    }
-
-    async fn in_progress_ops(&self) -> Result<Vec<Versioned<OperationRecord>>, KvError> {
-        let (ops, _) = kv::list_json::<OperationRecord>(&*self.store, "op/").await?;
-        Ok(ops
-            .into_iter()
-            .filter(|o| o.value.status == OperationStatus::InProgress)
-            .collect())
-    }
-
     /// Finished operations are kept for [`OPERATION_RETENTION`] (clients poll them
     /// shortly after they finish), then removed so the store does not grow forever.
-    async fn forget_old_operations(&self) -> Result<(), KvError> {
-        let (ops, _) = kv::list_json::<OperationRecord>(&*self.store, "op/").await?;
+    async fn forget_old_operations(&self, caches: &Views) -> Result<(), KvError> {
         let now = self.clock.now();
-        let txn: Vec<TxnOp> = ops
-            .into_iter()
-            .filter(|o| {
-                o.value
-                    .end_time
+        let txn: Vec<TxnOp> = caches
+            .ops
+            .snapshot()
+            .iter()
+            .filter(|(_, o)| {
+                o.end_time
                     .as_deref()
                     .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                     .is_some_and(|end| {
                         now.duration_since(end).as_secs() > OPERATION_RETENTION.as_secs() as i64
                     })
             })
-            .map(|o| kv::delete_op(o.key, Expect::ModRevision(o.revision)))
+            .map(|(key, o)| kv::delete_op(key.clone(), Expect::ModRevision(o.revision)))
             .collect();
         if !txn.is_empty() {
             match self.store.txn(txn).await {
@@ -231,50 +367,57 @@ impl Controller {
         Ok(())
     }
 
-    /// Health records of a set's instances, by id.
-    async fn health_of(&self, path: &str) -> Result<HashMap<u64, HealthRecord>, KvError> {
-        let (health, _) =
-            kv::list_json::<HealthRecord>(&*self.store, &format!("health/{path}/")).await?;
-        Ok(health
-            .into_iter()
-            .filter_map(|h| Some((h.key.rsplit('/').next()?.parse().ok()?, h.value)))
-            .collect())
-    }
-
-    async fn hosts(&self) -> Result<Vec<HostRecord>, KvError> {
-        let (hosts, _) = kv::list_json::<HostRecord>(&*self.store, "host/").await?;
-        Ok(hosts.into_iter().map(|h| h.value).collect())
-    }
-
     /// Reconciles one set and judges the operations waiting on it. Returns whether it
     /// wrote something (so it should be looked at again).
     async fn reconcile_set(
         &self,
-        path: &str,
+        caches: &Views,
+        vref: &VmssRef,
         ops: Vec<Versioned<OperationRecord>>,
         last_progress: &mut HashMap<String, tokio::time::Instant>,
-        wakeups: &mut HashMap<String, tokio::time::Instant>,
+        wakeups: &mut HashMap<String, (VmssRef, tokio::time::Instant)>,
     ) -> Result<bool, KvError> {
-        let set = kv::get_json::<VmssRecord>(&*self.store, &format!("vmss/{path}")).await?;
-        let (instances, _) =
-            kv::list_json::<InstanceRecord>(&*self.store, &format!("instance/{path}/")).await?;
-        let (statuses, _) =
-            kv::list_json::<InstanceStatus>(&*self.store, &format!("status/{path}/")).await?;
-        let status_by_id: HashMap<u64, InstanceStatus> = statuses
-            .into_iter()
-            .filter_map(|s| {
-                let id = s.key.rsplit('/').next()?.parse().ok()?;
-                Some((id, s.value))
-            })
+        let path = vref.key();
+        let path = path.trim_start_matches("vmss/");
+        let set = caches
+            .sets
+            .get(&vref.key())
+            .map(|s| versioned(&vref.key(), &s));
+        let instances: Vec<Versioned<InstanceRecord>> = caches
+            .instances
+            .with_prefix(&vref.instance_prefix())
+            .iter()
+            .map(|(key, i)| versioned(key, i))
             .collect();
         let records: Vec<InstanceRecord> = instances.iter().map(|i| i.value.clone()).collect();
+        let statuses = &caches.statuses;
+        let status_by_id: HashMap<u64, InstanceStatus> = records
+            .iter()
+            .filter_map(|r| {
+                let status = statuses.get(&r.status_key())?;
+                Some((r.instance_id, status.value.clone()))
+            })
+            .collect();
+        // Statuses whose instance record is gone (a report that raced the removal).
+        let mine: HashSet<String> = records.iter().map(InstanceRecord::status_key).collect();
+        let orphans: Vec<String> = statuses
+            .with_prefix(&vref.status_prefix())
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !mine.contains(key))
+            .collect();
         let now = arm_time(self.clock.now());
 
         let mut wrote = false;
         let mut settled = true;
         let mut blocked = None;
         if let Some(set) = &set {
-            let hosts = self.hosts().await?;
+            let hosts: Vec<HostRecord> = caches
+                .hosts
+                .snapshot()
+                .values()
+                .map(|h| h.value.clone())
+                .collect();
             let plan = planner::plan(
                 &SetState {
                     vmss: &set.value,
@@ -286,7 +429,7 @@ impl Controller {
                 &mut || uuid::Uuid::new_v4().to_string(),
             );
             blocked = plan.blocked.clone();
-            if !plan.is_empty() || !orphan_statuses(&records, &status_by_id).is_empty() {
+            if !plan.is_empty() || !orphans.is_empty() {
                 settled = plan.is_empty();
                 let rev_of = |id: u64| {
                     instances
@@ -302,8 +445,8 @@ impl Controller {
                     let expect = rev_of(u.instance_id).map_or(Expect::Absent, Expect::ModRevision);
                     txn.push(kv::put_op(u.key(), u, expect));
                 }
-                for id in orphan_statuses(&records, &status_by_id) {
-                    txn.push(kv::delete_op(set.value.vmss.status_key(id), Expect::Any));
+                for key in &orphans {
+                    txn.push(kv::delete_op(key.clone(), Expect::Any));
                 }
                 for id in &plan.remove {
                     txn.push(kv::delete_op(set.value.vmss.instance_key(*id), Expect::Any));
@@ -336,7 +479,14 @@ impl Controller {
                 wrote = true;
             }
             if plan.is_empty() {
-                let health = self.health_of(path).await?;
+                let health_cache = &caches.health;
+                let health: HashMap<u64, HealthRecord> = records
+                    .iter()
+                    .filter_map(|r| {
+                        let h = health_cache.get(&health_key(&r.vmss, r.instance_id))?;
+                        Some((r.instance_id, h.value.clone()))
+                    })
+                    .collect();
                 let repairs = repair::plan_repairs(
                     &set.value,
                     &records,
@@ -346,8 +496,11 @@ impl Controller {
                 );
                 if let Some(secs) = repairs.wake_in_secs {
                     wakeups.insert(
-                        path.to_string(),
-                        tokio::time::Instant::now() + Duration::from_secs(secs),
+                        vref.key(),
+                        (
+                            vref.clone(),
+                            tokio::time::Instant::now() + Duration::from_secs(secs),
+                        ),
                     );
                 }
                 if !repairs.update.is_empty() || repairs.state != repair::state_of(&set.value) {
@@ -516,41 +669,74 @@ impl Controller {
     }
 }
 
-async fn sleep_until_earliest(wakeups: &HashMap<String, tokio::time::Instant>) {
-    match wakeups.values().min() {
+async fn sleep_until_earliest(wakeups: &HashMap<String, (VmssRef, tokio::time::Instant)>) {
+    match wakeups.values().map(|(_, at)| at).min() {
         Some(at) => tokio::time::sleep_until(*at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Statuses whose instance record is gone (a report that raced the removal).
-fn orphan_statuses(
-    records: &[InstanceRecord],
-    statuses: &HashMap<u64, InstanceStatus>,
-) -> Vec<u64> {
-    statuses
-        .keys()
-        .filter(|id| !records.iter().any(|r| r.instance_id == **id))
-        .copied()
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn instance(set: &VmssRef, id: u64) -> Arc<Cached<InstanceRecord>> {
+        let rec: InstanceRecord = serde_json::from_value(serde_json::json!({
+            "vmss": set, "instance_id": id, "vm_id": "v", "host": "local", "zone": null,
+            "fault_domain": 0,
+            "launch": {"generation": 1, "image_id": "i", "image_version": "1", "kind": "process",
+                "blob_id": "b", "command": "c", "port": 80, "sku": "x", "vcpus": 1, "memory_mb": 512,
+                "custom_data": null, "computer_name_prefix": "web"},
+            "power": "running", "restart_gen": 0, "reimage_gen": 0, "deleting": false,
+            "protection": {}, "time_created": "t"
+        }))
+        .expect("record");
+        Arc::new(Cached {
+            value: rec,
+            revision: 1,
+        })
+    }
+
+    fn change<T>(key: &str, old: Option<Arc<Cached<T>>>, new: Option<Arc<Cached<T>>>) -> Change<T> {
+        Change {
+            key: key.into(),
+            old,
+            new,
+        }
+    }
+
     #[test]
-    fn keys_map_to_their_set() {
-        assert_eq!(set_path_of("vmss/s/rg/web").as_deref(), Some("s/rg/web"));
-        assert_eq!(
-            set_path_of("instance/s/rg/web/00000003").as_deref(),
-            Some("s/rg/web")
-        );
-        assert_eq!(
-            set_path_of("status/s/rg/web/00000003").as_deref(),
-            Some("s/rg/web")
-        );
-        assert_eq!(set_path_of("op/123"), None);
-        assert_eq!(set_path_of("host/local"), None);
+    fn changes_route_to_the_set_their_records_belong_to() {
+        let web = VmssRef::new("S", "Rg", "Web");
+        let mut routes = Routes::default();
+        let rec = instance(&web, 3);
+        routes.instances(&[change(&rec.key(), None, Some(rec.clone()))]);
+        assert_eq!(routes.dirty.keys().collect::<Vec<_>>(), ["vmss/s/rg/web"]);
+        routes.dirty.clear();
+
+        // The instance's status and health go to its set; an unknown one goes nowhere.
+        let status: Change<InstanceStatus> = change(&rec.status_key(), None, None);
+        let health: Change<HealthRecord> = change(&health_key(&web, 3), None, None);
+        routes.observed(&[status]);
+        routes.observed(&[health]);
+        assert_eq!(routes.dirty.keys().collect::<Vec<_>>(), ["vmss/s/rg/web"]);
+        routes.dirty.clear();
+        routes.observed::<InstanceStatus>(&[change(&web.status_key(4), None, None)]);
+        assert!(routes.dirty.is_empty());
+
+        // Once the instance is gone its observations are no longer routed (the removal
+        // itself marks the set).
+        routes.instances(&[change(&rec.key(), Some(rec.clone()), None)]);
+        assert_eq!(routes.dirty.len(), 1);
+        routes.dirty.clear();
+        routes.observed::<InstanceStatus>(&[change(&rec.status_key(), None, None)]);
+        assert!(routes.dirty.is_empty() && routes.owners.is_empty());
+
+        // Operations and groups ask for the operations pass; hosts for every set.
+        assert!(!routes.pending());
+        routes.ops::<OperationRecord>(&[change("op/1", None, None)]);
+        assert!(routes.ops && !routes.all);
+        routes.hosts(&[change("host/local", None, None)]);
+        assert!(routes.all);
     }
 }

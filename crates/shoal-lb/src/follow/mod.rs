@@ -2,8 +2,9 @@
 //! agents use, so it runs inside `shoal serve` or alone (`shoal balancer --endpoint URL`,
 //! several of them in front of one set).
 //!
-//! It lists and watches the load balancers, application gateways, scale sets and instance
-//! statuses, turns them into a configuration with [`plan::plan`] (layer 4) and
+//! It follows the load balancers, application gateways, scale sets and instance statuses
+//! (typed caches over the server's list and watch, so each record is decoded once when
+//! it changes), turns them into a configuration with [`plan::plan`] (layer 4) and
 //! [`appgw::plan`] (layer 7), applies it, and reports back what only the
 //! data plane knows: each instance's health (`vmHealth`) and, for an instance that is
 //! draining, that it no longer receives work (so its agent may stop it).
@@ -16,13 +17,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use serde_json::Value;
-use shoal_client::{Event, ServerClient};
+use shoal_client::{ServerClient, ServerSource};
 use shoal_model::appgw::ApplicationGateway;
 use shoal_model::network::LoadBalancer;
 use shoal_model::records::{HealthRecord, HealthState as ArmHealth, InstanceStatus, VmssRecord};
-use tokio::sync::{watch, Mutex};
+use shoal_store::watcher::{Reflector, WatchSource};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Balancer, HealthState};
@@ -34,7 +35,50 @@ pub struct FollowConfig {
     pub name: String,
 }
 
-type Cache = Arc<Mutex<BTreeMap<String, Value>>>;
+/// How long a burst of changes may settle before the configuration is worked out.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// What the follower follows: typed caches of the server's records.
+struct Followed {
+    balancers: Reflector<LoadBalancer>,
+    sets: Reflector<VmssRecord>,
+    statuses: Reflector<InstanceStatus>,
+    gateways: Reflector<ApplicationGateway>,
+}
+
+impl Followed {
+    fn new(client: &ServerClient) -> Self {
+        let source: Arc<dyn WatchSource> = Arc::new(ServerSource::new(client.clone()));
+        Followed {
+            balancers: Reflector::new(source.clone(), "lb/"),
+            sets: Reflector::new(source.clone(), "vmss/"),
+            statuses: Reflector::new(source.clone(), "status/"),
+            gateways: Reflector::new(source, "appgw/"),
+        }
+    }
+
+    /// The records as [`plan::plan`] and [`appgw::plan`] take them.
+    fn world(&self) -> (plan::World, Vec<ApplicationGateway>) {
+        let world = plan::World {
+            balancers: values(&self.balancers),
+            sets: values(&self.sets),
+            statuses: self
+                .statuses
+                .snapshot()
+                .iter()
+                .map(|(key, st)| {
+                    let id = key.strip_prefix("status/").unwrap_or(key);
+                    (id.to_string(), InstanceStatus::clone(st))
+                })
+                .collect(),
+        };
+        (world, values(&self.gateways))
+    }
+}
+
+fn values<T: Clone>(cache: &Reflector<T>) -> Vec<T> {
+    cache.snapshot().values().map(|v| T::clone(v)).collect()
+}
 
 /// Runs until `shutdown`, following the server through `client` and applying every
 /// change to `balancer`.
@@ -44,21 +88,9 @@ pub async fn run(
     client: ServerClient,
     shutdown: CancellationToken,
 ) {
-    let (changed_tx, mut changed) = watch::channel(0u64);
-    let changed_tx = Arc::new(changed_tx);
-    let caches: Vec<(&str, Cache)> = ["lb/", "vmss/", "status/", "appgw/"]
-        .into_iter()
-        .map(|p| (p, Cache::default()))
-        .collect();
-    for (prefix, cache) in &caches {
-        tokio::spawn(inform(
-            client.clone(),
-            prefix.to_string(),
-            cache.clone(),
-            changed_tx.clone(),
-            shutdown.clone(),
-        ));
-    }
+    let mut followed = Followed::new(&client);
+    // When the changes seen so far are worked out (a burst settles into one apply).
+    let mut settle: Option<Instant> = None;
     let mut health = balancer.health_changes();
     let mut reported: HashMap<String, ArmHealth> = HashMap::new();
     let mut acked: HashSet<(String, String)> = HashSet::new();
@@ -73,13 +105,17 @@ pub async fn run(
     ));
     let mut register = tokio::time::interval(Duration::from_secs(10));
     loop {
+        let mut changed = false;
+        let settle_at = settle;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = changed.changed() => {
-                // Let a burst of changes settle into one apply.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                changed.borrow_and_update();
-                let (world, gateways) = world_of(&caches).await;
+            c = followed.balancers.changed() => changed = !c.is_empty(),
+            c = followed.sets.changed() => changed = !c.is_empty(),
+            c = followed.statuses.changed() => changed = !c.is_empty(),
+            c = followed.gateways.changed() => changed = !c.is_empty(),
+            _ = sleep_until(settle_at) => {
+                settle = None;
+                let (world, gateways) = followed.world();
                 let plan = appgw::merge(
                     appgw::merge(plan::plan(&world), appgw::plan(&gateways, &world)),
                     plan::app_health(&world),
@@ -101,94 +137,19 @@ pub async fn run(
             _ = register.tick() => register_self(&client, &cfg, &fronts).await,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
+        if changed && settle.is_none() {
+            settle = Some(Instant::now() + SETTLE);
+        }
         report_health(&client, &cfg, &balancer, &last_plan, &mut reported).await;
         acknowledge_drains(&client, &cfg, &balancer, &last_plan, &mut acked).await;
     }
 }
 
-async fn world_of(caches: &[(&str, Cache)]) -> (plan::World, Vec<ApplicationGateway>) {
-    let mut world = plan::World::default();
-    let mut gateways = Vec::new();
-    for (prefix, cache) in caches {
-        let cache = cache.lock().await;
-        for (key, value) in cache.iter() {
-            match *prefix {
-                "lb/" => {
-                    if let Ok(lb) = serde_json::from_value::<LoadBalancer>(value.clone()) {
-                        world.balancers.push(lb);
-                    }
-                }
-                "appgw/" => {
-                    if let Ok(gw) = serde_json::from_value::<ApplicationGateway>(value.clone()) {
-                        gateways.push(gw);
-                    }
-                }
-                "vmss/" => {
-                    if let Ok(set) = serde_json::from_value::<VmssRecord>(value.clone()) {
-                        world.sets.push(set);
-                    }
-                }
-                _ => {
-                    if let Ok(st) = serde_json::from_value::<InstanceStatus>(value.clone()) {
-                        world
-                            .statuses
-                            .insert(key.trim_start_matches("status/").to_string(), st);
-                    }
-                }
-            }
-        }
-    }
-    (world, gateways)
-}
-
-/// Keeps `cache` equal to the server's records under `prefix` (list, then watch; list
-/// again whenever the watch breaks).
-async fn inform(
-    client: ServerClient,
-    prefix: String,
-    cache: Cache,
-    changed: Arc<watch::Sender<u64>>,
-    shutdown: CancellationToken,
-) {
-    let bump = || changed.send_modify(|n| *n += 1);
-    let value = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
-    loop {
-        if shutdown.is_cancelled() {
-            return;
-        }
-        let Ok((items, rev)) = client.list(&prefix).await else {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-            }
-        };
-        {
-            let mut c = cache.lock().await;
-            c.clear();
-            for kv in items {
-                c.insert(kv.key, value(&kv.value));
-            }
-        }
-        bump();
-        let Ok(mut events) = client.watch(&prefix, rev).await else {
-            continue;
-        };
-        loop {
-            let ev = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ev = events.next() => ev,
-            };
-            match ev {
-                Some(Ok(Event::Put(kv))) => {
-                    cache.lock().await.insert(kv.key, value(&kv.value));
-                }
-                Some(Ok(Event::Delete { key, .. })) => {
-                    cache.lock().await.remove(&key);
-                }
-                Some(Err(_)) | None => break,
-            }
-            bump();
-        }
+/// Waits until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,15 +2,20 @@
 //! the store itself), agents and balancers (over the server's HTTP API).
 //!
 //! A [`Watcher`] follows one key prefix of a [`WatchSource`]. It is an explicit state
-//! machine, after kube-rs' `watcher`: it lists the prefix, hands the whole list out as
-//! one [`WatcherEvent::Listed`], watches from the list's revision and hands out each
-//! change; when the history it needs is gone (`Compacted`) or the watch ends it lists
-//! again, and when the source fails it waits (doubling from [`BACKOFF_MIN`] up to
+//! machine, after kube-rs' `watcher`: it lists the prefix, opens a watch from the list's
+//! revision, then hands the whole list out as one [`WatcherEvent::Listed`] and each
+//! change after it; when the history it needs is gone (`Compacted`) or the watch ends it
+//! lists again, and when the source fails it waits (doubling from [`BACKOFF_MIN`] up to
 //! [`BACKOFF_MAX`]) and lists again. It never fails: callers only see events. A list is
 //! answered in one piece by every source, so there is no paging (kube's `InitApply`).
 //!
-//! [`Watcher::next`] is cancel-safe: every wait happens in a state the next call resumes,
-//! so it can sit in a `tokio::select!` beside timers and shutdown.
+//! The list is handed out only once the watch after it is open, so a watcher that
+//! [`is_watching`](Watcher::is_watching) has given out everything up to the list and
+//! every change since then that its source has delivered.
+//!
+//! [`Watcher::next`] is cancel-safe and loses no progress when given up on: every wait
+//! (a request under way, the backoff) is kept in the state the next call resumes, so it
+//! can sit in a `tokio::select!` beside timers and shutdown.
 //!
 //! [`Reflector`] is the typed cache on top.
 
@@ -18,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -26,7 +32,7 @@ use crate::{Event, KeyValue, Revision, Store, StoreError};
 
 mod reflector;
 
-pub use reflector::{Change, Reader, Reflector};
+pub use reflector::{Cached, Change, Reader, Reflector, Snapshot};
 
 /// The first wait after a failure; each further failure doubles it.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -109,15 +115,23 @@ pub enum WatcherEvent {
     Delete { key: String, revision: Revision },
 }
 
+type Listing = BoxFuture<'static, Result<(Vec<KeyValue>, Revision), SourceError>>;
+type Opening =
+    BoxFuture<'static, Result<BoxStream<'static, Result<Event, SourceError>>, SourceError>>;
+
 enum State {
     /// Nothing listed yet, or the last list is stale: list next.
     Empty,
-    /// Listed at `revision`: open the watch from there next.
-    Listed { revision: Revision },
-    /// Following changes.
-    Watching {
-        stream: BoxStream<'static, Result<Event, SourceError>>,
+    /// A list is under way.
+    Listing(Listing),
+    /// Listed: the watch from the list's revision is being opened; the list waits.
+    Opening {
+        items: Vec<KeyValue>,
+        revision: Revision,
+        opening: Opening,
     },
+    /// Following changes.
+    Watching(BoxStream<'static, Result<Event, SourceError>>),
     /// Something failed: list again once `until` has passed.
     Backoff { until: Instant },
 }
@@ -145,7 +159,16 @@ impl Watcher {
         &self.prefix
     }
 
+    /// Whether the watch is open (everything listed has been handed out, and changes
+    /// follow as the source delivers them).
+    pub fn is_watching(&self) -> bool {
+        matches!(self.state, State::Watching(_))
+    }
+
     /// The next event. Waits through failures (they are logged), so it never fails.
+    ///
+    /// Cancel-safe, and a call given up on loses no progress: a list or watch request
+    /// under way is kept in the state and the next call goes on waiting for it.
     pub async fn next(&mut self) -> WatcherEvent {
         loop {
             if let Some(ev) = self.step().await {
@@ -157,33 +180,51 @@ impl Watcher {
     /// One transition of the state machine; an event when the transition makes one.
     async fn step(&mut self) -> Option<WatcherEvent> {
         match &mut self.state {
-            State::Empty => match self.source.list(&self.prefix).await {
-                Ok((items, revision)) => {
-                    self.state = State::Listed { revision };
-                    Some(WatcherEvent::Listed { items, revision })
-                }
-                Err(e) => {
-                    tracing::warn!(prefix = %self.prefix, error = %e, "cannot list; retrying");
-                    self.fail();
-                    None
-                }
-            },
-            State::Listed { revision } => {
-                match self.source.watch(&self.prefix, *revision).await {
-                    Ok(stream) => {
-                        // Listing and watching both work: the source is healthy again.
-                        self.backoff = BACKOFF_MIN;
-                        self.state = State::Watching { stream };
+            State::Empty => {
+                let (source, prefix) = (self.source.clone(), self.prefix.clone());
+                self.state = State::Listing(Box::pin(async move { source.list(&prefix).await }));
+                None
+            }
+            State::Listing(listing) => {
+                match listing.as_mut().await {
+                    Ok((items, revision)) => {
+                        let (source, prefix) = (self.source.clone(), self.prefix.clone());
+                        self.state = State::Opening {
+                            items,
+                            revision,
+                            opening: Box::pin(async move { source.watch(&prefix, revision).await }),
+                        };
                     }
-                    Err(SourceError::Compacted) => self.state = State::Empty,
                     Err(e) => {
-                        tracing::warn!(prefix = %self.prefix, error = %e, "cannot watch; retrying");
+                        tracing::warn!(prefix = %self.prefix, error = %e, "cannot list; retrying");
                         self.fail();
                     }
                 }
                 None
             }
-            State::Watching { stream } => match stream.next().await {
+            State::Opening { opening, .. } => match opening.as_mut().await {
+                Ok(stream) => {
+                    // Listing and watching both work: the source is healthy again.
+                    self.backoff = BACKOFF_MIN;
+                    let State::Opening {
+                        items, revision, ..
+                    } = std::mem::replace(&mut self.state, State::Watching(stream))
+                    else {
+                        unreachable!("the state was just matched as Opening")
+                    };
+                    Some(WatcherEvent::Listed { items, revision })
+                }
+                Err(SourceError::Compacted) => {
+                    self.state = State::Empty;
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(prefix = %self.prefix, error = %e, "cannot watch; retrying");
+                    self.fail();
+                    None
+                }
+            },
+            State::Watching(stream) => match stream.next().await {
                 Some(Ok(Event::Put(kv))) => Some(WatcherEvent::Apply(kv)),
                 Some(Ok(Event::Delete { key, revision })) => {
                     Some(WatcherEvent::Delete { key, revision })
@@ -246,6 +287,8 @@ mod tests {
 
     #[derive(Default)]
     struct Scripted {
+        /// How long a list takes to answer.
+        list_takes: Duration,
         answers: Mutex<VecDeque<Answer>>,
         /// Every call, as "list" or "watch@REV".
         calls: Mutex<Vec<String>>,
@@ -254,6 +297,7 @@ mod tests {
     impl Scripted {
         fn new(answers: Vec<Answer>) -> Arc<Self> {
             Arc::new(Scripted {
+                list_takes: Duration::ZERO,
                 answers: Mutex::new(answers.into()),
                 calls: Mutex::default(),
             })
@@ -275,7 +319,9 @@ mod tests {
     #[async_trait]
     impl WatchSource for Scripted {
         async fn list(&self, _prefix: &str) -> Result<(Vec<KeyValue>, Revision), SourceError> {
-            match self.next("list".into()) {
+            let answer = self.next("list".into());
+            tokio::time::sleep(self.list_takes).await;
+            match answer {
                 Answer::List(items, rev) => Ok((items, rev)),
                 Answer::Fail => Err(SourceError::Failed("down".into())),
                 Answer::Watch(_) => std::future::pending().await,
@@ -319,9 +365,15 @@ mod tests {
         store.delete("a/1").await.expect("delete");
         let changes = cache.changed().await;
         assert_eq!(summary(&changes), [("a/1".into(), None)]);
-        assert_eq!(changes[0].old.as_deref(), Some(&Rec { n: 1 }));
+        assert_eq!(
+            changes[0].old.as_ref().map(|c| &c.value),
+            Some(&Rec { n: 1 })
+        );
         assert_eq!(reader.with_prefix("a/").len(), 1);
-        assert_eq!(reader.get("a/2").as_deref(), Some(&Rec { n: 2 }));
+        let a2 = reader.get("a/2").expect("a/2 is cached");
+        // The record and the revision that wrote it (a/2 was written twice, then a/1 removed).
+        assert_eq!((&a2.value, a2.revision), (&Rec { n: 2 }, 4));
+        assert!(cache.is_live());
         // A snapshot taken earlier does not move.
         assert_eq!(before.len(), 1);
         assert!(before.contains_key("a/1"));
@@ -388,17 +440,13 @@ mod tests {
         ]);
         let mut w = Watcher::new(source.clone(), "a/");
         let start = Instant::now();
-        assert!(matches!(
-            w.next().await,
-            WatcherEvent::Listed { revision: 4, .. }
-        ));
-        // Two failed lists: 200 ms, then 400 ms.
-        assert_eq!(start.elapsed(), Duration::from_millis(600));
-        // The watch failed to open: 800 ms, then the list works and the watch opens.
+        // Two failed lists (200 ms, then 400 ms) and a list whose watch fails to open
+        // (800 ms): a list is only handed out once a watch after it is open.
         assert!(matches!(
             w.next().await,
             WatcherEvent::Listed { revision: 5, .. }
         ));
+        assert!(w.is_watching());
         assert_eq!(start.elapsed(), Duration::from_millis(1400));
         // The watch broke after opening: the wait starts over from the minimum.
         assert!(matches!(
@@ -408,7 +456,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(1600));
         assert_eq!(
             source.calls(),
-            ["list", "list", "list", "watch@4", "list", "watch@5", "list"]
+            ["list", "list", "list", "watch@4", "list", "watch@5", "list", "watch@6"]
         );
     }
 
@@ -425,6 +473,26 @@ mod tests {
         assert!(matches!(w.next().await, WatcherEvent::Listed { .. }));
         // The wait was not restarted by the cancelled calls.
         assert_eq!(start.elapsed(), BACKOFF_MIN);
-        assert_eq!(source.calls(), ["list", "list"]);
+        assert_eq!(source.calls(), ["list", "list", "watch@1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_list_given_up_on_is_not_started_again() {
+        let source = Arc::new(Scripted {
+            list_takes: Duration::from_millis(300),
+            answers: Mutex::new(vec![Answer::List(vec![kv("a/1", 1)], 1)].into()),
+            calls: Mutex::default(),
+        });
+        let mut w = Watcher::new(source.clone(), "a/");
+        let start = Instant::now();
+        // A caller that gives up every 100 ms (a busy select loop) still gets the list.
+        let ev = loop {
+            if let Ok(ev) = tokio::time::timeout(Duration::from_millis(100), w.next()).await {
+                break ev;
+            }
+        };
+        assert!(matches!(ev, WatcherEvent::Listed { revision: 1, .. }));
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        assert_eq!(source.calls(), ["list", "watch@1"]);
     }
 }

@@ -1,7 +1,8 @@
 //! [`Reflector`]: a typed cache of one prefix, fed by a [`Watcher`].
 //!
 //! Each record is decoded from JSON once, when it changes, and kept by store key as an
-//! `Arc<T>`. [`Reflector::changed`] waits for the next changes, applies them and says
+//! `Arc<`[`Cached<T>`]`>` (the record and the revision that wrote it, for
+//! compare-and-swap writes; it derefs to the record). [`Reflector::changed`] waits for the next changes, applies them and says
 //! which keys changed (with the record before and after; a write that leaves a record
 //! as it was is no change), so a controller can route
 //! each change by the record's own fields; a fresh list is compared with what was known,
@@ -24,21 +25,36 @@ use crate::{KeyValue, Revision};
 /// pauses still lets its follower act).
 const MAX_BURST: usize = 4096;
 
+/// A decoded record and the revision that last wrote it (0 when the source does not
+/// say, as the server's list answers do not). Derefs to the record.
+#[derive(Debug)]
+pub struct Cached<T> {
+    pub value: T,
+    pub revision: Revision,
+}
+
+impl<T> std::ops::Deref for Cached<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
 /// The records of one prefix by store key.
-pub type Snapshot<T> = Arc<BTreeMap<String, Arc<T>>>;
+pub type Snapshot<T> = Arc<BTreeMap<String, Arc<Cached<T>>>>;
 
 /// One key whose record changed: `old` is what the cache held, `new` what it holds now
 /// (`None`: absent).
 #[derive(Debug)]
 pub struct Change<T> {
     pub key: String,
-    pub old: Option<Arc<T>>,
-    pub new: Option<Arc<T>>,
+    pub old: Option<Arc<Cached<T>>>,
+    pub new: Option<Arc<Cached<T>>>,
 }
 
 impl<T> Change<T> {
     /// The record after the change, else the one before (a removal).
-    pub fn latest(&self) -> Option<&Arc<T>> {
+    pub fn latest(&self) -> Option<&Arc<Cached<T>>> {
         self.new.as_ref().or(self.old.as_ref())
     }
 }
@@ -62,7 +78,7 @@ impl<T> Reader<T> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<T>> {
+    pub fn get(&self, key: &str) -> Option<Arc<Cached<T>>> {
         self.map
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -71,7 +87,7 @@ impl<T> Reader<T> {
     }
 
     /// The records whose keys start with `prefix`, in key order.
-    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, Arc<T>)> {
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, Arc<Cached<T>>)> {
         let map = self.snapshot();
         map.range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
@@ -90,20 +106,7 @@ pub struct Reflector<T> {
     listed: bool,
 }
 
-impl<T> Reflector<T>
-where
-    T: DeserializeOwned + PartialEq + Send + Sync + 'static,
-{
-    /// A cache of `prefix` in `source`, empty until the first [`Reflector::changed`].
-    pub fn new(source: Arc<dyn WatchSource>, prefix: impl Into<String>) -> Self {
-        Reflector {
-            watcher: Watcher::new(source, prefix),
-            map: Arc::default(),
-            revision: 0,
-            listed: false,
-        }
-    }
-
+impl<T> Reflector<T> {
     pub fn reader(&self) -> Reader<T> {
         Reader {
             map: self.map.clone(),
@@ -120,9 +123,31 @@ where
         self.listed
     }
 
+    /// Whether the cache follows its source right now: listed, and its watch open (not
+    /// listing again after the watch broke). A live cache that has
+    /// [caught up](Reflector::catch_up) holds every change its source has delivered.
+    pub fn is_live(&self) -> bool {
+        self.listed && self.watcher.is_watching()
+    }
+
     /// The revision the cache reflects.
     pub fn revision(&self) -> Revision {
         self.revision
+    }
+}
+
+impl<T> Reflector<T>
+where
+    T: DeserializeOwned + PartialEq + Send + Sync + 'static,
+{
+    /// A cache of `prefix` in `source`, empty until the first [`Reflector::changed`].
+    pub fn new(source: Arc<dyn WatchSource>, prefix: impl Into<String>) -> Self {
+        Reflector {
+            watcher: Watcher::new(source, prefix),
+            map: Arc::default(),
+            revision: 0,
+            listed: false,
+        }
     }
 
     /// Waits for the next changes (a burst already arrived counts as one), applies them
@@ -132,13 +157,29 @@ where
         let first = self.watcher.next().await;
         let mut changes = Vec::new();
         self.apply(first, &mut changes);
-        for _ in 1..MAX_BURST {
-            match futures::FutureExt::now_or_never(self.watcher.next()) {
-                Some(ev) => self.apply(ev, &mut changes),
+        self.take_ready(MAX_BURST - 1, &mut changes);
+        changes
+    }
+
+    /// Applies every change the source has already delivered, without waiting, and
+    /// returns them. A controller calls it on each cache before a pass, so that what it
+    /// reads is as new as the source.
+    pub fn catch_up(&mut self) -> Vec<Change<T>> {
+        let mut changes = Vec::new();
+        self.take_ready(usize::MAX, &mut changes);
+        changes
+    }
+
+    fn take_ready(&mut self, at_most: usize, changes: &mut Vec<Change<T>>) {
+        for _ in 0..at_most {
+            // Unconstrained: tokio's cooperative budget must not make an event that is
+            // there look absent.
+            let next = tokio::task::unconstrained(self.watcher.next());
+            match futures::FutureExt::now_or_never(next) {
+                Some(ev) => self.apply(ev, changes),
                 None => break,
             }
         }
-        changes
     }
 
     fn apply(&mut self, ev: WatcherEvent, changes: &mut Vec<Change<T>>) {
@@ -150,7 +191,7 @@ where
                 let mut fresh = BTreeMap::new();
                 for kv in items {
                     if let Some(v) = decode::<T>(&kv) {
-                        fresh.insert(kv.key, Arc::new(v));
+                        fresh.insert(kv.key, v);
                     }
                 }
                 for (key, old) in map.iter() {
@@ -164,7 +205,7 @@ where
                 }
                 for (key, new) in &fresh {
                     let old = map.get(key);
-                    if old.is_none_or(|o| **o != **new) {
+                    if old.is_none_or(|o| o.value != new.value) {
                         changes.push(Change {
                             key: key.clone(),
                             old: old.cloned(),
@@ -178,13 +219,13 @@ where
             }
             WatcherEvent::Apply(kv) => {
                 self.revision = self.revision.max(kv.mod_revision);
-                let new = decode::<T>(&kv).map(Arc::new);
+                let new = decode::<T>(&kv);
                 let old = match &new {
                     Some(v) => map.insert(kv.key.clone(), v.clone()),
                     None => map.remove(&kv.key),
                 };
                 let same = match (&old, &new) {
-                    (Some(o), Some(n)) => **o == **n,
+                    (Some(o), Some(n)) => o.value == n.value,
                     (None, None) => true,
                     _ => false,
                 };
@@ -210,10 +251,15 @@ where
     }
 }
 
-fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Option<T> {
-    serde_json::from_slice(&kv.value)
-        .inspect_err(
-            |e| tracing::warn!(key = %kv.key, error = %e, "skipping an undecodable record"),
-        )
-        .ok()
+fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Option<Arc<Cached<T>>> {
+    match serde_json::from_slice(&kv.value) {
+        Ok(value) => Some(Arc::new(Cached {
+            value,
+            revision: kv.mod_revision,
+        })),
+        Err(e) => {
+            tracing::warn!(key = %kv.key, error = %e, "skipping an undecodable record");
+            None
+        }
+    }
 }
