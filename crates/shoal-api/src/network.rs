@@ -222,3 +222,130 @@ pub async fn child(
             .ok_or_else(|| ArmError::not_found(&format!("{LB_TYPE}/{kind}"), c)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use shoal_control::kv;
+    use shoal_model::ids::VmssRef;
+    use shoal_store::Expect;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::server::{body_bytes, request};
+
+    const RG: &str = "/subscriptions/s/resourceGroups/demo";
+
+    async fn call(st: &ApiState, method: Method, uri: &str, body: Value) -> (u16, Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let resp = crate::router(st.clone())
+            .oneshot(request(method, uri, body))
+            .await
+            .expect("response");
+        let status = resp.status().as_u16();
+        let bytes = body_bytes(resp).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A scale set `web` with one instance, whose NIC joins `pool` (or nothing).
+    async fn put_set(st: &ApiState, pool: Option<&str>) {
+        let pools = pool.map_or(json!([]), |p| json!([{"id": p}]));
+        let launch = json!({"generation": 1, "image_id": "i", "image_version": "1", "kind": "process",
+            "blob_id": "b", "command": "c", "port": 80, "sku": "Shoal_1vCPU_512MB", "vcpus": 1,
+            "memory_mb": 512, "custom_data": null, "computer_name_prefix": "web"});
+        let set = json!({
+            "vmss": {"subscription": "s", "resource_group": "demo", "name": "web"},
+            "model": {"location": "local", "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 1},
+                "properties": {"virtualMachineProfile": {"networkProfile": {"networkInterfaceConfigurations": [
+                    {"name": "nic", "properties": {"ipConfigurations": [
+                        {"name": "ip", "properties": {"loadBalancerBackendAddressPools": pools}}]}}]}}}},
+            "launch": launch.clone(),
+            "next_instance_id": 1
+        });
+        let instance = json!({"vmss": set["vmss"], "instance_id": 0, "vm_id": "v", "host": "local",
+            "zone": null, "fault_domain": 0, "launch": launch, "power": "running", "restart_gen": 0,
+            "reimage_gen": 0, "deleting": false, "protection": {}, "time_created": "t"});
+        let r = VmssRef::new("s", "demo", "web");
+        st.store
+            .txn(vec![
+                kv::put_op(r.key(), &set, Expect::Any),
+                kv::put_op(r.instance_key(0), &instance, Expect::Any),
+            ])
+            .await
+            .expect("store");
+    }
+
+    #[tokio::test]
+    async fn a_balancer_shows_the_instances_of_the_sets_that_join_it_and_stays_while_they_do() {
+        let st = ApiState {
+            store: Arc::new(shoal_store::MemoryStore::new()),
+            clock: Arc::new(shoal_control::ManualClock::new(
+                jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"),
+            )),
+            blob_dir: std::env::temp_dir(),
+            http: reqwest::Client::new(),
+            page_size: 10,
+            max_capacity: 10,
+            identity_header: None,
+            metrics: Default::default(),
+        };
+        assert_eq!(
+            call(&st, Method::PUT, RG, json!({"location": "local"}))
+                .await
+                .0,
+            201
+        );
+        let lb = format!("{RG}/providers/Microsoft.Network/loadBalancers/lb");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let body = json!({"location": "local", "properties": {
+            "frontendIPConfigurations": [{"name": "fe"}],
+            "backendAddressPools": [{"name": "pool"}],
+            "loadBalancingRules": [{"name": "r", "properties": {
+                "frontendIPConfiguration": {"id": "fe"}, "backendAddressPool": {"id": "pool"},
+                "protocol": "Tcp", "frontendPort": port, "backendPort": 8080}}]}});
+        let (status, created) = call(&st, Method::PUT, &lb, body).await;
+        assert_eq!(status, 201, "{created}");
+        put_set(&st, Some(&format!("{lb}/BACKENDADDRESSPOOLS/pool"))).await;
+
+        let (_, got) = call(&st, Method::GET, &lb, Value::Null).await;
+        let members =
+            &got["properties"]["backendAddressPools"][0]["properties"]["backendIPConfigurations"];
+        assert_eq!(
+            members[0]["id"],
+            format!("{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/0/networkInterfaces/nic/ipConfigurations/ipconfig")
+        );
+        assert_eq!(got["etag"], created["etag"]);
+        let (status, err) = call(&st, Method::DELETE, &lb, Value::Null).await;
+        assert_eq!(
+            (
+                status,
+                err["error"]["code"].as_str(),
+                err["error"]["target"].as_str()
+            ),
+            (400, Some("InUseLoadBalancerCannotBeDeleted"), Some("lb"))
+        );
+
+        put_set(&st, None).await;
+        let (_, got) = call(
+            &st,
+            Method::GET,
+            &format!("{lb}/backendAddressPools/pool"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(got["properties"]["backendIPConfigurations"], json!([]));
+        assert_eq!(call(&st, Method::DELETE, &lb, Value::Null).await.0, 200);
+        assert_eq!(call(&st, Method::DELETE, &lb, Value::Null).await.0, 204);
+    }
+}
