@@ -12,6 +12,7 @@ step "format check"
 cargo fmt --all -- --check
 
 step "build (the e2e tests run the real binaries)"
+./scripts/install-etcd.sh # protoc (the etcd-client crate needs it to build) and etcd for the etcd tests
 cargo build --release -p shoal-web
 cargo build -p shoal
 
