@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the etcd store backend needs, from Debian's packages: `protoc`
-# (protobuf-compiler; the etcd-client crate compiles etcd's protos at build time, so the
-# workspace does not build without it) and the `etcd` server (etcd-server, 3.4) plus
+# (protobuf-compiler, and libprotobuf-dev for google/protobuf/*.proto; the etcd-client
+# crate compiles etcd's protos at build time, so the workspace does not build without them) and the `etcd` server (etcd-server, 3.4) plus
 # `etcdctl` (etcd-client), which the etcd tests start on loopback ports. Does nothing
 # when they are there already; runs `apt-get update` only if the install fails without
 # it; without root or apt-get it says what is missing and carries on (the build then
@@ -9,14 +9,15 @@
 set -euo pipefail
 
 have_all() {
-  command -v protoc >/dev/null && command -v etcd >/dev/null && command -v etcdctl >/dev/null
+  command -v protoc >/dev/null && [ -f /usr/include/google/protobuf/descriptor.proto ] &&
+    command -v etcd >/dev/null && command -v etcdctl >/dev/null
 }
 
 if have_all; then
   echo "install-etcd: protoc, etcd and etcdctl are installed"
   exit 0
 fi
-pkgs=(protobuf-compiler etcd-server etcd-client)
+pkgs=(protobuf-compiler libprotobuf-dev etcd-server etcd-client)
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "install-etcd: missing protoc/etcd/etcdctl and cannot install them (needs root and apt-get):"
   echo "  apt-get install ${pkgs[*]}"
