@@ -257,6 +257,8 @@ impl<S: SlotState> Slots<S> {
 #[async_trait]
 pub trait Machine: Send + Sync + 'static {
     type State: SlotState;
+    /// What an instance is called in log lines ("instance", "VM"; tests look for them).
+    const NOUN: &'static str;
     /// How a main process is named in messages ("pid", "QEMU pid").
     const PID_LABEL: &'static str;
 
@@ -486,7 +488,7 @@ pub async fn destroy<M: Machine>(m: &M, key: &InstanceKey) -> Result<(), DriverE
         // An unreadable state file names no process or address we could clean up; the
         // directory still goes.
         Err(e) => {
-            tracing::warn!(instance = %key, error = %error_chain(&e), "Destroying an instance whose state is unreadable")
+            tracing::warn!(instance = %key, error = %error_chain(&e), "Destroying {} {} whose state is unreadable", article(M::NOUN), M::NOUN)
         }
     }
     m.remove_outside(key).await;
@@ -510,11 +512,11 @@ pub async fn recover<M: Machine>(m: &M) -> Result<Vec<Recovered>, DriverError> {
         match m.load(&key, &mut slot) {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(instance = %key, "Instance directory without a state file; leaving it alone");
+                tracing::warn!(instance = %key, "{} directory without a state file; leaving it alone", capitalized(M::NOUN));
                 continue;
             }
             Err(e) => {
-                tracing::warn!(instance = %key, error = %error_chain(&e), "Skipping an instance with an unreadable state file");
+                tracing::warn!(instance = %key, error = %error_chain(&e), "Skipping {} {} with an unreadable state file", article(M::NOUN), M::NOUN);
                 continue;
             }
         }
@@ -531,7 +533,7 @@ pub async fn recover<M: Machine>(m: &M) -> Result<Vec<Recovered>, DriverError> {
             _ => None,
         };
         if running.is_some() {
-            tracing::info!(instance = %key, "Adopting a running instance");
+            tracing::info!(instance = %key, "Adopting a running {}", M::NOUN);
         }
         found.push(Recovered {
             key,
@@ -566,6 +568,22 @@ pub async fn state_of<M: Machine>(m: &M, key: &InstanceKey) -> Option<M::State> 
     let mut slot = slot.lock().await;
     m.load(key, &mut slot).ok()?;
     slot.state.clone()
+}
+
+/// "an" before a vowel, else "a" (log lines name an instance or a VM).
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+fn capitalized(noun: &str) -> String {
+    let mut c = noun.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 pub fn io_err(key: &InstanceKey, source: io::Error) -> DriverError {

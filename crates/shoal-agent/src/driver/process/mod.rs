@@ -211,6 +211,7 @@ impl Inner {
 #[async_trait]
 impl Machine for Inner {
     type State = InstanceState;
+    const NOUN: &'static str = "instance";
     const PID_LABEL: &'static str = "pid";
 
     fn slots(&self) -> &Slots<InstanceState> {

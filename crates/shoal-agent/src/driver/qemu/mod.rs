@@ -286,6 +286,7 @@ impl Inner {
 #[async_trait]
 impl Machine for Inner {
     type State = VmState;
+    const NOUN: &'static str = "VM";
     const PID_LABEL: &'static str = "QEMU pid";
 
     fn slots(&self) -> &Slots<VmState> {
