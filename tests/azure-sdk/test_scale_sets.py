@@ -1,5 +1,5 @@
 """virtual_machine_scale_sets through azure-mgmt-compute 39: create, read, list, PATCH,
-set-wide actions, instance lists and views, delete. Every test checks the effect a user
+PUT replacing the model, set-wide actions, instance lists and views, delete. Every test checks the effect a user
 would check: the instances exist and answer HTTP at the address Shoal reports."""
 
 import pytest
@@ -17,6 +17,7 @@ from conftest import (
     power_state,
     shoal_ext,
     unique,
+    vmss_model,
     wait_for,
     web_image,
 )
@@ -81,6 +82,50 @@ def test_patch_answers_200_and_scales_out_and_in(compute, group):
     assert compute.virtual_machine_scale_sets.get(group, name).sku.capacity == 1
     assert ids(compute, group, name) == [2]
     assert answers(compute, group, name, "2") == "instance 2"
+
+
+def test_put_replaces_the_model_and_patch_merges(compute, group):
+    # ARM semantics: a PUT (begin_create_or_update) replaces the model, so a property it
+    # omits is removed; a PATCH (begin_update) merges, so what it omits is kept.
+    name = unique("web")
+    vmss = compute.virtual_machine_scale_sets
+    model = vmss_model(web_image(group), capacity=1)
+    model.properties.virtual_machine_profile.extension_profile = cm.VirtualMachineScaleSetExtensionProfile(
+        extensions=[
+            cm.VirtualMachineScaleSetExtension(
+                name="note",
+                properties=cm.VirtualMachineScaleSetExtensionProperties(
+                    publisher="Microsoft.Azure.Extensions",
+                    type="CustomScript",
+                    type_handler_version="2.1",
+                    settings={"note": "kept by a PATCH"},
+                ),
+            )
+        ]
+    )
+    created = vmss.begin_create_or_update(group, name, model).result(timeout=DEADLINE)
+    assert [e.name for e in created.properties.virtual_machine_profile.extension_profile.extensions] == ["note"]
+
+    # PATCH without extensionProfile: kept (and tags replaced whole).
+    patched = vmss.begin_update(group, name, cm.VirtualMachineScaleSetUpdate(tags={"tier": "front"})).result(
+        timeout=DEADLINE
+    )
+    assert patched.tags == {"tier": "front"}
+    assert [e.name for e in patched.properties.virtual_machine_profile.extension_profile.extensions] == ["note"]
+
+    # PUT of the model as read, minus extensionProfile: removed. What a PUT may omit and
+    # keep (capacity, read-only properties) stays; the instance is untouched.
+    current = vmss.get(group, name)
+    current.properties.virtual_machine_profile.extension_profile = None
+    replaced = vmss.begin_create_or_update(group, name, current).result(timeout=DEADLINE)
+    assert replaced.properties.virtual_machine_profile.extension_profile is None
+    got = vmss.get(group, name)
+    assert got.properties.virtual_machine_profile.extension_profile is None
+    assert got.sku.capacity == 1
+    assert got.tags == {"tier": "front"}
+    assert got.properties.unique_id == created.properties.unique_id
+    assert ids(compute, group, name) == [0]
+    assert answers(compute, group, name, "0") == "instance 0"
 
 
 def test_set_wide_power_actions(compute, group):
