@@ -89,6 +89,8 @@ impl Executor {
         let image = match cmd.change {
             SetChange::Delete => None,
             SetChange::Put(_) | SetChange::Patch(_) => {
+                // The decider works the model out again from the same inputs: cheap, and
+                // it keeps the decider pure (the image is the one input it cannot read).
                 let model = scale_set::desired_model(cmd, existing.as_ref(), &self.limits)?;
                 let resolver = self
                     .images

@@ -1,7 +1,8 @@
 //! Typed commands: every write to a scale set or its instances, whoever asks for it.
 //!
 //! Requests enter as a [`Command`] — the HTTP handlers parse ARM requests into one, the
-//! autoscale runner and automatic repairs build one — and leave as store writes. An
+//! autoscale runner issues one per notable evaluation, automatic repairs turn their plan
+//! into one ([`crate::repair::RepairPlan::command`]) — and leave as store writes. An
 //! [`Executor`] reads the records the command concerns, hands them to the pure decider
 //! of the resource ([`scale_set::decide`], [`instances::decide`],
 //! [`capacity::decide_autoscale`]), and applies the [`Writes`] it answers in one store
@@ -306,6 +307,7 @@ pub struct Writes {
 pub struct Executed {
     /// The store revision of the transaction; `None` when there was nothing to write.
     pub revision: Option<Revision>,
+    /// What was written (its `ops` went into the transaction and are empty here).
     pub writes: Writes,
 }
 
