@@ -2,13 +2,14 @@
 //! instances assigned here (a [`Reflector`] over the server's per-host watch, so each
 //! record is decoded once), and keep one supervisor per instance.
 
-use shoal_model::clock::Clock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_client::{HostSource, ServerClient};
+use shoal_model::clock::Clock;
 use shoal_model::records::{HostRecord, InstanceRecord};
 use shoal_store::watcher::Reflector;
 use tokio::sync::{watch, Semaphore};
@@ -20,7 +21,6 @@ use crate::events::EventBoard;
 use crate::http::{self, HttpState, Registry};
 use crate::images::ImageCache;
 use crate::supervisor::{self, AgentContext};
-use shoal_client::{HostSource, ServerClient};
 
 #[derive(Clone)]
 pub struct AgentConfig {

@@ -208,13 +208,18 @@ impl Controller {
     /// Runs until `shutdown`. Store errors are logged and retried.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut caches = Caches::new(self.store.clone());
+        // Kept across restarts, as the caches are (their owners index follows them).
+        let mut routes = Routes::default();
         let mut last_progress: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
+            // Everything is looked at again after a start or a failure.
+            routes.all = true;
+            routes.ops = true;
             match self
-                .run_once(&mut caches, &shutdown, &mut last_progress)
+                .run_once(&mut caches, &mut routes, &shutdown, &mut last_progress)
                 .await
             {
                 Ok(()) => return,
@@ -232,15 +237,11 @@ impl Controller {
     async fn run_once(
         &self,
         caches: &mut Caches,
+        routes: &mut Routes,
         shutdown: &CancellationToken,
         last_progress: &mut HashMap<String, tokio::time::Instant>,
     ) -> Result<(), KvError> {
         let views = caches.views();
-        let mut routes = Routes {
-            all: true,
-            ops: true,
-            ..Routes::default()
-        };
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
         let mut last_pass = tokio::time::Instant::now() - MIN_PASS_INTERVAL;
@@ -254,10 +255,10 @@ impl Controller {
                 tokio::time::sleep(MIN_PASS_INTERVAL - since).await;
             }
             // Take in what is already here, so a burst of status writes costs one pass.
-            caches.catch_up(&mut routes);
+            caches.catch_up(routes);
             if routes.pending() && caches.live() {
                 last_pass = tokio::time::Instant::now();
-                self.pass(&views, &mut routes, last_progress, &mut wakeups)
+                self.pass(&views, routes, last_progress, &mut wakeups)
                     .await?;
                 if !routes.dirty.is_empty() {
                     continue;
