@@ -266,14 +266,80 @@ async fn put<K: ArmKind>(
     ))
 }
 
+/// What the API's unit tests share: a server state on an in-memory store, and a request
+/// through the whole router.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use std::sync::Arc;
 
+    use http::Method;
+    use serde_json::{json, Value};
+    use shoal_control::kv;
+    use shoal_store::Expect;
+    use tower::ServiceExt;
+
+    use crate::server::{body_bytes, request};
+    use crate::state::ApiState;
+
+    /// A state with resource group `demo` in subscription `s`, listing `page_size` items a
+    /// page.
+    pub(crate) async fn state(page_size: usize) -> ApiState {
+        let st = ApiState {
+            store: Arc::new(shoal_store::MemoryStore::new()),
+            clock: Arc::new(shoal_control::ManualClock::new(
+                jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"),
+            )),
+            blob_dir: std::env::temp_dir(),
+            http: reqwest::Client::new(),
+            page_size,
+            max_capacity: 10,
+            identity_header: None,
+            metrics: Default::default(),
+        };
+        let group = json!({"id": "/subscriptions/s/resourceGroups/demo", "name": "demo",
+            "location": "local", "properties": {"provisioningState": "Succeeded"}});
+        st.store
+            .txn(vec![kv::put_op(
+                shoal_model::ids::rg_key("s", "demo"),
+                &group,
+                Expect::Absent,
+            )])
+            .await
+            .expect("store");
+        st
+    }
+
+    /// Status and JSON body (`Null` when empty) of one request through the router.
+    pub(crate) async fn call(
+        st: &ApiState,
+        method: Method,
+        uri: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let resp = crate::router(st.clone())
+            .oneshot(request(method, uri, body))
+            .await
+            .expect("response");
+        let status = resp.status().as_u16();
+        let bytes = body_bytes(resp).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
     use serde_json::json;
     use shoal_model::arm::Resource;
-    use shoal_model::ids;
 
+    use super::testing::state;
     use super::*;
 
     /// A resource type with hooks a test can steer: `properties.refuse` makes `admit`
@@ -330,31 +396,6 @@ mod tests {
         }
     }
 
-    async fn state() -> ApiState {
-        let st = ApiState {
-            store: Arc::new(shoal_store::MemoryStore::new()),
-            clock: Arc::new(shoal_control::ManualClock::new(
-                jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"),
-            )),
-            blob_dir: std::env::temp_dir(),
-            http: reqwest::Client::new(),
-            page_size: 1,
-            max_capacity: 10,
-            identity_header: None,
-            metrics: Default::default(),
-        };
-        let group = json!({"location": "local", "properties": {"provisioningState": "Succeeded"}});
-        st.store
-            .txn(vec![kv::put_op(
-                ids::rg_key("s", "RG"),
-                &group,
-                Expect::Absent,
-            )])
-            .await
-            .expect("store");
-        st
-    }
-
     fn ctx(if_match: Option<&str>, if_none_match: Option<&str>) -> Ctx {
         Ctx {
             base_url: "http://x".into(),
@@ -377,7 +418,7 @@ mod tests {
         } else {
             body.to_string().into_bytes()
         };
-        match resource::<Things>(st, ctx, &method, "s", "rg", name, &body).await {
+        match resource::<Things>(st, ctx, &method, "s", "demo", name, &body).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let bytes = crate::server::body_bytes(resp).await;
@@ -392,7 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn put_creates_then_replaces_and_the_revision_is_the_etag() {
-        let st = state().await;
+        let st = state(1).await;
         let none = ctx(None, None);
         let (status, created) = call(
             &st,
@@ -405,7 +446,7 @@ mod tests {
         assert_eq!(status, 201, "{created}");
         assert_eq!(
             created["id"],
-            "/subscriptions/s/resourceGroups/rg/providers/Test.Things/things/One"
+            "/subscriptions/s/resourceGroups/demo/providers/Test.Things/things/One"
         );
         assert_eq!(
             (&created["type"], &created["properties"]["replaced"]),
@@ -430,7 +471,7 @@ mod tests {
 
     #[tokio::test]
     async fn preconditions_and_refused_bodies_change_nothing() {
-        let st = state().await;
+        let st = state(1).await;
         let body = json!({"location": "local"});
         assert_eq!(
             call(&st, &ctx(Some("*"), None), Method::PUT, "t", body.clone())
@@ -469,7 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn patch_merges_over_the_stored_resource() {
-        let st = state().await;
+        let st = state(1).await;
         let none = ctx(None, None);
         assert_eq!(
             call(&st, &none, Method::PATCH, "t", json!({"tags": {}})).await,
@@ -504,7 +545,7 @@ mod tests {
 
     #[tokio::test]
     async fn delete_waits_until_unused_and_takes_its_companions() {
-        let st = state().await;
+        let st = state(1).await;
         let none = ctx(None, None);
         call(
             &st,
@@ -514,7 +555,7 @@ mod tests {
             json!({"location": "local", "tags": {"busy": ""}}),
         )
         .await;
-        let companion = format!("{}/companion", key::<Things>("s", "rg", "t"));
+        let companion = format!("{}/companion", key::<Things>("s", "demo", "t"));
         st.store
             .txn(vec![kv::put_op(
                 companion.clone(),
@@ -553,12 +594,12 @@ mod tests {
 
     #[tokio::test]
     async fn lists_page_through_a_group_or_the_subscription() {
-        let st = state().await;
+        let st = state(1).await;
         let none = ctx(None, None);
         for name in ["a", "b"] {
             call(&st, &none, Method::PUT, name, json!({"location": "local"})).await;
         }
-        for rg in [Some("rg"), None] {
+        for rg in [Some("demo"), None] {
             let resp = list::<Things>(&st, &none, &Method::GET, "s", rg)
                 .await
                 .expect("list");

@@ -225,35 +225,14 @@ pub async fn child(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use shoal_control::kv;
     use shoal_model::ids::VmssRef;
     use shoal_store::Expect;
-    use tower::ServiceExt;
 
     use super::*;
-    use crate::server::{body_bytes, request};
+    use crate::arm_crud::testing::{call, state};
 
     const RG: &str = "/subscriptions/s/resourceGroups/demo";
-
-    async fn call(st: &ApiState, method: Method, uri: &str, body: Value) -> (u16, Value) {
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let resp = crate::router(st.clone())
-            .oneshot(request(method, uri, body))
-            .await
-            .expect("response");
-        let status = resp.status().as_u16();
-        let bytes = body_bytes(resp).await;
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
 
     /// A scale set `web` with one instance, whose NIC joins `pool` (or nothing).
     async fn put_set(st: &ApiState, pool: Option<&str>) {
@@ -285,24 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_balancer_shows_the_instances_of_the_sets_that_join_it_and_stays_while_they_do() {
-        let st = ApiState {
-            store: Arc::new(shoal_store::MemoryStore::new()),
-            clock: Arc::new(shoal_control::ManualClock::new(
-                jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"),
-            )),
-            blob_dir: std::env::temp_dir(),
-            http: reqwest::Client::new(),
-            page_size: 10,
-            max_capacity: 10,
-            identity_header: None,
-            metrics: Default::default(),
-        };
-        assert_eq!(
-            call(&st, Method::PUT, RG, json!({"location": "local"}))
-                .await
-                .0,
-            201
-        );
+        let st = state(10).await;
         let lb = format!("{RG}/providers/Microsoft.Network/loadBalancers/lb");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
