@@ -12,11 +12,11 @@
 
 use serde_json::Value;
 use shoal_model::appgw::{self, ApplicationGateway, APPGW_TYPE};
-use shoal_model::network::{self, LoadBalancer, PoolOwner};
+use shoal_model::network::{self, PoolOwner};
 use shoal_model::ArmError;
 
-use crate::arm_crud::{Addr, ArmKind};
-use crate::network::{refuse_while_joined, with_pool_members};
+use crate::arm_crud::{self, Addr, ArmKind};
+use crate::network::{refuse_while_joined, with_pool_members, LoadBalancers};
 use crate::state::ApiState;
 
 /// `Microsoft.Network/applicationGateways` for [`arm_crud`](crate::arm_crud), stored under
@@ -144,7 +144,7 @@ async fn check_ports_free(
 ) -> Result<(), ArmError> {
     let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     let mut taken: Vec<(std::net::IpAddr, u16, String)> = Vec::new();
-    for lb in st.list::<LoadBalancer>("lb/").await? {
+    for lb in arm_crud::all::<LoadBalancers>(st).await? {
         let lb_id = lb.value.id.clone().unwrap_or_default();
         for rule in network::resolved_rules(&lb.value, &lb_id) {
             if let Ok(ip) = rule.frontend_ip.parse() {
@@ -160,7 +160,7 @@ async fn check_ports_free(
         }
     }
     let mut ours = Vec::new();
-    for other in st.list::<ApplicationGateway>("appgw/").await? {
+    for other in arm_crud::all::<ApplicationGateways>(st).await? {
         let other_id = other.value.id.clone().unwrap_or_default();
         for front in appgw::resolved_frontends(&other.value, &other_id) {
             if same(&other_id, id) {

@@ -121,6 +121,11 @@ pub fn etag(revision: u64) -> String {
     format!("W/\"{revision}\"")
 }
 
+/// Every stored resource of the kind, in every subscription and group.
+pub async fn all<K: ArmKind>(st: &ApiState) -> Result<Vec<Versioned<K::Model>>, ArmError> {
+    st.list::<K::Model>(&format!("{}/", K::KEY_PREFIX)).await
+}
+
 /// `GET` of the resources of a subscription (`rg` `None`) or of one resource group, one
 /// page at a time.
 pub async fn list<K: ArmKind>(

@@ -139,8 +139,7 @@ pub(crate) async fn refuse_while_joined(
 async fn check_ports_free(st: &ApiState, lb: &LoadBalancer, id: &str) -> Result<(), ArmError> {
     // Frontends our balancers already serve, with the balancer that holds each: this
     // balancer's own need no check (they are bound by our data plane), another's are taken.
-    let held: Vec<(String, u16, String)> = st
-        .list::<LoadBalancer>("lb/")
+    let held: Vec<(String, u16, String)> = arm_crud::all::<LoadBalancers>(st)
         .await?
         .into_iter()
         .flat_map(|other| {
