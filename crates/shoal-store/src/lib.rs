@@ -3,13 +3,16 @@
 //! Every write happens in a [`Txn`] and gets the next store-wide [`Revision`]; readers
 //! `list` a prefix (getting the revision it was read at) and then `watch` the prefix
 //! from that revision, as a Kubernetes informer does with etcd. Values are opaque bytes
-//! (the callers store JSON). Backends: [`MemoryStore`] (tests) and [`RedbStore`]
-//! (embedded, durable, the default); etcd comes later behind the same trait.
+//! (the callers store JSON). Backends: [`MemoryStore`] (tests), [`RedbStore`]
+//! (embedded, durable, the default) and [`EtcdStore`](etcd::EtcdStore) (several servers
+//! on one etcd cluster; [`etcd::Elector`] elects the one that runs the control plane and
+//! fences its writes).
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 mod apply;
+pub mod etcd;
 mod ext;
 mod memory;
 mod redb_store;
@@ -100,6 +103,19 @@ pub enum StoreError {
     },
     #[error("Store backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store cannot answer now (etcd lost quorum, or the call timed out); nothing
+    /// may be assumed about a write that got this. Retry later.
+    #[error("Store is unavailable; retry later")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The transaction is over the backend's limit (etcd: 128 operations, 1.5 MiB per
+    /// request) and cannot be split without losing its atomicity; nothing was applied.
+    /// `what` names the largest offender (a key, or "operations").
+    #[error("Transaction too large: {what} is over the store's limit of {limit}")]
+    TooLarge { what: String, limit: String },
+    /// A fenced write (the control plane's, on a store shared by several servers) was
+    /// refused because the leadership it was made under has ended; nothing was applied.
+    #[error("This server no longer leads; its write was refused")]
+    NotLeader,
     #[error("Store is closed")]
     Closed,
 }

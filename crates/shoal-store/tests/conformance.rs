@@ -1,9 +1,13 @@
 //! The conformance suite every `Store` backend must pass.
 //!
 //! Each check is written once, as an async function taking a [`Factory`]; the
-//! `conformance!` macro instantiates it as a test per backend (`memory::*`,
-//! `redb::*`). Backend-specific behaviour (redb durability and locking) follows at the
-//! end, and a property test compares each backend with a plain `BTreeMap` model.
+//! `conformance!` macro instantiates it as a test per backend (`memory::*`, `redb::*`,
+//! `etcd::*`: each etcd test starts its own one-member etcd, see `support/etcd_cluster.rs`;
+//! without `etcd` installed they print `SKIPPED:`, or fail under `SHOAL_REQUIRE_ALL=1`).
+//! Revisions are checked relative to where a fresh store starts (0 for the embedded
+//! stores, etcd's current revision for etcd). Backend-specific behaviour (redb durability
+//! and locking, etcd limits, quorum loss and fencing) follows at the end, and a property
+//! test compares each backend with a plain `BTreeMap` model.
 
 // All of this file is test code, but clippy's `allow-unwrap-in-tests` only covers
 // `#[test]` functions, not the shared checks they call.
@@ -15,16 +19,40 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 use proptest::prelude::*;
+use shoal_store::etcd::{EtcdConfig, EtcdStore};
 use shoal_store::{
     Event, Expect, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreError, StoreExt, Txn,
     TxnOp, WatchConfig,
 };
 use tempfile::TempDir;
 
+#[path = "support/etcd_cluster.rs"]
+mod etcd_cluster;
+use etcd_cluster::EtcdCluster;
+
 /// A fresh, empty store and whatever must live as long as it.
 struct Fixture {
     store: Arc<dyn Store>,
+    /// The revision the empty store is at (0 for the embedded stores).
+    base: Revision,
+    /// etcd only: the store to compact explicitly (the embedded stores bound their
+    /// history by `WatchConfig` instead).
+    etcd: Option<EtcdStore>,
+    /// etcd cannot give a key deleted and put again in one transaction a new create
+    /// revision (it refuses one key twice in a transaction; the backend folds the two).
+    recreate_keeps_create_revision: bool,
     _dir: Option<TempDir>,
+    _cluster: Option<EtcdCluster>,
+}
+
+impl Fixture {
+    /// Makes history before `revision` unavailable where the backend does not do it by
+    /// itself (etcd); the embedded stores were configured small enough already.
+    async fn compact_before(&self, revision: Revision) {
+        if let Some(etcd) = &self.etcd {
+            etcd.compact(revision).await.unwrap();
+        }
+    }
 }
 
 type Factory = fn(WatchConfig) -> Fixture;
@@ -32,7 +60,11 @@ type Factory = fn(WatchConfig) -> Fixture;
 fn memory(config: WatchConfig) -> Fixture {
     Fixture {
         store: Arc::new(MemoryStore::with_watch_config(config)),
+        base: 0,
+        etcd: None,
+        recreate_keeps_create_revision: false,
         _dir: None,
+        _cluster: None,
     }
 }
 
@@ -41,11 +73,48 @@ fn redb(config: WatchConfig) -> Fixture {
     let store = RedbStore::open_with(dir.path().join("state.redb"), config).expect("open redb");
     Fixture {
         store: Arc::new(store),
+        base: 0,
+        etcd: None,
+        recreate_keeps_create_revision: false,
         _dir: Some(dir),
+        _cluster: None,
     }
 }
 
-fn default_store(factory: Factory) -> Fixture {
+/// A store under `prefix` on the etcd at `endpoints`, from inside a multi-thread runtime.
+fn connect_etcd(endpoints: Vec<String>, prefix: String, config: WatchConfig) -> EtcdStore {
+    let mut etcd = EtcdConfig::new(endpoints);
+    etcd.prefix = prefix;
+    etcd.watch_buffer = config.live_buffer;
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(EtcdStore::connect(etcd))
+    })
+    .expect("connect to the test etcd")
+}
+
+/// A one-member etcd of its own (the caller checked that etcd is installed).
+fn etcd(config: WatchConfig) -> Fixture {
+    let cluster = EtcdCluster::start(1);
+    let store = connect_etcd(cluster.endpoints(), "/shoal-test/".into(), config);
+    etcd_fixture(store, Some(cluster))
+}
+
+fn etcd_fixture(store: EtcdStore, cluster: Option<EtcdCluster>) -> Fixture {
+    let base = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(store.revision())
+    })
+    .unwrap();
+    Fixture {
+        store: Arc::new(store.clone()),
+        base,
+        etcd: Some(store),
+        recreate_keeps_create_revision: true,
+        _dir: None,
+        _cluster: cluster,
+    }
+}
+
+fn default_store(factory: impl Fn(WatchConfig) -> Fixture) -> Fixture {
     factory(WatchConfig::default())
 }
 
@@ -94,7 +163,7 @@ async fn get_list_and_prefix_isolation(factory: Factory) {
     let f = default_store(factory);
     let s = &f.store;
     assert_eq!(s.get("a/1").await.unwrap(), None);
-    assert_eq!(s.list("").await.unwrap(), (vec![], 0));
+    assert_eq!(s.list("").await.unwrap(), (vec![], f.base));
 
     for key in ["b/1", "a/2", "ab", "a/1", "a"] {
         s.put(key, format!("value of {key}")).await.unwrap();
@@ -120,8 +189,8 @@ async fn get_list_and_prefix_isolation(factory: Factory) {
 async fn revisions_strictly_increase(factory: Factory) {
     let f = default_store(factory);
     let s = &f.store;
-    assert_eq!(s.revision().await.unwrap(), 0);
-    let mut last = 0;
+    assert_eq!(s.revision().await.unwrap(), f.base);
+    let mut last = f.base;
     for i in 0..20 {
         let rev = s.put(format!("k{}", i % 3), "v").await.unwrap();
         assert!(rev > last, "revision {rev} after {last}");
@@ -285,7 +354,12 @@ async fn delete_semantics(factory: Factory) {
         .unwrap();
     assert_eq!(s.get("d/3").await.unwrap(), None);
     let d2 = s.get("d/2").await.unwrap().unwrap();
-    assert_eq!((d2.create_revision, d2.mod_revision), (rev, rev));
+    if f.recreate_keeps_create_revision {
+        assert_eq!(d2.mod_revision, rev);
+        assert!(d2.create_revision < rev);
+    } else {
+        assert_eq!((d2.create_revision, d2.mod_revision), (rev, rev));
+    }
     assert_eq!(d2.value, b"again");
 }
 
@@ -388,6 +462,7 @@ async fn watch_too_old_revision_is_compacted(factory: Factory) {
         revs.push(s.put(format!("k{i}"), "v").await.unwrap());
     }
     // The last four transactions are kept.
+    f.compact_before(revs[6]).await;
     let mut watch = s.watch("", revs[5]).await.unwrap();
     for &rev in &revs[6..] {
         assert_eq!(next(&mut watch).await.revision(), rev);
@@ -518,6 +593,17 @@ async fn ext_works_on_dyn_and_refs(factory: Factory) {
 
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if !super::etcd_or_skip(concat!("etcd::", stringify!($check))) {
+                        return;
+                    }
+                    super::$check(super::etcd).await;
+                }
+            )*
+        }
         mod memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -725,6 +811,9 @@ fn txns_spec() -> impl Strategy<Value = Vec<Vec<OpSpec>>> {
 struct Model {
     map: BTreeMap<String, KeyValue>,
     revision: Revision,
+    /// Where the store started (revisions in the specs are relative to it).
+    base: Revision,
+    recreate_keeps_create_revision: bool,
 }
 
 impl Model {
@@ -733,10 +822,12 @@ impl Model {
             ExpectSpec::Any => Expect::Any,
             ExpectSpec::Absent => Expect::Absent,
             ExpectSpec::Present => Expect::Present,
-            ExpectSpec::Current(fallback) => {
-                Expect::ModRevision(self.map.get(key).map_or(fallback, |kv| kv.mod_revision))
-            }
-            ExpectSpec::Exactly(rev) => Expect::ModRevision(rev),
+            ExpectSpec::Current(fallback) => Expect::ModRevision(
+                self.map
+                    .get(key)
+                    .map_or(self.base + fallback, |kv| kv.mod_revision),
+            ),
+            ExpectSpec::Exactly(rev) => Expect::ModRevision(self.base + rev),
         }
     }
 
@@ -774,11 +865,17 @@ impl Model {
             }
         }
         let rev = self.revision + 1;
+        let before = self.map.clone();
         let mut changed = false;
         for op in txn {
             match op {
                 TxnOp::Put { key, value, .. } => {
-                    let create_revision = self.map.get(key).map_or(rev, |kv| kv.create_revision);
+                    let now = if self.recreate_keeps_create_revision {
+                        &before
+                    } else {
+                        &self.map
+                    };
+                    let create_revision = now.get(key).map_or(rev, |kv| kv.create_revision);
                     let kv = KeyValue {
                         key: key.clone(),
                         value: value.clone(),
@@ -806,11 +903,19 @@ impl Model {
     }
 }
 
-async fn matches_model(factory: Factory, specs: Vec<Vec<OpSpec>>) -> Result<(), TestCaseError> {
+async fn matches_model(
+    factory: impl Fn(WatchConfig) -> Fixture,
+    specs: Vec<Vec<OpSpec>>,
+) -> Result<(), TestCaseError> {
     let f = default_store(factory);
     let s = &f.store;
-    let mut watch = s.watch("", 0).await.unwrap();
-    let mut model = Model::default();
+    let mut watch = s.watch("", f.base).await.unwrap();
+    let mut model = Model {
+        revision: f.base,
+        base: f.base,
+        recreate_keeps_create_revision: f.recreate_keeps_create_revision,
+        ..Model::default()
+    };
     for spec in &specs {
         let txn = model.txn(spec);
         let expected = model.apply(&txn);
@@ -848,7 +953,10 @@ async fn matches_model(factory: Factory, specs: Vec<Vec<OpSpec>>) -> Result<(), 
     Ok(())
 }
 
-fn run_model(factory: Factory, specs: Vec<Vec<OpSpec>>) -> Result<(), TestCaseError> {
+fn run_model(
+    factory: impl Fn(WatchConfig) -> Fixture,
+    specs: Vec<Vec<OpSpec>>,
+) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -874,4 +982,196 @@ proptest! {
     fn redb_matches_model(specs in txns_spec()) {
         run_model(redb, specs)?;
     }
+}
+
+/// One etcd for every case, each case under a prefix of its own.
+#[test]
+fn etcd_matches_model() {
+    let Some(cluster) = EtcdCluster::start_or_skip("etcd_matches_model", 1) else {
+        return;
+    };
+    let endpoints = cluster.endpoints();
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let config = ProptestConfig {
+        cases: 16,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&txns_spec(), |specs| {
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let factory = |config: WatchConfig| {
+            let store = connect_etcd(endpoints.clone(), format!("/model-{n}/"), config);
+            etcd_fixture(store, None)
+        };
+        run_model(factory, specs)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+// ---- etcd only -------------------------------------------------------------------
+
+/// Whether the etcd tests can run; prints `SKIPPED:` (or panics under
+/// `SHOAL_REQUIRE_ALL=1`) when they cannot.
+fn etcd_or_skip(test: &str) -> bool {
+    if etcd_cluster::etcd_installed() {
+        return true;
+    }
+    EtcdCluster::start_or_skip(test, 1).is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_refuses_what_is_over_its_limits_naming_it() {
+    if !etcd_or_skip("etcd_refuses_what_is_over_its_limits_naming_it") {
+        return;
+    }
+    let f = etcd(WatchConfig::default());
+    let s = &f.store;
+    let big = vec![b'x'; 2 << 20];
+    let err = s.put("instance/big", big).await.expect_err("over 1.5 MiB");
+    assert!(
+        matches!(&err, StoreError::TooLarge { what, .. } if what.contains("instance/big")),
+        "{err:?}"
+    );
+    let many: Txn = (0..200)
+        .map(|i| put_op(&format!("m/{i}"), "v", Expect::Absent))
+        .collect();
+    let err = s.txn(many).await.expect_err("over 128 operations");
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
+    assert_eq!(s.list("").await.unwrap().0, vec![], "nothing was applied");
+    // Exactly at the limit works, atomically.
+    let at_limit: Txn = (0..128)
+        .map(|i| put_op(&format!("m/{i:03}"), "v", Expect::Absent))
+        .collect();
+    let rev = s.txn(at_limit).await.unwrap();
+    let (kvs, _) = s.list("m/").await.unwrap();
+    assert_eq!(kvs.len(), 128);
+    assert!(kvs.iter().all(|kv| kv.mod_revision == rev));
+}
+
+/// Three members: losing one changes nothing; losing two makes writes `Unavailable`
+/// (in bounded time, not a hang) while reads still answer; bringing them back makes
+/// writes work again on the same client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_quorum_loss_fails_writes_keeps_reads_and_recovers() {
+    let Some(mut cluster) = EtcdCluster::start_or_skip("etcd_quorum_loss", 3) else {
+        return;
+    };
+    let mut config = EtcdConfig::new(cluster.endpoints());
+    config.timeout = Duration::from_secs(2);
+    let store = EtcdStore::connect(config).await.unwrap();
+    store.put("k", "1").await.unwrap();
+
+    cluster.kill(2);
+    // A write in flight while the etcd leader changes may time out once; then writes go on.
+    put_eventually(&store, "2").await;
+
+    cluster.kill(1);
+    let started = tokio::time::Instant::now();
+    let err = store.put("k", "3").await.expect_err("no quorum: no write");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "failed, not hung"
+    );
+    let read = tokio::time::timeout(DEADLINE, store.get("k"))
+        .await
+        .unwrap();
+    assert_eq!(read.unwrap().unwrap().value, b"2", "reads still answer");
+    assert!(!store.healthy().await);
+
+    cluster.restart(1);
+    cluster.restart(2);
+    put_eventually(&store, "4").await;
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, b"4");
+}
+
+/// Puts `k` = `value`, retrying `Unavailable` until the deadline.
+async fn put_eventually(store: &EtcdStore, value: &str) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match store.put("k", value).await {
+            Ok(_) => return,
+            Err(StoreError::Unavailable(e)) if tokio::time::Instant::now() < until => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the write of {value} did not succeed: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_unreachable_at_start_names_the_endpoints() {
+    let mut config = EtcdConfig::new(vec!["127.0.0.1:1".into(), "127.0.0.1:9".into()]);
+    config.timeout = Duration::from_secs(2);
+    let err = EtcdStore::connect(config)
+        .await
+        .expect_err("nothing listens");
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.1:1,127.0.0.1:9"), "{text}");
+}
+
+/// A deposed leader's write fails in etcd: A leads and writes; its lease is revoked
+/// behind its back (as if it had stalled past the TTL); B leads; A's next fenced write is
+/// refused with `NotLeader` and ends A's term, and the history holds no write of A's
+/// after B's first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_fencing_refuses_a_deposed_leaders_writes() {
+    use shoal_store::etcd::{Elector, Member};
+    use tokio_util::sync::CancellationToken;
+    let Some(cluster) = EtcdCluster::start_or_skip("etcd_fencing", 1) else {
+        return;
+    };
+    let connect = || EtcdStore::connect(EtcdConfig::new(cluster.endpoints()));
+    let shutdown = CancellationToken::new();
+    let member = |name: &str| Member {
+        name: name.into(),
+        url: format!("http://{name}"),
+    };
+    let ttl = Duration::from_secs(2);
+    let a = Elector::new(connect().await.unwrap(), member("a"), ttl, shutdown.clone());
+    let b = Elector::new(connect().await.unwrap(), member("b"), ttl, shutdown.clone());
+    let now = || "2026-01-01T00:00:00Z".to_string();
+    let term_a = a.campaign(now).await.expect("a leads");
+    term_a
+        .store
+        .put("plan", "a1")
+        .await
+        .expect("the leader writes");
+
+    let b_task = tokio::spawn(async move {
+        let term = b.campaign(now).await.expect("b leads");
+        let rev = term.store.put("plan", "b1").await.unwrap();
+        (b, term, rev)
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!b_task.is_finished(), "only one leads at a time");
+    // Depose A behind its back: drop the leader key (as its lease's expiry would).
+    let plain = connect().await.unwrap();
+    let mut raw = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    raw.delete("/shoal/leader", None).await.unwrap();
+    let (b, term_b, b_first) = tokio::time::timeout(DEADLINE, b_task)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let err = term_a.store.put("plan", "a2").await.expect_err("fenced");
+    assert!(matches!(err, StoreError::NotLeader), "{err:?}");
+    assert!(term_a.lost.is_cancelled(), "a refused write ends the term");
+    let plan = plain.get("plan").await.unwrap().unwrap();
+    assert_eq!(
+        (plan.value.as_slice(), plan.mod_revision),
+        (b"b1".as_slice(), b_first)
+    );
+    // B's status shows B.
+    let status = b.status().await;
+    assert_eq!(status.leader.map(|l| l.name).as_deref(), Some("b"));
+    assert!(status.healthy);
+    b.resign(&term_b).await;
+    shutdown.cancel();
 }

@@ -1,0 +1,464 @@
+//! [`EtcdStore`]: the [`Store`] on an etcd cluster, for several servers at once.
+//!
+//! Every key of an install lives under `<prefix>kv/` (default prefix `/shoal/`, so one
+//! etcd can hold several installs); store revisions are etcd's revisions, so they are
+//! strictly increasing but not consecutive when something else writes to the same etcd.
+//! A transaction is one etcd transaction ([`txn`]): preconditions are compares on
+//! `version`/`mod_revision`; one over etcd's limits is refused with
+//! [`StoreError::TooLarge`]. A watch is an etcd watch from `after + 1` ([`watch`]); a
+//! compacted start revision ends it with [`StoreError::Compacted`]. Reads are
+//! linearizable; when etcd cannot answer one (no quorum), the member the client talks to
+//! answers it from its own copy (a serializable read), so reads go on while writes fail
+//! with [`StoreError::Unavailable`].
+//!
+//! Beside the data: [`Elector`] (a lease, the election key `<prefix>leader`, server
+//! membership under `<prefix>members/`) and [`EtcdStore::fenced`], the store a leader's
+//! control plane writes through (every transaction also compares the leader key's create
+//! revision, so a deposed leader's write fails in etcd). [`Compactor`] drops old history
+//! on a schedule, safely from several servers (a compare-and-swap on `<prefix>compact`,
+//! as the Kubernetes apiserver does).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{Client, ConnectOptions, GetOptions, KvClient, WatchClient};
+use futures::stream::BoxStream;
+
+use crate::{Event, KeyValue, Result, Revision, Store, StoreError, Txn};
+
+mod compact;
+mod leader;
+pub mod txn;
+mod watch;
+
+pub use compact::Compactor;
+pub use leader::{ClusterStatus, Elector, LeaderRecord, Member, Term};
+
+/// How long one etcd call may take before it counts as "unavailable".
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer (a list) the client accepts.
+const MAX_MESSAGE: usize = 1 << 30;
+
+/// Where the etcd cluster is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// `host:port` (or full `http(s)://host:port`) of each member.
+    pub endpoints: Vec<String>,
+    /// Every key of this install starts with it (default `/shoal/`).
+    pub prefix: String,
+    /// Client TLS; endpoints become `https://` when set.
+    pub tls: Option<EtcdTls>,
+    /// Per-call timeout (default [`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// How many events a watcher may leave unread before its stream ends with
+    /// `Compacted` (it must list again), as the in-process stores do.
+    pub watch_buffer: usize,
+}
+
+impl EtcdConfig {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdConfig {
+            endpoints,
+            prefix: "/shoal/".into(),
+            tls: None,
+            timeout: DEFAULT_TIMEOUT,
+            watch_buffer: 16_384,
+        }
+    }
+
+    /// Parses `etcd://host:port[,host:port…]`; `None` when `spec` is not an etcd URL.
+    pub fn parse_url(spec: &str) -> Option<Result<Self, String>> {
+        let rest = spec.strip_prefix("etcd://")?;
+        let endpoints: Vec<String> = rest
+            .split(',')
+            .map(|e| e.trim().trim_end_matches('/').to_string())
+            .collect();
+        if let Some(bad) = endpoints
+            .iter()
+            .find(|e| e.is_empty() || e.contains('/') || !e.contains(':'))
+        {
+            return Some(Err(format!(
+                "'{bad}' in '{spec}' is not a HOST:PORT (write etcd://10.0.0.1:2379,10.0.0.2:2379)"
+            )));
+        }
+        Some(Ok(EtcdConfig::new(endpoints)))
+    }
+}
+
+/// PEM material for etcd client TLS (`--store-ca`, `--store-cert`, `--store-key`).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTls {
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key, together.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What can go wrong connecting to etcd.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error(
+        "Cannot reach etcd at {endpoints} (is it running, with a quorum, and are the \
+         addresses right?)"
+    )]
+    Unreachable {
+        endpoints: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("The etcd endpoints {endpoints} are not valid")]
+    Endpoints {
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+}
+
+/// A [`Store`] on etcd. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    /// One client per member: key-value calls go to the member that answered last, and
+    /// move to the next one when a member refuses connections (a request that never
+    /// reached etcd is safe to send elsewhere).
+    members: Arc<[KvClient]>,
+    preferred: Arc<AtomicUsize>,
+    watch: WatchClient,
+    /// `<prefix>kv/`: what every store key is stored under.
+    data: String,
+    /// The install's prefix (`/shoal/`).
+    prefix: String,
+    endpoints: Vec<String>,
+    watch_buffer: usize,
+    fence: Option<Arc<leader::FenceGuard>>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("fenced", &self.fence.is_some())
+            .finish()
+    }
+}
+
+impl EtcdStore {
+    /// Connects and checks that etcd answers a linearizable read (so it has a quorum)
+    /// within the timeout; an error names the endpoints.
+    pub async fn connect(config: EtcdConfig) -> Result<Self, EtcdError> {
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let urls: Vec<String> = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("{scheme}://{e}")
+                }
+            })
+            .collect();
+        let listed = config.endpoints.join(",");
+        let mut options = ConnectOptions::new()
+            .with_timeout(config.timeout)
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        if let Some(tls) = &config.tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(t);
+        }
+        let invalid = |source| EtcdError::Endpoints {
+            endpoints: listed.clone(),
+            source,
+        };
+        let client = Client::connect(&urls, Some(options.clone()))
+            .await
+            .map_err(invalid)?;
+        let mut members = Vec::new();
+        for url in &urls {
+            let one = Client::connect([url], Some(options.clone()))
+                .await
+                .map_err(invalid)?;
+            members.push(
+                one.kv_client()
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            );
+        }
+        let store = EtcdStore {
+            members: members.into(),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
+            client,
+            data: format!("{}kv/", config.prefix),
+            prefix: config.prefix,
+            endpoints: config.endpoints,
+            watch_buffer: config.watch_buffer.max(1),
+            fence: None,
+        };
+        let probe = || GetOptions::new().with_count_only();
+        let data = store.data.clone();
+        let answer = tokio::time::timeout(
+            config.timeout,
+            store.on_member(|mut kv| {
+                let data = data.clone();
+                async move { kv.get(data, Some(probe())).await }
+            }),
+        );
+        match answer.await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(EtcdError::Unreachable {
+                endpoints: listed,
+                source: Box::new(e),
+            }),
+            Err(elapsed) => Err(EtcdError::Unreachable {
+                endpoints: listed,
+                source: Box::new(elapsed),
+            }),
+        }
+    }
+
+    /// The member addresses this store was given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Whether etcd answers a linearizable read now (it has a quorum).
+    pub async fn healthy(&self) -> bool {
+        let data = self.data.clone();
+        let probe = self.on_member(|mut kv| {
+            let data = data.clone();
+            async move {
+                kv.get(data, Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        });
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Runs `call` on the preferred member, moving on to the next ones while members
+    /// refuse connections.
+    async fn on_member<T, F, Fut>(&self, call: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.members.len();
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            match call(self.members[at].clone()).await {
+                Err(e) if not_sent(&e) => last = Some(e),
+                answer => {
+                    if i > 0 {
+                        self.preferred.store(at, Ordering::Relaxed);
+                    }
+                    return answer;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoints".into())))
+    }
+
+    /// Drops every revision of history before `revision` (etcd-wide). Watches from
+    /// earlier revisions then end with `Compacted`.
+    pub async fn compact(&self, revision: Revision) -> Result<()> {
+        let rev = i64::try_from(revision).unwrap_or(i64::MAX);
+        match self
+            .on_member(|mut kv| async move { kv.compact(rev, None).await })
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already compacted at or after it: the history is gone, as asked.
+            Err(e) if is_compacted(&e) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, key: &str) -> Vec<u8> {
+        format!("{}{key}", self.data).into_bytes()
+    }
+
+    fn to_kv(&self, kv: &etcd_client::KeyValue) -> Option<KeyValue> {
+        to_kv(&self.data, kv)
+    }
+
+    /// A linearizable range read; when etcd cannot answer one, the member's own copy.
+    async fn range(
+        &self,
+        key: Vec<u8>,
+        options: GetOptions,
+    ) -> Result<(Vec<etcd_client::KeyValue>, Revision)> {
+        let get = |options: GetOptions| {
+            let key = key.clone();
+            self.on_member(move |mut kv| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { kv.get(key, Some(options)).await }
+            })
+        };
+        let answer = match get(options.clone()).await {
+            Ok(answer) => answer,
+            Err(e) => match map_err(e) {
+                StoreError::Unavailable(cause) => {
+                    tracing::debug!(error = %cause, "etcd cannot answer a linearizable read; reading the member's copy");
+                    get(options.with_serializable()).await.map_err(map_err)?
+                }
+                other => return Err(other),
+            },
+        };
+        let rev = header_revision(answer.header());
+        let mut answer = answer;
+        Ok((answer.take_kvs(), rev))
+    }
+}
+
+pub(crate) fn to_kv(data: &str, kv: &etcd_client::KeyValue) -> Option<KeyValue> {
+    let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(data)?;
+    Some(KeyValue {
+        key: key.to_owned(),
+        value: kv.value().to_vec(),
+        create_revision: u64::try_from(kv.create_revision()).unwrap_or(0),
+        mod_revision: u64::try_from(kv.mod_revision()).unwrap_or(0),
+    })
+}
+
+pub(crate) fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Revision {
+    header.map_or(0, |h| u64::try_from(h.revision()).unwrap_or(0))
+}
+
+/// Whether the request surely never reached etcd (the connection was refused), so it is
+/// safe to send it to another member.
+fn not_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("connect")
+        }
+        _ => false,
+    }
+}
+
+fn is_compacted(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::OutOfRange && s.message().contains("compacted"))
+}
+
+/// Maps an etcd client error: no quorum, a timeout or a broken connection is
+/// [`StoreError::Unavailable`]; a request over etcd's limits is
+/// [`StoreError::TooLarge`]; the rest is [`StoreError::Backend`].
+pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
+    use tonic::Code;
+    match &e {
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::Unknown => StoreError::Unavailable(Box::new(e)),
+            Code::ResourceExhausted => StoreError::TooLarge {
+                what: "the request".into(),
+                limit: "etcd's request size limit".into(),
+            },
+            Code::InvalidArgument if s.message().contains("too many operations") => {
+                StoreError::TooLarge {
+                    what: "operations".into(),
+                    limit: "128 operations".into(),
+                }
+            }
+            Code::InvalidArgument if s.message().contains("too large") => StoreError::TooLarge {
+                what: "the request".into(),
+                limit: "1.5 MiB per request".into(),
+            },
+            _ => StoreError::Backend(Box::new(e)),
+        },
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+            StoreError::Unavailable(Box::new(e))
+        }
+        _ => StoreError::Backend(Box::new(e)),
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let (kvs, _) = self.range(self.key(key), GetOptions::new()).await?;
+        Ok(kvs.first().and_then(|kv| self.to_kv(kv)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
+        let (kvs, rev) = self
+            .range(self.key(prefix), GetOptions::new().with_prefix())
+            .await?;
+        Ok((kvs.iter().filter_map(|kv| self.to_kv(kv)).collect(), rev))
+    }
+
+    async fn txn(&self, ops: Txn) -> Result<Revision> {
+        let fence = self.fence.as_ref().map(|f| &f.fence);
+        let plan = txn::plan(&self.data, ops, fence)?;
+        let answer = self
+            .on_member(|mut kv| {
+                let txn = plan.txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(map_err)?;
+        if answer.succeeded() {
+            return Ok(header_revision(answer.header()));
+        }
+        let err = plan.failure(&answer.op_responses());
+        if let (StoreError::NotLeader, Some(f)) = (&err, &self.fence) {
+            f.lost();
+        }
+        Err(err)
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<BoxStream<'static, Result<Event>>> {
+        watch::watch(
+            self.watch.clone(),
+            self.data.clone(),
+            prefix,
+            after,
+            self.watch_buffer,
+        )
+        .await
+    }
+
+    async fn revision(&self) -> Result<Revision> {
+        let (_, rev) = self
+            .range(
+                self.data.clone().into_bytes(),
+                GetOptions::new().with_count_only(),
+            )
+            .await?;
+        Ok(rev)
+    }
+}
