@@ -24,6 +24,7 @@ pub mod rolling_upgrades;
 pub mod routes;
 pub mod scalesets;
 pub mod server;
+pub mod server_status;
 pub mod state;
 pub mod views;
 pub mod vm_image;

@@ -86,17 +86,23 @@ pub fn lro(status: u16, body: Option<&Value>, op_url: &str, with_location: bool)
     resp
 }
 
-/// An ARM error body. Never carries `Retry-After` (the SDKs would retry a 4xx).
+/// An ARM error body. Never carries `Retry-After` on a 4xx (the SDKs would retry it);
+/// a 503 (the store is unavailable for now) says when to retry.
 pub fn error_response(err: &ArmError) -> Response {
     let status = if (400..600).contains(&err.status) {
         err.status
     } else {
         500
     };
-    json(
+    let mut resp = json(
         status,
         &serde_json::to_value(err.envelope()).unwrap_or(Value::Null),
-    )
+    );
+    if status == 503 {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
 }
 
 fn request_id() -> HeaderValue {

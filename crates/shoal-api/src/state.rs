@@ -95,8 +95,43 @@ impl ApiState {
     }
 }
 
-/// A store failure the client cannot fix.
-pub fn internal(e: impl std::fmt::Display) -> ArmError {
+/// A store failure the client cannot fix: 503 `ServiceUnavailable` (answered with
+/// `Retry-After`) when the store is unavailable for now (etcd without quorum, a timeout),
+/// 413 naming the value when a write is over the store's size limit, else 500.
+pub fn internal<E: std::error::Error + 'static>(e: E) -> ArmError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        // `KvError::Store` is transparent: its `source()` skips the store error itself.
+        let store = c
+            .downcast_ref::<StoreError>()
+            .or(match c.downcast_ref::<kv::KvError>() {
+                Some(kv::KvError::Store(e)) => Some(e),
+                _ => None,
+            });
+        match store {
+            Some(StoreError::Unavailable(_)) => {
+                return ArmError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "The state store cannot take this request now (it may have lost its \
+                     quorum). Retry after the time in Retry-After.",
+                )
+            }
+            Some(StoreError::TooLarge { what, limit }) => {
+                return ArmError::new(
+                    413,
+                    "RequestEntityTooLarge",
+                    format!("The request is too large to store: {what} is over {limit}."),
+                )
+                .with_target(
+                    what.strip_prefix("the value of ")
+                        .unwrap_or(what)
+                        .to_string(),
+                )
+            }
+            _ => cause = c.source(),
+        }
+    }
     ArmError::internal(format!(
         "The state store failed: {e}. Retry; if it persists, check the server's log."
     ))

@@ -21,6 +21,7 @@ pub mod network;
 pub mod output;
 pub mod progress;
 pub mod request;
+pub mod server_status;
 pub mod vm_bundle;
 pub mod vmss;
 

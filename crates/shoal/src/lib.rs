@@ -15,12 +15,16 @@
 //! - [`drivers`]: the local host's instance drivers (processes, and VMs when QEMU is
 //!   installed).
 //! - [`https`]: the TLS listener.
+//! - [`leader`]: whether this server runs the control plane (always, or while elected
+//!   among several servers on etcd), and the `GET /shoal/v1/server/status` answer.
 
 pub mod drivers;
 pub mod https;
+pub mod leader;
 mod server;
 
+pub use leader::Leadership;
 pub use server::{
     connect_addr, run, start_balancer, Core, CoreConfig, Listeners, LocalAgent, RunError,
-    ServerConfig,
+    ServerConfig, ServerIdentity,
 };

@@ -30,14 +30,30 @@ struct Cli {
 enum Command {
     /// Run everything in one process: API, controllers, embedded store and a local agent.
     Serve(Box<serve::ServeArgs>),
-    /// Run the API and controllers only (agents connect over HTTP).
-    Server(Box<serve::ServeArgs>),
+    /// Run the API and controllers only (agents connect over HTTP); `server status`
+    /// shows which server leads.
+    Server(Box<ServerArgs>),
     /// Run a host agent that takes instances from a server.
     Agent(Box<serve::AgentArgs>),
     /// Run a load balancer that follows a server (several may front one set).
     Balancer(Box<serve::BalancerArgs>),
     #[command(flatten)]
     Client(shoal_cli::ClientCommand),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ServerArgs {
+    #[command(subcommand)]
+    verb: Option<ServerVerb>,
+    #[command(flatten)]
+    serve: serve::ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerVerb {
+    /// Which server leads and since when, the store's health, and the servers.
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -54,9 +70,18 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => report(runtime.block_on(serve::serve(*args, serve::Mode::All))),
-        Command::Server(args) => {
-            report(runtime.block_on(serve::serve(*args, serve::Mode::ServerOnly)))
-        }
+        Command::Server(args) => match args.verb {
+            Some(ServerVerb::Status) => {
+                match runtime.block_on(shoal_cli::server_status::run(&cli.options)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        shoal_cli::report_error(&e);
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            None => report(runtime.block_on(serve::serve(args.serve, serve::Mode::ServerOnly))),
+        },
         Command::Agent(args) => report(runtime.block_on(serve::agent(*args, cli.options))),
         Command::Balancer(args) => report(runtime.block_on(serve::balancer(*args, cli.options))),
         Command::Client(cmd) => runtime.block_on(shoal_cli::run_and_report(cli.options, cmd)),

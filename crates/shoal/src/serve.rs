@@ -80,8 +80,79 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub identity_header: Option<String>,
+    /// Where the state lives: the embedded store in the data directory (default), or
+    /// an etcd cluster, `etcd://HOST:PORT[,HOST:PORT…]`, shared by several servers (one
+    /// of them, elected, runs the controllers).
+    #[arg(long, env = "SHOAL_STORE", value_name = "etcd://HOST:PORT,…")]
+    pub store: Option<String>,
+    /// PEM CA certificate to verify etcd's members with (makes the endpoints https).
+    #[arg(long, env = "SHOAL_STORE_CA", value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd.
+    #[arg(
+        long,
+        env = "SHOAL_STORE_CERT",
+        value_name = "FILE",
+        requires = "store_key"
+    )]
+    pub store_cert: Option<PathBuf>,
+    /// PEM private key of --store-cert.
+    #[arg(
+        long,
+        env = "SHOAL_STORE_KEY",
+        value_name = "FILE",
+        requires = "store_cert"
+    )]
+    pub store_key: Option<PathBuf>,
+    /// This server's name among the servers of an install [default: the host name].
+    #[arg(long, env = "SHOAL_SERVER_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+    /// The API URL other servers and clients reach this server at [default:
+    /// http://LISTEN].
+    #[arg(long, env = "SHOAL_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
     #[command(flatten)]
     pub agent: AgentFlags,
+}
+
+/// Lease TTL of the leader election (a dead leader is replaced within about twice it).
+const LEADER_TTL: Duration = Duration::from_secs(5);
+
+/// The store `--store` names, connected; etcd's TLS files read. An unreachable etcd is
+/// an error naming its endpoints.
+async fn etcd_store(args: &ServeArgs, spec: &str) -> anyhow::Result<shoal_store::etcd::EtcdStore> {
+    use shoal_store::etcd::{EtcdConfig, EtcdStore, EtcdTls};
+    let mut config = match EtcdConfig::parse_url(spec) {
+        Some(parsed) => parsed.map_err(|e| anyhow::anyhow!("store: {e}"))?,
+        None => bail!(
+            "store '{spec}' is not etcd://HOST:PORT[,HOST:PORT…] (leave it out for the embedded store)"
+        ),
+    };
+    let read = |p: &PathBuf, what: &str| {
+        std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
+    };
+    if args.store_ca.is_some() || args.store_cert.is_some() {
+        config.tls = Some(EtcdTls {
+            ca: args
+                .store_ca
+                .as_ref()
+                .map(|p| read(p, "store-ca"))
+                .transpose()?,
+            identity: match (&args.store_cert, &args.store_key) {
+                (Some(c), Some(k)) => Some((read(c, "store-cert")?, read(k, "store-key")?)),
+                _ => None,
+            },
+        });
+    }
+    Ok(EtcdStore::connect(config).await?)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "server".into())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -346,9 +417,15 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     init_logging(log_format.as_deref())?;
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open(s.data_dir.join("state.redb")).context("cannot open the state store")?,
-    );
+    let etcd = match args.store.as_deref().filter(|s| !s.is_empty()) {
+        Some(spec) => Some(etcd_store(&args, spec).await?),
+        None => None,
+    };
+    let redb_path = s.data_dir.join("state.redb");
+    let store: Arc<dyn Store> = match &etcd {
+        Some(etcd) => Arc::new(etcd.clone()),
+        None => Arc::new(RedbStore::open(&redb_path).context("cannot open the state store")?),
+    };
     let identity_header = identity_secret(&s)?;
     let https = match &s.tls {
         Some(t) => {
@@ -379,7 +456,31 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
         }
         Mode::ServerOnly => None,
     };
+    let shutdown = CancellationToken::new();
+    let name = args.name.clone().unwrap_or_else(host_name);
+    let url = args.advertise_url.clone().unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            shoal::connect_addr(http.local_addr().unwrap_or(s.listen))
+        )
+    });
+    let leadership = match &etcd {
+        Some(etcd) => shoal::Leadership::Elected(Arc::new(shoal_store::etcd::Elector::new(
+            etcd.clone(),
+            shoal_store::etcd::Member {
+                name: name.clone(),
+                url: url.clone(),
+            },
+            LEADER_TTL,
+            shutdown.clone(),
+        ))),
+        None => shoal::Leadership::Always,
+    };
     let config = ServerConfig {
+        leadership,
+        name,
+        url: Some(url),
+        store_label: format!("redb:{}", redb_path.display()),
         core: CoreConfig {
             store,
             clock: Arc::new(SystemClock),
@@ -392,7 +493,6 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
         balancer: (mode == Mode::All).then(|| "local".to_string()),
         agent,
     };
-    let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
     Ok(shoal::run(config, Listeners { http, https }, shutdown).await?)
 }

@@ -20,6 +20,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::https;
+use crate::leader::{self, Leadership, StartControl};
+
+/// How often etcd's history is compacted (keeping as much), as the Kubernetes apiserver.
+const COMPACTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How this server names itself to the others and in `shoal server status`.
+#[derive(Debug, Clone)]
+pub struct ServerIdentity {
+    pub name: String,
+    /// The API URL other servers and clients reach this one at.
+    pub url: String,
+    /// What the store is, for the status of a single server (`redb:<path>`).
+    pub store_label: String,
+}
 
 /// What the API and the control plane need.
 #[derive(Clone)]
@@ -46,8 +60,26 @@ pub struct Core {
 
 impl Core {
     /// Builds the API and starts the control plane's tasks on `tracker`; they stop when
-    /// `shutdown` is cancelled. Binds nothing.
+    /// `shutdown` is cancelled. Binds nothing. The only server: it always leads.
     pub fn start(config: CoreConfig, tracker: &TaskTracker, shutdown: &CancellationToken) -> Core {
+        let me = ServerIdentity {
+            name: "local".into(),
+            url: String::new(),
+            store_label: String::new(),
+        };
+        Core::start_with(config, Leadership::Always, me, tracker, shutdown)
+    }
+
+    /// [`Core::start`] for one server among several: the control plane runs only while
+    /// `leadership` says this server leads (see [`crate::leader`]); the API, including
+    /// `GET /shoal/v1/server/status`, is served either way.
+    pub fn start_with(
+        config: CoreConfig,
+        leadership: Leadership,
+        me: ServerIdentity,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Core {
         let metrics = Arc::new(shoal_metrics::MetricsStore::new());
         let api = ApiState {
             metrics: metrics.clone(),
@@ -59,18 +91,43 @@ impl Core {
             max_capacity: config.max_capacity,
             identity_header: config.identity_header,
         };
-        let controller = Controller::new(config.store.clone(), config.clock.clone());
-        tracker.spawn(controller.run(shutdown.clone()));
-        let autoscale = shoal_control::autoscale_runner::AutoscaleRunner::new(
-            config.store.clone(),
-            config.clock.clone(),
-            metrics,
-        )
-        .with_limits(shoal_control::commands::Limits {
-            max_capacity: config.max_capacity,
-        });
-        tracker.spawn(autoscale.run(shutdown.clone()));
-        let router = shoal_api::router(api.clone());
+        let (clock, max_capacity) = (config.clock.clone(), config.max_capacity);
+        let start_control: Arc<StartControl> = Arc::new(
+            move |store: Arc<dyn Store>, tasks: &TaskTracker, stop: CancellationToken| {
+                let controller = Controller::new(store.clone(), clock.clone());
+                tasks.spawn(controller.run(stop.clone()));
+                let autoscale = shoal_control::autoscale_runner::AutoscaleRunner::new(
+                    store,
+                    clock.clone(),
+                    metrics.clone(),
+                )
+                .with_limits(shoal_control::commands::Limits { max_capacity });
+                tasks.spawn(autoscale.run(stop));
+            },
+        );
+        match &leadership {
+            Leadership::Always => start_control(config.store.clone(), tracker, shutdown.clone()),
+            Leadership::Elected(elector) => {
+                tracker.spawn(leader::run_control_plane(
+                    elector.clone(),
+                    config.clock.clone(),
+                    start_control,
+                    shutdown.clone(),
+                ));
+                let compactor =
+                    shoal_store::etcd::Compactor::new(elector.store().clone(), COMPACTION_INTERVAL);
+                tracker.spawn(compactor.run(shutdown.clone()));
+            }
+        }
+        let status = leader::Status {
+            leadership,
+            name: me.name,
+            url: me.url,
+            store_label: me.store_label,
+            since: api.now(),
+        };
+        let router = shoal_api::server_status::router(Arc::new(status))
+            .merge(shoal_api::router(api.clone()));
         Core { api, router }
     }
 
@@ -107,6 +164,12 @@ pub struct ServerConfig {
     pub agent: Option<LocalAgent>,
     /// …and a local balancer with this name.
     pub balancer: Option<String>,
+    /// Whether this server always runs the control plane or is elected to.
+    pub leadership: Leadership,
+    /// This server's name (`--name`) and advertised URL (`None`: its http listener's).
+    pub name: String,
+    pub url: Option<String>,
+    pub store_label: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +190,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let tracker = TaskTracker::new();
-    let core = Core::start(config.core, &tracker, &shutdown);
     let local = listeners.http.local_addr().map_err(RunError::LocalAddr)?;
+    let me = ServerIdentity {
+        name: config.name.clone(),
+        url: config
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", connect_addr(local))),
+        store_label: config.store_label.clone(),
+    };
+    let core = Core::start_with(config.core, config.leadership, me, &tracker, &shutdown);
     if let Some((tcp, tls)) = listeners.https {
         let tls_local = tcp.local_addr().map_err(RunError::LocalAddr)?;
         let listener = https::TlsListener::start(tcp, tls, &tracker, shutdown.clone())
