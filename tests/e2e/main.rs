@@ -7,6 +7,7 @@
 mod appgw;
 mod autoscale;
 mod balancing;
+mod etcd;
 mod foundation;
 mod harness;
 mod vm;

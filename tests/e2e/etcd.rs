@@ -1,0 +1,340 @@
+//! Several `shoal server` processes on a real etcd cluster (three members on loopback
+//! ports, started by the test; see `crates/shoal-store/tests/support/etcd_cluster.rs`).
+//!
+//! - The leader is `kill -9`ed during a scale-out: another server leads within 15 s and
+//!   the set converges with no duplicate instance and no stray process.
+//! - etcd loses one member: writes go on; two: writes answer 503 with `Retry-After` in
+//!   bounded time while reads answer; the members come back: writes resume, no restart.
+//!
+//! Without `etcd` installed they print `SKIPPED:` (or fail under `SHOAL_REQUIRE_ALL=1`).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{
+    ensure_web_built, free_port, http_get, processes_under, repo_root, running_instance_ids,
+    serial, shoal_bin, tail, wait_until,
+};
+
+#[path = "../../crates/shoal-store/tests/support/etcd_cluster.rs"]
+mod etcd_cluster;
+use etcd_cluster::EtcdCluster;
+
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+
+/// A `shoal server` or `shoal agent` process with its own directory and log.
+struct Proc {
+    name: String,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// `shoal server --name NAME --store URL` on a free port; waits for `/healthz`.
+    fn server(name: &str, store: &str) -> Proc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new(shoal_bin())
+            .args(["server", "--name", name, "--store", store])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("SHOAL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path()))
+            .spawn()
+            .expect("spawn shoal server");
+        let p = Proc {
+            name: name.into(),
+            dir,
+            port,
+            child: Some(child),
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "the server answers /healthz",
+            || http_get(&format!("{}/healthz", p.endpoint())).is_some_and(|(s, _)| s == 200),
+        );
+        p
+    }
+
+    /// `shoal agent` following `server`.
+    fn agent(server: &Proc) -> Proc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(shoal_bin())
+            .args(["agent", "--host-name", "h1"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("SHOAL_ENDPOINT", server.endpoint())
+            .env("SHOAL_STOP_GRACE_SECONDS", "3")
+            .env("SHOAL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path()))
+            .spawn()
+            .expect("spawn shoal agent");
+        Proc {
+            name: "agent".into(),
+            dir,
+            port: 0,
+            child: Some(child),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `shoal ARGS` against this server; asserts success; stdout as JSON.
+    fn cli_ok(&self, args: &[&str]) -> Value {
+        let out = Command::new(shoal_bin())
+            .args(args)
+            .env("SHOAL_ENDPOINT", self.endpoint())
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal");
+        assert!(
+            out.status.success(),
+            "shoal {} failed:\nstdout: {}\nstderr: {}\n{} log:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.name,
+            tail(&self.log(), 30)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    fn status(&self) -> Value {
+        self.cli_ok(&["server", "status", "-o", "json"])
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            // SAFETY: a signal to our own child by pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill9();
+        for pid in processes_under(&self.data_dir()) {
+            // SAFETY: killing a stray test process by pid.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn log_file(dir: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))
+        .expect("log file")
+}
+
+/// One raw HTTP/1.0 request: (status, whole answer with headers).
+fn raw(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_at(rest.find('/')?);
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, answer))
+}
+
+fn group_url(server: &Proc, rg: &str) -> String {
+    format!(
+        "{}/subscriptions/{SUB}/resourcegroups/{rg}?api-version=2021-04-01",
+        server.endpoint()
+    )
+}
+
+fn put_group(server: &Proc, rg: &str) -> Option<(u16, String)> {
+    raw("PUT", &group_url(server, rg), r#"{"location":"local"}"#)
+}
+
+/// `kill -9` of the leading server during a scale-out: the other server leads within
+/// 15 s, finishes the scale-out, and the set has exactly the instances it should.
+#[test]
+fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
+    let _serial = serial();
+    let test = "etcd::killing_the_leader_during_a_scale_out";
+    let Some(cluster) = EtcdCluster::start_or_skip(test, 3) else {
+        return;
+    };
+    ensure_web_built();
+    let url = cluster.url();
+    let mut s1 = Proc::server("s1", &url);
+    wait_until(Duration::from_secs(15), "s1 leads", || {
+        s1.status()["leader"]["name"] == "s1"
+    });
+    let s2 = Proc::server("s2", &url);
+    let status = s2.status();
+    assert_eq!(status["leader"]["name"], "s1", "{status}");
+    assert_eq!(status["self"]["name"], "s2");
+    assert_eq!(status["self"]["isLeader"], false);
+    assert_eq!(status["store"]["healthy"], true);
+    assert_eq!(
+        status["members"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    assert_eq!(status["leader"]["url"], s1.endpoint());
+
+    // Everything goes through s2, which survives; the agent follows s2 too.
+    let agent = Proc::agent(&s2);
+    s2.cli_ok(&["group", "create", "--name", "ha", "--location", "local"]);
+    s2.cli_ok(&[
+        "image",
+        "create",
+        "-g",
+        "ha",
+        "--gallery",
+        "apps",
+        "--name",
+        "web",
+        "--version",
+        "1.0.0",
+        "--dir",
+        "examples/web",
+        "--command",
+        "./shoal-web",
+        "--port",
+        "8080",
+    ]);
+    s2.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        "ha",
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "2",
+        "--vm-sku",
+        "Shoal_1vCPU_512MB",
+    ]);
+    assert_eq!(running_instance_ids(&agent.data_dir()), vec![0, 1]);
+
+    s2.cli_ok(&[
+        "vmss",
+        "scale",
+        "-g",
+        "ha",
+        "-n",
+        "web",
+        "--new-capacity",
+        "4",
+        "--no-wait",
+    ]);
+    s1.kill9();
+    let killed = Instant::now();
+    wait_until(Duration::from_secs(15), "s2 leads after the kill", || {
+        s2.status()["leader"]["name"] == "s2"
+    });
+    eprintln!("failover took {:?}", killed.elapsed());
+    wait_until(Duration::from_secs(90), "4 instances run", || {
+        running_instance_ids(&agent.data_dir()) == vec![0, 1, 2, 3]
+    });
+    let set = s2.cli_ok(&["vmss", "show", "-g", "ha", "-n", "web"]);
+    assert_eq!(set["sku"]["capacity"], 4, "{set}");
+    let instances = s2.cli_ok(&["vmss", "list-instances", "-g", "ha", "-n", "web"]);
+    let mut ids: Vec<String> = instances
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["instanceId"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["0", "1", "2", "3"], "no duplicate, no orphan");
+    // Writes acknowledged before the kill are all there.
+    let group = http_get(&group_url(&s2, "ha"));
+    assert_eq!(group.map(|(s, _)| s), Some(200));
+    drop(agent);
+}
+
+/// etcd quorum: one member down changes nothing for the API; two down make writes 503
+/// with `Retry-After` (not a hang, not a 500) while reads answer; the members back make
+/// writes work again without restarting the server.
+#[test]
+fn losing_etcd_quorum_makes_writes_503_reads_answer_and_writes_resume() {
+    let _serial = serial();
+    let test = "etcd::losing_etcd_quorum";
+    let Some(mut cluster) = EtcdCluster::start_or_skip(test, 3) else {
+        return;
+    };
+    let s = Proc::server("s1", &cluster.url());
+    let put_eventually = |rg: &str| {
+        wait_until(Duration::from_secs(30), "the write succeeds", || {
+            matches!(put_group(&s, rg), Some((200 | 201, _)))
+        })
+    };
+    put_eventually("before");
+
+    cluster.kill(2);
+    put_eventually("one-member-down");
+
+    cluster.kill(1);
+    let started = Instant::now();
+    let (status, answer) = put_group(&s, "no-quorum").expect("an answer");
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after:"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"ServiceUnavailable\""), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered, not hung"
+    );
+    let (status, body) = raw("GET", &group_url(&s, "before"), "").expect("an answer");
+    assert_eq!(status, 200, "reads answer without quorum: {body}");
+
+    cluster.restart(1);
+    cluster.restart(2);
+    put_eventually("after");
+    let (status, _) = raw("GET", &group_url(&s, "after"), "").expect("an answer");
+    assert_eq!(status, 200);
+    assert!(!s.log().contains("panicked"), "{}", tail(&s.log(), 30));
+}
