@@ -156,8 +156,8 @@ pub fn plan_repairs(
     }
     let in_flight = latest
         .iter()
-        .filter(|(id, repaired_at)| {
-            match instances.iter().find(|i| i.instance_id == **id) {
+        .filter(
+            |(id, repaired_at)| match instances.iter().find(|i| i.instance_id == **id) {
                 None => false,
                 Some(i) if i.deleting => true,
                 Some(i) => match health.get(&i.instance_id) {
@@ -165,8 +165,8 @@ pub fn plan_repairs(
                     Some(h) => !changed_after(&h.since, repaired_at),
                     None => true,
                 },
-            }
-        })
+            },
+        )
         .count()
         + instances.iter().filter(|i| i.deleting).count().min(budget);
     let mut slots = budget.saturating_sub(in_flight);

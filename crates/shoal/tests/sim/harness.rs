@@ -124,7 +124,6 @@ impl Store for Gate {
 
 /// One generation of the server: a core, its store gate and the tasks it owns.
 struct ServerGen {
-    core: Core,
     gate: Arc<Gate>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -260,7 +259,6 @@ impl Sim {
         );
         *self.router.write().unwrap_or_else(|p| p.into_inner()) = Some(core.router());
         *self.server.lock().await = Some(ServerGen {
-            core,
             gate,
             shutdown,
             tracker,
@@ -590,15 +588,6 @@ impl Sim {
             )
             .await;
         v["value"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Instances whose power state is running.
-    pub async fn running(&self, rg: &str, name: &str) -> Vec<Value> {
-        self.instances(rg, name)
-            .await
-            .into_iter()
-            .filter(|i| power_state(i) == Some("PowerState/running"))
-            .collect()
     }
 
     /// Waits until the set's operation-facing state has settled: `provisioningState`

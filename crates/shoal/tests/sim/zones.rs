@@ -23,7 +23,12 @@ async fn a_scale_out_spreads_over_three_hosts_in_three_zones() {
         .await;
     sim.wait_running("rg", "web", 6).await;
 
-    let zone_of_host: BTreeMap<&str, &str> = [("a", "1"), ("b", "2"), ("c", "3")].into();
+    let zone_of_host: BTreeMap<&str, &str> = sim
+        .hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.zone.as_deref().expect("zonal host")))
+        .collect();
+    assert!(sim.hosts.iter().all(|h| h.fault_domain == Some(0)));
     let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
     for inst in sim.instances("rg", "web").await {
         let zone = inst["zones"][0]
