@@ -9,8 +9,8 @@ use shoal_model::records::{host_key, HostRecord, InstanceRecord};
 use shoal_model::ArmError;
 
 use crate::groups::method_not_allowed;
-use crate::response::{ApiResult, Ctx};
 use crate::instances::parse_vm_id;
+use crate::response::{ApiResult, Ctx};
 use crate::scalesets::require_set;
 use crate::state::ApiState;
 
