@@ -29,6 +29,7 @@ use shoal_store::{Expect, Store, StoreError, TxnOp};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{arm_time, Clock};
+use crate::commands::{CommandError, Executor, Limits};
 use crate::kv::{self, KvError, Versioned};
 use crate::operations::{self, Outcome, SetView};
 use crate::planner::{self, SetState};
@@ -504,29 +505,21 @@ impl Controller {
                         ),
                     );
                 }
-                if !repairs.update.is_empty() || repairs.state != repair::state_of(&set.value) {
-                    let mut txn: Vec<TxnOp> = Vec::new();
-                    for u in &repairs.update {
-                        let rev = instances
-                            .iter()
-                            .find(|i| i.value.instance_id == u.instance_id)
-                            .map(|i| i.revision);
-                        txn.push(kv::put_op(
-                            u.key(),
-                            u,
-                            rev.map_or(Expect::Absent, Expect::ModRevision),
-                        ));
-                        tracing::info!(set = %path, instance = u.instance_id, "automatic repair");
+                if repairs.has_writes(&set.value) {
+                    // Repairs go through the same instance-action command as a user's
+                    // restart or reimage: one rule for what a repair writes.
+                    for (id, action) in &repairs.repairs {
+                        tracing::info!(set = %path, instance = id, %action, "automatic repair");
                     }
-                    let mut changed = set.value.clone();
-                    changed.services["repairs"] =
-                        serde_json::to_value(&repairs.state).unwrap_or_default();
-                    txn.push(kv::put_op(
-                        set.key.clone(),
-                        &changed,
-                        Expect::ModRevision(set.revision),
-                    ));
-                    self.store.txn(txn).await?;
+                    let executor =
+                        Executor::new(self.store.clone(), self.clock.clone(), Limits::default());
+                    match executor.execute(repairs.command(&vref)).await {
+                        Ok(_) | Err(CommandError::Conflict(_)) => {}
+                        Err(CommandError::Store(e)) => return Err(e.into()),
+                        Err(e) => {
+                            tracing::warn!(set = %path, error = %e, "automatic repair refused")
+                        }
+                    }
                     wrote = true;
                 }
             }
