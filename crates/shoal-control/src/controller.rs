@@ -513,7 +513,7 @@ impl Controller {
                     }
                     let executor =
                         Executor::new(self.store.clone(), self.clock.clone(), Limits::default());
-                    match executor.execute(repairs.command(&vref)).await {
+                    match executor.execute(repairs.command(vref)).await {
                         Ok(_) | Err(CommandError::Conflict(_)) => {}
                         Err(CommandError::Store(e)) => return Err(e.into()),
                         Err(e) => {
