@@ -1,8 +1,10 @@
-//! Resource ids (`/subscriptions/{sub}/resourceGroups/{rg}/providers/...`) and the store
-//! keys derived from them.
+//! Resource ids (`/subscriptions/{sub}/resourceGroups/{rg}/providers/...`).
 //!
-//! Azure matches names case-insensitively, so store keys use lower-cased names while the
-//! resources keep the spelling they were created with.
+//! Azure matches names case-insensitively, so store keys (built in [`crate::keys`]) use
+//! lower-cased names while the resources keep the spelling they were created with.
+
+use crate::keys;
+pub use crate::keys::{gallery_key, image_key, image_version_key, image_version_prefix, rg_key};
 
 /// Identifies a scale set.
 #[derive(
@@ -30,27 +32,27 @@ impl VmssRef {
         )
     }
 
-    /// `vmss/{sub}/{rg}/{name}`, lower-cased.
+    /// `vmss/{sub}/{rg}/{name}`, lower-cased (see [`crate::keys`]).
     pub fn key(&self) -> String {
-        format!("vmss/{}", self.path())
+        keys::vmss_key(self)
     }
 
     /// Prefix of the desired-instance records of this set.
     pub fn instance_prefix(&self) -> String {
-        format!("instance/{}/", self.path())
+        keys::instance_prefix(self)
     }
 
     /// Prefix of the observed-status records of this set.
     pub fn status_prefix(&self) -> String {
-        format!("status/{}/", self.path())
+        keys::status_prefix(self)
     }
 
     pub fn instance_key(&self, id: u64) -> String {
-        format!("instance/{}/{id:08}", self.path())
+        keys::instance_key(self, id)
     }
 
     pub fn status_key(&self, id: u64) -> String {
-        format!("status/{}/{id:08}", self.path())
+        keys::status_key(self, id)
     }
 
     /// A file-name-safe identity of one instance, used by agents and drivers.
@@ -74,64 +76,10 @@ impl VmssRef {
             clean(&self.name)
         )
     }
-
-    fn path(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.subscription.to_ascii_lowercase(),
-            self.resource_group.to_ascii_lowercase(),
-            self.name.to_ascii_lowercase()
-        )
-    }
-}
-
-pub fn rg_key(sub: &str, rg: &str) -> String {
-    format!(
-        "rg/{}/{}",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase()
-    )
 }
 
 pub fn rg_id(sub: &str, rg: &str) -> String {
     format!("/subscriptions/{sub}/resourceGroups/{rg}")
-}
-
-pub fn gallery_key(sub: &str, rg: &str, g: &str) -> String {
-    format!(
-        "gallery/{}/{}/{}",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        g.to_ascii_lowercase()
-    )
-}
-
-pub fn image_key(sub: &str, rg: &str, g: &str, i: &str) -> String {
-    format!(
-        "galleryimage/{}/{}/{}/{}",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        g.to_ascii_lowercase(),
-        i.to_ascii_lowercase()
-    )
-}
-
-pub fn image_version_prefix(sub: &str, rg: &str, g: &str, i: &str) -> String {
-    format!(
-        "imageversion/{}/{}/{}/{}/",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        g.to_ascii_lowercase(),
-        i.to_ascii_lowercase()
-    )
-}
-
-pub fn image_version_key(sub: &str, rg: &str, g: &str, i: &str, v: &str) -> String {
-    format!(
-        "{}{}",
-        image_version_prefix(sub, rg, g, i),
-        v.to_ascii_lowercase()
-    )
 }
 
 pub fn gallery_id(sub: &str, rg: &str, g: &str) -> String {

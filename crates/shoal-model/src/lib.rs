@@ -11,6 +11,7 @@ pub mod clock;
 pub mod duration;
 pub mod error;
 pub mod ids;
+pub mod keys;
 pub mod names;
 pub mod network;
 pub mod records;

@@ -6,6 +6,9 @@
 //! model) is a counter or generation bumped in the desired record; the agent reports the
 //! values it has applied, which makes every action level-triggered and idempotent.
 
+pub use crate::keys::{
+    balancer_key, blob_key, drain_ack_prefix, health_key, host_key, operation_key,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::arm_enum;
@@ -213,10 +216,6 @@ pub struct OperationRecord {
     pub message: Option<String>,
 }
 
-pub fn operation_key(id: &str) -> String {
-    format!("op/{id}")
-}
-
 /// A host an agent runs on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
@@ -231,10 +230,6 @@ pub struct HostRecord {
     pub vcpus: u32,
     pub memory_mb: u64,
     pub last_seen: String,
-}
-
-pub fn host_key(name: &str) -> String {
-    format!("host/{}", name.to_ascii_lowercase())
 }
 
 /// Shoal's extension object of a gallery image version: `properties.shoal`.
@@ -296,10 +291,6 @@ pub struct BlobRecord {
     pub time_created: String,
 }
 
-pub fn blob_key(id: &str) -> String {
-    format!("blob/{id}")
-}
-
 arm_enum!(HealthState { Unknown = "unknown", Initializing = "initializing", Healthy = "healthy", Unhealthy = "unhealthy" });
 
 /// An instance's health as a balancer's probes (or the health extension) see it.
@@ -315,13 +306,6 @@ pub struct HealthRecord {
     pub message: Option<String>,
 }
 
-pub fn health_key(vmss: &VmssRef, id: u64) -> String {
-    format!(
-        "health/{}",
-        vmss.status_key(id).trim_start_matches("status/")
-    )
-}
-
 /// A balancer that fronts scale sets; agents wait for its drain acknowledgements.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -332,19 +316,8 @@ pub struct BalancerRecord {
     pub last_seen: String,
 }
 
-pub fn balancer_key(name: &str) -> String {
-    format!("balancer/{}", name.to_ascii_lowercase())
-}
-
 /// A balancer's word that it sends nothing more to an instance draining since `episode`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainAck {
     pub episode: String,
-}
-
-pub fn drain_ack_prefix(vmss: &VmssRef, id: u64) -> String {
-    format!(
-        "drainack/{}/",
-        vmss.status_key(id).trim_start_matches("status/")
-    )
 }
