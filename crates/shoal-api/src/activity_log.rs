@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use shoal_control::autoscale::Blocked;
 use shoal_control::autoscale_runner::History;
+use shoal_model::keys;
 use shoal_model::ArmError;
 
 use crate::groups::method_not_allowed;
@@ -77,7 +78,7 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
     }
     let mut events = Vec::new();
     for setting in st
-        .list::<Value>(&format!("autoscale/{}/", sub.to_ascii_lowercase()))
+        .list::<Value>(&keys::in_subscription(keys::AUTOSCALE, sub))
         .await?
     {
         let v = &setting.value;
@@ -95,10 +96,7 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
         {
             continue;
         }
-        let hkey = format!(
-            "autoscale-history/{}",
-            setting.key.strip_prefix("autoscale/").unwrap_or_default()
-        );
+        let hkey = keys::autoscale_history_key(&setting.key);
         let Some(h) = st.get::<History>(&hkey).await? else {
             continue;
         };

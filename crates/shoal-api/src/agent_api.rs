@@ -9,6 +9,7 @@
 //!   agent must list again).
 //! - `PUT /shoal/v1/status/{sub}/{rg}/{vmss}/{id}`: the agent reports what it observed.
 
+use shoal_model::keys;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -66,7 +67,7 @@ pub async fn host_instances(st: &ApiState, ctx: &Ctx, method: &Method, name: &st
     }
     let watch = ctx.query("watch").is_some_and(|w| w == "true" || w == "1");
     if !watch {
-        let (items, rev) = kv::list_json::<InstanceRecord>(&*st.store, "instance/")
+        let (items, rev) = kv::list_json::<InstanceRecord>(&*st.store, keys::INSTANCE)
             .await
             .map_err(internal)?;
         let mine: Vec<InstanceRecord> = items
@@ -87,9 +88,13 @@ pub async fn host_instances(st: &ApiState, ctx: &Ctx, method: &Method, name: &st
         .parse()
         .map_err(|_| ArmError::invalid_parameter("after", "after must be a revision number."))?;
     // What is on the host now, so removals of other hosts' records can be left out.
-    let (current, _) = st.store.list("instance/").await.map_err(internal)?;
+    let (current, _) = st.store.list(keys::INSTANCE).await.map_err(internal)?;
     let mut filter = HostFilter::new(name, &current);
-    let events = st.store.watch("instance/", after).await.map_err(internal)?;
+    let events = st
+        .store
+        .watch(keys::INSTANCE, after)
+        .await
+        .map_err(internal)?;
     let lines = events.filter_map(move |ev| futures::future::ready(filter.line(ev)));
     Ok(ndjson(lines))
 }
@@ -200,7 +205,13 @@ pub async fn status(st: &ApiState, method: &Method, path: &str, body: &[u8]) -> 
 }
 
 /// Prefixes a balancer may read: what it needs to know pools and members.
-const READABLE: &[&str] = &["lb/", "vmss/", "instance/", "status/", "appgw/"];
+const READABLE: &[&str] = &[
+    keys::LOAD_BALANCER,
+    keys::VMSS,
+    keys::INSTANCE,
+    keys::STATUS,
+    keys::APP_GATEWAY,
+];
 
 fn readable_prefix(ctx: &Ctx) -> Result<String, ArmError> {
     let prefix = ctx.query("prefix").unwrap_or_default().to_string();
@@ -352,7 +363,7 @@ pub async fn drain(
             let set_key = vref.key();
             let acks = st.list::<DrainAck>(&drain_ack_prefix(&vref, id)).await?;
             let mut waiting = Vec::new();
-            for b in st.list::<BalancerRecord>("balancer/").await? {
+            for b in st.list::<BalancerRecord>(keys::BALANCER).await? {
                 let alive = b
                     .value
                     .last_seen

@@ -9,6 +9,7 @@
 //! stored here. Metrics in and out are in [`crate::metrics`]; autoscale's entries in the
 //! activity log in [`crate::activity_log`].
 
+use shoal_model::keys;
 use std::collections::BTreeMap;
 
 use http::Method;
@@ -65,7 +66,7 @@ impl ArmKind for AutoscaleSettings {
         // One setting per scale set: two would fight over its capacity.
         let key = setting_key(at.sub, at.rg, at.name);
         let target_key = compiled.target.key();
-        for other in st.list::<Value>("autoscale/").await? {
+        for other in st.list::<Value>(keys::AUTOSCALE).await? {
             let same = other.value["properties"]["targetResourceUri"]
                 .as_str()
                 .and_then(model::parse_vmss_id)

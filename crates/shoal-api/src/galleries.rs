@@ -10,6 +10,7 @@ use http::Method;
 use serde_json::{json, Value};
 use shoal_control::kv;
 use shoal_model::ids;
+use shoal_model::keys;
 use shoal_model::records::{blob_key, BlobRecord, ImageVersionShoal, VmssRecord};
 use shoal_model::{names, ArmError};
 use shoal_store::Expect;
@@ -32,13 +33,9 @@ pub async fn galleries(
     let prefix = match rg {
         Some(rg) => {
             st.require_group(sub, rg).await?;
-            format!(
-                "gallery/{}/{}/",
-                sub.to_ascii_lowercase(),
-                rg.to_ascii_lowercase()
-            )
+            keys::in_group(keys::GALLERY, sub, rg)
         }
-        None => format!("gallery/{}/", sub.to_ascii_lowercase()),
+        None => keys::in_subscription(keys::GALLERY, sub),
     };
     let items = st
         .list::<Value>(&prefix)
@@ -147,12 +144,7 @@ pub async fn gallery_or_image(
                 return Ok(empty(204));
             };
             let child_prefix = match image {
-                None => format!(
-                    "galleryimage/{}/{}/{}/",
-                    sub.to_ascii_lowercase(),
-                    rg.to_ascii_lowercase(),
-                    gallery.to_ascii_lowercase()
-                ),
+                None => format!("{}/", keys::resource(keys::GALLERY_IMAGE, sub, rg, gallery)),
                 Some(i) => ids::image_version_prefix(sub, rg, gallery, i),
             };
             let (children, _) = st.store.list(&child_prefix).await.map_err(internal)?;
@@ -174,12 +166,7 @@ pub async fn gallery_or_image(
 
 pub async fn images(st: &ApiState, ctx: &Ctx, sub: &str, rg: &str, gallery: &str) -> ApiResult {
     st.require_group(sub, rg).await?;
-    let prefix = format!(
-        "galleryimage/{}/{}/{}/",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        gallery.to_ascii_lowercase()
-    );
+    let prefix = format!("{}/", keys::resource(keys::GALLERY_IMAGE, sub, rg, gallery));
     let items = st
         .list::<Value>(&prefix)
         .await?
@@ -369,7 +356,7 @@ pub async fn version(
                 .unwrap_or_default()
                 .to_ascii_lowercase();
             let in_use = st
-                .list::<VmssRecord>("vmss/")
+                .list::<VmssRecord>(keys::VMSS)
                 .await?
                 .into_iter()
                 .find(|s| s.value.launch.image_id.to_ascii_lowercase() == image_id);

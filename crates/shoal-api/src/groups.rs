@@ -9,6 +9,7 @@ use http::Method;
 use serde_json::{json, Value};
 use shoal_control::kv;
 use shoal_model::ids;
+use shoal_model::keys;
 use shoal_model::records::{operation_key, OperationWait, VmssRecord};
 use shoal_model::{names, ArmError};
 use shoal_store::Expect;
@@ -28,7 +29,7 @@ pub async fn groups(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> Api
         return Err(method_not_allowed(method));
     }
     let groups = st
-        .list::<Value>(&format!("rg/{}/", sub.to_ascii_lowercase()))
+        .list::<Value>(&keys::in_subscription(keys::RESOURCE_GROUP, sub))
         .await?;
     let items = groups.into_iter().map(|g| g.value).collect();
     Ok(response::page(
@@ -136,11 +137,7 @@ pub async fn group(
             );
             let mut txn = vec![kv::put_op(key, &obj, Expect::ModRevision(g.revision))];
             let sets = st
-                .list::<VmssRecord>(&format!(
-                    "vmss/{}/{}/",
-                    sub.to_ascii_lowercase(),
-                    rg.to_ascii_lowercase()
-                ))
+                .list::<VmssRecord>(&keys::in_group(keys::VMSS, sub, rg))
                 .await?;
             for set in sets {
                 let mut rec = set.value.clone();

@@ -5,6 +5,7 @@
 //! which instances an action reaches, and what it does to them, is decided in
 //! [`shoal_control::commands::instances`].
 
+use shoal_model::keys;
 use std::collections::HashMap;
 
 use http::Method;
@@ -339,10 +340,7 @@ pub async fn health_of(
     st: &ApiState,
     set: &VmssRecord,
 ) -> Result<HashMap<u64, HealthRecord>, ArmError> {
-    let prefix = format!(
-        "health/{}",
-        set.vmss.status_prefix().trim_start_matches("status/")
-    );
+    let prefix = keys::health_prefix(&set.vmss);
     Ok(st
         .list::<HealthRecord>(&prefix)
         .await?

@@ -11,6 +11,7 @@
 
 use http::Method;
 use serde_json::{json, Value};
+use shoal_model::keys;
 use shoal_model::network::{self, LoadBalancer, PoolOwner, LB_TYPE};
 use shoal_model::records::{InstanceRecord, VmssRecord};
 use shoal_model::ArmError;
@@ -79,7 +80,7 @@ pub(crate) async fn with_pool_members(
 ) -> Result<Value, ArmError> {
     let mut v = serde_json::to_value(resource).unwrap_or(Value::Null);
     v["etag"] = json!(arm_crud::etag(revision));
-    let sets = st.list::<VmssRecord>("vmss/").await?;
+    let sets = st.list::<VmssRecord>(keys::VMSS).await?;
     if let Some(pools) = v
         .pointer_mut("/properties/backendAddressPools")
         .and_then(Value::as_array_mut)
@@ -118,7 +119,7 @@ pub(crate) async fn refuse_while_joined(
     what: &str,
     name: &str,
 ) -> Result<(), ArmError> {
-    for set in st.list::<VmssRecord>("vmss/").await? {
+    for set in st.list::<VmssRecord>(keys::VMSS).await? {
         if set.value.model.joins_pool_of(owner, resource_id) {
             return Err(ArmError::new(
                 400,

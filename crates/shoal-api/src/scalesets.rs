@@ -6,6 +6,7 @@
 //! [`shoal_control::commands::Executor`] wrote: the rules live there. Instances of a set
 //! are in [`crate::instances`].
 
+use shoal_model::keys;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -42,13 +43,9 @@ pub async fn list(
     let prefix = match rg {
         Some(rg) => {
             st.require_group(sub, rg).await?;
-            format!(
-                "vmss/{}/{}/",
-                sub.to_ascii_lowercase(),
-                rg.to_ascii_lowercase()
-            )
+            keys::in_group(keys::VMSS, sub, rg)
         }
-        None => format!("vmss/{}/", sub.to_ascii_lowercase()),
+        None => keys::in_subscription(keys::VMSS, sub),
     };
     let items = st
         .list::<VmssRecord>(&prefix)

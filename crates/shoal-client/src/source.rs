@@ -74,7 +74,7 @@ pub struct WrongPrefix {
 }
 
 impl HostSource {
-    pub const PREFIX: &'static str = "instance/";
+    pub const PREFIX: &'static str = shoal_model::keys::INSTANCE;
 
     pub fn new(client: ServerClient, host: &str) -> Self {
         HostSource {

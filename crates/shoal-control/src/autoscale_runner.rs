@@ -8,6 +8,7 @@
 //!
 //! Webhooks of the setting get Azure's notification payload on each change.
 
+use shoal_model::keys;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +34,7 @@ pub use crate::commands::activity::{history_key, History, HistoryEntry, HISTORY_
 
 /// Store key of a setting: `autoscale/{sub}/{rg}/{name}`, lower-cased.
 pub fn setting_key(sub: &str, rg: &str, name: &str) -> String {
-    format!(
-        "autoscale/{}/{}/{}",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        name.to_ascii_lowercase()
-    )
+    keys::resource(keys::AUTOSCALE, sub, rg, name)
 }
 
 pub struct AutoscaleRunner {

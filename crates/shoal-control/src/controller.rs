@@ -15,6 +15,7 @@
 //! when it read them from the store in that order), and no pass runs while a cache is
 //! listing again. Data leaves as store transactions.
 
+use shoal_model::keys;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,13 +66,13 @@ impl Caches {
     fn new(store: Arc<dyn Store>) -> Self {
         let source: Arc<dyn WatchSource> = StoreSource::new(store);
         Caches {
-            sets: Reflector::new(source.clone(), "vmss/"),
-            instances: Reflector::new(source.clone(), "instance/"),
-            statuses: Reflector::new(source.clone(), "status/"),
-            health: Reflector::new(source.clone(), "health/"),
-            hosts: Reflector::new(source.clone(), "host/"),
-            ops: Reflector::new(source.clone(), "op/"),
-            groups: Reflector::new(source, "rg/"),
+            sets: Reflector::new(source.clone(), keys::VMSS),
+            instances: Reflector::new(source.clone(), keys::INSTANCE),
+            statuses: Reflector::new(source.clone(), keys::STATUS),
+            health: Reflector::new(source.clone(), keys::HEALTH),
+            hosts: Reflector::new(source.clone(), keys::HOST),
+            ops: Reflector::new(source.clone(), keys::OPERATION),
+            groups: Reflector::new(source, keys::RESOURCE_GROUP),
         }
     }
 
@@ -380,7 +381,7 @@ impl Controller {
         wakeups: &mut HashMap<String, (VmssRef, tokio::time::Instant)>,
     ) -> Result<bool, KvError> {
         let path = vref.key();
-        let path = path.trim_start_matches("vmss/");
+        let path = keys::path_of(keys::VMSS, &path);
         let set = caches
             .sets
             .get(&vref.key())
@@ -625,7 +626,10 @@ impl Controller {
         };
         let sub = subscription.to_ascii_lowercase();
         let rg = resource_group.to_ascii_lowercase();
-        let (sets, _) = self.store.list(&format!("vmss/{sub}/{rg}/")).await?;
+        let (sets, _) = self
+            .store
+            .list(&keys::in_group(keys::VMSS, &sub, &rg))
+            .await?;
         if !sets.is_empty() {
             return Ok(());
         }

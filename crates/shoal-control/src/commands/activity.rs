@@ -9,6 +9,7 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use shoal_model::keys;
 
 use crate::autoscale::{Blocked, Decision, LastAction, MetricSeen};
 use crate::clock::arm_time;
@@ -18,23 +19,13 @@ pub const HISTORY_LIMIT: usize = 200;
 
 /// Store key of a setting's history.
 pub fn history_key(sub: &str, rg: &str, name: &str) -> String {
-    format!(
-        "autoscale-history/{}/{}/{}",
-        sub.to_ascii_lowercase(),
-        rg.to_ascii_lowercase(),
-        name.to_ascii_lowercase()
-    )
+    keys::resource(keys::AUTOSCALE_HISTORY, sub, rg, name)
 }
 
 /// `autoscale/{sub}/{rg}/{name}` → `autoscale-history/{sub}/{rg}/{name}`: the history
 /// sits beside its setting (whose group may differ from the set's).
 pub fn history_key_of(setting_key: &str) -> String {
-    format!(
-        "autoscale-history/{}",
-        setting_key
-            .strip_prefix("autoscale/")
-            .unwrap_or(setting_key)
-    )
+    keys::autoscale_history_key(setting_key)
 }
 
 /// One notable evaluation.

@@ -13,6 +13,7 @@ pub mod appgw;
 pub mod metrics;
 pub mod plan;
 
+use shoal_model::keys;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +51,10 @@ impl Followed {
     fn new(client: &ServerClient) -> Self {
         let source: Arc<dyn WatchSource> = Arc::new(ServerSource::new(client.clone()));
         Followed {
-            balancers: Reflector::new(source.clone(), "lb/"),
-            sets: Reflector::new(source.clone(), "vmss/"),
-            statuses: Reflector::new(source.clone(), "status/"),
-            gateways: Reflector::new(source, "appgw/"),
+            balancers: Reflector::new(source.clone(), keys::LOAD_BALANCER),
+            sets: Reflector::new(source.clone(), keys::VMSS),
+            statuses: Reflector::new(source.clone(), keys::STATUS),
+            gateways: Reflector::new(source, keys::APP_GATEWAY),
         }
     }
 
@@ -67,7 +68,7 @@ impl Followed {
                 .snapshot()
                 .iter()
                 .map(|(key, st)| {
-                    let id = key.strip_prefix("status/").unwrap_or(key);
+                    let id = keys::path_of(keys::STATUS, key);
                     (id.to_string(), InstanceStatus::clone(st))
                 })
                 .collect(),

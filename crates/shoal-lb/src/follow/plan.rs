@@ -6,6 +6,7 @@
 //! backend pool contributes its running instances as members; an instance that is
 //! draining stays a member marked `draining` until it has been acknowledged.
 
+use shoal_model::keys;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -79,11 +80,7 @@ pub(crate) fn members_of_set(
     pool: &str,
     port: u16,
 ) -> Vec<(Member, Placement)> {
-    let prefix = set
-        .vmss
-        .status_prefix()
-        .trim_start_matches("status/")
-        .to_string();
+    let prefix = keys::path_of(keys::STATUS, &set.vmss.status_prefix()).to_string();
     let mut out = Vec::new();
     for (path, status) in world.statuses.range(prefix.clone()..) {
         if !path.starts_with(&prefix) {
