@@ -1,17 +1,47 @@
-"""virtual_machine_scale_set_rolling_upgrades: Shoal has no rolling upgrade engine yet, so
-it answers what Azure answers when there is nothing to upgrade (see
-crates/shoal-api/src/rolling_upgrades.rs), and refuses honestly when there would be."""
+"""virtual_machine_scale_set_rolling_upgrades, as Azure behaves: Rolling mode needs a
+health source (400 otherwise), an OS rolling upgrade with nothing to do completes at once,
+and one with a newer image version rolls it out batch by batch (see
+crates/shoal-control/src/rolling/ and crates/shoal-api/src/rolling_upgrades.rs)."""
 
+import azure.mgmt.compute.models as cm
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from conftest import DEADLINE, SUBSCRIPTION, answers, instances, shoal_ext, unique, vmss_model, web_image
 
 
+def with_health_extension(model):
+    """The Application Health extension on the example's `/health`: Rolling mode's health source."""
+    model.properties.virtual_machine_profile.extension_profile = cm.VirtualMachineScaleSetExtensionProfile(
+        extensions=[
+            cm.VirtualMachineScaleSetExtension(
+                name="health",
+                publisher="Microsoft.ManagedServices",
+                type_properties_type="ApplicationHealthLinux",
+                type_handler_version="1.0",
+                settings={"protocol": "http", "port": 8080, "requestPath": "/health", "intervalInSeconds": 1},
+            )
+        ]
+    )
+    model.properties.additional_properties = {"shoal": {"rollingUpgradeHealthTimeout": "PT30S"}}
+    return model
+
+
+def test_rolling_mode_without_a_health_source_is_refused_as_azure_does(compute, group):
+    name = unique("web")
+    with pytest.raises(HttpResponseError) as e:
+        compute.virtual_machine_scale_sets.begin_create_or_update(
+            group, name, vmss_model(web_image(group), 2, upgrade_mode="Rolling")
+        ).result(timeout=DEADLINE)
+    assert e.value.status_code == 400
+    assert e.value.error.code == "BadRequest"
+    assert "health probe or health extension was not provided" in e.value.message
+
+
 def test_os_upgrade_with_nothing_to_upgrade(compute, group):
     name = unique("web")
     compute.virtual_machine_scale_sets.begin_create_or_update(
-        group, name, vmss_model(web_image(group), 2, upgrade_mode="Rolling")
+        group, name, with_health_extension(vmss_model(web_image(group), 2, upgrade_mode="Rolling"))
     ).result(timeout=DEADLINE)
     rolling = compute.virtual_machine_scale_set_rolling_upgrades
     pids = {vm.instance_id: shoal_ext(vm)["pid"] for vm in instances(compute, group, name)}
@@ -48,20 +78,21 @@ def test_os_upgrade_with_nothing_to_upgrade(compute, group):
     assert e.value.status_code == 409
 
 
-def test_os_upgrade_refused_when_a_newer_image_would_roll_out(compute, group):
+def test_os_upgrade_rolls_a_newer_image_version_out(compute, group):
     name = unique("web")
     web_image(group)
     latest_image = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.Compute/galleries/apps/images/web"
     compute.virtual_machine_scale_sets.begin_create_or_update(
-        group, name, vmss_model(latest_image, 1, upgrade_mode="Rolling")
+        group, name, with_health_extension(vmss_model(latest_image, 2, upgrade_mode="Rolling"))
     ).result(timeout=DEADLINE)
     web_image(group, "1.0.1")  # the image the set follows has a newer version now
 
-    with pytest.raises(HttpResponseError) as e:
-        compute.virtual_machine_scale_set_rolling_upgrades.begin_start_os_upgrade(group, name).result(
-            timeout=DEADLINE
-        )
-    assert e.value.error.code == "OperationNotAllowed"
-    assert "1.0.1" in e.value.message
-    vm = compute.virtual_machine_scale_set_vms.get(group, name, "0")
-    assert shoal_ext(vm)["imageVersion"] == "1.0.0"
+    compute.virtual_machine_scale_set_rolling_upgrades.begin_start_os_upgrade(group, name).result(
+        timeout=DEADLINE
+    )
+    latest = compute.virtual_machine_scale_set_rolling_upgrades.get_latest(group, name)
+    assert latest.properties.running_status.code == "Completed"
+    assert latest.properties.progress.successful_instance_count == 2
+    assert latest.properties.progress.failed_instance_count == 0
+    for vm in instances(compute, group, name):
+        assert shoal_ext(vm)["imageVersion"] == "1.0.1"

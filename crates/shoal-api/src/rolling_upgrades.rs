@@ -47,19 +47,8 @@ fn key(vmss: &VmssRef) -> String {
 }
 
 /// Azure's defaults for a rolling upgrade policy the set does not spell out.
-fn policy(set_policy: Option<&Value>) -> Value {
-    let mut p = json!({
-        "maxBatchInstancePercent": 20,
-        "maxUnhealthyInstancePercent": 20,
-        "maxUnhealthyUpgradedInstancePercent": 20,
-        "pauseTimeBetweenBatches": "PT0S",
-    });
-    if let Some(Value::Object(given)) = set_policy {
-        for (k, v) in given {
-            p[k] = v.clone();
-        }
-    }
-    p
+fn policy(set_policy: Option<&shoal_model::upgrade_policy::RollingUpgradePolicy>) -> Value {
+    json!(shoal_model::upgrade_policy::RollingPolicy::from_set(set_policy))
 }
 
 /// `POST .../osRollingUpgrade`.
@@ -224,7 +213,10 @@ mod tests {
         let p = policy(None);
         assert_eq!(p["maxBatchInstancePercent"], 20);
         assert_eq!(p["pauseTimeBetweenBatches"], "PT0S");
-        let p = policy(Some(&json!({"maxBatchInstancePercent": 50})));
+        let p = policy(Some(&shoal_model::upgrade_policy::RollingUpgradePolicy {
+            max_batch_instance_percent: Some(50),
+            ..Default::default()
+        }));
         assert_eq!(p["maxBatchInstancePercent"], 50);
         assert_eq!(p["maxUnhealthyInstancePercent"], 20);
     }

@@ -16,6 +16,7 @@ pub mod names;
 pub mod network;
 pub mod records;
 pub mod sku;
+pub mod upgrade_policy;
 pub mod vmss;
 
 pub use error::{ArmError, ArmResult};

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ArmError;
+use crate::upgrade_policy::{AutomaticOsUpgradePolicy, RollingUpgradePolicy, ShoalSetProperties};
 use crate::{arm_enum, duration, sku};
 
 pub const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
@@ -102,6 +103,9 @@ pub struct VmssProperties {
     pub priority_mix_policy: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resiliency_policy: Option<Value>,
+    /// Shoal's extension properties (`properties.shoal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shoal: Option<ShoalSetProperties>,
     /// Read-only, set by Shoal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_state: Option<String>,
@@ -119,9 +123,14 @@ pub struct UpgradePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<UpgradeMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rolling_upgrade_policy: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub automatic_os_upgrade_policy: Option<Value>,
+    pub rolling_upgrade_policy: Option<RollingUpgradePolicy>,
+    #[serde(
+        rename = "automaticOSUpgradePolicy",
+        alias = "automaticOsUpgradePolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub automatic_os_upgrade_policy: Option<AutomaticOsUpgradePolicy>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -647,6 +656,7 @@ pub fn validate(
             }
         }
     }
+    crate::upgrade_policy::validate(v)?;
     if let Some(prev) = previous {
         let immutable = |target: &str, what: &str| {
             Err(ArmError::new(
