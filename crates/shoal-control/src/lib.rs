@@ -12,6 +12,7 @@ pub mod kv;
 pub mod operations;
 pub mod planner;
 pub mod repair;
+pub mod rolling;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use controller::Controller;

@@ -282,7 +282,7 @@ pub fn validate(v: &VirtualMachineScaleSet) -> Result<(), ArmError> {
         .as_ref()
         .and_then(|s| s.rolling_upgrade_health_timeout.as_deref())
     {
-        if !duration::parse_iso8601(t).is_some_and(|s| s >= 1) {
+        if duration::parse_iso8601(t).is_none_or(|s| s < 1) {
             return Err(ArmError::invalid_parameter(
                 "properties.shoal.rollingUpgradeHealthTimeout",
                 format!("rollingUpgradeHealthTimeout '{t}' is not an ISO 8601 duration of at least one second (e.g. PT20S, PT5M)."),
@@ -357,7 +357,9 @@ mod tests {
         let rolling = json!({"properties": {"upgradePolicy": {"mode": "rolling"}}});
         let err = validate(&set(rolling.clone())).unwrap_err();
         assert_eq!((err.status, err.code.as_str()), (400, "BadRequest"));
-        assert!(err.message.contains("health probe or health extension was not provided"));
+        assert!(err
+            .message
+            .contains("health probe or health extension was not provided"));
         validate(&set(with(rolling.clone(), probe()))).unwrap();
         validate(&set(with(rolling, extension()))).unwrap();
     }
@@ -368,7 +370,9 @@ mod tests {
         let err = validate(&set(auto.clone())).unwrap_err();
         assert!(err.message.contains("was not specified"), "{}", err.message);
         let err = validate(&set(with(with(auto.clone(), probe()), extension()))).unwrap_err();
-        assert!(err.message.contains("both a health probe and a health extension"));
+        assert!(err
+            .message
+            .contains("both a health probe and a health extension"));
         validate(&set(with(auto, probe()))).unwrap();
     }
 
@@ -392,14 +396,18 @@ mod tests {
             ("maxUnhealthyInstancePercent", 4),
             ("maxUnhealthyUpgradedInstancePercent", -1),
         ] {
-            let v = set(json!({"properties": {"upgradePolicy": {"rollingUpgradePolicy": {field: value}}}}));
+            let v = set(
+                json!({"properties": {"upgradePolicy": {"rollingUpgradePolicy": {field: value}}}}),
+            );
             let err = validate(&v).unwrap_err();
             assert_eq!(
                 err.target.as_deref(),
                 Some(format!("properties.upgradePolicy.rollingUpgradePolicy.{field}").as_str())
             );
         }
-        let v = set(json!({"properties": {"upgradePolicy": {"rollingUpgradePolicy": {"maxUnhealthyUpgradedInstancePercent": 0}}}}));
+        let v = set(
+            json!({"properties": {"upgradePolicy": {"rollingUpgradePolicy": {"maxUnhealthyUpgradedInstancePercent": 0}}}}),
+        );
         validate(&v).unwrap();
         let v = set(json!({"properties": {"shoal": {"rollingUpgradeHealthTimeout": "PT20S"}}}));
         assert_eq!(v.rolling_health_timeout_secs(), 20);
