@@ -7,7 +7,8 @@
 //! repaired by the next reconcile.
 //!
 //! Data enters through typed caches ([`Reflector`]s over the store) of the prefixes the
-//! controller reads — `vmss/`, `instance/`, `status/`, `health/`, `host/`, `op/`, `rg/` —
+//! controller reads — `vmss/`, `instance/`, `status/`, `health/`, `host/`, `op/`, `rg/`,
+//! `rollingupgrade/` —
 //! each record decoded once when it changes. Each change is routed to the set it
 //! belongs to by the record's own fields ([`Routes`]); a reconcile reads the caches,
 //! never the store. Before a pass every cache catches up, the set records first, so
@@ -31,10 +32,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{arm_time, Clock};
 use crate::commands::{CommandError, Executor, Limits};
+use crate::group_gone;
 use crate::kv::{self, KvError, Versioned};
 use crate::operations::{self, Outcome, SetView};
 use crate::planner::{self, SetState};
 use crate::repair;
+use crate::rolling::{self, runner, RollingUpgrade};
 
 /// How often every set is reconciled even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -60,6 +63,7 @@ struct Caches {
     ops: Reflector<OperationRecord>,
     /// Resource groups: only whether they changed matters (a group deletion waits).
     groups: Reflector<serde_json::Value>,
+    rolling: Reflector<RollingUpgrade>,
 }
 
 impl Caches {
@@ -72,7 +76,8 @@ impl Caches {
             health: Reflector::new(source.clone(), keys::HEALTH),
             hosts: Reflector::new(source.clone(), keys::HOST),
             ops: Reflector::new(source.clone(), keys::OPERATION),
-            groups: Reflector::new(source, keys::RESOURCE_GROUP),
+            groups: Reflector::new(source.clone(), keys::RESOURCE_GROUP),
+            rolling: Reflector::new(source, keys::ROLLING_UPGRADE),
         }
     }
 
@@ -85,6 +90,7 @@ impl Caches {
         routes.hosts(&self.hosts.catch_up());
         routes.ops(&self.ops.catch_up());
         routes.ops(&self.groups.catch_up());
+        routes.rolling(&self.rolling.catch_up());
     }
 
     /// Readers of the caches, for the passes (which hold them across store writes).
@@ -96,6 +102,7 @@ impl Caches {
             health: self.health.reader(),
             hosts: self.hosts.reader(),
             ops: self.ops.reader(),
+            rolling: self.rolling.reader(),
         }
     }
 
@@ -108,6 +115,7 @@ impl Caches {
             && self.hosts.is_live()
             && self.ops.is_live()
             && self.groups.is_live()
+            && self.rolling.is_live()
     }
 }
 
@@ -119,6 +127,7 @@ struct Views {
     health: Reader<HealthRecord>,
     hosts: Reader<HostRecord>,
     ops: Reader<OperationRecord>,
+    rolling: Reader<RollingUpgrade>,
 }
 
 /// What the next pass must look at, worked out from the changes seen.
@@ -175,6 +184,12 @@ impl Routes {
         }
     }
 
+    fn rolling(&mut self, changes: &[Change<RollingUpgrade>]) {
+        for r in changes.iter().filter_map(Change::latest) {
+            self.mark(&r.vmss);
+        }
+    }
+
     fn hosts(&mut self, changes: &[Change<HostRecord>]) {
         self.all |= !changes.is_empty();
     }
@@ -189,7 +204,8 @@ fn wait_set(wait: &OperationWait) -> Option<&VmssRef> {
     match wait {
         OperationWait::Vmss { vmss, .. }
         | OperationWait::InstancesGone { vmss, .. }
-        | OperationWait::VmssGone { vmss } => Some(vmss),
+        | OperationWait::VmssGone { vmss }
+        | OperationWait::RollingUpgrade { vmss } => Some(vmss),
         OperationWait::GroupGone { .. } => None,
     }
 }
@@ -205,6 +221,11 @@ fn versioned<T: Clone>(key: &str, cached: &Cached<T>) -> Versioned<T> {
 impl Controller {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         Controller { store, clock }
+    }
+
+    /// Repairs and rolling upgrades write through the same commands as a user.
+    fn executor(&self) -> Executor {
+        Executor::new(self.store.clone(), self.clock.clone(), Limits::default())
     }
 
     /// Runs until `shutdown`. Store errors are logged and retried.
@@ -275,6 +296,7 @@ impl Controller {
                 c = caches.hosts.changed() => routes.hosts(&c),
                 c = caches.ops.changed() => routes.ops(&c),
                 c = caches.groups.changed() => routes.ops(&c),
+                c = caches.rolling.changed() => routes.rolling(&c),
                 _ = sleep_until_earliest(&wakeups) => {
                     let now = tokio::time::Instant::now();
                     wakeups.retain(|_, (set, at)| {
@@ -323,7 +345,7 @@ impl Controller {
                         .or_default()
                         .push(versioned(key, op));
                 }
-                None => self.advance_group_op(versioned(key, op)).await?,
+                None => group_gone::advance(&*self.store, &*self.clock, versioned(key, op)).await?,
             }
         }
         routes.ops = false;
@@ -410,6 +432,10 @@ impl Controller {
             .filter(|key| !mine.contains(key))
             .collect();
         let now = arm_time(self.clock.now());
+        let upgrade = caches
+            .rolling
+            .get(&rolling::rolling_key(vref))
+            .map(|r| versioned(&rolling::rolling_key(vref), &r));
 
         let mut wrote = false;
         let mut settled = true;
@@ -421,9 +447,11 @@ impl Controller {
                 .values()
                 .map(|h| h.value.clone())
                 .collect();
+            // With maxSurge a batch's replacements are held on top of the capacity.
+            let surged = runner::with_surge(&set.value, upgrade.as_ref().map(|u| &u.value));
             let plan = planner::plan(
                 &SetState {
-                    vmss: &set.value,
+                    vmss: &surged,
                     instances: &records,
                     statuses: &status_by_id,
                     hosts: &hosts,
@@ -490,21 +518,44 @@ impl Controller {
                         Some((r.instance_id, h.value.clone()))
                     })
                     .collect();
+                let advanced = runner::advance(
+                    &self.executor(),
+                    &runner::Observed {
+                        set: &set.value,
+                        instances: &instances,
+                        statuses: &status_by_id,
+                        health: &health,
+                        record: upgrade.as_ref(),
+                    },
+                    self.clock.now(),
+                )
+                .await;
+                match advanced {
+                    Ok(a) => {
+                        wrote |= a.wrote;
+                        if let Some(secs) = a.wake_in_secs {
+                            wake(wakeups, vref, secs);
+                        }
+                    }
+                    Err(CommandError::Store(e)) => return Err(e.into()),
+                    Err(e) => tracing::debug!(set = %path, error = %e, "rolling upgrade step"),
+                }
+                // Repairs leave the batch of a rolling upgrade alone.
+                let busy = runner::in_flight(upgrade.as_ref().map(|u| &u.value));
+                let repairable: Vec<InstanceRecord> = records
+                    .iter()
+                    .filter(|r| !busy.contains(&r.instance_id))
+                    .cloned()
+                    .collect();
                 let repairs = repair::plan_repairs(
                     &set.value,
-                    &records,
+                    &repairable,
                     &status_by_id,
                     &health,
                     self.clock.now(),
                 );
                 if let Some(secs) = repairs.wake_in_secs {
-                    wakeups.insert(
-                        vref.key(),
-                        (
-                            vref.clone(),
-                            tokio::time::Instant::now() + Duration::from_secs(secs),
-                        ),
-                    );
+                    wake(wakeups, vref, secs);
                 }
                 if repairs.has_writes(&set.value) {
                     // Repairs go through the same instance-action command as a user's
@@ -512,9 +563,7 @@ impl Controller {
                     for (id, action) in &repairs.repairs {
                         tracing::info!(set = %path, instance = id, %action, "automatic repair");
                     }
-                    let executor =
-                        Executor::new(self.store.clone(), self.clock.clone(), Limits::default());
-                    match executor.execute(repairs.command(vref)).await {
+                    match self.executor().execute(repairs.command(vref)).await {
                         Ok(_) | Err(CommandError::Conflict(_)) => {}
                         Err(CommandError::Store(e)) => return Err(e.into()),
                         Err(e) => {
@@ -613,58 +662,13 @@ impl Controller {
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    /// A resource group is gone once no scale set is left in it: then its record, its
-    /// galleries and its autoscale settings go too.
-    async fn advance_group_op(&self, op: Versioned<OperationRecord>) -> Result<(), KvError> {
-        let OperationWait::GroupGone {
-            subscription,
-            resource_group,
-        } = &op.value.wait
-        else {
-            return Ok(());
-        };
-        let sub = subscription.to_ascii_lowercase();
-        let rg = resource_group.to_ascii_lowercase();
-        let (sets, _) = self
-            .store
-            .list(&keys::in_group(keys::VMSS, &sub, &rg))
-            .await?;
-        if !sets.is_empty() {
-            return Ok(());
-        }
-        let mut txn = Vec::new();
-        for prefix in [
-            "gallery",
-            "galleryimage",
-            "imageversion",
-            "autoscale",
-            "autoscale-history",
-            // Balancers and gateways go with their group, as in Azure (the sets that
-            // used them are gone by now).
-            "lb",
-            "appgw",
-        ] {
-            let (kvs, _) = self.store.list(&format!("{prefix}/{sub}/{rg}/")).await?;
-            txn.extend(kvs.into_iter().map(|kv| kv::delete_op(kv.key, Expect::Any)));
-        }
-        txn.push(kv::delete_op(
-            shoal_model::ids::rg_key(&sub, &rg),
-            Expect::Any,
-        ));
-        let mut rec = op.value.clone();
-        rec.status = OperationStatus::Succeeded;
-        rec.end_time = Some(arm_time(self.clock.now()));
-        txn.push(kv::put_op(
-            operation_key(&rec.id),
-            &rec,
-            Expect::ModRevision(op.revision),
-        ));
-        match self.store.txn(txn).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
+/// Look at `set` again in `secs` (or sooner, if asked already).
+fn wake(wakeups: &mut HashMap<String, (VmssRef, tokio::time::Instant)>, set: &VmssRef, secs: u64) {
+    let at = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let entry = wakeups.entry(set.key()).or_insert((set.clone(), at));
+    entry.1 = entry.1.min(at);
 }
 
 async fn sleep_until_earliest(wakeups: &HashMap<String, (VmssRef, tokio::time::Instant)>) {

@@ -8,6 +8,7 @@ pub mod autoscale_runner;
 pub mod clock;
 pub mod commands;
 pub mod controller;
+mod group_gone;
 pub mod kv;
 pub mod operations;
 pub mod planner;

@@ -49,6 +49,9 @@ pub fn evaluate(wait: &OperationWait, view: SetView<'_>) -> Outcome {
                 }
             }
         }
+        OperationWait::RollingUpgrade { .. } => Outcome::InProgress {
+            message: "rolling upgrade in progress".into(),
+        },
         OperationWait::GroupGone { .. } => Outcome::InProgress {
             message: "deleting the resource group".into(),
         },

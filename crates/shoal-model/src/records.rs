@@ -194,6 +194,9 @@ pub enum OperationWait {
     },
     /// The set and all its instances are gone.
     VmssGone { vmss: VmssRef },
+    /// The set's rolling upgrade has ended (Completed, Faulted or Cancelled): the rolling
+    /// upgrade runner finishes the operation itself.
+    RollingUpgrade { vmss: VmssRef },
     /// The resource group and everything in it are gone.
     GroupGone {
         subscription: String,

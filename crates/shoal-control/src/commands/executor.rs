@@ -12,6 +12,7 @@ use shoal_store::{Store, StoreError};
 use super::activity::{history_key_of, History};
 use super::capacity::{self, AutoscaleState};
 use super::instances::{self, InstancesState};
+use super::rolling;
 use super::scale_set::{self, SetState};
 use super::{
     Command, CommandError, Env, Executed, InstanceCommand, Limits, ResolvedImage, SetChange,
@@ -80,6 +81,7 @@ impl Executor {
                 )?
             }
             Command::Instances(c) => self.instances(c, &env).await?,
+            Command::Rolling(c) => self.rolling(c, &env).await?,
         };
         self.apply(writes).await
     }
@@ -113,6 +115,37 @@ impl Executor {
             &InstancesState { set, instances },
             env,
         )?)
+    }
+
+    async fn rolling(
+        &self,
+        cmd: &super::RollingCommand,
+        env: &Env,
+    ) -> Result<Writes, CommandError> {
+        let set = self.require_set(&cmd.vmss).await?;
+        let (instances, _) =
+            kv::list_json::<InstanceRecord>(&*self.store, &cmd.vmss.instance_prefix()).await?;
+        let record = kv::get_json::<crate::rolling::RollingUpgrade>(
+            &*self.store,
+            &rolling::record_key(&cmd.vmss),
+        )
+        .await?;
+        let mut operations = Vec::new();
+        if let super::RollingChange::Apply { step, .. } = &cmd.change {
+            for id in step.record.iter().flat_map(|r| r.operations.iter()) {
+                let key = shoal_model::records::operation_key(id);
+                if let Some(op) = kv::get_json(&*self.store, &key).await? {
+                    operations.push(op);
+                }
+            }
+        }
+        let state = rolling::RollingState {
+            set,
+            instances: instances.into_iter().map(|i| i.value).collect(),
+            record,
+            operations,
+        };
+        Ok(rolling::decide(cmd, &state, env)?)
     }
 
     async fn require_set(

@@ -17,6 +17,7 @@ pub mod activity;
 pub mod capacity;
 mod executor;
 pub mod instances;
+pub mod rolling;
 pub mod scale_set;
 #[cfg(test)]
 mod testing;
@@ -35,6 +36,7 @@ use crate::autoscale::Decision;
 use crate::repair::RepairState;
 
 pub use executor::{Executor, ImageResolver};
+pub use rolling::{RollingChange, RollingCommand};
 
 /// One write a client, autoscale or repair asks for.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub enum Command {
     Autoscale(AutoscaleEvaluation),
     /// Act on a set's instances ([`instances::decide`]).
     Instances(InstanceCommand),
+    /// Start, cancel or advance a set's rolling upgrade ([`rolling::decide`]).
+    Rolling(rolling::RollingCommand),
 }
 
 /// A write to a scale set's model.

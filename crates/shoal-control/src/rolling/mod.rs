@@ -17,6 +17,7 @@
 //! which the activity log shows.
 
 pub mod plan;
+pub mod runner;
 
 use serde::{Deserialize, Serialize};
 use shoal_model::ids::VmssRef;
@@ -25,6 +26,11 @@ use shoal_model::upgrade_policy::{RollingPolicy, RollingStatusCode};
 use shoal_model::ArmError;
 
 pub use plan::{next_step, Input, Step};
+
+/// The store key of a set's upgrade record.
+pub fn rolling_key(vmss: &VmssRef) -> String {
+    shoal_model::keys::rolling_upgrade_key(vmss)
+}
 
 /// Log entries kept per upgrade.
 pub const LOG_LIMIT: usize = 200;

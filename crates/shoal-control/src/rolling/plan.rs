@@ -142,7 +142,13 @@ pub fn verdict(
     match input.health.get(&rec.instance_id) {
         Some(h) if h.state == HealthState::Healthy => {
             // A report from before the batch started speaks of the old process.
-            let fresh = secs_since(&h.since, input.now) <= secs_since(batch_started, input.now);
+            let fresh = match (
+                h.since.parse::<Timestamp>(),
+                batch_started.parse::<Timestamp>(),
+            ) {
+                (Ok(seen), Ok(started)) => seen >= started,
+                _ => false,
+            };
             if fresh || settled {
                 Verdict::Healthy
             } else {

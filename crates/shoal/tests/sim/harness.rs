@@ -515,6 +515,18 @@ impl Sim {
         .await;
     }
 
+    /// Publishes version `version` of `apps/web` in `rg` (the same bundle).
+    pub async fn publish_version(&self, rg: &str, version: &str) {
+        let blob = self.upload_bundle().await;
+        self.ok(
+            Method::PUT,
+            &format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/apps/images/web/versions/{version}"),
+            Some(json!({"location": "local", "properties": {"shoal": {
+                "kind": "process", "port": 8080, "blobId": blob, "command": "./web"}}})),
+        )
+        .await;
+    }
+
     async fn upload_bundle(&self) -> String {
         let mut tar = tar::Builder::new(Vec::new());
         let data = b"#!/bin/sh\nexit 0\n";

@@ -5,5 +5,6 @@
 mod controller;
 mod harness;
 mod repair;
+mod rolling;
 mod supervisor;
 mod zones;

@@ -1,0 +1,92 @@
+//! The thin runner the controller calls for each set it reconciles: plan the upgrade's
+//! next step from the controller's caches ([`super::next_step`]) and apply it through the
+//! command layer ([`crate::commands::RollingChange::Apply`]), guarded by the revisions
+//! the caches held. A lost race writes nothing; the next reconcile plans again.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use shoal_model::records::{HealthRecord, InstanceRecord, InstanceStatus, VmssRecord};
+
+use super::{next_step, Input, RollingUpgrade};
+use crate::commands::{Command, CommandError, Executor, RollingChange, RollingCommand};
+use crate::kv::Versioned;
+
+/// What the controller's caches hold of one set.
+pub struct Observed<'a> {
+    pub set: &'a VmssRecord,
+    pub instances: &'a [Versioned<InstanceRecord>],
+    pub statuses: &'a HashMap<u64, InstanceStatus>,
+    pub health: &'a HashMap<u64, HealthRecord>,
+    pub record: Option<&'a Versioned<RollingUpgrade>>,
+}
+
+/// The set as the placement planner must see it: with `maxSurge`, a batch's replacements
+/// are held on top of the capacity until the instances they replace are deleted.
+pub fn with_surge<'a>(set: &'a VmssRecord, record: Option<&RollingUpgrade>) -> Cow<'a, VmssRecord> {
+    let extra = record
+        .filter(|r| r.unique_id == set.model.props().unique_id)
+        .map_or(0, RollingUpgrade::surge_extra);
+    if extra == 0 {
+        return Cow::Borrowed(set);
+    }
+    let mut s = set.clone();
+    if let Some(sku) = s.model.sku.as_mut() {
+        sku.capacity = Some(sku.capacity.unwrap_or(0) + extra as i64);
+    }
+    Cow::Owned(s)
+}
+
+/// Instances repairs must leave alone: the batch in flight.
+pub fn in_flight(record: Option<&RollingUpgrade>) -> Vec<u64> {
+    record
+        .filter(|r| r.is_running())
+        .map(RollingUpgrade::in_flight)
+        .unwrap_or_default()
+}
+
+/// What one call did.
+#[derive(Debug, Default)]
+pub struct Advanced {
+    pub wrote: bool,
+    /// Look at the set again after this many seconds.
+    pub wake_in_secs: Option<u64>,
+}
+
+/// Plans the set's next upgrade step and applies it.
+pub async fn advance(
+    executor: &Executor,
+    observed: &Observed<'_>,
+    now: Timestamp,
+) -> Result<Advanced, CommandError> {
+    let records: Vec<InstanceRecord> = observed.instances.iter().map(|i| i.value.clone()).collect();
+    let step = next_step(&Input {
+        set: observed.set,
+        instances: &records,
+        statuses: observed.statuses,
+        health: observed.health,
+        record: observed.record.map(|r| &r.value),
+        now,
+    });
+    let wake_in_secs = step.wake_in_secs;
+    if step.is_empty() {
+        return Ok(Advanced {
+            wrote: false,
+            wake_in_secs,
+        });
+    }
+    let cmd = Command::Rolling(RollingCommand {
+        vmss: observed.set.vmss.clone(),
+        change: RollingChange::Apply {
+            step: Box::new(step),
+            record_revision: observed.record.map(|r| r.revision),
+            instances: observed.instances.to_vec(),
+        },
+    });
+    executor.execute(cmd).await?;
+    Ok(Advanced {
+        wrote: true,
+        wake_in_secs,
+    })
+}
