@@ -14,7 +14,7 @@ const SUB: &str = "00000000-0000-0000-0000-000000000000";
 
 /// A balancer `lb` in `rg` with an HTTP probe (1 s, 2 failures) and a TCP rule from a
 /// free frontend port to the image's port 8080. Returns the frontend address.
-fn create_balancer(s: &Server, rg: &str) -> String {
+pub(crate) fn create_balancer(s: &Server, rg: &str) -> String {
     let port = free_port().to_string();
     s.cli_ok(&[
         "network",
@@ -73,7 +73,7 @@ fn create_balancer(s: &Server, rg: &str) -> String {
 }
 
 /// PUTs a scale set in `lb`'s pool with extra model properties.
-fn create_set(s: &Server, rg: &str, capacity: u32, extra: Value) {
+pub(crate) fn create_set(s: &Server, rg: &str, capacity: u32, extra: Value) {
     let lb = format!(
         "/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers/lb"
     );
@@ -121,7 +121,7 @@ fn merge(base: &mut Value, extra: &Value) {
 }
 
 /// Which instances answer through the frontend, over `n` requests on new connections.
-fn answering(frontend: &str, n: usize) -> BTreeSet<String> {
+pub(crate) fn answering(frontend: &str, n: usize) -> BTreeSet<String> {
     (0..n)
         .filter_map(|_| http_get(&format!("http://{frontend}/")))
         .filter(|(st, _)| *st == 200)
@@ -131,7 +131,7 @@ fn answering(frontend: &str, n: usize) -> BTreeSet<String> {
 
 /// Four clients send GETs through `frontend` on a new connection each, for a second
 /// before `during`, while it runs, and a second after: (succeeded, failed).
-fn steady_load(frontend: &str, during: impl FnOnce()) -> (usize, usize) {
+pub(crate) fn steady_load(frontend: &str, during: impl FnOnce()) -> (usize, usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load: Vec<_> = (0..4)

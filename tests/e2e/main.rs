@@ -10,4 +10,5 @@ mod balancing;
 mod etcd;
 mod foundation;
 mod harness;
+mod rolling;
 mod vm;

@@ -164,6 +164,16 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
             ));
         }
     }
+    events.extend(
+        crate::rolling_upgrades::activity_events(
+            st,
+            sub,
+            (since, until),
+            resource.as_deref(),
+            group.as_deref(),
+        )
+        .await?,
+    );
     // Newest first, as Azure lists them.
     events.sort_by_key(|e| std::cmp::Reverse(e.0));
     let items = events.into_iter().map(|(_, e)| e).collect();

@@ -17,6 +17,7 @@
 //! `RollingUpgradeStatusCode`), while an operation's status is `Canceled`.
 
 use http::Method;
+use jiff::Timestamp;
 use serde_json::{json, Value};
 use shoal_control::commands::{
     Command, CommandError, Executed, RollingChange, RollingCommand, SetChange,
@@ -160,4 +161,73 @@ pub async fn cancel(st: &ApiState, ctx: &Ctx, method: &Method, vmss: &VmssRef) -
         .unwrap_or_else(|| "local".into());
     let done = execute(st, vmss, RollingChange::Cancel).await?;
     accepted(ctx, vmss, &location, &done)
+}
+
+/// Every batch and decision of the rolling upgrades in `sub` as activity-log events
+/// (`Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades/action`), within `window`
+/// and, when given, of one resource (`resource`, lower case) or group.
+pub async fn activity_events(
+    st: &ApiState,
+    sub: &str,
+    window: (Option<Timestamp>, Option<Timestamp>),
+    resource: Option<&str>,
+    group: Option<&str>,
+) -> Result<Vec<(Timestamp, Value)>, ArmError> {
+    let prefix = shoal_model::keys::in_subscription(shoal_model::keys::ROLLING_UPGRADE, sub);
+    let mut events = Vec::new();
+    for rec in st.list::<Value>(&prefix).await? {
+        let Ok(r) = serde_json::from_value::<RollingUpgrade>(rec.value) else {
+            continue;
+        };
+        let id = r.vmss.id();
+        let rg = r.vmss.resource_group.clone();
+        if resource.is_some_and(|x| x != id.to_ascii_lowercase())
+            || group.is_some_and(|g| g != rg.to_ascii_lowercase())
+        {
+            continue;
+        }
+        let operation = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades/action";
+        for (i, e) in r.log.iter().enumerate() {
+            let Ok(t) = e.time.parse::<Timestamp>() else {
+                continue;
+            };
+            if window.0.is_some_and(|s| t < s) || window.1.is_some_and(|u| t > u) {
+                continue;
+            }
+            let event_id = format!("{}-{}-{i}", rec.key.replace('/', "-"), r.start_time);
+            let level = if e.message.starts_with("Faulted") {
+                "Error"
+            } else {
+                "Informational"
+            };
+            events.push((
+                t,
+                json!({
+                    "authorization": {"action": operation, "scope": id},
+                    "caller": "Microsoft.Compute/virtualMachineScaleSets",
+                    "channels": "Operation",
+                    "correlationId": event_id,
+                    "description": e.message,
+                    "eventDataId": event_id,
+                    "eventName": {"value": "RollingUpgrade", "localizedValue": "Rolling upgrade"},
+                    "category": {"value": "Administrative", "localizedValue": "Administrative"},
+                    "id": format!("{id}/events/{event_id}/ticks/{}", t.as_millisecond()),
+                    "level": level,
+                    "operationId": event_id,
+                    "operationName": {"value": operation, "localizedValue": "Rolling upgrade"},
+                    "resourceGroupName": rg,
+                    "resourceProviderName": {"value": "Microsoft.Compute", "localizedValue": "Microsoft.Compute"},
+                    "resourceType": {"value": shoal_model::vmss::VMSS_TYPE, "localizedValue": shoal_model::vmss::VMSS_TYPE},
+                    "resourceId": id,
+                    "status": {"value": r.code.as_str(), "localizedValue": r.code.as_str()},
+                    "subStatus": {"value": "", "localizedValue": ""},
+                    "eventTimestamp": e.time,
+                    "submissionTimestamp": e.time,
+                    "subscriptionId": sub,
+                    "properties": {"Description": e.message},
+                }),
+            ));
+        }
+    }
+    Ok(events)
 }

@@ -189,22 +189,26 @@ async fn a_new_version_rolls_out_in_five_batches() {
     finish(sim, prober).await;
 }
 
+/// The set's rolling-upgrade events in the activity log, oldest first.
 async fn activity(sim: &Sim) -> Vec<String> {
-    let key =
-        shoal_model::keys::rolling_upgrade_key(&shoal_model::ids::VmssRef::new(SUB, "rg", "web"));
-    let kv = shoal_store::Store::get(&*sim.store, &key)
-        .await
-        .expect("get")
-        .expect("a record");
-    let rec: Value = serde_json::from_slice(&kv.value).expect("json");
-    rec["log"]
+    let v = sim
+        .ok(
+            Method::GET,
+            &format!(
+                "/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"
+            ),
+            None,
+        )
+        .await;
+    let mut out: Vec<String> = v["value"]
         .as_array()
-        .map(|l| {
-            l.iter()
-                .map(|e| e["message"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["eventName"]["value"] == "RollingUpgrade")
+        .map(|e| e["description"].as_str().unwrap_or_default().to_string())
+        .collect();
+    out.reverse();
+    out
 }
 
 #[tokio::test(start_paused = true)]
