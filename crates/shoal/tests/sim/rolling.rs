@@ -60,17 +60,28 @@ impl Prober {
                         if power_state(&i) != Some("PowerState/running") {
                             continue;
                         }
-                        let state = if b.lock().unwrap().contains(&version) {
+                        let state = if b
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains(&version)
+                        {
                             "unhealthy"
                         } else {
                             "healthy"
                         };
-                        let seen = reported.lock().unwrap().get(&id).cloned();
+                        let seen = reported
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(&id)
+                            .cloned();
                         if seen != Some((version.clone(), state)) {
                             if let Ok(n) = id.parse() {
                                 s.report_health("rg", "web", n, state).await;
                             }
-                            reported.lock().unwrap().insert(id, (version, state));
+                            reported
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(id, (version, state));
                         }
                     }
                 })
@@ -82,7 +93,10 @@ impl Prober {
     }
 
     fn call_bad(&self, version: &str) {
-        self.bad.lock().unwrap().push(version.to_string());
+        self.bad
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(version.to_string());
     }
 }
 
@@ -258,7 +272,7 @@ async fn max_surge_never_drops_below_the_count() {
                 .filter(|i| power_state(i) == Some("PowerState/running"))
                 .count();
             {
-                let mut low = l.lock().unwrap();
+                let mut low = l.lock().unwrap_or_else(|p| p.into_inner());
                 *low = (*low).min(serving);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -267,9 +281,9 @@ async fn max_surge_never_drops_below_the_count() {
     let done = wait_code(&sim, "Completed").await;
     sampler.abort();
     assert!(
-        *low.lock().unwrap() >= 10,
+        *low.lock().unwrap_or_else(|p| p.into_inner()) >= 10,
         "only {} running at one point",
-        low.lock().unwrap()
+        low.lock().unwrap_or_else(|p| p.into_inner())
     );
     assert_eq!(
         done["properties"]["progress"]["successfulInstanceCount"],
