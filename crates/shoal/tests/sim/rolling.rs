@@ -404,3 +404,35 @@ async fn a_server_crash_mid_upgrade_resumes_and_completes() {
     assert_eq!(versions(&sim).await, vec!["1.0.1"; 10]);
     finish(sim, prober).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resize_rolls_out_through_the_same_engine() {
+    let (sim, prober) = ten_behind_a_prober(json!({})).await;
+    sim.ok(
+        Method::PATCH,
+        &Sim::set_path("rg", "web"),
+        Some(json!({"sku": {"name": "Shoal_2vCPU_2048MB"}})),
+    )
+    .await;
+    let done = wait_code(&sim, "Completed").await;
+    assert_eq!(
+        done["properties"]["progress"]["successfulInstanceCount"], 10,
+        "{done}"
+    );
+    let sizes: Vec<(u32, u64)> = sim
+        .records("rg", "web")
+        .await
+        .iter()
+        .map(|r| (r.launch.vcpus, r.launch.memory_mb))
+        .collect();
+    assert_eq!(sizes, vec![(2, 2048); 10]);
+    let log = activity(&sim).await;
+    assert_eq!(
+        log.iter()
+            .filter(|m| m.contains("draining and upgrading"))
+            .count(),
+        5,
+        "{log:#?}"
+    );
+    finish(sim, prober).await;
+}
