@@ -16,14 +16,17 @@ def with_health_extension(model):
         extensions=[
             cm.VirtualMachineScaleSetExtension(
                 name="health",
-                publisher="Microsoft.ManagedServices",
-                type_properties_type="ApplicationHealthLinux",
-                type_handler_version="1.0",
-                settings={"protocol": "http", "port": 8080, "requestPath": "/health", "intervalInSeconds": 1},
+                properties=cm.VirtualMachineScaleSetExtensionProperties(
+                    publisher="Microsoft.ManagedServices",
+                    type="ApplicationHealthLinux",
+                    type_handler_version="1.0",
+                    settings={"protocol": "http", "port": 8080, "requestPath": "/health", "intervalInSeconds": 1},
+                ),
             )
         ]
     )
-    model.properties.additional_properties = {"shoal": {"rollingUpgradeHealthTimeout": "PT30S"}}
+    # Shoal's extension property: wait at most 30 s for a batch's health (Azure: 5 min).
+    model.properties["shoal"] = {"rollingUpgradeHealthTimeout": "PT30S"}
     return model
 
 

@@ -115,4 +115,18 @@ fn a_new_image_version_rolls_out_in_batches_with_no_failed_request() {
         .collect();
     assert_eq!(versions, vec!["1.0.1"; 10], "{listed}");
     assert_eq!(answering(&frontend, 100).len(), 10);
+    // The CLI shows the same record.
+    let cli = s.cli_ok(&[
+        "vmss",
+        "rolling-upgrade",
+        "get-latest",
+        "-g",
+        rg,
+        "-n",
+        "web",
+    ]);
+    assert_eq!(
+        cli["properties"]["runningStatus"]["code"], "Completed",
+        "{cli}"
+    );
 }

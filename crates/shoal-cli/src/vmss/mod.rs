@@ -17,6 +17,7 @@ use crate::request::{compute_path, instance_path, subscription_path, vmss_path, 
 
 pub mod create;
 pub mod instances;
+pub mod rolling_upgrade;
 pub mod update;
 
 pub use create::{
@@ -82,6 +83,9 @@ pub enum VmssCommand {
         after_help = "Example:\n  shoal vmss metrics -g demo -n web --metric \"Percentage CPU\" --interval 10s --offset 5m -o table"
     )]
     Metrics(crate::monitor::MetricsArgs),
+    /// Start, cancel or follow a rolling upgrade (Rolling mode, or an OS upgrade).
+    #[command(subcommand)]
+    RollingUpgrade(rolling_upgrade::RollingUpgradeCommand),
 }
 
 /// `--resource-group` and `--name` of a scale set.
@@ -252,6 +256,7 @@ pub fn request_for(sub: &str, cmd: &VmssCommand) -> Result<ApiRequest, VmssArgsE
             ApiRequest::get(crate::monitor::metrics_path(sub, args), Table::Generic)
         }
         VmssCommand::Logs(args) => instances::logs_request(sub, args),
+        VmssCommand::RollingUpgrade(c) => rolling_upgrade::request_for(sub, c),
     })
 }
 
@@ -263,6 +268,9 @@ pub(crate) async fn run(
     if let VmssCommand::Metrics(args) = cmd {
         let cmd = crate::monitor::MonitorCommand::Metrics(args);
         return crate::monitor::run(client, printer, cmd).await;
+    }
+    if let VmssCommand::RollingUpgrade(c) = cmd {
+        return rolling_upgrade::run(client, printer, c).await;
     }
     if let VmssCommand::Create(args) = &mut cmd {
         create::resolve(client, args).await?;

@@ -194,6 +194,14 @@ impl RollingUpgrade {
             "policy": self.policy,
             "runningStatus": running,
             "progress": self.progress(),
+            // Shoal's extension: where the upgrade is, for progress displays.
+            "shoal": {
+                "currentBatch": self.batch.as_ref().map(|b| b.number),
+                "batchesDone": self.batches_done,
+                "totalBatches": self.total_batches,
+                "targetImageVersion": self.target_image_version,
+                "startedBy": self.started_by,
+            },
         });
         if let Some(e) = &self.error {
             p["error"] = serde_json::json!(e);
