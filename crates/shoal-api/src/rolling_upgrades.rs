@@ -97,7 +97,7 @@ pub async fn start_os_upgrade(
             .await
             .map_err(command_error)?;
     }
-    let done = execute(st, vmss, RollingChange::Start).await?;
+    let done = execute(st, vmss, RollingChange::Start { platform: false }).await?;
     accepted(ctx, vmss, &location, &done)
 }
 
@@ -145,6 +145,49 @@ pub async fn get_latest(st: &ApiState, method: &Method, vmss: &VmssRef) -> ApiRe
         )
         .with_target(vmss.name.clone())),
     }
+}
+
+/// `GET .../osUpgradeHistory`: the set's past upgrades, newest first, in Azure's
+/// `UpgradeOperationHistoricalStatusInfo` shape.
+pub async fn os_upgrade_history(st: &ApiState, method: &Method, vmss: &VmssRef) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let set = require_set(st, vmss).await?;
+    let record = st
+        .get::<Value>(&rolling_key(vmss))
+        .await?
+        .and_then(|r| serde_json::from_value::<RollingUpgrade>(r.value).ok())
+        .filter(|r| r.unique_id == set.value.model.props().unique_id);
+    let image = set.value.model.image_id().unwrap_or_default().to_string();
+    let items: Vec<Value> = record
+        .map(|r| r.history)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .map(|h| {
+            let mut p = json!({
+                "runningStatus": {"code": h.code, "startTime": h.start_time, "completedTime": h.completed_time},
+                "progress": {
+                    "successfulInstanceCount": h.successful,
+                    "failedInstanceCount": h.failed,
+                    "inProgressInstanceCount": 0,
+                    "pendingInstanceCount": 0,
+                },
+                "startedBy": h.started_by,
+                "targetImageReference": {"id": image, "exactVersion": h.target_image_version},
+                "rollbackInfo": {
+                    "successfullyRolledbackInstanceCount": h.rolled_back,
+                    "failedRolledbackInstanceCount": 0,
+                },
+            });
+            if let Some(e) = &h.error {
+                p["error"] = json!(e);
+            }
+            json!({"properties": p, "type": "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades", "location": set.value.model.location})
+        })
+        .collect();
+    Ok(json(200, &json!({"value": items})))
 }
 
 /// `POST .../rollingUpgrades/cancel`.

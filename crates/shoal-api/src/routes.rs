@@ -122,6 +122,8 @@ pub enum Route {
     RollingUpgradeLatest(VmssRef),
     /// `POST .../rollingUpgrades/cancel`.
     RollingUpgradeCancel(VmssRef),
+    /// `GET .../osUpgradeHistory`.
+    OsUpgradeHistory(VmssRef),
     Instances(VmssRef),
     Instance(VmssRef, String),
     InstanceAction(VmssRef, String, Action),
@@ -473,6 +475,7 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
         9 if eq(s(8), "skus") => Ok(Route::ScaleSetSkus(vmss)),
         9 if eq(s(8), "virtualMachines") => Ok(Route::Instances(vmss)),
         9 if eq(s(8), "osRollingUpgrade") => Ok(Route::OsRollingUpgrade(vmss)),
+        9 if eq(s(8), "osUpgradeHistory") => Ok(Route::OsUpgradeHistory(vmss)),
         10 if eq(s(8), "rollingUpgrades") && eq(s(9), "latest") => {
             Ok(Route::RollingUpgradeLatest(vmss))
         }

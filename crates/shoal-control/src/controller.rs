@@ -31,7 +31,7 @@ use shoal_store::{Expect, Store, StoreError, TxnOp};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{arm_time, Clock};
-use crate::commands::{CommandError, Executor, Limits};
+use crate::commands::{CommandError, Executor, ImageResolver, Limits};
 use crate::group_gone;
 use crate::kv::{self, KvError, Versioned};
 use crate::operations::{self, Outcome, SetView};
@@ -51,6 +51,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 pub struct Controller {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// The galleries, for automatic OS image upgrades (none: no such upgrades).
+    images: Option<Arc<dyn ImageResolver>>,
 }
 
 /// The records the controller reads, each decoded once when it changes.
@@ -220,12 +222,27 @@ fn versioned<T: Clone>(key: &str, cached: &Cached<T>) -> Versioned<T> {
 
 impl Controller {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Controller { store, clock }
+        let images = None;
+        Controller {
+            store,
+            clock,
+            images,
+        }
+    }
+
+    /// Lets the controller follow the galleries (automatic OS image upgrades).
+    pub fn with_images(self, images: Arc<dyn ImageResolver>) -> Self {
+        let images = Some(images);
+        Controller { images, ..self }
     }
 
     /// Repairs and rolling upgrades write through the same commands as a user.
     fn executor(&self) -> Executor {
-        Executor::new(self.store.clone(), self.clock.clone(), Limits::default())
+        let ex = Executor::new(self.store.clone(), self.clock.clone(), Limits::default());
+        match &self.images {
+            Some(images) => ex.with_images(images.clone()),
+            None => ex,
+        }
     }
 
     /// Runs until `shutdown`. Store errors are logged and retried.
@@ -520,6 +537,7 @@ impl Controller {
                     .collect();
                 let advanced = runner::advance(
                     &self.executor(),
+                    self.images.as_deref(),
                     &runner::Observed {
                         set: &set.value,
                         instances: &instances,

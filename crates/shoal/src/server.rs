@@ -92,9 +92,12 @@ impl Core {
             identity_header: config.identity_header,
         };
         let (clock, max_capacity) = (config.clock.clone(), config.max_capacity);
+        // The controller reads the galleries for automatic OS image upgrades.
+        let images = shoal_api::scalesets::Galleries::of(&api);
         let start_control: Arc<StartControl> = Arc::new(
             move |store: Arc<dyn Store>, tasks: &TaskTracker, stop: CancellationToken| {
-                let controller = Controller::new(store.clone(), clock.clone());
+                let controller =
+                    Controller::new(store.clone(), clock.clone()).with_images(images.clone());
                 tasks.spawn(controller.run(stop.clone()));
                 let autoscale = shoal_control::autoscale_runner::AutoscaleRunner::new(
                     store,

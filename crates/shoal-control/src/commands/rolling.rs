@@ -27,10 +27,12 @@ pub struct RollingCommand {
 
 #[derive(Debug, Clone)]
 pub enum RollingChange {
-    /// `POST …/osRollingUpgrade`: start an upgrade to the set's current model (a running
-    /// one is followed instead); its operation ends when the upgrade does. Legal while the
-    /// set exists and is not being deleted.
-    Start,
+    /// `POST …/osRollingUpgrade` (`platform: false`), or an automatic OS upgrade
+    /// (`platform: true`, with automatic rollback unless the set disables it): start an
+    /// upgrade to the set's current model (a running one is followed instead); its
+    /// operation ends when the upgrade does. Legal while the set exists and is not being
+    /// deleted.
+    Start { platform: bool },
     /// `POST …/rollingUpgrades/cancel`: the batch in flight finishes, no new batch starts.
     /// Legal while an upgrade rolls forward.
     Cancel,
@@ -72,7 +74,7 @@ pub fn decide(cmd: &RollingCommand, state: &RollingState, env: &Env) -> Result<W
     let key = record_key(&cmd.vmss);
     let mut w = Writes::default();
     match &cmd.change {
-        RollingChange::Start => {
+        RollingChange::Start { platform } => {
             require_not_deleting(set)?;
             let op = env.operation(
                 &set.vmss,
@@ -83,7 +85,13 @@ pub fn decide(cmd: &RollingCommand, state: &RollingState, env: &Env) -> Result<W
             );
             let mut record = match ours.filter(|r| r.value.is_running()) {
                 Some(r) => r.value.clone(),
-                None => rolling::plan::started(set, &state.instances, env.now),
+                None => rolling::plan::started(
+                    set,
+                    &state.instances,
+                    ours.map(|r| &r.value),
+                    if *platform { "Platform" } else { "User" },
+                    env.now,
+                ),
             };
             record.operations.push(op.id.clone());
             w.ops

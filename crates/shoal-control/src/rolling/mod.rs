@@ -16,6 +16,7 @@
 //! `rollingUpgrades/latest`. Every batch and decision is appended to the record's `log`,
 //! which the activity log shows.
 
+pub mod auto_os;
 pub mod plan;
 pub mod runner;
 
@@ -87,7 +88,37 @@ pub struct RollingUpgrade {
     pub operations: Vec<String>,
     #[serde(default)]
     pub log: Vec<LogEntry>,
+    /// Automatic OS upgrade: failed instances go back to their previous model on a
+    /// breach, whatever `rollbackFailedInstancesOnPolicyBreach` says.
+    #[serde(default)]
+    pub automatic_rollback: bool,
+    /// Image versions an automatic OS upgrade rolled back: not tried again (carried from
+    /// one upgrade record to the next).
+    #[serde(default)]
+    pub bad_versions: Vec<String>,
+    /// Past upgrades, newest last (`osUpgradeHistory`; carried over, bounded).
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
 }
+
+/// One finished upgrade, as `osUpgradeHistory` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub code: RollingStatusCode,
+    pub start_time: String,
+    pub completed_time: String,
+    pub started_by: String,
+    pub target_image_version: String,
+    pub successful: u64,
+    pub failed: u64,
+    pub rolled_back: u64,
+    #[serde(default)]
+    pub error: Option<ArmError>,
+}
+
+/// Past upgrades kept per set.
+pub const HISTORY_LIMIT: usize = 10;
 
 /// The batch in flight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +185,25 @@ impl RollingUpgrade {
             ids.extend(s.first_new_id..s.first_new_id + s.count);
         }
         ids
+    }
+
+    /// Records the upgrade, now ended, in its history.
+    pub fn remember(&mut self, now: &str) {
+        self.history.push(HistoryEntry {
+            code: self.code,
+            start_time: self.start_time.clone(),
+            completed_time: now.to_string(),
+            started_by: self.started_by.clone(),
+            target_image_version: self.target_image_version.clone(),
+            successful: self.upgraded.len() as u64,
+            failed: self.failed.len() as u64,
+            rolled_back: self.rolled_back.len() as u64,
+            error: self.error.clone(),
+        });
+        if self.history.len() > HISTORY_LIMIT {
+            let extra = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..extra);
+        }
     }
 
     pub fn note(&mut self, time: &str, message: impl Into<String>) {

@@ -237,7 +237,7 @@ pub fn next_step(input: &Input<'_>) -> Step {
         let newer = record.is_none_or(|r| set.launch.generation > r.target_generation);
         if set.model.upgrade_mode() == UpgradeMode::Rolling && newer && active.iter().any(behind) {
             return Step {
-                record: Some(start(set, &active, "User", &now, input.now)),
+                record: Some(start(set, &active, "User", &now, record)),
                 ..Step::default()
             };
         }
@@ -264,6 +264,7 @@ pub fn next_step(input: &Input<'_>) -> Step {
     if r.cancel_requested {
         r.code = RollingStatusCode::Cancelled;
         r.end_time = Some(now.clone());
+        r.remember(&now);
         r.note(
             &now,
             format!(
@@ -279,6 +280,7 @@ pub fn next_step(input: &Input<'_>) -> Step {
     if pending.is_empty() {
         r.code = RollingStatusCode::Completed;
         r.end_time = Some(now.clone());
+        r.remember(&now);
         r.note(
             &now,
             format!(
@@ -374,7 +376,7 @@ fn start(
     active: &[&InstanceRecord],
     started_by: &str,
     now: &str,
-    _at: Timestamp,
+    previous: Option<&RollingUpgrade>,
 ) -> RollingUpgrade {
     let policy = set.model.rolling_policy();
     let pending = active
@@ -409,6 +411,9 @@ fn start(
         error: None,
         operations: Vec::new(),
         log: Vec::new(),
+        automatic_rollback: false,
+        bad_versions: previous.map(|p| p.bad_versions.clone()).unwrap_or_default(),
+        history: previous.map(|p| p.history.clone()).unwrap_or_default(),
     };
     r.note(
         now,
@@ -420,10 +425,26 @@ fn start(
     r
 }
 
-/// A new upgrade record for `set` as `osRollingUpgrade` starts it (whatever the mode).
-pub fn started(set: &VmssRecord, instances: &[InstanceRecord], now: Timestamp) -> RollingUpgrade {
+/// A new upgrade record for `set` as `osRollingUpgrade` (`started_by` `User`) or an
+/// automatic OS upgrade (`Platform`) starts it, whatever the mode. `previous` is the
+/// set's last record (its history and bad versions carry over).
+pub fn started(
+    set: &VmssRecord,
+    instances: &[InstanceRecord],
+    previous: Option<&RollingUpgrade>,
+    started_by: &str,
+    now: Timestamp,
+) -> RollingUpgrade {
     let active: Vec<&InstanceRecord> = instances.iter().filter(|i| !i.deleting).collect();
-    start(set, &active, "User", &arm_time(now), now)
+    let previous = previous.filter(|p| p.unique_id == set.model.props().unique_id);
+    let mut r = start(set, &active, started_by, &arm_time(now), previous);
+    if started_by == "Platform" {
+        r.automatic_rollback = set
+            .model
+            .automatic_os_upgrade()
+            .is_some_and(|p| p.disable_automatic_rollback != Some(true));
+    }
+    r
 }
 
 fn fault(mut r: RollingUpgrade, error: ArmError, now: &str) -> Step {
@@ -432,6 +453,11 @@ fn fault(mut r: RollingUpgrade, error: ArmError, now: &str) -> Step {
     r.end_time = Some(now.to_string());
     r.error = Some(error);
     r.batch = None;
+    if r.automatic_rollback && !r.rolled_back.is_empty() {
+        // Not tried again until a newer version appears.
+        r.bad_versions.push(r.target_image_version.clone());
+    }
+    r.remember(now);
     Step {
         record: Some(r),
         ..Step::default()
@@ -535,7 +561,7 @@ fn judge_batch(input: &Input<'_>, mut r: RollingUpgrade, batch: Batch, now: &str
             .iter()
             .filter(|m| failed.contains(&m.instance_id))
             .collect();
-        if r.policy.rollback_failed_instances_on_policy_breach
+        if (r.policy.rollback_failed_instances_on_policy_breach || r.automatic_rollback)
             && batch.surge.is_none()
             && !back.is_empty()
         {

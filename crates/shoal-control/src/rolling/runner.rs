@@ -9,8 +9,10 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use shoal_model::records::{HealthRecord, InstanceRecord, InstanceStatus, VmssRecord};
 
-use super::{next_step, Input, RollingUpgrade};
-use crate::commands::{Command, CommandError, Executor, RollingChange, RollingCommand};
+use super::{auto_os, next_step, Input, RollingUpgrade};
+use crate::commands::{
+    Command, CommandError, Executor, ImageResolver, RollingChange, RollingCommand,
+};
 use crate::kv::Versioned;
 
 /// What the controller's caches hold of one set.
@@ -54,9 +56,11 @@ pub struct Advanced {
     pub wake_in_secs: Option<u64>,
 }
 
-/// Plans the set's next upgrade step and applies it.
+/// Plans the set's next upgrade step and applies it; with nothing to do, starts an
+/// automatic OS upgrade when the set wants one ([`super::auto_os`], which needs `images`).
 pub async fn advance(
     executor: &Executor,
+    images: Option<&dyn ImageResolver>,
     observed: &Observed<'_>,
     now: Timestamp,
 ) -> Result<Advanced, CommandError> {
@@ -71,8 +75,13 @@ pub async fn advance(
     });
     let wake_in_secs = step.wake_in_secs;
     if step.is_empty() {
+        let record = observed.record.map(|r| &r.value);
+        let wrote = match images {
+            Some(images) => auto_os::check(executor, images, observed.set, record).await?,
+            None => false,
+        };
         return Ok(Advanced {
-            wrote: false,
+            wrote,
             wake_in_secs,
         });
     }

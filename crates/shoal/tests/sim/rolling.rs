@@ -436,3 +436,71 @@ async fn a_resize_rolls_out_through_the_same_engine() {
     );
     finish(sim, prober).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn automatic_os_upgrade_rolls_new_versions_out_and_a_bad_one_back() {
+    let sim = Arc::new(Sim::start(&[host("h1", None, None)]).await);
+    sim.group_and_image("rg").await;
+    let definition = image("1.0.0").replace("/versions/1.0.0", "");
+    let mut extra = rolling(json!({}));
+    extra["properties"]["upgradePolicy"] = json!({
+        "mode": "Manual",
+        "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": true}
+    });
+    extra["properties"]["virtualMachineProfile"]["storageProfile"] =
+        json!({"imageReference": {"id": definition}});
+    sim.put_set("rg", "web", 5, extra).await;
+    sim.wait_running("rg", "web", 5).await;
+    let prober = Prober::start(&sim);
+
+    // A new version rolls out with no call.
+    sim.publish_version("rg", "1.0.1").await;
+    sim.wait_until("every instance runs 1.0.1", || async {
+        versions(&sim).await == vec!["1.0.1"; 5]
+            && latest_or_null(&sim).await["properties"]["runningStatus"]["code"] == "Completed"
+    })
+    .await;
+    assert_eq!(
+        latest(&sim).await["properties"]["shoal"]["startedBy"],
+        "Platform"
+    );
+
+    // A bad one faults after its first batch and goes back, and is not tried again.
+    prober.call_bad("1.0.2");
+    sim.publish_version("rg", "1.0.2").await;
+    let done = wait_code(&sim, "Faulted").await;
+    assert_eq!(
+        done["properties"]["error"]["code"],
+        "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
+    );
+    assert_eq!(versions(&sim).await, vec!["1.0.1"; 5]);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        latest(&sim).await["properties"]["runningStatus"]["code"],
+        "Faulted"
+    );
+    assert_eq!(versions(&sim).await, vec!["1.0.1"; 5]);
+
+    let history = sim
+        .ok(
+            Method::GET,
+            &format!("{}/osUpgradeHistory", Sim::set_path("rg", "web")),
+            None,
+        )
+        .await;
+    let entries = history["value"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 2, "{history}");
+    let newest = &entries[0]["properties"];
+    assert_eq!(newest["runningStatus"]["code"], "Faulted");
+    assert_eq!(newest["startedBy"], "Platform");
+    assert_eq!(newest["targetImageReference"]["exactVersion"], "1.0.2");
+    assert_eq!(
+        newest["rollbackInfo"]["successfullyRolledbackInstanceCount"],
+        1
+    );
+    assert_eq!(
+        entries[1]["properties"]["runningStatus"]["code"],
+        "Completed"
+    );
+    finish(sim, prober).await;
+}
