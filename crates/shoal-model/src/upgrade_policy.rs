@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::error::ArmError;
-use crate::vmss::{UpgradeMode, VirtualMachineScaleSet};
+use crate::vmss::{OrchestrationMode, UpgradeMode, VirtualMachineScaleSet};
 use crate::{arm_enum, duration};
 
 /// The wait for an upgraded batch to become healthy when the set does not say
@@ -251,6 +251,39 @@ fn percent(target: &str, value: Option<i64>, min: i64) -> Result<(), ArmError> {
     }
 }
 
+/// What Azure refuses for Flexible sets: Rolling mode without the Application Health
+/// extension (a probe is not enough), `rollbackFailedInstancesOnPolicyBreach` (Uniform
+/// only), and `maxSurge` together with automatic OS upgrades.
+fn flexible_rules(v: &VirtualMachineScaleSet, extension: bool) -> Result<(), ArmError> {
+    let bad = |target: &str, message: &str| {
+        Err(ArmError::new(400, "BadRequest", message).with_target(target.to_string()))
+    };
+    let given = v
+        .props()
+        .upgrade_policy
+        .as_ref()
+        .and_then(|u| u.rolling_upgrade_policy.as_ref());
+    if v.upgrade_mode() == UpgradeMode::Rolling && !extension {
+        return bad(
+            "properties.upgradePolicy.mode",
+            "Rolling Upgrade mode is not supported for this Virtual Machine Scale Set because a health extension was not provided: Flexible scale sets need the Application Health extension.",
+        );
+    }
+    if given.and_then(|g| g.rollback_failed_instances_on_policy_breach) == Some(true) {
+        return bad(
+            "properties.upgradePolicy.rollingUpgradePolicy.rollbackFailedInstancesOnPolicyBreach",
+            "rollbackFailedInstancesOnPolicyBreach is supported for Uniform orchestration only.",
+        );
+    }
+    if given.and_then(|g| g.max_surge) == Some(true) && v.automatic_os_upgrade().is_some() {
+        return bad(
+            "properties.upgradePolicy.rollingUpgradePolicy.maxSurge",
+            "Enabling automatic OS image upgrades and maxSurge together is not supported for Flexible orchestration.",
+        );
+    }
+    Ok(())
+}
+
 /// Azure's ranges for the policies, and the health source Rolling mode and automatic
 /// OS upgrades need (400 `BadRequest` with Azure's messages).
 pub fn validate(v: &VirtualMachineScaleSet) -> Result<(), ArmError> {
@@ -290,6 +323,9 @@ pub fn validate(v: &VirtualMachineScaleSet) -> Result<(), ArmError> {
         }
     }
     let (probe, extension) = health_sources(v);
+    if v.orchestration_mode() == OrchestrationMode::Flexible {
+        flexible_rules(v, extension)?;
+    }
     if v.upgrade_mode() == UpgradeMode::Rolling && !probe && !extension {
         return Err(ArmError::new(
             400,
@@ -374,6 +410,31 @@ mod tests {
             .message
             .contains("both a health probe and a health extension"));
         validate(&set(with(auto, probe()))).unwrap();
+    }
+
+    #[test]
+    fn flexible_sets_follow_azures_narrower_rules() {
+        let flex = |extra: Value| {
+            set(with(
+                json!({"properties": {"orchestrationMode": "Flexible"}}),
+                extra,
+            ))
+        };
+        let rolling = json!({"properties": {"upgradePolicy": {"mode": "Rolling"}}});
+        let err = validate(&flex(with(rolling.clone(), probe()))).unwrap_err();
+        assert!(err.message.contains("Application Health extension"));
+        validate(&flex(with(rolling, extension()))).unwrap();
+        let rollback = json!({"properties": {"upgradePolicy": {"rollingUpgradePolicy": {"rollbackFailedInstancesOnPolicyBreach": true}}}});
+        assert!(validate(&flex(rollback.clone())).is_err());
+        validate(&set(rollback)).unwrap();
+        let both = with(
+            extension(),
+            json!({"properties": {"upgradePolicy": {
+                "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": true},
+                "rollingUpgradePolicy": {"maxSurge": true}}}}),
+        );
+        assert!(validate(&flex(both.clone())).is_err());
+        validate(&set(both)).unwrap();
     }
 
     #[test]

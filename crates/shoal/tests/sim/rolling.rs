@@ -504,3 +504,58 @@ async fn automatic_os_upgrade_rolls_new_versions_out_and_a_bad_one_back() {
     );
     finish(sim, prober).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn during_an_upgrade_a_scale_out_is_on_the_new_model_and_manual_upgrade_works() {
+    let (sim, prober) = ten_behind_a_prober(json!({"pauseTimeBetweenBatches": "PT60S"})).await;
+    roll_to(&sim, "1.0.1").await;
+    sim.wait_until("the first batch is upgraded", || async {
+        versions(&sim)
+            .await
+            .iter()
+            .filter(|v| *v == "1.0.1")
+            .count()
+            == 2
+    })
+    .await;
+    sim.ok(
+        Method::PATCH,
+        &Sim::set_path("rg", "web"),
+        Some(json!({"sku": {"capacity": 12}})),
+    )
+    .await;
+    let (status, headers, _) = sim
+        .call_full(
+            Method::POST,
+            &format!("{}/manualupgrade", Sim::set_path("rg", "web")),
+            Some(json!({"instanceIds": ["9"]})),
+        )
+        .await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(sim.wait_operation(&headers).await["status"], "Succeeded");
+    let records = sim.records("rg", "web").await;
+    let on = |id: u64| {
+        records
+            .iter()
+            .find(|r| r.instance_id == id)
+            .map(|r| r.launch.image_version.clone())
+    };
+    assert_eq!(
+        on(9).as_deref(),
+        Some("1.0.1"),
+        "manualupgrade of a named instance"
+    );
+    assert_eq!(
+        on(10).as_deref(),
+        Some("1.0.1"),
+        "a scale-out is on the new model"
+    );
+    assert_eq!(on(11).as_deref(), Some("1.0.1"));
+    assert_eq!(
+        latest(&sim).await["properties"]["runningStatus"]["code"],
+        "RollingForward"
+    );
+    wait_code(&sim, "Completed").await;
+    assert_eq!(versions(&sim).await, vec!["1.0.1"; 12]);
+    finish(sim, prober).await;
+}
