@@ -130,3 +130,202 @@ fn a_new_image_version_rolls_out_in_batches_with_no_failed_request() {
         "{cli}"
     );
 }
+
+/// `shoal server`, `shoal agent` and `shoal balancer` as separate processes, so the
+/// server alone can be `kill -9`ed (`shoal serve` holds the balancer too). The agent's
+/// data lives under the server's data directory, so [`Server`]'s drop also stops any
+/// instance left behind.
+struct Split {
+    s: Server,
+    others: Vec<std::process::Child>,
+}
+
+impl Split {
+    fn start() -> Split {
+        ensure_web_built();
+        let mut s = Server {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            child: None,
+            extra_args: Vec::new(),
+        };
+        spawn_server(&mut s);
+        let agent = spawn(
+            &s,
+            &[
+                "agent",
+                "--host-name",
+                "h1",
+                "--drain-timeout-seconds",
+                "10",
+                "--data-dir",
+            ],
+            Some(s.data_dir().join("agent")),
+            "agent.log",
+        );
+        let balancer = spawn(&s, &["balancer", "--name", "lb1"], None, "balancer.log");
+        Split {
+            s,
+            others: vec![agent, balancer],
+        }
+    }
+}
+
+impl Drop for Split {
+    fn drop(&mut self) {
+        for c in &mut self.others {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn log_file(s: &Server, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.dir.path().join(name))
+        .expect("log file")
+}
+
+/// `shoal server` on the server's port and data directory; waits for `/healthz`.
+fn spawn_server(s: &mut Server) {
+    let child = std::process::Command::new(shoal_bin())
+        .arg("server")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", s.port))
+        .arg("--data-dir")
+        .arg(s.data_dir().join("server"))
+        .env("SHOAL_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file(s, "serve.log"))
+        .stderr(log_file(s, "serve.log"))
+        .spawn()
+        .expect("spawn shoal server");
+    s.child = Some(child);
+    wait_until(
+        Duration::from_secs(30),
+        "the server answers /healthz",
+        || http_get(&format!("{}/healthz", s.endpoint())).is_some_and(|(st, _)| st == 200),
+    );
+}
+
+fn spawn(
+    s: &Server,
+    args: &[&str],
+    dir: Option<std::path::PathBuf>,
+    log: &str,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(shoal_bin());
+    cmd.args(args);
+    if let Some(d) = dir {
+        cmd.arg(d);
+    }
+    cmd.env("SHOAL_ENDPOINT", s.endpoint())
+        .env("SHOAL_STOP_GRACE_SECONDS", "3")
+        .env("SHOAL_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file(s, log))
+        .stderr(log_file(s, log))
+        .spawn()
+        .expect("spawn shoal")
+}
+
+fn on_version(s: &Server, rg: &str, version: &str) -> usize {
+    let listed = s.cli_ok(&[
+        "vmss",
+        "list-instances",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--output",
+        "json",
+    ]);
+    listed
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["properties"]["shoal"]["imageVersion"] == version)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill_9_of_the_server_mid_upgrade_resumes_with_no_failed_request() {
+    let _g = serial();
+    let mut split = Split::start();
+    let rg = "rollcrash";
+    let s = &split.s;
+    s.create_group_and_image(rg);
+    s.cli_ok(&[
+        "image",
+        "create",
+        "-g",
+        rg,
+        "--gallery",
+        "apps",
+        "--name",
+        "web",
+        "--version",
+        "1.0.1",
+        "--dir",
+        "examples/web",
+        "--command",
+        "./shoal-web",
+        "--port",
+        "8080",
+    ]);
+    let frontend = create_balancer(s, rg);
+    create_set(
+        s,
+        rg,
+        10,
+        json!({"properties": {
+            "upgradePolicy": {"mode": "Rolling", "rollingUpgradePolicy": {"maxBatchInstancePercent": 20}},
+            "shoal": {"rollingUpgradeHealthTimeout": "PT30S"}
+        }}),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "all ten answer through the balancer",
+        || answering(&frontend, 100).len() == 10,
+    );
+    let image = format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.1");
+    let (ok, failed) = steady_load(&frontend, || {
+        let body = json!({"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": image}}}}});
+        let (status, text) = http_request(
+            "PATCH",
+            &format!("{}?api-version=2024-07-01", set_url(&split.s, rg)),
+            Some(&body.to_string()),
+        )
+        .expect("API answers");
+        assert!(status == 200 || status == 202, "PATCH: {status} {text}");
+        wait_until(Duration::from_secs(90), "two batches are upgraded", || {
+            on_version(&split.s, rg, "1.0.1") >= 4
+        });
+        split.s.kill9();
+        std::thread::sleep(Duration::from_secs(2));
+        spawn_server(&mut split.s);
+        wait_until(
+            Duration::from_secs(150),
+            "the rolling upgrade completes",
+            || latest(&split.s, rg)["properties"]["runningStatus"]["code"] == "Completed",
+        );
+    });
+    let s = &split.s;
+    assert!(ok > 100, "the load ran ({ok} requests)");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed across the crash",
+        ok + failed
+    );
+    let done = latest(s, rg);
+    assert_eq!(
+        done["properties"]["progress"]["successfulInstanceCount"], 10,
+        "{done}"
+    );
+    assert_eq!(on_version(s, rg, "1.0.1"), 10);
+}

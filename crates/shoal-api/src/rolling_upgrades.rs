@@ -10,6 +10,9 @@
 //!   Completed (Succeeded), Cancelled (Succeeded) or Faulted (Failed, with Azure's code).
 //! - `GET .../rollingUpgrades/latest`: that record as Azure shows it; `404 NotFound`
 //!   before any upgrade (as Azure answers).
+//! - `POST .../extensionRollingUpgrade`: every unprotected instance restarts once, batch
+//!   by batch under the rolling policy, taking the set's current `extensionProfile`.
+//! - `GET .../osUpgradeHistory`: the set's past upgrades, newest first.
 //! - `POST .../rollingUpgrades/cancel`: the batch in flight finishes, no new batch starts,
 //!   the upgrade ends `Cancelled`. `409 OperationNotAllowed` when nothing rolls forward.
 //!
@@ -98,6 +101,28 @@ pub async fn start_os_upgrade(
             .map_err(command_error)?;
     }
     let done = execute(st, vmss, RollingChange::Start { platform: false }).await?;
+    accepted(ctx, vmss, &location, &done)
+}
+
+/// `POST .../extensionRollingUpgrade`: every instance restarts once, batch by batch, and
+/// takes the set's current `extensionProfile`.
+pub async fn start_extension_upgrade(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    vmss: &VmssRef,
+) -> ApiResult {
+    if method != Method::POST {
+        return Err(method_not_allowed(method));
+    }
+    let set = require_set(st, vmss).await?;
+    let location = set
+        .value
+        .model
+        .location
+        .clone()
+        .unwrap_or_else(|| "local".into());
+    let done = execute(st, vmss, RollingChange::StartExtensions).await?;
     accepted(ctx, vmss, &location, &done)
 }
 

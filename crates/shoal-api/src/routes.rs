@@ -124,6 +124,8 @@ pub enum Route {
     RollingUpgradeCancel(VmssRef),
     /// `GET .../osUpgradeHistory`.
     OsUpgradeHistory(VmssRef),
+    /// `POST .../extensionRollingUpgrade`.
+    ExtensionRollingUpgrade(VmssRef),
     Instances(VmssRef),
     Instance(VmssRef, String),
     InstanceAction(VmssRef, String, Action),
@@ -476,6 +478,7 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
         9 if eq(s(8), "virtualMachines") => Ok(Route::Instances(vmss)),
         9 if eq(s(8), "osRollingUpgrade") => Ok(Route::OsRollingUpgrade(vmss)),
         9 if eq(s(8), "osUpgradeHistory") => Ok(Route::OsUpgradeHistory(vmss)),
+        9 if eq(s(8), "extensionRollingUpgrade") => Ok(Route::ExtensionRollingUpgrade(vmss)),
         10 if eq(s(8), "rollingUpgrades") && eq(s(9), "latest") => {
             Ok(Route::RollingUpgradeLatest(vmss))
         }

@@ -222,6 +222,9 @@ async fn dispatch(
         Route::RollingUpgradeLatest(v) => rolling_upgrades::get_latest(st, method, &v).await,
         Route::RollingUpgradeCancel(v) => rolling_upgrades::cancel(st, ctx, method, &v).await,
         Route::OsUpgradeHistory(v) => rolling_upgrades::os_upgrade_history(st, method, &v).await,
+        Route::ExtensionRollingUpgrade(v) => {
+            rolling_upgrades::start_extension_upgrade(st, ctx, method, &v).await
+        }
         Route::Instances(v) => instances::list_instances(st, ctx, method, &v).await,
         Route::Instance(v, id) => instances::instance(st, ctx, method, &v, &id, &body).await,
         Route::InstanceAction(v, id, a) => {

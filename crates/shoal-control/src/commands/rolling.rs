@@ -33,6 +33,10 @@ pub enum RollingChange {
     /// operation ends when the upgrade does. Legal while the set exists and is not being
     /// deleted.
     Start { platform: bool },
+    /// `POST …/extensionRollingUpgrade`: restart every unprotected instance once, batch by
+    /// batch, so each takes the set's current `extensionProfile`. Legal while the set
+    /// exists, is not being deleted and no upgrade is running.
+    StartExtensions,
     /// `POST …/rollingUpgrades/cancel`: the batch in flight finishes, no new batch starts.
     /// Legal while an upgrade rolls forward.
     Cancel,
@@ -100,6 +104,33 @@ pub fn decide(cmd: &RollingCommand, state: &RollingState, env: &Env) -> Result<W
                 .push(kv::put_op(operation_key(&op.id), &op, Expect::Absent));
             w.operation = Some(op);
         }
+        RollingChange::StartExtensions => {
+            require_not_deleting(set)?;
+            if ours.is_some_and(|r| r.value.is_running()) {
+                return Err(ArmError::operation_not_allowed(
+                    "A rolling upgrade is in progress: wait for it to end or cancel it (rollingUpgrades/cancel).",
+                ));
+            }
+            let op = env.operation(
+                &set.vmss,
+                format!("Extension rolling upgrade of {}", set.vmss.name),
+                OperationWait::RollingUpgrade {
+                    vmss: set.vmss.clone(),
+                },
+            );
+            let mut record = rolling::plan::started_extensions(
+                set,
+                &state.instances,
+                ours.map(|r| &r.value),
+                env.now,
+            );
+            record.operations.push(op.id.clone());
+            w.ops
+                .push(kv::put_op(key, &record, guard(state.record.as_ref())));
+            w.ops
+                .push(kv::put_op(operation_key(&op.id), &op, Expect::Absent));
+            w.operation = Some(op);
+        }
         RollingChange::Cancel => {
             let Some(r) = ours.filter(|r| r.value.code == RollingStatusCode::RollingForward) else {
                 return Err(ArmError::operation_not_allowed(
@@ -150,6 +181,19 @@ fn apply(
         if let Some(i) = find(*id) {
             let mut rec = i.value.clone();
             rec.launch = launch.clone();
+            w.ops.push(kv::put_op(
+                i.key.clone(),
+                &rec,
+                Expect::ModRevision(i.revision),
+            ));
+            w.instances.push(rec);
+        }
+    }
+    for id in &step.restarts {
+        if let Some(i) = find(*id).filter(|i| !i.value.deleting) {
+            let mut rec = i.value.clone();
+            let launch = rec.launch.clone();
+            super::instances::apply(&mut rec, super::InstanceAction::Restart, &launch);
             w.ops.push(kv::put_op(
                 i.key.clone(),
                 &rec,

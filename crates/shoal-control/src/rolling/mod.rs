@@ -92,6 +92,10 @@ pub struct RollingUpgrade {
     /// breach, whatever `rollbackFailedInstancesOnPolicyBreach` says.
     #[serde(default)]
     pub automatic_rollback: bool,
+    /// An extension upgrade (`extensionRollingUpgrade`): batches restart instances
+    /// rather than move them to a new model.
+    #[serde(default)]
+    pub extensions: bool,
     /// Image versions an automatic OS upgrade rolled back: not tried again (carried from
     /// one upgrade record to the next).
     #[serde(default)]

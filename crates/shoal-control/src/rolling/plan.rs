@@ -55,6 +55,8 @@ pub struct Step {
     pub launches: Vec<(u64, LaunchSpec)>,
     /// Instances to delete (`maxSurge`: the members a batch replaced).
     pub delete: Vec<u64>,
+    /// Instances to restart (an extension upgrade's batch).
+    pub restarts: Vec<u64>,
     /// Look again after this many seconds even if nothing changes (a timeout or a pause
     /// runs out).
     pub wake_in_secs: Option<u64>,
@@ -62,7 +64,10 @@ pub struct Step {
 
 impl Step {
     pub fn is_empty(&self) -> bool {
-        self.record.is_none() && self.launches.is_empty() && self.delete.is_empty()
+        self.record.is_none()
+            && self.launches.is_empty()
+            && self.delete.is_empty()
+            && self.restarts.is_empty()
     }
 
     fn wait(secs: u64) -> Step {
@@ -254,10 +259,21 @@ pub fn next_step(input: &Input<'_>) -> Step {
         return judge_batch(input, r, batch, &now);
     }
 
+    // An extension upgrade restarts every unprotected instance once; a model upgrade
+    // moves those behind the model.
+    let restart_all = |i: &&InstanceRecord| {
+        !i.protection.protect_from_scale_set_actions && !r.upgraded.contains(&i.instance_id)
+    };
     let pending: Vec<&InstanceRecord> = active
         .iter()
         .copied()
-        .filter(behind)
+        .filter(|i| {
+            if r.extensions {
+                restart_all(i)
+            } else {
+                behind(i)
+            }
+        })
         .filter(|i| !r.failed.contains(&i.instance_id))
         .collect();
     r.pending = pending.len() as u64;
@@ -336,7 +352,7 @@ pub fn next_step(input: &Input<'_>) -> Step {
         .collect();
     let ids: Vec<u64> = members.iter().map(|m| m.instance_id).collect();
     let mut step = Step::default();
-    let surge = r.policy.max_surge.then_some(Surge {
+    let surge = (r.policy.max_surge && !r.extensions).then_some(Surge {
         first_new_id: set.next_instance_id,
         count: ids.len() as u64,
     });
@@ -349,6 +365,15 @@ pub fn next_step(input: &Input<'_>) -> Step {
                 ids.len()
             ),
         );
+    } else if r.extensions {
+        r.note(
+            &now,
+            format!(
+                "Batch {number} of {}: draining and restarting instances {ids:?} with the new extensions",
+                r.total_batches
+            ),
+        );
+        step.restarts = ids.clone();
     } else {
         r.note(
             &now,
@@ -412,6 +437,7 @@ fn start(
         operations: Vec::new(),
         log: Vec::new(),
         automatic_rollback: false,
+        extensions: false,
         bad_versions: previous.map(|p| p.bad_versions.clone()).unwrap_or_default(),
         history: previous.map(|p| p.history.clone()).unwrap_or_default(),
     };
@@ -421,6 +447,34 @@ fn start(
             "Started: {pending} instance(s) to move to image version {} (model generation {}) in batches of {size}",
             set.launch.image_version, set.launch.generation
         ),
+    );
+    r
+}
+
+/// A new upgrade record for `set` as `extensionRollingUpgrade` starts it: every
+/// unprotected instance is restarted once, batch by batch, so it takes the set's current
+/// `extensionProfile`.
+pub fn started_extensions(
+    set: &VmssRecord,
+    instances: &[InstanceRecord],
+    previous: Option<&RollingUpgrade>,
+    now: Timestamp,
+) -> RollingUpgrade {
+    let active: Vec<&InstanceRecord> = instances.iter().filter(|i| !i.deleting).collect();
+    let previous = previous.filter(|p| p.unique_id == set.model.props().unique_id);
+    let now = arm_time(now);
+    let mut r = start(set, &active, "User", &now, previous);
+    let pending = active
+        .iter()
+        .filter(|i| !i.protection.protect_from_scale_set_actions)
+        .count();
+    let size = batch_size(active.len(), r.policy.max_batch_instance_percent);
+    r.extensions = true;
+    r.pending = pending as u64;
+    r.total_batches = pending.div_ceil(size) as u32;
+    r.note(
+        &now,
+        format!("Extension upgrade: {pending} instance(s) to restart with the set's extensions"),
     );
     r
 }

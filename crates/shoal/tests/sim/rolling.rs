@@ -157,6 +157,15 @@ async fn ten_behind_a_prober(policy: Value) -> (Arc<Sim>, Prober) {
     sim.put_set("rg", "web", 10, rolling(policy)).await;
     sim.wait_running("rg", "web", 10).await;
     let prober = Prober::start(&sim);
+    sim.wait_until("the prober reported every instance healthy", || async {
+        let prefix =
+            shoal_model::keys::health_prefix(&shoal_model::ids::VmssRef::new(SUB, "rg", "web"));
+        let (kvs, _) = shoal_store::Store::list(&*sim.store, &prefix)
+            .await
+            .expect("list");
+        kvs.len() == 10
+    })
+    .await;
     (sim, prober)
 }
 
@@ -557,5 +566,45 @@ async fn during_an_upgrade_a_scale_out_is_on_the_new_model_and_manual_upgrade_wo
     );
     wait_code(&sim, "Completed").await;
     assert_eq!(versions(&sim).await, vec!["1.0.1"; 12]);
+    finish(sim, prober).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn extension_rolling_upgrade_restarts_every_instance_batch_by_batch() {
+    let (sim, prober) = ten_behind_a_prober(json!({})).await;
+    // New health extension settings, then the extension upgrade that applies them.
+    let mut ext = rolling(json!({}))["properties"]["virtualMachineProfile"].clone();
+    ext["extensionProfile"]["extensions"][0]["properties"]["settings"]["intervalInSeconds"] =
+        json!(2);
+    sim.ok(
+        Method::PATCH,
+        &Sim::set_path("rg", "web"),
+        Some(json!({"properties": {"virtualMachineProfile": ext}})),
+    )
+    .await;
+    let (status, headers, _) = sim
+        .call_full(
+            Method::POST,
+            &format!("{}/extensionRollingUpgrade", Sim::set_path("rg", "web")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(sim.wait_operation(&headers).await["status"], "Succeeded");
+    let restarts: Vec<u64> = sim
+        .records("rg", "web")
+        .await
+        .iter()
+        .map(|r| r.restart_gen)
+        .collect();
+    assert_eq!(restarts, vec![1; 10]);
+    let log = activity(&sim).await;
+    assert_eq!(
+        log.iter()
+            .filter(|m| m.contains("draining and restarting"))
+            .count(),
+        5,
+        "{log:#?}"
+    );
     finish(sim, prober).await;
 }
