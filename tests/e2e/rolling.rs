@@ -329,3 +329,102 @@ fn kill_9_of_the_server_mid_upgrade_resumes_with_no_failed_request() {
     );
     assert_eq!(on_version(s, rg, "1.0.1"), 10);
 }
+
+#[test]
+fn a_version_that_never_runs_faults_after_one_batch_and_rolls_back() {
+    let _g = serial();
+    let s = Server::start_with(&["--drain-timeout-seconds", "10"]);
+    let rg = "rollbad";
+    s.create_group_and_image(rg);
+    // 1.0.2 exits at once: its instances never become healthy.
+    s.cli_ok(&[
+        "image",
+        "create",
+        "-g",
+        rg,
+        "--gallery",
+        "apps",
+        "--name",
+        "web",
+        "--version",
+        "1.0.2",
+        "--dir",
+        "examples/web",
+        "--command",
+        "exit 3",
+        "--port",
+        "8080",
+    ]);
+    let frontend = create_balancer(&s, rg);
+    create_set(
+        &s,
+        rg,
+        10,
+        json!({"properties": {
+            "upgradePolicy": {"mode": "Rolling", "rollingUpgradePolicy": {
+                "maxBatchInstancePercent": 20, "rollbackFailedInstancesOnPolicyBreach": true}},
+            "shoal": {"rollingUpgradeHealthTimeout": "PT30S"}
+        }}),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "all ten answer through the balancer",
+        || answering(&frontend, 100).len() == 10,
+    );
+    let image = format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.2");
+    let (ok, failed) = steady_load(&frontend, || {
+        let body = json!({"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": image}}}}});
+        let (status, text) = http_request(
+            "PATCH",
+            &format!("{}?api-version=2024-07-01", set_url(&s, rg)),
+            Some(&body.to_string()),
+        )
+        .expect("API answers");
+        assert!(status == 200 || status == 202, "PATCH: {status} {text}");
+        wait_until(
+            Duration::from_secs(120),
+            "the rolling upgrade faults",
+            || latest(&s, rg)["properties"]["runningStatus"]["code"] == "Faulted",
+        );
+        wait_until(Duration::from_secs(60), "the batch serves again", || {
+            answering(&frontend, 100).len() == 10
+        });
+    });
+    assert!(ok > 100, "the load ran ({ok} requests)");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    let done = latest(&s, rg);
+    assert_eq!(
+        done["properties"]["error"]["code"],
+        "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade",
+        "{done}"
+    );
+    assert_eq!(
+        done["properties"]["progress"]["failedInstanceCount"], 2,
+        "{done}"
+    );
+    let listed = s.cli_ok(&[
+        "vmss",
+        "list-instances",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--output",
+        "json",
+    ]);
+    let versions: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|i| {
+            i["properties"]["shoal"]["imageVersion"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        vec!["1.0.0"; 10],
+        "the batch went back, the rest were never touched"
+    );
+}
