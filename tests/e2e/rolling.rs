@@ -428,3 +428,106 @@ fn a_version_that_never_runs_faults_after_one_batch_and_rolls_back() {
         "the batch went back, the rest were never touched"
     );
 }
+
+/// Instances running and reported healthy, as the API lists them.
+fn healthy_serving(s: &Server, rg: &str) -> usize {
+    let url = format!(
+        "{}/virtualMachines?$expand=instanceView&api-version=2024-07-01",
+        set_url(s, rg)
+    );
+    let Some((200, body)) = http_get(&url) else {
+        return 0;
+    };
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["value"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| {
+                    i["properties"]["shoal"]["powerState"] == "running"
+                        && i["properties"]["instanceView"]["vmHealth"]["status"]["code"]
+                            == "HealthState/healthy"
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_resize_with_max_surge_never_drops_below_the_count() {
+    let _g = serial();
+    let s = Server::start_with(&["--drain-timeout-seconds", "10"]);
+    let rg = "rollsurge";
+    s.create_group_and_image(rg);
+    let frontend = create_balancer(&s, rg);
+    create_set(
+        &s,
+        rg,
+        10,
+        json!({"properties": {
+            "upgradePolicy": {"mode": "Rolling", "rollingUpgradePolicy": {
+                "maxBatchInstancePercent": 20, "maxSurge": true}},
+            "shoal": {"rollingUpgradeHealthTimeout": "PT30S"}
+        }}),
+    );
+    wait_until(Duration::from_secs(60), "all ten are healthy", || {
+        healthy_serving(&s, rg) == 10 && answering(&frontend, 100).len() == 10
+    });
+    let mut lowest = usize::MAX;
+    let (ok, failed) = steady_load(&frontend, || {
+        let body = json!({"sku": {"name": "Shoal_2vCPU_2048MB"}});
+        let (status, text) = http_request(
+            "PATCH",
+            &format!("{}?api-version=2024-07-01", set_url(&s, rg)),
+            Some(&body.to_string()),
+        )
+        .expect("API answers");
+        assert!(status == 200 || status == 202, "PATCH: {status} {text}");
+        // Sampled every 100 ms until the upgrade ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(150);
+        loop {
+            lowest = lowest.min(healthy_serving(&s, rg));
+            if latest(&s, rg)["properties"]["runningStatus"]["code"] == "Completed" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upgrade did not complete: {}",
+                latest(&s, rg)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    assert!(ok > 100, "the load ran ({ok} requests)");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    assert!(
+        lowest >= 10,
+        "only {lowest} healthy instances served at one point"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the replaced instances are gone",
+        || s.instances(rg, "web").len() == 10,
+    );
+    let listed = s.cli_ok(&[
+        "vmss",
+        "list-instances",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--output",
+        "json",
+    ]);
+    let sizes: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|i| {
+            i["properties"]["hardwareProfile"]["vmSize"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(sizes, vec!["Shoal_2vCPU_2048MB"; 10], "{listed}");
+}
