@@ -531,3 +531,85 @@ fn a_resize_with_max_surge_never_drops_below_the_count() {
         .collect();
     assert_eq!(sizes, vec!["Shoal_2vCPU_2048MB"; 10], "{listed}");
 }
+
+#[test]
+fn automatic_os_upgrade_rolls_a_published_version_out_and_a_bad_one_back() {
+    let _g = serial();
+    let s = Server::start_with(&["--drain-timeout-seconds", "10"]);
+    let rg = "rollauto";
+    s.create_group_and_image(rg);
+    let frontend = create_balancer(&s, rg);
+    let definition = format!(
+        "/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/apps/images/web"
+    );
+    create_set(
+        &s,
+        rg,
+        5,
+        json!({"properties": {
+            "upgradePolicy": {"mode": "Manual",
+                "automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": true}},
+            "virtualMachineProfile": {"storageProfile": {"imageReference": {"id": definition}}},
+            "shoal": {"rollingUpgradeHealthTimeout": "PT30S"}
+        }}),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "all five answer through the balancer",
+        || answering(&frontend, 50).len() == 5,
+    );
+    let publish = |version: &str, command: &str| {
+        s.cli_ok(&[
+            "image",
+            "create",
+            "-g",
+            rg,
+            "--gallery",
+            "apps",
+            "--name",
+            "web",
+            "--version",
+            version,
+            "--dir",
+            "examples/web",
+            "--command",
+            command,
+            "--port",
+            "8080",
+        ]);
+    };
+    let (ok, failed) = steady_load(&frontend, || {
+        // Published, then rolled out with no call.
+        publish("1.0.1", "./shoal-web");
+        wait_until(Duration::from_secs(90), "1.0.1 runs everywhere", || {
+            on_version(&s, rg, "1.0.1") == 5
+                && latest(&s, rg)["properties"]["runningStatus"]["code"] == "Completed"
+        });
+        // A version whose instances never run: rolled back on its own.
+        publish("1.0.2", "exit 3");
+        wait_until(Duration::from_secs(90), "the 1.0.2 upgrade faults", || {
+            latest(&s, rg)["properties"]["runningStatus"]["code"] == "Faulted"
+        });
+        wait_until(
+            Duration::from_secs(60),
+            "every instance serves 1.0.1 again",
+            || on_version(&s, rg, "1.0.1") == 5 && answering(&frontend, 50).len() == 5,
+        );
+    });
+    assert!(ok > 100, "the load ran ({ok} requests)");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    let history = http_get(&format!(
+        "{}/osUpgradeHistory?api-version=2024-07-01",
+        set_url(&s, rg)
+    ))
+    .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+    .unwrap_or(Value::Null);
+    let entries = history["value"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 2, "{history}");
+    assert_eq!(entries[0]["properties"]["startedBy"], "Platform");
+    assert_eq!(entries[0]["properties"]["runningStatus"]["code"], "Faulted");
+    assert_eq!(
+        entries[1]["properties"]["runningStatus"]["code"],
+        "Completed"
+    );
+}
