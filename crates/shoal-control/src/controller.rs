@@ -505,6 +505,7 @@ impl Controller {
                         set.key.clone(),
                         Expect::ModRevision(set.revision),
                     ));
+                    txn.push(kv::delete_op(rolling::rolling_key(vref), Expect::Any));
                 } else if let Some(next) = plan.vmss_next_instance_id {
                     let mut changed = set.value.clone();
                     changed.next_instance_id = next;

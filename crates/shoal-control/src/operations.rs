@@ -49,6 +49,14 @@ pub fn evaluate(wait: &OperationWait, view: SetView<'_>) -> Outcome {
                 }
             }
         }
+        // The rolling-upgrade runner ends these; a set deleted meanwhile ends them here.
+        OperationWait::RollingUpgrade { .. } if view.vmss.is_none() => {
+            Outcome::Failed(ArmError::new(
+                409,
+                "OperationPreempted",
+                "The scale set was deleted before its rolling upgrade finished.",
+            ))
+        }
         OperationWait::RollingUpgrade { .. } => Outcome::InProgress {
             message: "rolling upgrade in progress".into(),
         },

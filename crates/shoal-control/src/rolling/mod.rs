@@ -17,6 +17,7 @@
 //! which the activity log shows.
 
 pub mod auto_os;
+pub mod health;
 pub mod plan;
 pub mod runner;
 

@@ -379,3 +379,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_member_scaled_in_during_its_batch_is_not_a_failure() {
+    let set = rolling_set(10, None, json!({}));
+    let mut w = World::new(set, (0..10).map(|i| instance(i, None, 0)).collect());
+    new_model(&mut w);
+    w.step();
+    let s = w.step();
+    let gone = s.launches[0].0;
+    w.instances.retain(|i| i.instance_id != gone);
+    w.set.model.sku.as_mut().unwrap().capacity = Some(9);
+    w.run(&mut |_, _| {});
+    let r = w.record.unwrap();
+    assert_eq!(r.code, RollingStatusCode::Completed);
+    assert_eq!((r.upgraded.len(), r.failed.len()), (9, 0));
+}
