@@ -99,9 +99,13 @@ pub fn spawn(
     tracker: &tokio_util::task::TaskTracker,
     shutdown: CancellationToken,
 ) -> watch::Sender<InstanceRecord> {
+    // The status reporter belongs to the same tracker: it ends once the supervisor has
+    // dropped its sender and the last status is sent (or cannot be).
+    let (reporter, reports) = watch::channel(None);
+    tracker.spawn(report_loop(ctx.client.clone(), rec.clone(), reports));
     let (tx, rx) = watch::channel(rec);
     tracker.spawn(async move {
-        let mut sup = Supervisor::new(ctx, rx, recovered, shutdown);
+        let mut sup = Supervisor::new(ctx, rx, recovered, reporter, shutdown);
         sup.run().await;
     });
     tx
@@ -128,6 +132,7 @@ impl Supervisor {
         ctx: Arc<AgentContext>,
         desired: watch::Receiver<InstanceRecord>,
         recovered: Option<Recovered>,
+        reporter: watch::Sender<Option<InstanceStatus>>,
         shutdown: CancellationToken,
     ) -> Self {
         let rec = desired.borrow().clone();
@@ -145,8 +150,6 @@ impl Supervisor {
             (None, _) => Applied::default(),
         };
         let proc = recovered.and_then(|r| r.running).map(Proc::from);
-        let (reporter, rx) = watch::channel(None);
-        tokio::spawn(report_loop(ctx.client.clone(), rec, rx));
         Supervisor {
             ctx,
             desired,
@@ -629,6 +632,11 @@ async fn report_loop(
             match client.report(&rec, &status).await {
                 Ok(_) => break,
                 Err(e) => {
+                    if rx.has_changed().is_err() {
+                        // The supervisor is gone (the agent stops) and the server does not
+                        // answer: the next agent reports afresh.
+                        return;
+                    }
                     tracing::debug!(instance = rec.instance_id, error = %e, "status report failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

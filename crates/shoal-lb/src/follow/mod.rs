@@ -98,7 +98,8 @@ pub async fn run(
     let mut fronts: Vec<String> = Vec::new();
     let mut last_plan = plan::Plan::default();
     let (placed_tx, placed) = watch::channel(Vec::new());
-    tokio::spawn(metrics::run(
+    // The metrics reporter is owned here and waited for before `run` returns.
+    let reporter = tokio::spawn(metrics::run(
         client.clone(),
         balancer.clone(),
         placed,
@@ -109,7 +110,10 @@ pub async fn run(
         let mut changed = false;
         let settle_at = settle;
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                let _ = reporter.await;
+                return;
+            }
             c = followed.balancers.changed() => changed = !c.is_empty(),
             c = followed.sets.changed() => changed = !c.is_empty(),
             c = followed.statuses.changed() => changed = !c.is_empty(),
