@@ -58,6 +58,11 @@ impl Executor {
         self.limits
     }
 
+    /// The store the executor writes (runners read a few records of their own from it).
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
     /// Reads, decides, writes. Nothing is written when the decider refuses or a record
     /// changed in between (`Conflict`).
     pub async fn execute(&self, cmd: Command) -> Result<Executed, CommandError> {

@@ -19,10 +19,11 @@ pub enum Verdict {
 
 /// Seconds after an upgraded instance runs before its health source's word counts: the
 /// Application Health extension's `gracePeriod` (default `intervalInSeconds ×
-/// numberOfProbes`), or ten seconds for a load balancer probe. A Healthy report older than
+/// numberOfProbes`), or the load balancer probe's `intervalInSeconds × numberOfProbes`
+/// (`probe_grace`, ten seconds when unknown). A Healthy report older than
 /// the instance's restart is believed only after this too (the balancer has had time to
 /// see the new process).
-pub fn grace_secs(set: &VmssRecord) -> u64 {
+pub fn grace_secs(set: &VmssRecord, probe_grace: Option<u64>) -> u64 {
     let ext = set
         .model
         .profile()
@@ -42,7 +43,7 @@ pub fn grace_secs(set: &VmssRecord) -> u64 {
         Some(s) => s["gracePeriod"].as_u64().unwrap_or_else(|| {
             s["intervalInSeconds"].as_u64().unwrap_or(5) * s["numberOfProbes"].as_u64().unwrap_or(1)
         }),
-        None => 10,
+        None => probe_grace.unwrap_or(10),
     }
     .clamp(1, 14_400)
 }

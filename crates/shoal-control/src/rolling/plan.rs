@@ -43,6 +43,8 @@ pub struct Input<'a> {
     pub health: &'a HashMap<u64, HealthRecord>,
     pub record: Option<&'a RollingUpgrade>,
     pub now: Timestamp,
+    /// The set's load-balancer probe: `intervalInSeconds × numberOfProbes`, if known.
+    pub probe_grace: Option<u64>,
 }
 
 /// What to write next.
@@ -415,7 +417,7 @@ fn fault(mut r: RollingUpgrade, error: ArmError, now: &str) -> Step {
 
 fn judge_batch(input: &Input<'_>, mut r: RollingUpgrade, batch: Batch, now: &str) -> Step {
     let set = input.set;
-    let grace = grace_secs(set);
+    let grace = grace_secs(set, input.probe_grace);
     let timeout = set.model.rolling_health_timeout_secs();
     let elapsed = secs_since(&batch.started, input.now).max(0) as u64;
     let timed_out = elapsed >= timeout;

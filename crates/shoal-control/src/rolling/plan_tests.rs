@@ -148,6 +148,7 @@ impl World {
             health: &self.health,
             record: self.record.as_ref(),
             now: self.now,
+            probe_grace: None,
         });
         for (id, l) in &step.launches {
             if let Some(i) = self.instances.iter_mut().find(|i| i.instance_id == *id) {

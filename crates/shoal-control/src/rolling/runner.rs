@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use shoal_model::records::{HealthRecord, InstanceRecord, InstanceStatus, VmssRecord};
+use shoal_store::Store;
 
 use super::{auto_os, next_step, Input, RollingUpgrade};
 use crate::commands::{
@@ -64,6 +65,13 @@ pub async fn advance(
     observed: &Observed<'_>,
     now: Timestamp,
 ) -> Result<Advanced, CommandError> {
+    let in_flight = observed
+        .record
+        .is_some_and(|r| r.value.is_running() && r.value.batch.is_some());
+    let probe_grace = match in_flight {
+        true => probe_grace(executor.store(), observed.set).await,
+        false => None,
+    };
     let records: Vec<InstanceRecord> = observed.instances.iter().map(|i| i.value.clone()).collect();
     let step = next_step(&Input {
         set: observed.set,
@@ -72,6 +80,7 @@ pub async fn advance(
         health: observed.health,
         record: observed.record.map(|r| &r.value),
         now,
+        probe_grace,
     });
     let wake_in_secs = step.wake_in_secs;
     if step.is_empty() {
@@ -98,4 +107,45 @@ pub async fn advance(
         wrote: true,
         wake_in_secs,
     })
+}
+
+/// How long the set's load-balancer probe takes to see a broken instance:
+/// `intervalInSeconds × numberOfProbes` (or `probeThreshold`) of the probe
+/// `healthProbe.id` names, read from the balancer's record. `None` when the set names no
+/// probe or it cannot be read.
+async fn probe_grace(store: &dyn Store, set: &VmssRecord) -> Option<u64> {
+    let id = set
+        .model
+        .profile()?
+        .network_profile
+        .as_ref()?
+        .health_probe
+        .as_ref()?
+        .get("id")?
+        .as_str()?
+        .to_string();
+    let segs: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let (sub, rg, lb, probe) = match segs.as_slice() {
+        [_, sub, _, rg, _, _, _, lb, _, probe] => (*sub, *rg, *lb, *probe),
+        _ => return None,
+    };
+    let key = shoal_model::keys::resource(shoal_model::keys::LOAD_BALANCER, sub, rg, lb);
+    let kv = store.get(&key).await.ok()??;
+    let lb: serde_json::Value = serde_json::from_slice(&kv.value).ok()?;
+    let p = lb["properties"]["probes"]
+        .as_array()?
+        .iter()
+        .find(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(probe))
+        })?
+        .get("properties")?
+        .clone();
+    let interval = p["intervalInSeconds"].as_u64().unwrap_or(5);
+    let probes = p["numberOfProbes"]
+        .as_u64()
+        .or_else(|| p["probeThreshold"].as_u64())
+        .unwrap_or(2);
+    Some((interval * probes).max(1))
 }
