@@ -2,12 +2,13 @@
 //!
 //! Requests enter as a [`Command`] — the HTTP handlers parse ARM requests into one, the
 //! autoscale runner issues one per notable evaluation, automatic repairs turn their plan
-//! into one ([`crate::repair::RepairPlan::command`]) — and leave as store writes. An
+//! into one ([`crate::repair::RepairPlan::command`]), the rolling-upgrade runner applies
+//! its steps as one ([`rolling::RollingChange::Apply`]) — and leave as store writes. An
 //! [`Executor`] reads the records the command concerns, hands them to the pure decider
 //! of the resource ([`scale_set::decide`], [`instances::decide`],
-//! [`capacity::decide_autoscale`]), and applies the [`Writes`] it answers in one store
-//! transaction, each write guarded by the revision the decider saw. A lost race is a
-//! [`CommandError::Conflict`]; nothing is half-applied.
+//! [`capacity::decide_autoscale`], [`rolling::decide`]), and applies the [`Writes`] it
+//! answers in one store transaction, each write guarded by the revision the decider saw.
+//! A lost race is a [`CommandError::Conflict`]; nothing is half-applied.
 //!
 //! `sku.capacity` has one rule wherever the change comes from ([`capacity`]): within
 //! `0..=`[`Limits::max_capacity`], always with an operation record, and with an entry in
