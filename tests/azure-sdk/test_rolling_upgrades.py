@@ -99,3 +99,17 @@ def test_os_upgrade_rolls_a_newer_image_version_out(compute, group):
     assert latest.properties.progress.failed_instance_count == 0
     for vm in instances(compute, group, name):
         assert shoal_ext(vm)["imageVersion"] == "1.0.1"
+
+    # The upgrade is in the set's OS upgrade history.
+    history = list(compute.virtual_machine_scale_sets.get_os_upgrade_history(group, name))
+    assert len(history) == 1
+    assert history[0].properties.running_status.code == "Completed"
+    assert history[0].properties.progress.successful_instance_count == 2
+
+    # An extension upgrade restarts every instance once (a new process each), batch by batch.
+    pids = {vm.instance_id: shoal_ext(vm)["pid"] for vm in instances(compute, group, name)}
+    compute.virtual_machine_scale_set_rolling_upgrades.begin_start_extension_upgrade(group, name).result(
+        timeout=DEADLINE
+    )
+    after = {vm.instance_id: shoal_ext(vm)["pid"] for vm in instances(compute, group, name)}
+    assert after.keys() == pids.keys() and all(after[i] != pids[i] for i in pids), (pids, after)
