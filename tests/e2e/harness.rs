@@ -27,6 +27,21 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
+/// For a test that cannot run on this host: prints `SKIPPED: <test>: <reason>` and the
+/// test returns; with `SHOAL_REQUIRE_ALL=1` (CI: root, QEMU installed) it fails instead,
+/// so CI proves every path ran. Cargo cannot mark a test skipped at run time.
+///
+/// The line goes to the process's stderr directly rather than through `eprintln!`, which
+/// the test harness captures and shows only for failing tests or with `--nocapture`: a
+/// plain `cargo test` shows it too.
+pub fn skip_or_fail(test: &str, reason: &str) {
+    use std::io::Write;
+    if std::env::var("SHOAL_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run here: {reason} (SHOAL_REQUIRE_ALL=1 requires every test to run)");
+    }
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {reason}");
+}
+
 /// Builds `examples/web` (release, as its symlink expects) once per test run.
 pub fn ensure_web_built() {
     static BUILT: std::sync::Once = std::sync::Once::new();

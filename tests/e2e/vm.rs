@@ -2,8 +2,8 @@
 //! test VM that `images/build-tiny-vm.sh` builds from Debian's packages. VMs boot in
 //! seconds under TCG, so there are two tests, each doing several things in one set.
 //!
-//! Skipped (with the reason) when QEMU, busybox-static or a kernel is missing: run
-//! `scripts/install-vm-deps.sh`.
+//! When QEMU, busybox-static or a kernel is missing they print `SKIPPED: <reason>` and
+//! return, or fail under `SHOAL_REQUIRE_ALL=1` (CI): run `scripts/install-vm-deps.sh`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,16 +17,15 @@ use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Builds the tiny VM once per test run; `None` (and why, on stderr) when this host
-/// cannot run VMs.
-fn tiny_vm() -> Option<&'static Path> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// Builds the tiny VM once per test run; `Err` with the reason when this host cannot run
+/// VMs.
+fn tiny_vm() -> Result<&'static Path, &'static str> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
             if !qemu.is_ok_and(|o| o.status.success()) {
-                eprintln!("skipping VM tests: qemu-system-x86_64 is not installed (scripts/install-vm-deps.sh)");
-                return None;
+                return Err("qemu-system-x86_64 is not installed (scripts/install-vm-deps.sh installs it, as root)".into());
             }
             let out = repo_root().join("target/e2e-tiny-vm");
             let built = Command::new("bash")
@@ -35,15 +34,16 @@ fn tiny_vm() -> Option<&'static Path> {
                 .output()
                 .expect("run build-tiny-vm.sh");
             if !built.status.success() {
-                eprintln!(
-                    "skipping VM tests: images/build-tiny-vm.sh failed (scripts/install-vm-deps.sh installs what it needs):\n{}",
+                return Err(format!(
+                    "images/build-tiny-vm.sh failed (scripts/install-vm-deps.sh installs what it needs):\n{}",
                     String::from_utf8_lossy(&built.stderr)
-                );
-                return None;
+                ));
             }
-            Some(out)
+            Ok(out)
         })
-        .as_deref()
+        .as_ref()
+        .map(PathBuf::as_path)
+        .map_err(String::as_str)
 }
 
 fn path(p: &Path) -> &str {
@@ -142,7 +142,12 @@ fn vm_leftovers(s: &Server) -> (Vec<u32>, Vec<PathBuf>) {
 
 #[test]
 fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
-    let Some(img) = tiny_vm() else { return };
+    let img = match tiny_vm() {
+        Ok(img) => img,
+        Err(why) => {
+            return skip_or_fail("a_vm_scale_set_answers_keeps_its_disk_and_is_repaired", why)
+        }
+    };
     let _g = serial();
     let mut s = Server::start();
     let rg = "vms";
@@ -324,7 +329,12 @@ fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
 
 #[test]
 fn bad_vm_images_fail_with_what_to_fix_and_leave_no_qemu() {
-    let Some(img) = tiny_vm() else { return };
+    let img = match tiny_vm() {
+        Ok(img) => img,
+        Err(why) => {
+            return skip_or_fail("bad_vm_images_fail_with_what_to_fix_and_leave_no_qemu", why)
+        }
+    };
     let _g = serial();
     let s = Server::start_with(&["--boot-timeout-seconds", "20"]);
     let rg = "badvms";
