@@ -1,6 +1,13 @@
 //! The agent's main loop: register the host, adopt what a previous run left, follow the
 //! instances assigned here (a [`Reflector`] over the server's per-host watch, so each
-//! record is decoded once), and keep one supervisor per instance.
+//! record is decoded once), keep one supervisor per instance, and send a heartbeat every
+//! [`AgentConfig::heartbeat_interval`] (the server declares a silent host Down and
+//! places its instances again elsewhere).
+//!
+//! Fencing: an instance placed again on another host leaves this host's watch (or its
+//! next list, after a cut), so its supervisor here stops it before anything else; the
+//! server also refuses this host's statuses for it. An agent that is killed or restarted
+//! leaves its instances running and adopts them (the data plane outlives it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,6 +49,8 @@ pub struct AgentConfig {
     pub drain_timeout: Duration,
     /// Where the agent reads "now" (status times, scheduled events' `NotBefore`).
     pub clock: Arc<dyn Clock>,
+    /// How often the agent tells the server it is alive (2 s by default).
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +158,12 @@ pub async fn run(
             .unwrap_or(1),
         memory_mb: host_memory_mb(),
         last_seen: String::new(),
+        host_id: host_id(&cfg.dir),
+        cordoned: false,
+        draining: false,
+        capacity_vcpus: None,
+        capacity_memory_mb: None,
+        subnet: None,
     };
 
     let mut recovered: HashMap<String, Recovered> = driver
@@ -173,6 +188,9 @@ pub async fn run(
     );
     let mut orphans_removed = false;
     let mut refresh = tokio::time::interval(Duration::from_secs(15));
+    let mut heartbeat =
+        tokio::time::interval(cfg.heartbeat_interval.max(Duration::from_millis(100)));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         match client.register(&host).await {
             Ok(()) => {
@@ -193,6 +211,18 @@ pub async fn run(
             _ = refresh.tick() => {
                 if let Err(e) = client.register(&host).await {
                     tracing::warn!(error = %e, "host refresh failed");
+                }
+            }
+            _ = heartbeat.tick() => {
+                match client.heartbeat(&cfg.host).await {
+                    Ok(true) => {}
+                    // The server forgot the host (deleted): register again.
+                    Ok(false) => {
+                        if let Err(e) = client.register(&host).await {
+                            tracing::warn!(error = %e, "host registration failed");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
                 }
             }
             changes = instances.changed() => {
@@ -280,6 +310,23 @@ async fn sleep_or_stop(shutdown: &CancellationToken, d: Duration) -> bool {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
     }
+}
+
+/// This agent's identity, kept in its directory across restarts (a second agent with
+/// the same host name has another).
+fn host_id(dir: &std::path::Path) -> String {
+    let path = dir.join("host-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return id.trim().to_string();
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let _ = std::fs::create_dir_all(dir);
+    if let Err(e) = std::fs::write(&path, &id) {
+        tracing::warn!(error = %e, "cannot keep the host id; a restart gets a new one");
+    }
+    id
 }
 
 fn host_memory_mb() -> u64 {

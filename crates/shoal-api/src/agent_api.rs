@@ -1,13 +1,17 @@
 //! The agent protocol: the same HTTP API everyone uses, with three Shoal endpoints.
 //!
-//! - `PUT /shoal/v1/hosts/{name}`: an agent registers (and refreshes) its host.
+//! - `PUT /shoal/v1/hosts/{name}`: an agent registers (and refreshes) its host; a name
+//!   another live host holds is 409. Cordon and drain flags are the operator's: kept.
+//!   Heartbeats: `POST /shoal/v1/hosts/{name}/heartbeat` (`crate::hosts`).
 //! - `GET /shoal/v1/hosts/{name}/instances`: the desired instances on that host and the
 //!   store revision (`{"revision", "items"}`); with `?watch=true&after=REV`, a stream of
 //!   newline-delimited JSON events after that revision about that host's instances only
 //!   (`{"type":"put","revision","key","record"}`, `{"type":"delete","revision","key"}`,
 //!   periodic `{"type":"bookmark"}`, and `{"type":"error","code":"Compacted"}` when the
 //!   agent must list again).
-//! - `PUT /shoal/v1/status/{sub}/{rg}/{vmss}/{id}`: the agent reports what it observed.
+//! - `PUT /shoal/v1/status/{sub}/{rg}/{vmss}/{id}`: the agent reports what it observed;
+//!   only the host the instance is assigned to may (404 for any other: the instance was
+//!   placed again elsewhere, and the reporting agent stops its stale copy).
 
 use shoal_model::keys;
 use std::collections::HashMap;
@@ -41,8 +45,17 @@ pub async fn host(st: &ApiState, method: &Method, name: &str, body: &[u8]) -> Ap
                 ));
             }
             rec.last_seen = st.now();
+            crate::hosts::check_name_free(st, &rec).await?;
+            if let Some(old) = st.get::<HostRecord>(&host_key(name)).await? {
+                rec.cordoned = old.value.cordoned;
+                rec.draining = old.value.draining;
+            }
+            let beat = shoal_model::records::Heartbeat { at: st.now() };
             st.store
-                .txn(vec![kv::put_op(host_key(name), &rec, Expect::Any)])
+                .txn(vec![
+                    kv::put_op(host_key(name), &rec, Expect::Any),
+                    kv::put_op(shoal_model::keys::heartbeat_key(name), &beat, Expect::Any),
+                ])
                 .await
                 .map_err(txn_error)?;
             Ok(json(
@@ -184,13 +197,11 @@ pub async fn status(st: &ApiState, method: &Method, path: &str, body: &[u8]) -> 
         Method::PUT => {
             let v = body_object(body, true)?;
             let status: InstanceStatus = shoal_model::vmss::parse_typed(&v)?;
-            if st
-                .store
-                .get(&vref.instance_key(id))
-                .await
-                .map_err(internal)?
-                .is_none()
-            {
+            let assigned = st
+                .get::<InstanceRecord>(&vref.instance_key(id))
+                .await?
+                .is_some_and(|r| r.value.host.eq_ignore_ascii_case(&status.host));
+            if !assigned {
                 return Err(ArmError::not_found("instance", &id.to_string()));
             }
             // A status racing the instance's removal is swept by the controller.

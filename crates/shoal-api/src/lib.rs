@@ -13,6 +13,7 @@ pub mod autoscale;
 pub mod blobs;
 pub mod galleries;
 pub mod groups;
+pub mod hosts;
 pub mod identity;
 pub mod instances;
 pub mod logs;

@@ -155,6 +155,18 @@ pub enum Route {
     HostInstances {
         name: String,
     },
+    HostHeartbeat {
+        name: String,
+    },
+    /// `/providers/Shoal.Infrastructure/hosts[/{name}[/{action}]]`.
+    Hosts,
+    HostResource {
+        name: String,
+    },
+    HostAction {
+        name: String,
+        action: String,
+    },
     Status {
         path: String,
     },
@@ -266,6 +278,7 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             (4, "blobs") => Ok(Route::Blob { id: owned(3) }),
             (4, "hosts") => Ok(Route::Host { name: owned(3) }),
             (5, "hosts") if eq(s(4), "instances") => Ok(Route::HostInstances { name: owned(3) }),
+            (5, "hosts") if eq(s(4), "heartbeat") => Ok(Route::HostHeartbeat { name: owned(3) }),
             (7, "status") => Ok(Route::Status {
                 path: segs[3..].join("/"),
             }),
@@ -284,6 +297,17 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             }),
             (4, "balancers") => Ok(Route::Balancer { name: owned(3) }),
             (3, "metrics") => Ok(Route::MetricsIngest),
+            _ => Err(not_found(path)),
+        };
+    }
+    if eq(s(0), "providers") && eq(s(1), "Shoal.Infrastructure") && eq(s(2), "hosts") {
+        return match n {
+            3 => Ok(Route::Hosts),
+            4 => Ok(Route::HostResource { name: owned(3) }),
+            5 => Ok(Route::HostAction {
+                name: owned(3),
+                action: owned(4),
+            }),
             _ => Err(not_found(path)),
         };
     }

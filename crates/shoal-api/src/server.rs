@@ -15,7 +15,7 @@ use crate::routes::{self, Route};
 use crate::state::ApiState;
 use crate::{agent_api, groups, identity, instances, rolling_upgrades, scalesets};
 use crate::{appgw::ApplicationGateways, arm_crud, network::LoadBalancers};
-use crate::{blobs, galleries};
+use crate::{blobs, galleries, hosts};
 
 /// Largest JSON body accepted (bundle uploads stream separately).
 const MAX_JSON_BODY: usize = 4 << 20;
@@ -278,6 +278,10 @@ async fn dispatch(
             agent_api::drain(st, ctx, method, &path, balancer.as_deref(), &body).await
         }
         Route::Balancer { name } => agent_api::balancer(st, method, &name, &body).await,
+        Route::HostHeartbeat { name } => hosts::heartbeat(st, method, &name).await,
+        Route::Hosts => hosts::list(st, method).await,
+        Route::HostResource { name } => hosts::one(st, method, &name).await,
+        Route::HostAction { name, action } => hosts::action(st, method, &name, &action).await,
         Route::AutoscaleSettings { sub, rg } => {
             arm_crud::list::<AutoscaleSettings>(st, ctx, method, &sub, rg.as_deref()).await
         }

@@ -44,6 +44,7 @@ pub fn power_state(status: Option<&InstanceStatus>) -> &'static str {
         Some(InstanceState::Stopping) | Some(InstanceState::Deleting) => "stopping",
         Some(InstanceState::Stopped) | Some(InstanceState::Failed) => "stopped",
         Some(InstanceState::Deallocated) | Some(InstanceState::Deleted) => "deallocated",
+        Some(InstanceState::Lost) => "unknown",
     }
 }
 

@@ -176,6 +176,17 @@ impl ServerClient {
         .map(|_| ())
     }
 
+    /// Tells the server the host's agent is alive. `Ok(false)` when the server does not
+    /// know the host (register it again).
+    pub async fn heartbeat(&self, host: &str) -> Result<bool, ClientError> {
+        let path = format!("/shoal/v1/hosts/{host}/heartbeat");
+        match self.call("heartbeat", Method::POST, path, None, None).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Refused { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The desired instances on `host`, as store records (`instance/...` keys, JSON
     /// values), and the revision to watch from.
     pub async fn host_instances(

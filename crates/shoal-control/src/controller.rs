@@ -7,8 +7,8 @@
 //! repaired by the next reconcile.
 //!
 //! Data enters through typed caches ([`Reflector`]s over the store) of the prefixes the
-//! controller reads — `vmss/`, `instance/`, `status/`, `health/`, `host/`, `op/`, `rg/`,
-//! `rollingupgrade/` —
+//! controller reads — `vmss/`, `instance/`, `status/`, `health/`, `host/`, `heartbeat/`,
+//! `hoststate/`, `op/`, `rg/`, `rollingupgrade/` —
 //! each record decoded once when it changes. Each change is routed to the set it
 //! belongs to by the record's own fields ([`Routes`]); a reconcile reads the caches,
 //! never the store. Before a pass every cache catches up, the set records first, so
@@ -17,27 +17,29 @@
 //! listing again. Data leaves as store transactions.
 
 use shoal_model::keys;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_model::ids::VmssRef;
 use shoal_model::records::{
-    health_key, operation_key, HealthRecord, HostRecord, InstanceRecord, InstanceStatus,
-    OperationRecord, OperationStatus, OperationWait, VmssRecord,
+    health_key, operation_key, HealthRecord, Heartbeat, HostRecord, HostStateRecord,
+    InstanceRecord, InstanceStatus, OperationRecord, OperationStatus, OperationWait, VmssRecord,
 };
-use shoal_store::watcher::{Cached, Change, Reader, Reflector, StoreSource, WatchSource};
+use shoal_store::watcher::{Cached, Reader, Reflector, StoreSource, WatchSource};
 use shoal_store::{Expect, Store, StoreError, TxnOp};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{arm_time, Clock};
 use crate::commands::{CommandError, Executor, ImageResolver, Limits};
 use crate::group_gone;
+use crate::hosts::{self, HostTimeouts};
 use crate::kv::{self, KvError, Versioned};
 use crate::operations::{self, Outcome, SetView};
 use crate::planner::{self, SetState};
 use crate::repair;
 use crate::rolling::{self, runner, RollingUpgrade};
+use crate::routes::Routes;
 
 /// How often every set is reconciled even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -53,6 +55,8 @@ pub struct Controller {
     clock: Arc<dyn Clock>,
     /// The galleries, for automatic OS image upgrades (none: no such upgrades).
     images: Option<Arc<dyn ImageResolver>>,
+    /// When hosts become NotReady and Down.
+    host_timeouts: HostTimeouts,
 }
 
 /// The records the controller reads, each decoded once when it changes.
@@ -62,6 +66,8 @@ struct Caches {
     statuses: Reflector<InstanceStatus>,
     health: Reflector<HealthRecord>,
     hosts: Reflector<HostRecord>,
+    heartbeats: Reflector<Heartbeat>,
+    host_states: Reflector<HostStateRecord>,
     ops: Reflector<OperationRecord>,
     /// Resource groups: only whether they changed matters (a group deletion waits).
     groups: Reflector<serde_json::Value>,
@@ -77,6 +83,8 @@ impl Caches {
             statuses: Reflector::new(source.clone(), keys::STATUS),
             health: Reflector::new(source.clone(), keys::HEALTH),
             hosts: Reflector::new(source.clone(), keys::HOST),
+            heartbeats: Reflector::new(source.clone(), keys::HEARTBEAT),
+            host_states: Reflector::new(source.clone(), keys::HOST_STATE),
             ops: Reflector::new(source.clone(), keys::OPERATION),
             groups: Reflector::new(source.clone(), keys::RESOURCE_GROUP),
             rolling: Reflector::new(source, keys::ROLLING_UPGRADE),
@@ -90,6 +98,9 @@ impl Caches {
         routes.observed(&self.statuses.catch_up());
         routes.observed(&self.health.catch_up());
         routes.hosts(&self.hosts.catch_up());
+        // Heartbeats are judged on the liveness tick; a state change moves every set.
+        self.heartbeats.catch_up();
+        routes.all |= !self.host_states.catch_up().is_empty();
         routes.ops(&self.ops.catch_up());
         routes.ops(&self.groups.catch_up());
         routes.rolling(&self.rolling.catch_up());
@@ -103,6 +114,8 @@ impl Caches {
             statuses: self.statuses.reader(),
             health: self.health.reader(),
             hosts: self.hosts.reader(),
+            heartbeats: self.heartbeats.reader(),
+            host_states: self.host_states.reader(),
             ops: self.ops.reader(),
             rolling: self.rolling.reader(),
         }
@@ -115,6 +128,8 @@ impl Caches {
             && self.statuses.is_live()
             && self.health.is_live()
             && self.hosts.is_live()
+            && self.heartbeats.is_live()
+            && self.host_states.is_live()
             && self.ops.is_live()
             && self.groups.is_live()
             && self.rolling.is_live()
@@ -128,77 +143,10 @@ struct Views {
     statuses: Reader<InstanceStatus>,
     health: Reader<HealthRecord>,
     hosts: Reader<HostRecord>,
+    heartbeats: Reader<Heartbeat>,
+    host_states: Reader<HostStateRecord>,
     ops: Reader<OperationRecord>,
     rolling: Reader<RollingUpgrade>,
-}
-
-/// What the next pass must look at, worked out from the changes seen.
-#[derive(Debug, Default)]
-struct Routes {
-    /// Sets to reconcile, by set key (`vmss/{sub}/{rg}/{name}`, lower case).
-    dirty: BTreeMap<String, VmssRef>,
-    /// Every set must be reconciled (hosts changed, or a resync).
-    all: bool,
-    /// Operations must be looked at again.
-    ops: bool,
-    /// The set an instance's status and health records belong to, by their keys
-    /// (learnt from the instance records, which name their set).
-    owners: HashMap<String, VmssRef>,
-}
-
-impl Routes {
-    fn mark(&mut self, vmss: &VmssRef) {
-        self.dirty.insert(vmss.key(), vmss.clone());
-    }
-
-    fn pending(&self) -> bool {
-        !self.dirty.is_empty() || self.all || self.ops
-    }
-
-    fn sets(&mut self, changes: &[Change<VmssRecord>]) {
-        for set in changes.iter().filter_map(Change::latest) {
-            self.mark(&set.vmss);
-        }
-    }
-
-    fn instances(&mut self, changes: &[Change<InstanceRecord>]) {
-        for c in changes {
-            let Some(rec) = c.latest() else { continue };
-            self.mark(&rec.vmss);
-            let observed = [rec.status_key(), health_key(&rec.vmss, rec.instance_id)];
-            for key in observed {
-                if c.new.is_some() {
-                    self.owners.insert(key, rec.vmss.clone());
-                } else {
-                    self.owners.remove(&key);
-                }
-            }
-        }
-    }
-
-    /// Statuses and health. One whose instance is unknown (a report that raced the
-    /// instance's removal) waits for the next resync, which sweeps it.
-    fn observed<T>(&mut self, changes: &[Change<T>]) {
-        for c in changes {
-            if let Some(set) = self.owners.get(&c.key).cloned() {
-                self.mark(&set);
-            }
-        }
-    }
-
-    fn rolling(&mut self, changes: &[Change<RollingUpgrade>]) {
-        for r in changes.iter().filter_map(Change::latest) {
-            self.mark(&r.vmss);
-        }
-    }
-
-    fn hosts(&mut self, changes: &[Change<HostRecord>]) {
-        self.all |= !changes.is_empty();
-    }
-
-    fn ops<T>(&mut self, changes: &[Change<T>]) {
-        self.ops |= !changes.is_empty();
-    }
 }
 
 /// The set an operation waits on, if it waits on one.
@@ -227,6 +175,15 @@ impl Controller {
             store,
             clock,
             images,
+            host_timeouts: HostTimeouts::default(),
+        }
+    }
+
+    /// When hosts become NotReady and Down (defaults: [`HostTimeouts::default`]).
+    pub fn with_host_timeouts(self, host_timeouts: HostTimeouts) -> Self {
+        Controller {
+            host_timeouts,
+            ..self
         }
     }
 
@@ -251,6 +208,8 @@ impl Controller {
         // Kept across restarts, as the caches are (their owners index follows them).
         let mut routes = Routes::default();
         let mut last_progress: HashMap<String, tokio::time::Instant> = HashMap::new();
+        // Every host gets one grace period from now (a restart or a new leader).
+        let watching_since = self.clock.now();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -259,7 +218,13 @@ impl Controller {
             routes.all = true;
             routes.ops = true;
             match self
-                .run_once(&mut caches, &mut routes, &shutdown, &mut last_progress)
+                .run_once(
+                    &mut caches,
+                    &mut routes,
+                    &shutdown,
+                    &mut last_progress,
+                    watching_since,
+                )
                 .await
             {
                 Ok(()) => return,
@@ -280,10 +245,12 @@ impl Controller {
         routes: &mut Routes,
         shutdown: &CancellationToken,
         last_progress: &mut HashMap<String, tokio::time::Instant>,
+        watching_since: jiff::Timestamp,
     ) -> Result<(), KvError> {
         let views = caches.views();
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
+        let mut liveness = tokio::time::interval(self.host_timeouts.heartbeat_interval / 2);
         let mut last_pass = tokio::time::Instant::now() - MIN_PASS_INTERVAL;
         // Sets to look at again at a given time (a repair grace period ends).
         let mut wakeups: HashMap<String, (VmssRef, tokio::time::Instant)> = HashMap::new();
@@ -311,6 +278,13 @@ impl Controller {
                 c = caches.statuses.changed() => routes.observed(&c),
                 c = caches.health.changed() => routes.observed(&c),
                 c = caches.hosts.changed() => routes.hosts(&c),
+                _ = caches.heartbeats.changed() => {}
+                c = caches.host_states.changed() => routes.all |= !c.is_empty(),
+                _ = liveness.tick(), if caches.live() => {
+                    let (hosts, beats, states) = (&views.hosts, &views.heartbeats, &views.host_states);
+                    let (since, now) = (watching_since, self.clock.now());
+                    hosts::judge(&*self.store, hosts, beats, states, since, now, &self.host_timeouts).await?;
+                }
                 c = caches.ops.changed() => routes.ops(&c),
                 c = caches.groups.changed() => routes.ops(&c),
                 c = caches.rolling.changed() => routes.rolling(&c),
@@ -458,12 +432,7 @@ impl Controller {
         let mut settled = true;
         let mut blocked = None;
         if let Some(set) = &set {
-            let hosts: Vec<HostRecord> = caches
-                .hosts
-                .snapshot()
-                .values()
-                .map(|h| h.value.clone())
-                .collect();
+            let hosts = hosts::current(&caches.hosts, &caches.host_states, &caches.instances);
             // With maxSurge a batch's replacements are held on top of the capacity.
             let surged = runner::with_surge(&set.value, upgrade.as_ref().map(|u| &u.value));
             let plan = planner::plan(
@@ -493,6 +462,13 @@ impl Controller {
                     let expect = rev_of(u.instance_id).map_or(Expect::Absent, Expect::ModRevision);
                     txn.push(kv::put_op(u.key(), u, expect));
                 }
+                txn.extend(hosts::lost_writes(
+                    &plan.lost,
+                    &records,
+                    &status_by_id,
+                    &caches.host_states,
+                    &now,
+                ));
                 for key in &orphans {
                     txn.push(kv::delete_op(key.clone(), Expect::Any));
                 }
@@ -694,70 +670,5 @@ async fn sleep_until_earliest(wakeups: &HashMap<String, (VmssRef, tokio::time::I
     match wakeups.values().map(|(_, at)| at).min() {
         Some(at) => tokio::time::sleep_until(*at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn instance(set: &VmssRef, id: u64) -> Arc<Cached<InstanceRecord>> {
-        let rec: InstanceRecord = serde_json::from_value(serde_json::json!({
-            "vmss": set, "instance_id": id, "vm_id": "v", "host": "local", "zone": null,
-            "fault_domain": 0,
-            "launch": {"generation": 1, "image_id": "i", "image_version": "1", "kind": "process",
-                "blob_id": "b", "command": "c", "port": 80, "sku": "x", "vcpus": 1, "memory_mb": 512,
-                "custom_data": null, "computer_name_prefix": "web"},
-            "power": "running", "restart_gen": 0, "reimage_gen": 0, "deleting": false,
-            "protection": {}, "time_created": "t"
-        }))
-        .expect("record");
-        Arc::new(Cached {
-            value: rec,
-            revision: 1,
-        })
-    }
-
-    fn change<T>(key: &str, old: Option<Arc<Cached<T>>>, new: Option<Arc<Cached<T>>>) -> Change<T> {
-        Change {
-            key: key.into(),
-            old,
-            new,
-        }
-    }
-
-    #[test]
-    fn changes_route_to_the_set_their_records_belong_to() {
-        let web = VmssRef::new("S", "Rg", "Web");
-        let mut routes = Routes::default();
-        let rec = instance(&web, 3);
-        routes.instances(&[change(&rec.key(), None, Some(rec.clone()))]);
-        assert_eq!(routes.dirty.keys().collect::<Vec<_>>(), ["vmss/s/rg/web"]);
-        routes.dirty.clear();
-
-        // The instance's status and health go to its set; an unknown one goes nowhere.
-        let status: Change<InstanceStatus> = change(&rec.status_key(), None, None);
-        let health: Change<HealthRecord> = change(&health_key(&web, 3), None, None);
-        routes.observed(&[status]);
-        routes.observed(&[health]);
-        assert_eq!(routes.dirty.keys().collect::<Vec<_>>(), ["vmss/s/rg/web"]);
-        routes.dirty.clear();
-        routes.observed::<InstanceStatus>(&[change(&web.status_key(4), None, None)]);
-        assert!(routes.dirty.is_empty());
-
-        // Once the instance is gone its observations are no longer routed (the removal
-        // itself marks the set).
-        routes.instances(&[change(&rec.key(), Some(rec.clone()), None)]);
-        assert_eq!(routes.dirty.len(), 1);
-        routes.dirty.clear();
-        routes.observed::<InstanceStatus>(&[change(&rec.status_key(), None, None)]);
-        assert!(routes.dirty.is_empty() && routes.owners.is_empty());
-
-        // Operations and groups ask for the operations pass; hosts for every set.
-        assert!(!routes.pending());
-        routes.ops::<OperationRecord>(&[change("op/1", None, None)]);
-        assert!(routes.ops && !routes.all);
-        routes.hosts(&[change("host/local", None, None)]);
-        assert!(routes.all);
     }
 }

@@ -9,11 +9,13 @@ pub mod clock;
 pub mod commands;
 pub mod controller;
 mod group_gone;
+pub mod hosts;
 pub mod kv;
 pub mod operations;
 pub mod planner;
 pub mod repair;
 pub mod rolling;
+mod routes;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use controller::Controller;

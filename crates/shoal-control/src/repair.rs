@@ -277,6 +277,7 @@ mod tests {
             deleting: false,
             protection: ProtectionPolicy::default(),
             time_created: String::new(),
+            epoch: 0,
         }
     }
 

@@ -15,7 +15,9 @@
 //! | `health/{sub}/{rg}/{set}/{id:08}` | `HealthRecord` | balancers, health extension |
 //! | `drainack/{sub}/{rg}/{set}/{id:08}/{balancer}` | `DrainAck` | balancers |
 //! | `op/{id}` | `OperationRecord` | API, controller |
-//! | `host/{name}` | `HostRecord` | agents |
+//! | `host/{name}` | `HostRecord` | agents (registration), API (cordon, drain) |
+//! | `heartbeat/{name}` | `Heartbeat` (when the host's agent last called) | API |
+//! | `hoststate/{name}` | `HostStateRecord` (Ready, NotReady, Down) | controller |
 //! | `balancer/{name}` | `BalancerRecord` | balancers |
 //! | `lb/…`, `appgw/…` | load balancers, application gateways | API |
 //! | `autoscale/…`, `autoscale-history/…` | autoscale settings, their history | API, autoscale |
@@ -35,6 +37,8 @@ pub const HEALTH: &str = "health/";
 pub const DRAIN_ACK: &str = "drainack/";
 pub const OPERATION: &str = "op/";
 pub const HOST: &str = "host/";
+pub const HEARTBEAT: &str = "heartbeat/";
+pub const HOST_STATE: &str = "hoststate/";
 pub const BALANCER: &str = "balancer/";
 pub const LOAD_BALANCER: &str = "lb/";
 pub const APP_GATEWAY: &str = "appgw/";
@@ -141,6 +145,14 @@ pub fn operation_key(id: &str) -> String {
 
 pub fn host_key(name: &str) -> String {
     format!("{HOST}{}", name.to_ascii_lowercase())
+}
+
+pub fn heartbeat_key(name: &str) -> String {
+    format!("{HEARTBEAT}{}", name.to_ascii_lowercase())
+}
+
+pub fn host_state_key(name: &str) -> String {
+    format!("{HOST_STATE}{}", name.to_ascii_lowercase())
 }
 
 pub fn balancer_key(name: &str) -> String {

@@ -7,7 +7,8 @@
 //! values it has applied, which makes every action level-triggered and idempotent.
 
 pub use crate::keys::{
-    balancer_key, blob_key, drain_ack_prefix, health_key, host_key, operation_key,
+    balancer_key, blob_key, drain_ack_prefix, health_key, heartbeat_key, host_key, host_state_key,
+    operation_key,
 };
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,11 @@ pub struct InstanceRecord {
     pub deleting: bool,
     pub protection: ProtectionPolicy,
     pub time_created: String,
+    /// Bumped each time the instance is placed again on another host (its host went
+    /// Down): the same instance id, a fresh copy on the new host. An agent runs only
+    /// the epoch its host is assigned; the API takes statuses only from that host.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl InstanceRecord {
@@ -121,6 +127,7 @@ arm_enum!(InstanceState {
     Failed = "failed",
     Deleting = "deleting",
     Deleted = "deleted",
+    Lost = "lost",
 });
 
 /// What an agent observed of one instance, written by the agent.
@@ -233,6 +240,51 @@ pub struct HostRecord {
     pub vcpus: u32,
     pub memory_mb: u64,
     pub last_seen: String,
+    /// Identifies the agent that registered the name (it keeps it across restarts): a
+    /// second agent may not take a live host's name.
+    #[serde(default)]
+    pub host_id: String,
+    /// No new placements (`shoal host cordon`).
+    #[serde(default)]
+    pub cordoned: bool,
+    /// Every instance moves off (`shoal host drain`); implies cordoned.
+    #[serde(default)]
+    pub draining: bool,
+    /// What may be placed here; `None`: the overcommitted defaults (16× the vCPUs, 4×
+    /// the memory).
+    #[serde(default)]
+    pub capacity_vcpus: Option<u32>,
+    #[serde(default)]
+    pub capacity_memory_mb: Option<u64>,
+    /// The host's instance subnet, when its network gives instances their own addresses.
+    #[serde(default)]
+    pub subnet: Option<String>,
+}
+
+/// When a host's agent last called in (the server's clock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub at: String,
+}
+
+arm_enum!(HostState { Ready = "Ready", NotReady = "NotReady", Down = "Down" });
+
+/// A host's state as the controller derives it from its heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStateRecord {
+    pub state: HostState,
+    /// When `state` last changed (RFC 3339).
+    pub since: String,
+    /// What happened to the host and its instances, newest last (bounded).
+    #[serde(default)]
+    pub events: Vec<HostEvent>,
+}
+
+/// One entry of a host's activity: a state change, instances replaced elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEvent {
+    pub time: String,
+    pub message: String,
 }
 
 /// Shoal's extension object of a gallery image version: `properties.shoal`.

@@ -511,6 +511,7 @@ fn agent_config(a: &AgentSettings, dir: PathBuf, keep_instances: bool) -> AgentC
         keep_instances,
         drain_timeout: a.drain_timeout,
         clock: Arc::new(SystemClock),
+        heartbeat_interval: shoal_control::hosts::HostTimeouts::default().heartbeat_interval,
     }
 }
 

@@ -2,22 +2,23 @@
 //! write. Pure: no I/O, no clock (the caller passes `now` and fresh ids).
 //!
 //! Decide, then do: [`plan`] returns a [`Plan`], and `crate::controller` applies it in
-//! one store transaction guarded by the revisions it read. [`plan`] combines three
+//! one store transaction guarded by the revisions it read. [`plan`] combines these
 //! decisions, each in its own module:
-//! - [`placement`]: where new instances go (zone, host, fault domain);
+//! - [`placement`]: where new instances go (zone, host, fault domain), and where an
+//!   instance whose host went Down is placed again (same id, next epoch);
 //! - [`scale_in`]: which instances leave when capacity drops;
 //! - [`upgrade`]: which instances take the set's new model in `Automatic` upgrade mode.
 
 use std::collections::HashMap;
 
-use shoal_model::records::{HostRecord, InstanceRecord, InstanceState, InstanceStatus, VmssRecord};
+use shoal_model::records::{HostState, InstanceRecord, InstanceState, InstanceStatus, VmssRecord};
 use shoal_model::vmss::UpgradeMode;
 
 pub mod placement;
 pub mod scale_in;
 pub mod upgrade;
 
-pub use placement::place;
+pub use placement::{place, HostSlot, Resources};
 pub use scale_in::choose_scale_in_victims;
 
 /// Everything the planner looks at for one scale set.
@@ -26,7 +27,19 @@ pub struct SetState<'a> {
     pub vmss: &'a VmssRecord,
     pub instances: &'a [InstanceRecord],
     pub statuses: &'a HashMap<u64, InstanceStatus>,
-    pub hosts: &'a [HostRecord],
+    /// Every host, with its state and the room left on it.
+    pub hosts: &'a [HostSlot],
+}
+
+/// An instance whose host is Down (or gone): it is lost, and placed again elsewhere
+/// when a host may take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    pub instance_id: u64,
+    /// The host it was lost with.
+    pub host: String,
+    /// Where it runs again (same id, next epoch), if anywhere.
+    pub moved_to: Option<String>,
 }
 
 /// What to write for one scale set.
@@ -44,6 +57,8 @@ pub struct Plan {
     pub remove_vmss: bool,
     /// Why the plan could not do everything it wanted (e.g. no host, protected instances).
     pub blocked: Option<String>,
+    /// Instances on Down hosts (their moves are among `update`).
+    pub lost: Vec<Lost>,
 }
 
 impl Plan {
@@ -60,14 +75,23 @@ impl Plan {
 pub fn plan(state: &SetState<'_>, now: &str, new_vm_id: &mut dyn FnMut() -> String) -> Plan {
     let mut out = Plan::default();
     let set = state.vmss;
+    // A host that is Down or no longer registered: what it runs is lost.
+    let gone = |host: &str| {
+        state
+            .hosts
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(host))
+            .is_none_or(|h| h.state == HostState::Down)
+    };
 
-    // Finished teardowns leave the store.
+    // Finished teardowns leave the store; so do teardowns on a host that is gone (its
+    // agent stops them if it ever comes back: their records are gone).
     for inst in state.instances.iter().filter(|i| i.deleting) {
-        if state
+        let done = state
             .statuses
             .get(&inst.instance_id)
-            .is_some_and(|s| s.state == InstanceState::Deleted)
-        {
+            .is_some_and(|s| s.state == InstanceState::Deleted);
+        if done || gone(&inst.host) {
             out.remove.push(inst.instance_id);
         }
     }
@@ -82,36 +106,109 @@ pub fn plan(state: &SetState<'_>, now: &str, new_vm_id: &mut dyn FnMut() -> Stri
         return out;
     }
 
-    let active: Vec<&InstanceRecord> = state.instances.iter().filter(|i| !i.deleting).collect();
+    let mut slots: Vec<HostSlot> = state.hosts.to_vec();
+    // Lost instances are placed again first, each keeping its id (a new epoch).
+    let mut current: Vec<InstanceRecord> = state
+        .instances
+        .iter()
+        .filter(|i| !i.deleting)
+        .cloned()
+        .collect();
+    for idx in 0..current.len() {
+        if !gone(&current[idx].host) {
+            continue;
+        }
+        let need = Resources::of(&current[idx]);
+        let refs: Vec<&InstanceRecord> = current.iter().collect();
+        let from = current[idx].zone.clone();
+        let to = placement::place(set, &slots, &refs, &need, Some(from.as_deref()));
+        let inst = &mut current[idx];
+        out.lost.push(Lost {
+            instance_id: inst.instance_id,
+            host: inst.host.clone(),
+            moved_to: to.as_ref().map(|p| p.host.clone()),
+        });
+        if let Some(p) = to {
+            placement::take(&mut slots, &p.host, &need);
+            inst.host = p.host;
+            inst.zone = p.zone;
+            inst.fault_domain = p.fault_domain;
+            inst.epoch += 1;
+            out.update.push(inst.clone());
+        } else {
+            out.blocked = Some(placement::no_room(set));
+        }
+    }
+
+    // Instances on a draining host are replaced first, then removed (with draining).
+    let draining = |host: &str| {
+        state
+            .hosts
+            .iter()
+            .any(|h| h.draining && h.name.eq_ignore_ascii_case(host))
+    };
+    let staying: Vec<&InstanceRecord> = current.iter().filter(|i| !draining(&i.host)).collect();
+    let leaving: Vec<&InstanceRecord> = current.iter().filter(|i| draining(&i.host)).collect();
     let capacity = usize::try_from(set.model.capacity().max(0)).unwrap_or(0);
 
-    if active.len() < capacity {
-        if state.hosts.is_empty() {
-            out.blocked =
-                Some("No host is available: start an agent (shoal serve runs one).".into());
-        } else {
-            let (created, next) = placement::new_instances(
-                set,
-                state.hosts,
-                &active,
-                capacity - active.len(),
-                now,
-                new_vm_id,
-            );
+    if staying.len() < capacity {
+        let all: Vec<&InstanceRecord> = current.iter().collect();
+        let wanted = capacity - staying.len();
+        // A replacement for a draining instance is one more than the set has.
+        let (created, next) =
+            placement::new_instances(set, &mut slots, &all, wanted, now, new_vm_id);
+        if created.len() < wanted {
+            out.blocked = Some(if state.hosts.is_empty() {
+                "No host is available: start an agent (shoal serve runs one).".into()
+            } else {
+                placement::no_room(set)
+            });
+        }
+        if !created.is_empty() {
             out.vmss_next_instance_id = Some(next);
             out.create = created;
         }
-    } else if active.len() > capacity {
-        let (victims, blocked) =
-            scale_in::mark_victims(&active, active.len() - capacity, set.model.scale_in_rule());
-        out.update = victims;
+    } else if staying.len() > capacity {
+        let (victims, blocked) = scale_in::mark_victims(
+            &staying,
+            staying.len() - capacity,
+            set.model.scale_in_rule(),
+        );
+        out.update.extend(victims);
         out.blocked = blocked;
+    }
+    // The replacements run: the draining host's instances go.
+    let replaced = staying.len() >= capacity
+        && staying.iter().all(|i| {
+            state
+                .statuses
+                .get(&i.instance_id)
+                .is_some_and(|s| s.satisfies(i) && s.host.eq_ignore_ascii_case(&i.host))
+        });
+    if replaced {
+        for inst in &leaving {
+            let mut changed = (*inst).clone();
+            changed.deleting = true;
+            out.update.push(changed);
+        }
     }
 
     if set.model.upgrade_mode() == UpgradeMode::Automatic {
+        let active: Vec<&InstanceRecord> = current.iter().filter(|i| !draining(&i.host)).collect();
         let upgrades = upgrade::automatic_upgrades(set, &active, &out.update);
         out.update.extend(upgrades);
     }
+    // One write per instance: a later decision about it (a move, then a scale-in)
+    // was made on the earlier one's result.
+    let mut seen = std::collections::HashSet::new();
+    let mut merged: Vec<InstanceRecord> = out
+        .update
+        .into_iter()
+        .rev()
+        .filter(|u| seen.insert(u.instance_id))
+        .collect();
+    merged.reverse();
+    out.update = merged;
     out
 }
 
@@ -167,26 +264,31 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn host(name: &str, zone: Option<&str>) -> HostRecord {
-        HostRecord {
+    /// A Ready host with room for 1000 small instances.
+    pub(crate) fn slot(name: &str, zone: Option<&str>) -> HostSlot {
+        HostSlot {
             name: name.into(),
             zone: zone.map(String::from),
-            fault_domain: None,
-            agent_url: String::new(),
-            driver: "fake".into(),
-            limits: String::new(),
-            network: String::new(),
-            vcpus: 2,
-            memory_mb: 1024,
-            last_seen: String::new(),
+            fault_domain: 0,
+            state: HostState::Ready,
+            cordoned: false,
+            draining: false,
+            free: Resources {
+                vcpus: 1000,
+                memory_mb: 512_000,
+            },
         }
+    }
+
+    pub(crate) fn host(name: &str, zone: Option<&str>) -> HostSlot {
+        slot(name, zone)
     }
 
     /// Applies plans until nothing changes, with every teardown finishing at once.
     pub(crate) fn converge(
         set: &mut VmssRecord,
         instances: &mut Vec<InstanceRecord>,
-        hosts: &[HostRecord],
+        hosts: &[HostSlot],
     ) {
         let mut n = 0;
         for _ in 0..10 {

@@ -1,5 +1,6 @@
 //! Scale-in: which instances leave when a set's capacity drops. Never a protected one;
-//! zones kept balanced; within a zone the set's scale-in rule decides. Pure:
+//! zones kept balanced first, then the fault domains within the zone, then the set's
+//! scale-in rule decides (Azure's order). Pure:
 //! [`super::plan`] passes the active instances and how many are too many, and gets back
 //! the instances to mark for deletion.
 
@@ -34,9 +35,10 @@ pub(crate) fn mark_victims(
 }
 
 /// Picks `count` instances to remove, never a protected one. Zones are kept balanced
-/// (take from the zone with the most instances first); within a zone the scale-in rule
-/// decides: Default and NewestVM take the highest (newest) instance id, OldestVM the
-/// lowest. Ids are handed out in creation order, so id order is age order.
+/// (take from the zone with the most instances first), then the zone's fault domains
+/// (from the one with the most); within that the scale-in rule decides: Default and
+/// NewestVM take the highest (newest) instance id, OldestVM the lowest. Ids are handed
+/// out in creation order, so id order is age order.
 pub fn choose_scale_in_victims(
     active: &[&InstanceRecord],
     count: usize,
@@ -44,9 +46,13 @@ pub fn choose_scale_in_victims(
 ) -> Vec<u64> {
     let mut per_zone: BTreeMap<String, Vec<&InstanceRecord>> = BTreeMap::new();
     let mut zone_sizes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut fd_sizes: BTreeMap<(String, u32), usize> = BTreeMap::new();
     for inst in active {
         let zone = inst.zone.clone().unwrap_or_default();
         *zone_sizes.entry(zone.clone()).or_default() += 1;
+        *fd_sizes
+            .entry((zone.clone(), inst.fault_domain))
+            .or_default() += 1;
         if !inst.protection.protect_from_scale_in {
             per_zone.entry(zone).or_default().push(inst);
         }
@@ -73,11 +79,28 @@ pub fn choose_scale_in_victims(
         else {
             break;
         };
-        if let Some(inst) = per_zone.get_mut(&zone).and_then(|l| l.pop()) {
-            victims.push(inst.instance_id);
-            if let Some(n) = zone_sizes.get_mut(&zone) {
-                *n -= 1;
-            }
+        let Some(list) = per_zone.get_mut(&zone) else {
+            break;
+        };
+        // The fault domain with the most instances among those with a candidate; the
+        // rule's choice within it (the list is sorted so the choice is last).
+        let fd_size = |fd: u32| fd_sizes.get(&(zone.clone(), fd)).copied().unwrap_or(0);
+        let Some(largest) = list.iter().map(|i| fd_size(i.fault_domain)).max() else {
+            break;
+        };
+        let Some(pos) = list
+            .iter()
+            .rposition(|i| fd_size(i.fault_domain) == largest)
+        else {
+            break;
+        };
+        let inst = list.remove(pos);
+        victims.push(inst.instance_id);
+        if let Some(n) = zone_sizes.get_mut(&zone) {
+            *n -= 1;
+        }
+        if let Some(n) = fd_sizes.get_mut(&(zone.clone(), inst.fault_domain)) {
+            *n -= 1;
         }
     }
     victims
@@ -129,7 +152,7 @@ mod tests {
                     zone: zone.map(|z| z.to_string()), fault_domain: 0, launch: launch(1), power: PowerIntent::Running,
                     restart_gen: 0, reimage_gen: 0, deleting: false,
                     protection: ProtectionPolicy { protect_from_scale_in: protected, protect_from_scale_set_actions: false },
-                    time_created: String::new(),
+                    time_created: String::new(), epoch: 0,
                 }
             }).collect();
             let refs: Vec<&InstanceRecord> = records.iter().collect();

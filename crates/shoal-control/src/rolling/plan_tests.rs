@@ -45,6 +45,7 @@ fn instance(id: u64, zone: Option<&str>, fd: u32) -> InstanceRecord {
         deleting: false,
         protection: ProtectionPolicy::default(),
         time_created: String::new(),
+        epoch: 0,
     }
 }
 

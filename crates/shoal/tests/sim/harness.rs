@@ -9,6 +9,10 @@
 //!   (every later call fails as a dead process would), and [`Sim::restart_server`]
 //!   starts a fresh core on the same store, as `kill -9` and a restart of `shoal serve`
 //!   would; agents keep running and reconnect, as the data plane does.
+//! - [`Sim::cut`] cuts one host off the server (its calls fail and its open watches
+//!   end, as a pulled cable would) and heals it again; the host's instances keep
+//!   running meanwhile. [`Sim::stop_agent`] and [`Sim::start_agent`] stop and start one
+//!   host's agent alone (its instances stay, as after a `kill -9` of the agent).
 //!
 //! Time is tokio's paused clock: whenever every task waits, time jumps to the next timer,
 //! so minutes of simulated time (backoffs, grace periods, resyncs) take milliseconds, and
@@ -21,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use shoal::{Core, CoreConfig};
@@ -134,6 +139,8 @@ struct ServerGen {
 #[derive(Clone)]
 pub struct SimTransport {
     router: Arc<RwLock<Option<axum::Router>>>,
+    /// The host's link is cut: calls fail, open bodies end with an error.
+    cut: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -153,6 +160,12 @@ impl Transport for SimTransport {
                 source: "connection refused (the simulated server is down)".into(),
             });
         };
+        if self.cut.load(Ordering::SeqCst) {
+            return Err(TransportError {
+                target: "simulated server".into(),
+                source: "connection timed out (the simulated host is cut off)".into(),
+            });
+        }
         let resp = router
             .oneshot(req.map(Body::from))
             .await
@@ -160,7 +173,17 @@ impl Transport for SimTransport {
                 target: "simulated server".into(),
                 source: Box::new(e),
             })?;
-        Ok(resp)
+        let cut = self.cut.clone();
+        Ok(resp.map(|body| {
+            let frames = body.into_data_stream().map(move |chunk| {
+                if cut.load(Ordering::SeqCst) {
+                    Err(axum::Error::new("the simulated host is cut off"))
+                } else {
+                    chunk
+                }
+            });
+            Body::from_stream(frames)
+        }))
     }
 
     fn target(&self) -> &str {
@@ -176,7 +199,8 @@ pub struct SimHost {
     pub driver: FakeDriver,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    cut: Arc<AtomicBool>,
 }
 
 /// A host to simulate: name, zone, fault domain.
@@ -227,7 +251,7 @@ impl Sim {
         };
         sim.start_server().await;
         for h in hosts {
-            let host = sim.start_host(h, FakeDriver::new());
+            let host = sim.start_host(h, FakeDriver::new(), None);
             sim.hosts.push(host);
         }
         let names: Vec<&str> = hosts.iter().map(|h| h.name).collect();
@@ -265,8 +289,14 @@ impl Sim {
         });
     }
 
-    fn start_host(&self, spec: &HostSpec, driver: FakeDriver) -> SimHost {
-        let dir = tempfile::tempdir().expect("tempdir");
+    fn start_host(
+        &self,
+        spec: &HostSpec,
+        driver: FakeDriver,
+        dir: Option<tempfile::TempDir>,
+    ) -> SimHost {
+        let dir = dir.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+        let cut = Arc::new(AtomicBool::new(false));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let cfg = AgentConfig {
@@ -281,9 +311,11 @@ impl Sim {
             keep_instances: true,
             drain_timeout: Duration::from_secs(5),
             clock: self.clock.clone(),
+            heartbeat_interval: Duration::from_secs(2),
         };
         let client = ServerClient::new(Arc::new(SimTransport {
             router: self.router.clone(),
+            cut: cut.clone(),
         }));
         let name = spec.name.to_string();
         tracker.spawn(shoal_agent::run(
@@ -301,8 +333,46 @@ impl Sim {
             driver,
             shutdown,
             tracker,
-            _dir: dir,
+            dir,
+            cut,
         }
+    }
+
+    fn host_index(&self, name: &str) -> usize {
+        self.hosts
+            .iter()
+            .position(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no simulated host {name}"))
+    }
+
+    /// Cuts host `name` off the server (`true`) or heals it (`false`).
+    pub fn cut(&self, name: &str, cut: bool) {
+        self.hosts[self.host_index(name)]
+            .cut
+            .store(cut, Ordering::SeqCst);
+    }
+
+    /// Stops host `name`'s agent alone; its instances keep running.
+    pub async fn stop_agent(&self, name: &str) {
+        let h = &self.hosts[self.host_index(name)];
+        h.shutdown.cancel();
+        h.tracker.wait().await;
+    }
+
+    /// Starts host `name`'s agent again (same directory and driver: it adopts what runs).
+    pub fn start_agent(&mut self, name: &str) {
+        let i = self.host_index(name);
+        let old = self.hosts.remove(i);
+        let spec = HostSpec {
+            name: Box::leak(old.name.clone().into_boxed_str()),
+            zone: old
+                .zone
+                .as_deref()
+                .map(|z| &*Box::leak(z.to_string().into_boxed_str())),
+            fault_domain: old.fault_domain,
+        };
+        let host = self.start_host(&spec, old.driver.clone(), Some(old.dir));
+        self.hosts.insert(i, host);
     }
 
     /// The server dies after `writes` more store writes (the next one fails, and so does

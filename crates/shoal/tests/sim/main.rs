@@ -4,6 +4,7 @@
 
 mod controller;
 mod harness;
+mod hosts;
 mod repair;
 mod rolling;
 mod supervisor;
