@@ -521,6 +521,7 @@ impl Controller {
                         statuses: &status_by_id,
                         health: &health,
                         record: upgrade.as_ref(),
+                        surge_room: Some(runner::surge_room(&hosts, &set.value)),
                     },
                     self.clock.now(),
                 )

@@ -45,6 +45,9 @@ pub struct Input<'a> {
     pub now: Timestamp,
     /// The set's load-balancer probe: `intervalInSeconds × numberOfProbes`, if known.
     pub probe_grace: Option<u64>,
+    /// How many more instances of the set's size the hosts can take (`None`: no limit
+    /// known). With `maxSurge`, a batch whose replacements do not fit is upgraded in place.
+    pub surge_room: Option<usize>,
 }
 
 /// What to write next.
@@ -249,10 +252,22 @@ pub fn next_step(input: &Input<'_>) -> Step {
         .collect();
     let ids: Vec<u64> = members.iter().map(|m| m.instance_id).collect();
     let mut step = Step::default();
-    let surge = (r.policy.max_surge && !r.extensions).then_some(Surge {
+    let surge_wanted = r.policy.max_surge && !r.extensions;
+    let room = input.surge_room.is_none_or(|room| room >= ids.len());
+    let surge = (surge_wanted && room).then_some(Surge {
         first_new_id: set.next_instance_id,
         count: ids.len() as u64,
     });
+    if surge_wanted && !room {
+        // Azure's quota fallback: the batch is upgraded in place instead.
+        r.note(
+            &now,
+            format!(
+                "Batch {number}: the hosts have no room for {} new instance(s), so maxSurge falls back to an in-place upgrade",
+                ids.len()
+            ),
+        );
+    }
     if surge.is_some() {
         r.note(
             &now,

@@ -59,6 +59,7 @@ struct World {
     now: Timestamp,
     /// Instances on the new model never become healthy.
     bad_version: bool,
+    surge_room: Option<usize>,
 }
 
 impl World {
@@ -72,6 +73,7 @@ impl World {
             record: None,
             now,
             bad_version: false,
+            surge_room: None,
         };
         w.agents();
         w
@@ -150,6 +152,7 @@ impl World {
             record: self.record.as_ref(),
             now: self.now,
             probe_grace: None,
+            surge_room: self.surge_room,
         });
         for (id, l) in &step.launches {
             if let Some(i) = self.instances.iter_mut().find(|i| i.instance_id == *id) {
@@ -396,4 +399,24 @@ fn a_member_scaled_in_during_its_batch_is_not_a_failure() {
     let r = w.record.unwrap();
     assert_eq!(r.code, RollingStatusCode::Completed);
     assert_eq!((r.upgraded.len(), r.failed.len()), (9, 0));
+}
+
+#[test]
+fn max_surge_without_room_on_the_hosts_upgrades_the_batch_in_place() {
+    let set = rolling_set(10, None, json!({"maxSurge": true}));
+    let mut w = World::new(set, (0..10).map(|i| instance(i, None, 0)).collect());
+    w.surge_room = Some(1);
+    new_model(&mut w);
+    w.step();
+    let s = w.step();
+    assert_eq!(s.launches.len(), 2, "in place");
+    let r = w.record.as_ref().unwrap();
+    assert!(r.batch.as_ref().unwrap().surge.is_none());
+    assert!(r
+        .log
+        .iter()
+        .any(|e| e.message.contains("falls back to an in-place upgrade")));
+    w.surge_room = Some(2);
+    w.run(&mut |_, _| {});
+    assert_eq!(w.code(), Some(RollingStatusCode::Completed));
 }

@@ -15,6 +15,7 @@ use crate::commands::{
     Command, CommandError, Executor, ImageResolver, RollingChange, RollingCommand,
 };
 use crate::kv::Versioned;
+use crate::planner::{HostSlot, Resources};
 
 /// What the controller's caches hold of one set.
 pub struct Observed<'a> {
@@ -23,6 +24,8 @@ pub struct Observed<'a> {
     pub statuses: &'a HashMap<u64, InstanceStatus>,
     pub health: &'a HashMap<u64, HealthRecord>,
     pub record: Option<&'a Versioned<RollingUpgrade>>,
+    /// How many more instances of the set's size the hosts can take ([`surge_room`]).
+    pub surge_room: Option<usize>,
 }
 
 /// The set as the placement planner must see it: with `maxSurge`, a batch's replacements
@@ -39,6 +42,20 @@ pub fn with_surge<'a>(set: &'a VmssRecord, record: Option<&RollingUpgrade>) -> C
         sku.capacity = Some(sku.capacity.unwrap_or(0) + extra as i64);
     }
     Cow::Owned(s)
+}
+
+/// How many more instances of `set`'s size the schedulable hosts can take.
+pub fn surge_room(hosts: &[HostSlot], set: &VmssRecord) -> usize {
+    let need = Resources {
+        vcpus: u64::from(set.launch.vcpus).max(1),
+        memory_mb: set.launch.memory_mb.max(1),
+    };
+    hosts
+        .iter()
+        .filter(|h| h.schedulable())
+        .map(|h| (h.free.vcpus / need.vcpus).min(h.free.memory_mb / need.memory_mb))
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .fold(0, usize::saturating_add)
 }
 
 /// Instances repairs must leave alone: the batch in flight.
@@ -81,6 +98,7 @@ pub async fn advance(
         record: observed.record.map(|r| &r.value),
         now,
         probe_grace,
+        surge_room: observed.surge_room,
     });
     let wake_in_secs = step.wake_in_secs;
     if step.is_empty() {
