@@ -297,7 +297,11 @@ mod tests {
                 change: SetChange::Patch(json!({"sku": {"capacity": wanted}})),
                 preconditions: Preconditions::default(),
             };
-            let state = SetState { existing: Some(versioned.clone()), image: Some(image()) };
+            let state = SetState {
+                existing: Some(versioned.clone()),
+                image: Some(image()),
+                hosts: Vec::new(),
+            };
             match scale_set::decide(&cmd, &state, &limits, &env()) {
                 Ok(w) => {
                     let (rec, op) = written(&w);

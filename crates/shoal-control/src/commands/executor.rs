@@ -1,6 +1,8 @@
 //! The thin executor: reads what a command concerns, asks its decider, writes the answer
 //! in one transaction.
 
+use shoal_model::keys;
+use shoal_model::records::HostRecord;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -107,7 +109,16 @@ impl Executor {
                 Some(resolver.resolve(id).await?)
             }
         };
-        let state = SetState { existing, image };
+        let (hosts, _) = kv::list_json::<HostRecord>(&*self.store, keys::HOST).await?;
+        let hosts = hosts
+            .iter()
+            .map(|h| crate::hosts::capacity(&h.value))
+            .collect();
+        let state = SetState {
+            existing,
+            image,
+            hosts,
+        };
         Ok(scale_set::decide(cmd, &state, &self.limits, env)?)
     }
 

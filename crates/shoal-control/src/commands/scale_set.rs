@@ -6,6 +6,7 @@
 //! records to write: the set with its launch spec (whose generation moves when what
 //! instances run changes) and the operation the request's `Azure-AsyncOperation` polls.
 
+use crate::planner::Resources;
 use serde_json::Value;
 use shoal_model::records::{operation_key, LaunchSpec, OperationWait, VmssRecord};
 use shoal_model::vmss::{self as model, VirtualMachineScaleSet, VMSS_TYPE};
@@ -25,6 +26,9 @@ pub struct SetState {
     pub existing: Option<Versioned<VmssRecord>>,
     /// The image the new model names, resolved (PUT and PATCH).
     pub image: Option<ResolvedImage>,
+    /// What each registered host can hold in all ([`crate::hosts::capacity`]): a size no
+    /// host can ever hold is refused at once instead of waiting for room for ever.
+    pub hosts: Vec<Resources>,
 }
 
 /// Properties Shoal sets itself; a client that echoes them back changes nothing.
@@ -98,6 +102,31 @@ pub fn decide(
     }
 }
 
+/// A size larger than every host is Azure's 409 `SkuNotAvailable`, at once (no hosts
+/// registered yet: nothing to judge by, the placement waits for one).
+fn check_fits_a_host(size: &sku::Size, hosts: &[Resources]) -> Result<(), ArmError> {
+    let need = Resources {
+        vcpus: u64::from(size.vcpus),
+        memory_mb: size.memory_mb,
+    };
+    if hosts.is_empty() || hosts.iter().any(|h| h.fits(&need)) {
+        return Ok(());
+    }
+    let largest_cpu = hosts.iter().map(|h| h.vcpus).max().unwrap_or(0);
+    let largest_mem = hosts.iter().map(|h| h.memory_mb).max().unwrap_or(0);
+    Err(ArmError::new(
+        409,
+        "SkuNotAvailable",
+        format!(
+            "The requested size '{}' asks for {} vCPUs and {} MB, more than any host offers \
+             (at most {largest_cpu} vCPUs and {largest_mem} MB): choose a smaller size, or \
+             add a host that can hold it.",
+            size.name, size.vcpus, size.memory_mb
+        ),
+    )
+    .with_target("sku.name"))
+}
+
 fn write(
     cmd: &SetCommand,
     state: &SetState,
@@ -113,6 +142,7 @@ fn write(
         .ok_or_else(|| ArmError::internal("The image of the new model was not resolved."))?;
     let size = sku::lookup(m.sku_name())
         .ok_or_else(|| ArmError::invalid_parameter("sku.name", "Unknown size."))?;
+    check_fits_a_host(&size, &state.hosts)?;
 
     let mut launch = LaunchSpec {
         generation: 1,
@@ -250,6 +280,7 @@ mod tests {
                 revision: 4,
             }),
             image: Some(image()),
+            hosts: Vec::new(),
         }
     }
 
@@ -365,6 +396,7 @@ mod tests {
         let missing = SetState {
             existing: None,
             image: Some(image()),
+            hosts: Vec::new(),
         };
         let err = decide(&patch(json!({})), &missing, &Limits::default(), &env()).unwrap_err();
         assert_eq!(err.status, 404);
@@ -428,10 +460,31 @@ mod tests {
         let none = SetState {
             existing: None,
             image: None,
+            hosts: Vec::new(),
         };
         assert!(decide(&del, &none, &Limits::default(), &env())
             .unwrap()
             .ops
             .is_empty());
+    }
+
+    #[test]
+    fn a_size_no_host_can_hold_is_refused_at_once() {
+        let size = sku::lookup("Shoal_64vCPU_262144MB").expect("size");
+        let small = Resources {
+            vcpus: 32,
+            memory_mb: 98_304,
+        };
+        let err = check_fits_a_host(&size, &[small]).expect_err("refused");
+        assert_eq!((err.status, err.code.as_str()), (409, "SkuNotAvailable"));
+        assert_eq!(err.target.as_deref(), Some("sku.name"));
+        assert!(err.message.contains("asks for 64 vCPUs"), "{}", err.message);
+        // No host yet: nothing to judge by, the placement waits for one.
+        assert!(check_fits_a_host(&size, &[]).is_ok());
+        let big = Resources {
+            vcpus: 64,
+            memory_mb: 262_144,
+        };
+        assert!(check_fits_a_host(&size, &[small, big]).is_ok());
     }
 }

@@ -57,6 +57,7 @@ pub fn set_record(capacity: i64) -> VmssRecord {
     let state = SetState {
         existing: None,
         image: Some(image()),
+        hosts: Vec::new(),
     };
     let limits = Limits {
         max_capacity: capacity.max(Limits::default().max_capacity),
