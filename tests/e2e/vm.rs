@@ -450,7 +450,10 @@ fn bad_vm_images_fail_with_what_to_fix_and_leave_no_qemu() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!out.status.success(), "an oversized set was accepted: {said}");
+        assert!(
+            !out.status.success(),
+            "an oversized set was accepted: {said}"
+        );
         assert!(
             said.contains("SkuNotAvailable")
                 && said.contains("asks for 64 vCPUs")
