@@ -148,6 +148,7 @@ pub async fn run_with(
     printer: &output::Printer,
 ) -> anyhow::Result<()> {
     let client = Client::new(opts)?;
+    client.sign_in().await?;
     match cmd {
         ClientCommand::Group(cmd) => group::run(&client, printer, cmd).await,
         ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,
