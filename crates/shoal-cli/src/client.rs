@@ -228,7 +228,12 @@ impl Client {
             http,
             endpoint,
             subscription: opts.subscription.clone(),
-            credential: Credential::discover(),
+            credential: opts
+                .access_token
+                .clone()
+                .filter(|t| !t.trim().is_empty())
+                .map(Credential::Token)
+                .unwrap_or_else(Credential::discover),
             token: Default::default(),
         })
     }
