@@ -57,7 +57,6 @@ impl Proc {
             port,
             child: Some(child),
         };
-        crate::harness::register_data_dir(&p.endpoint(), &p.data_dir());
         wait_until(
             Duration::from_secs(30),
             "the server answers /healthz",
@@ -113,7 +112,6 @@ impl Proc {
         let out = Command::new(shoal_bin())
             .args(args)
             .env("SHOAL_ENDPOINT", self.endpoint())
-            .env("SHOAL_DATA_DIR", self.data_dir())
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .output()
