@@ -107,15 +107,22 @@ pub enum DirectoryError {
 /// Secrets last this long unless told otherwise (Entra ID's default for `az ad sp`).
 pub const SECRET_LIFETIME_SECS: i64 = 365 * 24 * 3600;
 
-/// The tenant, subscriptions and principals in a store.
+/// The tenant, subscriptions and principals in a store. The tenant and its subscriptions
+/// never change once made, so they are read once and kept (every request asks).
 #[derive(Clone)]
 pub struct Directory {
     store: Arc<dyn Store>,
+    tenant: Arc<std::sync::OnceLock<Tenant>>,
+    subscriptions: Arc<std::sync::OnceLock<Vec<Subscription>>>,
 }
 
 impl Directory {
     pub fn new(store: Arc<dyn Store>) -> Directory {
-        Directory { store }
+        Directory {
+            store,
+            tenant: Default::default(),
+            subscriptions: Default::default(),
+        }
     }
 
     async fn get<T: serde::de::DeserializeOwned>(
@@ -172,8 +179,11 @@ impl Directory {
     /// The tenant, made with the default subscription on first use (by whichever server
     /// gets there first).
     pub async fn tenant(&self) -> Result<Tenant, DirectoryError> {
+        if let Some(t) = self.tenant.get() {
+            return Ok(t.clone());
+        }
         if let Some(t) = self.get::<Tenant>(TENANT_KEY).await? {
-            return Ok(t);
+            return Ok(self.tenant.get_or_init(|| t).clone());
         }
         let tenant = Tenant {
             tenant_id: uuid::Uuid::new_v4().to_string(),
@@ -201,8 +211,15 @@ impl Directory {
     }
 
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>, DirectoryError> {
+        if let Some(s) = self.subscriptions.get() {
+            return Ok(s.clone());
+        }
         self.tenant().await?;
-        self.list(SUBSCRIPTION_PREFIX).await
+        let subs: Vec<Subscription> = self.list(SUBSCRIPTION_PREFIX).await?;
+        if subs.is_empty() {
+            return Ok(subs);
+        }
+        Ok(self.subscriptions.get_or_init(|| subs).clone())
     }
 
     /// The subscription with this id (case-insensitively), if it exists.
