@@ -260,7 +260,6 @@ mod tests {
             max_capacity: 10,
             identity_header: None,
             metrics: Default::default(),
-            auth: None,
         };
         assert_eq!(
             call(&st, Method::PUT, RG, json!({"location": "local"}))
