@@ -1,0 +1,332 @@
+"""Azure's own API examples, replayed against Shoal as raw HTTP (issue 17).
+
+The examples are copies of Azure/azure-rest-api-specs files (tests/azure-sdk/examples,
+sources and commits in its README). Each is sent as it is, with only:
+
+- the image reference swapped for a Shoal gallery image (`web_image`);
+- placeholder names filled in (`{vmss-name}`, `{subscription-id}`, the example's own
+  subscription id and resource group, `{your-username}`, …).
+
+Each example must be accepted with a status the example lists, or refused with the ARM
+error Azure gives for a reason in REFUSED (each one a row of the README's compatibility
+table). Every key of the example's response, to depth 3, must be in Shoal's answer,
+except the keys in MISSING_OK (each with its reason).
+
+The module reports its counts at the end of the run (accepted / refused / keys missing).
+"""
+
+import json
+import re
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import LOCATION, SUBSCRIPTION, env, owner_token, wait_for, web_image
+
+EXAMPLES = Path(__file__).parent / "examples"
+COMPUTE = "Microsoft.Compute/virtualMachineScaleSets"
+
+# Refusals Azure itself gives, for a reason the README's compatibility table states:
+# example -> (status, ARM error code, the error's target names, reason).
+REFUSED = {
+    "VirtualMachineScaleSet_Create_WithAzureLoadBalancer.json": (
+        400,
+        "InvalidParameter",
+        "loadBalancer",
+        "the example names a load balancer, NAT pool and backend pool that do not exist in the "
+        "fresh group; Azure refuses a reference to a missing pool the same way",
+    ),
+}
+
+# Keys of Azure's answers that Shoal's cannot have: key path -> reason.
+MISSING_OK = {
+    # Windows images: Shoal's gallery image is a Linux-style process bundle, so the answer's
+    # osProfile has no windowsConfiguration (Azure fills it only for Windows images).
+    "properties.virtualMachineProfile.osProfile": None,
+}
+
+
+def _load(name):
+    return json.loads((EXAMPLES / name).read_text())
+
+
+def _examples():
+    return sorted(p.name for p in EXAMPLES.glob("*.json"))
+
+
+# --- counting ---------------------------------------------------------------------------
+
+COUNTS = {"accepted": 0, "refused": 0, "failed": 0, "keys_missing": 0}
+MISSING = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_counts(request):
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [
+        f"azure examples: {COUNTS['accepted']} accepted, {COUNTS['refused']} refused as Azure "
+        f"would, {COUNTS['failed']} failed, {COUNTS['keys_missing']} response keys missing"
+    ]
+    lines += [f"  {name}: missing {keys}" for name, keys in sorted(MISSING.items())]
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line)
+        else:
+            print(line)
+
+
+# --- HTTP --------------------------------------------------------------------------------
+
+_token = {}
+
+
+def token():
+    if "t" not in _token:
+        try:
+            _token["t"] = owner_token()
+        except Exception:  # a server without sign-in: no token needed
+            _token["t"] = None
+    return _token["t"]
+
+
+def call(method, path, body=None, api_version="2025-04-01", query=""):
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if token():
+        headers["Authorization"] = f"Bearer {token()}"
+    url = f"{env('SHOAL_SDK_ENDPOINT')}{path}?api-version={api_version}{query}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+            return r.status, (json.loads(text) if text.strip() else None)
+    except urllib.error.HTTPError as e:
+        text = e.read().decode()
+        return e.code, (json.loads(text) if text.strip() else None)
+
+
+# --- substitution ------------------------------------------------------------------------
+
+
+def fill(value, names):
+    """Fills placeholders and the example's own names in every string of `value`."""
+    if isinstance(value, dict):
+        return {k: fill(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, names) for v in value]
+    if isinstance(value, str):
+        for old, new in names.items():
+            value = value.replace(old, new)
+        return re.sub(r"\{[A-Za-z-]+\}", lambda m: names.get("*", "x"), value)
+    return value
+
+
+def names_for(example, group, vmss):
+    p = example["parameters"]
+    names = {
+        "{subscription-id}": SUBSCRIPTION,
+        "{vmss-name}": vmss,
+        "{virtualMachineScaleSetName}": vmss,
+        "{resourceGroupName}": group,
+        "{your-username}": "azureuser",
+        "{your-password}": "Shoal-example-1!",
+        "{vmss-vm-name}": f"{vmss}_0",
+    }
+    if p.get("subscriptionId", "{").startswith("{") is False:
+        names[p["subscriptionId"]] = SUBSCRIPTION
+    if "resourceGroupName" in p:
+        names[f"/resourceGroups/{p['resourceGroupName']}/"] = f"/resourceGroups/{group}/"
+    return names
+
+
+def with_image(body, image):
+    """The one change to a scale-set body: its image is a Shoal gallery image."""
+    profile = body.get("properties", {}).get("virtualMachineProfile", {})
+    storage = profile.get("storageProfile")
+    if storage is not None:
+        storage["imageReference"] = {"id": image}
+    return body
+
+
+def writable(response_body):
+    """A PUT body made from an example's answer (a set the example assumes exists)."""
+    body = {k: v for k, v in response_body.items() if k in ("location", "tags", "sku", "properties", "zones")}
+    props = dict(body.get("properties", {}))
+    for read_only in ("provisioningState", "uniqueId", "timeCreated"):
+        props.pop(read_only, None)
+    body["properties"] = props
+    body["sku"] = {**body.get("sku", {}), "capacity": 1}
+    return body
+
+
+# --- key comparison ----------------------------------------------------------------------
+
+
+def key_paths(value, prefix="", depth=3):
+    """Key paths of `value` to `depth` keys; a list is looked into through its first item."""
+    if depth == 0:
+        return set()
+    if isinstance(value, list):
+        return key_paths(value[0], prefix, depth) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    out = set()
+    for k, v in value.items():
+        path = f"{prefix}{k}"
+        out.add(path)
+        out |= key_paths(v, path + ".", depth - 1)
+    return out
+
+
+def lower_paths(paths):
+    return {p.lower() for p in paths}
+
+
+def missing_keys(expected, actual):
+    have = lower_paths(key_paths(actual))
+    return sorted(
+        p for p in key_paths(expected) if p.lower() not in have and not any(p.startswith(ok + ".") for ok in MISSING_OK)
+    )
+
+
+# --- replay ------------------------------------------------------------------------------
+
+
+def set_path(group, name):
+    return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{COMPUTE}/{name}"
+
+
+def put_set(group, name, body):
+    return call("PUT", set_path(group, name), body)
+
+
+def prerequisite_set(group, name, image, response_body=None):
+    """A scale set an example assumes exists."""
+    if response_body is None:
+        body = {
+            "location": LOCATION,
+            "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 1},
+            "properties": {
+                "upgradePolicy": {"mode": "Manual"},
+                "virtualMachineProfile": {"storageProfile": {}, "osProfile": {"computerNamePrefix": "ex"}},
+            },
+        }
+    else:
+        body = writable(response_body)
+    status, answer = put_set(group, name, with_image(body, image))
+    assert status in (200, 201), answer
+    return answer
+
+
+def first_instance(group, name):
+    """The instance id of the set's first VM, once it exists (an example's `instanceId`)."""
+
+    def listed():
+        status, answer = call("GET", set_path(group, name) + "/virtualMachines")
+        return status == 200 and answer["value"] and answer["value"][0]["instanceId"]
+
+    return wait_for(f"an instance of {name}", listed)
+
+
+def replay(name, group):
+    """Sends the example; returns (listed statuses, status, answer, expected body)."""
+    ex = _load(name)
+    vmss = f"ex{uuid.uuid4().hex[:6]}"
+    names = names_for(ex, group, vmss)
+    image = web_image(group)
+    params = fill(ex["parameters"], names)
+    responses = ex["responses"]
+    statuses = sorted(int(s) for s in responses)
+    ok = [s for s in statuses if s < 300]
+    expected = fill((responses.get(str(ok[0])) or {}).get("body"), names) if ok else None
+    api = params.get("api-version", "2025-04-01")
+    op = name.split(".")[0]
+
+    if op.startswith("VirtualMachineScaleSet_Create"):
+        status, answer = put_set(group, vmss, with_image(params["parameters"], image))
+        if status in (200, 201):
+            # Compare with the status Shoal gave (Azure's 201 for a new set).
+            expected = fill(responses[str(status)]["body"], names) if str(status) in responses else expected
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSet_Get_WithUserData":
+        prerequisite_set(group, vmss, image, expected)
+        status, answer = call("GET", set_path(group, vmss), api_version=api, query="&$expand=userData")
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSet_ListBySubscription_ByLocation":
+        prerequisite_set(group, vmss, image, expected["value"][0])
+        path = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Compute/locations/{params['location']}/virtualMachineScaleSets"
+        status, answer = call("GET", path, api_version=api)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSet_ListSkus_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        status, answer = call("GET", set_path(group, vmss) + "/skus", api_version=api)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSetRollingUpgrade_GetLatest_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
+        status, answer = call("GET", set_path(group, vmss) + "/rollingUpgrades/latest", api_version=api)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSetRollingUpgrade_StartOSUpgrade_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        status, answer = call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSetVM_Get_WithUserData":
+        prerequisite_set(group, vmss, image)
+        vm = first_instance(group, vmss)
+        status, answer = call(
+            "GET", set_path(group, vmss) + f"/virtualMachines/{vm}", api_version=api, query="&$expand=UserData"
+        )
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSetVM_List_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        first_instance(group, vmss)
+        status, answer = call("GET", set_path(group, vmss) + "/virtualMachines", api_version=api)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSetVM_Restart_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        vm = first_instance(group, vmss)
+        status, answer = call("POST", set_path(group, vmss) + f"/virtualMachines/{vm}/restart", api_version=api)
+        return statuses, status, answer, expected
+    if op in ("createOrUpdateAutoscaleSetting", "getAutoscaleSetting", "deleteAutoscaleSetting"):
+        create = _load("createOrUpdateAutoscaleSetting.json")
+        target = "testingsc"  # the scale set the examples scale, created first in the group
+        prerequisite_set(group, target, image)
+        body = fill(create["parameters"]["parameters"], names)
+        path = (
+            f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/"
+            f"Microsoft.Insights/autoscalesettings/{params['autoscaleSettingName']}"
+        )
+        status, answer = call("PUT", path, body, api_version=api)
+        if op == "getAutoscaleSetting":
+            status, answer = call("GET", path, api_version=api)
+        elif op == "deleteAutoscaleSetting":
+            status, answer = call("DELETE", path, api_version=api)
+        return statuses, status, answer, expected
+    pytest.fail(f"no replay written for {name}")
+
+
+@pytest.mark.parametrize("name", _examples())
+def test_azure_example(name, group):
+    statuses, status, answer, expected = replay(name, group)
+    if name in REFUSED:
+        want_status, want_code, target, reason = REFUSED[name]
+        error = (answer or {}).get("error", {})
+        if status == want_status and error.get("code") == want_code and target in error.get("target", ""):
+            COUNTS["refused"] += 1
+            return
+        COUNTS["failed"] += 1
+        pytest.fail(f"expected Azure's {want_status} {want_code} ({reason}), got {status}: {answer}")
+    if status not in statuses or status >= 300:
+        COUNTS["failed"] += 1
+        pytest.fail(f"{name}: status {status} not one the example lists {statuses}: {json.dumps(answer)[:600]}")
+    COUNTS["accepted"] += 1
+    if expected is not None:
+        missing = missing_keys(expected, answer or {})
+        if missing:
+            COUNTS["keys_missing"] += len(missing)
+            MISSING[name] = missing
+        assert not missing, f"{name}: Azure's answer has keys Shoal's lacks: {missing}"
