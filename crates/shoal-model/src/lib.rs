@@ -15,6 +15,7 @@ pub mod keys;
 pub mod names;
 pub mod network;
 pub mod records;
+pub mod sizes;
 pub mod sku;
 pub mod upgrade_policy;
 pub mod vmss;

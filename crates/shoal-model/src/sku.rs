@@ -1,8 +1,10 @@
 //! The size catalogue: what `sku.name` means in vCPUs and memory.
 //!
 //! Shoal's own sizes are spelled `Shoal_{N}vCPU_{M}MB` (any N in 1..=64, M in
-//! 64..=262144); common Azure sizes map to their published vCPU and memory so existing
-//! scripts keep working.
+//! 64..=262144); every Azure size of the families in [`crate::sizes`] maps to its
+//! published vCPUs and memory, so scripts and templates written for Azure keep working.
+//! Served as Azure serves them: `…/virtualMachineScaleSets/{name}/skus`,
+//! `…/providers/Microsoft.Compute/skus` and `…/locations/{l}/vmSizes`.
 
 use serde_json::{json, Value};
 
@@ -13,33 +15,6 @@ pub struct Size {
     pub vcpus: u32,
     pub memory_mb: u64,
 }
-
-/// Azure sizes Shoal understands, with their vCPUs and memory (MiB).
-const AZURE_SIZES: &[(&str, u32, u64)] = &[
-    ("Standard_B1ls", 1, 512),
-    ("Standard_B1s", 1, 1024),
-    ("Standard_B1ms", 1, 2048),
-    ("Standard_B2s", 2, 4096),
-    ("Standard_B2ms", 2, 8192),
-    ("Standard_B4ms", 4, 16384),
-    ("Standard_A1_v2", 1, 2048),
-    ("Standard_A2_v2", 2, 4096),
-    ("Standard_DS1_v2", 1, 3584),
-    ("Standard_DS2_v2", 2, 7168),
-    ("Standard_D2_v3", 2, 8192),
-    ("Standard_D2s_v3", 2, 8192),
-    ("Standard_D4s_v3", 4, 16384),
-    ("Standard_D2s_v4", 2, 8192),
-    ("Standard_D2_v5", 2, 8192),
-    ("Standard_D2s_v5", 2, 8192),
-    ("Standard_D4s_v5", 4, 16384),
-    ("Standard_D8s_v5", 8, 32768),
-    ("Standard_D2as_v5", 2, 8192),
-    ("Standard_E2s_v5", 2, 16384),
-    ("Standard_F1s", 1, 2048),
-    ("Standard_F2s_v2", 2, 4096),
-    ("Standard_F4s_v2", 4, 8192),
-];
 
 /// Shoal sizes listed by the API (any valid `Shoal_{N}vCPU_{M}MB` is accepted).
 const SHOAL_SIZES: &[(u32, u64)] = &[
@@ -55,14 +30,13 @@ const SHOAL_SIZES: &[(u32, u64)] = &[
 
 /// Looks a size up by name, case-insensitively. `None` for an unknown size.
 pub fn lookup(name: &str) -> Option<Size> {
-    if let Some((n, v, m)) = AZURE_SIZES
-        .iter()
-        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+    if let Some((name, vcpus, memory_mb)) =
+        crate::sizes::azure_sizes().find(|(n, _, _)| n.eq_ignore_ascii_case(name))
     {
         return Some(Size {
-            name: n.to_string(),
-            vcpus: *v,
-            memory_mb: *m,
+            name,
+            vcpus,
+            memory_mb,
         });
     }
     parse_shoal(name)
@@ -96,10 +70,10 @@ pub fn catalogue() -> Vec<Size> {
         vcpus: *v,
         memory_mb: *m,
     });
-    let azure = AZURE_SIZES.iter().map(|(n, v, m)| Size {
-        name: n.to_string(),
-        vcpus: *v,
-        memory_mb: *m,
+    let azure = crate::sizes::azure_sizes().map(|(name, vcpus, memory_mb)| Size {
+        name,
+        vcpus,
+        memory_mb,
     });
     shoal.chain(azure).collect()
 }
@@ -118,6 +92,26 @@ pub fn vmss_skus_json() -> Value {
                 "resourceType": "Microsoft.Compute/virtualMachineScaleSets",
                 "sku": {"name": s.name, "tier": "Standard"},
                 "capacity": {"minimum": 0, "maximum": 1000, "defaultCapacity": 1, "scaleType": "Automatic"}
+            })
+        })
+        .collect();
+    json!({ "value": value })
+}
+
+/// `GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{l}/vmSizes`: every size
+/// in Azure's `VirtualMachineSize` shape (Shoal's disks are the image's directory: the disk
+/// sizes are Azure's defaults for a managed OS disk and no resource disk).
+pub fn vm_sizes_json() -> Value {
+    let value: Vec<Value> = catalogue()
+        .into_iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "numberOfCores": s.vcpus,
+                "osDiskSizeInMB": 1_047_552,
+                "resourceDiskSizeInMB": 0,
+                "memoryInMB": s.memory_mb,
+                "maxDataDiskCount": (s.vcpus * 2).clamp(2, 64),
             })
         })
         .collect();
@@ -159,6 +153,8 @@ mod tests {
         assert!(lookup("Shoal_0vCPU_512MB").is_none());
         assert!(lookup("Shoal_1vCPU_1MB").is_none());
         assert!(lookup("Standard_Nope").is_none());
+        assert_eq!(lookup("standard_d1_v2").unwrap().memory_mb, 3584);
+        assert_eq!(lookup("Standard_A8m_v2").unwrap().vcpus, 8);
         assert!(lookup("Shoal_99999999999vCPU_1MB").is_none());
     }
 
