@@ -74,8 +74,22 @@ pub fn resolve_time_zone(name: &str) -> Option<TimeZone> {
     TimeZone::get(name).ok()
 }
 
+/// A day name (`Monday`, `mon`, any case), or a number as Azure's own examples send it
+/// (`"1"`): .NET's `DayOfWeek`, Sunday = 0 … Saturday = 6, which Azure Monitor accepts.
 fn parse_weekday(s: &str) -> Option<Weekday> {
     let s = s.trim().to_ascii_lowercase();
+    if let Ok(n) = s.parse::<u8>() {
+        let week = [
+            Weekday::Sunday,
+            Weekday::Monday,
+            Weekday::Tuesday,
+            Weekday::Wednesday,
+            Weekday::Thursday,
+            Weekday::Friday,
+            Weekday::Saturday,
+        ];
+        return week.get(usize::from(n)).copied();
+    }
     let all = [
         ("monday", Weekday::Monday),
         ("tuesday", Weekday::Tuesday),
@@ -222,5 +236,17 @@ mod tests {
             parse_instant("2026-01-05T09:00:00", &tz).unwrap(),
             "2026-01-05T08:00:00Z".parse::<Timestamp>().unwrap()
         );
+    }
+
+    #[test]
+    fn days_by_name_or_by_azure_number() {
+        assert_eq!(parse_weekday("Monday"), Some(Weekday::Monday));
+        assert_eq!(parse_weekday("sat"), Some(Weekday::Saturday));
+        // Azure's createOrUpdateAutoscaleSetting example sends "1".
+        assert_eq!(parse_weekday("1"), Some(Weekday::Monday));
+        assert_eq!(parse_weekday("0"), Some(Weekday::Sunday));
+        assert_eq!(parse_weekday("6"), Some(Weekday::Saturday));
+        assert_eq!(parse_weekday("7"), None);
+        assert_eq!(parse_weekday("Funday"), None);
     }
 }
