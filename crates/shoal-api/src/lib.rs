@@ -11,6 +11,7 @@ pub mod appgw;
 pub mod arm_crud;
 pub mod autoscale;
 pub mod blobs;
+pub mod compute_locations;
 pub mod galleries;
 pub mod groups;
 pub mod hosts;

@@ -112,6 +112,15 @@ pub enum Route {
         sub: String,
         rg: Option<String>,
     },
+    /// `GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{l}/virtualMachineScaleSets`.
+    ScaleSetsByLocation {
+        sub: String,
+        location: String,
+    },
+    /// `GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{l}/vmSizes`.
+    VmSizes {
+        sub: String,
+    },
     ScaleSet(VmssRef),
     ScaleSetAction(VmssRef, Action),
     ScaleSetInstanceView(VmssRef),
@@ -442,6 +451,13 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             5 if eq(s(4), "virtualMachineScaleSets") => Ok(Route::ScaleSets { sub, rg: None }),
             5 if eq(s(4), "galleries") => Ok(Route::Galleries { sub, rg: None }),
             5 if eq(s(4), "skus") => Ok(Route::ResourceSkus { sub }),
+            7 if eq(s(4), "locations") && eq(s(6), "virtualMachineScaleSets") => {
+                Ok(Route::ScaleSetsByLocation {
+                    sub,
+                    location: owned(5),
+                })
+            }
+            7 if eq(s(4), "locations") && eq(s(6), "vmSizes") => Ok(Route::VmSizes { sub }),
             8 if eq(s(4), "locations")
                 && (eq(s(6), "operations") || eq(s(6), "operationResults")) =>
             {

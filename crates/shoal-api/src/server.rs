@@ -214,6 +214,10 @@ async fn dispatch(
             version,
         } => galleries::version(st, method, &sub, &rg, &gallery, &image, &version, &body).await,
         Route::ScaleSets { sub, rg } => scalesets::list(st, ctx, method, &sub, rg.as_deref()).await,
+        Route::ScaleSetsByLocation { sub, location } => {
+            crate::compute_locations::scale_sets(st, ctx, method, &sub, &location).await
+        }
+        Route::VmSizes { .. } => crate::compute_locations::vm_sizes(method),
         Route::ScaleSet(v) => scalesets::scale_set(st, ctx, method, &v, &body).await,
         Route::ScaleSetAction(v, a) => instances::action(st, ctx, method, &v, a, None, &body).await,
         Route::ScaleSetInstanceView(v) => scalesets::instance_view(st, method, &v).await,
