@@ -19,6 +19,7 @@ pub mod sizes;
 pub mod sku;
 pub mod upgrade_policy;
 pub mod vmss;
+pub mod vmss_stored;
 
 pub use error::{ArmError, ArmResult};
 

@@ -103,6 +103,8 @@ pub struct VmssProperties {
     pub priority_mix_policy: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resiliency_policy: Option<Value>,
+    #[serde(flatten)]
+    pub stored: crate::vmss_stored::StoredSetProperties,
     /// Shoal's extension properties (`properties.shoal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shoal: Option<ShoalSetProperties>,
@@ -151,6 +153,8 @@ pub struct ScaleInPolicy {
     pub rules: Option<Vec<ScaleInRule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_deletion: Option<bool>,
+    #[serde(flatten)]
+    pub stored: crate::vmss_stored::StoredScaleIn,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -182,6 +186,8 @@ pub struct VmProfile {
     pub license_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
+    #[serde(flatten)]
+    pub stored: crate::vmss_stored::StoredVmProfile,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
