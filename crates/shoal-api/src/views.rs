@@ -1,5 +1,10 @@
 //! How stored records look on the wire: scale sets, their instances and instance views
 //! in Azure's JSON shape. Shoal-only facts sit in a `shoal` extension object.
+//!
+//! An instance is answered in Azure's full scale-set VM shape: what it runs and how it
+//! was configured come from the set's model (network interface configurations, OS and
+//! data disks in Azure's managed-disk shape, the set's extensions as `resources`), what it
+//! is doing from the agent's status.
 
 use std::collections::BTreeMap;
 
@@ -123,7 +128,24 @@ pub fn vm_instance_view(
         }
     }
     let word = power_state(status);
+    let ready = matches!(
+        status.map(|s| s.state),
+        Some(InstanceState::Running) | Some(InstanceState::Draining)
+    );
     let mut view = json!({
+        "vmAgent": {
+            "vmAgentVersion": concat!("shoal-agent/", env!("CARGO_PKG_VERSION")),
+            "statuses": [{
+                "code": "ProvisioningState/succeeded",
+                "level": "Info",
+                "displayStatus": if ready { "Ready" } else { "Not Ready" },
+                "time": time,
+            }],
+        },
+        "disks": [{
+            "name": format!("{}_OsDisk", rec.computer_name()),
+            "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded", "time": rec.time_created}],
+        }],
         "platformUpdateDomain": rec.fault_domain,
         "platformFaultDomain": rec.fault_domain,
         "computerName": rec.computer_name(),
@@ -145,15 +167,29 @@ pub fn vm_json(
     health: Option<&HealthRecord>,
     expand: bool,
 ) -> Value {
+    let id = format!("{}/virtualMachines/{}", set.vmss.id(), rec.instance_id);
+    let profile = set.model.profile();
+    let nics = profile
+        .and_then(|p| p.network_profile.as_ref())
+        .and_then(|n| n.network_interface_configurations.clone())
+        .unwrap_or_default();
     let mut props = json!({
         "latestModelApplied": rec.launch.generation >= set.launch.generation,
+        "modelDefinitionApplied": "VirtualMachineScaleSet",
         "vmId": rec.vm_id,
         "provisioningState": vm_provisioning_state(rec, status),
         "protectionPolicy": rec.protection,
         "timeCreated": rec.time_created,
         "hardwareProfile": {"vmSize": rec.launch.sku},
-        "osProfile": {"computerName": rec.computer_name(), "adminUsername": set.model.profile().and_then(|p| p.os_profile.as_ref()).and_then(|o| o.admin_username.clone())},
-        "storageProfile": {"imageReference": {"id": rec.launch.image_id, "exactVersion": rec.launch.image_version}},
+        "osProfile": vm_os_profile(set, rec),
+        "storageProfile": vm_storage_profile(set, rec),
+        "networkProfile": {"networkInterfaces": nics.iter().map(|n| json!({
+            "id": format!("{id}/networkInterfaces/{}", n["name"].as_str().unwrap_or("nic")),
+        })).collect::<Vec<_>>()},
+        "networkProfileConfiguration": {"networkInterfaceConfigurations": nics},
+        "diagnosticsProfile": profile
+            .and_then(|p| p.diagnostics_profile.clone())
+            .unwrap_or_else(|| json!({"bootDiagnostics": {"enabled": false}})),
         "shoal": shoal_extension(rec, status),
     });
     if expand {
@@ -161,18 +197,115 @@ pub fn vm_json(
         props["instanceView"] = vm_instance_view(rec, status, health, configured);
     }
     let mut v = json!({
-        "id": format!("{}/virtualMachines/{}", set.vmss.id(), rec.instance_id),
+        "id": id,
         "name": format!("{}_{}", set.vmss.name, rec.instance_id),
         "type": VMSS_VM_TYPE,
         "location": set.model.location,
         "instanceId": rec.instance_id.to_string(),
         "sku": {"name": rec.launch.sku, "tier": "Standard"},
+        "etag": format!("\"{}\"", rec.launch.generation),
         "properties": props,
     });
+    if let Some(tags) = &set.model.tags {
+        v["tags"] = json!(tags);
+    }
+    let extensions = vm_extensions(set, &id);
+    if !extensions.is_empty() {
+        v["resources"] = json!(extensions);
+    }
     if let Some(z) = &rec.zone {
         v["zones"] = json!([z]);
     }
     v
+}
+
+/// The OS disk's name, as Azure names a scale-set instance's disk.
+fn os_disk_name(set: &VmssRecord, rec: &InstanceRecord) -> String {
+    format!(
+        "{0}_{0}_{1}_OsDisk_1_{2}",
+        set.vmss.name,
+        rec.instance_id,
+        rec.vm_id.replace('-', "")
+    )
+}
+
+/// An instance's `osProfile`: the set's, as Azure fills it for a Linux instance.
+fn vm_os_profile(set: &VmssRecord, rec: &InstanceRecord) -> Value {
+    let os = set.model.profile().and_then(|p| p.os_profile.as_ref());
+    json!({
+        "computerName": rec.computer_name(),
+        "adminUsername": os.and_then(|o| o.admin_username.clone()),
+        "linuxConfiguration": os
+            .and_then(|o| o.linux_configuration.clone())
+            .unwrap_or_else(|| json!({"disablePasswordAuthentication": false, "provisionVMAgent": true})),
+        "secrets": os.and_then(|o| o.secrets.clone()).unwrap_or_else(|| json!([])),
+        "allowExtensionOperations": os.and_then(|o| o.allow_extension_operations).unwrap_or(true),
+        "requireGuestProvisionSignal": true,
+    })
+}
+
+/// An instance's `storageProfile`: the image it runs, its OS disk (the image's directory,
+/// in Azure's managed-disk shape) and the set's data disks.
+fn vm_storage_profile(set: &VmssRecord, rec: &InstanceRecord) -> Value {
+    let storage = set.model.profile().and_then(|p| p.storage_profile.as_ref());
+    let model_disk = storage
+        .and_then(|s| s.os_disk.clone())
+        .unwrap_or_else(|| json!({}));
+    let name = os_disk_name(set, rec);
+    let disk_id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{name}",
+        set.vmss.subscription, set.vmss.resource_group
+    );
+    let account = model_disk["managedDisk"]["storageAccountType"]
+        .as_str()
+        .unwrap_or("Standard_LRS")
+        .to_string();
+    let mut os_disk = json!({
+        "osType": "Linux",
+        "name": name,
+        "createOption": "FromImage",
+        "caching": model_disk["caching"].as_str().unwrap_or("ReadWrite"),
+        "managedDisk": {"storageAccountType": account, "id": disk_id},
+    });
+    if let Some(size) = model_disk.get("diskSizeGB") {
+        os_disk["diskSizeGB"] = size.clone();
+    }
+    json!({
+        "imageReference": {"id": rec.launch.image_id, "exactVersion": rec.launch.image_version},
+        "osDisk": os_disk,
+        "dataDisks": storage.and_then(|s| s.data_disks.clone()).unwrap_or_else(|| json!([])),
+    })
+}
+
+/// The set's extensions as the instance's extension resources (`resources`).
+fn vm_extensions(set: &VmssRecord, vm_id: &str) -> Vec<Value> {
+    let Some(list) = set
+        .model
+        .profile()
+        .and_then(|p| p.extension_profile.as_ref())
+        .and_then(|e| e["extensions"].as_array())
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap_or("extension");
+            let mut props = e["properties"].clone();
+            if props.is_object() {
+                props["provisioningState"] = json!("Succeeded");
+                if let Some(o) = props.as_object_mut() {
+                    o.remove("protectedSettings");
+                }
+            }
+            json!({
+                "name": name,
+                "id": format!("{vm_id}/extensions/{name}"),
+                "type": "Microsoft.Compute/virtualMachines/extensions",
+                "location": set.model.location,
+                "properties": props,
+            })
+        })
+        .collect()
 }
 
 pub fn vmss_instance_view(
