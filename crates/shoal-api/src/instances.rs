@@ -169,16 +169,20 @@ pub async fn instance(
             let expand = ctx
                 .query("$expand")
                 .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
-            Ok(json(
-                200,
-                &views::vm_json(
-                    &set.value,
-                    &rec.value,
-                    status.as_ref(),
-                    health_of(st, &set.value).await?.get(&n),
-                    expand,
-                ),
-            ))
+            let mut vm = views::vm_json(
+                &set.value,
+                &rec.value,
+                status.as_ref(),
+                health_of(st, &set.value).await?.get(&n),
+                expand,
+            );
+            if ctx
+                .query("$expand")
+                .is_some_and(|e| e.eq_ignore_ascii_case("userData"))
+            {
+                views::add_user_data(&mut vm, &set.value);
+            }
+            Ok(json(200, &vm))
         }
         Method::PUT | Method::PATCH => {
             let body = body_object(body, true)?;

@@ -219,6 +219,13 @@ pub fn vm_json(
     v
 }
 
+/// `$expand=userData` on an instance: the set's `userData`, as Azure returns it only then.
+pub fn add_user_data(vm: &mut Value, set: &VmssRecord) {
+    if let Some(data) = set.model.profile().and_then(|p| p.user_data.clone()) {
+        vm["properties"]["userData"] = json!(data);
+    }
+}
+
 /// The OS disk's name, as Azure names a scale-set instance's disk.
 fn os_disk_name(set: &VmssRecord, rec: &InstanceRecord) -> String {
     format!(
