@@ -21,6 +21,7 @@ pub mod logs;
 pub mod metrics;
 pub mod network;
 pub mod openapi;
+pub mod references;
 pub mod response;
 pub mod rolling_upgrades;
 pub mod routes;

@@ -97,7 +97,9 @@ pub async fn scale_set(
             let change = if patch {
                 SetChange::Patch(body_object(body, true)?)
             } else {
-                SetChange::Put(Box::new(model::parse_body(body)?))
+                let set = model::parse_body(body)?;
+                crate::references::check_pools(st, &set, &vmss.id()).await?;
+                SetChange::Put(Box::new(set))
             };
             let done = execute_set(st, ctx, vmss, change).await?;
             let (Some(rec), Some(op), Some(rev)) =
