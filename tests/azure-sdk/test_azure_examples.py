@@ -262,9 +262,20 @@ def replay(name, group):
             # Compare with the status Shoal gave (Azure's 201 for a new set).
             expected = fill(responses[str(status)]["body"], names) if str(status) in responses else expected
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSet_Get_WithUserData":
+    if op.startswith("VirtualMachineScaleSet_Get_"):
         prerequisite_set(group, vmss, image, expected)
-        status, answer = call("GET", set_path(group, vmss), api_version=api, query="&$expand=userData")
+        expand = f"&$expand={params['$expand']}" if "$expand" in params else ""
+        status, answer = call("GET", set_path(group, vmss), api_version=api, query=expand)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSet_GetOSUpgradeHistory_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
+        status, answer = call("GET", set_path(group, vmss) + "/osUpgradeHistory", api_version=api)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSetRollingUpgrade_Cancel_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
+        status, answer = call("POST", set_path(group, vmss) + "/rollingUpgrades/cancel", api_version=api)
         return statuses, status, answer, expected
     if op == "VirtualMachineScaleSet_ListBySubscription_ByLocation":
         prerequisite_set(group, vmss, image, expected["value"][0])
@@ -314,10 +325,11 @@ def replay(name, group):
         first_instance(group, vmss)
         status, answer = call("GET", set_path(group, vmss) + "/virtualMachines", api_version=api)
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSetVM_Restart_MinimumSet_Gen":
+    if op in ("VirtualMachineScaleSetVM_Restart_MinimumSet_Gen", "VirtualMachineScaleSetVM_PowerOff_MinimumSet_Gen"):
+        action = op.split("_")[1].lower()
         prerequisite_set(group, vmss, image)
         vm = first_instance(group, vmss)
-        status, answer = call("POST", set_path(group, vmss) + f"/virtualMachines/{vm}/restart", api_version=api)
+        status, answer = call("POST", set_path(group, vmss) + f"/virtualMachines/{vm}/{action}", api_version=api)
         return statuses, status, answer, expected
     if op in ("createOrUpdateAutoscaleSetting", "getAutoscaleSetting", "deleteAutoscaleSetting"):
         create = _load("createOrUpdateAutoscaleSetting.json")
