@@ -96,4 +96,9 @@ mod tests {
         );
         assert_eq!(parts("/subscriptions/s/resourceGroups/g"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_pool_id_is_read_without_panic(id in "\\PC{0,120}") { let _ = parts(&id); }
+    }
 }
