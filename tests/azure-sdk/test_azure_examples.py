@@ -285,6 +285,19 @@ def replay(name, group):
         path = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Compute/locations/{params['location']}/virtualMachineScaleSets"
         status, answer = call("GET", path, api_version=api)
         return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSet_Update_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        status, answer = call("PATCH", set_path(group, vmss), params["parameters"], api_version=api)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSet_GetInstanceView_MinimumSet_Gen":
+        prerequisite_set(group, vmss, image)
+        status, answer = call("GET", set_path(group, vmss) + "/instanceView", api_version=api)
+        return statuses, status, answer, expected
+    if op == "VirtualMachineScaleSet_Delete_Force":
+        prerequisite_set(group, vmss, image)
+        query = f"&forceDeletion={params['forceDeletion']}"
+        status, answer = call("DELETE", set_path(group, vmss), api_version=api, query=query)
+        return statuses, status, answer, expected
     if op == "VirtualMachineScaleSet_ListSkus_MinimumSet_Gen":
         prerequisite_set(group, vmss, image)
         status, answer = call("GET", set_path(group, vmss) + "/skus", api_version=api)
