@@ -5,18 +5,22 @@ scripts/azure-sdk.sh starts a fresh `shoal serve` and tells this suite where it 
 - SHOAL_SDK_ENDPOINT      http://127.0.0.1:PORT (plain http listener)
 - SHOAL_SDK_TLS_ENDPOINT  https://127.0.0.1:PORT (TLS listener; tests needing it skip without it)
 - SHOAL_SDK_TLS_CERT      the certificate the TLS listener serves (the client trusts it)
-- SHOAL_SDK_DATA_DIR      the server's data directory (holds the identity header secret)
+- SHOAL_SDK_DATA_DIR      the server's data directory (holds the identity header secret and
+                          the Owner credential, credentials/owner.json)
 - SHOAL_SDK_BIN           the `shoal` binary (image upload is done with `shoal image create`,
                           the one step the SDK cannot do)
 
 Clients are built exactly as a user points them at a private endpoint:
-`ComputeManagementClient(credential, subscription_id, base_url=endpoint)`.
+`ComputeManagementClient(credential, subscription_id, base_url=endpoint)`, with a
+`ClientSecretCredential` of the server's Owner credential whose authority is Shoal's https
+listener (MSAL accepts only https authorities) and instance discovery off.
 """
 
 import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -24,6 +28,7 @@ from pathlib import Path
 import pytest
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute import models as cm
 from azure.mgmt.monitor import MonitorManagementClient
@@ -48,8 +53,76 @@ def env(name):
 # --- authentication -------------------------------------------------------------------
 
 
+def owner():
+    """The Owner credential the server wrote at first start (tenant, appId, password)."""
+    path = Path(env("SHOAL_SDK_DATA_DIR")) / "credentials" / "owner.json"
+    return json.loads(path.read_text())
+
+
+def secret_credential(tenant, client_id, secret):
+    """A ClientSecretCredential signing in at Shoal's token authority."""
+    return ClientSecretCredential(
+        tenant,
+        client_id,
+        secret,
+        authority=env("SHOAL_SDK_TLS_ENDPOINT"),
+        disable_instance_discovery=True,
+        connection_verify=env("SHOAL_SDK_TLS_CERT"),
+    )
+
+
+def owner_token():
+    o = owner()
+    return secret_credential(o["tenant"], o["appId"], o["password"]).get_token(
+        "https://management.azure.com/.default"
+    ).token
+
+
+def arm_request(method, path, body=None, token=None):
+    """A raw ARM call to the http listener: (status, parsed JSON body or None, headers)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    sep = "&" if "?" in path else "?"
+    req = urllib.request.Request(
+        f"{env('SHOAL_SDK_ENDPOINT')}{path}{sep}api-version=2022-04-01", data=data, method=method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read().decode()
+            return r.status, (json.loads(text) if text.strip() else None), r.headers
+    except urllib.error.HTTPError as e:
+        text = e.read().decode()
+        return e.code, (json.loads(text) if text.strip() else None), e.headers
+
+
+def service_principal(name, role, scope):
+    """A new service principal with `role` at `scope` (as `shoal ad sp create-for-rbac`):
+    its credential."""
+    token = owner_token()
+    status, sp, _ = arm_request(
+        "POST", "/providers/Shoal.Directory/servicePrincipals", {"displayName": name}, token
+    )
+    assert status == 201, sp
+    status, defs, _ = arm_request(
+        "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName eq '{role}'", token=token
+    )
+    assert status == 200 and defs["value"], defs
+    status, body, _ = arm_request(
+        "PUT",
+        f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}",
+        {"properties": {"roleDefinitionId": defs["value"][0]["id"], "principalId": sp["id"]}},
+        token,
+    )
+    assert status == 201, body
+    credential = secret_credential(sp["tenant"], sp["appId"], sp["password"])
+    credential.shoal_sp = sp  # appId, password, tenant, as create-for-rbac prints
+    return credential
+
+
 class StaticTokenCredential:
-    """A credential holding one fixed bearer token (any token: Shoal does not check yet)."""
+    """A credential holding one fixed bearer token (Shoal refuses tokens it did not sign)."""
 
     def __init__(self, token="shoal-static-token"):
         self._token = token
@@ -83,7 +156,8 @@ def endpoint():
 
 @pytest.fixture(scope="session")
 def credential():
-    return StaticTokenCredential()
+    o = owner()
+    return secret_credential(o["tenant"], o["appId"], o["password"])
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +203,7 @@ def shoal_cli(*args):
     """Runs the `shoal` CLI against the suite's server and returns its JSON output."""
     out = subprocess.run(
         [env("SHOAL_SDK_BIN"), "--endpoint", env("SHOAL_SDK_ENDPOINT"), *args, "--output", "json"],
+        env={**os.environ, "SHOAL_DATA_DIR": env("SHOAL_SDK_DATA_DIR")},
         check=True,
         capture_output=True,
         text=True,

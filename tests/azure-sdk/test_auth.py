@@ -1,5 +1,9 @@
-"""The two ways to authenticate: a static token over plain http, and unchanged
-`DefaultAzureCredential()` code (managed identity served by Shoal) over https."""
+"""Signing in as Azure clients do, and Azure RBAC: `ClientSecretCredential` and
+`DefaultAzureCredential` (service-principal variables, managed identity) against Shoal's
+token authority; no token is a 401; a Reader can list but not write; a Contributor of one
+group cannot touch another."""
+
+import base64
 
 import json
 import os
@@ -8,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.resource.resources import ResourceManagementClient
@@ -19,25 +23,34 @@ from conftest import (
     SUBSCRIPTION,
     StaticTokenCredential,
     answers,
+    arm_request,
     create_vmss,
     env,
+    http_client_kwargs,
+    owner,
+    service_principal,
     unique,
 )
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
 
-def test_bearer_token_over_http_needs_enforce_https_off(endpoint):
+def claims(token):
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_bearer_token_over_http_needs_enforce_https_off(endpoint, credential):
     # As shipped, azure-core refuses to send a bearer token over http...
     # (retry_total=0: azure-core would otherwise retry the refusal with backoff.)
-    plain = ComputeManagementClient(StaticTokenCredential(), SUBSCRIPTION, base_url=endpoint, retry_total=0)
+    plain = ComputeManagementClient(credential, SUBSCRIPTION, base_url=endpoint, retry_total=0)
     with pytest.raises(ServiceRequestError, match="non-TLS"):
         list(plain.virtual_machine_scale_sets.list_all())
     # ...unless the call says enforce_https=False (per call)...
     assert isinstance(list(plain.virtual_machine_scale_sets.list_all(enforce_https=False)), list)
 
 
-def test_static_token_client_sends_the_token(compute, group):
+def test_client_secret_credential_sends_a_shoal_token(compute, group):
     # ...or the client carries the policy from conftest.AllowHttpBearer (every call).
     seen = {}
 
@@ -45,7 +58,92 @@ def test_static_token_client_sends_the_token(compute, group):
         seen["authorization"] = response.http_request.headers.get("Authorization")
 
     list(compute.virtual_machine_scale_sets.list(group, raw_response_hook=hook))
-    assert seen["authorization"] == "Bearer shoal-static-token"
+    token = seen["authorization"].removeprefix("Bearer ")
+    c = claims(token)
+    o = owner()
+    assert (c["tid"], c["appid"]) == (o["tenant"], o["appId"])
+    assert c["aud"] in ("https://management.azure.com/", "https://management.core.windows.net/")
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header["alg"] == "RS256" and header["kid"]
+
+
+def test_no_token_or_a_foreign_token_is_401_with_a_challenge():
+    status, body, headers = arm_request("GET", f"/subscriptions/{SUBSCRIPTION}/resourcegroups")
+    assert status == 401 and body["error"]["code"] == "AuthenticationFailed"
+    challenge = headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer authorization_uri=") and 'error="invalid_token"' in challenge
+    assert owner()["tenant"] in challenge
+    status, body, _ = arm_request("GET", f"/subscriptions/{SUBSCRIPTION}/resourcegroups", token="shoal-static-token")
+    assert status == 401 and body["error"]["code"] == "InvalidAuthenticationToken"
+    # The SDK raises its authentication error.
+    compute = ComputeManagementClient(StaticTokenCredential(), SUBSCRIPTION, base_url=env("SHOAL_SDK_ENDPOINT"),
+                                      retry_total=0, **http_client_kwargs())
+    with pytest.raises(ClientAuthenticationError):
+        list(compute.virtual_machine_scale_sets.list_all())
+
+
+def test_discovery_answers_without_a_token(credential):
+    status, cloud, _ = arm_request("GET", "/metadata/endpoints")
+    assert status == 200
+    status, subs, _ = arm_request("GET", "/subscriptions", token=credential.get_token(ARM_SCOPE).token)
+    assert status == 200
+    assert [s["subscriptionId"] for s in subs["value"]] == [SUBSCRIPTION]
+    assert subs["value"][0]["tenantId"] == owner()["tenant"]
+    status, body, _ = arm_request(
+        "GET", "/subscriptions/11111111-2222-3333-4444-555555555555/resourcegroups",
+        token=credential.get_token(ARM_SCOPE).token,
+    )
+    assert status == 404 and body["error"]["code"] == "SubscriptionNotFound"
+
+
+def test_a_reader_lists_but_cannot_write(resources, group):
+    reader = service_principal(unique("reader"), "Reader", f"/subscriptions/{SUBSCRIPTION}")
+    as_reader = ResourceManagementClient(reader, SUBSCRIPTION, base_url=env("SHOAL_SDK_ENDPOINT"),
+                                         retry_total=0, **http_client_kwargs())
+    assert group in [g.name for g in as_reader.resource_groups.list()]
+    other = unique("denied")
+    with pytest.raises(HttpResponseError) as e:
+        as_reader.resource_groups.create_or_update(other, {"location": LOCATION})
+    assert e.value.status_code == 403 and e.value.error.code == "AuthorizationFailed"
+    assert "does not have authorization to perform action 'Microsoft.Resources/subscriptions/resourceGroups/write'" in e.value.error.message
+    # Nothing changed.
+    assert not resources.resource_groups.check_existence(other)
+
+
+def test_a_contributor_of_one_group_cannot_touch_another(resources, group):
+    scope = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}"
+    contributor = service_principal(unique("contrib"), "Contributor", scope)
+    mine = ResourceManagementClient(contributor, SUBSCRIPTION, base_url=env("SHOAL_SDK_ENDPOINT"),
+                                    retry_total=0, **http_client_kwargs())
+    mine.resource_groups.update(group, {"tags": {"by": "contributor"}})
+    assert resources.resource_groups.get(group).tags == {"by": "contributor"}
+    other = unique("other")
+    resources.resource_groups.create_or_update(other, {"location": LOCATION})
+    try:
+        with pytest.raises(HttpResponseError) as e:
+            mine.resource_groups.update(other, {"tags": {"by": "contributor"}})
+        assert e.value.status_code == 403
+        with pytest.raises(HttpResponseError) as e:
+            mine.resource_groups.begin_delete(other)
+        assert e.value.status_code == 403
+        assert resources.resource_groups.get(other).tags in (None, {})
+    finally:
+        resources.resource_groups.begin_delete(other).result(timeout=DEADLINE)
+
+
+def test_default_azure_credential_with_service_principal_variables(monkeypatch, group):
+    sp = service_principal(unique("env"), "Reader", f"/subscriptions/{SUBSCRIPTION}")
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "MSI_", "IDENTITY_", "IMDS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AZURE_TENANT_ID", sp.shoal_sp["tenant"])
+    monkeypatch.setenv("AZURE_CLIENT_ID", sp.shoal_sp["appId"])
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", sp.shoal_sp["password"])
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", env("SHOAL_SDK_TLS_ENDPOINT"))
+    credential = DefaultAzureCredential(disable_instance_discovery=True, connection_verify=env("SHOAL_SDK_TLS_CERT"))
+    as_env = ResourceManagementClient(credential, SUBSCRIPTION, base_url=env("SHOAL_SDK_ENDPOINT"),
+                                      **http_client_kwargs())
+    assert group in [g.name for g in as_env.resource_groups.list()]
 
 
 @pytest.fixture
@@ -88,7 +186,7 @@ def test_default_azure_credential_over_https(managed_identity, monkeypatch):
     # The user's code, unchanged but for where ARM is and which certificate to trust.
     credential = DefaultAzureCredential()
     token = credential.get_token(ARM_SCOPE)
-    assert token.token.startswith("shoal.")
+    assert claims(token.token)["tid"] == owner()["tenant"]
     resources = ResourceManagementClient(credential, SUBSCRIPTION, base_url=tls_endpoint, connection_verify=cert)
     compute = ComputeManagementClient(credential, SUBSCRIPTION, base_url=tls_endpoint, connection_verify=cert)
 

@@ -4,7 +4,7 @@
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from conftest import DEADLINE, LOCATION, SUBSCRIPTION, unique, web_image
+from conftest import DEADLINE, LOCATION, SUBSCRIPTION, env, unique, web_image
 
 
 def test_resource_group_lifecycle(resources):
@@ -84,7 +84,14 @@ def test_readme_snippet_runs(resources, endpoint):
         web_image("demo")
         printed = []
         exec(  # noqa: S102 - the README's own code
-            compile(snippet.replace("http://127.0.0.1:7070", endpoint), "README.md", "exec"),
+            compile(
+                snippet.replace("http://127.0.0.1:7070", endpoint)
+                .replace(".shoal/credentials/owner.json", f"{env('SHOAL_SDK_DATA_DIR')}/credentials/owner.json")
+                .replace("https://127.0.0.1:7443", env("SHOAL_SDK_TLS_ENDPOINT"))
+                .replace(".shoal/tls/cert.pem", env("SHOAL_SDK_TLS_CERT")),
+                "README.md",
+                "exec",
+            ),
             {"print": lambda *a: printed.append(" ".join(map(str, a)))},
         )
         assert printed[0] == "sdk Succeeded"

@@ -57,6 +57,7 @@ impl Proc {
             port,
             child: Some(child),
         };
+        crate::harness::register_data_dir(&p.endpoint(), &p.data_dir());
         wait_until(
             Duration::from_secs(30),
             "the server answers /healthz",
@@ -112,6 +113,7 @@ impl Proc {
         let out = Command::new(shoal_bin())
             .args(args)
             .env("SHOAL_ENDPOINT", self.endpoint())
+            .env("SHOAL_DATA_DIR", self.data_dir())
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .output()
@@ -168,10 +170,13 @@ fn log_file(dir: &std::path::Path) -> std::fs::File {
 fn raw(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest.split_at(rest.find('/')?);
+    let auth = crate::harness::owner_token(host)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let mut s = std::net::TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;

@@ -61,6 +61,7 @@ fn quickstart_runs_as_a_script() {
         .arg(repo_root().join("tests/e2e/quickstart.sh"))
         .env("PATH", path)
         .env("SHOAL_ENDPOINT", s.endpoint())
+        .env("SHOAL_DATA_DIR", s.data_dir())
         .output()
         .expect("run quickstart.sh");
     assert!(

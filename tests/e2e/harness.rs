@@ -9,6 +9,88 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Data directories of the servers tests started, by `127.0.0.1:PORT`: where
+/// [`http_request`] finds the Owner credential to sign its requests with.
+static DATA_DIRS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+/// Tokens already fetched, by `host:port` and application id.
+static TOKENS: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+
+/// Tells [`http_request`] which data directory the server at `endpoint` keeps its owner
+/// credential in (servers started with [`Server`] are registered by themselves).
+pub fn register_data_dir(endpoint: &str, data_dir: &Path) {
+    let hostport = endpoint.trim_start_matches("http://").to_string();
+    let mut dirs = DATA_DIRS.lock().unwrap_or_else(|p| p.into_inner());
+    dirs.retain(|(h, _)| h != &hostport);
+    dirs.push((hostport, data_dir.to_path_buf()));
+}
+
+/// The directory holding `credentials/owner.json` under `data_dir` (a server started
+/// as `shoal server` by a test may keep its state one level down, in `server/`): the one
+/// written last, which is the running server's.
+pub fn credential_dir(data_dir: &Path) -> PathBuf {
+    [data_dir.to_path_buf(), data_dir.join("server")]
+        .into_iter()
+        .filter_map(|d| {
+            let modified = std::fs::metadata(d.join("credentials/owner.json"))
+                .and_then(|m| m.modified())
+                .ok()?;
+            Some((modified, d))
+        })
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, d)| d)
+        .unwrap_or_else(|| data_dir.to_path_buf())
+}
+
+/// A bearer token of the owner of the server at `hostport`, if a test started it: the
+/// owner credential from its data directory exchanged at its token endpoint (cached).
+pub fn owner_token(hostport: &str) -> Option<String> {
+    let dir = DATA_DIRS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(h, _)| h == hostport)
+        .map(|(_, d)| d.clone())?;
+    let path = credential_dir(&dir).join("credentials/owner.json");
+    let cred: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let (tenant, app, secret) = (
+        cred["tenant"].as_str()?,
+        cred["appId"].as_str()?,
+        cred["password"].as_str()?,
+    );
+    let cached = TOKENS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(h, a, _)| h == hostport && a == app)
+        .map(|(_, _, t)| t.clone());
+    if cached.is_some() {
+        return cached;
+    }
+    let form = format!(
+        "grant_type=client_credentials&client_id={app}&client_secret={}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
+        secret.replace('~', "%7E")
+    );
+    let (status, body) = raw_request(
+        "POST",
+        &format!("http://{hostport}/{tenant}/oauth2/v2.0/token"),
+        Some(&form),
+        "application/x-www-form-urlencoded",
+        None,
+    )?;
+    if status != 200 {
+        return None;
+    }
+    let token = serde_json::from_str::<Value>(&body).ok()?["access_token"]
+        .as_str()?
+        .to_string();
+    TOKENS.lock().unwrap_or_else(|p| p.into_inner()).push((
+        hostport.to_string(),
+        app.to_string(),
+        token.clone(),
+    ));
+    Some(token)
+}
+
 /// End-to-end tests share the host's instance network and cgroups: run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -114,6 +196,7 @@ impl Server {
             .spawn()
             .expect("spawn shoal serve");
         self.child = Some(child);
+        register_data_dir(&self.endpoint(), &self.data_dir());
         wait_until(
             Duration::from_secs(30),
             "the server answers /healthz",
@@ -169,6 +252,7 @@ impl Server {
         Command::new(shoal_bin())
             .args(args)
             .env("SHOAL_ENDPOINT", self.endpoint())
+            .env("SHOAL_DATA_DIR", credential_dir(&self.data_dir()))
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .output()
@@ -302,19 +386,37 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
     http_request("GET", url, None)
 }
 
+/// An HTTP/1.1 request over a fresh connection: (status, body). A request to a server a
+/// test started carries its owner's bearer token (see [`owner_token`]).
 pub fn http_request(method: &str, url: &str, body: Option<&str>) -> Option<(u16, String)> {
+    let hostport = url.strip_prefix("http://")?.split('/').next()?;
+    let token = owner_token(hostport);
+    raw_request(method, url, body, "application/json", token.as_deref())
+}
+
+/// [`http_request`] without the owner's token (`bearer: None`) or with the one given.
+pub fn raw_request(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    content_type: &str,
+    bearer: Option<&str>,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let addr: std::net::SocketAddr = hostport.parse().ok()?;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;

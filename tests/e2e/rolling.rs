@@ -203,6 +203,7 @@ fn spawn_server(s: &mut Server) {
         .spawn()
         .expect("spawn shoal server");
     s.child = Some(child);
+    crate::harness::register_data_dir(&s.endpoint(), &s.data_dir());
     wait_until(
         Duration::from_secs(30),
         "the server answers /healthz",

@@ -300,6 +300,7 @@ pub(crate) mod testing {
             max_capacity: 10,
             identity_header: None,
             metrics: Default::default(),
+            auth: None,
         };
         let group = json!({"id": "/subscriptions/s/resourceGroups/demo", "name": "demo",
             "location": "local", "properties": {"provisioningState": "Succeeded"}});

@@ -169,6 +169,7 @@ pub(crate) mod tests {
             max_capacity: 10,
             identity_header: None,
             metrics: Default::default(),
+            auth: None,
         };
         let (status, _) = call(&st, Method::PUT, RG, json!({"location": "local"})).await;
         assert_eq!(status, 201);

@@ -7,9 +7,10 @@
 //! `GET /msi/token?api-version=2019-08-01&resource=https://management.azure.com` with the
 //! secret in `X-IDENTITY-HEADER`, and gets `{"access_token", "expires_on", "resource",
 //! "token_type"}`. A request without the right secret is refused, so only processes the
-//! secret was given to can get tokens. The API does not check bearer tokens yet (any
-//! token is accepted until authentication lands), so the token is an opaque random
-//! string; its lifetime is a day.
+//! secret was given to can get tokens. The token is the same RS256 JWT the token endpoint
+//! issues, for the operator's managed identity (Owner of the default subscription, made on
+//! first use); its lifetime is a day. A server that does not check tokens (tests) hands
+//! out an opaque string instead.
 
 use http::{HeaderMap, Method};
 use serde_json::{json, Value};
@@ -26,7 +27,7 @@ pub const SECRET_HEADER: &str = "x-identity-header";
 const TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 
 /// `GET /msi/token`.
-pub fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMap) -> ApiResult {
+pub async fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMap) -> ApiResult {
     if method != Method::GET {
         return Err(crate::groups::method_not_allowed(method));
     }
@@ -57,16 +58,61 @@ pub fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMap) -> 
         )
         .with_target("resource"));
     }
-    let expires_on = st.clock.now().as_second() + TOKEN_LIFETIME_SECS;
+    let now = st.clock.now().as_second();
+    let expires_on = now + TOKEN_LIFETIME_SECS;
+    let (access_token, client_id) = match &st.auth {
+        None => (
+            format!("shoal.{}", uuid::Uuid::new_v4().simple()),
+            "00000000-0000-0000-0000-000000000000".to_string(),
+        ),
+        Some(a) => {
+            let aud = if resource.ends_with('/') {
+                resource.clone()
+            } else {
+                format!("{resource}/")
+            };
+            let trim = |x: &str| x.trim_end_matches('/').to_ascii_lowercase();
+            if !shoal_auth::ARM_AUDIENCES
+                .iter()
+                .any(|x| trim(x) == trim(&aud))
+            {
+                return Err(ArmError::new(
+                    400,
+                    "InvalidParameter",
+                    "Shoal issues tokens for Azure Resource Manager only: resource=https://management.azure.com.",
+                )
+                .with_target("resource"));
+            }
+            let identity = crate::principals::operator_identity(st).await?;
+            let tenant = a.directory.tenant().await.map_err(crate::state::internal)?;
+            let issuer = format!(
+                "{}/{}/v2.0",
+                a.authority_url(&ctx.base_url),
+                tenant.tenant_id
+            );
+            let issued = a
+                .authority
+                .issue(
+                    &identity.principal(),
+                    &aud,
+                    &issuer,
+                    now,
+                    TOKEN_LIFETIME_SECS,
+                )
+                .await
+                .map_err(crate::state::internal)?;
+            (issued.token, identity.app_id)
+        }
+    };
     Ok(json(
         200,
         &json!({
-            "access_token": format!("shoal.{}", uuid::Uuid::new_v4().simple()),
+            "access_token": access_token,
             // App Service sends epoch seconds as a string; the SDKs accept both.
             "expires_on": expires_on.to_string(),
             "resource": resource,
             "token_type": "Bearer",
-            "client_id": "00000000-0000-0000-0000-000000000000",
+            "client_id": client_id,
         }),
     ))
 }
@@ -118,6 +164,7 @@ mod tests {
             max_capacity: 10,
             identity_header: secret.map(String::from),
             metrics: Default::default(),
+            auth: None,
         }
     }
 

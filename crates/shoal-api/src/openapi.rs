@@ -62,6 +62,24 @@ const AGW: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroup
 /// Every operation of the API. Set and instance actions are added by [`operations`].
 pub const OPERATIONS: &[Op] = &[
     op!("subscription", "get", SUB, "The subscription", None, &[200], "Resources"),
+    op!("subscriptions", "get", "/subscriptions", "Subscriptions", None, &[200], "Resources"),
+    op!("tenants", "get", "/tenants", "Tenants", None, &[200], "Resources"),
+    op!("metadataEndpoints", "get", "/metadata/endpoints", "The cloud's endpoints (az cloud register)", None, &[200], "Identity"),
+    op!("imageAliases", "get", "/metadata/vm-image-aliases", "The VM image alias document", None, &[200], "Identity"),
+    op!("oidcConfig", "get", "/{tenantId}/v2.0/.well-known/openid-configuration", "OpenID configuration of the token authority", None, &[200], "Token authority"),
+    op!("jwks", "get", "/{tenantId}/discovery/v2.0/keys", "The token signing keys (JWKS)", None, &[200], "Token authority"),
+    op!("token", "post", "/{tenantId}/oauth2/v2.0/token", "Client-credentials token (form body)", None, &[200], "Token authority"),
+    op!("roleAssignments", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleAssignments", "Role assignments at a scope", None, &[200], "Access control"),
+    op!("roleAssignments", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}", "A role assignment", None, &[200], "Access control"),
+    op!("roleAssignments", "put", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}", "Assign a role", Some("Resource"), &[200, 201], "Access control"),
+    op!("roleAssignments", "delete", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}", "Remove a role assignment", None, &[200, 204], "Access control"),
+    op!("roleDefinitions", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleDefinitions", "Built-in role definitions", None, &[200], "Access control"),
+    op!("roleDefinitions", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleDefinitions/{roleDefinitionId}", "A role definition", None, &[200], "Access control"),
+    op!("servicePrincipals", "get", "/providers/Shoal.Directory/servicePrincipals", "Service principals", None, &[200], "Access control"),
+    op!("servicePrincipals", "post", "/providers/Shoal.Directory/servicePrincipals", "Create a service principal (its password is in the answer, once)", Some("Resource"), &[201], "Access control"),
+    op!("servicePrincipals", "get", "/providers/Shoal.Directory/servicePrincipals/{appId}", "A service principal", None, &[200], "Access control"),
+    op!("servicePrincipals", "delete", "/providers/Shoal.Directory/servicePrincipals/{appId}", "Delete a service principal and its role assignments", None, &[204], "Access control"),
+    op!("servicePrincipals", "post", "/providers/Shoal.Directory/servicePrincipals/{appId}/resetCredentials", "Replace a service principal's secret", None, &[200], "Access control"),
     op!("locations", "get", "/subscriptions/{subscriptionId}/locations", "Locations", None, &[200], "Resources"),
     op!("groups", "get", "/subscriptions/{subscriptionId}/resourcegroups", "List resource groups", None, &[200], "Resources"),
     op!("group", "get", RG, "Get a resource group", None, &[200], "Resources"),
@@ -245,6 +263,16 @@ pub fn doc_key(route: &Route) -> &'static str {
         Route::MetricsIngest => "metricsIngest",
         Route::Prometheus => "prometheus",
         Route::ActivityLog { .. } => "activityLog",
+        Route::MetadataEndpoints => "metadataEndpoints",
+        Route::ImageAliases => "imageAliases",
+        Route::Subscriptions => "subscriptions",
+        Route::Tenants => "tenants",
+        Route::OidcConfig { .. } => "oidcConfig",
+        Route::Jwks { .. } => "jwks",
+        Route::Token { .. } => "token",
+        Route::RoleAssignments { .. } => "roleAssignments",
+        Route::RoleDefinitions { .. } => "roleDefinitions",
+        Route::ServicePrincipals { .. } => "servicePrincipals",
     }
 }
 
@@ -516,6 +544,7 @@ mod tests {
             max_capacity: 10,
             identity_header: None,
             metrics: Default::default(),
+            auth: None,
         };
         for op in operations() {
             if op.key == "storeWatch" || op.key == "hostInstances" {

@@ -252,6 +252,41 @@ pub enum Route {
     MetricsIngest,
     /// `GET /metrics`: Prometheus text.
     Prometheus,
+    /// `GET /metadata/endpoints`: the cloud's endpoints (`az cloud register`).
+    MetadataEndpoints,
+    /// `GET /metadata/vm-image-aliases`: the (empty) image alias document it names.
+    ImageAliases,
+    /// `GET /subscriptions`.
+    Subscriptions,
+    /// `GET /tenants`.
+    Tenants,
+    /// `GET /{tenant}[/v2.0]/.well-known/openid-configuration`.
+    OidcConfig {
+        tenant: String,
+    },
+    /// `GET /{tenant}/discovery[/v2.0]/keys`.
+    Jwks {
+        tenant: String,
+    },
+    /// `POST /{tenant}/oauth2[/v2.0]/token`.
+    Token {
+        tenant: String,
+    },
+    /// `{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]`.
+    RoleAssignments {
+        scope: String,
+        name: Option<String>,
+    },
+    /// `{scope}/providers/Microsoft.Authorization/roleDefinitions[/{id}]`.
+    RoleDefinitions {
+        scope: String,
+        id: Option<String>,
+    },
+    /// `/providers/Shoal.Directory/servicePrincipals[/{appId}[/resetCredentials]]`.
+    ServicePrincipals {
+        app_id: Option<String>,
+        action: Option<String>,
+    },
     /// `GET /subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values`:
     /// the activity log (autoscale's events).
     ActivityLog {
@@ -319,6 +354,59 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             }),
             _ => Err(not_found(path)),
         };
+    }
+    if let Some(i) = (0..n.saturating_sub(2))
+        .find(|&i| eq(s(i), "providers") && eq(s(i + 1), "Microsoft.Authorization"))
+    {
+        let scope = format!("/{}", segs[..i].join("/"));
+        let name = (n == i + 4).then(|| owned(i + 3));
+        return match s(i + 2) {
+            k if eq(k, "roleAssignments") && n <= i + 4 => {
+                Ok(Route::RoleAssignments { scope, name })
+            }
+            k if eq(k, "roleDefinitions") && n <= i + 4 => {
+                Ok(Route::RoleDefinitions { scope, id: name })
+            }
+            _ => Err(not_found(path)),
+        };
+    }
+    if eq(s(0), "providers") && eq(s(1), "Shoal.Directory") && eq(s(2), "servicePrincipals") {
+        return match n {
+            3..=5 => Ok(Route::ServicePrincipals {
+                app_id: (n >= 4).then(|| owned(3)),
+                action: (n == 5).then(|| owned(4)),
+            }),
+            _ => Err(not_found(path)),
+        };
+    }
+    if n == 2 && eq(s(0), "metadata") && eq(s(1), "endpoints") {
+        return Ok(Route::MetadataEndpoints);
+    }
+    if n == 2 && eq(s(0), "metadata") && eq(s(1), "vm-image-aliases") {
+        return Ok(Route::ImageAliases);
+    }
+    if n == 1 && eq(s(0), "subscriptions") {
+        return Ok(Route::Subscriptions);
+    }
+    if n == 1 && eq(s(0), "tenants") {
+        return Ok(Route::Tenants);
+    }
+    // The token authority: `/{tenant}/…` (v2.0 and v1 paths).
+    if !eq(s(0), "subscriptions") && n >= 3 {
+        let tenant = owned(0);
+        let rest: Vec<String> = segs[1..].iter().map(|x| x.to_ascii_lowercase()).collect();
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        match rest.as_slice() {
+            ["v2.0", ".well-known", "openid-configuration"]
+            | [".well-known", "openid-configuration"] => return Ok(Route::OidcConfig { tenant }),
+            ["discovery", "v2.0", "keys"] | ["discovery", "keys"] => {
+                return Ok(Route::Jwks { tenant })
+            }
+            ["oauth2", "v2.0", "token"] | ["oauth2", "token"] => {
+                return Ok(Route::Token { tenant })
+            }
+            _ => {}
+        }
     }
     if n == 1 && eq(s(0), "healthz") {
         return Ok(Route::Healthz);

@@ -262,6 +262,7 @@ mod tests {
             max_capacity: 10,
             identity_header: None,
             metrics: Default::default(),
+            auth: None,
         };
         assert_eq!(
             call(&st, Method::PUT, RG, json!({"location": "local"}))

@@ -1,4 +1,5 @@
-//! The axum app: one handler parses the path into a [`Route`] and dispatches; every
+//! The axum app: one handler parses the path into a [`Route`], authenticates and
+//! authorizes the caller (see [`crate::auth`] and [`crate::rbac`]) and dispatches; every
 //! error becomes an ARM error body; a panic in a handler becomes a 500, never a dropped
 //! connection.
 
@@ -15,6 +16,7 @@ use crate::routes::{self, Route};
 use crate::state::ApiState;
 use crate::{agent_api, groups, identity, instances, rolling_upgrades, scalesets};
 use crate::{appgw::ApplicationGateways, arm_crud, network::LoadBalancers};
+use crate::{auth, discovery, principals, rbac};
 use crate::{blobs, galleries, hosts};
 
 /// Largest JSON body accepted (bundle uploads stream separately).
@@ -68,7 +70,8 @@ fn context(req: &Request) -> Ctx {
 #[derive(Debug, Clone, Copy)]
 pub struct Scheme(pub &'static str);
 
-fn decode(s: &str) -> String {
+/// Percent-decodes a query or form component (`+` is a space).
+pub fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -98,18 +101,33 @@ async fn handle(State(st): State<ApiState>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let ctx = context(&req);
-    let result = match routes::parse(&path) {
-        Err(e) => Err(e),
-        Ok(Route::BlobUpload) if method == Method::POST => {
+    let headers = req.headers().clone();
+    let route = match routes::parse(&path) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let caller = match authorize(&st, &method, &path, &route, &headers).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%method, %path, code = %e.code, "request not authorized");
+            return match &st.auth {
+                Some(a) => auth::challenge(a, &ctx.base_url, &e).await,
+                None => error_response(&e),
+            };
+        }
+    };
+    let _ = caller;
+    let result = match route {
+        Route::BlobUpload if method == Method::POST => {
             blobs::upload_blob(&st, req.into_body()).await
         }
-        Ok(Route::IdentityToken) => {
-            return match identity::token(&st, &ctx, &method, req.headers()) {
+        Route::IdentityToken => {
+            return match identity::token(&st, &ctx, &method, &headers).await {
                 Ok(resp) => resp,
                 Err(e) => json(e.status, &identity::error_body(&e)),
             };
         }
-        Ok(route) => {
+        route => {
             let body = match axum::body::to_bytes(req.into_body(), MAX_JSON_BODY).await {
                 Ok(b) => b,
                 Err(_) => {
@@ -121,7 +139,7 @@ async fn handle(State(st): State<ApiState>, req: Request) -> Response {
                 }
             };
             // A handler bug must answer 500, not tear down the connection.
-            let fut = dispatch(&st, &ctx, &method, route, body);
+            let fut = dispatch(&st, &ctx, &method, &headers, route, body);
             match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await {
                 Ok(r) => r,
                 Err(_) => Err(ArmError::internal(
@@ -143,10 +161,85 @@ async fn handle(State(st): State<ApiState>, req: Request) -> Response {
     }
 }
 
+/// The caller of a request, once its token and its role allow the route: `None` for
+/// public and host-protocol routes, and when the server does not check tokens.
+async fn authorize(
+    st: &ApiState,
+    method: &Method,
+    path: &str,
+    route: &Route,
+    headers: &http::HeaderMap,
+) -> Result<Option<shoal_auth::Principal>, ArmError> {
+    let Some(a) = &st.auth else {
+        return Ok(None);
+    };
+    if auth::Access::of(route) != auth::Access::User {
+        return Ok(None);
+    }
+    let now = st.clock.now().as_second();
+    let caller = auth::authenticate(a, headers, now).await?;
+    if matches!(
+        caller.kind,
+        shoal_auth::PrincipalKind::Host | shoal_auth::PrincipalKind::Balancer
+    ) {
+        return Err(ArmError::new(
+            403,
+            "AuthorizationFailed",
+            format!(
+                "The client '{}' is a host or balancer credential; it cannot call user routes.",
+                caller.appid
+            ),
+        ));
+    }
+    if let Some(sub) = rbac::subscription_of(path) {
+        discovery::require_subscription(st, sub).await?;
+    }
+    let default_scope = || async {
+        a.directory
+            .tenant()
+            .await
+            .map(|t| format!("/subscriptions/{}", t.default_subscription))
+            .map_err(crate::state::internal)
+    };
+    let trimmed = path.trim_end_matches('/');
+    let (action, scope) = match route {
+        Route::Subscriptions | Route::Tenants => return Ok(Some(caller)),
+        Route::BlobUpload => {
+            let action = "Microsoft.Compute/galleries/images/versions/write";
+            if rbac::allowed_somewhere(st, &caller, action).await? {
+                return Ok(Some(caller));
+            }
+            (action.to_string(), default_scope().await?)
+        }
+        Route::ServicePrincipals { .. } => {
+            let verb = rbac::action_of(method, path);
+            let verb = verb.rsplit('/').next().unwrap_or("read");
+            (
+                format!("Microsoft.Authorization/servicePrincipals/{verb}"),
+                default_scope().await?,
+            )
+        }
+        Route::Prometheus => (
+            "Microsoft.Insights/metrics/read".to_string(),
+            default_scope().await?,
+        ),
+        Route::Hosts | Route::HostResource { .. } | Route::HostAction { .. } => {
+            (rbac::action_of(method, path), default_scope().await?)
+        }
+        _ => (rbac::action_of(method, path), trimmed.to_string()),
+    };
+    if rbac::allowed(st, &caller, &action, &scope).await? {
+        Ok(Some(caller))
+    } else {
+        Err(rbac::forbidden(&caller, &action, &scope))
+    }
+}
+
 async fn dispatch(
     st: &ApiState,
     ctx: &Ctx,
     method: &Method,
+    headers: &http::HeaderMap,
     route: Route,
     body: Bytes,
 ) -> ApiResult {
@@ -160,15 +253,31 @@ async fn dispatch(
             }
             Ok(json(200, crate::openapi::document()))
         }
-        Route::Subscription { sub } => Ok(json(
-            200,
-            &serde_json::json!({
-                "id": format!("/subscriptions/{sub}"),
-                "subscriptionId": sub,
-                "displayName": "Shoal",
-                "state": "Enabled",
-            }),
-        )),
+        Route::Subscription { sub } => {
+            if method != Method::GET {
+                return Err(groups::method_not_allowed(method));
+            }
+            Ok(json(200, &discovery::require_subscription(st, &sub).await?))
+        }
+        Route::Subscriptions => discovery::subscriptions(st, method).await,
+        Route::Tenants => discovery::tenants(st, method).await,
+        Route::MetadataEndpoints => discovery::metadata_endpoints(st, ctx, method).await,
+        Route::ImageAliases => Ok(json(200, &discovery::image_aliases())),
+        Route::OidcConfig { tenant } => {
+            discovery::openid_configuration(st, ctx, method, &tenant).await
+        }
+        Route::Jwks { .. } => discovery::jwks(st, method).await,
+        Route::Token { tenant } => discovery::token(st, ctx, method, &tenant, headers, &body).await,
+        Route::RoleAssignments { scope, name } => {
+            rbac::role_assignments(st, method, &scope, name.as_deref(), &body).await
+        }
+        Route::RoleDefinitions { scope, id } => {
+            rbac::role_definitions(st, ctx, method, &scope, id.as_deref()).await
+        }
+        Route::ServicePrincipals { app_id, action } => {
+            principals::service_principals(st, method, app_id.as_deref(), action.as_deref(), &body)
+                .await
+        }
         Route::Locations { sub } => Ok(json(
             200,
             &serde_json::json!({"value": [{"id": format!("/subscriptions/{sub}/locations/local"), "name": "local", "displayName": "Local"}]}),

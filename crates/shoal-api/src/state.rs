@@ -29,6 +29,9 @@ pub struct ApiState {
     pub identity_header: Option<String>,
     /// Metrics from agents and users, read by autoscale and the metrics API.
     pub metrics: Arc<shoal_metrics::MetricsStore>,
+    /// The token authority and directory; `None` lets every request through unchecked
+    /// (unit tests of one handler, the in-process simulation).
+    pub auth: Option<crate::auth::AuthState>,
 }
 
 impl ApiState {

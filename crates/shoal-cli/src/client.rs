@@ -1,6 +1,12 @@
-//! The HTTP side: sends requests to the ARM-shaped API with `Authorization: Bearer shoal`
-//! and `api-version`, turns ARM error bodies into [`ClientError::Api`], and follows
+//! The HTTP side: signs in, sends requests to the ARM-shaped API with a bearer token and
+//! `api-version`, turns ARM error bodies into [`ClientError::Api`], and follows
 //! `nextLink` paging.
+//!
+//! Credentials, first found wins: `SHOAL_ACCESS_TOKEN` (a token as it is);
+//! `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET` + `AZURE_TENANT_ID` (a service principal, as
+//! azure-identity reads them); the Owner credential a local server wrote to
+//! `$SHOAL_DATA_DIR/credentials/owner.json` (default `./.shoal`). A secret is exchanged
+//! once per command for a token at the server's `/{tenant}/oauth2/v2.0/token`.
 //!
 //! In: a method, a path below the endpoint (or an absolute URL the server handed out) and
 //! an optional JSON body. Out: a [`Reply`] with the parsed body and the long-running
@@ -14,8 +20,8 @@ use serde_json::Value;
 
 use crate::{ClientOptions, API_VERSION};
 
-/// The token sent until authentication exists; the server accepts any bearer token.
-const TOKEN: &str = "shoal";
+/// The audience of the tokens the CLI asks for.
+const ARM_SCOPE: &str = "https://management.azure.com/.default";
 /// Longest stretch of a non-JSON error body quoted in a message.
 const QUOTED_BODY_LIMIT: usize = 300;
 /// Most pages a listing follows before deciding the server is looping.
@@ -97,6 +103,59 @@ pub enum ClientError {
     UnsupportedEndpoint { endpoint: String },
     #[error("Listing {url} did not end after {MAX_PAGES} pages")]
     EndlessPaging { url: String },
+    #[error("Signing in to {endpoint} failed: {message}")]
+    SignIn { endpoint: String, message: String },
+}
+
+/// How the CLI proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// None found: requests go without a token (and a server that checks tokens says so).
+    None,
+    /// An access token as it is.
+    Token(String),
+    /// A service principal's secret, exchanged for a token.
+    ClientSecret {
+        tenant: String,
+        client_id: String,
+        secret: String,
+    },
+}
+
+impl Credential {
+    /// The credential from the environment or the local data directory (see the module
+    /// docs for the order).
+    pub fn discover() -> Credential {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        if let Some(t) = var("SHOAL_ACCESS_TOKEN") {
+            return Credential::Token(t);
+        }
+        if let (Some(client_id), Some(secret), Some(tenant)) = (
+            var("AZURE_CLIENT_ID"),
+            var("AZURE_CLIENT_SECRET"),
+            var("AZURE_TENANT_ID"),
+        ) {
+            return Credential::ClientSecret {
+                tenant,
+                client_id,
+                secret,
+            };
+        }
+        let dir = var("SHOAL_DATA_DIR").unwrap_or_else(|| ".shoal".into());
+        Credential::from_owner_file(&std::path::Path::new(&dir).join("credentials/owner.json"))
+            .unwrap_or(Credential::None)
+    }
+
+    /// The credential in an `owner.json` (`tenant`, `appId`, `password`).
+    pub fn from_owner_file(path: &std::path::Path) -> Option<Credential> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        Some(Credential::ClientSecret {
+            tenant: v["tenant"].as_str()?.to_string(),
+            client_id: v["appId"].as_str()?.to_string(),
+            secret: v["password"].as_str()?.to_string(),
+        })
+    }
 }
 
 fn quote_body(body: &str) -> String {
@@ -132,6 +191,9 @@ pub struct Client {
     http: reqwest::Client,
     endpoint: Url,
     subscription: String,
+    credential: Credential,
+    /// The token every request carries, once signed in.
+    token: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Client {
@@ -166,7 +228,75 @@ impl Client {
             http,
             endpoint,
             subscription: opts.subscription.clone(),
+            credential: opts
+                .access_token
+                .clone()
+                .filter(|t| !t.trim().is_empty())
+                .map(Credential::Token)
+                .unwrap_or_else(Credential::discover),
+            token: Default::default(),
         })
+    }
+
+    /// This client with `credential` instead of the discovered one.
+    pub fn with_credential(mut self, credential: Credential) -> Client {
+        self.credential = credential;
+        self.token = Default::default();
+        self
+    }
+
+    /// Gets a token for the credential (once; later calls reuse it).
+    pub async fn sign_in(&self) -> Result<(), ClientError> {
+        if self.current_token().is_some() {
+            return Ok(());
+        }
+        let token = match &self.credential {
+            Credential::None => return Ok(()),
+            Credential::Token(t) => t.clone(),
+            Credential::ClientSecret {
+                tenant,
+                client_id,
+                secret,
+            } => {
+                let url = self.url(&format!("/{tenant}/oauth2/v2.0/token"))?;
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", secret.as_str()),
+                    ("scope", ARM_SCOPE),
+                ];
+                let response = self
+                    .http
+                    .post(url.clone())
+                    .form(&form)
+                    .send()
+                    .await
+                    .map_err(|e| self.transport_error(Method::POST, url.clone(), e))?;
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                match body["access_token"].as_str() {
+                    Some(t) if status.is_success() => t.to_string(),
+                    _ => {
+                        return Err(ClientError::SignIn {
+                            endpoint: self.endpoint_text(),
+                            message: body["error_description"]
+                                .as_str()
+                                .or(body["error"]["message"].as_str())
+                                .unwrap_or("the token endpoint refused")
+                                .to_string(),
+                        })
+                    }
+                }
+            }
+        };
+        if let Ok(mut t) = self.token.lock() {
+            *t = Some(token);
+        }
+        Ok(())
+    }
+
+    fn current_token(&self) -> Option<String> {
+        self.token.lock().ok().and_then(|t| t.clone())
     }
 
     pub fn subscription(&self) -> &str {
@@ -202,9 +332,11 @@ impl Client {
 
     /// A request builder with the headers every request carries.
     pub fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, url)
-            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+        let request = self.http.request(method, url);
+        match self.current_token() {
+            Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
+            None => request,
+        }
     }
 
     /// Maps a transport failure to [`ClientError`].

@@ -79,6 +79,18 @@ pub struct ClientOptions {
         value_name = "FORMAT"
     )]
     pub output: OutputFormat,
+
+    /// An access token to send as it is, instead of signing in with a credential found in
+    /// the environment or the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_ACCESS_TOKEN",
+        hide = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub access_token: Option<String>,
 }
 
 impl ClientOptions {
@@ -88,6 +100,7 @@ impl ClientOptions {
             endpoint,
             subscription: DEFAULT_SUBSCRIPTION.to_owned(),
             output: OutputFormat::Json,
+            access_token: None,
         }
     }
 }
@@ -148,6 +161,7 @@ pub async fn run_with(
     printer: &output::Printer,
 ) -> anyhow::Result<()> {
     let client = Client::new(opts)?;
+    client.sign_in().await?;
     match cmd {
         ClientCommand::Group(cmd) => group::run(&client, printer, cmd).await,
         ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,

@@ -110,6 +110,8 @@ impl Fake {
     fn options(&self, output: OutputFormat) -> ClientOptions {
         let mut options = ClientOptions::new(self.base.parse().unwrap());
         options.output = output;
+        // A token as it is: the fake server checks that every request carries it.
+        options.access_token = Some("shoal".into());
         options
     }
 

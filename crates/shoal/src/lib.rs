@@ -25,6 +25,6 @@ mod server;
 
 pub use leader::Leadership;
 pub use server::{
-    connect_addr, run, start_balancer, Core, CoreConfig, Listeners, LocalAgent, RunError,
-    ServerConfig, ServerIdentity,
+    connect_addr, owner_credential_path, read_owner_credential, run, start_balancer, Core,
+    CoreConfig, Listeners, LocalAgent, OwnerError, RunError, ServerConfig, ServerIdentity,
 };

@@ -427,12 +427,17 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
         None => Arc::new(RedbStore::open(&redb_path).context("cannot open the state store")?),
     };
     let identity_header = identity_secret(&s)?;
+    let mut authority_url = None;
     let https = match &s.tls {
         Some(t) => {
             let config = tls_server_config(&s.data_dir, t)?;
             let tcp = tokio::net::TcpListener::bind(t.listen)
                 .await
                 .with_context(|| format!("cannot listen on {} (tls-listen)", t.listen))?;
+            authority_url = Some(format!(
+                "https://{}",
+                shoal::connect_addr(tcp.local_addr().unwrap_or(t.listen))
+            ));
             Some((tcp, config))
         }
         None => None,
@@ -488,6 +493,8 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             max_capacity: s.max_capacity,
             identity_header: Some(identity_header),
             page_size: 200,
+            authenticate: true,
+            authority_url,
         },
         data_dir: Some(s.data_dir.clone()),
         balancer: (mode == Mode::All).then(|| "local".to_string()),

@@ -48,6 +48,12 @@ pub struct CoreConfig {
     pub identity_header: Option<String>,
     /// Items per page of list answers.
     pub page_size: usize,
+    /// Check bearer tokens and roles on every user route (`shoal serve`, `shoal server`);
+    /// off only for in-process simulations that call the router directly.
+    pub authenticate: bool,
+    /// The token authority's public URL (`https://<tls-listen>`), named by discovery and
+    /// 401 challenges; `None`: the URL each client used.
+    pub authority_url: Option<String>,
 }
 
 /// A running API and control plane: the router to serve, and the tasks of the controller
@@ -90,6 +96,9 @@ impl Core {
             page_size: config.page_size,
             max_capacity: config.max_capacity,
             identity_header: config.identity_header,
+            auth: config.authenticate.then(|| {
+                shoal_api::auth::AuthState::new(config.store.clone(), config.authority_url.clone())
+            }),
         };
         let (clock, max_capacity) = (config.clock.clone(), config.max_capacity);
         // The controller reads the galleries for automatic OS image upgrades.
@@ -183,6 +192,75 @@ pub enum RunError {
     Agent(#[source] shoal_agent::AgentError),
     #[error("The agent task failed")]
     AgentTask(#[source] tokio::task::JoinError),
+    #[error("Cannot make the owner credential")]
+    Owner(#[source] OwnerError),
+}
+
+/// Why the first-start owner credential could not be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error("The directory refused: {0}")]
+    Directory(String),
+    #[error("Cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a server keeps the Owner credential it made at first start.
+pub fn owner_credential_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("credentials").join("owner.json")
+}
+
+/// Reads the owner credential a server wrote to `data_dir`, if any.
+pub fn read_owner_credential(
+    data_dir: &std::path::Path,
+) -> Option<shoal_api::principals::OwnerCredential> {
+    let text = std::fs::read_to_string(owner_credential_path(data_dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Makes sure `<data-dir>/credentials/owner.json` holds a working Owner credential of
+/// this server's tenant: kept if it still signs in, else a new principal with Owner on
+/// the default subscription, written readable by its owner only.
+async fn ensure_owner_credential(
+    api: &ApiState,
+    data_dir: &std::path::Path,
+) -> Result<(), OwnerError> {
+    let existing = read_owner_credential(data_dir);
+    let made = shoal_api::principals::ensure_owner(api, existing.as_ref())
+        .await
+        .map_err(|e| OwnerError::Directory(e.message))?;
+    let Some(cred) = made else {
+        return Ok(());
+    };
+    let path = owner_credential_path(data_dir);
+    let write = |path: &std::path::Path| -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        let text = serde_json::to_string_pretty(&cred).unwrap_or_default();
+        f.write_all(text.as_bytes())
+    };
+    write(&path).map_err(|source| OwnerError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), app_id = %cred.app_id, tenant = %cred.tenant, subscription = %cred.subscription, "made an Owner credential");
+    Ok(())
 }
 
 /// Runs the server until `shutdown` is cancelled (or the local agent fails), then waits for
@@ -203,6 +281,15 @@ pub async fn run(
         store_label: config.store_label.clone(),
     };
     let core = Core::start_with(config.core, config.leadership, me, &tracker, &shutdown);
+    // Before anything listens, so a client that finds the server up finds the credential.
+    if let (Some(dir), true) = (&config.data_dir, core.api().auth.is_some()) {
+        if let Err(e) = ensure_owner_credential(core.api(), dir).await {
+            shutdown.cancel();
+            tracker.close();
+            tracker.wait().await;
+            return Err(RunError::Owner(e));
+        }
+    }
     if let Some((tcp, tls)) = listeners.https {
         let tls_local = tcp.local_addr().map_err(RunError::LocalAddr)?;
         let listener = https::TlsListener::start(tcp, tls, &tracker, shutdown.clone())

@@ -277,6 +277,10 @@ impl Sim {
                 max_capacity: 1000,
                 identity_header: None,
                 page_size: 200,
+                // The simulation calls the router in process as the operator: tokens and
+                // roles are tested by the unit, e2e and SDK suites.
+                authenticate: false,
+                authority_url: None,
             },
             &tracker,
             &shutdown,
