@@ -60,7 +60,24 @@ pub(crate) fn apply<T: TxnTarget>(
         }
     }
     let mut events = Vec::with_capacity(txn.len());
-    for op in txn {
+    let last: std::collections::HashMap<&str, usize> = txn
+        .iter()
+        .enumerate()
+        .map(|(i, op)| match op {
+            TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => (key.as_str(), i),
+        })
+        .collect();
+    let keep: Vec<bool> = txn
+        .iter()
+        .enumerate()
+        .map(|(i, op)| match op {
+            TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => last[key.as_str()] == i,
+        })
+        .collect();
+    for (op, keep) in txn.into_iter().zip(keep) {
+        if !keep {
+            continue;
+        }
         match op {
             TxnOp::Put { key, value, .. } => {
                 let create_revision = match target.revisions(&key)? {

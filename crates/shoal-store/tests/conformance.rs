@@ -38,9 +38,6 @@ struct Fixture {
     /// etcd only: the store to compact explicitly (the embedded stores bound their
     /// history by `WatchConfig` instead).
     etcd: Option<EtcdStore>,
-    /// etcd cannot give a key deleted and put again in one transaction a new create
-    /// revision (it refuses one key twice in a transaction; the backend folds the two).
-    recreate_keeps_create_revision: bool,
     _dir: Option<TempDir>,
     _cluster: Option<EtcdCluster>,
 }
@@ -62,7 +59,6 @@ fn memory(config: WatchConfig) -> Fixture {
         store: Arc::new(MemoryStore::with_watch_config(config)),
         base: 0,
         etcd: None,
-        recreate_keeps_create_revision: false,
         _dir: None,
         _cluster: None,
     }
@@ -75,7 +71,6 @@ fn redb(config: WatchConfig) -> Fixture {
         store: Arc::new(store),
         base: 0,
         etcd: None,
-        recreate_keeps_create_revision: false,
         _dir: Some(dir),
         _cluster: None,
     }
@@ -108,7 +103,6 @@ fn etcd_fixture(store: EtcdStore, cluster: Option<EtcdCluster>) -> Fixture {
         store: Arc::new(store.clone()),
         base,
         etcd: Some(store),
-        recreate_keeps_create_revision: true,
         _dir: None,
         _cluster: cluster,
     }
@@ -341,8 +335,8 @@ async fn delete_semantics(factory: Factory) {
         }
     );
 
-    // Operations apply in order: put then delete of one key leaves it absent, and
-    // delete then put leaves it present with a fresh create revision.
+    // The last operation on a key wins: put then delete of one key leaves it absent, and
+    // delete then put is an overwrite (the key keeps its create revision), as on etcd.
     let rev = s
         .txn(vec![
             put_op("d/3", "v", Expect::Absent),
@@ -354,12 +348,8 @@ async fn delete_semantics(factory: Factory) {
         .unwrap();
     assert_eq!(s.get("d/3").await.unwrap(), None);
     let d2 = s.get("d/2").await.unwrap().unwrap();
-    if f.recreate_keeps_create_revision {
-        assert_eq!(d2.mod_revision, rev);
-        assert!(d2.create_revision < rev);
-    } else {
-        assert_eq!((d2.create_revision, d2.mod_revision), (rev, rev));
-    }
+    assert_eq!(d2.mod_revision, rev);
+    assert!(d2.create_revision < rev);
     assert_eq!(d2.value, b"again");
 }
 
@@ -813,7 +803,6 @@ struct Model {
     revision: Revision,
     /// Where the store started (revisions in the specs are relative to it).
     base: Revision,
-    recreate_keeps_create_revision: bool,
 }
 
 impl Model {
@@ -865,17 +854,21 @@ impl Model {
             }
         }
         let rev = self.revision + 1;
-        let before = self.map.clone();
         let mut changed = false;
-        for op in txn {
+        // Only the last operation on a key takes effect (as etcd, which refuses a key twice).
+        let last = |i: usize, key: &String| {
+            !txn[i + 1..].iter().any(|later| match later {
+                TxnOp::Put { key: k, .. } | TxnOp::Delete { key: k, .. } => k == key,
+            })
+        };
+        for (i, op) in txn.iter().enumerate() {
+            let (TxnOp::Put { key, .. } | TxnOp::Delete { key, .. }) = op;
+            if !last(i, key) {
+                continue;
+            }
             match op {
                 TxnOp::Put { key, value, .. } => {
-                    let now = if self.recreate_keeps_create_revision {
-                        &before
-                    } else {
-                        &self.map
-                    };
-                    let create_revision = now.get(key).map_or(rev, |kv| kv.create_revision);
+                    let create_revision = self.map.get(key).map_or(rev, |kv| kv.create_revision);
                     let kv = KeyValue {
                         key: key.clone(),
                         value: value.clone(),
@@ -913,7 +906,6 @@ async fn matches_model(
     let mut model = Model {
         revision: f.base,
         base: f.base,
-        recreate_keeps_create_revision: f.recreate_keeps_create_revision,
         ..Model::default()
     };
     for spec in &specs {
