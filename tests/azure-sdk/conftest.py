@@ -21,6 +21,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -106,7 +107,7 @@ def service_principal(name, role, scope):
     )
     assert status == 201, sp
     status, defs, _ = arm_request(
-        "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName eq '{role}'", token=token
+        "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions?$filter=" + urllib.parse.quote(f"roleName eq '{role}'"), token=token
     )
     assert status == 200 and defs["value"], defs
     status, body, _ = arm_request(

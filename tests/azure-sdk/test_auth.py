@@ -105,7 +105,11 @@ def test_a_reader_lists_but_cannot_write(resources, group):
     with pytest.raises(HttpResponseError) as e:
         as_reader.resource_groups.create_or_update(other, {"location": LOCATION})
     assert e.value.status_code == 403 and e.value.error.code == "AuthorizationFailed"
-    assert "does not have authorization to perform action 'Microsoft.Resources/subscriptions/resourceGroups/write'" in e.value.error.message
+    # Azure names the action as the request spelled the type (the SDK sends "resourcegroups").
+    assert (
+        "does not have authorization to perform action 'microsoft.resources/subscriptions/resourcegroups/write'"
+        in e.value.error.message.lower()
+    )
     # Nothing changed.
     assert not resources.resource_groups.check_existence(other)
 
