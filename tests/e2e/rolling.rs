@@ -32,24 +32,7 @@ fn a_new_image_version_rolls_out_in_batches_with_no_failed_request() {
     let s = Server::start_with(&["--drain-timeout-seconds", "10"]);
     let rg = "rolling";
     s.create_group_and_image(rg);
-    s.cli_ok(&[
-        "image",
-        "create",
-        "-g",
-        rg,
-        "--gallery",
-        "apps",
-        "--name",
-        "web",
-        "--version",
-        "1.0.1",
-        "--dir",
-        "examples/web",
-        "--command",
-        "./shoal-web",
-        "--port",
-        "8080",
-    ]);
+    publish(&s, rg, "1.0.1");
     let frontend = create_balancer(&s, rg);
     create_set(
         &s,
@@ -129,6 +112,96 @@ fn a_new_image_version_rolls_out_in_batches_with_no_failed_request() {
         cli["properties"]["runningStatus"]["code"], "Completed",
         "{cli}"
     );
+
+    // Cancel mid-upgrade, on the same set and under the same load: no batch starts after
+    // the cancel, the upgrade ends Cancelled, and a later model change rolls out anew.
+    publish(&s, rg, "1.0.2");
+    let (ok, failed) = steady_load(&frontend, || {
+        patch_model(&s, rg, "1.0.2", "PT8S");
+        wait_until(
+            Duration::from_secs(60),
+            "the first batch of the 1.0.2 upgrade is done",
+            || on_version(&s, rg, "1.0.2") >= 2,
+        );
+        let (status, text) = http_request(
+            "POST",
+            &format!(
+                "{}/rollingUpgrades/cancel?api-version=2024-07-01",
+                set_url(&s, rg)
+            ),
+            None,
+        )
+        .expect("API answers");
+        assert!(status == 200 || status == 202, "cancel: {status} {text}");
+        wait_until(Duration::from_secs(30), "the upgrade is Cancelled", || {
+            latest(&s, rg)["properties"]["runningStatus"]["code"] == "Cancelled"
+        });
+        let upgraded = on_version(&s, rg, "1.0.2");
+        // Longer than the pause between batches: a batch would have started by now.
+        std::thread::sleep(Duration::from_secs(12));
+        assert_eq!(
+            on_version(&s, rg, "1.0.2"),
+            upgraded,
+            "no batch starts after the cancel"
+        );
+        assert!(upgraded < 10, "the cancel came too late to show anything");
+        // A later model change (back to the first version) starts an upgrade that completes.
+        patch_model(&s, rg, "1.0.0", "PT0S");
+        wait_until(
+            Duration::from_secs(150),
+            "the new upgrade completes",
+            || {
+                let l = latest(&s, rg);
+                l["properties"]["runningStatus"]["code"] == "Completed"
+                    && on_version(&s, rg, "1.0.0") == 10
+            },
+        );
+    });
+    assert!(ok > 100, "the load ran ({ok} requests)");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed around the cancel",
+        ok + failed
+    );
+}
+
+/// Publishes `apps/web:<version>` of the example workload in `rg`.
+fn publish(s: &Server, rg: &str, version: &str) {
+    s.cli_ok(&[
+        "image",
+        "create",
+        "-g",
+        rg,
+        "--gallery",
+        "apps",
+        "--name",
+        "web",
+        "--version",
+        version,
+        "--dir",
+        "examples/web",
+        "--command",
+        "./shoal-web",
+        "--port",
+        "8080",
+    ]);
+}
+
+/// PATCHes the set onto image `version` with `pause` between batches.
+fn patch_model(s: &Server, rg: &str, version: &str, pause: &str) {
+    let image = format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/apps/images/web/versions/{version}");
+    let body = json!({"properties": {
+        "upgradePolicy": {"mode": "Rolling", "rollingUpgradePolicy": {
+            "maxBatchInstancePercent": 20, "pauseTimeBetweenBatches": pause}},
+        "virtualMachineProfile": {"storageProfile": {"imageReference": {"id": image}}}}});
+    let (status, text) = http_request(
+        "PATCH",
+        &format!("{}?api-version=2024-07-01", set_url(s, rg)),
+        Some(&body.to_string()),
+    )
+    .expect("API answers");
+    assert!(status == 200 || status == 202, "PATCH: {status} {text}");
 }
 
 /// `shoal server`, `shoal agent` and `shoal balancer` as separate processes, so the
@@ -531,6 +604,53 @@ fn a_resize_with_max_surge_never_drops_below_the_count() {
         })
         .collect();
     assert_eq!(sizes, vec!["Shoal_2vCPU_2048MB"; 10], "{listed}");
+    // Each running process has the new size's limits, not only the new label.
+    for inst in s.instances(rg, "web") {
+        let pid = inst.pid.expect("a running instance has a pid");
+        match cgroup_limits(pid) {
+            Some((cpu_quota_us, memory_bytes)) => {
+                assert_eq!(cpu_quota_us, 200_000, "instance {} CPU quota", inst.id);
+                assert_eq!(memory_bytes, 2048 << 20, "instance {} memory limit", inst.id);
+            }
+            None => {
+                return skip_or_fail(
+                    "a_resize_with_max_surge_never_drops_below_the_count (limits)",
+                    "instances run without cgroup limits here (needs root and a writable cgroup file system)",
+                )
+            }
+        }
+    }
+}
+
+/// The CPU quota (µs per 100 ms period) and memory limit (bytes) of the cgroups `pid`
+/// runs in (v1 or v2), or `None` when it runs in no limited cgroup.
+fn cgroup_limits(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path_of = |controller: &str| {
+        text.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+            names
+                .split(',')
+                .any(|n| n == controller)
+                .then(|| path.to_string())
+        })
+    };
+    let read = |p: String| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if let (Some(cpu), Some(mem)) = (path_of("cpu"), path_of("memory")) {
+        let quota = read(format!("/sys/fs/cgroup/cpu{cpu}/cpu.cfs_quota_us"))?;
+        let limit = read(format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"))?;
+        return Some((quota.parse().ok()?, limit.parse().ok()?));
+    }
+    let unified = path_of("")?;
+    let cpu_max = read(format!("/sys/fs/cgroup{unified}/cpu.max"))?;
+    let limit = read(format!("/sys/fs/cgroup{unified}/memory.max"))?;
+    let quota = cpu_max.split_whitespace().next()?.parse().ok()?;
+    Some((quota, limit.parse().ok()?))
 }
 
 #[test]
@@ -595,6 +715,23 @@ fn automatic_os_upgrade_rolls_a_published_version_out_and_a_bad_one_back() {
             Duration::from_secs(60),
             "every instance serves 1.0.1 again",
             || on_version(&s, rg, "1.0.1") == 5 && answering(&frontend, 50).len() == 5,
+        );
+        // The rollback put the set itself back on 1.0.1: a scale-out does not bring the
+        // bad version back.
+        s.cli_ok(&[
+            "vmss",
+            "scale",
+            "-g",
+            rg,
+            "-n",
+            "web",
+            "--new-capacity",
+            "6",
+        ]);
+        wait_until(
+            Duration::from_secs(60),
+            "the sixth instance serves 1.0.1",
+            || on_version(&s, rg, "1.0.1") == 6 && answering(&frontend, 50).len() == 6,
         );
     });
     assert!(ok > 100, "the load ran ({ok} requests)");

@@ -106,7 +106,8 @@ impl Executor {
                     .as_ref()
                     .ok_or_else(|| ArmError::internal("This executor cannot resolve images."))?;
                 let id = model.image_id().unwrap_or_default();
-                Some(resolver.resolve(id).await?)
+                let newest = resolver.resolve(id).await?;
+                Some(self.skip_rolled_back(cmd, existing.as_ref(), newest).await?)
             }
         };
         let (hosts, _) = kv::list_json::<HostRecord>(&*self.store, keys::HOST).await?;
@@ -120,6 +121,42 @@ impl Executor {
             hosts,
         };
         Ok(scale_set::decide(cmd, &state, &self.limits, env)?)
+    }
+
+    /// A set that follows an image definition keeps its current version when the newest
+    /// one is a version an automatic OS upgrade rolled back (a PATCH of the capacity must
+    /// not bring it back); a newer version, or one named explicitly, is taken as asked.
+    async fn skip_rolled_back(
+        &self,
+        cmd: &SetCommand,
+        existing: Option<&kv::Versioned<VmssRecord>>,
+        newest: ResolvedImage,
+    ) -> Result<ResolvedImage, CommandError> {
+        let Some(set) = existing.map(|e| &e.value) else {
+            return Ok(newest);
+        };
+        let follows_definition = shoal_model::ids::parse_image_id(&newest.requested)
+            .is_some_and(|r| r.version.is_none());
+        if !follows_definition || set.launch.image_version == newest.version {
+            return Ok(newest);
+        }
+        let record = kv::get_json::<crate::rolling::RollingUpgrade>(
+            &*self.store,
+            &super::rolling::record_key(&cmd.vmss),
+        )
+        .await?;
+        let rolled_back = record
+            .filter(|r| r.value.unique_id == set.model.props().unique_id)
+            .is_some_and(|r| r.value.bad_versions.contains(&newest.version));
+        if !rolled_back {
+            return Ok(newest);
+        }
+        let Some(resolver) = self.images.as_ref() else {
+            return Ok(newest);
+        };
+        let mut kept = resolver.resolve(&set.launch.image_id).await?;
+        kept.requested = newest.requested;
+        Ok(kept)
     }
 
     async fn instances(&self, cmd: &InstanceCommand, env: &Env) -> Result<Writes, CommandError> {

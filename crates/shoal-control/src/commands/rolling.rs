@@ -214,6 +214,16 @@ fn apply(
             w.instances.push(rec);
         }
     }
+    if let Some(launch) = &step.set_launch {
+        let mut set = state.set.value.clone();
+        set.launch = launch.clone();
+        w.ops.push(kv::put_op(
+            state.set.key.clone(),
+            &set,
+            Expect::ModRevision(state.set.revision),
+        ));
+        w.set = Some(set);
+    }
     let Some(record) = &step.record else { return };
     let expect = record_revision.map_or(Expect::Absent, Expect::ModRevision);
     w.ops.push(kv::put_op(key.to_string(), record, expect));

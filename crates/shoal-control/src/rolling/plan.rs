@@ -61,6 +61,10 @@ pub struct Step {
     pub delete: Vec<u64>,
     /// Instances to restart (an extension upgrade's batch).
     pub restarts: Vec<u64>,
+    /// The set's own launch spec goes back to this: an automatic OS upgrade was rolled
+    /// back, so instances created later (a scale-out, a repair) take the last good
+    /// version, not the one that failed.
+    pub set_launch: Option<LaunchSpec>,
     /// Look again after this many seconds even if nothing changes (a timeout or a pause
     /// runs out).
     pub wake_in_secs: Option<u64>,
@@ -72,6 +76,7 @@ impl Step {
             && self.launches.is_empty()
             && self.delete.is_empty()
             && self.restarts.is_empty()
+            && self.set_launch.is_none()
     }
 
     fn wait(secs: u64) -> Step {
@@ -616,7 +621,14 @@ fn rolling_back(input: &Input<'_>, r: RollingUpgrade, now: &str) -> Step {
         .error
         .clone()
         .unwrap_or_else(|| breach("RollbackFailed", "Rolled back.".into()));
-    fault(r, error, now)
+    let automatic = r.automatic_rollback;
+    let mut step = fault(r, error, now);
+    // An automatic upgrade changed the set's model on its own: the rollback undoes that
+    // too. (A user's model change stays: the user asked for it.)
+    if automatic {
+        step.set_launch = batch.members.first().map(|m| m.previous.clone());
+    }
+    step
 }
 
 #[cfg(test)]

@@ -167,6 +167,9 @@ impl World {
         if let Some(r) = &step.record {
             self.record = Some(r.clone());
         }
+        if let Some(l) = &step.set_launch {
+            self.set.launch = l.clone();
+        }
         step
     }
 
@@ -251,6 +254,41 @@ fn a_version_that_never_becomes_healthy_faults_after_the_first_batch_and_rolls_b
         w.step().record.unwrap().code,
         RollingStatusCode::RollingForward
     );
+}
+
+#[test]
+fn an_automatic_upgrade_rolled_back_puts_the_set_back_on_the_last_good_version() {
+    let set = rolling_set(10, None, json!({}));
+    let mut w = World::new(set, (0..10).map(|i| instance(i, None, 0)).collect());
+    w.bad_version = true;
+    let good = w.set.launch.clone();
+    new_model(&mut w);
+    w.step();
+    // As an automatic OS upgrade starts it (`Platform`, rollback on).
+    w.record.as_mut().unwrap().automatic_rollback = true;
+    w.run(&mut |_, _| {});
+    let r = w.record.clone().unwrap();
+    assert_eq!(r.code, RollingStatusCode::Faulted);
+    assert_eq!(r.bad_versions, vec!["1.0.1".to_string()]);
+    assert_eq!(
+        w.set.launch, good,
+        "a later scale-out takes the good version"
+    );
+    assert!(w.instances.iter().all(|i| i.launch.generation == 1));
+}
+
+#[test]
+fn a_users_upgrade_rolled_back_keeps_the_users_model() {
+    let set = rolling_set(
+        10,
+        None,
+        json!({"rollbackFailedInstancesOnPolicyBreach": true}),
+    );
+    let mut w = World::new(set, (0..10).map(|i| instance(i, None, 0)).collect());
+    w.bad_version = true;
+    new_model(&mut w);
+    w.run(&mut |_, s| assert!(s.set_launch.is_none()));
+    assert_eq!(w.set.launch.image_version, "1.0.1");
 }
 
 #[test]
