@@ -243,6 +243,38 @@ def prerequisite_set(group, name, image, response_body=None):
     return answer
 
 
+def rolling_body():
+    """A two-instance Rolling set (health from the Application Health extension) whose
+    batches are one instance apart by a minute: an upgrade of it stays in flight."""
+    return {
+        "location": LOCATION,
+        "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 2},
+        "properties": {
+            "upgradePolicy": {
+                "mode": "Rolling",
+                "rollingUpgradePolicy": {"maxBatchInstancePercent": 50, "pauseTimeBetweenBatches": "PT60S"},
+            },
+            "virtualMachineProfile": {
+                "storageProfile": {},
+                "osProfile": {"computerNamePrefix": "ex"},
+                "extensionProfile": {
+                    "extensions": [
+                        {
+                            "name": "health",
+                            "properties": {
+                                "publisher": "Microsoft.ManagedServices",
+                                "type": "ApplicationHealthLinux",
+                                "typeHandlerVersion": "1.0",
+                                "settings": {"protocol": "http", "port": 8080, "requestPath": "/health"},
+                            },
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
 def first_instance(group, name):
     """The instance id of the set's first VM, once it exists (an example's `instanceId`)."""
 
@@ -284,8 +316,19 @@ def replay(name, group):
         status, answer = call("GET", set_path(group, vmss) + "/osUpgradeHistory", api_version=api)
         return statuses, status, answer, expected
     if op == "VirtualMachineScaleSetRollingUpgrade_Cancel_MinimumSet_Gen":
-        prerequisite_set(group, vmss, image)
+        # The example cancels an upgrade in flight (with none, Azure answers 409 too): a
+        # Rolling set that follows its image definition, a newer version published, an
+        # OS upgrade started whose second batch waits a minute.
+        definition = image.rsplit("/versions/", 1)[0]
+        prerequisite_set(group, vmss, definition, rolling_body())
+        web_image(group, "1.0.1")
         call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
+
+        def rolling_forward():
+            status, got = call("GET", set_path(group, vmss) + "/rollingUpgrades/latest", api_version=api)
+            return status == 200 and got["properties"]["runningStatus"]["code"] == "RollingForward"
+
+        wait_for("the OS upgrade to roll forward", rolling_forward)
         status, answer = call("POST", set_path(group, vmss) + "/rollingUpgrades/cancel", api_version=api)
         return statuses, status, answer, expected
     if op == "VirtualMachineScaleSet_ListBySubscription_ByLocation":
