@@ -107,7 +107,10 @@ impl Executor {
                     .ok_or_else(|| ArmError::internal("This executor cannot resolve images."))?;
                 let id = model.image_id().unwrap_or_default();
                 let newest = resolver.resolve(id).await?;
-                Some(self.skip_rolled_back(cmd, existing.as_ref(), newest).await?)
+                Some(
+                    self.skip_rolled_back(cmd, existing.as_ref(), newest)
+                        .await?,
+                )
             }
         };
         let (hosts, _) = kv::list_json::<HostRecord>(&*self.store, keys::HOST).await?;
