@@ -6,7 +6,9 @@
 # - builds `shoal` and the example workload;
 # - starts `shoal serve` on free loopback ports (http, and https with the self-signed
 #   certificate Shoal makes in its data directory) with its own temporary data directory;
-# - runs pytest (extra arguments go to pytest, e.g. `-k rolling -x`), then stops the server;
+# - runs pytest (extra arguments go to pytest, e.g. `-k rolling -x`); without extra
+#   arguments also the real `az` CLI suite (tests/az-cli, azure-cli pinned in ./.venv-az)
+#   against the same server; then stops the server;
 # - without extra arguments, runs schemathesis over the server's /openapi.json against a
 #   second fresh server (bounded, fixed seed).
 set -euo pipefail
@@ -25,6 +27,20 @@ if [ ! -x "$VENV/bin/python" ] || ! sha256sum --status -c "$stamp" 2>/dev/null; 
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ" -c "$CONSTRAINTS"
   sha256sum "$REQ" "$CONSTRAINTS" >"$stamp"
+fi
+
+# The az CLI suite's own virtualenv: azure-cli pins older SDKs than the SDK suite.
+AZ_VENV=.venv-az
+AZ_REQ=tests/az-cli/requirements.txt
+AZ_CONSTRAINTS=tests/az-cli/constraints.txt
+if [ "$#" = 0 ]; then
+  step "az CLI environment ($AZ_VENV, pinned by $AZ_REQ)"
+  az_stamp="$AZ_VENV/.requirements.sha256"
+  if [ ! -x "$AZ_VENV/bin/az" ] || ! sha256sum --status -c "$az_stamp" 2>/dev/null; then
+    "$PY" -m venv "$AZ_VENV"
+    "$AZ_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$AZ_REQ" -c "$AZ_CONSTRAINTS"
+    sha256sum "$AZ_REQ" "$AZ_CONSTRAINTS" >"$az_stamp"
+  fi
 fi
 
 # The server and its instances are on loopback: never send that through a proxy.
@@ -92,6 +108,16 @@ SHOAL_SDK_TLS_CERT="$work/data/tls/cert.pem" \
 SHOAL_SDK_DATA_DIR="$work/data" \
 SHOAL_SDK_BIN="$BIN" \
   "$VENV/bin/python" -m pytest tests/azure-sdk -ra -p no:cacheprovider "$@"
+if [ "$#" = 0 ]; then
+  step "pytest tests/az-cli (the real az CLI, signed in to the same server)"
+  AZURE_CORE_COLLECT_TELEMETRY=false \
+  SHOAL_SDK_ENDPOINT="http://127.0.0.1:$port" \
+  SHOAL_SDK_TLS_ENDPOINT="https://127.0.0.1:$tls_port" \
+  SHOAL_SDK_DATA_DIR="$work/data" \
+  SHOAL_SDK_BIN="$BIN" \
+  SHOAL_AZ_BIN="$PWD/$AZ_VENV/bin/az" \
+    "$AZ_VENV/bin/python" -m pytest tests/az-cli -ra -p no:cacheprovider
+fi
 stop_server
 
 if [ "$#" != 0 ]; then

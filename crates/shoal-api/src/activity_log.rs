@@ -55,7 +55,7 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
     let (mut resource, mut group): (Option<String>, Option<String>) = (None, None);
     for (field, op, value) in &clauses {
         let time = || {
-            value.parse::<Timestamp>().map_err(|_| {
+            crate::times::parse_utc(value).ok_or_else(|| {
                 ArmError::invalid_parameter(
                     "$filter",
                     format!("'{value}' is not an RFC 3339 time."),

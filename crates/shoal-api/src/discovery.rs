@@ -64,8 +64,10 @@ pub async fn metadata_endpoints(st: &ApiState, ctx: &Ctx, method: &Method) -> Ap
             "storage": "shoal.local",
         },
     });
-    // Newer api-versions answer a list of clouds.
-    if ctx.api_version() >= "2022-09-01" && ctx.query("api-version").is_some() {
+    // api-version 2019-05-01 (what `ARM_CLOUD_METADATA_URL` names) answers the list of
+    // clouds; 2022-09-01 (what `az cloud register` asks for) and no version, this cloud.
+    let v = ctx.query("api-version").unwrap_or_default();
+    if ("2019-05-01".."2022-01-01").contains(&v) {
         Ok(json(200, &json!([cloud])))
     } else {
         Ok(json(200, &cloud))

@@ -33,6 +33,7 @@ pub mod scalesets;
 pub mod server;
 pub mod server_status;
 pub mod state;
+pub mod times;
 pub mod views;
 pub mod vm_image;
 

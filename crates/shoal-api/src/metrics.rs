@@ -279,11 +279,12 @@ fn unit(name: &str) -> &'static str {
 }
 
 fn parse_timespan(s: &str, now: Timestamp) -> Option<(Timestamp, Timestamp)> {
+    let s = crate::times::decode_again(s);
     let (a, b) = s.split_once('/')?;
-    let start: Timestamp = a.parse().ok()?;
-    let end = match b.parse::<Timestamp>() {
-        Ok(t) => t,
-        Err(_) => start
+    let start = crate::times::parse_utc(a)?;
+    let end = match crate::times::parse_utc(b) {
+        Some(t) => t,
+        None => start
             .checked_add((parse_iso8601(b)? as i64).seconds())
             .ok()?,
     };

@@ -295,7 +295,17 @@ pub fn patch_json(base: &mut Value, incoming: &Value) {
 /// read-only `provisioningState`, `uniqueId` and `timeCreated`; and the write-only
 /// `osProfile.adminPassword` and `customData`, which GET never shows, so that a
 /// GET-change-PUT round trip keeps them. Everything else the request omits is removed.
+///
+/// A PUT with no `properties` at all changes only what it names (the set's sku, location,
+/// zones) and keeps the model and tags, as Azure's compute provider does: `az vmss scale`
+/// sends exactly `{location, sku}`.
 pub fn keep_on_put(model: &mut VirtualMachineScaleSet, previous: &VirtualMachineScaleSet) {
+    if model.properties.is_none() {
+        model.properties.clone_from(&previous.properties);
+        if model.tags.is_none() {
+            model.tags.clone_from(&previous.tags);
+        }
+    }
     if model.sku.as_ref().and_then(|s| s.capacity).is_none() {
         if let Some(c) = previous.sku.as_ref().and_then(|s| s.capacity) {
             model.sku.get_or_insert_with(Sku::default).capacity = Some(c);
@@ -815,6 +825,21 @@ mod tests {
         assert_eq!(os.custom_data.as_deref(), Some("aGk="));
         assert!(os.admin_username.is_none(), "not write-only: removed");
         assert!(m.profile().unwrap().extension_profile.is_none());
+    }
+
+    #[test]
+    fn a_put_with_no_properties_changes_only_the_sku_as_az_vmss_scale_sends_it() {
+        let mut prev: VirtualMachineScaleSet = parse_typed(&minimal()).unwrap();
+        prev.tags = Some([("team".to_string(), "api".to_string())].into());
+        let mut m: VirtualMachineScaleSet = parse_typed(&json!({
+            "location": "local", "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 5}
+        }))
+        .unwrap();
+        keep_on_put(&mut m, &prev);
+        assert_eq!(m.capacity(), 5);
+        assert_eq!(m.image_id(), prev.image_id());
+        assert!(m.image_id().is_some());
+        assert_eq!(m.tags, prev.tags);
     }
 
     #[test]
