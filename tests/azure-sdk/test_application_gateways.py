@@ -4,13 +4,16 @@ SDK expects (HttpResponseError with the field in `error.target`), and Shoal's ce
 extension (`sslCertificates[].properties.shoal`, unknown to the SDK's models) sent in a
 plain JSON body."""
 
+import os
 import socket
+import uuid
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.network import models as nm
 
-from conftest import DEADLINE, LOCATION, SKU, SUBSCRIPTION, http_get, unique, wait_for, web_image
+from conftest import DEADLINE, LOCATION, SKU, SUBSCRIPTION, env, http_get, unique, wait_for, web_image
 
 
 def free_port():
@@ -128,17 +131,35 @@ def test_a_missing_reference_is_a_400_naming_the_field(network, group):
         network.application_gateways.get(group, name)
 
 
-def test_an_unreadable_certificate_file_is_a_400_naming_the_field(network, group):
+def fifo_in_the_certificate_directory():
+    path = Path(env("SHOAL_SDK_DATA_DIR")) / "certificates" / f"fifo-{uuid.uuid4().hex[:6]}.pem"
+    os.mkfifo(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "certificate_file",
+    ["/nonexistent/cert.pem", "/dev/zero", "fifo", "/etc/passwd", "relative/cert.pem"],
+)
+def test_an_unreadable_certificate_file_is_a_400_naming_the_field(network, group, certificate_file):
+    # Only regular files of the server's certificate directory are read: a device would
+    # fill the memory, a FIFO would hang the request, any other file is the server's own.
+    if certificate_file == "fifo":
+        certificate_file = fifo_in_the_certificate_directory()
     name = unique("gw")
     gid = gateway_id(group, name)
     body = gateway_model(group, name, free_port()).as_dict()
     body["properties"]["sslCertificates"] = [
-        {"name": "cert", "properties": {"shoal": {"certificateFile": "/nonexistent/cert.pem", "keyFile": "/nonexistent/key.pem"}}}
+        {"name": "cert", "properties": {"shoal": {"certificateFile": certificate_file, "keyFile": "/nonexistent/key.pem"}}}
     ]
     listener = body["properties"]["httpListeners"][0]["properties"]
     listener["protocol"] = "Https"
     listener["sslCertificate"] = {"id": f"{gid}/sslCertificates/cert"}
+    # A request that hung on the file would end in a read timeout, not an HttpResponseError.
     with pytest.raises(HttpResponseError) as e:
-        network.application_gateways.begin_create_or_update(group, name, body).result(timeout=DEADLINE)
+        network.application_gateways.begin_create_or_update(group, name, body, read_timeout=30).result(
+            timeout=DEADLINE
+        )
     assert e.value.status_code == 400
     assert e.value.error.target == "properties.sslCertificates[0].properties.shoal.certificateFile"
+    assert "certificate directory" in e.value.error.message or "not an absolute path" in e.value.error.message

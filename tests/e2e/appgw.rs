@@ -358,7 +358,9 @@ fn an_https_listener_serves_with_a_certificate_made_at_test_time() {
     let rg = "gwtls";
     s.create_group_and_image(rg);
     let (cert_pem, key_pem, der) = certificate();
-    let (cert, key) = (s.dir.path().join("cert.pem"), s.dir.path().join("key.pem"));
+    // The server reads certificate files only from its certificate directory.
+    let certs = s.data_dir().join("certificates");
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
     std::fs::write(&cert, cert_pem).expect("write certificate");
     std::fs::write(&key, key_pem).expect("write key");
     let port = free_port();

@@ -10,6 +10,8 @@
 //! anything is stored, so a refused PUT changes nothing. A gateway a scale set still
 //! joins cannot be deleted; GET shows each pool's members.
 
+use std::path::Path;
+
 use serde_json::Value;
 use shoal_model::appgw::{self, ApplicationGateway, APPGW_TYPE};
 use shoal_model::network::{self, PoolOwner};
@@ -40,7 +42,7 @@ impl ArmKind for ApplicationGateways {
     ) -> Result<(), ArmError> {
         appgw::normalize_appgw(gw, id);
         appgw::validate_appgw(gw, id)?;
-        check_certificates(gw).await?;
+        check_certificates(gw, &st.certificate_dir).await?;
         check_ports_free(st, gw, id).await?;
         gw.properties.sku.get_or_insert_with(|| appgw::AppGwSku {
             name: Some("Standard_v2".into()),
@@ -95,15 +97,12 @@ fn pem_block(text: &str, label: &str) -> Option<String> {
 /// Every certificate and key file must be readable PEM of the right kind: an unreadable
 /// one is a 400 naming its field, now rather than a listener that never comes up.
 /// Fills in `publicCertData` (the leaf certificate, base-64 DER) as Azure shows it.
-async fn check_certificates(gw: &mut ApplicationGateway) -> Result<(), ArmError> {
+async fn check_certificates(gw: &mut ApplicationGateway, dir: &Path) -> Result<(), ArmError> {
     let mut leaves = Vec::new();
     for (target, path) in appgw::certificate_files(gw) {
-        let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
-            ArmError::invalid_parameter(
-                target.clone(),
-                format!("Cannot read '{path}' ({e}): give a PEM file the server can read."),
-            )
-        })?;
+        let text = read_certificate_file(&path, dir)
+            .await
+            .map_err(|why| ArmError::invalid_parameter(target.clone(), why))?;
         if target.ends_with(".certificateFile") {
             let Some(leaf) = pem_block(&text, "CERTIFICATE") else {
                 return Err(ArmError::invalid_parameter(
@@ -132,6 +131,55 @@ async fn check_certificates(gw: &mut ApplicationGateway) -> Result<(), ArmError>
         cert.properties.public_cert_data = Some(leaf);
     }
     Ok(())
+}
+
+/// Largest certificate or key file read (a PEM chain is a few KiB).
+const MAX_CERTIFICATE_FILE: u64 = 1 << 20;
+
+/// Reads a certificate or key file a request names — only a regular file of at most
+/// 1 MiB inside the server's certificate directory (`<data-dir>/certificates`), after
+/// resolving symbolic links: never a device (`/dev/zero` would fill the memory), a FIFO
+/// (the read would never end) or another file of the server's. The error says why.
+async fn read_certificate_file(path: &str, dir: &Path) -> Result<String, String> {
+    let where_to = format!(
+        "put the PEM file in the server's certificate directory {} and name it by its absolute path",
+        dir.display()
+    );
+    let given = Path::new(path);
+    if !given.is_absolute() {
+        return Err(format!("'{path}' is not an absolute path: {where_to}."));
+    }
+    let real = tokio::fs::canonicalize(given)
+        .await
+        .map_err(|e| format!("Cannot read '{path}' ({e}): {where_to}."))?;
+    let allowed = tokio::fs::canonicalize(dir).await.ok();
+    if !allowed.is_some_and(|d| real.starts_with(d)) {
+        return Err(format!(
+            "'{path}' is outside the server's certificate directory: {where_to}."
+        ));
+    }
+    let meta = tokio::fs::metadata(&real)
+        .await
+        .map_err(|e| format!("Cannot read '{path}' ({e}): {where_to}."))?;
+    if !meta.is_file() {
+        return Err(format!("'{path}' is not a regular file: {where_to}."));
+    }
+    if meta.len() > MAX_CERTIFICATE_FILE {
+        return Err(format!(
+            "'{path}' is {} bytes, more than a certificate file may be ({MAX_CERTIFICATE_FILE} bytes).",
+            meta.len()
+        ));
+    }
+    let file = tokio::fs::File::open(&real)
+        .await
+        .map_err(|e| format!("Cannot read '{path}' ({e}): {where_to}."))?;
+    let mut bytes = Vec::new();
+    use tokio::io::AsyncReadExt;
+    file.take(MAX_CERTIFICATE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("Cannot read '{path}' ({e}): {where_to}."))?;
+    String::from_utf8(bytes).map_err(|_| format!("'{path}' is not PEM text."))
 }
 
 /// A frontend port held by a load-balancing rule, another gateway or another program is

@@ -295,6 +295,7 @@ pub(crate) mod testing {
                 jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"),
             )),
             blob_dir: std::env::temp_dir(),
+            certificate_dir: std::env::temp_dir(),
             http: reqwest::Client::new(),
             page_size,
             max_capacity: 10,

@@ -164,6 +164,7 @@ pub(crate) mod tests {
                 Timestamp::from_second(T0).expect("timestamp"),
             )),
             blob_dir: std::env::temp_dir(),
+            certificate_dir: std::env::temp_dir(),
             http: reqwest::Client::new(),
             page_size: 200,
             max_capacity: 10,

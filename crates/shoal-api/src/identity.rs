@@ -159,6 +159,7 @@ mod tests {
                 jiff::Timestamp::from_second(1_700_000_000).expect("timestamp"),
             )),
             blob_dir: std::env::temp_dir(),
+            certificate_dir: std::env::temp_dir(),
             http: reqwest::Client::new(),
             page_size: 200,
             max_capacity: 10,

@@ -539,6 +539,7 @@ mod tests {
             store: Arc::new(shoal_store::MemoryStore::new()),
             clock: Arc::new(shoal_control::SystemClock),
             blob_dir: std::env::temp_dir().join("shoal-openapi-test-blobs"),
+            certificate_dir: std::env::temp_dir(),
             http: reqwest::Client::new(),
             page_size: 200,
             max_capacity: 10,

@@ -257,6 +257,7 @@ mod tests {
                 "2026-11-22T10:00:00Z".parse().expect("time"),
             )),
             blob_dir: std::env::temp_dir(),
+            certificate_dir: std::env::temp_dir(),
             http: reqwest::Client::new(),
             page_size: 200,
             max_capacity: 10,

@@ -18,6 +18,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Where uploaded bundles are kept (`<data-dir>/blobs`).
     pub blob_dir: PathBuf,
+    /// The only directory application-gateway certificate files may be read from.
+    pub certificate_dir: PathBuf,
     /// Client for proxying to agents (logs).
     pub http: reqwest::Client,
     /// Items per page of list answers.

@@ -417,6 +417,7 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     init_logging(log_format.as_deref())?;
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
+    certificate_dir(&s.data_dir)?;
     let etcd = match args.store.as_deref().filter(|s| !s.is_empty()) {
         Some(spec) => Some(etcd_store(&args, spec).await?),
         None => None,
@@ -490,6 +491,7 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             store,
             clock: Arc::new(SystemClock),
             blob_dir: s.data_dir.join("blobs"),
+            certificate_dir: s.data_dir.join("certificates"),
             max_capacity: s.max_capacity,
             identity_header: Some(identity_header),
             page_size: 200,
@@ -638,4 +640,16 @@ pub async fn balancer(args: BalancerArgs, client: shoal_cli::ClientOptions) -> a
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// `<data-dir>/certificates`, owner-only: the one place application-gateway certificate
+/// files may be read from.
+fn certificate_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = data_dir.join("certificates");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create the certificate directory {}", dir.display()))
 }

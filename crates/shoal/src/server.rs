@@ -42,6 +42,9 @@ pub struct CoreConfig {
     pub clock: Arc<dyn Clock>,
     /// Where uploaded bundles are kept.
     pub blob_dir: PathBuf,
+    /// The only directory `sslCertificates[].properties.shoal` files may name
+    /// (`<data-dir>/certificates` for `shoal serve`).
+    pub certificate_dir: PathBuf,
     /// Largest capacity a scale set may ask for (1000, as Azure).
     pub max_capacity: i64,
     /// The secret managed-identity token requests must carry; `None` turns the endpoint off.
@@ -92,6 +95,7 @@ impl Core {
             store: config.store.clone(),
             clock: config.clock.clone(),
             blob_dir: config.blob_dir,
+            certificate_dir: config.certificate_dir,
             http: reqwest::Client::new(),
             page_size: config.page_size,
             max_capacity: config.max_capacity,

@@ -274,6 +274,7 @@ impl Sim {
                 store: gate.clone(),
                 clock: self.clock.clone(),
                 blob_dir: self.blob_dir.path().to_path_buf(),
+                certificate_dir: self.blob_dir.path().join("certificates"),
                 max_capacity: 1000,
                 identity_header: None,
                 page_size: 200,
