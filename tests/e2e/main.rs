@@ -9,6 +9,7 @@ mod autoscale;
 mod balancing;
 mod etcd;
 mod foundation;
+mod hardening;
 mod harness;
 mod rolling;
 mod vm;

@@ -19,6 +19,7 @@
 //!   among several servers on etcd), and the `GET /shoal/v1/server/status` answer.
 
 pub mod drivers;
+pub mod http_serve;
 pub mod https;
 pub mod leader;
 mod server;

@@ -418,6 +418,7 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
     certificate_dir(&s.data_dir)?;
+    raise_open_file_limit();
     let etcd = match args.store.as_deref().filter(|s| !s.is_empty()) {
         Some(spec) => Some(etcd_store(&args, spec).await?),
         None => None,
@@ -652,4 +653,30 @@ fn certificate_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("cannot create the certificate directory {}", dir.display()))
+}
+
+/// Raises this process's open-file limit to its hard limit: every API connection, instance
+/// log and store file is a descriptor, and the common soft limit of 1024 let about 1100 idle
+/// connections make the server unanswerable.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && limit.rlim_cur < limit.rlim_max
+            && {
+                let from = limit.rlim_cur;
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 && {
+                    tracing::info!(from, to = limit.rlim_cur, "raised the open-file limit");
+                    true
+                }
+            }
+    };
+    if !raised {
+        tracing::debug!(limit = limit.rlim_cur, "open-file limit kept");
+    }
 }

@@ -299,29 +299,20 @@ pub async fn run(
         let listener = https::TlsListener::start(tcp, tls, &tracker, shutdown.clone())
             .map_err(RunError::LocalAddr)?;
         let app = https::https_router(core.router());
-        let token = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "https API server failed");
-            }
-        });
+        tracker.spawn(crate::http_serve::serve(
+            listener,
+            app,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         tracing::info!("Shoal API listening on https://{}", connect_addr(tls_local));
     }
-    {
-        let (app, token) = (core.router(), shutdown.clone());
-        let listener = listeners.http;
-        tracker.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "API server failed");
-            }
-        });
-    }
+    tracker.spawn(crate::http_serve::serve(
+        listeners.http,
+        core.router(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
     let endpoint = format!("http://{}", connect_addr(local));
     if let Some(dir) = &config.data_dir {
         let _ = std::fs::write(dir.join("endpoint"), &endpoint);

@@ -1,0 +1,57 @@
+//! The API's HTTP/1 server loop (instead of `axum::serve`, which has no timeouts): a
+//! connection must send a request's headers within [`HEADER_TIMEOUT`] — whether it is new
+//! or idle between requests — or it is closed, so connections that send nothing, or
+//! headers a byte at a time, cannot pile up until the server runs out of descriptors.
+
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Longest a client may take to send a request's headers, and longest a kept-alive
+/// connection may sit idle.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on every connection `listener` accepts until `shutdown`; a connection in
+/// the middle of a request finishes it. Connections belong to `tracker`.
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) where
+    L: axum::serve::Listener,
+{
+    loop {
+        let (io, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "API connection ended");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,97 @@
+//! Issue 11's hardening of the API listener, through the real binary: connections that
+//! send nothing or send their headers slowly are closed, and the server raises its own
+//! open-file limit, so idle connections cannot make it unanswerable.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// Whether the peer closed `conn` within `within` (a read that ends, rather than one
+/// that times out with the connection still open).
+fn closed_by_server(conn: &mut TcpStream, within: Duration) -> bool {
+    conn.set_read_timeout(Some(within)).expect("read timeout");
+    let mut buf = [0u8; 512];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // e.g. a 408 before the close
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn idle_and_slow_connections_do_not_stop_the_api() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+    // Started with the common soft limit of 1024 open files: 2000 connections only fit
+    // if the server raises it.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 1024 && exec \"$0\" \"$@\"")
+        .arg(shoal_bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("SHOAL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn shoal serve");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    register_data_dir(&endpoint, &data);
+    wait_until(Duration::from_secs(30), "the server answers", || {
+        http_get(&format!("{endpoint}/healthz")).is_some_and(|(s, _)| s == 200)
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+    let mut idle: Vec<TcpStream> = (0..2000)
+        .map(|i| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("idle connection {i}: {e}"))
+        })
+        .collect();
+    // One more, sending its request head a piece at a time and never finishing it.
+    let mut slow = TcpStream::connect(addr).expect("slow connection");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: shoal\r\n")
+        .expect("half a request");
+
+    // A normal, authenticated request still answers.
+    let (status, body) = http_request(
+        "GET",
+        &format!("{endpoint}/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups?api-version=2024-07-01"),
+        None,
+    )
+    .expect("the API answers beside 2000 idle connections");
+    assert_eq!(status, 200, "{body}");
+
+    // Neither the silent connections nor the slow one are kept.
+    assert!(
+        closed_by_server(&mut slow, Duration::from_secs(30)),
+        "a connection that never finishes its headers is closed"
+    );
+    assert!(
+        closed_by_server(&mut idle[0], Duration::from_secs(30)),
+        "a connection that sends nothing is closed"
+    );
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert!(
+        log.contains("raised the open-file limit"),
+        "the server raised its limit:\n{}",
+        tail(&log, 20)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
