@@ -11,5 +11,6 @@ mod etcd;
 mod foundation;
 mod hardening;
 mod harness;
+mod identity;
 mod rolling;
 mod vm;

@@ -4,7 +4,8 @@
 //!
 //! Credentials, first found wins: `SHOAL_ACCESS_TOKEN` (a token as it is);
 //! `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET` + `AZURE_TENANT_ID` (a service principal, as
-//! azure-identity reads them); the Owner credential a local server wrote to
+//! azure-identity reads them); what `shoal login` kept for this endpoint
+//! ([`crate::login`]); the Owner credential a local server wrote to
 //! `$SHOAL_DATA_DIR/credentials/owner.json` (default `./.shoal`). A secret is exchanged
 //! once per command for a token at the server's `/{tenant}/oauth2/v2.0/token`.
 //!
@@ -125,7 +126,7 @@ pub enum Credential {
 impl Credential {
     /// The credential from the environment or the local data directory (see the module
     /// docs for the order).
-    pub fn discover() -> Credential {
+    pub fn discover(endpoint: &Url) -> Credential {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         if let Some(t) = var("SHOAL_ACCESS_TOKEN") {
             return Credential::Token(t);
@@ -140,6 +141,9 @@ impl Credential {
                 client_id,
                 secret,
             };
+        }
+        if let Some(c) = crate::login::credential_for(endpoint) {
+            return c;
         }
         let dir = var("SHOAL_DATA_DIR").unwrap_or_else(|| ".shoal".into());
         Credential::from_owner_file(&std::path::Path::new(&dir).join("credentials/owner.json"))
@@ -233,7 +237,7 @@ impl Client {
                 .clone()
                 .filter(|t| !t.trim().is_empty())
                 .map(Credential::Token)
-                .unwrap_or_else(Credential::discover),
+                .unwrap_or_else(|| Credential::discover(&opts.endpoint)),
             token: Default::default(),
         })
     }

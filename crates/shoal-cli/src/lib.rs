@@ -9,12 +9,14 @@
 //! them to the ARM-shaped REST API, [`lro`] waits for long-running operations, and
 //! [`output`] prints the result as JSON or a table on stdout. Progress goes to stderr.
 
+pub mod ad;
 pub mod appgw;
 pub mod bundle;
 pub mod client;
 pub mod group;
 pub mod image;
 pub mod image_ref;
+pub mod login;
 pub mod lro;
 pub mod monitor;
 pub mod network;
@@ -126,6 +128,17 @@ pub enum ClientCommand {
     /// Autoscale settings and metrics, as `az monitor`.
     #[command(subcommand)]
     Monitor(Box<monitor::MonitorCommand>),
+    /// Identities: service principals and their roles, as `az ad`.
+    #[command(subcommand)]
+    Ad(ad::AdCommand),
+    /// Sign in to a server with a service principal; later commands against the same
+    /// --endpoint use it.
+    #[command(
+        after_help = "Example:\n  shoal login --endpoint http://10.0.0.5:7070 --service-principal -u APP_ID -p SECRET --tenant TENANT"
+    )]
+    Login(login::LoginArgs),
+    /// Forget the credential `shoal login` kept.
+    Logout,
 }
 
 /// A complete client-only parser (`shoal-cli`'s own tests use it; the `shoal` binary builds
@@ -160,9 +173,16 @@ pub async fn run_with(
     cmd: ClientCommand,
     printer: &output::Printer,
 ) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Login(args) => return login::login(opts, args, printer).await,
+        ClientCommand::Logout => return login::logout(),
+        _ => {}
+    }
     let client = Client::new(opts)?;
     client.sign_in().await?;
     match cmd {
+        ClientCommand::Login(_) | ClientCommand::Logout => Ok(()),
+        ClientCommand::Ad(cmd) => ad::run(&client, printer, cmd).await,
         ClientCommand::Group(cmd) => group::run(&client, printer, cmd).await,
         ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,
         ClientCommand::Vmss(cmd) => vmss::run(&client, printer, *cmd).await,
