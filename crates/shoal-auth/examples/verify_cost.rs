@@ -1,9 +1,10 @@
 //! What checking a bearer token costs per request: `Authority::verify` (kid lookup in the
-//! cached key ring, RS256 signature check, claims) on one core, and the raw RS256 check
-//! beside it. `cargo run -p shoal-auth --release --example verify_cost [-- N]`.
+//! cached key ring, RS256 signature check, claims) on one core.
+//! `cargo run -p shoal-auth --release --example verify_cost [-- N]`.
 
 use std::sync::Arc;
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use shoal_auth::{Authority, Principal, PrincipalKind, ARM_AUDIENCES};
 use shoal_store::MemoryStore;
