@@ -11,6 +11,7 @@ mod etcd;
 mod foundation;
 mod hardening;
 mod harness;
+mod hosts;
 mod identity;
 mod rolling;
 mod vm;

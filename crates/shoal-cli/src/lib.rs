@@ -14,6 +14,7 @@ pub mod appgw;
 pub mod bundle;
 pub mod client;
 pub mod group;
+pub mod host;
 pub mod image;
 pub mod image_ref;
 pub mod login;
@@ -128,6 +129,9 @@ pub enum ClientCommand {
     /// Autoscale settings and metrics, as `az monitor`.
     #[command(subcommand)]
     Monitor(Box<monitor::MonitorCommand>),
+    /// The hosts instances run on: state, zones, load; cordon and drain.
+    #[command(subcommand)]
+    Host(host::HostCommand),
     /// Identities: service principals and their roles, as `az ad`.
     #[command(subcommand)]
     Ad(ad::AdCommand),
@@ -183,6 +187,7 @@ pub async fn run_with(
     match cmd {
         ClientCommand::Login(_) | ClientCommand::Logout => Ok(()),
         ClientCommand::Ad(cmd) => ad::run(&client, printer, cmd).await,
+        ClientCommand::Host(cmd) => host::run(&client, printer, cmd).await,
         ClientCommand::Group(cmd) => group::run(&client, printer, cmd).await,
         ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,
         ClientCommand::Vmss(cmd) => vmss::run(&client, printer, *cmd).await,

@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub identity_header: Option<String>,
+    pub host_not_ready_after: Option<u64>,
+    pub host_down_after: Option<u64>,
     #[serde(default)]
     pub agent: AgentFileConfig,
 }
@@ -39,6 +41,7 @@ pub struct AgentFileConfig {
     pub drain_timeout_seconds: Option<u64>,
     /// VM accelerator: auto, kvm or tcg.
     pub accel: Option<String>,
+    pub heartbeat_interval: Option<u64>,
 }
 
 pub fn load_file(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
@@ -60,4 +63,34 @@ pub fn secs(v: u64, what: &str, max: u64) -> anyhow::Result<Duration> {
         bail!("{what} must be at most {max} seconds, not {v}");
     }
     Ok(Duration::from_secs(v))
+}
+
+/// When a silent host becomes NotReady and then Down (its instances placed again
+/// elsewhere), from `--host-not-ready-after`/`--host-down-after` or the file; checked so
+/// that Down comes after NotReady.
+pub fn host_timeouts(
+    not_ready: Option<u64>,
+    down: Option<u64>,
+) -> anyhow::Result<shoal_control::hosts::HostTimeouts> {
+    let d = shoal_control::hosts::HostTimeouts::default();
+    let not_ready = match not_ready {
+        Some(v) => secs(v, "host-not-ready-after", 3600)?,
+        None => d.not_ready_after,
+    };
+    let down = match down {
+        Some(v) => secs(v, "host-down-after", 86_400)?,
+        None => d.down_after.max(not_ready * 2),
+    };
+    if not_ready.is_zero() || down <= not_ready {
+        bail!(
+            "host-down-after ({} s) must be longer than host-not-ready-after ({} s), which must be at least 1 s",
+            down.as_secs(),
+            not_ready.as_secs()
+        );
+    }
+    Ok(shoal_control::hosts::HostTimeouts {
+        not_ready_after: not_ready,
+        down_after: down,
+        ..d
+    })
 }

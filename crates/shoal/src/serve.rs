@@ -111,6 +111,13 @@ pub struct ServeArgs {
     /// http://LISTEN].
     #[arg(long, env = "SHOAL_ADVERTISE_URL", value_name = "URL")]
     pub advertise_url: Option<String>,
+    /// Seconds without a heartbeat before a host is NotReady (no new instances) [default: 10].
+    #[arg(long, env = "SHOAL_HOST_NOT_READY_AFTER", value_name = "SECS")]
+    pub host_not_ready_after: Option<u64>,
+    /// Seconds without a heartbeat before a host is Down: its instances are placed again
+    /// on other hosts [default: 30].
+    #[arg(long, env = "SHOAL_HOST_DOWN_AFTER", value_name = "SECS")]
+    pub host_down_after: Option<u64>,
     #[command(flatten)]
     pub agent: AgentFlags,
 }
@@ -187,6 +194,10 @@ pub struct AgentFlags {
     /// /dev/kvm exists and a probe boot works) [default: auto].
     #[arg(long, env = "SHOAL_ACCEL", value_name = "auto|kvm|tcg")]
     pub accel: Option<String>,
+    /// Seconds between the agent's heartbeats (keep well under the server's
+    /// --host-not-ready-after) [default: 2].
+    #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", value_name = "SECS")]
+    pub heartbeat_interval: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -216,6 +227,7 @@ struct Settings {
     max_capacity: i64,
     tls: Option<TlsSettings>,
     identity_header: Option<String>,
+    host_timeouts: shoal_control::hosts::HostTimeouts,
     agent: AgentSettings,
 }
 
@@ -258,6 +270,7 @@ struct AgentSettings {
     start_concurrency: usize,
     drain_timeout: Duration,
     accel: AccelMode,
+    heartbeat_interval: Duration,
 }
 
 fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<AgentSettings> {
@@ -338,6 +351,11 @@ fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<Agent
             3600,
         )?,
         accel,
+        heartbeat_interval: match flags.heartbeat_interval.or(f.heartbeat_interval) {
+            Some(0) => bail!("heartbeat-interval must be at least 1 second"),
+            Some(v) => config::secs(v, "heartbeat-interval", 600)?,
+            None => shoal_control::hosts::HostTimeouts::default().heartbeat_interval,
+        },
     })
 }
 
@@ -370,6 +388,10 @@ fn settings(args: &ServeArgs) -> anyhow::Result<(Settings, Option<String>)> {
                 .clone()
                 .or(file.identity_header.clone())
                 .filter(|h| !h.is_empty()),
+            host_timeouts: config::host_timeouts(
+                args.host_not_ready_after.or(file.host_not_ready_after),
+                args.host_down_after.or(file.host_down_after),
+            )?,
             agent: agent_settings(&args.agent, &file)?,
         },
         log_format,
@@ -493,6 +515,7 @@ pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             clock: Arc::new(SystemClock),
             blob_dir: s.data_dir.join("blobs"),
             certificate_dir: s.data_dir.join("certificates"),
+            host_timeouts: s.host_timeouts,
             max_capacity: s.max_capacity,
             identity_header: Some(identity_header),
             page_size: 200,
@@ -521,7 +544,7 @@ fn agent_config(a: &AgentSettings, dir: PathBuf, keep_instances: bool) -> AgentC
         keep_instances,
         drain_timeout: a.drain_timeout,
         clock: Arc::new(SystemClock),
-        heartbeat_interval: shoal_control::hosts::HostTimeouts::default().heartbeat_interval,
+        heartbeat_interval: a.heartbeat_interval,
     }
 }
 

@@ -45,6 +45,8 @@ pub struct CoreConfig {
     /// The only directory `sslCertificates[].properties.shoal` files may name
     /// (`<data-dir>/certificates` for `shoal serve`).
     pub certificate_dir: PathBuf,
+    /// When silent hosts become NotReady and Down.
+    pub host_timeouts: shoal_control::hosts::HostTimeouts,
     /// Largest capacity a scale set may ask for (1000, as Azure).
     pub max_capacity: i64,
     /// The secret managed-identity token requests must carry; `None` turns the endpoint off.
@@ -105,12 +107,14 @@ impl Core {
             }),
         };
         let (clock, max_capacity) = (config.clock.clone(), config.max_capacity);
+        let host_timeouts = config.host_timeouts;
         // The controller reads the galleries for automatic OS image upgrades.
         let images = shoal_api::scalesets::Galleries::of(&api);
         let start_control: Arc<StartControl> = Arc::new(
             move |store: Arc<dyn Store>, tasks: &TaskTracker, stop: CancellationToken| {
-                let controller =
-                    Controller::new(store.clone(), clock.clone()).with_images(images.clone());
+                let controller = Controller::new(store.clone(), clock.clone())
+                    .with_images(images.clone())
+                    .with_host_timeouts(host_timeouts);
                 tasks.spawn(controller.run(stop.clone()));
                 let autoscale = shoal_control::autoscale_runner::AutoscaleRunner::new(
                     store,
