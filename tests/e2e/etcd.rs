@@ -343,3 +343,73 @@ fn losing_etcd_quorum_makes_writes_503_reads_answer_and_writes_resume() {
     assert_eq!(status, 200);
     assert!(!s.log().contains("panicked"), "{}", tail(&s.log(), 30));
 }
+
+/// `shoal store copy` moves a populated embedded store to etcd; a server on etcd then
+/// serves the same resources and runs the same instances; a second copy is refused.
+#[test]
+fn store_copy_moves_an_install_from_redb_to_etcd() {
+    let _g = serial();
+    let Some(cluster) =
+        EtcdCluster::start_or_skip("store_copy_moves_an_install_from_redb_to_etcd", 1)
+    else {
+        return;
+    };
+    let url = format!("etcd://{}", cluster.endpoints().join(","));
+    let mut s = crate::harness::Server::start();
+    let rg = "copyrg";
+    s.create_group_and_image(rg);
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "2",
+    ]);
+    let before = s.cli_ok(&["vmss", "show", "-g", rg, "-n", "web"]);
+    assert!(s.stop().success());
+
+    let copy = |s: &crate::harness::Server| {
+        Command::new(shoal_bin())
+            .args(["store", "copy", "--from"])
+            .arg(s.data_dir())
+            .args(["--to", &url])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal store copy")
+    };
+    let out = copy(&s);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Copied") && err.contains("keys"), "{err}");
+
+    // The same data directory (bundles, owner credential), the state now in etcd.
+    s.extra_args = vec!["--store".into(), url.clone()];
+    s.restart();
+    let after = s.cli_ok(&["vmss", "show", "-g", rg, "-n", "web"]);
+    assert_eq!(after["id"], before["id"]);
+    assert_eq!(
+        after["properties"]["uniqueId"],
+        before["properties"]["uniqueId"]
+    );
+    assert_eq!(after["sku"]["capacity"], 2);
+    wait_until(
+        Duration::from_secs(60),
+        "both instances run again from etcd",
+        || {
+            let insts = s.instances(rg, "web");
+            insts.len() == 2 && insts.iter().all(|i| i.pid.is_some())
+        },
+    );
+    assert!(s.stop().success());
+
+    // etcd now holds an install: a second copy would overwrite it, so it is refused.
+    let again = copy(&s);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already holds"), "{err}");
+}

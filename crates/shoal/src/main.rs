@@ -4,6 +4,7 @@
 
 mod config;
 mod serve;
+mod store_copy;
 mod tls;
 
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ enum Command {
     Agent(Box<serve::AgentArgs>),
     /// Run a load balancer that follows a server (several may front one set).
     Balancer(Box<serve::BalancerArgs>),
+    /// The state store: copy an install from the embedded store to etcd.
+    #[command(subcommand)]
+    Store(StoreVerb),
     #[command(flatten)]
     Client(shoal_cli::ClientCommand),
 }
@@ -48,6 +52,15 @@ struct ServerArgs {
     verb: Option<ServerVerb>,
     #[command(flatten)]
     serve: serve::ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreVerb {
+    /// Copy every key of a stopped server's embedded store into an empty etcd.
+    #[command(
+        after_help = "Example:\n  shoal store copy --from .shoal --to etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379"
+    )]
+    Copy(store_copy::StoreCopyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +97,7 @@ fn main() -> ExitCode {
         },
         Command::Agent(args) => report(runtime.block_on(serve::agent(*args, cli.options))),
         Command::Balancer(args) => report(runtime.block_on(serve::balancer(*args, cli.options))),
+        Command::Store(StoreVerb::Copy(args)) => report(runtime.block_on(store_copy::run(args))),
         Command::Client(cmd) => runtime.block_on(shoal_cli::run_and_report(cli.options, cmd)),
     }
 }

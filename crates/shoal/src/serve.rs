@@ -128,6 +128,22 @@ const LEADER_TTL: Duration = Duration::from_secs(5);
 /// The store `--store` names, connected; etcd's TLS files read. An unreachable etcd is
 /// an error naming its endpoints.
 async fn etcd_store(args: &ServeArgs, spec: &str) -> anyhow::Result<shoal_store::etcd::EtcdStore> {
+    connect_etcd(
+        spec,
+        args.store_ca.as_ref(),
+        args.store_cert.as_ref(),
+        args.store_key.as_ref(),
+    )
+    .await
+}
+
+/// An etcd store from `etcd://HOST:PORT,…` and the optional TLS files.
+pub async fn connect_etcd(
+    spec: &str,
+    store_ca: Option<&PathBuf>,
+    store_cert: Option<&PathBuf>,
+    store_key: Option<&PathBuf>,
+) -> anyhow::Result<shoal_store::etcd::EtcdStore> {
     use shoal_store::etcd::{EtcdConfig, EtcdStore, EtcdTls};
     let mut config = match EtcdConfig::parse_url(spec) {
         Some(parsed) => parsed.map_err(|e| anyhow::anyhow!("store: {e}"))?,
@@ -138,14 +154,10 @@ async fn etcd_store(args: &ServeArgs, spec: &str) -> anyhow::Result<shoal_store:
     let read = |p: &PathBuf, what: &str| {
         std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
     };
-    if args.store_ca.is_some() || args.store_cert.is_some() {
+    if store_ca.is_some() || store_cert.is_some() {
         config.tls = Some(EtcdTls {
-            ca: args
-                .store_ca
-                .as_ref()
-                .map(|p| read(p, "store-ca"))
-                .transpose()?,
-            identity: match (&args.store_cert, &args.store_key) {
+            ca: store_ca.map(|p| read(p, "store-ca")).transpose()?,
+            identity: match (store_cert, store_key) {
                 (Some(c), Some(k)) => Some((read(c, "store-cert")?, read(k, "store-key")?)),
                 _ => None,
             },
