@@ -131,6 +131,18 @@ impl Proc {
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
+    /// Runs `shoal ARGS` against this server; whether it succeeded.
+    fn try_cli(&self, args: &[&str]) -> bool {
+        Command::new(shoal_bin())
+            .args(args)
+            .env("SHOAL_ENDPOINT", self.endpoint())
+            .env("SHOAL_DATA_DIR", self.data_dir())
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
     fn status(&self) -> Value {
         self.cli_ok(&["server", "status", "-o", "json"])
     }
@@ -412,4 +424,114 @@ fn store_copy_moves_an_install_from_redb_to_etcd() {
     assert!(!again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("already holds"), "{err}");
+}
+
+/// An agent given three servers' URLs keeps its instances converged when the server it
+/// uses is killed: it moves to the next one and takes the next change from there.
+#[test]
+fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
+    let _g = serial();
+    let Some(cluster) = EtcdCluster::start_or_skip(
+        "an_agent_pointed_at_several_servers_follows_the_next_when_one_dies",
+        1,
+    ) else {
+        return;
+    };
+    ensure_web_built();
+    let url = format!("etcd://{}", cluster.endpoints().join(","));
+    let mut s1 = Proc::server("s1", &url);
+    let s2 = Proc::server("s2", &url);
+    let s3 = Proc::server("s3", &url);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent_data = dir.path().join("data");
+    let mut agent = Command::new(shoal_bin())
+        .args(["agent", "--host-name", "h1", "--servers"])
+        .arg(format!(
+            "{},{},{}",
+            s1.endpoint(),
+            s2.endpoint(),
+            s3.endpoint()
+        ))
+        .arg("--data-dir")
+        .arg(&agent_data)
+        .env("SHOAL_STOP_GRACE_SECONDS", "3")
+        .env("SHOAL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(dir.path()))
+        .spawn()
+        .expect("spawn shoal agent");
+
+    // Made through s1, which the agent uses first (the bundle is downloaded from it).
+    let rg = "multi";
+    s1.cli_ok(&["group", "create", "--name", rg, "--location", "local"]);
+    s1.cli_ok(&[
+        "image",
+        "create",
+        "-g",
+        rg,
+        "--gallery",
+        "apps",
+        "--name",
+        "web",
+        "--version",
+        "1.0.0",
+        "--dir",
+        "examples/web",
+        "--command",
+        "./shoal-web",
+        "--port",
+        "8080",
+    ]);
+    s1.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "2",
+        "--no-wait",
+    ]);
+    wait_until(
+        Duration::from_secs(60),
+        "two instances run on the agent",
+        || running_instance_ids(&agent_data).len() == 2,
+    );
+
+    s1.kill9();
+    // The change goes in through another server; the agent must find it there.
+    wait_until(Duration::from_secs(30), "s2 takes writes", || {
+        s2.try_cli(&[
+            "vmss",
+            "scale",
+            "-g",
+            rg,
+            "-n",
+            "web",
+            "--new-capacity",
+            "3",
+            "--no-wait",
+        ])
+    });
+    wait_until(Duration::from_secs(60), "the third instance runs", || {
+        running_instance_ids(&agent_data).len() == 3
+    });
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert!(
+        log.contains("switched to the next server"),
+        "{}",
+        tail(&log, 30)
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    for pid in processes_under(&agent_data) {
+        // SAFETY: killing a stray test process by pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
 }

@@ -54,9 +54,15 @@ pub trait Transport: Send + Sync + 'static {
     fn target(&self) -> &str;
 }
 
-/// The real network: requests go to `base` (e.g. `http://127.0.0.1:7070`).
+/// The real network: requests go to `base` (e.g. `http://127.0.0.1:7070`), or to the
+/// first of several servers (`http://a:7070,http://b:7070`) that can be reached: a
+/// server that refuses the connection (killed, restarted) is skipped for the next, and
+/// the next stays in use. Only a failed connection moves on — the request was never sent,
+/// so trying it elsewhere cannot do it twice.
 pub struct HttpTransport {
-    base: String,
+    bases: Vec<String>,
+    label: String,
+    current: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
 }
 
@@ -65,21 +71,32 @@ impl HttpTransport {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .tcp_keepalive(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .unwrap_or_default();
+        let bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
         HttpTransport {
-            base: base.trim_end_matches('/').to_string(),
+            label: bases.join(","),
+            bases,
+            current: Default::default(),
             http,
         }
     }
 
     fn unreachable(&self, source: impl Into<BoxError>) -> TransportError {
         TransportError {
-            target: self.base.clone(),
+            target: self.label.clone(),
             source: source.into(),
         }
     }
 }
+
+/// How long connecting to one server may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl Transport for HttpTransport {
@@ -87,6 +104,7 @@ impl Transport for HttpTransport {
         &self,
         req: http::Request<Bytes>,
     ) -> Result<http::Response<Body>, TransportError> {
+        use std::sync::atomic::Ordering;
         let deadline = req.extensions().get::<Deadline>().copied();
         let (parts, body) = req.into_parts();
         let path = parts
@@ -94,24 +112,46 @@ impl Transport for HttpTransport {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let url = format!("{}{path}", self.base);
-        let mut out = self
-            .http
-            .request(parts.method, url)
-            .headers(parts.headers)
-            .body(body);
-        match deadline {
-            Some(Deadline::Unbounded) => {}
-            Some(Deadline::After(d)) => out = out.timeout(d),
-            None => out = out.timeout(DEFAULT_TIMEOUT),
+        let n = self.bases.len().max(1);
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for attempt in 0..n {
+            let i = (first + attempt) % n;
+            let Some(base) = self.bases.get(i) else { break };
+            let mut out = self
+                .http
+                .request(parts.method.clone(), format!("{base}{path}"))
+                .headers(parts.headers.clone())
+                .body(body.clone());
+            match deadline {
+                Some(Deadline::Unbounded) => {}
+                Some(Deadline::After(d)) => out = out.timeout(d),
+                None => out = out.timeout(DEFAULT_TIMEOUT),
+            }
+            match out.send().await {
+                Ok(resp) => {
+                    if i != first {
+                        self.current.store(i, Ordering::Relaxed);
+                        tracing::info!(server = %base, "switched to the next server");
+                    }
+                    let resp: http::Response<reqwest::Body> = resp.into();
+                    return Ok(resp.map(Body::new));
+                }
+                Err(e) if e.is_connect() => {
+                    tracing::debug!(server = %base, error = %e, "server unreachable, trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(self.unreachable(e)),
+            }
         }
-        let resp = out.send().await.map_err(|e| self.unreachable(e))?;
-        let resp: http::Response<reqwest::Body> = resp.into();
-        Ok(resp.map(Body::new))
+        Err(match last {
+            Some(e) => self.unreachable(e),
+            None => self.unreachable("no server URL given"),
+        })
     }
 
     fn target(&self) -> &str {
-        &self.base
+        &self.label
     }
 }
 

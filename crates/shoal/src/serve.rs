@@ -214,6 +214,10 @@ pub struct AgentFlags {
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
+    /// The servers to follow, in order (`http://a:7070,http://b:7070,…`): when the one in
+    /// use cannot be reached the next is used [default: --endpoint].
+    #[arg(long, env = "SHOAL_SERVERS", value_name = "URL,URL…")]
+    pub servers: Option<String>,
     /// TOML config file (see `shoal serve --help`).
     #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -643,7 +647,11 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         args.keep_instances || file.keep_instances.unwrap_or(false),
     );
     cfg.listen = listen;
-    let server = shoal_client::ServerClient::http(client.endpoint.as_str());
+    let servers = args
+        .servers
+        .clone()
+        .unwrap_or_else(|| client.endpoint.to_string());
+    let server = shoal_client::ServerClient::http(&servers);
     shoal_agent::run(cfg, driver, server, shutdown)
         .await
         .context("the agent failed")
@@ -651,6 +659,10 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
 
 #[derive(Debug, Clone, Args)]
 pub struct BalancerArgs {
+    /// The servers to follow, in order (`http://a:7070,http://b:7070,…`): when the one in
+    /// use cannot be reached the next is used [default: --endpoint].
+    #[arg(long, env = "SHOAL_SERVERS", value_name = "URL,URL…")]
+    pub servers: Option<String>,
     /// This balancer's name among balancers [default: the host name].
     #[arg(long, env = "SHOAL_BALANCER_NAME", value_name = "NAME")]
     pub name: Option<String>,
@@ -669,7 +681,10 @@ pub async fn balancer(args: BalancerArgs, client: shoal_cli::ClientOptions) -> a
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
     let tracker = TaskTracker::new();
-    let endpoint = client.endpoint.as_str().trim_end_matches('/').to_string();
+    let endpoint = args
+        .servers
+        .clone()
+        .unwrap_or_else(|| client.endpoint.as_str().trim_end_matches('/').to_string());
     tracing::info!(%name, server = %endpoint, "balancer following the server");
     shoal::start_balancer(&endpoint, &name, &tracker, &shutdown);
     shutdown.cancelled().await;
