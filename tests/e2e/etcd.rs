@@ -385,22 +385,31 @@ fn store_copy_moves_an_install_from_redb_to_etcd() {
     let before = s.cli_ok(&["vmss", "show", "-g", rg, "-n", "web"]);
     assert!(s.stop().success());
 
-    let copy = |s: &crate::harness::Server| {
+    let copy = |from: &std::path::Path| {
         Command::new(shoal_bin())
             .args(["store", "copy", "--from"])
-            .arg(s.data_dir())
+            .arg(from)
             .args(["--to", &url])
             .stdin(Stdio::null())
             .output()
             .expect("run shoal store copy")
     };
-    let out = copy(&s);
+    let out = copy(&s.data_dir());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("Copied") && err.contains("keys"), "{err}");
 
-    // The same data directory (bundles, owner credential), the state now in etcd.
-    s.extra_args = vec!["--store".into(), url.clone()];
+    // The embedded store is set aside, so only etcd can answer what follows.
+    std::fs::rename(
+        s.data_dir().join("state.redb"),
+        s.dir.path().join("state.redb.copied"),
+    )
+    .expect("set the redb file aside");
+    // The same data directory (bundles, owner credential), the state now in etcd, named
+    // by the config file's `store` key.
+    let config = s.dir.path().join("shoal.toml");
+    std::fs::write(&config, format!("store = \"{url}\"\n")).expect("write config");
+    s.extra_args = vec!["--config".into(), config.display().to_string()];
     s.restart();
     let after = s.cli_ok(&["vmss", "show", "-g", rg, "-n", "web"]);
     assert_eq!(after["id"], before["id"]);
@@ -420,7 +429,7 @@ fn store_copy_moves_an_install_from_redb_to_etcd() {
     assert!(s.stop().success());
 
     // etcd now holds an install: a second copy would overwrite it, so it is refused.
-    let again = copy(&s);
+    let again = copy(&s.dir.path().join("state.redb.copied"));
     assert!(!again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("already holds"), "{err}");

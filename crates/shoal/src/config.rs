@@ -24,6 +24,12 @@ pub struct FileConfig {
     pub identity_header: Option<String>,
     pub host_not_ready_after: Option<u64>,
     pub host_down_after: Option<u64>,
+    pub store: Option<String>,
+    pub store_ca: Option<PathBuf>,
+    pub store_cert: Option<PathBuf>,
+    pub store_key: Option<PathBuf>,
+    pub name: Option<String>,
+    pub advertise_url: Option<String>,
     #[serde(default)]
     pub agent: AgentFileConfig,
 }

@@ -30,8 +30,11 @@ pub enum Mode {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// TOML config file (keys: listen, data-dir, log-format, keep-instances, max-capacity,
+    /// tls-listen, tls-cert, tls-key, identity-header, host-not-ready-after,
+    /// host-down-after, store, store-ca, store-cert, store-key, name, advertise-url;
     /// [agent] host-name, zone, fault-domain, network, stop-grace-seconds,
-    /// boot-timeout-seconds, start-concurrency, accel). Flags and SHOAL_* variables override it.
+    /// boot-timeout-seconds, start-concurrency, drain-timeout-seconds, accel,
+    /// heartbeat-interval). Flags and SHOAL_* variables override it.
     #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address and port of the API [default: 127.0.0.1:7070].
@@ -450,8 +453,16 @@ fn shutdown_on_signal(token: CancellationToken) {
     });
 }
 
-pub async fn serve(args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
+pub async fn serve(mut args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     let (s, log_format) = settings(&args)?;
+    // The store and cluster keys of the file, where no flag or variable gave them.
+    let file = config::load_file(args.config.as_ref())?;
+    args.store = args.store.or(file.store);
+    args.store_ca = args.store_ca.or(file.store_ca);
+    args.store_cert = args.store_cert.or(file.store_cert);
+    args.store_key = args.store_key.or(file.store_key);
+    args.name = args.name.or(file.name);
+    args.advertise_url = args.advertise_url.or(file.advertise_url);
     init_logging(log_format.as_deref())?;
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
