@@ -15,6 +15,12 @@ const SUB: &str = "00000000-0000-0000-0000-000000000000";
 /// A balancer `lb` in `rg` with an HTTP probe (1 s, 2 failures) and a TCP rule from a
 /// free frontend port to the image's port 8080. Returns the frontend address.
 pub(crate) fn create_balancer(s: &Server, rg: &str) -> String {
+    create_balancer_with(|args| s.cli_ok(args), rg)
+}
+
+/// [`create_balancer`] through any `shoal` runner (a server the harness did not start).
+pub(crate) fn create_balancer_with(cli: impl Fn(&[&str]) -> Value, rg: &str) -> String {
+    let s = Cli(cli);
     let port = free_port().to_string();
     s.cli_ok(&[
         "network",
@@ -72,8 +78,29 @@ pub(crate) fn create_balancer(s: &Server, rg: &str) -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// A `shoal` runner as a value with the harness's method name.
+struct Cli<F>(F);
+
+impl<F: Fn(&[&str]) -> Value> Cli<F> {
+    fn cli_ok(&self, args: &[&str]) -> Value {
+        (self.0)(args)
+    }
+}
+
 /// PUTs a scale set in `lb`'s pool with extra model properties.
 pub(crate) fn create_set(s: &Server, rg: &str, capacity: u32, extra: Value) {
+    put_set_in_pool(&s.endpoint(), rg, capacity, extra);
+    wait_until(WAIT, "every instance runs", || {
+        let insts = s.instances(rg, "web");
+        insts.len() == capacity as usize
+            && insts
+                .iter()
+                .all(|i| i.power == "running" && i.address.is_some())
+    });
+}
+
+/// PUTs scale set `web` in `lb`'s pool (probe `http`) at the server `endpoint`.
+pub(crate) fn put_set_in_pool(endpoint: &str, rg: &str, capacity: u32, extra: Value) {
     let lb = format!(
         "/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Network/loadBalancers/lb"
     );
@@ -93,20 +120,9 @@ pub(crate) fn create_set(s: &Server, rg: &str, capacity: u32, extra: Value) {
     });
     merge(&mut body, &extra);
     let path = format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/web?api-version=2024-07-01");
-    let (status, text) = http_request(
-        "PUT",
-        &format!("{}{path}", s.endpoint()),
-        Some(&body.to_string()),
-    )
-    .expect("API answers");
+    let (status, text) = http_request("PUT", &format!("{endpoint}{path}"), Some(&body.to_string()))
+        .expect("API answers");
     assert_eq!(status, 201, "create: {text}");
-    wait_until(WAIT, "every instance runs", || {
-        let insts = s.instances(rg, "web");
-        insts.len() == capacity as usize
-            && insts
-                .iter()
-                .all(|i| i.power == "running" && i.address.is_some())
-    });
 }
 
 fn merge(base: &mut Value, extra: &Value) {

@@ -68,21 +68,31 @@ impl Proc {
 
     /// `shoal agent` following `server`.
     fn agent(server: &Proc) -> Proc {
+        Proc::follower("agent", &server.endpoint())
+    }
+
+    /// `shoal agent` (`what` "agent") or `shoal balancer` ("balancer") given the server
+    /// URLs `servers` (`http://a,http://b`).
+    fn follower(what: &str, servers: &str) -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(shoal_bin())
-            .args(["agent", "--host-name", "h1"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("SHOAL_ENDPOINT", server.endpoint())
+        let mut cmd = Command::new(shoal_bin());
+        match what {
+            "agent" => cmd
+                .args(["agent", "--host-name", "h1", "--data-dir"])
+                .arg(dir.path().join("data")),
+            _ => cmd.args(["balancer", "--name", "lb1"]),
+        };
+        let child = cmd
+            .args(["--servers", servers])
             .env("SHOAL_STOP_GRACE_SECONDS", "3")
             .env("SHOAL_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file(dir.path()))
             .spawn()
-            .expect("spawn shoal agent");
+            .expect("spawn a follower");
         Proc {
-            name: "agent".into(),
+            name: what.into(),
             dir,
             port: 0,
             child: Some(child),
@@ -209,8 +219,10 @@ fn put_group(server: &Proc, rg: &str) -> Option<(u16, String)> {
     raw("PUT", &group_url(server, rg), r#"{"location":"local"}"#)
 }
 
-/// `kill -9` of the leading server during a scale-out: the other server leads within
-/// 15 s, finishes the scale-out, and the set has exactly the instances it should.
+/// Three servers on three etcd members, a set of 6 behind a balancer under steady
+/// traffic: `kill -9` of the leading server during a scale-out 6 → 12. Another server
+/// leads within 15 s, the set converges to 12 with no duplicate instance and no orphan,
+/// what was acknowledged before the kill is there, and the client saw no failed request.
 #[test]
 fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
     let _serial = serial();
@@ -225,6 +237,7 @@ fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
         s1.status()["leader"]["name"] == "s1"
     });
     let s2 = Proc::server("s2", &url);
+    let s3 = Proc::server("s3", &url);
     let status = s2.status();
     assert_eq!(status["leader"]["name"], "s1", "{status}");
     assert_eq!(status["self"]["name"], "s2");
@@ -232,13 +245,15 @@ fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
     assert_eq!(status["store"]["healthy"], true);
     assert_eq!(
         status["members"].as_array().map(Vec::len),
-        Some(2),
+        Some(3),
         "{status}"
     );
     assert_eq!(status["leader"]["url"], s1.endpoint());
 
-    // Everything goes through s2, which survives; the agent follows s2 too.
-    let agent = Proc::agent(&s2);
+    // Writes go through s2; the agent and the balancer follow s2, then s3.
+    let followers = format!("{},{}", s2.endpoint(), s3.endpoint());
+    let agent = Proc::follower("agent", &followers);
+    let _balancer = Proc::follower("balancer", &followers);
     s2.cli_ok(&["group", "create", "--name", "ha", "--location", "local"]);
     s2.cli_ok(&[
         "image",
@@ -258,56 +273,73 @@ fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
         "--port",
         "8080",
     ]);
-    s2.cli_ok(&[
-        "vmss",
-        "create",
-        "-g",
-        "ha",
-        "-n",
-        "web",
-        "--image",
-        "apps/web:1.0.0",
-        "--instance-count",
-        "2",
-        "--vm-sku",
-        "Shoal_1vCPU_512MB",
-    ]);
-    assert_eq!(running_instance_ids(&agent.data_dir()), vec![0, 1]);
+    let frontend = crate::balancing::create_balancer_with(|a| s2.cli_ok(a), "ha");
+    crate::balancing::put_set_in_pool(&s2.endpoint(), "ha", 6, serde_json::json!({}));
+    wait_until(
+        Duration::from_secs(90),
+        "six answer through the balancer",
+        || crate::balancing::answering(&frontend, 60).len() == 6,
+    );
 
-    s2.cli_ok(&[
-        "vmss",
-        "scale",
-        "-g",
-        "ha",
-        "-n",
-        "web",
-        "--new-capacity",
-        "4",
-        "--no-wait",
-    ]);
-    s1.kill9();
-    let killed = Instant::now();
-    wait_until(Duration::from_secs(15), "s2 leads after the kill", || {
-        s2.status()["leader"]["name"] == "s2"
+    let mut failover = Duration::ZERO;
+    let (ok, failed) = crate::balancing::steady_load(&frontend, || {
+        s2.cli_ok(&[
+            "vmss",
+            "scale",
+            "-g",
+            "ha",
+            "-n",
+            "web",
+            "--new-capacity",
+            "12",
+            "--no-wait",
+        ]);
+        s1.kill9();
+        let killed = Instant::now();
+        wait_until(
+            Duration::from_secs(15),
+            "another server leads after the kill",
+            || {
+                let leader = s2.status()["leader"]["name"].clone();
+                leader == "s2" || leader == "s3"
+            },
+        );
+        failover = killed.elapsed();
+        wait_until(Duration::from_secs(120), "12 instances run", || {
+            running_instance_ids(&agent.data_dir()) == (0..12).collect::<Vec<u64>>()
+        });
     });
-    eprintln!("failover took {:?}", killed.elapsed());
-    wait_until(Duration::from_secs(90), "4 instances run", || {
-        running_instance_ids(&agent.data_dir()) == vec![0, 1, 2, 3]
-    });
-    let set = s2.cli_ok(&["vmss", "show", "-g", "ha", "-n", "web"]);
-    assert_eq!(set["sku"]["capacity"], 4, "{set}");
-    let instances = s2.cli_ok(&["vmss", "list-instances", "-g", "ha", "-n", "web"]);
-    let mut ids: Vec<String> = instances
+    eprintln!("failover took {failover:?}");
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed across the failover",
+        ok + failed
+    );
+    let set = s3.cli_ok(&["vmss", "show", "-g", "ha", "-n", "web"]);
+    assert_eq!(set["sku"]["capacity"], 12, "{set}");
+    let instances = s3.cli_ok(&["vmss", "list-instances", "-g", "ha", "-n", "web"]);
+    let mut ids: Vec<u64> = instances
         .as_array()
         .expect("instances")
         .iter()
-        .map(|i| i["instanceId"].as_str().unwrap_or_default().to_string())
+        .filter_map(|i| i["instanceId"].as_str().and_then(|v| v.parse().ok()))
         .collect();
-    ids.sort();
-    assert_eq!(ids, ["0", "1", "2", "3"], "no duplicate, no orphan");
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..12).collect::<Vec<u64>>(),
+        "no duplicate, no orphan"
+    );
     // Writes acknowledged before the kill are all there.
-    let group = http_get(&group_url(&s2, "ha"));
+    let group = http_get(&group_url(&s3, "ha"));
     assert_eq!(group.map(|(s, _)| s), Some(200));
+    wait_until(
+        Duration::from_secs(60),
+        "all 12 answer through the balancer",
+        || crate::balancing::answering(&frontend, 120).len() == 12,
+    );
     drop(agent);
 }
 
