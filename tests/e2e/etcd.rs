@@ -66,11 +66,6 @@ impl Proc {
         p
     }
 
-    /// `shoal agent` following `server`.
-    fn agent(server: &Proc) -> Proc {
-        Proc::follower("agent", &server.endpoint())
-    }
-
     /// `shoal agent` (`what` "agent") or `shoal balancer` ("balancer") given the server
     /// URLs `servers` (`http://a,http://b`).
     fn follower(what: &str, servers: &str) -> Proc {
@@ -483,25 +478,11 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
     let mut s1 = Proc::server("s1", &url);
     let s2 = Proc::server("s2", &url);
     let s3 = Proc::server("s3", &url);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent_data = dir.path().join("data");
-    let mut agent = Command::new(shoal_bin())
-        .args(["agent", "--host-name", "h1", "--servers"])
-        .arg(format!(
-            "{},{},{}",
-            s1.endpoint(),
-            s2.endpoint(),
-            s3.endpoint()
-        ))
-        .arg("--data-dir")
-        .arg(&agent_data)
-        .env("SHOAL_STOP_GRACE_SECONDS", "3")
-        .env("SHOAL_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(dir.path()))
-        .spawn()
-        .expect("spawn shoal agent");
+    let agent = Proc::follower(
+        "agent",
+        &format!("{},{},{}", s1.endpoint(), s2.endpoint(), s3.endpoint()),
+    );
+    let agent_data = agent.data_dir();
 
     // Made through s1, which the agent uses first (the bundle is downloaded from it).
     let rg = "multi";
@@ -561,18 +542,10 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
     wait_until(Duration::from_secs(60), "the third instance runs", || {
         running_instance_ids(&agent_data).len() == 3
     });
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    let log = agent.log();
     assert!(
         log.contains("switched to the next server"),
         "{}",
         tail(&log, 30)
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
-    for pid in processes_under(&agent_data) {
-        // SAFETY: killing a stray test process by pid.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
 }
