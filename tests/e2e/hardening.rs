@@ -95,3 +95,93 @@ fn idle_and_slow_connections_do_not_stop_the_api() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The `.tar` bundles a server keeps in its data directory.
+fn bundle_files(s: &Server) -> Vec<String> {
+    std::fs::read_dir(s.data_dir().join("blobs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".tar"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn unreferenced_bundles_are_collected_and_uploads_past_the_quota_are_refused() {
+    let _g = serial();
+    let s = Server::start_with(&[
+        "--bundle-collect-every",
+        "1",
+        "--bundle-unreferenced-after",
+        "2",
+    ]);
+    // A bundle an image version names, and one nothing names.
+    s.create_group_and_image("gcrg");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(6);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "run.sh", &b"exit 0"[..])
+        .expect("tar");
+    let bytes = tar.into_inner().expect("tar");
+    let body = String::from_utf8(bytes).expect("an ASCII tar");
+    let (status, answer) = raw_request(
+        "POST",
+        &format!("{}/shoal/v1/blobs", s.endpoint()),
+        Some(&body),
+        "application/x-tar",
+        owner_token(s.endpoint().trim_start_matches("http://")).as_deref(),
+    )
+    .expect("upload");
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(bundle_files(&s).len(), 2);
+    wait_until(
+        Duration::from_secs(30),
+        "the unreferenced bundle is collected",
+        || bundle_files(&s).len() == 1,
+    );
+    // The one the image names is kept, and still makes instances.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bundle_files(&s).len(), 1, "the named bundle is kept");
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        "gcrg",
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "1",
+    ]);
+
+    // A quota of 1 MiB holds the example's bundle (about 0.6 MiB) once, not twice: the
+    // second upload is refused and leaves nothing behind.
+    let q = Server::start_with(&["--bundle-quota-mb", "1"]);
+    q.create_group_and_image("quota");
+    let out = q.cli(&[
+        "image",
+        "create",
+        "-g",
+        "quota",
+        "--gallery",
+        "apps",
+        "--name",
+        "web",
+        "--version",
+        "1.0.1",
+        "--dir",
+        "examples/web",
+        "--command",
+        "./shoal-web",
+        "--port",
+        "8080",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("QuotaExceeded"), "{err}");
+    assert_eq!(bundle_files(&q).len(), 1);
+}

@@ -296,6 +296,7 @@ pub(crate) mod testing {
             )),
             blob_dir: std::env::temp_dir(),
             certificate_dir: std::env::temp_dir(),
+            bundles: Default::default(),
             http: reqwest::Client::new(),
             page_size,
             max_capacity: 10,

@@ -25,6 +25,20 @@ pub async fn upload_blob(st: &ApiState, body: Body) -> ApiResult {
     tokio::fs::create_dir_all(&st.blob_dir)
         .await
         .map_err(|e| ArmError::internal(format!("Cannot create the blob directory: {e}")))?;
+    let used = crate::bundle_gc::used_bytes(st).await?;
+    let quota = st.bundles.quota_bytes;
+    let over_quota = |size: u64| {
+        ArmError::new(
+            409,
+            "QuotaExceeded",
+            format!(
+                "This upload ({size} bytes so far) would take the bundles kept past their quota of {quota} bytes ({used} in use): delete image versions no longer needed (their bundles are collected), or raise --bundle-quota-mb."
+            ),
+        )
+    };
+    if used >= quota {
+        return Err(over_quota(0));
+    }
     let tmp = st.blob_dir.join(format!("{id}.part"));
     let path = blob_path(st, &id);
     let mut file = tokio::fs::File::create(&tmp)
@@ -45,6 +59,10 @@ pub async fn upload_blob(st: &ApiState, body: Body) -> ApiResult {
             }
         };
         size += chunk.len() as u64;
+        if used + size > quota {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(over_quota(size));
+        }
         if size > MAX_BLOB_BYTES {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(ArmError::new(

@@ -12,6 +12,7 @@ pub mod arm_crud;
 pub mod auth;
 pub mod autoscale;
 pub mod blobs;
+pub mod bundle_gc;
 pub mod compute_locations;
 pub mod discovery;
 pub mod galleries;

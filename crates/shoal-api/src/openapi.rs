@@ -540,6 +540,7 @@ mod tests {
             clock: Arc::new(shoal_control::SystemClock),
             blob_dir: std::env::temp_dir().join("shoal-openapi-test-blobs"),
             certificate_dir: std::env::temp_dir(),
+            bundles: Default::default(),
             http: reqwest::Client::new(),
             page_size: 200,
             max_capacity: 10,

@@ -258,6 +258,7 @@ mod tests {
             )),
             blob_dir: std::env::temp_dir(),
             certificate_dir: std::env::temp_dir(),
+            bundles: Default::default(),
             http: reqwest::Client::new(),
             page_size: 200,
             max_capacity: 10,

@@ -20,6 +20,8 @@ pub struct ApiState {
     pub blob_dir: PathBuf,
     /// The only directory application-gateway certificate files may be read from.
     pub certificate_dir: PathBuf,
+    /// When unreferenced bundles are collected, and how much may be kept.
+    pub bundles: crate::bundle_gc::BundlePolicy,
     /// Client for proxying to agents (logs).
     pub http: reqwest::Client,
     /// Items per page of list answers.

@@ -24,6 +24,9 @@ pub struct FileConfig {
     pub identity_header: Option<String>,
     pub host_not_ready_after: Option<u64>,
     pub host_down_after: Option<u64>,
+    pub bundle_collect_every: Option<u64>,
+    pub bundle_unreferenced_after: Option<u64>,
+    pub bundle_quota_mb: Option<u64>,
     pub store: Option<String>,
     pub store_ca: Option<PathBuf>,
     pub store_cert: Option<PathBuf>,
@@ -98,5 +101,30 @@ pub fn host_timeouts(
         not_ready_after: not_ready,
         down_after: down,
         ..d
+    })
+}
+
+/// When unreferenced bundles are collected and how much may be kept, from the flags or
+/// the file.
+pub fn bundle_policy(
+    every: Option<u64>,
+    after: Option<u64>,
+    quota_mb: Option<u64>,
+) -> anyhow::Result<shoal_api::bundle_gc::BundlePolicy> {
+    let d = shoal_api::bundle_gc::BundlePolicy::default();
+    Ok(shoal_api::bundle_gc::BundlePolicy {
+        collect_every: match every {
+            Some(0) => bail!("bundle-collect-every must be at least 1 second"),
+            Some(v) => secs(v, "bundle-collect-every", 86_400)?,
+            None => d.collect_every,
+        },
+        unreferenced_after: match after {
+            Some(v) => secs(v, "bundle-unreferenced-after", 30 * 86_400)?,
+            None => d.unreferenced_after,
+        },
+        quota_bytes: match quota_mb {
+            Some(mb) => mb.saturating_mul(1 << 20),
+            None => d.quota_bytes,
+        },
     })
 }

@@ -31,7 +31,8 @@ pub enum Mode {
 pub struct ServeArgs {
     /// TOML config file (keys: listen, data-dir, log-format, keep-instances, max-capacity,
     /// tls-listen, tls-cert, tls-key, identity-header, host-not-ready-after,
-    /// host-down-after, store, store-ca, store-cert, store-key, name, advertise-url;
+    /// host-down-after, bundle-collect-every, bundle-unreferenced-after, bundle-quota-mb,
+    /// store, store-ca, store-cert, store-key, name, advertise-url;
     /// [agent] host-name, zone, fault-domain, network, stop-grace-seconds,
     /// boot-timeout-seconds, start-concurrency, drain-timeout-seconds, accel,
     /// heartbeat-interval). Flags and SHOAL_* variables override it.
@@ -121,6 +122,16 @@ pub struct ServeArgs {
     /// on other hosts [default: 30].
     #[arg(long, env = "SHOAL_HOST_DOWN_AFTER", value_name = "SECS")]
     pub host_down_after: Option<u64>,
+    /// Seconds between collections of unreferenced bundles [default: 600].
+    #[arg(long, env = "SHOAL_BUNDLE_COLLECT_EVERY", value_name = "SECS")]
+    pub bundle_collect_every: Option<u64>,
+    /// Age in seconds after which a bundle no image version, set or instance names is
+    /// deleted [default: 3600].
+    #[arg(long, env = "SHOAL_BUNDLE_UNREFERENCED_AFTER", value_name = "SECS")]
+    pub bundle_unreferenced_after: Option<u64>,
+    /// Most MiB of bundles kept in all; an upload past it is refused [default: 20480].
+    #[arg(long, env = "SHOAL_BUNDLE_QUOTA_MB", value_name = "MIB")]
+    pub bundle_quota_mb: Option<u64>,
     #[command(flatten)]
     pub agent: AgentFlags,
 }
@@ -247,6 +258,7 @@ struct Settings {
     tls: Option<TlsSettings>,
     identity_header: Option<String>,
     host_timeouts: shoal_control::hosts::HostTimeouts,
+    bundles: shoal_api::bundle_gc::BundlePolicy,
     agent: AgentSettings,
 }
 
@@ -411,6 +423,12 @@ fn settings(args: &ServeArgs) -> anyhow::Result<(Settings, Option<String>)> {
                 args.host_not_ready_after.or(file.host_not_ready_after),
                 args.host_down_after.or(file.host_down_after),
             )?,
+            bundles: config::bundle_policy(
+                args.bundle_collect_every.or(file.bundle_collect_every),
+                args.bundle_unreferenced_after
+                    .or(file.bundle_unreferenced_after),
+                args.bundle_quota_mb.or(file.bundle_quota_mb),
+            )?,
             agent: agent_settings(&args.agent, &file)?,
         },
         log_format,
@@ -543,6 +561,7 @@ pub async fn serve(mut args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             blob_dir: s.data_dir.join("blobs"),
             certificate_dir: s.data_dir.join("certificates"),
             host_timeouts: s.host_timeouts,
+            bundles: s.bundles,
             max_capacity: s.max_capacity,
             identity_header: Some(identity_header),
             page_size: 200,

@@ -47,6 +47,8 @@ pub struct CoreConfig {
     pub certificate_dir: PathBuf,
     /// When silent hosts become NotReady and Down.
     pub host_timeouts: shoal_control::hosts::HostTimeouts,
+    /// When unreferenced bundles are collected, and the quota of bundles kept.
+    pub bundles: shoal_api::bundle_gc::BundlePolicy,
     /// Largest capacity a scale set may ask for (1000, as Azure).
     pub max_capacity: i64,
     /// The secret managed-identity token requests must carry; `None` turns the endpoint off.
@@ -98,6 +100,7 @@ impl Core {
             clock: config.clock.clone(),
             blob_dir: config.blob_dir,
             certificate_dir: config.certificate_dir,
+            bundles: config.bundles,
             http: reqwest::Client::new(),
             page_size: config.page_size,
             max_capacity: config.max_capacity,
@@ -148,6 +151,8 @@ impl Core {
         };
         let router = shoal_api::server_status::router(Arc::new(status))
             .merge(shoal_api::router(api.clone()));
+        // Every server collects the unreferenced bundles whose files it holds.
+        tracker.spawn(shoal_api::bundle_gc::run(api.clone(), shutdown.clone()));
         Core { api, router }
     }
 

@@ -276,6 +276,7 @@ impl Sim {
                 blob_dir: self.blob_dir.path().to_path_buf(),
                 certificate_dir: self.blob_dir.path().join("certificates"),
                 host_timeouts: Default::default(),
+                bundles: Default::default(),
                 max_capacity: 1000,
                 identity_header: None,
                 page_size: 200,
