@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    ensure_web_built, free_port, http_get, processes_under, repo_root, running_instance_ids,
-    serial, shoal_bin, tail, wait_until,
+    ensure_web_built, free_port, http_get, image_args, processes_under, repo_root,
+    running_instance_ids, serial, shoal_bin, tail, vmss_args, wait_until,
 };
 
 #[path = "../../crates/shoal-store/tests/support/etcd_cluster.rs"]
@@ -250,24 +250,7 @@ fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
     let agent = Proc::follower("agent", &followers);
     let _balancer = Proc::follower("balancer", &followers);
     s2.cli_ok(&["group", "create", "--name", "ha", "--location", "local"]);
-    s2.cli_ok(&[
-        "image",
-        "create",
-        "-g",
-        "ha",
-        "--gallery",
-        "apps",
-        "--name",
-        "web",
-        "--version",
-        "1.0.0",
-        "--dir",
-        "examples/web",
-        "--command",
-        "./shoal-web",
-        "--port",
-        "8080",
-    ]);
+    s2.cli_ok(&image_args("ha", "1.0.0"));
     let frontend = crate::balancing::create_balancer_with(|a| s2.cli_ok(a), "ha");
     crate::balancing::put_set_in_pool(&s2.endpoint(), "ha", 6, serde_json::json!({}));
     wait_until(
@@ -397,18 +380,7 @@ fn store_copy_moves_an_install_from_redb_to_etcd() {
     let mut s = crate::harness::Server::start();
     let rg = "copyrg";
     s.create_group_and_image(rg);
-    s.cli_ok(&[
-        "vmss",
-        "create",
-        "-g",
-        rg,
-        "-n",
-        "web",
-        "--image",
-        "apps/web:1.0.0",
-        "--instance-count",
-        "2",
-    ]);
+    s.cli_ok(&vmss_args(rg, "2"));
     let before = s.cli_ok(&["vmss", "show", "-g", rg, "-n", "web"]);
     assert!(s.stop().success());
 
@@ -487,24 +459,7 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
     // Made through s1, which the agent uses first (the bundle is downloaded from it).
     let rg = "multi";
     s1.cli_ok(&["group", "create", "--name", rg, "--location", "local"]);
-    s1.cli_ok(&[
-        "image",
-        "create",
-        "-g",
-        rg,
-        "--gallery",
-        "apps",
-        "--name",
-        "web",
-        "--version",
-        "1.0.0",
-        "--dir",
-        "examples/web",
-        "--command",
-        "./shoal-web",
-        "--port",
-        "8080",
-    ]);
+    s1.cli_ok(&image_args(rg, "1.0.0"));
     s1.cli_ok(&[
         "vmss",
         "create",

@@ -145,41 +145,13 @@ fn unreferenced_bundles_are_collected_and_uploads_past_the_quota_are_refused() {
     // The one the image names is kept, and still makes instances.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(bundle_files(&s).len(), 1, "the named bundle is kept");
-    s.cli_ok(&[
-        "vmss",
-        "create",
-        "-g",
-        "gcrg",
-        "-n",
-        "web",
-        "--image",
-        "apps/web:1.0.0",
-        "--instance-count",
-        "1",
-    ]);
+    s.cli_ok(&vmss_args("gcrg", "1"));
 
     // A quota of 1 MiB holds the example's bundle (about 0.6 MiB) once, not twice: the
     // second upload is refused and leaves nothing behind.
     let q = Server::start_with(&["--bundle-quota-mb", "1"]);
     q.create_group_and_image("quota");
-    let out = q.cli(&[
-        "image",
-        "create",
-        "-g",
-        "quota",
-        "--gallery",
-        "apps",
-        "--name",
-        "web",
-        "--version",
-        "1.0.1",
-        "--dir",
-        "examples/web",
-        "--command",
-        "./shoal-web",
-        "--port",
-        "8080",
-    ]);
+    let out = q.cli(&image_args("quota", "1.0.1"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("QuotaExceeded"), "{err}");

@@ -282,24 +282,7 @@ impl Server {
 
     pub fn create_group_and_image(&self, rg: &str) {
         self.cli_ok(&["group", "create", "--name", rg, "--location", "local"]);
-        self.cli_ok(&[
-            "image",
-            "create",
-            "-g",
-            rg,
-            "--gallery",
-            "apps",
-            "--name",
-            "web",
-            "--version",
-            "1.0.0",
-            "--dir",
-            "examples/web",
-            "--command",
-            "./shoal-web",
-            "--port",
-            "8080",
-        ]);
+        self.cli_ok(&image_args(rg, "1.0.0"));
     }
 
     /// `list-instances --output json` as (instance id, address, power state, pid).
@@ -554,4 +537,42 @@ fn remove_namespaces(data_dir: &Path) {
         }
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// `shoal image create` of the example workload as `apps/web:<version>` in `rg`.
+pub fn image_args<'a>(rg: &'a str, version: &'a str) -> [&'a str; 16] {
+    [
+        "image",
+        "create",
+        "-g",
+        rg,
+        "--gallery",
+        "apps",
+        "--name",
+        "web",
+        "--version",
+        version,
+        "--dir",
+        "examples/web",
+        "--command",
+        "./shoal-web",
+        "--port",
+        "8080",
+    ]
+}
+
+/// `shoal vmss create` of set `web` in `rg` from `apps/web:1.0.0` with `count` instances.
+pub fn vmss_args<'a>(rg: &'a str, count: &'a str) -> [&'a str; 10] {
+    [
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        count,
+    ]
 }

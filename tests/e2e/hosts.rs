@@ -59,18 +59,7 @@ fn shoal_host_lists_cordons_and_refuses_a_drain_with_nowhere_to_go() {
     // With one instance and no other host, a drain has nowhere to go: refused, unchanged.
     let rg = "hostrg";
     s.create_group_and_image(rg);
-    s.cli_ok(&[
-        "vmss",
-        "create",
-        "-g",
-        rg,
-        "-n",
-        "web",
-        "--image",
-        "apps/web:1.0.0",
-        "--instance-count",
-        "1",
-    ]);
+    s.cli_ok(&vmss_args(rg, "1"));
     let drain = s.cli(&["host", "drain", "-n", "h1"]);
     assert!(!drain.status.success());
     let err = String::from_utf8_lossy(&drain.stderr);

@@ -36,18 +36,7 @@ fn a_service_principal_signs_in_with_its_role_and_loses_access_when_reset_or_del
     let s = Server::start();
     let rg = "idrg";
     s.create_group_and_image(rg);
-    s.cli_ok(&[
-        "vmss",
-        "create",
-        "-g",
-        rg,
-        "-n",
-        "web",
-        "--image",
-        "apps/web:1.0.0",
-        "--instance-count",
-        "1",
-    ]);
+    s.cli_ok(&vmss_args(rg, "1"));
     let scope = format!("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/{rg}");
 
     // A wrong role name makes nothing.

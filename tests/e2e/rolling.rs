@@ -168,24 +168,7 @@ fn a_new_image_version_rolls_out_in_batches_with_no_failed_request() {
 
 /// Publishes `apps/web:<version>` of the example workload in `rg`.
 fn publish(s: &Server, rg: &str, version: &str) {
-    s.cli_ok(&[
-        "image",
-        "create",
-        "-g",
-        rg,
-        "--gallery",
-        "apps",
-        "--name",
-        "web",
-        "--version",
-        version,
-        "--dir",
-        "examples/web",
-        "--command",
-        "./shoal-web",
-        "--port",
-        "8080",
-    ]);
+    s.cli_ok(&image_args(rg, version));
 }
 
 /// PATCHes the set onto image `version` with `pause` between batches.
@@ -333,24 +316,7 @@ fn kill_9_of_the_server_mid_upgrade_resumes_with_no_failed_request() {
     let rg = "rollcrash";
     let s = &split.s;
     s.create_group_and_image(rg);
-    s.cli_ok(&[
-        "image",
-        "create",
-        "-g",
-        rg,
-        "--gallery",
-        "apps",
-        "--name",
-        "web",
-        "--version",
-        "1.0.1",
-        "--dir",
-        "examples/web",
-        "--command",
-        "./shoal-web",
-        "--port",
-        "8080",
-    ]);
+    s.cli_ok(&image_args(rg, "1.0.1"));
     let frontend = create_balancer(s, rg);
     create_set(
         s,
