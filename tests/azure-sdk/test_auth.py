@@ -7,6 +7,7 @@ import base64
 
 import json
 import os
+import uuid
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,6 +29,7 @@ from conftest import (
     env,
     http_client_kwargs,
     owner,
+    owner_token,
     service_principal,
     unique,
 )
@@ -226,3 +228,80 @@ def test_wrong_identity_secret_is_refused(managed_identity, monkeypatch):
     monkeypatch.setenv("IDENTITY_HEADER", "not-the-secret")
     with pytest.raises(ClientAuthenticationError):
         ManagedIdentityCredential().get_token(ARM_SCOPE)
+
+
+def self_signed(tmp_path, name):
+    """A new RSA key and self-signed certificate: (PEM file with both, certificate PEM)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path = tmp_path / f"{name}.pem"
+    path.write_bytes(key_pem + cert_pem)
+    return str(path), cert_pem.decode()
+
+
+def test_certificate_credential_signs_in_with_a_registered_certificate(tmp_path, group):
+    from azure.identity import CertificateCredential
+
+    pem_path, cert_pem = self_signed(tmp_path, "shoal-cert-sp")
+    token = owner_token()
+    status, sp, _ = arm_request(
+        "POST", "/providers/Shoal.Directory/servicePrincipals",
+        {"displayName": unique("certsp"), "certificate": cert_pem}, token,
+    )
+    assert status == 201, sp
+    assert sp["keyCredentials"][0]["type"] == "AsymmetricX509Cert"
+    scope = f"/subscriptions/{SUBSCRIPTION}"
+    status, defs, _ = arm_request(
+        "GET", f"{scope}/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName%20eq%20%27Reader%27",
+        token=token,
+    )
+    assert status == 200, defs
+    status, body, _ = arm_request(
+        "PUT", f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}",
+        {"properties": {"roleDefinitionId": defs["value"][0]["id"], "principalId": sp["id"]}}, token,
+    )
+    assert status in (200, 201), body
+
+    def credential(path):
+        return CertificateCredential(
+            sp["tenant"], sp["appId"], certificate_path=path,
+            authority=env("SHOAL_SDK_TLS_ENDPOINT"), disable_instance_discovery=True,
+            connection_verify=env("SHOAL_SDK_TLS_CERT"),
+        )
+
+    client = ResourceManagementClient(credential(pem_path), SUBSCRIPTION, base_url=env("SHOAL_SDK_ENDPOINT"),
+                                      **http_client_kwargs())
+    assert group in [g.name for g in client.resource_groups.list()]
+
+    # A certificate that was never registered signs nothing in.
+    other_path, _ = self_signed(tmp_path, "not-registered")
+    with pytest.raises(ClientAuthenticationError):
+        credential(other_path).get_token("https://management.azure.com/.default")
+    # A certificate that is not one is refused when registered, naming the field.
+    status, err, _ = arm_request(
+        "POST", "/providers/Shoal.Directory/servicePrincipals",
+        {"displayName": unique("badcert"), "certificate": "not a certificate"}, token,
+    )
+    assert status == 400 and err["error"]["target"] == "certificate", err

@@ -311,9 +311,14 @@ pub async fn token(
             s.split_once(':')
                 .map(|(u, p)| (u.to_string(), p.to_string()))
         });
+    const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let assertion = get("client_assertion")
+        .filter(|_| get("client_assertion_type") == Some(JWT_BEARER))
+        .map(str::to_string);
     let (client_id, secret) = match (get("client_id"), get("client_secret"), basic) {
         (Some(id), Some(secret), _) => (id.to_string(), secret.to_string()),
         (_, _, Some((id, secret))) => (id, secret),
+        (Some(id), None, None) if assertion.is_some() => (id.to_string(), String::new()),
         _ => return Ok(oauth_error(
             401,
             "invalid_client",
@@ -330,8 +335,20 @@ pub async fn token(
         ));
     };
     let now = st.clock.now().as_second();
-    let record = match a.directory.check_secret(&client_id, &secret, now).await {
+    let checked = match &assertion {
+        Some(jwt) => a.directory.check_assertion(&client_id, jwt, now).await,
+        None => a.directory.check_secret(&client_id, &secret, now).await,
+    };
+    let record = match checked {
         Ok(r) => r,
+        Err(shoal_auth::DirectoryError::BadAssertion(why)) => {
+            return Ok(oauth_error(
+                401,
+                "invalid_client",
+                700027,
+                &format!("Client assertion failed signature validation or its claims: {why}."),
+            ))
+        }
         Err(shoal_auth::DirectoryError::NoSuchPrincipal(_)) => {
             return Ok(oauth_error(
                 400,

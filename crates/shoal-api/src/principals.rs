@@ -127,6 +127,12 @@ fn view(p: &PrincipalRecord) -> Value {
             PrincipalKind::ManagedIdentity => "ManagedIdentity",
             _ => "Application",
         },
+        "keyCredentials": p.certificates.iter().map(|c| json!({
+            "customKeyIdentifier": c.x5t,
+            "type": "AsymmetricX509Cert",
+            "usage": "Verify",
+            "endDateTime": jiff::Timestamp::from_second(c.not_after).map(|t| t.to_string()).unwrap_or_default(),
+        })).collect::<Vec<_>>(),
         "passwordCredentials": p.secrets.iter().map(|s| json!({
             "keyId": s.key_id,
             "hint": s.hint,
@@ -178,11 +184,24 @@ pub async fn service_principals(
                         "Give the service principal a displayName of 1 to 120 characters.",
                     ));
                 }
-                let cred = a
+                // A certificate, if given, is checked before anything is made.
+                let certificate = body["certificate"].as_str().map(str::to_string);
+                if let Some(c) = &certificate {
+                    shoal_auth::cert::certificate_key(c)
+                        .map_err(|why| ArmError::invalid_parameter("certificate", why))?;
+                }
+                let mut cred = a
                     .directory
                     .create_principal(&name, PrincipalKind::ServicePrincipal, now)
                     .await
                     .map_err(internal)?;
+                if let Some(c) = &certificate {
+                    cred.record = a
+                        .directory
+                        .add_certificate(&cred.record.app_id, c)
+                        .await
+                        .map_err(internal)?;
+                }
                 let mut v = view(&cred.record);
                 v["password"] = json!(cred.secret);
                 v["tenant"] = json!(cred.record.tenant_id);

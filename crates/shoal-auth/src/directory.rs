@@ -66,6 +66,9 @@ pub struct PrincipalRecord {
     pub kind: PrincipalKind,
     pub created: i64,
     pub secrets: Vec<StoredSecret>,
+    /// Certificates whose keys may sign client assertions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<crate::cert::CertificateKey>,
 }
 
 impl PrincipalRecord {
@@ -100,6 +103,10 @@ pub enum DirectoryError {
     NoSuchPrincipal(String),
     #[error("The client secret is wrong or expired")]
     BadSecret,
+    #[error("The client assertion is not valid: {0}")]
+    BadAssertion(String),
+    #[error("The certificate cannot be used: {0}")]
+    BadCertificate(String),
     #[error("The system has no randomness")]
     Random,
 }
@@ -249,6 +256,7 @@ impl Directory {
             kind,
             created: now,
             secrets: vec![stored],
+            certificates: Vec::new(),
         };
         self.put(&principal_key(&record.app_id), &record, Expect::Absent)
             .await?;
@@ -303,6 +311,42 @@ impl Directory {
             .await
             .map_err(DirectoryError::Store)?;
         Ok(existed)
+    }
+
+    /// Registers a certificate (PEM or base64 DER) for client assertions of `app_id`.
+    pub async fn add_certificate(
+        &self,
+        app_id: &str,
+        certificate: &str,
+    ) -> Result<PrincipalRecord, DirectoryError> {
+        let key =
+            crate::cert::certificate_key(certificate).map_err(DirectoryError::BadCertificate)?;
+        let mut record = self
+            .principal(app_id)
+            .await?
+            .ok_or_else(|| DirectoryError::NoSuchPrincipal(app_id.into()))?;
+        record.certificates.retain(|c| c.x5t != key.x5t);
+        record.certificates.push(key);
+        self.put(&principal_key(app_id), &record, Expect::Present)
+            .await?;
+        Ok(record)
+    }
+
+    /// The principal `app_id` if `assertion` is a client assertion signed by one of its
+    /// certificates ([`crate::cert::verify_assertion`]).
+    pub async fn check_assertion(
+        &self,
+        app_id: &str,
+        assertion: &str,
+        now: i64,
+    ) -> Result<PrincipalRecord, DirectoryError> {
+        let record = self
+            .principal(app_id)
+            .await?
+            .ok_or_else(|| DirectoryError::NoSuchPrincipal(app_id.into()))?;
+        crate::cert::verify_assertion(assertion, &record.app_id, &record.certificates, now)
+            .map_err(DirectoryError::BadAssertion)?;
+        Ok(record)
     }
 
     /// The principal `app_id` if `secret` is one of its unexpired secrets at `now`.

@@ -19,6 +19,7 @@
 //! under `auth/` in the store, which the agent protocol's store reads never expose.
 
 mod authority;
+pub mod cert;
 pub mod directory;
 pub mod keys;
 pub mod token;

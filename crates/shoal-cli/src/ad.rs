@@ -56,6 +56,10 @@ pub struct CreateForRbac {
     /// Scopes of the role: a subscription, group or resource id (space-separated).
     #[arg(long, num_args = 1.., value_name = "SCOPE")]
     pub scopes: Vec<String>,
+    /// A PEM certificate whose key may sign in (azure-identity's `CertificateCredential`,
+    /// `az login --service-principal --certificate`).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -141,12 +145,14 @@ async fn create_for_rbac(
             assignments.push((scope.to_string(), definition.to_string()));
         }
     }
+    let mut body = json!({"displayName": c.name});
+    if let Some(path) = &c.cert {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the certificate {}: {e}", path.display()))?;
+        body["certificate"] = json!(pem);
+    }
     let created = client
-        .call(
-            Method::POST,
-            PRINCIPALS,
-            Some(&json!({"displayName": c.name})),
-        )
+        .call(Method::POST, PRINCIPALS, Some(&body))
         .await?
         .body
         .unwrap_or_default();
