@@ -158,3 +158,49 @@ def test_a_wrong_secret_is_refused_and_az_says_so(tmp_path):
     assert "invalid_client" in p.stderr or "AADSTS" in p.stderr or "secret" in p.stderr.lower(), p.stderr
     # Without a login, az has no token to send.
     assert az.run("group", "list", check=False).returncode != 0
+
+
+def test_login_with_a_certificate(tmp_path, scale_set):
+    # A service principal made with `shoal ad sp create-for-rbac --cert`, signed in with
+    # `az login --service-principal --certificate` (a client assertion signed by its key).
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "az-cert-login")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    both = tmp_path / "key-and-cert.pem"
+    both.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert_pem
+    )
+    sp = json.loads(shoal(
+        "ad", "sp", "create-for-rbac", "--name", "az-cert", "--role", "Reader",
+        "--scopes", f"/subscriptions/{SUB}/resourceGroups/{scale_set}", "--cert", str(tmp_path / "cert.pem"),
+    ))
+    az = Az(tmp_path)
+    az.register()
+    accounts = az.json(
+        "login", "--service-principal", "-u", sp["appId"], "--certificate", str(both), "--tenant", sp["tenant"]
+    )
+    assert [a["id"] for a in accounts] == [SUB]
+    assert [s["name"] for s in az.json("vmss", "list", "-g", scale_set)] == ["web"]
+    # A Reader: the scale is refused.
+    p = az.run("vmss", "scale", "-g", scale_set, "-n", "web", "--new-capacity", "4", check=False)
+    assert p.returncode != 0 and "AuthorizationFailed" in p.stderr, p.stderr
