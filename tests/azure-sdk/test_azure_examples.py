@@ -392,8 +392,10 @@ def replay(name, group):
         first_instance(group, vmss)
         status, answer = call("GET", set_path(group, vmss) + "/virtualMachines", api_version=api)
         return statuses, status, answer, expected
-    if op in ("VirtualMachineScaleSetVM_Restart_MinimumSet_Gen", "VirtualMachineScaleSetVM_PowerOff_MinimumSet_Gen"):
-        action = op.split("_")[1].lower()
+    vm_actions = ("Restart", "PowerOff", "Start", "Deallocate", "Reimage", "ReimageAll", "Redeploy", "PerformMaintenance")
+    if op in {f"VirtualMachineScaleSetVM_{a}_MinimumSet_Gen" for a in vm_actions}:
+        action = op.split("_")[1]
+        action = action[0].lower() + action[1:]
         prerequisite_set(group, vmss, image)
         vm = first_instance(group, vmss)
         status, answer = call("POST", set_path(group, vmss) + f"/virtualMachines/{vm}/{action}", api_version=api)
