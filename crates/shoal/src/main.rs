@@ -4,6 +4,7 @@
 
 mod config;
 mod serve;
+mod setup;
 mod store_copy;
 mod tls;
 

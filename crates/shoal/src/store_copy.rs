@@ -50,7 +50,7 @@ pub async fn run(args: StoreCopyArgs) -> anyhow::Result<()> {
             file.display()
         )
     })?;
-    let target = crate::serve::connect_etcd(
+    let target = crate::setup::connect_etcd(
         &args.to,
         args.store_ca.as_ref(),
         args.store_cert.as_ref(),
