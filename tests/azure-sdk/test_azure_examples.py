@@ -56,6 +56,10 @@ MISSING_OK = {
         "Azure's list example shows a page followed by more; the replayed group holds one "
         "setting, one page, and a last page has no nextLink (Azure's neither)"
     ),
+    "properties.error": (
+        "the rolling upgrade's error, which Azure (and Shoal) gives only for an upgrade that "
+        "failed; the replayed upgrade succeeds"
+    ),
     "properties.predictiveAutoscalePolicy.scaleLookAheadTime": (
         "null in Azure's answer; Shoal leaves an unset duration out"
     ),
@@ -323,7 +327,7 @@ def replay(name, group):
         call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
         status, answer = call("GET", set_path(group, vmss) + "/osUpgradeHistory", api_version=api)
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSetRollingUpgrade_Cancel_MinimumSet_Gen":
+    if op.startswith("VirtualMachineScaleSetRollingUpgrade_Cancel_"):
         # The example cancels an upgrade in flight (with none, Azure answers 409 too): a
         # Rolling set that follows its image definition, a newer version published, an
         # OS upgrade started whose second batch waits a minute.
@@ -361,8 +365,14 @@ def replay(name, group):
         prerequisite_set(group, vmss, image)
         status, answer = call("GET", set_path(group, vmss) + "/skus", api_version=api)
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSetRollingUpgrade_GetLatest_MinimumSet_Gen":
-        prerequisite_set(group, vmss, image)
+    if op.startswith("VirtualMachineScaleSetRollingUpgrade_GetLatest_"):
+        # The upgrade's tags are its set's: a set with the example's tags.
+        tagged = {"location": LOCATION, "tags": expected.get("tags", {}), "sku": {"name": "Shoal_1vCPU_512MB"}}
+        tagged["properties"] = {
+            "upgradePolicy": {"mode": "Manual"},
+            "virtualMachineProfile": {"storageProfile": {}, "osProfile": {"computerNamePrefix": "ex"}},
+        }
+        prerequisite_set(group, vmss, image, tagged)
         call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
         status, answer = call("GET", set_path(group, vmss) + "/rollingUpgrades/latest", api_version=api)
         return statuses, status, answer, expected
@@ -370,8 +380,15 @@ def replay(name, group):
         prerequisite_set(group, vmss, image)
         status, answer = call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSetVM_Get_WithUserData":
-        # The set the example's instance belongs to: its tags and userData.
+    if op in ("VirtualMachineScaleSetVM_Get_WithUserData", "VirtualMachineScaleSetVM_Get_WithVMSizeProperties"):
+        # The set the example's instance belongs to: its tags, userData and size properties.
+        model = {
+            "storageProfile": {},
+            "osProfile": {"computerNamePrefix": "ex"},
+            "userData": expected["properties"]["userData"],
+        }
+        if "hardwareProfile" in expected["properties"]:
+            model["hardwareProfile"] = expected["properties"]["hardwareProfile"]
         prerequisite_set(
             group,
             vmss,
@@ -382,11 +399,7 @@ def replay(name, group):
                 "sku": {"name": "Shoal_1vCPU_512MB"},
                 "properties": {
                     "upgradePolicy": {"mode": "Manual"},
-                    "virtualMachineProfile": {
-                        "storageProfile": {},
-                        "osProfile": {"computerNamePrefix": "ex"},
-                        "userData": expected["properties"]["userData"],
-                    },
+                    "virtualMachineProfile": model,
                 },
             },
         )
