@@ -52,10 +52,22 @@ MISSING_OK = {
     ),
     "resources": "the set the example reads has no extensions (Azure, too, lists none then)",
     "tags.$type": "Azure's patch answer shows its storage's dictionary type as a tag; no client sets it",
+    "nextLink": (
+        "Azure's list example shows a page followed by more; the replayed group holds one "
+        "setting, one page, and a last page has no nextLink (Azure's neither)"
+    ),
+    "properties.error": (
+        "the rolling upgrade's error, which Azure (and Shoal) gives only for an upgrade that "
+        "failed; the replayed upgrade succeeds"
+    ),
     "properties.predictiveAutoscalePolicy.scaleLookAheadTime": (
         "null in Azure's answer; Shoal leaves an unset duration out"
     ),
 }
+
+# Per-instance actions (POST …/virtualMachines/{instanceId}/{action}) replayed alike.
+VM_ACTIONS = ("Restart", "PowerOff", "Start", "Deallocate", "Reimage", "ReimageAll", "Redeploy", "PerformMaintenance")
+
 
 def _load(name):
     return json.loads((EXAMPLES / name).read_text())
@@ -315,7 +327,7 @@ def replay(name, group):
         call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
         status, answer = call("GET", set_path(group, vmss) + "/osUpgradeHistory", api_version=api)
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSetRollingUpgrade_Cancel_MinimumSet_Gen":
+    if op.startswith("VirtualMachineScaleSetRollingUpgrade_Cancel_"):
         # The example cancels an upgrade in flight (with none, Azure answers 409 too): a
         # Rolling set that follows its image definition, a newer version published, an
         # OS upgrade started whose second batch waits a minute.
@@ -353,17 +365,30 @@ def replay(name, group):
         prerequisite_set(group, vmss, image)
         status, answer = call("GET", set_path(group, vmss) + "/skus", api_version=api)
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSetRollingUpgrade_GetLatest_MinimumSet_Gen":
-        prerequisite_set(group, vmss, image)
+    if op.startswith("VirtualMachineScaleSetRollingUpgrade_GetLatest_"):
+        # The upgrade's tags are its set's: a set with the example's tags.
+        tagged = {"location": LOCATION, "tags": expected.get("tags", {}), "sku": {"name": "Shoal_1vCPU_512MB"}}
+        tagged["properties"] = {
+            "upgradePolicy": {"mode": "Manual"},
+            "virtualMachineProfile": {"storageProfile": {}, "osProfile": {"computerNamePrefix": "ex"}},
+        }
+        prerequisite_set(group, vmss, image, tagged)
         call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
         status, answer = call("GET", set_path(group, vmss) + "/rollingUpgrades/latest", api_version=api)
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSetRollingUpgrade_StartOSUpgrade_MinimumSet_Gen":
+    if op.startswith("VirtualMachineScaleSetRollingUpgrade_StartOSUpgrade_"):
         prerequisite_set(group, vmss, image)
         status, answer = call("POST", set_path(group, vmss) + "/osRollingUpgrade", api_version=api)
         return statuses, status, answer, expected
-    if op == "VirtualMachineScaleSetVM_Get_WithUserData":
-        # The set the example's instance belongs to: its tags and userData.
+    if op in ("VirtualMachineScaleSetVM_Get_WithUserData", "VirtualMachineScaleSetVM_Get_WithVMSizeProperties"):
+        # The set the example's instance belongs to: its tags, userData and size properties.
+        model = {
+            "storageProfile": {},
+            "osProfile": {"computerNamePrefix": "ex"},
+            "userData": expected["properties"]["userData"],
+        }
+        if "hardwareProfile" in expected["properties"]:
+            model["hardwareProfile"] = expected["properties"]["hardwareProfile"]
         prerequisite_set(
             group,
             vmss,
@@ -374,11 +399,7 @@ def replay(name, group):
                 "sku": {"name": "Shoal_1vCPU_512MB"},
                 "properties": {
                     "upgradePolicy": {"mode": "Manual"},
-                    "virtualMachineProfile": {
-                        "storageProfile": {},
-                        "osProfile": {"computerNamePrefix": "ex"},
-                        "userData": expected["properties"]["userData"],
-                    },
+                    "virtualMachineProfile": model,
                 },
             },
         )
@@ -392,28 +413,38 @@ def replay(name, group):
         first_instance(group, vmss)
         status, answer = call("GET", set_path(group, vmss) + "/virtualMachines", api_version=api)
         return statuses, status, answer, expected
-    vm_actions = ("Restart", "PowerOff", "Start", "Deallocate", "Reimage", "ReimageAll", "Redeploy", "PerformMaintenance")
-    if op in {f"VirtualMachineScaleSetVM_{a}_MinimumSet_Gen" for a in vm_actions}:
+    if op.startswith("VirtualMachineScaleSetVM_") and op.split("_")[1] in VM_ACTIONS:
         action = op.split("_")[1]
         action = action[0].lower() + action[1:]
         prerequisite_set(group, vmss, image)
         vm = first_instance(group, vmss)
-        status, answer = call("POST", set_path(group, vmss) + f"/virtualMachines/{vm}/{action}", api_version=api)
+        query = "&skipShutdown=true" if params.get("skipShutdown") else ""
+        status, answer = call(
+            "POST", set_path(group, vmss) + f"/virtualMachines/{vm}/{action}", api_version=api, query=query
+        )
         return statuses, status, answer, expected
-    if op in ("createOrUpdateAutoscaleSetting", "getAutoscaleSetting", "patchAutoscaleSetting", "deleteAutoscaleSetting"):
+    if op in (
+        "createOrUpdateAutoscaleSetting",
+        "getAutoscaleSetting",
+        "patchAutoscaleSetting",
+        "deleteAutoscaleSetting",
+        "listAutoscaleSetting",
+    ):
         create = _load("createOrUpdateAutoscaleSetting.json")
         target = "testingsc"  # the scale set the examples scale, created first in the group
         prerequisite_set(group, target, image)
         body = fill(create["parameters"]["parameters"], names)
         path = (
             f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/"
-            f"Microsoft.Insights/autoscalesettings/{params['autoscaleSettingName']}"
+            f"Microsoft.Insights/autoscalesettings/{create['parameters']['autoscaleSettingName']}"
         )
         status, answer = call("PUT", path, body, api_version=api)
         if op == "getAutoscaleSetting":
             status, answer = call("GET", path, api_version=api)
         elif op == "patchAutoscaleSetting":
             status, answer = call("PATCH", path, params["autoscaleSettingResource"], api_version=api)
+        elif op == "listAutoscaleSetting":
+            status, answer = call("GET", path.rsplit("/", 1)[0], api_version=api)
         elif op == "deleteAutoscaleSetting":
             status, answer = call("DELETE", path, api_version=api)
         return statuses, status, answer, expected

@@ -159,6 +159,19 @@ pub fn vm_instance_view(
     view
 }
 
+/// An instance's hardware profile: its size, and the model's `vmSizeProperties` (vCPUs
+/// available and per core) as the client set them, the way Azure shows them on each VM.
+fn vm_hardware_profile(model: Option<&Value>, sku: &str) -> Value {
+    let mut hw = json!({"vmSize": sku});
+    if let Some(props) = model
+        .and_then(|m| m.get("vmSizeProperties"))
+        .filter(|p| p.is_object())
+    {
+        hw["vmSizeProperties"] = props.clone();
+    }
+    hw
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn vm_json(
     set: &VmssRecord,
@@ -180,7 +193,7 @@ pub fn vm_json(
         "provisioningState": vm_provisioning_state(rec, status),
         "protectionPolicy": rec.protection,
         "timeCreated": rec.time_created,
-        "hardwareProfile": {"vmSize": rec.launch.sku},
+        "hardwareProfile": vm_hardware_profile(profile.and_then(|p| p.hardware_profile.as_ref()), &rec.launch.sku),
         "osProfile": vm_os_profile(set, rec),
         "storageProfile": vm_storage_profile(set, rec),
         "networkProfile": {"networkInterfaces": nics.iter().map(|n| json!({
