@@ -292,7 +292,10 @@ pub(crate) fn lost_writes(
             Expect::Any,
         ));
         events.entry(l.host.clone()).or_default().push((
-            format!("Instance {} of {}: {message}", rec.instance_id, rec.vmss.name),
+            format!(
+                "Instance {} of {}: {message}",
+                rec.instance_id, rec.vmss.name
+            ),
             rec.vmss.id(),
         ));
     }

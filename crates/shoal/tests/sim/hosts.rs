@@ -106,7 +106,9 @@ async fn a_down_host_is_replaced_fenced_when_back_and_drain_and_cordon_move_plac
     let log = sim
         .ok(
             Method::GET,
-            &format!("/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"),
+            &format!(
+                "/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"
+            ),
             None,
         )
         .await;
