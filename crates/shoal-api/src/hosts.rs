@@ -272,3 +272,74 @@ pub async fn check_name_free(st: &ApiState, rec: &HostRecord) -> Result<(), ArmE
     ))
     .with_target("name"))
 }
+
+/// The activity-log events of instances lost with a Down host and placed again elsewhere
+/// (Azure's service healing shows there as a `Microsoft.Compute/virtualMachineScaleSets`
+/// event): one per host event that names a set of `sub`, filtered as the request asks.
+pub async fn activity_events(
+    st: &ApiState,
+    sub: &str,
+    window: (Option<jiff::Timestamp>, Option<jiff::Timestamp>),
+    resource: Option<&str>,
+    group: Option<&str>,
+) -> Result<Vec<(jiff::Timestamp, Value)>, ArmError> {
+    let prefix = format!("/subscriptions/{}/", sub.to_ascii_lowercase());
+    let operation = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/redeploy/action";
+    let mut events = Vec::new();
+    for rec in st.list::<HostStateRecord>(keys::HOST_STATE).await? {
+        let host = keys::path_of(keys::HOST_STATE, &rec.key);
+        for (i, e) in rec.value.events.iter().enumerate() {
+            let Some(id) = e.resource_id.as_deref() else {
+                continue;
+            };
+            let lower = id.to_ascii_lowercase();
+            let rg = id.split('/').nth(4).unwrap_or_default();
+            if !lower.starts_with(&prefix)
+                || resource.is_some_and(|r| r != lower)
+                || group.is_some_and(|g| g != rg.to_ascii_lowercase())
+            {
+                continue;
+            }
+            let Ok(t) = e.time.parse::<jiff::Timestamp>() else {
+                continue;
+            };
+            if window.0.is_some_and(|s| t < s) || window.1.is_some_and(|u| t > u) {
+                continue;
+            }
+            let event_id = format!("host-{host}-{}-{i}", t.as_millisecond());
+            let level = if e.message.contains("no other host") {
+                "Warning"
+            } else {
+                "Informational"
+            };
+            events.push((
+                t,
+                json!({
+                    "authorization": {"action": operation, "scope": id},
+                    "caller": "Shoal.Infrastructure/hosts",
+                    "channels": "Operation",
+                    "correlationId": event_id,
+                    "description": e.message,
+                    "eventDataId": event_id,
+                    "eventName": {"value": "HostDown", "localizedValue": "Host down: instance placed again"},
+                    "category": {"value": "ResourceHealth", "localizedValue": "Resource Health"},
+                    "id": format!("{id}/events/{event_id}/ticks/{}", t.as_millisecond()),
+                    "level": level,
+                    "operationId": event_id,
+                    "operationName": {"value": operation, "localizedValue": "Instance placed again after its host went down"},
+                    "resourceGroupName": rg,
+                    "resourceProviderName": {"value": "Microsoft.Compute", "localizedValue": "Microsoft.Compute"},
+                    "resourceType": {"value": shoal_model::vmss::VMSS_TYPE, "localizedValue": shoal_model::vmss::VMSS_TYPE},
+                    "resourceId": id,
+                    "status": {"value": "Succeeded", "localizedValue": "Succeeded"},
+                    "subStatus": {"value": "", "localizedValue": ""},
+                    "eventTimestamp": e.time,
+                    "submissionTimestamp": e.time,
+                    "subscriptionId": sub,
+                    "properties": {"Description": e.message, "hostName": host},
+                }),
+            ));
+        }
+    }
+    Ok(events)
+}

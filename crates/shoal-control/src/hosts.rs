@@ -208,7 +208,7 @@ pub(crate) async fn judge(
         );
         rec.state = state;
         rec.since = arm_time(now);
-        push_event(&mut rec, arm_time(now), message);
+        push_event(&mut rec, arm_time(now), message, None);
         let expect = stored.map_or(Expect::Absent, |s| Expect::ModRevision(s.revision));
         txn.push(kv::put_op(key, &rec, expect));
     }
@@ -221,8 +221,17 @@ pub(crate) async fn judge(
     }
 }
 
-fn push_event(rec: &mut HostStateRecord, time: String, message: String) {
-    rec.events.push(HostEvent { time, message });
+fn push_event(
+    rec: &mut HostStateRecord,
+    time: String,
+    message: String,
+    resource_id: Option<String>,
+) {
+    rec.events.push(HostEvent {
+        time,
+        message,
+        resource_id,
+    });
     if rec.events.len() > EVENTS_KEPT {
         let extra = rec.events.len() - EVENTS_KEPT;
         rec.events.drain(..extra);
@@ -240,7 +249,7 @@ pub(crate) fn lost_writes(
     now: &str,
 ) -> Vec<TxnOp> {
     let mut txn = Vec::new();
-    let mut events: HashMap<String, Vec<String>> = HashMap::new();
+    let mut events: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for l in lost {
         let Some(rec) = records.iter().find(|r| r.instance_id == l.instance_id) else {
             continue;
@@ -282,17 +291,20 @@ pub(crate) fn lost_writes(
             health_key(&rec.vmss, rec.instance_id),
             Expect::Any,
         ));
-        events.entry(l.host.clone()).or_default().push(format!(
-            "Instance {} of {}: {message}",
-            rec.instance_id, rec.vmss.name
+        events.entry(l.host.clone()).or_default().push((
+            format!(
+                "Instance {} of {}: {message}",
+                rec.instance_id, rec.vmss.name
+            ),
+            rec.vmss.id(),
         ));
     }
     for (host, messages) in events {
         let key = host_state_key(&host);
         let Some(s) = states.get(&key) else { continue };
         let mut rec = s.value.clone();
-        for m in messages {
-            push_event(&mut rec, now.to_string(), m);
+        for (m, id) in messages {
+            push_event(&mut rec, now.to_string(), m, Some(id));
         }
         txn.push(kv::put_op(key, &rec, Expect::ModRevision(s.revision)));
     }

@@ -285,6 +285,14 @@ pub struct HostStateRecord {
 pub struct HostEvent {
     pub time: String,
     pub message: String,
+    /// The scale set an instance event is about (its ARM id), so the activity log of
+    /// that set's subscription lists it; absent for the host's own state changes.
+    #[serde(
+        default,
+        rename = "resourceId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resource_id: Option<String>,
 }
 
 /// Shoal's extension object of a gallery image version: `properties.shoal`.

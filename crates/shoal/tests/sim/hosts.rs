@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{host, Sim};
+use crate::harness::{host, Sim, SUB};
 
 const HOSTS: &str = "/providers/Shoal.Infrastructure/hosts";
 
@@ -102,6 +102,33 @@ async fn a_down_host_is_replaced_fenced_when_back_and_drain_and_cordon_move_plac
     let events = host_view(&sim, "b").await["properties"]["events"].to_string();
     assert!(events.contains("is Down"), "{events}");
     assert!(events.contains("placed again on host"), "{events}");
+    // The subscription's activity log says which instances were replaced, on the set.
+    let log = sim
+        .ok(
+            Method::GET,
+            &format!(
+                "/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"
+            ),
+            None,
+        )
+        .await;
+    let set_id = Sim::set_path("rg", "web");
+    let replaced: BTreeSet<u64> = log["value"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["resourceId"] == set_id.as_str())
+        .filter_map(|e| {
+            let d = e["description"].as_str()?;
+            d.contains("placed again on host")
+                .then(|| d.strip_prefix("Instance ")?.split(' ').next()?.parse().ok())?
+        })
+        .collect();
+    assert_eq!(
+        replaced,
+        on_b.iter().copied().collect::<BTreeSet<u64>>(),
+        "{log}"
+    );
 
     // B comes back: its stale copies stop; nothing runs twice; capacity exactly 6.
     sim.cut("b", false);
