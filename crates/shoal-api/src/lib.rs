@@ -35,6 +35,7 @@ pub mod server;
 pub mod server_status;
 pub mod state;
 pub mod times;
+pub mod ui;
 pub mod views;
 pub mod vm_image;
 

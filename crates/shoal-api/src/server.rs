@@ -66,6 +66,10 @@ fn context(req: &Request) -> Ctx {
     }
 }
 
+/// The address of the connection a request came on, set by the listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// The scheme a listener serves, set as a request extension by TLS listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Scheme(pub &'static str);
@@ -97,7 +101,10 @@ pub fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn handle(State(st): State<ApiState>, req: Request) -> Response {
+pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response {
+    if crate::ui::is_ui_path(req.uri().path()) {
+        return crate::ui::handle(st, req).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let ctx = context(&req);

@@ -24,14 +24,18 @@ pub async fn serve<L>(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     loop {
-        let (io, _) = tokio::select! {
+        let (io, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             c = listener.accept() => c,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The portal offers the local owner sign-in only to loopback callers.
+        let app = app
+            .clone()
+            .layer(axum::Extension(shoal_api::server::PeerAddr(peer)));
+        let service = TowerToHyperService::new(app);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let conn = http1::Builder::new()
