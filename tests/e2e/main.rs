@@ -13,5 +13,6 @@ mod hardening;
 mod harness;
 mod hosts;
 mod identity;
+mod portal;
 mod rolling;
 mod vm;
