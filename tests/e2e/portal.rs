@@ -16,17 +16,23 @@ fn call(
     body: &str,
 ) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(hostport).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("portal test");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes()).expect("portal test");
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
+    s.read_to_end(&mut buf).expect("portal test");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .expect("portal test")
+        .parse()
+        .expect("portal test");
     (status, head.to_string(), body.to_string())
 }
 
@@ -34,7 +40,7 @@ fn set_cookie(head: &str, name: &str) -> String {
     head.lines()
         .filter_map(|l| l.strip_prefix("set-cookie: "))
         .find(|c| c.starts_with(&format!("{name}=")))
-        .map(|c| c.split(';').next().unwrap().to_string())
+        .map(|c| c.split(';').next().expect("portal test").to_string())
         .unwrap_or_else(|| panic!("no {name} cookie in {head}"))
 }
 
@@ -58,13 +64,13 @@ fn portal_session_signs_in_and_guards_actions() {
     assert_eq!(status, 401);
     // A wrong secret is refused with the token endpoint's reason.
     let (_, _, info) = call(&hp, "GET", "/ui/session", "", "");
-    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&info).expect("portal test");
     assert_eq!(
         info["ownerSignIn"], true,
         "loopback caller is offered the owner sign-in"
     );
-    let tenant = info["tenantId"].as_str().unwrap();
-    let sub = info["subscriptionId"].as_str().unwrap();
+    let tenant = info["tenantId"].as_str().expect("portal test");
+    let sub = info["subscriptionId"].as_str().expect("portal test");
     let bad = format!(r#"{{"tenant":"{tenant}","clientId":"nobody","clientSecret":"x"}}"#);
     let (status, _, body) = call(
         &hp,
@@ -92,7 +98,7 @@ fn portal_session_signs_in_and_guards_actions() {
     );
     let csrf = set_cookie(&head, "shoal_csrf")
         .split_once('=')
-        .unwrap()
+        .expect("portal test")
         .1
         .to_string();
     let group =
