@@ -14,6 +14,7 @@ pub mod autoscale;
 pub mod blobs;
 pub mod bundle_gc;
 pub mod compute_locations;
+pub mod deployments;
 pub mod discovery;
 pub mod galleries;
 pub mod groups;

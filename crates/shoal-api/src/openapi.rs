@@ -134,6 +134,13 @@ pub const OPERATIONS: &[Op] = &[
     op!("loadBalancer", "delete", LB, "Delete a load balancer", None, &[200, 202, 204], "Network"),
     op!("loadBalancerChild", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/loadBalancers/{loadBalancerName}/{childKind}", "List a load balancer's children of one kind", None, &[200], "Network"),
     op!("loadBalancerChild", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/loadBalancers/{loadBalancerName}/{childKind}/{childName}", "Get one child of a load balancer", None, &[200], "Network"),
+    op!("deployments", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments", "List a group's template deployments", None, &[200], "Deployments"),
+    op!("deployment", "put", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}", "Deploy an ARM template (Incremental mode)", Some("Deployment"), &[200, 201], "Deployments"),
+    op!("deployment", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}", "Get a template deployment", None, &[200], "Deployments"),
+    op!("deployment", "delete", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}", "Delete a deployment's record (its resources stay)", None, &[200, 204], "Deployments"),
+    op!("deploymentValidate", "post", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}/validate", "Check a template without deploying it", Some("Deployment"), &[200], "Deployments"),
+    op!("deploymentOperations", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}/operations", "A deployment's per-resource operations", None, &[200], "Deployments"),
+    op!("deploymentStatus", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}/operationStatuses/{operationId}", "A deployment's status (Azure-AsyncOperation)", None, &[200], "Deployments"),
     op!("applicationGateways", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Network/applicationGateways", "List all application gateways", None, &[200], "Network"),
     op!("applicationGateways", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/applicationGateways", "List the application gateways of a group", None, &[200], "Network"),
     op!("applicationGateway", "get", AGW, "Get an application gateway", None, &[200], "Network"),
@@ -205,6 +212,15 @@ const SET_ACTIONS: &[(Action, &str)] = &[
 pub fn doc_key(route: &Route) -> &'static str {
     match route {
         Route::Subscription { .. } => "subscription",
+        Route::Deployments { name: None, .. } => "deployments",
+        Route::Deployments {
+            action: Some(a), ..
+        } => match a.to_ascii_lowercase().as_str() {
+            "validate" => "deploymentValidate",
+            "operations" => "deploymentOperations",
+            _ => "deploymentStatus",
+        },
+        Route::Deployments { .. } => "deployment",
         Route::Locations { .. } => "locations",
         Route::Groups { .. } => "groups",
         Route::Group { .. } => "group",

@@ -68,6 +68,13 @@ impl Action {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `Microsoft.Resources/deployments` in a group: list, one, or one's action.
+    Deployments {
+        sub: String,
+        rg: String,
+        name: Option<String>,
+        action: Option<String>,
+    },
     Groups {
         sub: String,
     },
@@ -532,6 +539,9 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             }),
             _ => Err(not_found(path)),
         };
+    }
+    if let Some(r) = crate::deployments::route(&segs) {
+        return Ok(r);
     }
     // Subscription-level providers.
     if eq(s(2), "providers") && eq(s(3), "Microsoft.Compute") {

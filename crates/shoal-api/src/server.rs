@@ -123,7 +123,6 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
             };
         }
     };
-    let _ = caller;
     let result = match route {
         Route::BlobUpload if method == Method::POST => {
             blobs::upload_blob(&st, req.into_body()).await
@@ -146,7 +145,7 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
                 }
             };
             // A handler bug must answer 500, not tear down the connection.
-            let fut = dispatch(&st, &ctx, &method, &headers, route, body);
+            let fut = dispatch(&st, &ctx, caller, &method, &headers, route, body);
             match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await {
                 Ok(r) => r,
                 Err(_) => Err(ArmError::internal(
@@ -242,9 +241,63 @@ async fn authorize(
     }
 }
 
+/// A request made inside the server (a template deployment's resources): routed and
+/// authorized for `caller` like an outside request (the same handlers and validation), and
+/// answered as `(status, JSON body)`.
+pub fn dispatch_as<'a>(
+    st: &'a ApiState,
+    ctx: &'a Ctx,
+    caller: Option<shoal_auth::Principal>,
+    method: &'a Method,
+    path: &'a str,
+    body: Bytes,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, serde_json::Value)> + Send + 'a>> {
+    Box::pin(async move {
+        let result = async {
+            let route = routes::parse(path)?;
+            if auth::Access::of(&route) != auth::Access::User {
+                return Err(ArmError::new(
+                    400,
+                    "InvalidTemplate",
+                    format!("'{path}' is not a resource a template can deploy."),
+                ));
+            }
+            if let Some(c) = &caller {
+                let action = rbac::action_of(method, path);
+                let scope = path.trim_end_matches('/');
+                if !rbac::allowed(st, c, &action, scope).await? {
+                    return Err(rbac::forbidden(c, &action, scope));
+                }
+            }
+            dispatch(
+                st,
+                ctx,
+                caller.clone(),
+                method,
+                &http::HeaderMap::new(),
+                route,
+                body,
+            )
+            .await
+        }
+        .await;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        let status = resp.status().as_u16();
+        let bytes = body_bytes(resp).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    })
+}
+
 async fn dispatch(
     st: &ApiState,
     ctx: &Ctx,
+    caller: Option<shoal_auth::Principal>,
     method: &Method,
     headers: &http::HeaderMap,
     route: Route,
@@ -252,6 +305,25 @@ async fn dispatch(
 ) -> ApiResult {
     match route {
         Route::Healthz => Ok(json(200, &serde_json::json!({"status": "ok"}))),
+        Route::Deployments {
+            sub,
+            rg,
+            name,
+            action,
+        } => {
+            crate::deployments::deployments(
+                st,
+                ctx,
+                caller,
+                method,
+                &sub,
+                &rg,
+                name.as_deref(),
+                action.as_deref(),
+                &body,
+            )
+            .await
+        }
         // Answered in `handle` (it needs the request headers).
         Route::IdentityToken => Err(groups::method_not_allowed(method)),
         Route::OpenApi => {
