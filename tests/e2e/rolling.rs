@@ -76,6 +76,26 @@ fn a_new_image_version_rolls_out_in_batches_with_no_failed_request() {
     let progress = &done["properties"]["progress"];
     assert_eq!(progress["successfulInstanceCount"], 10, "{done}");
     assert_eq!(progress["failedInstanceCount"], 0, "{done}");
+    // In five batches of two, each recorded in the activity log.
+    let events = http_get(&format!(
+        "{}/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values?api-version=2015-04-01",
+        s.endpoint()
+    ))
+    .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+    .unwrap_or(Value::Null);
+    let batches: Vec<&str> = events["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["eventName"]["value"] == "RollingUpgrade")
+        .filter_map(|e| e["description"].as_str())
+        .filter(|d| d.contains("draining and upgrading"))
+        .collect();
+    assert_eq!(batches.len(), 5, "{batches:#?}");
+    assert!(
+        batches.iter().all(|m| m.matches(',').count() == 1),
+        "two instances per batch: {batches:#?}"
+    );
     let listed = s.cli_ok(&[
         "vmss",
         "list-instances",
