@@ -286,23 +286,30 @@ pub(crate) mod testing {
     use crate::server::{body_bytes, request};
     use crate::state::ApiState;
 
-    /// A state with resource group `demo` in subscription `s`, listing `page_size` items a
-    /// page.
-    pub(crate) async fn state(page_size: usize) -> ApiState {
-        let st = ApiState {
+    /// A server state on an empty in-memory store, its clock stopped at `at`: 200 items a
+    /// page, capacity up to 10, no token checks, temporary directories.
+    pub(crate) fn empty_state(at: jiff::Timestamp) -> ApiState {
+        ApiState {
             store: Arc::new(shoal_store::MemoryStore::new()),
-            clock: Arc::new(shoal_control::ManualClock::new(
-                jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"),
-            )),
+            clock: Arc::new(shoal_control::ManualClock::new(at)),
             blob_dir: std::env::temp_dir(),
             certificate_dir: std::env::temp_dir(),
             bundles: Default::default(),
             http: reqwest::Client::new(),
-            page_size,
+            page_size: 200,
             max_capacity: 10,
             identity_header: None,
             metrics: Default::default(),
             auth: None,
+        }
+    }
+
+    /// A state with resource group `demo` in subscription `s`, listing `page_size` items a
+    /// page.
+    pub(crate) async fn state(page_size: usize) -> ApiState {
+        let st = ApiState {
+            page_size,
+            ..empty_state(jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"))
         };
         let group = json!({"id": "/subscriptions/s/resourceGroups/demo", "name": "demo",
             "location": "local", "properties": {"provisioningState": "Succeeded"}});

@@ -139,7 +139,6 @@ pub async fn history(st: &ApiState, method: &Method, sub: &str, rg: &str, name: 
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::sync::Arc;
 
     use jiff::Timestamp;
 
@@ -148,7 +147,7 @@ pub(crate) mod tests {
     use proptest::prelude::Strategy as _;
 
     use super::*;
-    use crate::server::{body_bytes, request};
+    use crate::server::request;
     use crate::state::ApiState;
 
     pub(crate) const RG: &str = "/subscriptions/s/resourceGroups/demo";
@@ -158,21 +157,8 @@ pub(crate) mod tests {
     pub(crate) const T0: i64 = 1_800_000_000;
 
     pub(crate) async fn state() -> ApiState {
-        let st = ApiState {
-            store: Arc::new(shoal_store::MemoryStore::new()),
-            clock: Arc::new(shoal_control::ManualClock::new(
-                Timestamp::from_second(T0).expect("timestamp"),
-            )),
-            blob_dir: std::env::temp_dir(),
-            certificate_dir: std::env::temp_dir(),
-            bundles: Default::default(),
-            http: reqwest::Client::new(),
-            page_size: 200,
-            max_capacity: 10,
-            identity_header: None,
-            metrics: Default::default(),
-            auth: None,
-        };
+        let st =
+            crate::arm_crud::testing::empty_state(Timestamp::from_second(T0).expect("timestamp"));
         let (status, _) = call(&st, Method::PUT, RG, json!({"location": "local"})).await;
         assert_eq!(status, 201);
         let rec = json!({
@@ -194,28 +180,7 @@ pub(crate) mod tests {
         st
     }
 
-    pub(crate) async fn call(
-        st: &ApiState,
-        method: Method,
-        uri: &str,
-        body: Value,
-    ) -> (u16, Value) {
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let resp = crate::router(st.clone())
-            .oneshot(request(method, uri, body))
-            .await
-            .expect("response");
-        let status = resp.status().as_u16();
-        let bytes = body_bytes(resp).await;
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
+    pub(crate) use crate::arm_crud::testing::call;
 
     fn setting(target: &str) -> Value {
         json!({"location": "local", "properties": {

@@ -145,7 +145,6 @@ pub fn new_secret() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use tower::ServiceExt;
 
@@ -154,19 +153,10 @@ mod tests {
 
     fn state(secret: Option<&str>) -> ApiState {
         ApiState {
-            store: Arc::new(shoal_store::MemoryStore::new()),
-            clock: Arc::new(shoal_control::ManualClock::new(
-                jiff::Timestamp::from_second(1_700_000_000).expect("timestamp"),
-            )),
-            blob_dir: std::env::temp_dir(),
-            certificate_dir: std::env::temp_dir(),
-            bundles: Default::default(),
-            http: reqwest::Client::new(),
-            page_size: 200,
-            max_capacity: 10,
             identity_header: secret.map(String::from),
-            metrics: Default::default(),
-            auth: None,
+            ..crate::arm_crud::testing::empty_state(
+                jiff::Timestamp::from_second(1_700_000_000).expect("timestamp"),
+            )
         }
     }
 

@@ -552,17 +552,9 @@ mod tests {
     #[tokio::test]
     async fn every_documented_method_is_served() {
         let st = ApiState {
-            store: Arc::new(shoal_store::MemoryStore::new()),
             clock: Arc::new(shoal_control::SystemClock),
             blob_dir: std::env::temp_dir().join("shoal-openapi-test-blobs"),
-            certificate_dir: std::env::temp_dir(),
-            bundles: Default::default(),
-            http: reqwest::Client::new(),
-            page_size: 200,
-            max_capacity: 10,
-            identity_header: None,
-            metrics: Default::default(),
-            auth: None,
+            ..crate::arm_crud::testing::empty_state(jiff::Timestamp::UNIX_EPOCH)
         };
         for op in operations() {
             if op.key == "storeWatch" || op.key == "hostInstances" {

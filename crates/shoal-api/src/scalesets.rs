@@ -251,21 +251,8 @@ mod tests {
     const IMAGE: &str = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.0";
 
     async fn state() -> ApiState {
-        let st = ApiState {
-            store: Arc::new(shoal_store::MemoryStore::new()),
-            clock: Arc::new(shoal_control::ManualClock::new(
-                "2026-11-22T10:00:00Z".parse().expect("time"),
-            )),
-            blob_dir: std::env::temp_dir(),
-            certificate_dir: std::env::temp_dir(),
-            bundles: Default::default(),
-            http: reqwest::Client::new(),
-            page_size: 200,
-            max_capacity: 10,
-            identity_header: None,
-            metrics: Default::default(),
-            auth: None,
-        };
+        let st =
+            crate::arm_crud::testing::empty_state("2026-11-22T10:00:00Z".parse().expect("time"));
         assert_eq!(
             call(&st, Method::PUT, RG, json!({"location": "local"}))
                 .await
@@ -285,23 +272,7 @@ mod tests {
         st
     }
 
-    async fn call(st: &ApiState, method: Method, uri: &str, body: Value) -> (u16, Value) {
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let resp = crate::router(st.clone())
-            .oneshot(request(method, uri, body))
-            .await
-            .expect("response");
-        let status = resp.status().as_u16();
-        let bytes = body_bytes(resp).await;
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
+    use crate::arm_crud::testing::call;
 
     fn model() -> Value {
         json!({

@@ -1,34 +1,17 @@
 //! Deployments through the API router, on the in-memory store: a copy loop of load
 //! balancers with outputs, a failure that keeps what was created before it, and the 400s.
 
-use std::sync::Arc;
-
 use http::Method;
 use serde_json::{json, Value};
-use tower::ServiceExt as _;
 
-use crate::server::{body_bytes, request};
+use crate::arm_crud::testing::{call, empty_state};
 use crate::state::ApiState;
 
 const RG: &str = "/subscriptions/s/resourceGroups/demo";
 const DEP: &str = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Resources/deployments";
 
 async fn state() -> ApiState {
-    let st = ApiState {
-        store: Arc::new(shoal_store::MemoryStore::new()),
-        clock: Arc::new(shoal_control::ManualClock::new(
-            "2026-11-22T10:00:00Z".parse().expect("time"),
-        )),
-        blob_dir: std::env::temp_dir(),
-        certificate_dir: std::env::temp_dir(),
-        bundles: Default::default(),
-        http: reqwest::Client::new(),
-        page_size: 200,
-        max_capacity: 10,
-        identity_header: None,
-        metrics: Default::default(),
-        auth: None,
-    };
+    let st = empty_state("2026-11-22T10:00:00Z".parse().expect("time"));
     assert_eq!(
         call(&st, Method::PUT, RG, json!({"location": "local"}))
             .await
@@ -36,24 +19,6 @@ async fn state() -> ApiState {
         201
     );
     st
-}
-
-async fn call(st: &ApiState, method: Method, uri: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let resp = crate::router(st.clone())
-        .oneshot(request(method, uri, body))
-        .await
-        .expect("response");
-    let status = resp.status().as_u16();
-    let bytes = body_bytes(resp).await;
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 fn free_port() -> u16 {
