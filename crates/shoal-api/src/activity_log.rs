@@ -136,33 +136,25 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
                 props["NewInstancesCount"] = json!(n.to_string());
                 props["LastScaleActionTime"] = json!(e.time);
             }
-            events.push((
-                t,
-                json!({
-                    "authorization": {"action": operation, "scope": id},
-                    "caller": "Microsoft.Insights/autoscaleSettings",
-                    "channels": "Admin, Operation",
-                    "correlationId": event_id,
-                    "description": e.reason,
-                    "eventDataId": event_id,
-                    "eventName": {"value": "Autoscale", "localizedValue": "Autoscale"},
-                    "category": {"value": "Autoscale", "localizedValue": "Autoscale"},
-                    "id": format!("{id}/events/{event_id}/ticks/{}", t.as_millisecond()),
-                    "level": level,
-                    "operationId": event_id,
-                    "operationName": {"value": operation, "localizedValue": text},
-                    "resourceGroupName": rg,
-                    "resourceProviderName": {"value": "Microsoft.Insights", "localizedValue": "Microsoft.Insights"},
-                    "resourceType": {"value": "Microsoft.Insights/AutoscaleSettings", "localizedValue": "Microsoft.Insights/AutoscaleSettings"},
-                    "resourceId": id,
-                    "status": {"value": "Succeeded", "localizedValue": "Succeeded"},
-                    "subStatus": {"value": "", "localizedValue": ""},
-                    "eventTimestamp": e.time,
-                    "submissionTimestamp": e.time,
-                    "subscriptionId": sub,
-                    "properties": props,
-                }),
-            ));
+            let event = Event {
+                subscription: sub,
+                resource_group: &rg,
+                resource_id: &id,
+                resource: ("Microsoft.Insights", "Microsoft.Insights/AutoscaleSettings"),
+                event_id: &event_id,
+                time: &e.time,
+                at: t,
+                operation: (&operation, text),
+                caller: "Microsoft.Insights/autoscaleSettings",
+                channels: "Admin, Operation",
+                event_name: ("Autoscale", "Autoscale"),
+                category: ("Autoscale", "Autoscale"),
+                level,
+                status: "Succeeded",
+                description: &e.reason,
+                properties: props,
+            };
+            events.push((t, event.to_json()));
         }
     }
     events.extend(
@@ -191,4 +183,60 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
     let path =
         format!("/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values");
     Ok(response::page(ctx, &path, items, st.page_size))
+}
+
+/// One event of the activity log in Azure's shape: what autoscale, rolling upgrades and
+/// host failover each record about a resource.
+pub struct Event<'a> {
+    pub subscription: &'a str,
+    pub resource_group: &'a str,
+    pub resource_id: &'a str,
+    /// `(provider, resource type)`, e.g. `("Microsoft.Compute", VMSS_TYPE)`.
+    pub resource: (&'a str, &'a str),
+    pub event_id: &'a str,
+    /// When it happened: the text as recorded, and parsed.
+    pub time: &'a str,
+    pub at: Timestamp,
+    /// `(action, localized text)`.
+    pub operation: (&'a str, &'a str),
+    pub caller: &'a str,
+    pub channels: &'a str,
+    /// `(value, localized)` pairs.
+    pub event_name: (&'a str, &'a str),
+    pub category: (&'a str, &'a str),
+    pub level: &'a str,
+    pub status: &'a str,
+    pub description: &'a str,
+    pub properties: Value,
+}
+
+impl Event<'_> {
+    pub fn to_json(&self) -> Value {
+        let pair = |(value, text): (&str, &str)| json!({"value": value, "localizedValue": text});
+        let (id, event_id) = (self.resource_id, self.event_id);
+        json!({
+            "authorization": {"action": self.operation.0, "scope": id},
+            "caller": self.caller,
+            "channels": self.channels,
+            "correlationId": event_id,
+            "description": self.description,
+            "eventDataId": event_id,
+            "eventName": pair(self.event_name),
+            "category": pair(self.category),
+            "id": format!("{id}/events/{event_id}/ticks/{}", self.at.as_millisecond()),
+            "level": self.level,
+            "operationId": event_id,
+            "operationName": pair(self.operation),
+            "resourceGroupName": self.resource_group,
+            "resourceProviderName": pair((self.resource.0, self.resource.0)),
+            "resourceType": pair((self.resource.1, self.resource.1)),
+            "resourceId": id,
+            "status": pair((self.status, self.status)),
+            "subStatus": pair(("", "")),
+            "eventTimestamp": self.time,
+            "submissionTimestamp": self.time,
+            "subscriptionId": self.subscription,
+            "properties": self.properties,
+        })
+    }
 }

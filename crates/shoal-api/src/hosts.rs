@@ -312,33 +312,25 @@ pub async fn activity_events(
             } else {
                 "Informational"
             };
-            events.push((
-                t,
-                json!({
-                    "authorization": {"action": operation, "scope": id},
-                    "caller": "Shoal.Infrastructure/hosts",
-                    "channels": "Operation",
-                    "correlationId": event_id,
-                    "description": e.message,
-                    "eventDataId": event_id,
-                    "eventName": {"value": "HostDown", "localizedValue": "Host down: instance placed again"},
-                    "category": {"value": "ResourceHealth", "localizedValue": "Resource Health"},
-                    "id": format!("{id}/events/{event_id}/ticks/{}", t.as_millisecond()),
-                    "level": level,
-                    "operationId": event_id,
-                    "operationName": {"value": operation, "localizedValue": "Instance placed again after its host went down"},
-                    "resourceGroupName": rg,
-                    "resourceProviderName": {"value": "Microsoft.Compute", "localizedValue": "Microsoft.Compute"},
-                    "resourceType": {"value": shoal_model::vmss::VMSS_TYPE, "localizedValue": shoal_model::vmss::VMSS_TYPE},
-                    "resourceId": id,
-                    "status": {"value": "Succeeded", "localizedValue": "Succeeded"},
-                    "subStatus": {"value": "", "localizedValue": ""},
-                    "eventTimestamp": e.time,
-                    "submissionTimestamp": e.time,
-                    "subscriptionId": sub,
-                    "properties": {"Description": e.message, "hostName": host},
-                }),
-            ));
+            let event = crate::activity_log::Event {
+                subscription: sub,
+                resource_group: rg,
+                resource_id: id,
+                resource: ("Microsoft.Compute", shoal_model::vmss::VMSS_TYPE),
+                event_id: &event_id,
+                time: &e.time,
+                at: t,
+                operation: (operation, "Instance placed again after its host went down"),
+                caller: "Shoal.Infrastructure/hosts",
+                channels: "Operation",
+                event_name: ("HostDown", "Host down: instance placed again"),
+                category: ("ResourceHealth", "Resource Health"),
+                level,
+                status: "Succeeded",
+                description: &e.message,
+                properties: json!({"Description": e.message, "hostName": host}),
+            };
+            events.push((t, event.to_json()));
         }
     }
     Ok(events)

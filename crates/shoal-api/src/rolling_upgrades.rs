@@ -268,33 +268,25 @@ pub async fn activity_events(
             } else {
                 "Informational"
             };
-            events.push((
-                t,
-                json!({
-                    "authorization": {"action": operation, "scope": id},
-                    "caller": "Microsoft.Compute/virtualMachineScaleSets",
-                    "channels": "Operation",
-                    "correlationId": event_id,
-                    "description": e.message,
-                    "eventDataId": event_id,
-                    "eventName": {"value": "RollingUpgrade", "localizedValue": "Rolling upgrade"},
-                    "category": {"value": "Administrative", "localizedValue": "Administrative"},
-                    "id": format!("{id}/events/{event_id}/ticks/{}", t.as_millisecond()),
-                    "level": level,
-                    "operationId": event_id,
-                    "operationName": {"value": operation, "localizedValue": "Rolling upgrade"},
-                    "resourceGroupName": rg,
-                    "resourceProviderName": {"value": "Microsoft.Compute", "localizedValue": "Microsoft.Compute"},
-                    "resourceType": {"value": shoal_model::vmss::VMSS_TYPE, "localizedValue": shoal_model::vmss::VMSS_TYPE},
-                    "resourceId": id,
-                    "status": {"value": r.code.as_str(), "localizedValue": r.code.as_str()},
-                    "subStatus": {"value": "", "localizedValue": ""},
-                    "eventTimestamp": e.time,
-                    "submissionTimestamp": e.time,
-                    "subscriptionId": sub,
-                    "properties": {"Description": e.message},
-                }),
-            ));
+            let event = crate::activity_log::Event {
+                subscription: sub,
+                resource_group: &rg,
+                resource_id: &id,
+                resource: ("Microsoft.Compute", shoal_model::vmss::VMSS_TYPE),
+                event_id: &event_id,
+                time: &e.time,
+                at: t,
+                operation: (operation, "Rolling upgrade"),
+                caller: "Microsoft.Compute/virtualMachineScaleSets",
+                channels: "Operation",
+                event_name: ("RollingUpgrade", "Rolling upgrade"),
+                category: ("Administrative", "Administrative"),
+                level,
+                status: r.code.as_str(),
+                description: &e.message,
+                properties: json!({"Description": e.message}),
+            };
+            events.push((t, event.to_json()));
         }
     }
     Ok(events)
