@@ -31,10 +31,16 @@ pub async fn serve<L>(
             _ = shutdown.cancelled() => return,
             c = listener.accept() => c,
         };
-        // The portal offers the local owner sign-in only to loopback callers.
-        let app = app
-            .clone()
-            .layer(axum::Extension(shoal_api::server::PeerAddr(peer)));
+        // The portal offers the local owner sign-in only to loopback callers: each request
+        // carries its connection's peer address (the router itself is shared, not rebuilt).
+        let app = tower::util::MapRequest::new(
+            app.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(shoal_api::server::PeerAddr(peer));
+                req
+            },
+        );
         let service = TowerToHyperService::new(app);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
