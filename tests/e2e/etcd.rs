@@ -67,17 +67,22 @@ impl Proc {
     }
 
     /// `shoal agent` (`what` "agent") or `shoal balancer` ("balancer") given the server
-    /// URLs `servers` (`http://a,http://b`).
-    fn follower(what: &str, servers: &str) -> Proc {
+    /// URLs `servers` (`http://a,http://b`), joined with a join token made through `via`.
+    fn follower(what: &str, servers: &str, via: &Proc) -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
+        let token = via.cli_ok(&["host", "join-token", "create", "--role", what])["token"]
+            .as_str()
+            .expect("a join token")
+            .to_string();
         let mut cmd = Command::new(shoal_bin());
         match what {
-            "agent" => cmd
-                .args(["agent", "--host-name", "h1", "--data-dir"])
-                .arg(dir.path().join("data")),
+            "agent" => cmd.args(["agent", "--host-name", "h1"]),
             _ => cmd.args(["balancer", "--name", "lb1"]),
         };
         let child = cmd
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--join-token", &token])
             .args(["--servers", servers])
             .env("SHOAL_STOP_GRACE_SECONDS", "3")
             .env("SHOAL_LOG", "info")
@@ -247,8 +252,8 @@ fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
 
     // Writes go through s2; the agent and the balancer follow s2, then s3.
     let followers = format!("{},{}", s2.endpoint(), s3.endpoint());
-    let agent = Proc::follower("agent", &followers);
-    let _balancer = Proc::follower("balancer", &followers);
+    let agent = Proc::follower("agent", &followers, &s2);
+    let _balancer = Proc::follower("balancer", &followers, &s2);
     s2.cli_ok(&["group", "create", "--name", "ha", "--location", "local"]);
     s2.cli_ok(&image_args("ha", "1.0.0"));
     let frontend = crate::balancing::create_balancer_with(|a| s2.cli_ok(a), "ha");
@@ -453,6 +458,7 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
     let agent = Proc::follower(
         "agent",
         &format!("{},{},{}", s1.endpoint(), s2.endpoint(), s3.endpoint()),
+        &s1,
     );
     let agent_data = agent.data_dir();
 

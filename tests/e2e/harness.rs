@@ -576,3 +576,13 @@ pub fn vmss_args<'a>(rg: &'a str, count: &'a str) -> [&'a str; 10] {
         count,
     ]
 }
+
+/// A join token of `s` for `role` ("agent" or "balancer"), made with `shoal host
+/// join-token create`.
+pub fn join_token(s: &Server, role: &str) -> String {
+    let made = s.cli_ok(&["host", "join-token", "create", "--role", role]);
+    made["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {made}"))
+        .to_string()
+}

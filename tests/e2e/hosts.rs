@@ -2,6 +2,7 @@
 //! deletes them; the server's host timeouts are flags, checked before anything starts.
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -76,4 +77,153 @@ fn shoal_host_lists_cordons_and_refuses_a_drain_with_nowhere_to_go() {
         .find(|l| l.starts_with("h1"))
         .expect("h1 in the table");
     assert!(line.contains("Ready") && line.contains(" 1 "), "{text}");
+}
+
+/// What a caller of the agent protocol gets: the status code and the ARM error code.
+fn agent_call(
+    s: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    bearer: Option<&str>,
+) -> (u16, String) {
+    let url = format!("{}{path}", s.endpoint());
+    let (status, body) =
+        raw_request(method, &url, body, "application/json", bearer).expect("server answers");
+    let code = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(String::from))
+        .unwrap_or_default();
+    (status, code)
+}
+
+#[test]
+fn the_agent_protocol_refuses_callers_without_the_right_host_credential() {
+    let _g = serial();
+    let s = Server::start_with(&["--host-name", "a", "--heartbeat-interval", "1"]);
+    let rg = "hostauthrg";
+    s.create_group_and_image(rg);
+    s.cli_ok(&vmss_args(rg, "1"));
+    wait_until(
+        Duration::from_secs(60),
+        "the instance runs on host a",
+        || {
+            s.instances(rg, "web")
+                .iter()
+                .any(|i| i.power == "running" && i.address.is_some())
+        },
+    );
+    let before = s.instances(rg, "web");
+    let sub = s.cli_ok(&["vmss", "show", "-g", rg, "-n", "web"])["id"]
+        .as_str()
+        .expect("id")
+        .split('/')
+        .nth(2)
+        .expect("subscription")
+        .to_string();
+    let status_path = format!("/shoal/v1/status/{sub}/{rg}/web/{}", before[0].id);
+    let forged = |host: &str| {
+        format!(
+            r#"{{"state":"running","host":"{host}","launch_generation":1,"restart_gen":0,"reimage_gen":0,"address":"10.9.9.9:1","port":1,"restarts":0,"since":"2026-01-01T00:00:00Z"}}"#
+        )
+    };
+    let evil_host = r#"{"name":"evil","agent_url":"http://127.0.0.1:1","driver":"process","limits":"","network":"","vcpus":64,"memory_mb":65536,"last_seen":"","host_id":"x"}"#;
+    let owner = owner_token(s.endpoint().trim_start_matches("http://")).expect("owner token");
+
+    // No credential, and a user's token (made for ARM, not for hosts): 401, nothing written.
+    let calls: [(&str, &str, Option<String>); 5] = [
+        ("GET", "/shoal/v1/hosts/a/instances", None),
+        ("PUT", "/shoal/v1/hosts/evil", Some(evil_host.to_string())),
+        ("PUT", &status_path, Some(forged("a"))),
+        ("GET", "/shoal/v1/list?prefix=/vmss", None),
+        ("POST", "/shoal/v1/hosts/a/heartbeat", None),
+    ];
+    for (method, path, body) in &calls {
+        for bearer in [None, Some(owner.as_str())] {
+            let (status, code) = agent_call(&s, method, path, body.as_deref(), bearer);
+            assert_eq!(status, 401, "{method} {path} with {bearer:?}: {code}");
+        }
+    }
+
+    // Join tokens: a made-up or malformed one is refused; a real one lets host b join.
+    for bad in ["shoal1.nosuch.secret", "not-a-token"] {
+        let body = format!(r#"{{"token":"{bad}","name":"b"}}"#);
+        let (status, code) = agent_call(&s, "POST", "/shoal/v1/join", Some(&body), None);
+        assert_eq!((status, code.as_str()), (401, "AuthenticationFailed"));
+    }
+    let token = join_token(&s, "agent");
+    let agent_dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Command::new(shoal_bin())
+        .args(["agent", "--servers", &s.endpoint(), "--host-name", "b"])
+        .args(["--network", "host-ports", "--heartbeat-interval", "1"])
+        .arg("--data-dir")
+        .arg(agent_dir.path())
+        .args(["--join-token", &token])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shoal agent");
+    wait_until(Duration::from_secs(30), "host b is Ready", || {
+        s.cli_ok(&["host", "list"]).as_array().is_some_and(|h| {
+            h.iter()
+                .any(|h| h["name"] == "b" && h["properties"]["state"] == "Ready")
+        })
+    });
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(agent_dir.path().join("agent-credential.json"))
+            .expect("the agent saved its credential"),
+    )
+    .expect("json");
+    let b = saved["credential"]
+        .as_str()
+        .expect("credential")
+        .to_string();
+
+    // Host b's credential: nothing of host a's, and nothing a balancer does.
+    let refused: [(&str, &str, Option<String>, u16); 5] = [
+        ("GET", "/shoal/v1/hosts/a/instances", None, 403),
+        (
+            "PUT",
+            "/shoal/v1/hosts/a",
+            Some(evil_host.replace("evil", "a")),
+            403,
+        ),
+        ("PUT", &status_path, Some(forged("a")), 403),
+        ("PUT", &status_path, Some(forged("b")), 404),
+        ("GET", "/shoal/v1/list?prefix=/vmss", None, 403),
+    ];
+    for (method, path, body, want) in &refused {
+        let (status, code) = agent_call(&s, method, path, body.as_deref(), Some(&b));
+        assert_eq!(status, *want, "{method} {path} as host b: {code}");
+    }
+    let (status, _) = agent_call(&s, "GET", "/shoal/v1/hosts/b/instances", None, Some(&b));
+    assert_eq!(status, 200, "host b reads its own instances");
+
+    // A second machine cannot join under the live name b.
+    let again = format!(r#"{{"token":"{}","name":"b"}}"#, join_token(&s, "agent"));
+    let (status, _) = agent_call(&s, "POST", "/shoal/v1/join", Some(&again), None);
+    assert_eq!(status, 409, "the name of a live host is taken");
+
+    // Nothing the refused calls carried was written.
+    let after = s.instances(rg, "web");
+    assert_eq!(
+        after[0].address, before[0].address,
+        "the forged address was not taken"
+    );
+    let names: Vec<String> = s
+        .cli_ok(&["host", "list"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|h| h["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!names.contains(&"evil".to_string()), "{names:?}");
+
+    // Deleting host b revokes its credential.
+    let _ = agent.kill();
+    let _ = agent.wait();
+    s.cli(&["host", "delete", "-n", "b"]);
+    let (status, code) = agent_call(&s, "POST", "/shoal/v1/hosts/b/heartbeat", None, Some(&b));
+    assert_eq!((status, code.as_str()), (401, "InvalidAuthenticationToken"));
 }

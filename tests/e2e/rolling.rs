@@ -226,6 +226,7 @@ impl Split {
             extra_args: Vec::new(),
         };
         spawn_server(&mut s);
+        let agent_token = join_token(&s, "agent");
         let agent = spawn(
             &s,
             &[
@@ -234,12 +235,27 @@ impl Split {
                 "h1",
                 "--drain-timeout-seconds",
                 "10",
+                "--join-token",
+                &agent_token,
                 "--data-dir",
             ],
             Some(s.data_dir().join("agent")),
             "agent.log",
         );
-        let balancer = spawn(&s, &["balancer", "--name", "lb1"], None, "balancer.log");
+        let balancer_token = join_token(&s, "balancer");
+        let balancer = spawn(
+            &s,
+            &[
+                "balancer",
+                "--name",
+                "lb1",
+                "--join-token",
+                &balancer_token,
+                "--data-dir",
+            ],
+            Some(s.data_dir().join("balancer")),
+            "balancer.log",
+        );
         Split {
             s,
             others: vec![agent, balancer],

@@ -181,7 +181,13 @@ fn tokio_stream_interval(every: Duration) -> impl futures::Stream<Item = ()> {
     })
 }
 
-pub async fn status(st: &ApiState, method: &Method, path: &str, body: &[u8]) -> ApiResult {
+pub async fn status(
+    st: &ApiState,
+    caller: Option<&shoal_auth::Principal>,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> ApiResult {
     let parts: Vec<&str> = path.split('/').collect();
     let [sub, rg, vmss, id] = parts.as_slice() else {
         return Err(ArmError::invalid_parameter(
@@ -197,6 +203,7 @@ pub async fn status(st: &ApiState, method: &Method, path: &str, body: &[u8]) -> 
         Method::PUT => {
             let v = body_object(body, true)?;
             let status: InstanceStatus = shoal_model::vmss::parse_typed(&v)?;
+            crate::host_auth::status_allowed(caller, &status.host)?;
             let assigned = st
                 .get::<InstanceRecord>(&vref.instance_key(id))
                 .await?

@@ -8,8 +8,9 @@
 //! authorization_uri="…/{tenant}", error="invalid_token"` (see [`challenge`]).
 //!
 //! Which routes need a token is decided by [`Access::of`]: discovery, token endpoints,
-//! `/healthz` and `/openapi.json` are public; the agent and balancer protocol is open
-//! until host credentials exist (the hosts issue); everything else needs a user token.
+//! `/healthz`, `/openapi.json` and the join exchange are public; the agent and balancer
+//! protocol needs a host or balancer credential ([`crate::host_auth`]); everything else
+//! needs a user token.
 
 use std::sync::Arc;
 
@@ -64,7 +65,7 @@ impl AuthState {
 pub enum Access {
     /// No token: health, the OpenAPI document, discovery and token endpoints.
     Public,
-    /// The agent and balancer protocol: open until host credentials land (hosts issue).
+    /// The agent and balancer protocol: a host or balancer credential.
     HostProtocol,
     /// A user token (and, for the action, a role).
     User,
@@ -79,7 +80,8 @@ impl Access {
             | Route::MetadataEndpoints
             | Route::OidcConfig { .. }
             | Route::Jwks { .. }
-            | Route::Token { .. } => Access::Public,
+            | Route::Token { .. }
+            | Route::Join => Access::Public,
             Route::Host { .. }
             | Route::HostInstances { .. }
             | Route::HostHeartbeat { .. }
@@ -101,6 +103,16 @@ pub async fn authenticate(
     auth: &AuthState,
     headers: &HeaderMap,
     now: i64,
+) -> Result<Principal, ArmError> {
+    authenticate_for(auth, headers, now, &ARM_AUDIENCES).await
+}
+
+/// The bearer token's principal, if the token is for one of `audiences`.
+pub async fn authenticate_for(
+    auth: &AuthState,
+    headers: &HeaderMap,
+    now: i64,
+    audiences: &[&str],
 ) -> Result<Principal, ArmError> {
     let header = headers
         .get(http::header::AUTHORIZATION)
@@ -128,7 +140,7 @@ pub async fn authenticate(
              with Shoal as the authority).",
         ));
     }
-    match auth.authority.verify(token, &ARM_AUDIENCES, now).await {
+    match auth.authority.verify(token, audiences, now).await {
         Ok(p) => Ok(p),
         Err(VerifyFailure::Token(e)) => {
             let message = match e.arm_code() {

@@ -148,6 +148,7 @@ pub async fn one(st: &ApiState, method: &Method, name: &str) -> ApiResult {
                     kv::delete_op(host_key(&h.name), Expect::ModRevision(*rev)),
                     kv::delete_op(heartbeat_key(&h.name), Expect::Any),
                     kv::delete_op(host_state_key(&h.name), Expect::Any),
+                    kv::delete_op(crate::host_auth::host_credential_key(&h.name), Expect::Any),
                 ])
                 .await
                 .map_err(txn_error)?;

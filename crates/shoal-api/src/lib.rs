@@ -18,6 +18,7 @@ pub mod deployments;
 pub mod discovery;
 pub mod galleries;
 pub mod groups;
+pub mod host_auth;
 pub mod hosts;
 pub mod identity;
 pub mod instances;

@@ -174,6 +174,13 @@ pub enum Route {
     HostHeartbeat {
         name: String,
     },
+    /// `POST /shoal/v1/join`: a join token for a host or balancer credential.
+    Join,
+    /// `/providers/Shoal.Infrastructure/joinTokens[/{name}]`.
+    JoinTokens,
+    JoinToken {
+        name: String,
+    },
     /// `/providers/Shoal.Infrastructure/hosts[/{name}[/{action}]]`.
     Hosts,
     HostResource {
@@ -348,6 +355,14 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             }),
             (4, "balancers") => Ok(Route::Balancer { name: owned(3) }),
             (3, "metrics") => Ok(Route::MetricsIngest),
+            (3, "join") => Ok(Route::Join),
+            _ => Err(not_found(path)),
+        };
+    }
+    if eq(s(0), "providers") && eq(s(1), "Shoal.Infrastructure") && eq(s(2), "joinTokens") {
+        return match n {
+            3 => Ok(Route::JoinTokens),
+            4 => Ok(Route::JoinToken { name: owned(3) }),
             _ => Err(not_found(path)),
         };
     }

@@ -179,8 +179,14 @@ async fn authorize(
     let Some(a) = &st.auth else {
         return Ok(None);
     };
-    if auth::Access::of(route) != auth::Access::User {
-        return Ok(None);
+    match auth::Access::of(route) {
+        auth::Access::Public => return Ok(None),
+        auth::Access::HostProtocol => {
+            let caller = crate::host_auth::authenticate(st, a, headers).await?;
+            crate::host_auth::allowed(&caller, route)?;
+            return Ok(Some(caller));
+        }
+        auth::Access::User => {}
     }
     let now = st.clock.now().as_second();
     let caller = auth::authenticate(a, headers, now).await?;
@@ -229,9 +235,11 @@ async fn authorize(
             "Microsoft.Insights/metrics/read".to_string(),
             default_scope().await?,
         ),
-        Route::Hosts | Route::HostResource { .. } | Route::HostAction { .. } => {
-            (rbac::action_of(method, path), default_scope().await?)
-        }
+        Route::Hosts
+        | Route::HostResource { .. }
+        | Route::HostAction { .. }
+        | Route::JoinTokens
+        | Route::JoinToken { .. } => (rbac::action_of(method, path), default_scope().await?),
         _ => (rbac::action_of(method, path), trimmed.to_string()),
     };
     if rbac::allowed(st, &caller, &action, &scope).await? {
@@ -440,7 +448,14 @@ async fn dispatch(
         }
         Route::Host { name } => agent_api::host(st, method, &name, &body).await,
         Route::HostInstances { name } => agent_api::host_instances(st, ctx, method, &name).await,
-        Route::Status { path } => agent_api::status(st, method, &path, &body).await,
+        Route::Status { path } => {
+            agent_api::status(st, caller.as_ref(), method, &path, &body).await
+        }
+        Route::Join => crate::host_auth::join(st, method, &body).await,
+        Route::JoinTokens => {
+            crate::host_auth::join_tokens(st, caller.as_ref(), method, &body).await
+        }
+        Route::JoinToken { name } => crate::host_auth::join_token(st, method, &name).await,
         Route::LoadBalancers { sub, rg } => {
             arm_crud::list::<LoadBalancers>(st, ctx, method, &sub, rg.as_deref()).await
         }

@@ -376,7 +376,8 @@ fn principal_key(app_id: &str) -> String {
     format!("{PRINCIPAL_PREFIX}{}", app_id.to_ascii_lowercase())
 }
 
-fn hash(salt: &str, secret: &str) -> String {
+/// SHA-256 of `salt` then `secret`, base64url: how secrets are kept.
+pub fn hash(salt: &str, secret: &str) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(salt.as_bytes());
     ctx.update(secret.as_bytes());

@@ -26,7 +26,7 @@ pub mod token;
 
 pub use authority::{Authority, AuthorityError, IssuedToken, VerifyFailure};
 pub use directory::{Directory, DirectoryError, NewCredential, PrincipalRecord, Tenant};
-pub use token::{Claims, Principal, PrincipalKind, VerifyError, ARM_AUDIENCES};
+pub use token::{Claims, Principal, PrincipalKind, VerifyError, ARM_AUDIENCES, HOST_AUDIENCE};
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,10 @@ pub const ARM_AUDIENCES: [&str; 2] = [
     "https://management.azure.com/",
 ];
 
+/// The audience of host and balancer credentials (`shoal agent`, `shoal balancer`): the
+/// agent protocol accepts only these, and user routes never do.
+pub const HOST_AUDIENCE: &str = "shoal://hosts";
+
 /// How far clocks of different servers may disagree when `exp` and `nbf` are checked.
 const LEEWAY_SECS: i64 = 30;
 

@@ -1,6 +1,7 @@
 //! `shoal host …`: the machines instances run on (`Shoal.Infrastructure/hosts`): their
 //! zone, fault domain, state (Ready, NotReady, Down), capacity and what is placed on them;
-//! cordon (no new instances), drain (move every instance off, with draining) and delete.
+//! cordon (no new instances), drain (move every instance off, with draining) and delete;
+//! and the join tokens new agents and balancers trade for their credentials.
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -10,6 +11,7 @@ use crate::client::Client;
 use crate::output::{OutputFormat, Printer, Table};
 
 const HOSTS: &str = "/providers/Shoal.Infrastructure/hosts";
+const JOIN_TOKENS: &str = "/providers/Shoal.Infrastructure/joinTokens";
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum HostCommand {
@@ -24,8 +26,36 @@ pub enum HostCommand {
     /// Move every instance off the host (each drained first), then keep it cordoned.
     #[command(after_help = "Example:\n  shoal host drain --name host-c")]
     Drain(HostName),
-    /// Forget a host that is Down or gone (a live host registers again).
+    /// Forget a host that is Down or gone, and revoke its credential (it must join again).
     Delete(HostName),
+    /// Join tokens: what a new agent or balancer trades for its credential.
+    #[command(subcommand)]
+    JoinToken(JoinTokenCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum JoinTokenCommand {
+    /// Make a join token; it is shown only now. Pass it to `shoal agent --join-token` or
+    /// `shoal balancer --join-token` on the new machine.
+    #[command(
+        after_help = "Example:\n  shoal host join-token create --role agent --expires-in-minutes 60"
+    )]
+    Create {
+        /// What the joining machine runs.
+        #[arg(long, value_parser = ["agent", "balancer"], default_value = "agent")]
+        role: String,
+        /// Minutes the token may be used, up to a week [default: 1440].
+        #[arg(long, value_name = "MINUTES")]
+        expires_in_minutes: Option<i64>,
+    },
+    /// The join tokens that have not expired (without their secrets).
+    List,
+    /// Revoke a join token (machines that already joined keep their credential).
+    Delete {
+        /// The token's name (the part after `shoal1.`).
+        #[arg(long, short = 'n', value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -47,11 +77,47 @@ pub async fn run(client: &Client, printer: &Printer, cmd: HostCommand) -> anyhow
             client.call(Method::DELETE, &one(&n), None).await?;
             return Ok(());
         }
+        HostCommand::JoinToken(cmd) => return join_token(client, printer, cmd).await,
     };
     match printer.format() {
         OutputFormat::Table => printer.write_raw(table(&shown).as_bytes())?,
         _ => printer.print(Table::Generic, &shown)?,
     }
+    Ok(())
+}
+
+async fn join_token(
+    client: &Client,
+    printer: &Printer,
+    cmd: JoinTokenCommand,
+) -> anyhow::Result<()> {
+    let shown = match cmd {
+        JoinTokenCommand::Create {
+            role,
+            expires_in_minutes,
+        } => {
+            let mut body = serde_json::json!({ "role": role });
+            if let Some(m) = expires_in_minutes {
+                body["expiresInMinutes"] = m.into();
+            }
+            let reply = client.call(Method::POST, JOIN_TOKENS, Some(&body)).await?;
+            let made = reply.body.unwrap_or(Value::Null);
+            serde_json::json!({
+                "name": made["name"],
+                "role": made["role"],
+                "token": made["token"],
+                "expiresOn": made["expiresOn"],
+            })
+        }
+        JoinTokenCommand::List => Value::Array(client.list(JOIN_TOKENS).await?),
+        JoinTokenCommand::Delete { name } => {
+            client
+                .call(Method::DELETE, &format!("{JOIN_TOKENS}/{name}"), None)
+                .await?;
+            return Ok(());
+        }
+    };
+    printer.print(Table::Generic, &shown)?;
     Ok(())
 }
 

@@ -58,10 +58,22 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// What `POST /shoal/v1/join` answers: a credential for `name`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Joined {
+    pub name: String,
+    pub role: String,
+    pub credential: String,
+    pub expires_on: String,
+}
+
 /// A handle on one Shoal server; cheap to clone (all clones share the transport).
 #[derive(Clone)]
 pub struct ServerClient {
     transport: Arc<dyn Transport>,
+    /// The host or balancer credential every call carries (`Authorization: Bearer`).
+    credential: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for ServerClient {
@@ -74,7 +86,16 @@ impl std::fmt::Debug for ServerClient {
 
 impl ServerClient {
     pub fn new(transport: Arc<dyn Transport>) -> Self {
-        ServerClient { transport }
+        ServerClient {
+            transport,
+            credential: None,
+        }
+    }
+
+    /// This client with a host or balancer credential on every call.
+    pub fn with_credential(mut self, credential: &str) -> Self {
+        self.credential = Some(credential.into());
+        self
     }
 
     /// A client of the server at `base` (e.g. `http://127.0.0.1:7070`) over the network.
@@ -101,6 +122,9 @@ impl ServerClient {
         }
         if let Some(d) = deadline {
             req = req.extension(d);
+        }
+        if let Some(c) = &self.credential {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {c}"));
         }
         let req = req
             .body(Bytes::from(body.unwrap_or_default()))
@@ -161,6 +185,26 @@ impl ServerClient {
     }
 
     // --- Agents ---
+
+    /// Trades a join token for the credential of `name` (`POST /shoal/v1/join`).
+    pub async fn join(&self, token: &str, name: &str) -> Result<Joined, ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({"token": token, "name": name}))
+            .unwrap_or_default();
+        let resp = self
+            .call(
+                "join",
+                Method::POST,
+                "/shoal/v1/join".into(),
+                Some(body),
+                None,
+            )
+            .await?;
+        let bytes = self.read(resp).await?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            what: "join",
+            source,
+        })
+    }
 
     /// Registers (or refreshes) a host.
     pub async fn register(&self, host: &HostRecord) -> Result<(), ClientError> {

@@ -13,7 +13,7 @@ mod client;
 mod source;
 pub mod transport;
 
-pub use client::{Answer, ClientError, ServerClient};
+pub use client::{Answer, ClientError, Joined, ServerClient};
 pub use shoal_store::{Event, KeyValue, Revision};
 pub use source::{HostSource, ServerSource, WrongPrefix};
 pub use transport::{

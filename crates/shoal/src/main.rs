@@ -3,6 +3,7 @@
 //! hands over to the library crates.
 
 mod config;
+mod join;
 mod serve;
 mod setup;
 mod store_copy;

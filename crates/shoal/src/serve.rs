@@ -216,6 +216,10 @@ pub struct AgentArgs {
     pub log_format: Option<String>,
     #[arg(long, env = "SHOAL_KEEP_INSTANCES")]
     pub keep_instances: bool,
+    /// A join token from the server (`shoal host join-token create`), traded on first start
+    /// for this host's credential, which is then kept in the data directory.
+    #[arg(long, env = "SHOAL_JOIN_TOKEN", value_name = "TOKEN")]
+    pub join_token: Option<String>,
     #[command(flatten)]
     pub agent: AgentFlags,
 }
@@ -584,7 +588,7 @@ fn identity_secret(s: &Settings) -> anyhow::Result<String> {
 }
 
 /// Writes a file only its owner can read.
-fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -653,6 +657,15 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         .clone()
         .unwrap_or_else(|| client.endpoint.to_string());
     let server = shoal_client::ServerClient::http(&servers);
+    let credential = crate::join::credential(
+        &server,
+        &cfg.dir,
+        "agent",
+        &cfg.host,
+        args.join_token.as_deref(),
+    )
+    .await?;
+    let server = server.with_credential(&credential);
     shoal_agent::run(cfg, driver, server, shutdown)
         .await
         .context("the agent failed")
@@ -667,6 +680,13 @@ pub struct BalancerArgs {
     /// This balancer's name among balancers [default: the host name].
     #[arg(long, env = "SHOAL_BALANCER_NAME", value_name = "NAME")]
     pub name: Option<String>,
+    /// A join token from the server (`shoal host join-token create --role balancer`),
+    /// traded on first start for this balancer's credential (kept in --data-dir).
+    #[arg(long, env = "SHOAL_JOIN_TOKEN", value_name = "TOKEN")]
+    pub join_token: Option<String>,
+    /// Where the balancer keeps its credential [default: ./.shoal-balancer].
+    #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "text|json")]
     pub log_format: Option<String>,
 }
@@ -686,8 +706,20 @@ pub async fn balancer(args: BalancerArgs, client: shoal_cli::ClientOptions) -> a
         .servers
         .clone()
         .unwrap_or_else(|| client.endpoint.as_str().trim_end_matches('/').to_string());
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".shoal-balancer"));
+    let credential = crate::join::credential(
+        &shoal_client::ServerClient::http(&endpoint),
+        &dir,
+        "balancer",
+        &name,
+        args.join_token.as_deref(),
+    )
+    .await?;
     tracing::info!(%name, server = %endpoint, "balancer following the server");
-    shoal::start_balancer(&endpoint, &name, &tracker, &shutdown);
+    shoal::start_balancer(&endpoint, &name, Some(&credential), &tracker, &shutdown);
     shutdown.cancelled().await;
     tracker.close();
     tracker.wait().await;

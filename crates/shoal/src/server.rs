@@ -165,6 +165,22 @@ impl Core {
     pub fn api(&self) -> &ApiState {
         &self.api
     }
+
+    /// A credential for this server's own agent or balancer (made directly, no join token);
+    /// `None` when the server checks no credentials.
+    pub async fn local_credential(
+        &self,
+        role: shoal_api::host_auth::Role,
+        name: &str,
+    ) -> Result<Option<String>, RunError> {
+        let Some(a) = &self.api.auth else {
+            return Ok(None);
+        };
+        shoal_api::host_auth::mint(&self.api, a, role, name)
+            .await
+            .map(|(token, _)| Some(token))
+            .map_err(|e| RunError::Credential(e.message))
+    }
 }
 
 /// The sockets the API is served on, bound by the caller (so a bad address is refused
@@ -207,6 +223,8 @@ pub enum RunError {
     AgentTask(#[source] tokio::task::JoinError),
     #[error("Cannot make the owner credential")]
     Owner(#[source] OwnerError),
+    #[error("Cannot make the local agent's or balancer's credential: {0}")]
+    Credential(String),
 }
 
 /// Why the first-start owner credential could not be made or written.
@@ -329,12 +347,21 @@ pub async fn run(
     }
 
     if let Some(name) = config.balancer {
-        start_balancer(&endpoint, &name, &tracker, &shutdown);
+        let credential = core
+            .local_credential(shoal_api::host_auth::Role::Balancer, &name)
+            .await?;
+        start_balancer(&endpoint, &name, credential.as_deref(), &tracker, &shutdown);
     }
     let mut result = Ok(());
     if let Some(agent) = config.agent {
         let cfg = agent.config;
-        let client = shoal_client::ServerClient::http(&endpoint);
+        let mut client = shoal_client::ServerClient::http(&endpoint);
+        if let Some(c) = core
+            .local_credential(shoal_api::host_auth::Role::Agent, &cfg.host)
+            .await?
+        {
+            client = client.with_credential(&c);
+        }
         // On a worker thread, like everything else (the caller's thread only waits).
         result = match tokio::spawn(shoal_agent::run(
             cfg,
@@ -356,11 +383,12 @@ pub async fn run(
     result
 }
 
-/// Runs a load balancer data plane that follows the server at `endpoint`; its tasks
-/// belong to `tracker`.
+/// Runs a load balancer data plane that follows the server at `endpoint` with its
+/// `credential`; its tasks belong to `tracker`.
 pub fn start_balancer(
     endpoint: &str,
     name: &str,
+    credential: Option<&str>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> shoal_lb::Balancer {
@@ -368,7 +396,10 @@ pub fn start_balancer(
     let cfg = shoal_lb::follow::FollowConfig {
         name: name.to_string(),
     };
-    let client = shoal_client::ServerClient::http(endpoint);
+    let mut client = shoal_client::ServerClient::http(endpoint);
+    if let Some(c) = credential {
+        client = client.with_credential(c);
+    }
     let (b, token) = (balancer.clone(), shutdown.clone());
     tracker.spawn(async move {
         shoal_lb::follow::run(cfg, b.clone(), client, token).await;
