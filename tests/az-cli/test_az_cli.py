@@ -131,7 +131,16 @@ def test_login_with_a_service_principal_then_the_everyday_commands(tmp_path, sca
     assert metrics["value"][0]["unit"] == "Percent"
     # --offset 1h: $filter times with microseconds and no zone, read as UTC.
     events = az.json("monitor", "activity-log", "list", "--offset", "1h")
-    assert isinstance(events, list)
+    # The scale above is there, as a write of this service principal that succeeded.
+    writes = [
+        e for e in events
+        if e["operationName"]["value"] == "Microsoft.Compute/virtualMachineScaleSets/write"
+        and e["resourceId"].lower() == set_id.lower()
+    ]
+    assert writes, [e["operationName"]["value"] for e in events]
+    assert writes[0]["caller"] == o["appId"]
+    assert writes[0]["status"]["value"] == "Succeeded"
+    assert writes[0]["category"]["value"] == "Administrative"
 
 
 def test_login_with_the_managed_identity(tmp_path, scale_set):

@@ -199,6 +199,30 @@ fn the_agent_protocol_refuses_callers_without_the_right_host_credential() {
     }
     let (status, _) = agent_call(&s, "GET", "/shoal/v1/hosts/b/instances", None, Some(&b));
     assert_eq!(status, 200, "host b reads its own instances");
+    // A host credential is no user: every user route refuses it.
+    let set_url = format!("{}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/web?api-version=2024-07-01", s.endpoint());
+    for method in ["GET", "DELETE"] {
+        let (status, _) =
+            raw_request(method, &set_url, None, "application/json", Some(&b)).expect("answer");
+        assert!(
+            status == 401 || status == 403,
+            "{method} of the set as host b: {status}"
+        );
+    }
+    // Metrics of host a's instance sent by host b are not recorded.
+    let set_id = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/web");
+    let sample = format!(
+        r#"{{"samples":[{{"resourceId":"{set_id}","instanceId":"{}","name":"Percentage CPU","value":99}}]}}"#,
+        before[0].id
+    );
+    let url = format!("{}/shoal/v1/metrics", s.endpoint());
+    let (status, body) =
+        raw_request("POST", &url, Some(&sample), "application/json", Some(&b)).expect("answer");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#""accepted":0"#) && body.contains(r#""skipped":1"#),
+        "{body}"
+    );
 
     // A second machine cannot join under the live name b.
     let again = format!(r#"{{"token":"{}","name":"b"}}"#, join_token(&s, "agent"));

@@ -2,8 +2,8 @@
 //! Microsoft.Insights/eventtypes/management/values` reads the runner's history of each
 //! setting in the subscription (`autoscale-history/…`) and answers its scale actions, and
 //! blocked wishes as warnings, in the activity log's event shape, newest first, filtered
-//! by the request's `$filter`. Rolling upgrades and instances placed again after their
-//! host went Down are listed too.
+//! by the request's `$filter`. Rolling upgrades, instances placed again after their host
+//! went Down, and every caller's writes ([`crate::activity_writes`]) are listed too.
 
 use http::Method;
 use jiff::Timestamp;
@@ -169,6 +169,16 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
     );
     events.extend(
         crate::hosts::activity_events(
+            st,
+            sub,
+            (since, until),
+            resource.as_deref(),
+            group.as_deref(),
+        )
+        .await?,
+    );
+    events.extend(
+        crate::activity_writes::events(
             st,
             sub,
             (since, until),

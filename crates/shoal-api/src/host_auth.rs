@@ -12,8 +12,9 @@
 //!   `host` or `balancer`, `appid` the host's name). Only the newest credential of a name
 //!   is honoured: joining again, or deleting the host, revokes the previous one.
 //! - Every agent-protocol call carries its credential; [`allowed`] decides what it may do:
-//!   an agent only its own host record, its own instances and their statuses; a balancer
-//!   only reads of pools and members and writes of health and drain acknowledgements.
+//!   an agent only its own host record, its own instances and their statuses (and metrics
+//!   of its own instances); a balancer only reads of pools and members, writes of health
+//!   and drain acknowledgements, and its request metrics.
 
 use http::Method;
 use serde::{Deserialize, Serialize};
@@ -428,7 +429,10 @@ pub fn allowed(caller: &Principal, route: &Route) -> Result<(), ArmError> {
         (PrincipalKind::Host, Route::MetricsIngest | Route::Blob { .. }) => true,
         (
             PrincipalKind::Balancer,
-            Route::StoreList | Route::StoreWatch | Route::InstanceHealth { .. },
+            Route::StoreList
+            | Route::StoreWatch
+            | Route::InstanceHealth { .. }
+            | Route::MetricsIngest,
         ) => true,
         (
             PrincipalKind::Balancer,

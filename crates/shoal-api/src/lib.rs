@@ -6,6 +6,7 @@
 //! the store. Nothing here runs instances: controllers and agents do.
 
 pub mod activity_log;
+pub mod activity_writes;
 pub mod agent_api;
 pub mod appgw;
 pub mod arm_crud;

@@ -90,7 +90,14 @@ fn sample_time(st: &ApiState, target: &str, time: Option<&str>) -> Result<Timest
 }
 
 /// `POST /shoal/v1/metrics`: samples from agents.
-pub async fn ingest(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
+/// `POST /shoal/v1/metrics` from an agent: samples of its own instances are recorded;
+/// those of instances it does not run (gone, moved, or never its own) are skipped.
+pub async fn ingest(
+    st: &ApiState,
+    caller: Option<&shoal_auth::Principal>,
+    method: &Method,
+    body: &[u8],
+) -> ApiResult {
     if method != Method::POST {
         return Err(method_not_allowed(method));
     }
@@ -107,6 +114,7 @@ pub async fn ingest(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
     // going) are skipped and counted, not a reason to refuse the rest.
     let mut known: HashMap<String, bool> = HashMap::new();
     let mut skipped = 0usize;
+    let mut hosts: HashMap<(String, String), Option<String>> = HashMap::new();
     for (i, s) in batch.samples.iter().enumerate() {
         let r = model::parse_vmss_id(&s.resource_id).ok_or_else(|| {
             ArmError::invalid_parameter(format!("samples[{i}].resourceId"), "Not a scale set id.")
@@ -119,7 +127,7 @@ pub async fn ingest(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
                 e
             }
         };
-        if !exists {
+        if !exists || !runs_on(st, caller, &r, s.instance_id.as_deref(), &mut hosts).await? {
             skipped += 1;
             continue;
         }
@@ -156,6 +164,34 @@ pub async fn ingest(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
         st.metrics.record_value(key, at, value);
     }
     Ok(json(200, &json!({"accepted": n, "skipped": skipped})))
+}
+
+/// Whether the caller may report the sample: an agent only of an instance it runs.
+async fn runs_on(
+    st: &ApiState,
+    caller: Option<&shoal_auth::Principal>,
+    set: &shoal_model::ids::VmssRef,
+    instance: Option<&str>,
+    hosts: &mut HashMap<(String, String), Option<String>>,
+) -> Result<bool, ArmError> {
+    // Balancers report request metrics of whole sets; agents, of the instances they run.
+    let Some(c) = caller.filter(|c| c.kind == shoal_auth::PrincipalKind::Host) else {
+        return Ok(true);
+    };
+    let Some(id) = instance.and_then(|i| i.parse::<u64>().ok()) else {
+        return Ok(false);
+    };
+    let slot = (set.key(), id.to_string());
+    if !hosts.contains_key(&slot) {
+        let host = st
+            .get::<shoal_model::records::InstanceRecord>(&set.instance_key(id))
+            .await?
+            .map(|r| r.value.host);
+        hosts.insert(slot.clone(), host);
+    }
+    Ok(hosts[&slot]
+        .as_deref()
+        .is_some_and(|h| h.eq_ignore_ascii_case(&c.appid)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -123,6 +123,8 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
             };
         }
     };
+    let recorded = crate::activity_writes::recorded(&method, &route, &path);
+    let writer = caller.clone();
     let result = match route {
         Route::BlobUpload if method == Method::POST => {
             blobs::upload_blob(&st, req.into_body()).await
@@ -154,6 +156,13 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
             }
         }
     };
+    if let Some(sub) = recorded {
+        let status = match &result {
+            Ok(resp) => resp.status().as_u16(),
+            Err(e) => e.status,
+        };
+        crate::activity_writes::record(&st, &sub, writer.as_ref(), &method, &path, status).await;
+    }
     match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -501,7 +510,7 @@ async fn dispatch(
         Route::MetricsQuery(v) => crate::metrics::query(st, ctx, method, &v).await,
         Route::MetricDefinitions(v) => crate::metrics::definitions(st, method, &v).await,
         Route::CustomMetrics(v) => crate::metrics::custom(st, method, &v, &body).await,
-        Route::MetricsIngest => crate::metrics::ingest(st, method, &body).await,
+        Route::MetricsIngest => crate::metrics::ingest(st, caller.as_ref(), method, &body).await,
         Route::Prometheus => crate::metrics::prometheus(st, method),
         Route::ActivityLog { sub } => crate::activity_log::list(st, ctx, method, &sub).await,
     }
