@@ -258,7 +258,7 @@ fn scale_in_under_load_fails_no_request_and_warns_instances_first() {
     let s = Server::start_with(&["--drain-timeout-seconds", "10"]);
     s.create_group_and_image("lbdrain");
     let frontend = create_balancer(&s, "lbdrain");
-    let events = s.dir.path().join("terminate.log");
+    let events = instance_writable(&s, "terminate.log");
     use base64::Engine;
     let custom = base64::engine::general_purpose::STANDARD
         .encode(format!("terminate-log={}\n", events.display()));
@@ -404,7 +404,7 @@ fn scale_in_under_load_through_an_application_gateway_fails_no_request() {
     let s = Server::start_with(&["--drain-timeout-seconds", "10"]);
     s.create_group_and_image("gwdrain");
     let port = free_port().to_string();
-    let events = s.dir.path().join("terminate.log");
+    let events = instance_writable(&s, "terminate.log");
     std::fs::write(
         s.dir.path().join("custom-data"),
         format!("terminate-log={}\n", events.display()),

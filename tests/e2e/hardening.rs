@@ -157,3 +157,76 @@ fn unreferenced_bundles_are_collected_and_uploads_past_the_quota_are_refused() {
     assert!(err.contains("QuotaExceeded"), "{err}");
     assert_eq!(bundle_files(&q).len(), 1);
 }
+
+/// A line of `/proc/<pid>/status`, e.g. `Uid` → `200123\t200123\t200123\t200123`.
+fn proc_status(pid: u32, field: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_string())
+        })
+}
+
+#[test]
+fn instances_run_as_users_of_their_own_without_privileges() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip_or_fail(
+            "instances_run_as_users_of_their_own_without_privileges",
+            "only an agent running as root hands instances users of their own",
+        );
+        return;
+    }
+    let _g = serial();
+    let s = Server::start();
+    let rg = "usersrg";
+    s.create_group_and_image(rg);
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "2",
+        "--custom-data",
+        "only-for-me",
+    ]);
+    wait_until(Duration::from_secs(60), "both instances answer", || {
+        let i = s.instances(rg, "web");
+        i.len() == 2
+            && i.iter().all(|i| {
+                i.address
+                    .as_ref()
+                    .is_some_and(|a| http_get(&format!("http://{a}/")).is_some())
+            })
+    });
+    let mut uids = Vec::new();
+    for i in s.instances(rg, "web") {
+        let pid = i.pid.expect("pid");
+        let uid = proc_status(pid, "Uid").expect("uid");
+        let real = uid.split_whitespace().next().unwrap_or("0").to_string();
+        assert_ne!(real, "0", "instance {} runs as root: {uid}", i.id);
+        assert!(
+            uid.split_whitespace().all(|u| u == real),
+            "every uid dropped: {uid}"
+        );
+        assert_eq!(proc_status(pid, "NoNewPrivs").as_deref(), Some("1"));
+        assert_eq!(
+            proc_status(pid, "Groups").as_deref(),
+            Some(""),
+            "no supplementary groups"
+        );
+        uids.push(real);
+        // It still reads its own custom data.
+        let addr = i.address.expect("address");
+        let (status, body) = http_get(&format!("http://{addr}/custom-data")).expect("answer");
+        assert_eq!((status, body.trim()), (200, "only-for-me"));
+    }
+    assert_ne!(uids[0], uids[1], "each instance is a user of its own");
+}

@@ -586,3 +586,22 @@ pub fn join_token(s: &Server, role: &str) -> String {
         .unwrap_or_else(|| panic!("no token in {made}"))
         .to_string()
 }
+
+/// An empty file that every instance of `s` may append to: instances run as users of
+/// their own, and the test's temporary directory is root's alone (its mode becomes 0711,
+/// the `shared` directory in it 0777, the file 0666).
+pub fn instance_writable(s: &Server, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = s.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir shared");
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod the test directory");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777))
+        .expect("chmod shared");
+    // Made here, writable by all: instances of different users append to the same file.
+    let file = shared.join(name);
+    std::fs::write(&file, "").expect("create the shared file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod the shared file");
+    file
+}

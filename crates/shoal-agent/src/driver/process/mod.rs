@@ -23,6 +23,7 @@ mod netlink;
 mod netns;
 mod spawn;
 pub mod state;
+pub mod users;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -61,11 +62,15 @@ pub struct ProcessDriverConfig {
     pub cgroup_parent: String,
     /// Grace period before SIGKILL when `destroy` or `reimage` stops a running instance.
     pub destroy_grace: Duration,
+    /// Run each instance as a user of its own ([`users`]); possible only when the agent
+    /// runs as root, and then the default.
+    pub instance_users: bool,
 }
 
 impl ProcessDriverConfig {
     /// Defaults: automatic networking, ports 20000–29999, subnet 10.200.0.0/16,
-    /// namespaces under `/run/shoal/netns`, cgroup parent `shoal`, 5 s grace.
+    /// namespaces under `/run/shoal/netns`, cgroup parent `shoal`, 5 s grace, instances
+    /// as users of their own when the agent is root.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
@@ -75,6 +80,8 @@ impl ProcessDriverConfig {
             netns_dir: PathBuf::from(DEFAULT_NETNS_DIR),
             cgroup_parent: "shoal".to_owned(),
             destroy_grace: Duration::from_secs(5),
+            // SAFETY: geteuid has no preconditions.
+            instance_users: unsafe { libc::geteuid() } == 0,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Booting a process instance: its network (a kept or new allocation, namespace
 //! re-created if needed), its limits (cgroups), and `/bin/sh -c <command>` spawned in its
-//! own session, inside its namespace and cgroups, with a clean environment.
+//! own session, inside its namespace and cgroups, as its own user ([`users`]), with a
+//! clean environment.
 //!
 //! Data enters as the spec and the instance's slot (locked by the caller, known not to be
 //! running); it leaves as the [`Running`] handle and the state file naming the new
@@ -13,7 +14,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use super::state::{InstanceState, NetAlloc};
-use super::{blocking, cgroups, net, net_err, netns, procfs, start_err, Inner, NetworkMode};
+use super::{blocking, cgroups, net, net_err, netns, procfs, start_err, users, Inner, NetworkMode};
 use crate::driver::slot::{io_err, Machine, Proc, ProcessRecord, Slot};
 use crate::driver::{DriverError, InstanceSpec, Running};
 
@@ -108,6 +109,22 @@ impl Inner {
             .map_err(|e| io_err(key, e))?;
         let log_err = log.try_clone().map_err(|e| io_err(key, e))?;
 
+        // Its own user, when the agent may hand one out: the disk and custom data are its.
+        let user = self
+            .config
+            .instance_users
+            .then(|| users::instance_uid(&key.0));
+        let custom_data = match user {
+            Some(uid) => {
+                let (top, disk, data) = (dir.dir.clone(), dir.disk(), dir.custom_data());
+                blocking(move || users::hand_over(&top, &disk, &data, uid))
+                    .await
+                    .map_err(|e| io_err(key, e))?
+                    .map_err(|e| start_err(key, &e))?;
+                std::path::PathBuf::from(users::CUSTOM_DATA_FROM_DISK)
+            }
+            None => dir.custom_data(),
+        };
         let metadata = match endpoint.metadata_host {
             Some(ip) => net::rewrite_host(&spec.metadata_endpoint, ip),
             None => spec.metadata_endpoint.clone(),
@@ -126,7 +143,7 @@ impl Inner {
             .env("SHOAL_PRIVATE_IP", endpoint.private_ip.to_string())
             .env("SHOAL_INSTANCE_ID", &spec.instance_id)
             .env("SHOAL_VMSS", &spec.vmss)
-            .env("SHOAL_CUSTOM_DATA", dir.custom_data())
+            .env("SHOAL_CUSTOM_DATA", custom_data)
             .env("SHOAL_METADATA_ENDPOINT", metadata)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -135,8 +152,9 @@ impl Inner {
         let ns_raw = netns_fd.as_ref().map(AsRawFd::as_raw_fd);
         let cg_raw: Vec<i32> = cgroup_fds.iter().map(AsRawFd::as_raw_fd).collect();
         // SAFETY: the hook runs in the forked child before exec and only makes
-        // async-signal-safe system calls (setsid, setns, write) on descriptors that stay
-        // open in the parent until `spawn` returns; it allocates nothing.
+        // async-signal-safe system calls (setsid, setns, write, setgroups, setgid, setuid,
+        // prctl) on descriptors that stay open in the parent until `spawn` returns; it
+        // allocates nothing. The user is dropped last: joining needs root.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
@@ -145,7 +163,11 @@ impl Inner {
                 if let Some(fd) = ns_raw {
                     netns::join_in_child(fd)?;
                 }
-                cgroups::join_in_child(&cg_raw)
+                cgroups::join_in_child(&cg_raw)?;
+                match user {
+                    Some(uid) => users::become_user_in_child(uid),
+                    None => Ok(()),
+                }
             });
         }
         let child = cmd.spawn().map_err(|e| start_err(key, &e))?;
