@@ -183,20 +183,9 @@ fn instances_run_as_users_of_their_own_without_privileges() {
     let s = Server::start();
     let rg = "usersrg";
     s.create_group_and_image(rg);
-    s.cli_ok(&[
-        "vmss",
-        "create",
-        "-g",
-        rg,
-        "-n",
-        "web",
-        "--image",
-        "apps/web:1.0.0",
-        "--instance-count",
-        "2",
-        "--custom-data",
-        "only-for-me",
-    ]);
+    let mut create = vmss_args(rg, "2").to_vec();
+    create.extend(["--custom-data", "only-for-me"]);
+    s.cli_ok(&create);
     wait_until(Duration::from_secs(60), "both instances answer", || {
         let i = s.instances(rg, "web");
         i.len() == 2
