@@ -44,6 +44,16 @@ fn shoal_host_lists_cordons_and_refuses_a_drain_with_nowhere_to_go() {
         "--host-down-after",
         "6",
     ]);
+    // The local agent registers just after the API answers.
+    wait_until(
+        Duration::from_secs(30),
+        "the local agent registers h1",
+        || {
+            s.cli_ok(&["host", "list"])
+                .as_array()
+                .is_some_and(|h| !h.is_empty())
+        },
+    );
     let hosts = s.cli_ok(&["host", "list"]);
     let h = &hosts.as_array().expect("array")[0];
     assert_eq!(h["name"], "h1", "{hosts}");
