@@ -157,36 +157,11 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
             events.push((t, event.to_json()));
         }
     }
-    events.extend(
-        crate::rolling_upgrades::activity_events(
-            st,
-            sub,
-            (since, until),
-            resource.as_deref(),
-            group.as_deref(),
-        )
-        .await?,
-    );
-    events.extend(
-        crate::hosts::activity_events(
-            st,
-            sub,
-            (since, until),
-            resource.as_deref(),
-            group.as_deref(),
-        )
-        .await?,
-    );
-    events.extend(
-        crate::activity_writes::events(
-            st,
-            sub,
-            (since, until),
-            resource.as_deref(),
-            group.as_deref(),
-        )
-        .await?,
-    );
+    // The other producers answer the same window, resource and group in the same shape.
+    let (window, r, g) = ((since, until), resource.as_deref(), group.as_deref());
+    events.extend(crate::rolling_upgrades::activity_events(st, sub, window, r, g).await?);
+    events.extend(crate::hosts::activity_events(st, sub, window, r, g).await?);
+    events.extend(crate::activity_writes::events(st, sub, window, r, g).await?);
     // Newest first, as Azure lists them.
     events.sort_by_key(|e| std::cmp::Reverse(e.0));
     let items = events.into_iter().map(|(_, e)| e).collect();

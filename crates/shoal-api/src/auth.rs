@@ -146,12 +146,10 @@ pub async fn authenticate_for(
             let message = match e.arm_code() {
                 "ExpiredAuthenticationToken" => format!(
                     "The access token expiry UTC time '{}' is earlier than current UTC time. Get a new token.",
-                    jiff::Timestamp::from_second(match &e {
+                    crate::times::epoch_text(match &e {
                         shoal_auth::VerifyError::Expired { exp } => *exp,
                         _ => 0,
                     })
-                    .map(|t| t.to_string())
-                    .unwrap_or_default()
                 ),
                 "InvalidAuthenticationTokenAudience" => format!(
                     "{e}. Ask for a token for https://management.azure.com/ or https://management.core.windows.net/."

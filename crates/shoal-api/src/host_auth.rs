@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_auth::{Principal, PrincipalKind, HOST_AUDIENCE};
 use shoal_control::kv;
-use shoal_model::records::{host_key, host_state_key, HostState, HostStateRecord};
+use shoal_model::records::host_key;
 use shoal_model::ArmError;
 use shoal_store::Expect;
 
@@ -30,6 +30,7 @@ use crate::groups::method_not_allowed;
 use crate::response::{json, ApiResult};
 use crate::routes::Route;
 use crate::state::{body_object, internal, txn_error, ApiState};
+use crate::times::epoch_text;
 
 const JOIN_TOKENS: &str = "auth/joinTokens/";
 const CREDENTIALS: &str = "auth/hostCredentials/";
@@ -103,12 +104,6 @@ pub fn host_credential_key(name: &str) -> String {
     credential_key(Role::Agent, name)
 }
 
-fn time(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
 fn auth_of(st: &ApiState) -> Result<&AuthState, ArmError> {
     st.auth.as_ref().ok_or_else(|| {
         ArmError::new(
@@ -126,8 +121,8 @@ fn view(t: &JoinTokenRecord) -> Value {
         "type": "Shoal.Infrastructure/joinTokens",
         "properties": {
             "role": t.role,
-            "createdOn": time(t.created_on),
-            "expiresOn": time(t.expires_on),
+            "createdOn": epoch_text(t.created_on),
+            "expiresOn": epoch_text(t.expires_on),
             "createdBy": t.created_by,
         }
     })
@@ -207,7 +202,7 @@ async fn create_join_token(st: &ApiState, caller: Option<&Principal>, body: &[u8
         .map_err(txn_error)?;
     let mut answer = view(&record);
     answer["token"] = json!(format!("{TOKEN_PREFIX}.{name}.{secret}"));
-    answer["expiresOn"] = json!(time(record.expires_on));
+    answer["expiresOn"] = json!(epoch_text(record.expires_on));
     answer["role"] = json!(role);
     Ok(json(201, &answer))
 }
@@ -268,7 +263,7 @@ pub async fn join(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
     if record.expires_on <= now {
         return Err(refused(format!(
             "The join token expired at {}: make a new one with `shoal host join-token create`.",
-            time(record.expires_on)
+            epoch_text(record.expires_on)
         )));
     }
     if record.role == Role::Agent {
@@ -281,7 +276,7 @@ pub async fn join(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
             "name": name,
             "role": record.role,
             "credential": credential,
-            "expiresOn": time(expires_on),
+            "expiresOn": epoch_text(expires_on),
         }),
     ))
 }
@@ -310,16 +305,8 @@ async fn check_host_name_free(st: &ApiState, name: &str) -> Result<(), ArmError>
         .await?
         .is_some();
     let registered = st.get::<Value>(&host_key(name)).await?.is_some();
-    let down = st
-        .get::<HostStateRecord>(&host_state_key(name))
-        .await?
-        .is_some_and(|s| s.value.state == HostState::Down);
-    if has_credential && registered && !down {
-        return Err(ArmError::conflict(format!(
-            "Host name '{name}' is taken by another live host: choose another --host-name, or \
-             delete that host first (shoal host delete --name {name})."
-        ))
-        .with_target("name"));
+    if has_credential && registered && !crate::hosts::is_down(st, name).await? {
+        return Err(crate::hosts::name_taken(name));
     }
     Ok(())
 }

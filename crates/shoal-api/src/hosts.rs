@@ -259,19 +259,27 @@ pub async fn check_name_free(st: &ApiState, rec: &HostRecord) -> Result<(), ArmE
     if !other {
         return Ok(());
     }
-    let down = st
-        .get::<HostStateRecord>(&host_state_key(&rec.name))
-        .await?
-        .is_some_and(|s| s.value.state == HostState::Down);
-    if down {
+    if is_down(st, &rec.name).await? {
         return Ok(());
     }
-    Err(ArmError::conflict(format!(
-        "Host name '{}' is taken by another live host: choose another --host-name, or delete \
-         that host first (shoal host delete {}).",
-        rec.name, rec.name
+    Err(name_taken(&rec.name))
+}
+
+/// Whether the host `name` has been declared Down (its name may be taken again).
+pub async fn is_down(st: &ApiState, name: &str) -> Result<bool, ArmError> {
+    Ok(st
+        .get::<HostStateRecord>(&host_state_key(name))
+        .await?
+        .is_some_and(|s| s.value.state == HostState::Down))
+}
+
+/// The 409 for a name another live host holds.
+pub fn name_taken(name: &str) -> ArmError {
+    ArmError::conflict(format!(
+        "Host name '{name}' is taken by another live host: choose another --host-name, or \
+         delete that host first (shoal host delete --name {name})."
     ))
-    .with_target("name"))
+    .with_target("name")
 }
 
 /// The activity-log events of instances lost with a Down host and placed again elsewhere

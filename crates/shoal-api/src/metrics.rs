@@ -89,9 +89,8 @@ fn sample_time(st: &ApiState, target: &str, time: Option<&str>) -> Result<Timest
     Ok(t)
 }
 
-/// `POST /shoal/v1/metrics`: samples from agents.
-/// `POST /shoal/v1/metrics` from an agent: samples of its own instances are recorded;
-/// those of instances it does not run (gone, moved, or never its own) are skipped.
+/// `POST /shoal/v1/metrics`: samples from agents and balancers. An agent's samples of
+/// instances it does not run (gone, moved, or never its own) are skipped.
 pub async fn ingest(
     st: &ApiState,
     caller: Option<&shoal_auth::Principal>,
@@ -114,7 +113,8 @@ pub async fn ingest(
     // going) are skipped and counted, not a reason to refuse the rest.
     let mut known: HashMap<String, bool> = HashMap::new();
     let mut skipped = 0usize;
-    let mut hosts: HashMap<(String, String), Option<String>> = HashMap::new();
+    // The host of each instance sampled, by its record key.
+    let mut hosts: HashMap<String, Option<String>> = HashMap::new();
     for (i, s) in batch.samples.iter().enumerate() {
         let r = model::parse_vmss_id(&s.resource_id).ok_or_else(|| {
             ArmError::invalid_parameter(format!("samples[{i}].resourceId"), "Not a scale set id.")
@@ -172,7 +172,7 @@ async fn runs_on(
     caller: Option<&shoal_auth::Principal>,
     set: &shoal_model::ids::VmssRef,
     instance: Option<&str>,
-    hosts: &mut HashMap<(String, String), Option<String>>,
+    hosts: &mut HashMap<String, Option<String>>,
 ) -> Result<bool, ArmError> {
     // Balancers report request metrics of whole sets; agents, of the instances they run.
     let Some(c) = caller.filter(|c| c.kind == shoal_auth::PrincipalKind::Host) else {
@@ -181,15 +181,15 @@ async fn runs_on(
     let Some(id) = instance.and_then(|i| i.parse::<u64>().ok()) else {
         return Ok(false);
     };
-    let slot = (set.key(), id.to_string());
-    if !hosts.contains_key(&slot) {
+    let key = set.instance_key(id);
+    if !hosts.contains_key(&key) {
         let host = st
-            .get::<shoal_model::records::InstanceRecord>(&set.instance_key(id))
+            .get::<shoal_model::records::InstanceRecord>(&key)
             .await?
             .map(|r| r.value.host);
-        hosts.insert(slot.clone(), host);
+        hosts.insert(key.clone(), host);
     }
-    Ok(hosts[&slot]
+    Ok(hosts[&key]
         .as_deref()
         .is_some_and(|h| h.eq_ignore_ascii_case(&c.appid)))
 }

@@ -131,13 +131,13 @@ fn view(p: &PrincipalRecord) -> Value {
             "customKeyIdentifier": c.x5t,
             "type": "AsymmetricX509Cert",
             "usage": "Verify",
-            "endDateTime": jiff::Timestamp::from_second(c.not_after).map(|t| t.to_string()).unwrap_or_default(),
+            "endDateTime": crate::times::epoch_text(c.not_after),
         })).collect::<Vec<_>>(),
         "passwordCredentials": p.secrets.iter().map(|s| json!({
             "keyId": s.key_id,
             "hint": s.hint,
-            "startDateTime": jiff::Timestamp::from_second(s.start).map(|t| t.to_string()).unwrap_or_default(),
-            "endDateTime": jiff::Timestamp::from_second(s.end).map(|t| t.to_string()).unwrap_or_default(),
+            "startDateTime": crate::times::epoch_text(s.start),
+            "endDateTime": crate::times::epoch_text(s.end),
         })).collect::<Vec<_>>(),
     })
 }

@@ -6,6 +6,13 @@
 
 use jiff::{civil::DateTime, tz::TimeZone, Timestamp};
 
+/// Epoch seconds as RFC 3339 text ("" for a time jiff cannot hold).
+pub fn epoch_text(secs: i64) -> String {
+    Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
 /// An RFC 3339 time, or a date-time without a zone read as UTC.
 pub fn parse_utc(s: &str) -> Option<Timestamp> {
     let s = s.trim();
