@@ -147,6 +147,10 @@ pub struct Server {
     pub port: u16,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// The address it listens on (127.0.0.1 unless it runs in a network namespace).
+    pub ip: String,
+    /// What the command is run under, e.g. `ip netns exec NS`.
+    pub prefix: Vec<String>,
 }
 
 impl Server {
@@ -155,6 +159,11 @@ impl Server {
     }
 
     pub fn start_with(args: &[&str]) -> Server {
+        Self::start_under(&[], "127.0.0.1", args)
+    }
+
+    /// `shoal serve` run under `prefix` (e.g. `ip netns exec NS`), listening on `ip`.
+    pub fn start_under(prefix: &[&str], ip: &str, args: &[&str]) -> Server {
         ensure_web_built();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Server {
@@ -162,6 +171,8 @@ impl Server {
             port: free_port(),
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            ip: ip.to_string(),
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
         s
@@ -172,7 +183,7 @@ impl Server {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip, self.port)
     }
 
     fn spawn(&mut self) {
@@ -181,10 +192,18 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("serve.log"))
             .expect("log file");
-        let child = Command::new(shoal_bin())
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(shoal_bin());
+                c
+            }
+            None => Command::new(shoal_bin()),
+        };
+        let child = cmd
             .arg("serve")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.ip, self.port))
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.extra_args)
@@ -512,9 +531,17 @@ pub fn wait_for_no_processes(dir: &Path, timeout: Duration) -> Vec<(u32, String)
 }
 
 /// Stopped instances keep their network namespace (as a stopped VM keeps its address);
-/// a test's temporary server is gone for good, so its namespaces go too.
-fn remove_namespaces(data_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("agent/instances")) else {
+/// a test's temporary server or agent is gone for good, so its namespaces go too. Looks
+/// in both layouts: `shoal serve`'s (`<data>/agent/instances`) and `shoal agent`'s
+/// (`<data>/instances`).
+pub fn remove_namespaces(data_dir: &Path) {
+    for dir in [data_dir.join("agent/instances"), data_dir.join("instances")] {
+        remove_namespaces_in(&dir);
+    }
+}
+
+fn remove_namespaces_in(instances: &Path) {
+    let Ok(entries) = std::fs::read_dir(instances) else {
         return;
     };
     for e in entries.flatten() {

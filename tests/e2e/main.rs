@@ -13,6 +13,7 @@ mod hardening;
 mod harness;
 mod hosts;
 mod identity;
+mod multihost;
 mod portal;
 mod rolling;
 mod vm;

@@ -224,6 +224,8 @@ impl Split {
             port: free_port(),
             child: None,
             extra_args: Vec::new(),
+            ip: "127.0.0.1".into(),
+            prefix: Vec::new(),
         };
         spawn_server(&mut s);
         let agent_token = join_token(&s, "agent");

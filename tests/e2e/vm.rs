@@ -408,7 +408,22 @@ fn bad_vm_images_fail_with_what_to_fix_and_leave_no_qemu() {
     ]);
     let mut message = String::new();
     wait_until(WAIT, "the VM is ProvisioningState/failed", || {
-        let view = instance_view(&s, rg, 0);
+        // `--no-wait` returns before the controller writes the instance record, so
+        // the first looks may find no instance 0 yet.
+        let out = s.cli(&[
+            "vmss",
+            "get-instance-view",
+            "-g",
+            rg,
+            "-n",
+            "vm",
+            "--instance-id",
+            "0",
+        ]);
+        if !out.status.success() {
+            return false;
+        }
+        let view: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let failed = view["statuses"]
             .as_array()
             .is_some_and(|st| st.iter().any(|x| x["code"] == "ProvisioningState/failed"));

@@ -51,6 +51,9 @@ pub struct AgentConfig {
     pub clock: Arc<dyn Clock>,
     /// How often the agent tells the server it is alive (2 s by default).
     pub heartbeat_interval: Duration,
+    /// The address other hosts reach this one at (next hop of their routes to this
+    /// host's instances); `None` on a host nobody routes to.
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +166,8 @@ pub async fn run(
         draining: false,
         capacity_vcpus: None,
         capacity_memory_mb: None,
-        subnet: None,
+        subnet: driver.subnet(),
+        address: cfg.address.map(|a| a.to_string()),
     };
 
     let mut recovered: HashMap<String, Recovered> = driver
@@ -215,9 +219,13 @@ pub async fn run(
             }
             _ = heartbeat.tick() => {
                 match client.heartbeat(&cfg.host).await {
-                    Ok(true) => {}
+                    Ok(Some(peers)) => {
+                        if let Err(e) = driver.route_peers(&peers) {
+                            tracing::warn!(error = %e, "cannot route to other hosts' instances");
+                        }
+                    }
                     // The server forgot the host (deleted): register again.
-                    Ok(false) => {
+                    Ok(None) => {
                         if let Err(e) = client.register(&host).await {
                             tracing::warn!(error = %e, "host registration failed");
                         }

@@ -46,6 +46,7 @@ pub async fn host(st: &ApiState, method: &Method, name: &str, body: &[u8]) -> Ap
             }
             rec.last_seen = st.now();
             crate::hosts::check_name_free(st, &rec).await?;
+            crate::hosts::check_network(st, &rec).await?;
             if let Some(old) = st.get::<HostRecord>(&host_key(name)).await? {
                 rec.cordoned = old.value.cordoned;
                 rec.draining = old.value.draining;

@@ -14,10 +14,11 @@ use serde_json::{json, Value};
 use shoal_control::hosts;
 use shoal_control::kv;
 use shoal_control::planner::{self, HostSlot, Resources};
+use shoal_model::cidr::Cidr;
 use shoal_model::keys;
 use shoal_model::records::{
-    heartbeat_key, host_key, host_state_key, Heartbeat, HostRecord, HostState, HostStateRecord,
-    InstanceRecord, VmssRecord,
+    heartbeat_key, host_key, host_state_key, Heartbeat, HostPeer, HostRecord, HostState,
+    HostStateRecord, InstanceRecord, VmssRecord,
 };
 use shoal_model::ArmError;
 use shoal_store::Expect;
@@ -111,7 +112,8 @@ impl World {
                 "stateSince": state.map(|s| s.since.clone()),
                 "cordoned": h.cordoned || h.draining,
                 "draining": h.draining,
-                "address": h.agent_url,
+                "address": h.address,
+                "agentUrl": h.agent_url,
                 "subnet": h.subnet,
                 "driver": h.driver,
                 "capacity": {"vCPUs": cap.vcpus, "memoryMB": cap.memory_mb},
@@ -244,7 +246,71 @@ pub async fn heartbeat(st: &ApiState, method: &Method, name: &str) -> ApiResult 
         .txn(vec![kv::put_op(heartbeat_key(name), &beat, Expect::Any)])
         .await
         .map_err(txn_error)?;
-    Ok(json(200, &json!({"ok": true})))
+    Ok(json(200, &json!({"ok": true, "peers": peers(st, name).await?})))
+}
+
+/// The other hosts whose instance subnets the host `name` routes to (those that said
+/// where they are reached).
+async fn peers(st: &ApiState, name: &str) -> Result<Vec<HostPeer>, ArmError> {
+    let mut peers: Vec<HostPeer> = st
+        .list::<HostRecord>(keys::HOST)
+        .await?
+        .into_iter()
+        .filter(|h| !h.value.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| {
+            Some(HostPeer {
+                name: h.value.name,
+                address: h.value.address?,
+                subnet: h.value.subnet?,
+            })
+        })
+        .collect();
+    peers.sort();
+    Ok(peers)
+}
+
+/// Refuses a registration whose address is not an IPv4 address, or whose instance
+/// subnet is not a range or, when both hosts are routed to (they gave `--address`),
+/// shares addresses with another host's: routes could not tell the hosts apart. Agents
+/// on one machine without an address may share a range (its namespace names are the
+/// lock).
+pub async fn check_network(st: &ApiState, rec: &HostRecord) -> Result<(), ArmError> {
+    if let Some(a) = &rec.address {
+        if a.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(ArmError::invalid_parameter(
+                "address",
+                format!("The host address '{a}' is not an IPv4 address such as 192.168.1.12."),
+            ));
+        }
+    }
+    let Some(subnet) = &rec.subnet else {
+        return Ok(());
+    };
+    let mine: Cidr = subnet
+        .parse()
+        .map_err(|e: String| ArmError::invalid_parameter("subnet", e))?;
+    if rec.address.is_none() {
+        return Ok(());
+    }
+    for other in st.list::<HostRecord>(keys::HOST).await? {
+        let other = other.value;
+        if other.name.eq_ignore_ascii_case(&rec.name) || other.address.is_none() {
+            continue;
+        }
+        let Some(theirs) = other.subnet.as_deref().and_then(|s| s.parse::<Cidr>().ok()) else {
+            continue;
+        };
+        if mine.overlaps(&theirs) {
+            return Err(ArmError::conflict(format!(
+                "The instance subnet {mine} of host {} overlaps {theirs} of host {}: give each \
+                 host its own range with --instance-subnet (e.g. 10.200.1.0/24, \
+                 10.200.2.0/24, …), or delete the other host first.",
+                rec.name, other.name
+            ))
+            .with_target("subnet"));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a registration that would take the name of another live host (a different

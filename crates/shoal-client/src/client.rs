@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use shoal_model::ids::VmssRef;
 use shoal_model::records::{
-    BalancerRecord, DrainAck, HealthRecord, HostRecord, InstanceRecord, InstanceStatus,
+    BalancerRecord, DrainAck, HealthRecord, HostPeer, HostRecord, InstanceRecord, InstanceStatus,
 };
 use shoal_store::{Event, KeyValue, Revision};
 
@@ -220,15 +220,25 @@ impl ServerClient {
         .map(|_| ())
     }
 
-    /// Tells the server the host's agent is alive. `Ok(false)` when the server does not
-    /// know the host (register it again).
-    pub async fn heartbeat(&self, host: &str) -> Result<bool, ClientError> {
-        let path = format!("/shoal/v1/hosts/{host}/heartbeat");
-        match self.call("heartbeat", Method::POST, path, None, None).await {
-            Ok(_) => Ok(true),
-            Err(ClientError::Refused { status: 404, .. }) => Ok(false),
-            Err(e) => Err(e),
+    /// Tells the server the host's agent is alive; answers the other hosts to route to.
+    /// `Ok(None)` when the server does not know the host (register it again).
+    pub async fn heartbeat(&self, host: &str) -> Result<Option<Vec<HostPeer>>, ClientError> {
+        const WHAT: &str = "heartbeat";
+        #[derive(Deserialize)]
+        struct Beat {
+            #[serde(default)]
+            peers: Vec<HostPeer>,
         }
+        let path = format!("/shoal/v1/hosts/{host}/heartbeat");
+        let resp = match self.call(WHAT, Method::POST, path, None, None).await {
+            Ok(resp) => resp,
+            Err(ClientError::Refused { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = self.read(resp).await?;
+        let beat: Beat = serde_json::from_slice(&bytes)
+            .map_err(|source| ClientError::Decode { what: WHAT, source })?;
+        Ok(Some(beat.peers))
     }
 
     /// The desired instances on `host`, as store records (`instance/...` keys, JSON

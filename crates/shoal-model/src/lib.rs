@@ -7,6 +7,7 @@
 pub mod appgw;
 pub mod arm;
 pub mod autoscale;
+pub mod cidr;
 pub mod clock;
 pub mod duration;
 pub mod error;

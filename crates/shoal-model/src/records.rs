@@ -259,6 +259,19 @@ pub struct HostRecord {
     /// The host's instance subnet, when its network gives instances their own addresses.
     #[serde(default)]
     pub subnet: Option<String>,
+    /// The address other hosts reach this host at (`--address`): the next hop of their
+    /// routes to [`HostRecord::subnet`].
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// Another host whose instances this host routes to: its instance subnet through its
+/// address (the heartbeat answer lists them).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostPeer {
+    pub name: String,
+    pub address: String,
+    pub subnet: String,
 }
 
 /// When a host's agent last called in (the server's clock).

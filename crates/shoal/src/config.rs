@@ -51,6 +51,8 @@ pub struct AgentFileConfig {
     /// VM accelerator: auto, kvm or tcg.
     pub accel: Option<String>,
     pub heartbeat_interval: Option<u64>,
+    pub address: Option<String>,
+    pub instance_subnet: Option<String>,
 }
 
 pub fn load_file(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use shoal_agent::driver::multi::MultiDriver;
-use shoal_agent::driver::process::{NetworkMode, ProcessDriver, ProcessDriverConfig};
+use shoal_agent::driver::process::{NetworkMode, ProcessDriver, ProcessDriverConfig, Subnet};
 use shoal_agent::driver::qemu::{AccelMode, QemuDriver, QemuDriverConfig, QemuDriverError};
 use shoal_agent::driver::Driver;
 
@@ -19,9 +19,27 @@ pub enum DriversError {
     Qemu(#[source] QemuDriverError),
 }
 
-fn process_driver(dir: &Path, network: NetworkMode) -> Result<Arc<dyn Driver>, DriversError> {
+/// How this host runs process instances.
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    pub network: NetworkMode,
+    /// The namespaced instances' range [default: 10.200.0.0/16].
+    pub subnet: Option<Subnet>,
+    /// The host's name: part of its cgroup names, so several agents on one machine (as
+    /// namespace hosts in tests) never share an instance's cgroup.
+    pub host_name: String,
+}
+
+fn process_driver(dir: &Path, settings: &ProcessSettings) -> Result<Arc<dyn Driver>, DriversError> {
     let mut cfg = ProcessDriverConfig::new(dir.join("instances"));
-    cfg.network = network;
+    cfg.network = settings.network;
+    if let Some(subnet) = settings.subnet {
+        cfg.subnet = subnet;
+    }
+    // The single host of `shoal serve` keeps the plain name.
+    if settings.host_name != "local" {
+        cfg.cgroup_parent = format!("shoal-{}", settings.host_name);
+    }
     let driver = ProcessDriver::new(cfg).map_err(DriversError::Process)?;
     let caps = driver.capabilities();
     tracing::info!(network = %caps.network, limits = %caps.limits, "process driver ready");
@@ -32,10 +50,10 @@ fn process_driver(dir: &Path, network: NetworkMode) -> Result<Arc<dyn Driver>, D
 /// QEMU is installed.
 pub fn local(
     dir: &Path,
-    network: NetworkMode,
+    process: &ProcessSettings,
     accel: AccelMode,
 ) -> Result<Arc<dyn Driver>, DriversError> {
-    let process = process_driver(dir, network)?;
+    let process = process_driver(dir, process)?;
     let vm = QemuDriverConfig::new(dir.join("vms")).and_then(|mut cfg| {
         cfg.accel = accel;
         QemuDriver::new(cfg)

@@ -2,7 +2,7 @@
 //! variables and the config file turned into the library's configs (see `shoal::run`),
 //! checked before any port is bound or any file opened.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use shoal::{CoreConfig, Listeners, LocalAgent, ServerConfig};
-use shoal_agent::driver::process::NetworkMode;
+use shoal::drivers::ProcessSettings;
+use shoal_agent::driver::process::{NetworkMode, Subnet};
 use shoal_agent::driver::qemu::AccelMode;
 use shoal_agent::AgentConfig;
 use shoal_control::SystemClock;
@@ -195,6 +196,15 @@ pub struct AgentFlags {
     /// --host-not-ready-after) [default: 2].
     #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", value_name = "SECS")]
     pub heartbeat_interval: Option<u64>,
+    /// The IPv4 address other hosts reach this one at: the agent's endpoint listens
+    /// there, and other hosts route this host's instance subnet through it. Give it on
+    /// every host of a multi-host cluster.
+    #[arg(long, env = "SHOAL_ADDRESS", value_name = "IP")]
+    pub address: Option<String>,
+    /// The range this host's namespaced instances get addresses from; on several
+    /// hosts, each its own (10.200.1.0/24, 10.200.2.0/24, …) [default: 10.200.0.0/16].
+    #[arg(long, env = "SHOAL_INSTANCE_SUBNET", value_name = "CIDR")]
+    pub instance_subnet: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -277,6 +287,24 @@ struct AgentSettings {
     drain_timeout: Duration,
     accel: AccelMode,
     heartbeat_interval: Duration,
+    address: Option<Ipv4Addr>,
+    instance_subnet: Option<Subnet>,
+}
+
+impl AgentSettings {
+    fn process(&self) -> ProcessSettings {
+        ProcessSettings {
+            network: self.network,
+            subnet: self.instance_subnet,
+            host_name: self.host_name.clone(),
+        }
+    }
+
+    /// Where the agent's endpoint listens unless told: this host's address when it has
+    /// one (other hosts' servers fetch logs there), loopback otherwise.
+    fn default_listen(&self) -> SocketAddr {
+        SocketAddr::from((self.address.unwrap_or(Ipv4Addr::LOCALHOST), 0))
+    }
 }
 
 fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<AgentSettings> {
@@ -361,6 +389,19 @@ fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<Agent
             Some(0) => bail!("heartbeat-interval must be at least 1 second"),
             Some(v) => config::secs(v, "heartbeat-interval", 600)?,
             None => shoal_control::hosts::HostTimeouts::default().heartbeat_interval,
+        },
+        address: match flags.address.clone().or(f.address.clone()) {
+            Some(a) => Some(a.parse().map_err(|_| {
+                anyhow::anyhow!("address '{a}' is not an IPv4 address such as 192.168.1.12")
+            })?),
+            None => None,
+        },
+        instance_subnet: match flags.instance_subnet.clone().or(f.instance_subnet.clone()) {
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|e: String| anyhow::anyhow!("instance-subnet: {e}"))?,
+            ),
+            None => None,
         },
     })
 }
@@ -497,7 +538,7 @@ pub async fn serve(mut args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     let agent = match mode {
         Mode::All => {
             let dir = s.data_dir.join("agent");
-            let driver = shoal::drivers::local(&dir, s.agent.network, s.agent.accel)?;
+            let driver = shoal::drivers::local(&dir, &s.agent.process(), s.agent.accel)?;
             Some(LocalAgent {
                 config: agent_config(&s.agent, dir, s.keep_instances),
                 driver,
@@ -558,7 +599,7 @@ fn agent_config(a: &AgentSettings, dir: PathBuf, keep_instances: bool) -> AgentC
         zone: a.zone.clone(),
         fault_domain: a.fault_domain,
         dir,
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen: a.default_listen(),
         stop_grace: a.stop_grace,
         boot_timeout: a.boot_timeout,
         start_concurrency: a.start_concurrency,
@@ -566,6 +607,7 @@ fn agent_config(a: &AgentSettings, dir: PathBuf, keep_instances: bool) -> AgentC
         drain_timeout: a.drain_timeout,
         clock: Arc::new(SystemClock),
         heartbeat_interval: a.heartbeat_interval,
+        address: a.address,
     }
 }
 
@@ -631,10 +673,10 @@ fn tls_server_config(
 pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow::Result<()> {
     let file = config::load_file(args.config.as_ref())?;
     let a = agent_settings(&args.agent, &file)?;
-    let listen = config::parse_listen(
-        args.agent_listen.as_deref().unwrap_or("127.0.0.1:0"),
-        "agent-listen",
-    )?;
+    let listen = match &args.agent_listen {
+        Some(l) => config::parse_listen(l, "agent-listen")?,
+        None => a.default_listen(),
+    };
     init_logging(args.log_format.as_deref().or(file.log_format.as_deref()))?;
     let dir = args
         .data_dir
@@ -643,7 +685,7 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         .unwrap_or_else(|| PathBuf::from(".shoal-agent"));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let driver = shoal::drivers::local(&dir, a.network, a.accel)?;
+    let driver = shoal::drivers::local(&dir, &a.process(), a.accel)?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
     let mut cfg = agent_config(

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use shoal_model::records::HostPeer;
 
 pub mod fake;
 pub mod multi;
@@ -163,6 +164,19 @@ pub trait Driver: Send + Sync + 'static {
     /// address of namespaced instances. Called once after the driver is set up.
     fn metadata_addrs(&self) -> Vec<std::net::IpAddr> {
         Vec::new()
+    }
+
+    /// The range instances get their own addresses from (`10.200.1.0/24`), recorded
+    /// with the host so other hosts route to it; `None` when they share the host's.
+    fn subnet(&self) -> Option<String> {
+        None
+    }
+
+    /// Makes instances on the other hosts `peers` reachable from this host and its
+    /// instances (routes through each peer's address). Called with the whole list
+    /// whenever the server sends it; what failed comes back in words.
+    fn route_peers(&self, _peers: &[HostPeer]) -> Result<(), String> {
+        Ok(())
     }
 
     /// Creates the instance's disk (working directory) from its image, unless one exists.

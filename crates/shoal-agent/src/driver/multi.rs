@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shoal_model::records::HostPeer;
 
 use super::{
     Capabilities, Driver, DriverError, InstanceKey, InstanceSpec, Recovered, Running, Usage,
@@ -109,6 +110,14 @@ impl Driver for MultiDriver {
             },
             _ => self.process.capabilities(),
         }
+    }
+
+    fn subnet(&self) -> Option<String> {
+        self.process.subnet()
+    }
+
+    fn route_peers(&self, peers: &[HostPeer]) -> Result<(), String> {
+        self.process.route_peers(peers)
     }
 
     fn metadata_addrs(&self) -> Vec<std::net::IpAddr> {

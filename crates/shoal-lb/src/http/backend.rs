@@ -36,8 +36,11 @@ const MAX_IDLE: usize = 128;
 /// Idle connections older than this are closed rather than reused (members commonly
 /// close theirs after 60 s or more).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to wait for a TCP connection to a member.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for a TCP connection to a member before trying another. Short: a
+/// member on a host whose link is cut drops the SYN instead of refusing it, and a client
+/// waits this long once per such member (then it is ejected); a member that is up
+/// answers a SYN within a round trip, even a busy one within milliseconds.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One HTTP/1.1 connection to a member.
 pub(crate) struct BackendConn {

@@ -319,6 +319,7 @@ impl Sim {
             drain_timeout: Duration::from_secs(5),
             clock: self.clock.clone(),
             heartbeat_interval: Duration::from_secs(2),
+            address: None,
         };
         let client = ServerClient::new(Arc::new(SimTransport {
             router: self.router.clone(),

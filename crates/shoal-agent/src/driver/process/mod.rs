@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shoal_model::records::HostPeer;
 
 use super::procfs::{self, WaitEnd};
 use super::slot::{self, error_chain, io_err, Machine, Proc, ProcessRecord, Slot, Slots};
@@ -375,6 +376,14 @@ impl Driver for ProcessDriver {
 
     fn metadata_addrs(&self) -> Vec<std::net::IpAddr> {
         self.inner.network.metadata_addrs()
+    }
+
+    fn subnet(&self) -> Option<String> {
+        self.inner.network.subnet().map(|s| s.to_string())
+    }
+
+    fn route_peers(&self, peers: &[HostPeer]) -> Result<(), String> {
+        self.inner.network.route_peers(peers)
     }
 
     async fn provision(&self, spec: &InstanceSpec) -> Result<(), DriverError> {

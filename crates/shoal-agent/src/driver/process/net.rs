@@ -15,12 +15,15 @@
 //! kernel names (`<netns_dir>/shoal-<hex address>`, veth `sh<hex address>`) double as a
 //! host-wide lock, so two agents with different roots never hand out the same address.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Mutex;
+
+use shoal_model::cidr::Cidr;
+use shoal_model::records::HostPeer;
 
 use super::netlink::{self, Netlink, Route, RT_SCOPE_UNIVERSE};
 use super::netns::{self, NetnsError, NetnsPlan};
@@ -81,6 +84,24 @@ impl Subnet {
     pub fn contains(&self, a: Ipv4Addr) -> bool {
         let off = u32::from(a).wrapping_sub(self.network());
         u64::from(off) >= 2 && u64::from(off) < self.size() - 1
+    }
+}
+
+impl std::str::FromStr for Subnet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let c: Cidr = s.parse()?;
+        if !(8..=30).contains(&c.prefix_len) {
+            return Err(format!(
+                "'{s}' is too {} for instances: use a /8 to /30 range such as 10.200.1.0/24",
+                if c.prefix_len < 8 { "wide" } else { "narrow" }
+            ));
+        }
+        Ok(Subnet {
+            base: c.network,
+            prefix_len: c.prefix_len,
+        })
     }
 }
 
@@ -188,6 +209,22 @@ impl Network {
         match self {
             Network::HostPorts(_) => Vec::new(),
             Network::Namespaces(p) => vec![p.subnet.gateway().into()],
+        }
+    }
+
+    /// The instances' range, when they get addresses of their own.
+    pub fn subnet(&self) -> Option<Subnet> {
+        match self {
+            Network::HostPorts(_) => None,
+            Network::Namespaces(p) => Some(p.subnet),
+        }
+    }
+
+    /// Routes to other hosts' instances (namespace mode; host ports need none).
+    pub fn route_peers(&self, peers: &[HostPeer]) -> Result<(), String> {
+        match self {
+            Network::HostPorts(_) => Ok(()),
+            Network::Namespaces(p) => p.route_peers(peers),
         }
     }
 
@@ -419,6 +456,8 @@ pub struct NsPool {
     subnet: Subnet,
     netns_dir: PathBuf,
     state: Mutex<NsState>,
+    /// Routes to other hosts' instance subnets, by subnet: the next hop.
+    peer_routes: Mutex<BTreeMap<Cidr, Ipv4Addr>>,
 }
 
 #[derive(Debug, Default)]
@@ -491,7 +530,81 @@ impl NsPool {
             subnet,
             netns_dir,
             state: Mutex::new(NsState::default()),
+            peer_routes: Mutex::default(),
         })
+    }
+
+    /// Routes each peer's instance subnet through its address, replacing changed routes
+    /// and removing those of hosts no longer listed, and lets the host forward between
+    /// its instances and the other hosts (`net.ipv4.ip_forward`, as any router or
+    /// container host must). A peer whose range overlaps this host's is skipped: the
+    /// server refuses such registrations, so it can only be a leftover.
+    fn route_peers(&self, peers: &[HostPeer]) -> Result<(), String> {
+        let own = Cidr {
+            network: Ipv4Addr::from(self.subnet.network()),
+            prefix_len: self.subnet.prefix_len,
+        };
+        let mut want = BTreeMap::new();
+        for p in peers {
+            let (Ok(subnet), Ok(via)) = (p.subnet.parse::<Cidr>(), p.address.parse::<Ipv4Addr>())
+            else {
+                tracing::warn!(host = %p.name, subnet = %p.subnet, address = %p.address, "ignoring a host whose subnet or address is not IPv4");
+                continue;
+            };
+            if subnet.overlaps(&own) {
+                tracing::warn!(host = %p.name, %subnet, "ignoring a host whose instance subnet overlaps this host's");
+                continue;
+            }
+            want.insert(subnet, via);
+        }
+        let mut have = self.peer_routes.lock().unwrap_or_else(|p| p.into_inner());
+        if *have == want {
+            return Ok(());
+        }
+        if !want.is_empty() {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .map_err(|e| format!("cannot enable IPv4 forwarding: {e}"))?;
+        }
+        let route = |c: &Cidr, via: Option<Ipv4Addr>| Route {
+            dst: c.network,
+            prefix_len: c.prefix_len,
+            oif: None,
+            gateway: via,
+            prefsrc: None,
+            scope: RT_SCOPE_UNIVERSE,
+            unreachable: false,
+        };
+        let mut msgs = Vec::new();
+        let mut what = Vec::new();
+        for (c, via) in &want {
+            if have.get(c) != Some(via) {
+                msgs.push(netlink::replace_route(&route(c, Some(*via))));
+                what.push(format!("route {c} via {via}"));
+            }
+        }
+        for c in have.keys().filter(|c| !want.contains_key(c)) {
+            msgs.push(netlink::del_route(&route(c, None)));
+            what.push(format!("remove the route to {c}"));
+        }
+        let mut nl = Netlink::open().map_err(|e| format!("cannot open netlink: {e}"))?;
+        let failed: Vec<String> = nl
+            .batch(msgs)
+            .into_iter()
+            .zip(what)
+            .filter_map(|(r, what)| match r {
+                Ok(()) => None,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
+                Err(e) => Some(format!("{what}: {e}")),
+            })
+            .collect();
+        if !failed.is_empty() {
+            // Everything is tried again on the next call (replacing is idempotent).
+            have.clear();
+            return Err(failed.join("; "));
+        }
+        tracing::info!(routes = ?want, "routes to other hosts' instances updated");
+        *have = want;
+        Ok(())
     }
 
     fn allocate(&self) -> Result<NetAlloc, NetError> {

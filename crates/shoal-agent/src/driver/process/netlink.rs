@@ -19,6 +19,7 @@ const NETLINK_CAP_ACK: i32 = 10;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 1 << 15;
@@ -26,6 +27,7 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -199,7 +201,21 @@ pub fn add_addr(index: u32, addr: Ipv4Addr, prefix_len: u8) -> Msg {
 
 /// RTM_NEWROUTE in the main table.
 pub fn add_route(r: &Route) -> Msg {
-    let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+    route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r)
+}
+
+/// RTM_NEWROUTE in the main table, replacing a route to the same destination.
+pub fn replace_route(r: &Route) -> Msg {
+    route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, r)
+}
+
+/// RTM_DELROUTE of the main table's route to `r.dst/r.prefix_len`.
+pub fn del_route(r: &Route) -> Msg {
+    route_msg(RTM_DELROUTE, 0, r)
+}
+
+fn route_msg(ty: u16, flags: u16, r: &Route) -> Msg {
+    let mut m = Msg::new(ty, flags);
     let ty = if r.unreachable {
         RTN_UNREACHABLE
     } else {
