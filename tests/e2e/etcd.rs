@@ -177,7 +177,7 @@ impl Drop for Proc {
                 libc::kill(pid as i32, libc::SIGKILL);
             }
         }
-        remove_namespaces(&self.data_dir());
+        crate::harness::remove_namespaces(&self.data_dir());
     }
 }
 

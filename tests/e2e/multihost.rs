@@ -19,6 +19,12 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The hosts' network: the bridge has .254, host i has .i.
 const NET: &str = "172.31.250";
 const FRONT_PORT: u16 = 8000;
+/// Host a's https listener, which agents join and follow (pinning its certificate).
+const TLS_PORT: u16 = 7443;
+
+fn https_url() -> String {
+    format!("https://{NET}.1:{TLS_PORT}")
+}
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -54,10 +60,27 @@ impl Fabric {
             let ns = f.netns(i);
             ip(&["netns", "add", &ns])?;
             ip(&[
-                "link", "add", &f.link(i), "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                "link",
+                "add",
+                &f.link(i),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
             ])?;
             ip(&["link", "set", &f.link(i), "master", &br, "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{NET}.{i}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{NET}.{i}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
@@ -114,7 +137,7 @@ impl Agent {
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
         };
-        a.spawn(f, s, &join_token(s, "agent"));
+        a.spawn(f, &join_token(s, "agent"));
         a
     }
 
@@ -122,7 +145,7 @@ impl Agent {
         self.dir.path().join("data")
     }
 
-    fn spawn(&mut self, f: &Fabric, s: &Server, token: &str) {
+    fn spawn(&mut self, f: &Fabric, token: &str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,7 +154,7 @@ impl Agent {
         let child = Command::new("ip")
             .args(["netns", "exec", &f.netns(self.i)])
             .arg(shoal_bin())
-            .args(["agent", "--servers", &s.endpoint(), "--join-token", token])
+            .args(["agent", "--servers", &https_url(), "--join-token", token])
             .args(["--host-name", self.name, "--zone", self.zone])
             .args(["--fault-domain", "0", "--heartbeat-interval", "1"])
             .args(["--address", &format!("{NET}.{}", self.i)])
@@ -191,8 +214,8 @@ impl Seen {
     fn failed_after(&self, t: Instant) -> Vec<String> {
         self.requests
             .iter()
-            .filter(|(at, r)| *at >= t && r.is_err())
-            .map(|(_, r)| r.clone().unwrap_err())
+            .filter(|(at, _)| *at >= t)
+            .filter_map(|(_, r)| r.clone().err())
             .collect()
     }
 }
@@ -215,7 +238,10 @@ impl Client {
                 while !stop.load(Ordering::Relaxed) {
                     let at = Instant::now();
                     let r = ask();
-                    seen.lock().unwrap_or_else(|p| p.into_inner()).requests.push((at, r));
+                    seen.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .requests
+                        .push((at, r));
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -326,6 +352,8 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
         &["ip", "netns", "exec", &a_ns],
         &format!("{NET}.1"),
         &[
+            "--tls-listen",
+            &format!("{NET}.1:{TLS_PORT}"),
             "--host-name",
             "a",
             "--zone",
@@ -344,6 +372,36 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
             "6",
         ],
     );
+    // The token names the https listener's certificate: an agent given a token whose
+    // fingerprint is another certificate's refuses the server before sending anything.
+    let token = join_token(&s, "agent");
+    assert_eq!(
+        token.split('.').count(),
+        4,
+        "the token carries a pin: {token}"
+    );
+    let forged = format!("{}{}", &token[..token.len() - 4], "0000");
+    let stranger = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &fabric.netns(2)])
+        .arg(shoal_bin())
+        .args(["agent", "--servers", &https_url(), "--join-token", &forged])
+        .args(["--host-name", "x", "--network", "host-ports"])
+        .arg("--data-dir")
+        .arg(stranger.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shoal agent");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("not the one the join token names"),
+        "an agent trusted a certificate its token does not name: {said}"
+    );
+    assert!(
+        !stranger.path().join("agent-credential.json").exists(),
+        "nothing was saved"
+    );
+
     let mut b = Agent::start(&fabric, &s, 2, "b", "2");
     let c = Agent::start(&fabric, &s, 3, "c", "3");
     wait_until(WAIT, "hosts a, b and c are Ready", || {
@@ -357,6 +415,12 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
             .collect();
         ready == BTreeSet::from(["a", "b", "c"])
     });
+    let saved = std::fs::read_to_string(b.data_dir().join("agent-credential.json"))
+        .expect("b's saved credential");
+    assert!(
+        saved.contains(&token.split('.').nth(3).expect("pin").to_string()),
+        "b keeps the server's certificate pin with its credential: {saved}"
+    );
     let hosts = s.cli_ok(&["host", "list"]);
     for h in hosts.as_array().expect("hosts") {
         let i = match h["name"].as_str() {
@@ -396,10 +460,7 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
     });
     let (status, body) = http_request(
         "PUT",
-        &format!(
-            "{}{lb_id}?api-version=2024-05-01",
-            s.endpoint()
-        ),
+        &format!("{}{lb_id}?api-version=2024-05-01", s.endpoint()),
         Some(&lb.to_string()),
     )
     .expect("lb put");
@@ -442,9 +503,11 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
         "{placed:?}"
     );
     let all: BTreeSet<u64> = placed.keys().copied().collect();
-    wait_until(WAIT, "all 6 instances answer through the balancer on a", || {
-        answering() == all
-    });
+    wait_until(
+        WAIT,
+        "all 6 instances answer through the balancer on a",
+        || answering() == all,
+    );
 
     // kill -9 of b's agent: its instances keep answering; the restarted agent adopts them.
     let b_ids: BTreeSet<u64> = placed
@@ -459,7 +522,7 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
         all,
         "with b's agent dead every instance still answers"
     );
-    b.spawn(&fabric, &s, "shoal1.spent.token");
+    b.spawn(&fabric, "shoal1.spent.token");
     std::thread::sleep(Duration::from_secs(3));
     wait_until(WAIT, "b's restarted agent reports Ready", || {
         host_state(&s, "b") == "Ready"
@@ -478,9 +541,11 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
     std::thread::sleep(Duration::from_secs(1));
     let cut = Instant::now();
     fabric.cut(2);
-    wait_until(Duration::from_secs(45), "6 instances run on a and c", || {
-        running_on(&s, rg, &["a", "c"]) == 6
-    });
+    wait_until(
+        Duration::from_secs(45),
+        "6 instances run on a and c",
+        || running_on(&s, rg, &["a", "c"]) == 6,
+    );
     wait_until(Duration::from_secs(30), "all 6 answer again", || {
         answering().len() == 6
     });
@@ -507,8 +572,8 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
         None,
     )
     .expect("activity log");
-    let replaced: BTreeSet<u64> = serde_json::from_str::<Value>(&log)
-        .expect("activity log json")["value"]
+    let replaced: BTreeSet<u64> = serde_json::from_str::<Value>(&log).expect("activity log json")
+        ["value"]
         .as_array()
         .into_iter()
         .flatten()
@@ -518,7 +583,10 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
                 .then(|| d.strip_prefix("Instance ")?.split(' ').next()?.parse().ok())?
         })
         .collect();
-    assert_eq!(replaced, b_ids, "the activity log names b's instances: {log}");
+    assert_eq!(
+        replaced, b_ids,
+        "the activity log names b's instances: {log}"
+    );
 
     // Heal b: its agent stops the copies that were replaced; each id runs exactly once.
     fabric.heal(2);
@@ -547,9 +615,11 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
     wait_until(Duration::from_secs(30), "nothing runs on c", || {
         running_instance_ids(&c.data_dir()).is_empty()
     });
-    wait_until(Duration::from_secs(30), "all 6 answer after the drain", || {
-        answering().len() == 6
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "all 6 answer after the drain",
+        || answering().len() == 6,
+    );
     let seen = client.finish();
     let failed = seen.failed_after(drain_started);
     assert!(

@@ -34,6 +34,9 @@ pub struct AuthState {
     /// Role assignments as last read and when (epoch seconds); see
     /// [`crate::rbac::ASSIGNMENT_CACHE_SECS`].
     pub assignments: Arc<std::sync::Mutex<Option<CachedAssignments>>>,
+    /// SHA-256 (hex) of the https listener's certificate: join tokens carry it, so a
+    /// joining agent or balancer trusts exactly this server.
+    pub certificate_sha256: Option<String>,
 }
 
 /// Role assignments and when they were read (epoch seconds).
@@ -46,7 +49,14 @@ impl AuthState {
             directory: Directory::new(store),
             public_url,
             assignments: Default::default(),
+            certificate_sha256: None,
         }
+    }
+
+    /// The https listener's certificate fingerprint, for join tokens.
+    pub fn with_certificate_sha256(mut self, sha256: Option<String>) -> AuthState {
+        self.certificate_sha256 = sha256;
+        self
     }
 
     /// The base URL of the token authority: the https listener's, else the one the

@@ -201,7 +201,12 @@ async fn create_join_token(st: &ApiState, caller: Option<&Principal>, body: &[u8
         .await
         .map_err(txn_error)?;
     let mut answer = view(&record);
-    answer["token"] = json!(format!("{TOKEN_PREFIX}.{name}.{secret}"));
+    // With an https listener the token ends with its certificate's SHA-256, which the
+    // joining side pins (as kubeadm's --discovery-token-ca-cert-hash).
+    answer["token"] = json!(match &auth_of(st)?.certificate_sha256 {
+        Some(pin) => format!("{TOKEN_PREFIX}.{name}.{secret}.{pin}"),
+        None => format!("{TOKEN_PREFIX}.{name}.{secret}"),
+    });
     answer["expiresOn"] = json!(epoch_text(record.expires_on));
     answer["role"] = json!(role);
     Ok(json(201, &answer))
@@ -241,7 +246,8 @@ pub async fn join(st: &ApiState, method: &Method, body: &[u8]) -> ApiResult {
     let token = v["token"].as_str().unwrap_or_default();
     let name = v["name"].as_str().unwrap_or_default();
     check_name(name)?;
-    let mut parts = token.splitn(3, '.');
+    // `shoal1.ID.SECRET[.CERTIFICATE-SHA256]`: the pin is for the joining side only.
+    let mut parts = token.splitn(4, '.');
     let (Some(TOKEN_PREFIX), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next())
     else {
         return Err(refused(

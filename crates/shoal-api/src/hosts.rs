@@ -246,7 +246,10 @@ pub async fn heartbeat(st: &ApiState, method: &Method, name: &str) -> ApiResult 
         .txn(vec![kv::put_op(heartbeat_key(name), &beat, Expect::Any)])
         .await
         .map_err(txn_error)?;
-    Ok(json(200, &json!({"ok": true, "peers": peers(st, name).await?})))
+    Ok(json(
+        200,
+        &json!({"ok": true, "peers": peers(st, name).await?}),
+    ))
 }
 
 /// The other hosts whose instance subnets the host `name` routes to (those that said

@@ -66,6 +66,10 @@ pub struct Joined {
     pub role: String,
     pub credential: String,
     pub expires_on: String,
+    /// The SHA-256 of the server's certificate the join token named (hex), kept with the
+    /// credential so later starts trust the same server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_certificate_sha256: Option<String>,
 }
 
 /// A handle on one Shoal server; cheap to clone (all clones share the transport).
@@ -101,6 +105,12 @@ impl ServerClient {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:7070`) over the network.
     pub fn http(base: &str) -> Self {
         ServerClient::new(Arc::new(HttpTransport::new(base)))
+    }
+
+    /// A client of `base` whose https connections trust only the certificate with SHA-256
+    /// `pin` (see [`HttpTransport::pinned`]).
+    pub fn http_pinned(base: &str, pin: Option<[u8; 32]>) -> Self {
+        ServerClient::new(Arc::new(HttpTransport::pinned(base, pin)))
     }
 
     /// Where requests go, for logs.

@@ -64,7 +64,14 @@ mod tests {
         assert_eq!(c.to_string(), "10.200.1.0/24");
         assert!(c.contains("10.200.1.250".parse().expect("ip")));
         assert!(!c.contains("10.200.2.1".parse().expect("ip")));
-        for bad in ["10.200.1.0", "10.200.1.0/33", "x/24", "10.200.1.0/", "10.200.1.0/+8", ""] {
+        for bad in [
+            "10.200.1.0",
+            "10.200.1.0/33",
+            "x/24",
+            "10.200.1.0/",
+            "10.200.1.0/+8",
+            "",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }

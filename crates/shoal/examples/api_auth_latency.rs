@@ -43,6 +43,7 @@ async fn run(authenticate: bool, n: usize) {
             page_size: 200,
             authenticate,
             authority_url: None,
+            tls_certificate_sha256: None,
         },
         &tracker,
         &shutdown,

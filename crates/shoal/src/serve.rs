@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use shoal::{CoreConfig, Listeners, LocalAgent, ServerConfig};
 use shoal::drivers::ProcessSettings;
+use shoal::{CoreConfig, Listeners, LocalAgent, ServerConfig};
 use shoal_agent::driver::process::{NetworkMode, Subnet};
 use shoal_agent::driver::qemu::AccelMode;
 use shoal_agent::AgentConfig;
@@ -513,9 +513,12 @@ pub async fn serve(mut args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     };
     let identity_header = identity_secret(&s)?;
     let mut authority_url = None;
+    let mut certificate_sha256 = None;
     let https = match &s.tls {
         Some(t) => {
-            let config = tls_server_config(&s.data_dir, t)?;
+            let (config, pin) = tls_server_config(&s.data_dir, t)?;
+            tracing::info!(sha256 = %pin, "https certificate (join tokens carry this fingerprint; agents and balancers pin it)");
+            certificate_sha256 = Some(pin);
             let tcp = tokio::net::TcpListener::bind(t.listen)
                 .await
                 .with_context(|| format!("cannot listen on {} (tls-listen)", t.listen))?;
@@ -583,6 +586,7 @@ pub async fn serve(mut args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             page_size: 200,
             authenticate: true,
             authority_url,
+            tls_certificate_sha256: certificate_sha256,
         },
         data_dir: Some(s.data_dir.clone()),
         balancer: (mode == Mode::All).then(|| "local".to_string()),
@@ -649,7 +653,7 @@ pub(crate) fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Resu
 fn tls_server_config(
     data_dir: &std::path::Path,
     t: &TlsSettings,
-) -> anyhow::Result<Arc<tokio_rustls::rustls::ServerConfig>> {
+) -> anyhow::Result<(Arc<tokio_rustls::rustls::ServerConfig>, String)> {
     let (cert, key) = match &t.files {
         Some((c, k)) => (c.clone(), k.clone()),
         None => {
@@ -667,7 +671,8 @@ fn tls_server_config(
             (cert, key)
         }
     };
-    tls::server_config(&cert, &key)
+    let pin = tls::certificate_sha256(&cert)?;
+    Ok((tls::server_config(&cert, &key)?, pin))
 }
 
 pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow::Result<()> {
@@ -698,16 +703,14 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         .servers
         .clone()
         .unwrap_or_else(|| client.endpoint.to_string());
-    let server = shoal_client::ServerClient::http(&servers);
-    let credential = crate::join::credential(
-        &server,
+    let server = crate::join::connect(
+        &servers,
         &cfg.dir,
         "agent",
         &cfg.host,
         args.join_token.as_deref(),
     )
     .await?;
-    let server = server.with_credential(&credential);
     shoal_agent::run(cfg, driver, server, shutdown)
         .await
         .context("the agent failed")
@@ -752,8 +755,8 @@ pub async fn balancer(args: BalancerArgs, client: shoal_cli::ClientOptions) -> a
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(".shoal-balancer"));
-    let credential = crate::join::credential(
-        &shoal_client::ServerClient::http(&endpoint),
+    let client = crate::join::connect(
+        &endpoint,
         &dir,
         "balancer",
         &name,
@@ -761,7 +764,7 @@ pub async fn balancer(args: BalancerArgs, client: shoal_cli::ClientOptions) -> a
     )
     .await?;
     tracing::info!(%name, server = %endpoint, "balancer following the server");
-    shoal::start_balancer(&endpoint, &name, Some(&credential), &tracker, &shutdown);
+    shoal::start_balancer(client, &name, &tracker, &shutdown);
     shutdown.cancelled().await;
     tracker.close();
     tracker.wait().await;

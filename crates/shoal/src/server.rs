@@ -61,6 +61,8 @@ pub struct CoreConfig {
     /// The token authority's public URL (`https://<tls-listen>`), named by discovery and
     /// 401 challenges; `None`: the URL each client used.
     pub authority_url: Option<String>,
+    /// SHA-256 (hex) of the https listener's certificate, which join tokens carry.
+    pub tls_certificate_sha256: Option<String>,
 }
 
 /// A running API and control plane: the router to serve, and the tasks of the controller
@@ -107,6 +109,7 @@ impl Core {
             identity_header: config.identity_header,
             auth: config.authenticate.then(|| {
                 shoal_api::auth::AuthState::new(config.store.clone(), config.authority_url.clone())
+                    .with_certificate_sha256(config.tls_certificate_sha256.clone())
             }),
         };
         let (clock, max_capacity) = (config.clock.clone(), config.max_capacity);
@@ -350,7 +353,11 @@ pub async fn run(
         let credential = core
             .local_credential(shoal_api::host_auth::Role::Balancer, &name)
             .await?;
-        start_balancer(&endpoint, &name, credential.as_deref(), &tracker, &shutdown);
+        let mut client = shoal_client::ServerClient::http(&endpoint);
+        if let Some(c) = credential.as_deref() {
+            client = client.with_credential(c);
+        }
+        start_balancer(client, &name, &tracker, &shutdown);
     }
     let mut result = Ok(());
     if let Some(agent) = config.agent {
@@ -386,9 +393,8 @@ pub async fn run(
 /// Runs a load balancer data plane that follows the server at `endpoint` with its
 /// `credential`; its tasks belong to `tracker`.
 pub fn start_balancer(
-    endpoint: &str,
+    client: shoal_client::ServerClient,
     name: &str,
-    credential: Option<&str>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> shoal_lb::Balancer {
@@ -396,10 +402,6 @@ pub fn start_balancer(
     let cfg = shoal_lb::follow::FollowConfig {
         name: name.to_string(),
     };
-    let mut client = shoal_client::ServerClient::http(endpoint);
-    if let Some(c) = credential {
-        client = client.with_credential(c);
-    }
     let (b, token) = (balancer.clone(), shutdown.clone());
     tracker.spawn(async move {
         shoal_lb::follow::run(cfg, b.clone(), client, token).await;

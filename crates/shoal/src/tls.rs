@@ -36,6 +36,21 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig
     Ok(Arc::new(config))
 }
 
+/// The SHA-256 of the first certificate in the PEM file `cert` (lowercase hex): what a
+/// join token carries for agents and balancers to pin.
+pub fn certificate_sha256(cert: &Path) -> anyhow::Result<String> {
+    let first = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read the TLS certificate {}", cert.display()))?
+        .next()
+        .with_context(|| format!("{} holds no certificate", cert.display()))?
+        .with_context(|| format!("the TLS certificate {} is not valid PEM", cert.display()))?;
+    Ok(ring::digest::digest(&ring::digest::SHA256, first.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// A generated certificate and its key, both PEM.
 pub struct SelfSigned {
     pub cert_pem: String,

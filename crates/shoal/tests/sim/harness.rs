@@ -284,6 +284,7 @@ impl Sim {
                 // roles are tested by the unit, e2e and SDK suites.
                 authenticate: false,
                 authority_url: None,
+                tls_certificate_sha256: None,
             },
             &tracker,
             &shutdown,
