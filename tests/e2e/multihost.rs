@@ -335,12 +335,96 @@ fn host_state(s: &Server, name: &str) -> String {
         .to_string()
 }
 
+/// An instance on host b reaches a listener outside every instance range (the bridge's
+/// address in the root namespace, which has no route back to b's instances): only with
+/// outbound NAT, and then with host b's address as its source.
+fn outbound_goes_through_the_host_address(s: &Server, rg: &str) {
+    let listener = std::net::TcpListener::bind(format!("{NET}.254:0")).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let image = s.dir.path().join("dial");
+    std::fs::create_dir_all(&image).expect("mkdir");
+    std::fs::write(
+        image.join("dial.py"),
+        format!(
+            r#"import http.server, os, socket, threading, time
+def dial():
+    while True:
+        try:
+            socket.create_connection(("{NET}.254", {port}), timeout=2).close()
+        except OSError:
+            pass
+        time.sleep(0.5)
+threading.Thread(target=dial, daemon=True).start()
+http.server.HTTPServer(("", int(os.environ["PORT"])), http.server.BaseHTTPRequestHandler).serve_forever()
+"#
+        ),
+    )
+    .expect("write dial.py");
+    let dir = image.to_str().expect("utf-8 path");
+    s.cli_ok(&[
+        "image",
+        "create",
+        "-g",
+        rg,
+        "--gallery",
+        "apps",
+        "--name",
+        "dial",
+        "--version",
+        "1.0.0",
+        "--dir",
+        dir,
+        "--command",
+        "python3 dial.py",
+        "--port",
+        "8080",
+    ]);
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "dial",
+        "--image",
+        "apps/dial:1.0.0",
+        "--instance-count",
+        "1",
+        "--zones",
+        "2",
+    ]);
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut from = None;
+    wait_until(WAIT, "the instance on b connects out", || {
+        if let Ok((_, peer)) = listener.accept() {
+            from = Some(peer.ip().to_string());
+        }
+        from.is_some()
+    });
+    assert_eq!(
+        from.as_deref(),
+        Some(format!("{NET}.2").as_str()),
+        "outbound traffic leaves with host b's address"
+    );
+    s.cli_ok(&["vmss", "delete", "-g", rg, "-n", "dial"]);
+}
+
 #[test]
 fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() {
     const TEST: &str = "three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request";
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return skip_or_fail(TEST, "network-namespace hosts need root");
+    }
+    if !Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return skip_or_fail(
+            TEST,
+            "nftables (nft) is not installed; scripts/install-net-deps.sh installs it",
+        );
     }
     let _g = serial();
     let fabric = match Fabric::new() {
@@ -436,6 +520,7 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
     // A set over zones 1, 2, 3 behind a balancer on host a's address.
     let rg = "zonesrg";
     s.create_group_and_image(rg);
+    outbound_goes_through_the_host_address(&s, rg);
     let sub = s.cli_ok(&["group", "show", "-n", rg])["id"]
         .as_str()
         .and_then(|id| id.split('/').nth(2))

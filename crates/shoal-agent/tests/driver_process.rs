@@ -74,6 +74,8 @@ fn spec(key: InstanceKey, image: &Path, id: u32) -> InstanceSpec {
 
 fn config(root: &Path, network: NetworkMode, subnet: Subnet) -> ProcessDriverConfig {
     let mut c = ProcessDriverConfig::new(root.join("instances"));
+    // Outbound NAT is a host-wide nftables table: the multi-host e2e test covers it.
+    c.outbound_nat = false;
     c.network = network;
     c.subnet = subnet;
     c.cgroup_parent = "shoal-test".into();

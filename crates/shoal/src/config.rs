@@ -53,6 +53,7 @@ pub struct AgentFileConfig {
     pub heartbeat_interval: Option<u64>,
     pub address: Option<String>,
     pub instance_subnet: Option<String>,
+    pub outbound_nat: Option<bool>,
 }
 
 pub fn load_file(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {

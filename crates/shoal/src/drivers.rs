@@ -28,11 +28,14 @@ pub struct ProcessSettings {
     /// The host's name: part of its cgroup names, so several agents on one machine (as
     /// namespace hosts in tests) never share an instance's cgroup.
     pub host_name: String,
+    /// Masquerade what namespaced instances send beyond the instance ranges.
+    pub outbound_nat: bool,
 }
 
 fn process_driver(dir: &Path, settings: &ProcessSettings) -> Result<Arc<dyn Driver>, DriversError> {
     let mut cfg = ProcessDriverConfig::new(dir.join("instances"));
     cfg.network = settings.network;
+    cfg.outbound_nat = settings.outbound_nat;
     if let Some(subnet) = settings.subnet {
         cfg.subnet = subnet;
     }

@@ -205,6 +205,10 @@ pub struct AgentFlags {
     /// hosts, each its own (10.200.1.0/24, 10.200.2.0/24, …) [default: 10.200.0.0/16].
     #[arg(long, env = "SHOAL_INSTANCE_SUBNET", value_name = "CIDR")]
     pub instance_subnet: Option<String>,
+    /// Namespaced instances reach beyond Shoal's hosts through this host's address
+    /// (masquerading, with nftables) [default: true].
+    #[arg(long, env = "SHOAL_OUTBOUND_NAT", value_name = "true|false")]
+    pub outbound_nat: Option<bool>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -289,6 +293,7 @@ struct AgentSettings {
     heartbeat_interval: Duration,
     address: Option<Ipv4Addr>,
     instance_subnet: Option<Subnet>,
+    outbound_nat: bool,
 }
 
 impl AgentSettings {
@@ -297,6 +302,7 @@ impl AgentSettings {
             network: self.network,
             subnet: self.instance_subnet,
             host_name: self.host_name.clone(),
+            outbound_nat: self.outbound_nat,
         }
     }
 
@@ -403,6 +409,7 @@ fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<Agent
             ),
             None => None,
         },
+        outbound_nat: flags.outbound_nat.or(f.outbound_nat).unwrap_or(true),
     })
 }
 

@@ -18,6 +18,7 @@
 
 mod cgroups;
 mod disk;
+mod nat;
 mod net;
 mod netlink;
 mod netns;
@@ -66,6 +67,9 @@ pub struct ProcessDriverConfig {
     /// Run each instance as a user of its own ([`users`]); possible only when the agent
     /// runs as root, and then the default.
     pub instance_users: bool,
+    /// Namespace mode: instances reach beyond Shoal's hosts through this host's address
+    /// (`nat`; needs nftables). On by default.
+    pub outbound_nat: bool,
 }
 
 impl ProcessDriverConfig {
@@ -83,6 +87,7 @@ impl ProcessDriverConfig {
             destroy_grace: Duration::from_secs(5),
             // SAFETY: geteuid has no preconditions.
             instance_users: unsafe { libc::geteuid() } == 0,
+            outbound_nat: true,
         }
     }
 }
@@ -131,6 +136,7 @@ impl ProcessDriver {
             config.port_range.clone(),
             config.subnet,
             config.netns_dir.clone(),
+            config.outbound_nat,
         )
         .map_err(ProcessDriverError::Network)?;
         let cgroups = Cgroups::detect(&config.cgroup_parent);

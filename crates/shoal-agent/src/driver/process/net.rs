@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use shoal_model::cidr::Cidr;
 use shoal_model::records::HostPeer;
 
+use super::nat;
 use super::netlink::{self, Netlink, Route, RT_SCOPE_UNIVERSE};
 use super::netns::{self, NetnsError, NetnsPlan};
 use super::state::NetAlloc;
@@ -157,6 +158,7 @@ impl Network {
         port_range: RangeInclusive<u16>,
         subnet: Subnet,
         netns_dir: PathBuf,
+        outbound_nat: bool,
     ) -> Result<Network, NetError> {
         let ports = || {
             warn_if_ephemeral(&port_range);
@@ -164,13 +166,17 @@ impl Network {
         };
         match mode {
             NetworkMode::HostPorts => Ok(ports()),
-            NetworkMode::Namespaces => Ok(Network::Namespaces(NsPool::prepare(subnet, netns_dir)?)),
+            NetworkMode::Namespaces => Ok(Network::Namespaces(NsPool::prepare(
+                subnet,
+                netns_dir,
+                outbound_nat,
+            )?)),
             NetworkMode::Auto => {
                 // SAFETY: geteuid has no arguments and cannot fail.
                 if unsafe { libc::geteuid() } != 0 {
                     return Ok(ports());
                 }
-                match NsPool::prepare(subnet, netns_dir) {
+                match NsPool::prepare(subnet, netns_dir, outbound_nat) {
                     Ok(pool) => Ok(Network::Namespaces(pool)),
                     Err(e) => {
                         tracing::warn!(error = %error_chain(&e), "Network namespaces unavailable; instances share the host network, one port each");
@@ -458,6 +464,8 @@ pub struct NsPool {
     state: Mutex<NsState>,
     /// Routes to other hosts' instance subnets, by subnet: the next hop.
     peer_routes: Mutex<BTreeMap<Cidr, Ipv4Addr>>,
+    /// Masquerade instances' traffic to anything but instances (see [`nat`]).
+    outbound_nat: bool,
 }
 
 #[derive(Debug, Default)]
@@ -470,7 +478,11 @@ impl NsPool {
     /// Prepares the host (gateway on `lo`, unreachable route for the subnet, neighbour
     /// table size, namespace directory) and proves it works by creating and removing
     /// one namespace with a veth pair.
-    pub fn prepare(subnet: Subnet, netns_dir: PathBuf) -> Result<Self, NetError> {
+    pub fn prepare(
+        subnet: Subnet,
+        netns_dir: PathBuf,
+        outbound_nat: bool,
+    ) -> Result<Self, NetError> {
         if subnet.prefix_len > 30 || subnet.prefix_len < 8 {
             return Err(NetError::Prepare {
                 what: "subnet prefix must be /8../30",
@@ -526,12 +538,40 @@ impl NsPool {
         netns::create(&plan).map_err(NetError::Namespaces)?;
         netns::teardown(&plan.netns_path, &plan.host_if).map_err(NetError::Teardown)?;
         tracing::debug!(elapsed = ?started.elapsed(), %subnet, "Network namespace probe succeeded");
-        Ok(Self {
+        let pool = Self {
             subnet,
             netns_dir,
             state: Mutex::new(NsState::default()),
             peer_routes: Mutex::default(),
-        })
+            outbound_nat,
+        };
+        pool.apply_nat(&[]);
+        Ok(pool)
+    }
+
+    fn own_range(&self) -> Cidr {
+        Cidr {
+            network: Ipv4Addr::from(self.subnet.network()),
+            prefix_len: self.subnet.prefix_len,
+        }
+    }
+
+    /// Gives instances outbound access through the host (masquerading whatever leaves
+    /// for anything but an instance range), when enabled. Without nftables, or when it
+    /// fails, instances reach only this host and other hosts' instances: said once.
+    fn apply_nat(&self, peers: &[Cidr]) {
+        if !self.outbound_nat {
+            return;
+        }
+        let result = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| format!("cannot enable IPv4 forwarding: {e}"))
+            .and_then(|()| nat::apply(self.own_range(), peers));
+        if let Err(e) = result {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(error = %e, "instances cannot reach beyond Shoal's hosts (no outbound NAT); install nftables, or start with --outbound-nat false to say this is intended")
+            });
+        }
     }
 
     /// Routes each peer's instance subnet through its address, replacing changed routes
@@ -540,10 +580,7 @@ impl NsPool {
     /// container host must). A peer whose range overlaps this host's is skipped: the
     /// server refuses such registrations, so it can only be a leftover.
     fn route_peers(&self, peers: &[HostPeer]) -> Result<(), String> {
-        let own = Cidr {
-            network: Ipv4Addr::from(self.subnet.network()),
-            prefix_len: self.subnet.prefix_len,
-        };
+        let own = self.own_range();
         let mut want = BTreeMap::new();
         for p in peers {
             let (Ok(subnet), Ok(via)) = (p.subnet.parse::<Cidr>(), p.address.parse::<Ipv4Addr>())
@@ -603,6 +640,7 @@ impl NsPool {
             return Err(failed.join("; "));
         }
         tracing::info!(routes = ?want, "routes to other hosts' instances updated");
+        self.apply_nat(&want.keys().copied().collect::<Vec<_>>());
         *have = want;
         Ok(())
     }
@@ -807,6 +845,7 @@ mod tests {
                 1..=1,
                 subnet,
                 PathBuf::from(DEFAULT_NETNS_DIR),
+                false,
             )
             .expect("setup"),
         );
