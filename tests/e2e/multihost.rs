@@ -409,6 +409,38 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), http.server.BaseHTTPReques
     s.cli_ok(&["vmss", "delete", "-g", rg, "-n", "dial"]);
 }
 
+/// A VM instance on host c answers at c's address: its forwarded port listens on
+/// `--address`, so the test (another machine on the bridge) reaches it.
+fn a_vm_on_c_is_reached_from_another_machine(s: &Server, rg: &str) {
+    let img = match crate::vm::tiny_vm() {
+        Ok(img) => img,
+        Err(why) => return skip_or_fail("multihost: a VM on another host", why),
+    };
+    crate::vm::create_image(s, rg, img, "1.0.0", &["--port", "8080"]);
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "vm",
+        "--image",
+        "vms/tiny:1.0.0",
+        "--instance-count",
+        "1",
+        "--vm-sku",
+        "Shoal_1vCPU_512MB",
+        "--zones",
+        "3",
+    ]);
+    let addr = crate::vm::wait_answering(s, rg, 0);
+    assert!(
+        addr.starts_with(&format!("{NET}.3:")),
+        "the VM on c is reached at c's address, not {addr}"
+    );
+    s.cli_ok(&["vmss", "delete", "-g", rg, "-n", "vm"]);
+}
+
 #[test]
 fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() {
     const TEST: &str = "three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request";
@@ -521,6 +553,7 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
     let rg = "zonesrg";
     s.create_group_and_image(rg);
     outbound_goes_through_the_host_address(&s, rg);
+    a_vm_on_c_is_reached_from_another_machine(&s, rg);
     let sub = s.cli_ok(&["group", "show", "-n", rg])["id"]
         .as_str()
         .and_then(|id| id.split('/').nth(2))

@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// Builds the tiny VM once per test run; `Err` with the reason when this host cannot run
 /// VMs.
-fn tiny_vm() -> Result<&'static Path, &'static str> {
+pub(crate) fn tiny_vm() -> Result<&'static Path, &'static str> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -46,12 +46,12 @@ fn tiny_vm() -> Result<&'static Path, &'static str> {
         .map_err(String::as_str)
 }
 
-fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
 /// `shoal image create --kind vm` of the tiny VM as `vms/tiny:VERSION`, plus `extra`.
-fn create_image(s: &Server, rg: &str, img: &Path, version: &str, extra: &[&str]) {
+pub(crate) fn create_image(s: &Server, rg: &str, img: &Path, version: &str, extra: &[&str]) {
     let (kernel, initrd) = (img.join("kernel"), img.join("initrd"));
     let mut args = vec![
         "image",
@@ -105,7 +105,7 @@ fn address_of(s: &Server, rg: &str, id: u64) -> String {
 }
 
 /// Waits until instance `id` runs and answers `instance ID`; returns its address.
-fn wait_answering(s: &Server, rg: &str, id: u64) -> String {
+pub(crate) fn wait_answering(s: &Server, rg: &str, id: u64) -> String {
     let mut addr = String::new();
     wait_until(WAIT, &format!("VM {id} runs and answers"), || {
         let Some(i) = s.instances(rg, "vm").into_iter().find(|i| i.id == id) else {

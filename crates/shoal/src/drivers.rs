@@ -19,9 +19,9 @@ pub enum DriversError {
     Qemu(#[source] QemuDriverError),
 }
 
-/// How this host runs process instances.
+/// How this host runs instances.
 #[derive(Debug, Clone)]
-pub struct ProcessSettings {
+pub struct DriverSettings {
     pub network: NetworkMode,
     /// The namespaced instances' range [default: 10.200.0.0/16].
     pub subnet: Option<Subnet>,
@@ -30,9 +30,12 @@ pub struct ProcessSettings {
     pub host_name: String,
     /// Masquerade what namespaced instances send beyond the instance ranges.
     pub outbound_nat: bool,
+    /// The address other hosts reach this one at: VMs' forwarded ports listen there.
+    pub address: Option<std::net::Ipv4Addr>,
+    pub accel: AccelMode,
 }
 
-fn process_driver(dir: &Path, settings: &ProcessSettings) -> Result<Arc<dyn Driver>, DriversError> {
+fn process_driver(dir: &Path, settings: &DriverSettings) -> Result<Arc<dyn Driver>, DriversError> {
     let mut cfg = ProcessDriverConfig::new(dir.join("instances"));
     cfg.network = settings.network;
     cfg.outbound_nat = settings.outbound_nat;
@@ -51,14 +54,14 @@ fn process_driver(dir: &Path, settings: &ProcessSettings) -> Result<Arc<dyn Driv
 
 /// The agent's driver for instances kept under `dir`: process instances, plus VMs when
 /// QEMU is installed.
-pub fn local(
-    dir: &Path,
-    process: &ProcessSettings,
-    accel: AccelMode,
-) -> Result<Arc<dyn Driver>, DriversError> {
-    let process = process_driver(dir, process)?;
+pub fn local(dir: &Path, settings: &DriverSettings) -> Result<Arc<dyn Driver>, DriversError> {
+    let process = process_driver(dir, settings)?;
+    let accel = settings.accel;
     let vm = QemuDriverConfig::new(dir.join("vms")).and_then(|mut cfg| {
         cfg.accel = accel;
+        if let Some(address) = settings.address {
+            cfg.host_ip = address;
+        }
         QemuDriver::new(cfg)
     });
     let vm: Result<Arc<dyn Driver>, String> = match vm {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use shoal::drivers::ProcessSettings;
+use shoal::drivers::DriverSettings;
 use shoal::{CoreConfig, Listeners, LocalAgent, ServerConfig};
 use shoal_agent::driver::process::{NetworkMode, Subnet};
 use shoal_agent::driver::qemu::AccelMode;
@@ -297,12 +297,14 @@ struct AgentSettings {
 }
 
 impl AgentSettings {
-    fn process(&self) -> ProcessSettings {
-        ProcessSettings {
+    fn drivers(&self) -> DriverSettings {
+        DriverSettings {
             network: self.network,
             subnet: self.instance_subnet,
             host_name: self.host_name.clone(),
             outbound_nat: self.outbound_nat,
+            address: self.address,
+            accel: self.accel,
         }
     }
 
@@ -548,7 +550,7 @@ pub async fn serve(mut args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     let agent = match mode {
         Mode::All => {
             let dir = s.data_dir.join("agent");
-            let driver = shoal::drivers::local(&dir, &s.agent.process(), s.agent.accel)?;
+            let driver = shoal::drivers::local(&dir, &s.agent.drivers())?;
             Some(LocalAgent {
                 config: agent_config(&s.agent, dir, s.keep_instances),
                 driver,
@@ -697,7 +699,7 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
         .unwrap_or_else(|| PathBuf::from(".shoal-agent"));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let driver = shoal::drivers::local(&dir, &a.process(), a.accel)?;
+    let driver = shoal::drivers::local(&dir, &a.drivers())?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
     let mut cfg = agent_config(
