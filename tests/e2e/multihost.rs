@@ -721,6 +721,56 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
     );
     assert_eq!(running_on(&s, rg, &["a", "b", "c"]), 6);
 
+    // Without a resiliency policy nothing moves back to b; with automatic zone
+    // rebalancing on, the set evens out one instance at a time (a new one in zone 2
+    // first, then one of a full zone leaves), and the steady client sees no failure.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        running_on(&s, rg, &["b"]),
+        0,
+        "instances moved on their own"
+    );
+    let client = Client::start();
+    let set_url = format!(
+        "{}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/web?api-version=2024-11-01",
+        s.endpoint()
+    );
+    let (status, body) = http_request(
+        "PATCH",
+        &set_url,
+        Some(r#"{"properties": {"resiliencyPolicy": {"automaticZoneRebalancingPolicy": {"enabled": true, "rebalanceStrategy": "Recreate", "rebalanceBehavior": "CreateBeforeDelete"}}}}"#),
+    )
+    .expect("patch");
+    assert!(status == 200 || status == 202, "{status}: {body}");
+    let rebalance_started = Instant::now();
+    wait_until(WAIT, "the zones are even again (2, 2, 2)", || {
+        let now = placement(&s, rg);
+        let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, z, p) in now.values() {
+            if p == "running" {
+                *per_zone.entry(z.clone()).or_default() += 1;
+            }
+        }
+        now.len() == 6
+            && per_zone == BTreeMap::from([("1".into(), 2), ("2".into(), 2), ("3".into(), 2)])
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "all 6 answer after rebalancing",
+        || answering().len() == 6,
+    );
+    let seen = client.finish();
+    let failed = seen.failed_after(rebalance_started);
+    assert!(
+        failed.is_empty(),
+        "requests failed while the zones were rebalanced: {failed:?}"
+    );
+    eprintln!(
+        "zone rebalance: 2 instances moved back to zone 2 in {:?}, {} requests, none failed",
+        rebalance_started.elapsed(),
+        seen.requests.len()
+    );
+
     // Drain c with a steady client: its instances move with draining, nothing fails.
     let client = Client::start();
     std::thread::sleep(Duration::from_secs(1));

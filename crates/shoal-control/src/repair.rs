@@ -278,6 +278,7 @@ mod tests {
             protection: ProtectionPolicy::default(),
             time_created: String::new(),
             epoch: 0,
+            rebalance: false,
         }
     }
 

@@ -96,6 +96,10 @@ pub struct InstanceRecord {
     /// the epoch its host is assigned; the API takes statuses only from that host.
     #[serde(default)]
     pub epoch: u64,
+    /// Created by automatic zone rebalancing: the set is one over capacity until it runs,
+    /// and only then does an instance of the most crowded zone leave.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebalance: bool,
 }
 
 impl InstanceRecord {

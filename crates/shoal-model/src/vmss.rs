@@ -447,6 +447,15 @@ impl VirtualMachineScaleSet {
             .unwrap_or(UpgradeMode::Manual)
     }
 
+    /// `resiliencyPolicy.automaticZoneRebalancingPolicy.enabled`: instances are moved
+    /// (a new one first, then the old one) until the set's zones are even again.
+    pub fn zone_rebalancing(&self) -> bool {
+        self.props()
+            .resiliency_policy
+            .as_ref()
+            .is_some_and(|r| r["automaticZoneRebalancingPolicy"]["enabled"] == Value::Bool(true))
+    }
+
     pub fn scale_in_rule(&self) -> ScaleInRule {
         self.props()
             .scale_in_policy
@@ -568,6 +577,71 @@ pub fn normalize(v: &mut VirtualMachineScaleSet) {
     }
 }
 
+/// `resiliencyPolicy`: an object of sub-policies whose `enabled` are booleans; automatic
+/// zone rebalancing takes only Azure's one strategy and behaviour, and (as in Azure)
+/// needs zones and works only without strict `zoneBalance`.
+fn validate_resiliency(
+    r: &Value,
+    zones: usize,
+    zone_balance: Option<bool>,
+) -> Result<(), ArmError> {
+    const AT: &str = "properties.resiliencyPolicy";
+    let Some(policies) = r.as_object() else {
+        return Err(ArmError::invalid_parameter(
+            AT,
+            "resiliencyPolicy must be an object.",
+        ));
+    };
+    for (name, policy) in policies {
+        let target = format!("{AT}.{name}");
+        if !policy.is_object() && !policy.is_null() {
+            return Err(ArmError::invalid_parameter(
+                target,
+                format!("{name} must be an object such as {{\"enabled\": true}}."),
+            ));
+        }
+        if let Some(e) = policy
+            .get("enabled")
+            .filter(|e| !e.is_null() && !e.is_boolean())
+        {
+            return Err(ArmError::invalid_parameter(
+                format!("{target}.enabled"),
+                format!("{name}.enabled must be true or false, not {e}."),
+            ));
+        }
+    }
+    let z = &r["automaticZoneRebalancingPolicy"];
+    for (field, only) in [
+        ("rebalanceStrategy", "Recreate"),
+        ("rebalanceBehavior", "CreateBeforeDelete"),
+    ] {
+        if let Some(v) = z.get(field).filter(|v| !v.is_null()) {
+            if v.as_str().is_none_or(|s| !s.eq_ignore_ascii_case(only)) {
+                return Err(ArmError::invalid_parameter(
+                    format!("{AT}.automaticZoneRebalancingPolicy.{field}"),
+                    format!("{field} {v} is not supported: the only value is {only}."),
+                ));
+            }
+        }
+    }
+    if z["enabled"] == Value::Bool(true) {
+        if zones < 2 {
+            return Err(ArmError::invalid_parameter(
+                format!("{AT}.automaticZoneRebalancingPolicy.enabled"),
+                "Automatic zone rebalancing needs a set spread over at least two zones.",
+            ));
+        }
+        if zone_balance == Some(true) {
+            return Err(ArmError::invalid_parameter(
+                format!("{AT}.automaticZoneRebalancingPolicy.enabled"),
+                "Automatic zone rebalancing works only with zoneBalance false (strict zone \
+                 balance never lets the zones drift apart).",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a normalized model (and, for an update, what may not change).
 pub fn validate(
     v: &VirtualMachineScaleSet,
@@ -626,6 +700,9 @@ pub fn validate(
                 format!("platformFaultDomainCount {fd} is out of range: use 1 to 5."),
             ));
         }
+    }
+    if let Some(r) = &p.resiliency_policy {
+        validate_resiliency(r, v.zones.as_ref().map_or(0, Vec::len), p.zone_balance)?;
     }
     if let Some(rules) = p.scale_in_policy.as_ref().and_then(|s| s.rules.as_ref()) {
         if rules.len() > 1 {
@@ -741,6 +818,68 @@ mod tests {
         body["properties"]["somethingNew"] = json!({"a": 1});
         let v: VirtualMachineScaleSet = parse_typed(&body).unwrap();
         assert_eq!(v.upgrade_mode(), UpgradeMode::Automatic);
+    }
+
+    #[test]
+    fn resiliency_policy_is_checked_and_zone_rebalancing_read() {
+        let with = |policy: Value, zones: Value, zone_balance: Value| {
+            let mut body = minimal();
+            body["zones"] = zones;
+            body["properties"]["zoneBalance"] = zone_balance;
+            body["properties"]["resiliencyPolicy"] = policy;
+            let mut v: VirtualMachineScaleSet = parse_typed(&body).unwrap();
+            normalize(&mut v);
+            validate(&v, None).map(|()| v.zone_rebalancing())
+        };
+        let on = json!({"automaticZoneRebalancingPolicy": {"enabled": true,
+            "rebalanceStrategy": "Recreate", "rebalanceBehavior": "CreateBeforeDelete"},
+            "resilientVMCreationPolicy": {"enabled": false}});
+        assert_eq!(with(on.clone(), json!(["1", "2"]), Value::Null), Ok(true));
+        assert_eq!(
+            with(
+                json!({"resilientVMDeletionPolicy": {"enabled": true}}),
+                Value::Null,
+                Value::Null
+            ),
+            Ok(false)
+        );
+        for (policy, zones, zone_balance, target) in [
+            (
+                on.clone(),
+                json!(["1"]),
+                Value::Null,
+                "automaticZoneRebalancingPolicy.enabled",
+            ),
+            (
+                on.clone(),
+                json!(["1", "2"]),
+                json!(true),
+                "automaticZoneRebalancingPolicy.enabled",
+            ),
+            (
+                json!({"automaticZoneRebalancingPolicy": {"rebalanceStrategy": "Shuffle"}}),
+                Value::Null,
+                Value::Null,
+                "automaticZoneRebalancingPolicy.rebalanceStrategy",
+            ),
+            (
+                json!({"automaticZoneRebalancingPolicy": {"enabled": "yes"}}),
+                Value::Null,
+                Value::Null,
+                "automaticZoneRebalancingPolicy.enabled",
+            ),
+            (json!(["x"]), Value::Null, Value::Null, ""),
+        ] {
+            let err = with(policy, zones, zone_balance).unwrap_err();
+            assert_eq!(err.status, 400);
+            let want = format!("properties.resiliencyPolicy.{target}");
+            assert_eq!(
+                err.target.as_deref(),
+                Some(want.trim_end_matches('.')),
+                "{}",
+                err.message
+            );
+        }
     }
 
     #[test]

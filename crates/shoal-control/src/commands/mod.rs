@@ -21,7 +21,7 @@ pub mod instances;
 pub mod rolling;
 pub mod scale_set;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use jiff::Timestamp;
 use serde_json::Value;

@@ -91,5 +91,6 @@ pub fn instance(id: u64) -> InstanceRecord {
         protection: ProtectionPolicy::default(),
         time_created: "2026-11-22T09:00:00Z".into(),
         epoch: 0,
+        rebalance: false,
     }
 }

@@ -7,6 +7,7 @@
 //! - [`placement`]: where new instances go (zone, host, fault domain), and where an
 //!   instance whose host went Down is placed again (same id, next epoch);
 //! - [`scale_in`]: which instances leave when capacity drops;
+//! - [`rebalance`]: automatic zone rebalancing (`resiliencyPolicy`), create before delete;
 //! - [`upgrade`]: which instances take the set's new model in `Automatic` upgrade mode.
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use shoal_model::records::{HostState, InstanceRecord, InstanceState, InstanceSta
 use shoal_model::vmss::UpgradeMode;
 
 pub mod placement;
+pub mod rebalance;
 pub mod scale_in;
 pub mod upgrade;
 
@@ -169,22 +171,45 @@ pub fn plan(state: &SetState<'_>, now: &str, new_vm_id: &mut dyn FnMut() -> Stri
             out.create = created;
         }
     } else if staying.len() > capacity {
-        let (victims, blocked) = scale_in::mark_victims(
-            &staying,
-            staying.len() - capacity,
-            set.model.scale_in_rule(),
-        );
-        out.update.extend(victims);
-        out.blocked = blocked;
+        match rebalance::pending(&staying, state.statuses) {
+            // Create before delete: the zone rebalance's new instance runs first.
+            rebalance::Pending::Starting => {}
+            // It never ran: it goes, not a healthy one (Azure keeps the healthy one).
+            rebalance::Pending::Failed(inst) => {
+                let mut changed = inst.clone();
+                changed.deleting = true;
+                out.update.push(changed);
+            }
+            rebalance::Pending::None => {
+                let (victims, blocked) = scale_in::mark_victims(
+                    &staying,
+                    staying.len() - capacity,
+                    set.model.scale_in_rule(),
+                );
+                out.update.extend(victims);
+                out.blocked = blocked;
+            }
+        }
     }
     // The replacements run: the draining host's instances go.
-    let replaced = staying.len() >= capacity
-        && staying.iter().all(|i| {
-            state
-                .statuses
-                .get(&i.instance_id)
-                .is_some_and(|s| s.satisfies(i) && s.host.eq_ignore_ascii_case(&i.host))
-        });
+    let replaced =
+        staying.len() >= capacity && staying.iter().all(|i| rebalance::runs(i, state.statuses));
+    // Zones drifted apart (a host came back after its instances moved): one instance
+    // more in the emptiest zone; once it runs, the scale-in above takes one from the
+    // fullest. One at a time, only when nothing else is under way.
+    if out.is_empty()
+        && out.lost.is_empty()
+        && leaving.is_empty()
+        && staying.len() == capacity
+        && replaced
+    {
+        if let Some((created, next)) =
+            rebalance::one_more(set, &mut slots, &staying, now, new_vm_id)
+        {
+            out.create.push(created);
+            out.vmss_next_instance_id = Some(next);
+        }
+    }
     if replaced {
         for inst in &leaving {
             let mut changed = (*inst).clone();

@@ -122,6 +122,7 @@ pub(crate) fn new_instances(
             protection: ProtectionPolicy::default(),
             time_created: now.to_string(),
             epoch: 0,
+            rebalance: false,
         });
         next += 1;
     }

@@ -152,7 +152,7 @@ mod tests {
                     zone: zone.map(|z| z.to_string()), fault_domain: 0, launch: launch(1), power: PowerIntent::Running,
                     restart_gen: 0, reimage_gen: 0, deleting: false,
                     protection: ProtectionPolicy { protect_from_scale_in: protected, protect_from_scale_set_actions: false },
-                    time_created: String::new(), epoch: 0,
+                    time_created: String::new(), epoch: 0, rebalance: false,
                 }
             }).collect();
             let refs: Vec<&InstanceRecord> = records.iter().collect();

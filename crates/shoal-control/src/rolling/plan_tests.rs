@@ -46,6 +46,7 @@ fn instance(id: u64, zone: Option<&str>, fd: u32) -> InstanceRecord {
         protection: ProtectionPolicy::default(),
         time_created: String::new(),
         epoch: 0,
+        rebalance: false,
     }
 }
 
