@@ -54,6 +54,9 @@ pub struct AgentConfig {
     /// The address other hosts reach this one at (next hop of their routes to this
     /// host's instances); `None` on a host nobody routes to.
     pub address: Option<std::net::Ipv4Addr>,
+    /// What may be placed here; `None`: the server's overcommitted defaults.
+    pub capacity_vcpus: Option<u32>,
+    pub capacity_memory_mb: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,8 +167,8 @@ pub async fn run(
         host_id: host_id(&cfg.dir),
         cordoned: false,
         draining: false,
-        capacity_vcpus: None,
-        capacity_memory_mb: None,
+        capacity_vcpus: cfg.capacity_vcpus,
+        capacity_memory_mb: cfg.capacity_memory_mb,
         subnet: driver.subnet(),
         address: cfg.address.map(|a| a.to_string()),
     };

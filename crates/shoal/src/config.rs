@@ -54,6 +54,8 @@ pub struct AgentFileConfig {
     pub address: Option<String>,
     pub instance_subnet: Option<String>,
     pub outbound_nat: Option<bool>,
+    pub capacity_vcpus: Option<u32>,
+    pub capacity_memory_mb: Option<u64>,
 }
 
 pub fn load_file(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {

@@ -209,6 +209,12 @@ pub struct AgentFlags {
     /// (masquerading, with nftables) [default: true].
     #[arg(long, env = "SHOAL_OUTBOUND_NAT", value_name = "true|false")]
     pub outbound_nat: Option<bool>,
+    /// vCPUs of instance sizes this host takes [default: 16× its cores].
+    #[arg(long, env = "SHOAL_CAPACITY_VCPUS", value_name = "N")]
+    pub capacity_vcpus: Option<u32>,
+    /// Memory (MB) of instance sizes this host takes [default: 4× its memory].
+    #[arg(long, env = "SHOAL_CAPACITY_MEMORY_MB", value_name = "MB")]
+    pub capacity_memory_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -294,6 +300,8 @@ struct AgentSettings {
     address: Option<Ipv4Addr>,
     instance_subnet: Option<Subnet>,
     outbound_nat: bool,
+    capacity_vcpus: Option<u32>,
+    capacity_memory_mb: Option<u64>,
 }
 
 impl AgentSettings {
@@ -412,6 +420,14 @@ fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<Agent
             None => None,
         },
         outbound_nat: flags.outbound_nat.or(f.outbound_nat).unwrap_or(true),
+        capacity_vcpus: match flags.capacity_vcpus.or(f.capacity_vcpus) {
+            Some(0) => bail!("capacity-vcpus must be at least 1"),
+            c => c,
+        },
+        capacity_memory_mb: match flags.capacity_memory_mb.or(f.capacity_memory_mb) {
+            Some(m) if m < 128 => bail!("capacity-memory-mb must be at least 128"),
+            c => c,
+        },
     })
 }
 
@@ -621,6 +637,8 @@ fn agent_config(a: &AgentSettings, dir: PathBuf, keep_instances: bool) -> AgentC
         clock: Arc::new(SystemClock),
         heartbeat_interval: a.heartbeat_interval,
         address: a.address,
+        capacity_vcpus: a.capacity_vcpus,
+        capacity_memory_mb: a.capacity_memory_mb,
     }
 }
 

@@ -321,6 +321,8 @@ impl Sim {
             clock: self.clock.clone(),
             heartbeat_interval: Duration::from_secs(2),
             address: None,
+            capacity_vcpus: None,
+            capacity_memory_mb: None,
         };
         let client = ServerClient::new(Arc::new(SimTransport {
             router: self.router.clone(),
