@@ -537,7 +537,43 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
         saved.contains(&token.split('.').nth(3).expect("pin").to_string()),
         "b keeps the server's certificate pin with its credential: {saved}"
     );
+    // A host whose instance range overlaps a routed host's is refused (409, subnet).
+    let joined = raw_request(
+        "POST",
+        &format!("{}/shoal/v1/join", s.endpoint()),
+        Some(&format!(
+            r#"{{"token":"{}","name":"x"}}"#,
+            join_token(&s, "agent")
+        )),
+        "application/json",
+        None,
+    )
+    .expect("join");
+    let credential = serde_json::from_str::<Value>(&joined.1).expect("joined")["credential"]
+        .as_str()
+        .expect("credential")
+        .to_string();
+    let overlapping = json!({"name": "x", "agent_url": "http://127.0.0.1:1", "driver": "process",
+        "limits": "", "network": "", "vcpus": 1, "memory_mb": 1024, "last_seen": "", "host_id": "x",
+        "address": format!("{NET}.9"), "subnet": "10.200.2.128/25"});
+    let (status, body) = raw_request(
+        "PUT",
+        &format!("{}/shoal/v1/hosts/x", s.endpoint()),
+        Some(&overlapping.to_string()),
+        "application/json",
+        Some(&credential),
+    )
+    .expect("register");
+    assert!(
+        status == 409 && body.contains("\"target\":\"subnet\"") && body.contains("overlaps"),
+        "{status}: {body}"
+    );
     let hosts = s.cli_ok(&["host", "list"]);
+    assert_eq!(
+        hosts.as_array().map(Vec::len),
+        Some(3),
+        "x was not registered"
+    );
     for h in hosts.as_array().expect("hosts") {
         let i = match h["name"].as_str() {
             Some("a") => 1,

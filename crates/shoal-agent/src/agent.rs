@@ -69,6 +69,32 @@ pub enum AgentError {
     },
     #[error("The driver could not list what a previous run left")]
     Recover(#[source] crate::driver::DriverError),
+    #[error("The server refused to register this host ({status}): {message}")]
+    Refused { status: u16, message: String },
+}
+
+/// A registration the server refused for good (bad record, taken name or range, revoked
+/// credential): retrying cannot help, so the agent stops and says why.
+fn refused_for_good(e: &shoal_client::ClientError) -> Option<AgentError> {
+    let shoal_client::ClientError::Refused { status, body, .. } = e else {
+        return None;
+    };
+    if !matches!(status, 400 | 401 | 403 | 409) {
+        return None;
+    }
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(String::from))
+        .unwrap_or_else(|| body.clone());
+    let message = if *status == 401 {
+        format!("{message} (the saved credential was revoked or belongs to another server: delete agent-credential.json and join again with a new --join-token)")
+    } else {
+        message
+    };
+    Some(AgentError::Refused {
+        status: *status,
+        message,
+    })
 }
 
 /// Runs the agent until `shutdown`, talking to the server through `client`; then stops
@@ -205,6 +231,13 @@ pub async fn run(
                 break;
             }
             Err(e) => {
+                if let Some(fatal) = refused_for_good(&e) {
+                    sup_shutdown.cancel();
+                    shutdown.cancel();
+                    tracker.close();
+                    tracker.wait().await;
+                    return Err(fatal);
+                }
                 tracing::warn!(error = %e, "cannot register with the server yet; retrying");
                 if sleep_or_stop(&shutdown, Duration::from_millis(500)).await {
                     break;

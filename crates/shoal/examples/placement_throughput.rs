@@ -148,9 +148,16 @@ async fn main() {
     )
     .await;
     let blob = upload_bundle(&router).await;
-    let gallery =
-        format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/galleries/apps");
-    call(&router, Method::PUT, &format!("{gallery}?api-version=2024-03-03"), json!({"location": "local", "properties": {}})).await;
+    let gallery = format!(
+        "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/galleries/apps"
+    );
+    call(
+        &router,
+        Method::PUT,
+        &format!("{gallery}?api-version=2024-03-03"),
+        json!({"location": "local", "properties": {}}),
+    )
+    .await;
     call(
         &router,
         Method::PUT,
@@ -184,7 +191,11 @@ async fn main() {
             let http = reqwest::Client::new();
             while !stop.is_cancelled() {
                 let t = Instant::now();
-                let _ = http.get(&url).send().await.and_then(|r| r.error_for_status());
+                let _ = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status());
                 latencies
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -230,13 +241,19 @@ async fn main() {
     let _ = probe.1.await;
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0.0);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
     // How evenly the hosts were used.
     let (items, _) = store.list(keys::INSTANCE).await.expect("list");
     let mut per_host: std::collections::HashMap<String, usize> = Default::default();
     for kv in &items {
         let v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-        *per_host.entry(v["host"].as_str().unwrap_or("").to_string()).or_default() += 1;
+        *per_host
+            .entry(v["host"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
     }
     let (min, max) = (
         per_host.values().min().copied().unwrap_or(0),
