@@ -663,6 +663,47 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
         || answering() == all,
     );
 
+    // Remote agents are usable: the server fetches the log of an instance on b from b's
+    // agent; another machine (the test, on the bridge) is refused by that endpoint.
+    let on_b = placed
+        .iter()
+        .find(|(_, (h, _, _))| h == "b")
+        .map(|(id, _)| id.to_string())
+        .expect("an instance on b");
+    let out = s.cli(&[
+        "vmss",
+        "logs",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--instance-id",
+        &on_b,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("instance {on_b} listening")),
+        "the log of instance {on_b} on host b: {out:?}"
+    );
+    let agent_url = s.cli_ok(&["host", "show", "-n", "b"])["properties"]["agentUrl"]
+        .as_str()
+        .expect("agentUrl")
+        .to_string();
+    assert!(
+        agent_url.starts_with(&format!("http://{NET}.2:")),
+        "{agent_url}"
+    );
+    for path in ["/i/any/metadata/instance", "/logs/any", "/i/any/metrics"] {
+        let (status, _) = raw_request(
+            "GET",
+            &format!("{agent_url}{path}"),
+            None,
+            "text/plain",
+            None,
+        )
+        .expect("b's agent answers");
+        assert_eq!(status, 403, "{path} of b's agent from another machine");
+    }
+
     // kill -9 of b's agent: its instances keep answering; the restarted agent adopts them.
     let b_ids: BTreeSet<u64> = placed
         .iter()

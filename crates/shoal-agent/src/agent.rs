@@ -126,6 +126,15 @@ pub async fn run(
         events: events.clone(),
     })
     .merge(crate::metrics::router(registry.clone(), client.clone()));
+    let mut this_host: Vec<std::net::IpAddr> = vec![local.ip()];
+    this_host.extend(cfg.address.map(std::net::IpAddr::V4));
+    this_host.extend(driver.metadata_addrs());
+    let callers =
+        crate::callers::Callers::new(this_host, driver.subnet().as_deref(), client.target()).await;
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(callers),
+        crate::callers::guard,
+    ));
     tracker.spawn(crate::metrics::run(
         registry.clone(),
         driver.clone(),
@@ -139,7 +148,7 @@ pub async fn run(
                 let app = app.clone();
                 let token = shutdown.clone();
                 tracker.spawn(async move {
-                    let _ = axum::serve(l, app)
+                    let _ = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
                         .with_graceful_shutdown(token.cancelled_owned())
                         .await;
                 });
@@ -152,9 +161,12 @@ pub async fn run(
     {
         let token = shutdown.clone();
         tracker.spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await;
         });
     }
 

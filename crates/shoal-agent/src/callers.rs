@@ -1,0 +1,148 @@
+//! Who may call the agent's own endpoint, which listens on the host's network address
+//! when the agent has one (`--address`, so the server can fetch logs from another
+//! machine). Instance routes (metadata, scheduled events, custom metrics) answer only
+//! callers on this host: loopback, the host's own addresses and its instances' range.
+//! Console logs answer those and the servers the agent follows (the server proxies
+//! `shoal vmss logs`). Anyone else gets `403`, so another machine on the network can
+//! neither read an instance's metadata or logs nor push metrics or approve its
+//! scheduled events.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use shoal_model::cidr::Cidr;
+
+#[derive(Debug, Clone, Default)]
+pub struct Callers {
+    /// This host's own addresses (besides loopback).
+    local: Vec<IpAddr>,
+    /// The instances' range, when they have addresses of their own.
+    instances: Option<Cidr>,
+    /// The servers' addresses.
+    servers: Vec<IpAddr>,
+}
+
+impl Callers {
+    /// `local`: this host's addresses; `instances`: its instance range (`10.200.1.0/24`);
+    /// `servers`: the server URLs the agent follows (`http://a:7070,https://b:7443`),
+    /// resolved now.
+    pub async fn new(local: Vec<IpAddr>, instances: Option<&str>, servers: &str) -> Callers {
+        let mut resolved = Vec::new();
+        for url in servers.split(',') {
+            let Some((host, port)) = host_port(url.trim()) else {
+                continue;
+            };
+            match tokio::net::lookup_host(format!("{host}:{port}")).await {
+                Ok(addrs) => resolved.extend(addrs.map(|a| a.ip())),
+                Err(e) => {
+                    tracing::warn!(server = %url, error = %e, "cannot resolve the server's address: its log requests will be refused")
+                }
+            }
+        }
+        Callers {
+            local,
+            instances: instances.and_then(|s| s.parse().ok()),
+            servers: resolved,
+        }
+    }
+
+    fn on_this_host(&self, ip: IpAddr) -> bool {
+        ip.is_loopback()
+            || self.local.contains(&ip)
+            || match (ip, self.instances) {
+                (IpAddr::V4(v4), Some(range)) => range.contains(v4),
+                _ => false,
+            }
+    }
+
+    /// Whether a caller at `ip` may ask for `path`.
+    pub fn may(&self, path: &str, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        self.on_this_host(ip) || (path.starts_with("/logs/") && self.servers.contains(&ip))
+    }
+}
+
+/// `scheme://host[:port][/…]` → (host, port).
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = after
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default);
+        return Some((format!("[{host}]"), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((authority.to_string(), default)),
+    }
+}
+
+/// The middleware: refuses callers [`Callers::may`] does not allow.
+pub async fn guard(
+    State(callers): State<std::sync::Arc<Callers>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if callers.may(req.uri().path(), peer.ip()) {
+        next.run(req).await
+    } else {
+        tracing::debug!(%peer, path = %req.uri().path(), "refused a caller from another machine");
+        (
+            StatusCode::FORBIDDEN,
+            "this agent endpoint answers only this host's instances and its servers\n",
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_this_host_and_its_servers_get_in() {
+        let c = Callers::new(
+            vec!["192.168.1.2".parse().expect("ip")],
+            Some("10.200.2.0/24"),
+            "http://192.168.1.1:7070,https://[::1]:7443",
+        )
+        .await;
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        for (path, from, ok) in [
+            ("/i/x/metadata/instance", "127.0.0.1", true),
+            ("/i/x/metadata/instance", "10.200.2.7", true),
+            ("/i/x/metadata/instance", "192.168.1.2", true),
+            ("/i/x/metadata/instance", "192.168.1.1", false),
+            ("/i/x/metadata/instance", "10.200.3.7", false),
+            ("/i/x/metrics", "192.168.1.9", false),
+            ("/logs/x", "192.168.1.1", true),
+            ("/logs/x", "192.168.1.9", false),
+            ("/logs/x", "::ffff:192.168.1.1", true),
+        ] {
+            assert_eq!(c.may(path, ip(from)), ok, "{path} from {from}");
+        }
+    }
+
+    #[test]
+    fn server_urls_give_host_and_port() {
+        assert_eq!(host_port("http://a:7070"), Some(("a".into(), 7070)));
+        assert_eq!(host_port("https://a/x"), Some(("a".into(), 443)));
+        assert_eq!(host_port("http://[::1]:9/"), Some(("[::1]".into(), 9)));
+        assert_eq!(host_port("nonsense"), None);
+    }
+}
