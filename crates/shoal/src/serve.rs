@@ -221,7 +221,7 @@ pub struct AgentFlags {
 pub struct AgentArgs {
     /// The servers to follow, in order (`http://a:7070,http://b:7070,…`): when the one in
     /// use cannot be reached the next is used [default: --endpoint].
-    #[arg(long, env = "SHOAL_SERVERS", value_name = "URL,URL…")]
+    #[arg(long, alias = "server", env = "SHOAL_SERVERS", value_name = "URL,URL…")]
     pub servers: Option<String>,
     /// TOML config file (see `shoal serve --help`).
     #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
@@ -747,7 +747,7 @@ pub async fn agent(args: AgentArgs, client: shoal_cli::ClientOptions) -> anyhow:
 pub struct BalancerArgs {
     /// The servers to follow, in order (`http://a:7070,http://b:7070,…`): when the one in
     /// use cannot be reached the next is used [default: --endpoint].
-    #[arg(long, env = "SHOAL_SERVERS", value_name = "URL,URL…")]
+    #[arg(long, alias = "server", env = "SHOAL_SERVERS", value_name = "URL,URL…")]
     pub servers: Option<String>,
     /// This balancer's name among balancers [default: the host name].
     #[arg(long, env = "SHOAL_BALANCER_NAME", value_name = "NAME")]
