@@ -190,8 +190,23 @@ fn the_agent_protocol_refuses_callers_without_the_right_host_credential() {
         .expect("credential")
         .to_string();
 
+    // The bundle host a's instance runs: host b runs none of it.
+    let version = http_request(
+        "GET",
+        &format!("{}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.0?api-version=2024-03-03", s.endpoint()),
+        None,
+    )
+    .expect("image version");
+    let blob = serde_json::from_str::<serde_json::Value>(&version.1).expect("json")["properties"]
+        ["shoal"]["blobId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("blobId in {}", version.1))
+        .to_string();
+    let blob_path = format!("/shoal/v1/blobs/{blob}");
+
     // Host b's credential: nothing of host a's, and nothing a balancer does.
-    let refused: [(&str, &str, Option<String>, u16); 5] = [
+    let refused: [(&str, &str, Option<String>, u16); 6] = [
+        ("GET", &blob_path, None, 403),
         ("GET", "/shoal/v1/hosts/a/instances", None, 403),
         (
             "PUT",

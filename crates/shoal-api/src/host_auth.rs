@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shoal_auth::{Principal, PrincipalKind, HOST_AUDIENCE};
 use shoal_control::kv;
-use shoal_model::records::host_key;
+use shoal_model::keys;
+use shoal_model::records::{host_key, InstanceRecord};
 use shoal_model::ArmError;
 use shoal_store::Expect;
 
@@ -453,6 +454,31 @@ pub fn allowed(caller: &Principal, route: &Route) -> Result<(), ArmError> {
                 caller.appid
             ),
         ))
+    }
+}
+
+/// A host may download only the bundles of instances assigned to it: a bundle holds an
+/// image's files (and whatever secrets its owner put in them), which other hosts have no
+/// reason to read.
+pub async fn blob_allowed(st: &ApiState, caller: &Principal, id: &str) -> Result<(), ArmError> {
+    let (items, _) = kv::list_json::<InstanceRecord>(&*st.store, keys::INSTANCE)
+        .await
+        .map_err(crate::state::internal)?;
+    let assigned = items
+        .iter()
+        .any(|i| i.value.host.eq_ignore_ascii_case(&caller.appid) && i.value.launch.blob_id == id);
+    if assigned {
+        Ok(())
+    } else {
+        Err(ArmError::new(
+            403,
+            "AuthorizationFailed",
+            format!(
+                "Host '{}' runs no instance of bundle '{id}', so it may not download it.",
+                caller.appid
+            ),
+        )
+        .with_target("blobId"))
     }
 }
 

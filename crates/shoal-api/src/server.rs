@@ -453,6 +453,9 @@ async fn dispatch(
             if method != Method::GET {
                 return Err(groups::method_not_allowed(method));
             }
+            if let Some(host) = caller.as_ref() {
+                crate::host_auth::blob_allowed(st, host, &id).await?;
+            }
             blobs::download_blob(st, &id).await
         }
         Route::Host { name } => agent_api::host(st, method, &name, &body).await,
