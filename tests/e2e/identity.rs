@@ -3,6 +3,7 @@
 //! the role decides what they may do, and a reset or deleted secret no longer signs in.
 
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -186,4 +187,175 @@ fn a_service_principal_signs_in_with_its_role_and_loses_access_when_reset_or_del
         .success());
     assert!(remote_cli(&s, cfg, &["logout"]).status.success());
     assert!(!file.exists());
+}
+
+/// What the identity probe image does, answering `GET /` with a JSON report: it gets a
+/// token from `IDENTITY_ENDPOINT` (as App Service's managed identity, which an unchanged
+/// `ManagedIdentityCredential` uses), then reads and tries to delete its own scale set with
+/// it, and asks once more with a wrong secret. The API and the set come as custom data.
+const IDENTITY_PROBE: &str = r#"import http.server, json, os, urllib.error, urllib.request
+api, set_path = open(os.environ["SHOAL_CUSTOM_DATA"]).read().split()
+def call(method, url, headers):
+    req = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+def report():
+    token_url = os.environ["IDENTITY_ENDPOINT"] + "?api-version=2019-08-01&resource=https://management.azure.com/"
+    out = {"uid": os.getuid()}
+    status, body = call("GET", token_url, {"X-IDENTITY-HEADER": os.environ["IDENTITY_HEADER"]})
+    out["token_status"] = status
+    if status != 200:
+        out["token_error"] = body
+        return out
+    auth = {"Authorization": "Bearer " + json.loads(body)["access_token"]}
+    out["get_set"] = call("GET", api + set_path + "?api-version=2024-07-01", auth)[0]
+    out["delete_set"] = call("DELETE", api + set_path + "?api-version=2024-07-01", auth)[0]
+    out["wrong_secret"] = call("GET", token_url, {"X-IDENTITY-HEADER": "0" * 64})[0]
+    return out
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(report()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[test]
+fn an_instance_uses_its_sets_identity_with_the_role_it_was_given_and_no_more() {
+    let _g = serial();
+    // Host ports: the instance reaches the API on 127.0.0.1 like any local process.
+    let s = Server::start_with(&["--network", "host-ports"]);
+    let rg = "miderg";
+    s.cli_ok(&["group", "create", "--name", rg, "--location", "local"]);
+    let image = s.dir.path().join("probe");
+    std::fs::create_dir_all(&image).expect("mkdir");
+    std::fs::write(image.join("probe.py"), IDENTITY_PROBE).expect("write probe");
+    s.cli_ok(&[
+        "image",
+        "create",
+        "-g",
+        rg,
+        "--gallery",
+        "apps",
+        "--name",
+        "probe",
+        "--version",
+        "1.0.0",
+        "--dir",
+        image.to_str().expect("utf-8"),
+        "--command",
+        "python3 probe.py",
+        "--port",
+        "8080",
+    ]);
+    let sub = "00000000-0000-0000-0000-000000000000";
+    let set_path = format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/probe"
+    );
+    let custom = format!("{} {set_path}", s.endpoint());
+    let created = s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        rg,
+        "-n",
+        "probe",
+        "--image",
+        "apps/probe:1.0.0",
+        "--instance-count",
+        "1",
+        "--assign-identity",
+        "--custom-data",
+        &custom,
+    ]);
+    let shown = s.cli_ok(&["vmss", "show", "-g", rg, "-n", "probe"]);
+    let principal = shown["identity"]["principalId"]
+        .as_str()
+        .unwrap_or_else(|| {
+            panic!("a system-assigned identity has a principalId: {shown} {created}")
+        })
+        .to_string();
+    assert_eq!(shown["identity"]["type"], "SystemAssigned");
+
+    // Reader on its own set, nothing else.
+    let assignment = format!(
+        "{}{set_path}/providers/Microsoft.Authorization/roleAssignments/6f1f0a8e-8a3a-4a4e-9b5c-2f4f1f9e7a11?api-version=2022-04-01",
+        s.endpoint()
+    );
+    let body = format!(
+        r#"{{"properties": {{"roleDefinitionId": "/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", "principalId": "{principal}", "principalType": "ServicePrincipal"}}}}"#
+    );
+    let (status, answer) = http_request("PUT", &assignment, Some(&body)).expect("assign");
+    assert!(status == 200 || status == 201, "{status}: {answer}");
+
+    let inst = {
+        let mut found = None;
+        wait_until(Duration::from_secs(60), "the probe instance runs", || {
+            found = s
+                .instances(rg, "probe")
+                .into_iter()
+                .find(|i| i.power == "running" && i.address.is_some());
+            found.is_some()
+        });
+        found.expect("instance")
+    };
+    let url = format!("http://{}/", inst.address.expect("address"));
+    let mut report = Value::Null;
+    // Role assignments are read anew within a few seconds; until then a read may be 403.
+    wait_until(
+        Duration::from_secs(60),
+        "the instance reads its set with its identity",
+        || {
+            report = http_get(&url)
+                .and_then(|(_, b)| serde_json::from_str(&b).ok())
+                .unwrap_or(Value::Null);
+            report["get_set"] == 200
+        },
+    );
+    assert_eq!(report["token_status"], 200, "{report}");
+    assert_eq!(
+        report["delete_set"], 403,
+        "a Reader cannot delete: {report}"
+    );
+    assert_eq!(report["wrong_secret"], 401, "{report}");
+    assert_ne!(report["uid"], 0, "{report}");
+    assert!(
+        s.cli(&["vmss", "show", "-g", rg, "-n", "probe"])
+            .status
+            .success(),
+        "the set is still there"
+    );
+
+    // Its host's agent asks for its token; another host's credential may not.
+    let token = join_token(&s, "agent");
+    let joined = raw_request(
+        "POST",
+        &format!("{}/shoal/v1/join", s.endpoint()),
+        Some(&format!(r#"{{"token":"{token}","name":"other"}}"#)),
+        "application/json",
+        None,
+    )
+    .expect("join");
+    let other: Value = serde_json::from_str(&joined.1).expect("joined");
+    let (status, _) = raw_request(
+        "POST",
+        &format!(
+            "{}/shoal/v1/identity/{sub}/{rg}/probe/{}?resource=https://management.azure.com/",
+            s.endpoint(),
+            inst.id
+        ),
+        None,
+        "application/json",
+        other["credential"].as_str(),
+    )
+    .expect("identity call");
+    assert_eq!(
+        status, 403,
+        "another host's credential got the instance's token"
+    );
 }

@@ -69,6 +69,8 @@ pub enum AgentError {
     },
     #[error("The driver could not list what a previous run left")]
     Recover(#[source] crate::driver::DriverError),
+    #[error("Cannot read or make the instance identity key in the agent's directory")]
+    IdentityKey(#[source] std::io::Error),
     #[error("The server refused to register this host ({status}): {message}")]
     Refused { status: u16, message: String },
 }
@@ -120,11 +122,16 @@ pub async fn run(
     let registry: Registry = Arc::default();
     let events = EventBoard::new(cfg.clock.clone());
     let tracker = TaskTracker::new();
-    let app = http::router(HttpState {
-        registry: registry.clone(),
-        driver: driver.clone(),
-        events: events.clone(),
-    })
+    let identity = crate::identity::Identity::load(&cfg.dir, client.clone(), registry.clone())
+        .map_err(AgentError::IdentityKey)?;
+    let app = http::router(
+        HttpState {
+            registry: registry.clone(),
+            driver: driver.clone(),
+            events: events.clone(),
+        },
+        identity.clone(),
+    )
     .merge(crate::metrics::router(registry.clone(), client.clone()));
     let mut this_host: Vec<std::net::IpAddr> = vec![local.ip()];
     this_host.extend(cfg.address.map(std::net::IpAddr::V4));
@@ -188,6 +195,7 @@ pub async fn run(
         keep_instances: cfg.keep_instances,
         events,
         drain_timeout: cfg.drain_timeout,
+        identity: Some(identity),
     });
     let host = HostRecord {
         name: cfg.host.clone(),

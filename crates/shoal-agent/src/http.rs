@@ -30,8 +30,12 @@ pub struct HttpState {
     pub events: EventBoard,
 }
 
-pub fn router(state: HttpState) -> Router {
+pub fn router(state: HttpState, identity: crate::identity::Identity) -> Router {
     Router::new()
+        .route(
+            &format!("/i/{{slug}}{}", crate::identity::TOKEN_PATH),
+            get(crate::identity::token).with_state(identity),
+        )
         .route("/logs/{slug}", get(logs))
         .route("/i/{slug}/metadata/instance", get(metadata))
         .route("/i/{slug}/metadata/instance/compute", get(metadata_compute))

@@ -51,6 +51,8 @@ pub struct AgentContext {
     pub events: EventBoard,
     /// How long in-flight work may take to finish once an instance leaves its pools.
     pub drain_timeout: Duration,
+    /// Hands instances their identity secret (`IDENTITY_HEADER`).
+    pub identity: Option<crate::identity::Identity>,
 }
 
 /// What the agent has applied of an instance's desired record, kept on disk so a
@@ -244,10 +246,17 @@ impl Supervisor {
             memory_mb: rec.launch.memory_mb,
             custom_data,
             metadata_endpoint: format!("{}/i/{}", self.ctx.agent_url, self.key),
-            env: vec![
-                ("SHOAL_COMPUTER_NAME".into(), rec.computer_name()),
-                (IMAGE_KIND_ENV.into(), rec.launch.kind.clone()),
-            ],
+            env: {
+                let mut env = vec![
+                    ("SHOAL_COMPUTER_NAME".into(), rec.computer_name()),
+                    (IMAGE_KIND_ENV.into(), rec.launch.kind.clone()),
+                ];
+                // The driver adds IDENTITY_ENDPOINT from the metadata address it exports.
+                if let Some(id) = &self.ctx.identity {
+                    env.push(("IDENTITY_HEADER".into(), id.secret(&self.key.0)));
+                }
+                env
+            },
         })
     }
 

@@ -95,6 +95,7 @@ impl Access {
             Route::Host { .. }
             | Route::HostInstances { .. }
             | Route::HostHeartbeat { .. }
+            | Route::InstanceIdentity { .. }
             | Route::Status { .. }
             | Route::StoreList
             | Route::StoreWatch

@@ -417,8 +417,8 @@ pub fn allowed(caller: &Principal, route: &Route) -> Result<(), ArmError> {
             PrincipalKind::Host,
             Route::Host { name } | Route::HostInstances { name } | Route::HostHeartbeat { name },
         ) => me(name),
-        // The status handler checks the report names this host (`status_allowed`).
-        (PrincipalKind::Host, Route::Status { .. }) => true,
+        // The status and identity handlers check the instance is on this host.
+        (PrincipalKind::Host, Route::Status { .. } | Route::InstanceIdentity { .. }) => true,
         (PrincipalKind::Host, Route::Drain { balancer: None, .. }) => true,
         (PrincipalKind::Host, Route::MetricsIngest | Route::Blob { .. }) => true,
         (

@@ -58,14 +58,27 @@ pub async fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMa
         )
         .with_target("resource"));
     }
+    let identity = match &st.auth {
+        Some(_) => Some(crate::principals::operator_identity(st).await?.principal()),
+        None => None,
+    };
+    managed_token(st, ctx, identity, &resource, TOKEN_LIFETIME_SECS).await
+}
+
+/// A managed identity's token for `resource` (Azure Resource Manager only), in App
+/// Service's answer shape; without authentication (tests), an opaque string.
+async fn managed_token(
+    st: &ApiState,
+    ctx: &Ctx,
+    identity: Option<shoal_auth::Principal>,
+    resource: &str,
+    lifetime: i64,
+) -> ApiResult {
+    let resource = resource.to_string();
     let now = st.clock.now().as_second();
-    let expires_on = now + TOKEN_LIFETIME_SECS;
-    let (access_token, client_id) = match &st.auth {
-        None => (
-            format!("shoal.{}", uuid::Uuid::new_v4().simple()),
-            "00000000-0000-0000-0000-000000000000".to_string(),
-        ),
-        Some(a) => {
+    let expires_on = now + lifetime;
+    let (access_token, client_id) = match (&st.auth, identity) {
+        (Some(a), Some(mut identity)) => {
             let aud = if resource.ends_with('/') {
                 resource.clone()
             } else {
@@ -83,8 +96,8 @@ pub async fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMa
                 )
                 .with_target("resource"));
             }
-            let identity = crate::principals::operator_identity(st).await?;
             let tenant = a.directory.tenant().await.map_err(crate::state::internal)?;
+            identity.tid.clone_from(&tenant.tenant_id);
             let issuer = format!(
                 "{}/{}/v2.0",
                 a.authority_url(&ctx.base_url),
@@ -92,17 +105,15 @@ pub async fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMa
             );
             let issued = a
                 .authority
-                .issue(
-                    &identity.principal(),
-                    &aud,
-                    &issuer,
-                    now,
-                    TOKEN_LIFETIME_SECS,
-                )
+                .issue(&identity, &aud, &issuer, now, lifetime)
                 .await
                 .map_err(crate::state::internal)?;
-            (issued.token, identity.app_id)
+            (issued.token, identity.appid)
         }
+        _ => (
+            format!("shoal.{}", uuid::Uuid::new_v4().simple()),
+            "00000000-0000-0000-0000-000000000000".to_string(),
+        ),
     };
     Ok(json(
         200,
@@ -204,4 +215,101 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
     }
+}
+
+/// How long an instance's identity token is good for (Azure IMDS: about a day; an hour
+/// keeps a leaked one short-lived, and the SDKs refresh on their own).
+const INSTANCE_TOKEN_LIFETIME_SECS: i64 = 3600;
+
+/// `POST /shoal/v1/identity/{sub}/{rg}/{vmss}/{id}?resource=…`: the token of the set's
+/// system-assigned identity, for the agent of the host the instance is on (which hands
+/// it to the instance through its metadata endpoint). Another host's credential gets
+/// 403; a set without an identity 400, as Azure's IMDS ("Identity not found").
+pub async fn instance_token(
+    st: &ApiState,
+    ctx: &Ctx,
+    caller: Option<&shoal_auth::Principal>,
+    method: &Method,
+    path: &str,
+) -> ApiResult {
+    if method != Method::POST {
+        return Err(crate::groups::method_not_allowed(method));
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    let [sub, rg, vmss, id] = parts.as_slice() else {
+        return Err(ArmError::invalid_parameter(
+            "path",
+            "Use /shoal/v1/identity/{sub}/{rg}/{vmss}/{instanceId}.",
+        ));
+    };
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ArmError::invalid_parameter("instanceId", "Not an instance id."))?;
+    let vref = shoal_model::ids::VmssRef::new(sub, rg, vmss);
+    let inst = st
+        .get::<shoal_model::records::InstanceRecord>(&vref.instance_key(id))
+        .await?
+        .ok_or_else(|| ArmError::not_found("instance", &id.to_string()))?;
+    if let Some(c) = caller {
+        if !inst.value.host.eq_ignore_ascii_case(&c.appid) {
+            return Err(ArmError::new(
+                403,
+                "AuthorizationFailed",
+                format!(
+                    "Instance {id} does not run on host '{}': only its own host asks for its identity.",
+                    c.appid
+                ),
+            ));
+        }
+    }
+    let set = st
+        .get::<shoal_model::records::VmssRecord>(&vref.key())
+        .await?
+        .ok_or_else(|| ArmError::not_found(shoal_model::vmss::VMSS_TYPE, vmss))?;
+    let Some(principal_id) = shoal_model::vmss::system_identity(&set.value.model) else {
+        return Err(ArmError::new(
+            400,
+            "IdentityNotFound",
+            format!(
+                "Identity not found: scale set {vmss} has no system-assigned identity (set \
+                 identity.type to SystemAssigned)."
+            ),
+        )
+        .with_target("identity"));
+    };
+    let resource = ctx.query("resource").unwrap_or("").trim().to_string();
+    if resource.is_empty() {
+        return Err(ArmError::new(
+            400,
+            "InvalidParameter",
+            "Name the audience in the resource parameter, e.g. resource=https://management.azure.com.",
+        )
+        .with_target("resource"));
+    }
+    let identity = shoal_auth::Principal {
+        tid: String::new(),
+        oid: principal_id.to_string(),
+        appid: principal_id.to_string(),
+        kind: shoal_auth::PrincipalKind::ManagedIdentity,
+    };
+    managed_token(
+        st,
+        ctx,
+        Some(identity),
+        &resource,
+        INSTANCE_TOKEN_LIFETIME_SECS,
+    )
+    .await
+}
+
+/// Whether `principal_id` is a scale set's system-assigned identity (so role assignments
+/// may name it).
+pub async fn is_set_identity(st: &ApiState, principal_id: &str) -> Result<bool, ArmError> {
+    let sets = st
+        .list::<shoal_model::records::VmssRecord>(shoal_model::keys::VMSS)
+        .await?;
+    Ok(sets.iter().any(|s| {
+        shoal_model::vmss::system_identity(&s.value.model)
+            .is_some_and(|p| p.eq_ignore_ascii_case(principal_id))
+    }))
 }

@@ -269,6 +269,7 @@ pub fn doc_key(route: &Route) -> &'static str {
         Route::JoinTokens => "joinTokens",
         Route::JoinToken { .. } => "joinToken",
         Route::HostHeartbeat { .. } => "hostHeartbeat",
+        Route::InstanceIdentity { .. } => "instanceIdentity",
         Route::Hosts => "hosts",
         Route::HostResource { .. } => "hostResource",
         Route::HostAction { .. } => "hostAction",

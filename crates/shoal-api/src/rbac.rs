@@ -488,12 +488,14 @@ pub async fn role_assignments(
             let principal_id = props["principalId"].as_str().unwrap_or_default();
             let auth = st.auth.as_ref();
             let known = match auth {
-                Some(a) => a
-                    .directory
-                    .find_principal(principal_id)
-                    .await
-                    .map_err(internal)?
-                    .is_some(),
+                Some(a) => {
+                    a.directory
+                        .find_principal(principal_id)
+                        .await
+                        .map_err(internal)?
+                        .is_some()
+                        || crate::identity::is_set_identity(st, principal_id).await?
+                }
                 None => !principal_id.is_empty(),
             };
             if !known {

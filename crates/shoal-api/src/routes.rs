@@ -174,6 +174,11 @@ pub enum Route {
     HostHeartbeat {
         name: String,
     },
+    /// `POST /shoal/v1/identity/{sub}/{rg}/{vmss}/{id}?resource=…`: a token of the set's
+    /// managed identity for that instance, asked by the agent of its host.
+    InstanceIdentity {
+        path: String,
+    },
     /// `POST /shoal/v1/join`: a join token for a host or balancer credential.
     Join,
     /// `/providers/Shoal.Infrastructure/joinTokens[/{name}]`.
@@ -338,6 +343,9 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             (5, "hosts") if eq(s(4), "instances") => Ok(Route::HostInstances { name: owned(3) }),
             (5, "hosts") if eq(s(4), "heartbeat") => Ok(Route::HostHeartbeat { name: owned(3) }),
             (7, "status") => Ok(Route::Status {
+                path: segs[3..].join("/"),
+            }),
+            (7, "identity") => Ok(Route::InstanceIdentity {
                 path: segs[3..].join("/"),
             }),
             (3, "list") => Ok(Route::StoreList),

@@ -463,6 +463,9 @@ async fn dispatch(
         Route::Status { path } => {
             agent_api::status(st, caller.as_ref(), method, &path, &body).await
         }
+        Route::InstanceIdentity { path } => {
+            crate::identity::instance_token(st, ctx, caller.as_ref(), method, &path).await
+        }
         Route::Join => crate::host_auth::join(st, method, &body).await,
         Route::JoinTokens => {
             crate::host_auth::join_tokens(st, caller.as_ref(), method, &body).await

@@ -251,6 +251,39 @@ impl ServerClient {
         Ok(Some(beat.peers))
     }
 
+    /// A token of `rec`'s scale-set identity for `resource`, asked as the instance's host:
+    /// the server's status and body, whatever they are (the agent passes them on).
+    pub async fn instance_token(
+        &self,
+        rec: &InstanceRecord,
+        resource: &str,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let v = &rec.vmss;
+        let mut enc = String::new();
+        for b in resource.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                enc.push(b as char);
+            } else {
+                enc.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let path = format!(
+            "/shoal/v1/identity/{}/{}/{}/{}?resource={enc}",
+            v.subscription, v.resource_group, v.name, rec.instance_id
+        );
+        match self
+            .call("identity token", Method::POST, path, None, None)
+            .await
+        {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                Ok((status, self.read(resp).await?))
+            }
+            Err(ClientError::Refused { status, body, .. }) => Ok((status, Bytes::from(body))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The desired instances on `host`, as store records (`instance/...` keys, JSON
     /// values), and the revision to watch from.
     pub async fn host_instances(

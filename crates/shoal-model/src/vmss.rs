@@ -577,6 +577,71 @@ pub fn normalize(v: &mut VirtualMachineScaleSet) {
     }
 }
 
+/// Whether the set has a system-assigned managed identity.
+pub fn system_identity(m: &VirtualMachineScaleSet) -> Option<&str> {
+    let id = m.identity.as_ref()?;
+    let ty = id["type"].as_str()?.to_ascii_lowercase();
+    if ty.split(',').any(|t| t.trim() == "systemassigned") {
+        id["principalId"].as_str()
+    } else {
+        None
+    }
+}
+
+/// Fills what Azure answers for `identity`: a system-assigned identity's `principalId`
+/// (the set's `uniqueId`: one per set, kept across updates, new when the set is made
+/// again, so role assignments never carry over to a namesake). `None` clears it.
+pub fn settle_identity(m: &mut VirtualMachineScaleSet) {
+    let unique = m.props().unique_id.clone();
+    let Some(id) = m.identity.as_mut().and_then(Value::as_object_mut) else {
+        return;
+    };
+    let system = id.get("type").and_then(Value::as_str).is_some_and(|t| {
+        t.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("SystemAssigned"))
+    });
+    match unique.filter(|_| system) {
+        Some(u) => {
+            id.insert("principalId".into(), Value::String(u));
+        }
+        None => {
+            id.remove("principalId");
+        }
+    }
+}
+
+/// `identity.type`: one of Azure's four.
+fn validate_identity(id: &Value) -> Result<(), ArmError> {
+    if id.is_null() {
+        return Ok(());
+    }
+    let ty = id["type"].as_str().unwrap_or("");
+    let mut parts: Vec<String> = ty
+        .split(',')
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    parts.sort();
+    let known = matches!(
+        parts
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["none"] | ["systemassigned"] | ["userassigned"] | ["systemassigned", "userassigned"]
+    );
+    if !id.is_object() || !known {
+        return Err(ArmError::invalid_parameter(
+            "identity.type",
+            format!(
+                "identity.type '{ty}' is not one of SystemAssigned, UserAssigned, \
+                 'SystemAssigned, UserAssigned' or None."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `resiliencyPolicy`: an object of sub-policies whose `enabled` are booleans; automatic
 /// zone rebalancing takes only Azure's one strategy and behaviour, and (as in Azure)
 /// needs zones and works only without strict `zoneBalance`.
@@ -691,6 +756,9 @@ pub fn validate(
                 ));
             }
         }
+    }
+    if let Some(id) = &v.identity {
+        validate_identity(id)?;
     }
     let p = v.props();
     if let Some(fd) = p.platform_fault_domain_count {

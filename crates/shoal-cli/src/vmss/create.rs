@@ -128,6 +128,17 @@ pub struct VmssCreate {
     /// from the file named by SHOAL_CUSTOM_DATA.
     #[arg(long, value_parser = parse_custom_data, value_name = "FILE_OR_TEXT")]
     pub custom_data: Option<CustomData>,
+    /// Give the set a system-assigned managed identity (`[system]`, as `az`): its instances
+    /// get tokens for it from IDENTITY_ENDPOINT; grant it roles with a role assignment
+    /// naming `identity.principalId`.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = "[system]",
+        value_name = "[system]",
+        value_parser = clap::builder::PossibleValuesParser::new(["[system]"])
+    )]
+    pub assign_identity: Option<String>,
     /// Availability zones to spread instances over, space-separated (e.g. 1 2 3).
     #[arg(long, num_args = 1.., value_name = "ZONE")]
     pub zones: Option<Vec<String>>,
@@ -215,6 +226,9 @@ pub fn create_body(sub: &str, args: &VmssCreate, location: &str) -> Value {
     });
     if let Some(zones) = &args.zones {
         body["zones"] = json!(zones);
+    }
+    if args.assign_identity.is_some() {
+        body["identity"] = json!({"type": "SystemAssigned"});
     }
     if let Some(tags) = &args.tags {
         body["tags"] = tags_object(tags);

@@ -33,7 +33,7 @@ pub enum VmssCommand {
     #[command(
         after_help = "Example:\n  shoal vmss create -g demo -n web --image apps/web:1.0.0 \\\n      --instance-count 3 --vm-sku Shoal_1vCPU_512MB"
     )]
-    Create(VmssCreate),
+    Create(Box<VmssCreate>),
     /// List the scale sets of a resource group (or of the whole subscription).
     List(VmssList),
     /// Show a scale set (or, with --instance-id, one of its instances).

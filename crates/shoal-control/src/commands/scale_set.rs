@@ -200,6 +200,7 @@ fn write(
             .and_then(|p| p.time_created.clone())
             .unwrap_or_else(|| env.now_text()),
     );
+    model::settle_identity(&mut m);
 
     let created = existing.is_none();
     let op = env.operation(

@@ -144,11 +144,18 @@ impl Inner {
             .env("SHOAL_INSTANCE_ID", &spec.instance_id)
             .env("SHOAL_VMSS", &spec.vmss)
             .env("SHOAL_CUSTOM_DATA", custom_data)
-            .env("SHOAL_METADATA_ENDPOINT", metadata)
+            .env("SHOAL_METADATA_ENDPOINT", &metadata)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .kill_on_drop(false);
+        if spec.env.iter().any(|(k, _)| k == "IDENTITY_HEADER") {
+            // As on App Service: IDENTITY_ENDPOINT + IDENTITY_HEADER.
+            cmd.env(
+                "IDENTITY_ENDPOINT",
+                format!("{metadata}{}", crate::identity::TOKEN_PATH),
+            );
+        }
         let ns_raw = netns_fd.as_ref().map(AsRawFd::as_raw_fd);
         let cg_raw: Vec<i32> = cgroup_fds.iter().map(AsRawFd::as_raw_fd).collect();
         // SAFETY: the hook runs in the forked child before exec and only makes
