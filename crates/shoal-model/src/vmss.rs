@@ -832,6 +832,18 @@ pub fn validate(
         if prev.orchestration_mode() != v.orchestration_mode() {
             return immutable("properties.orchestrationMode", "orchestrationMode");
         }
+        let now: Vec<&String> = v.zones.iter().flatten().collect();
+        if let Some(gone) = prev.zones.iter().flatten().find(|z| !now.contains(z)) {
+            return Err(ArmError::new(
+                409,
+                "OperationNotAllowed",
+                format!(
+                    "Zone '{gone}' cannot be removed from the scale set: zones can only be added \
+                     (as in Azure). Make a new set to leave a zone."
+                ),
+            )
+            .with_target("zones"));
+        }
         if prev.props().platform_fault_domain_count != p.platform_fault_domain_count {
             return immutable(
                 "properties.platformFaultDomainCount",
@@ -886,6 +898,27 @@ mod tests {
         body["properties"]["somethingNew"] = json!({"a": 1});
         let v: VirtualMachineScaleSet = parse_typed(&body).unwrap();
         assert_eq!(v.upgrade_mode(), UpgradeMode::Automatic);
+    }
+
+    #[test]
+    fn zones_are_checked_and_only_added() {
+        let with = |zones: Value| {
+            let mut body = minimal();
+            body["zones"] = zones;
+            let mut v: VirtualMachineScaleSet = parse_typed(&body).unwrap();
+            normalize(&mut v);
+            v
+        };
+        let err = validate(&with(json!(["4"])), None).unwrap_err();
+        assert_eq!((err.status, err.target.as_deref()), (400, Some("zones")));
+        let before = with(json!(["1", "2"]));
+        validate(&with(json!(["1", "2", "3"])), Some(&before)).unwrap();
+        let err = validate(&with(json!(["1"])), Some(&before)).unwrap_err();
+        assert_eq!(
+            (err.status, err.code.as_str()),
+            (409, "OperationNotAllowed")
+        );
+        assert_eq!(err.target.as_deref(), Some("zones"));
     }
 
     #[test]

@@ -301,6 +301,7 @@ mod tests {
                 existing: Some(versioned.clone()),
                 image: Some(image()),
                 hosts: Vec::new(),
+                host_zones: Default::default(),
             };
             match scale_set::decide(&cmd, &state, &limits, &env()) {
                 Ok(w) => {

@@ -114,6 +114,11 @@ impl Executor {
             }
         };
         let (hosts, _) = kv::list_json::<HostRecord>(&*self.store, keys::HOST).await?;
+        let host_zones = hosts
+            .iter()
+            .filter(|h| !h.value.cordoned && !h.value.draining)
+            .filter_map(|h| h.value.zone.clone())
+            .collect();
         let hosts = hosts
             .iter()
             .map(|h| crate::hosts::capacity(&h.value))
@@ -122,6 +127,7 @@ impl Executor {
             existing,
             image,
             hosts,
+            host_zones,
         };
         Ok(scale_set::decide(cmd, &state, &self.limits, env)?)
     }

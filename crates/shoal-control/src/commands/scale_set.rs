@@ -29,6 +29,8 @@ pub struct SetState {
     /// What each registered host can hold in all ([`crate::hosts::capacity`]): a size no
     /// host can ever hold is refused at once instead of waiting for room for ever.
     pub hosts: Vec<Resources>,
+    /// Zones with a registered host that takes placements (not cordoned or draining).
+    pub host_zones: std::collections::BTreeSet<String>,
 }
 
 /// Properties Shoal sets itself; a client that echoes them back changes nothing.
@@ -102,6 +104,45 @@ pub fn decide(
     }
 }
 
+/// Strict `zoneBalance` that cannot be met now is Azure's 409 `OperationNotAllowed`, at
+/// once: the set's instances need as many of its zones as they can fill (up to one per
+/// instance), and some of those zones have no host taking placements. (No hosts at all:
+/// nothing to judge by, the placement waits for one.)
+fn check_strict_zones(
+    m: &VirtualMachineScaleSet,
+    host_zones: &std::collections::BTreeSet<String>,
+) -> Result<(), ArmError> {
+    let zones = m.zones.clone().unwrap_or_default();
+    if m.props().zone_balance != Some(true) || zones.is_empty() || host_zones.is_empty() {
+        return Ok(());
+    }
+    let needed = usize::try_from(m.capacity().max(0))
+        .unwrap_or(0)
+        .min(zones.len());
+    let usable: Vec<&String> = zones.iter().filter(|z| host_zones.contains(*z)).collect();
+    if usable.len() >= needed {
+        return Ok(());
+    }
+    let missing: Vec<&String> = zones.iter().filter(|z| !host_zones.contains(*z)).collect();
+    Err(ArmError::new(
+        409,
+        "OperationNotAllowed",
+        format!(
+            "zoneBalance is true, but zone(s) {} have no host that takes instances, so {} \
+             instance(s) cannot be spread evenly over zones {}. Add or uncordon a host there, \
+             or set zoneBalance to false (best effort).",
+            missing
+                .iter()
+                .map(|z| z.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            m.capacity(),
+            zones.join(", ")
+        ),
+    )
+    .with_target("properties.zoneBalance"))
+}
+
 /// A size larger than every host is Azure's 409 `SkuNotAvailable`, at once (no hosts
 /// registered yet: nothing to judge by, the placement waits for one).
 fn check_fits_a_host(size: &sku::Size, hosts: &[Resources]) -> Result<(), ArmError> {
@@ -143,6 +184,7 @@ fn write(
     let size = sku::lookup(m.sku_name())
         .ok_or_else(|| ArmError::invalid_parameter("sku.name", "Unknown size."))?;
     check_fits_a_host(&size, &state.hosts)?;
+    check_strict_zones(&m, &state.host_zones)?;
 
     let mut launch = LaunchSpec {
         generation: 1,
@@ -282,6 +324,7 @@ mod tests {
             }),
             image: Some(image()),
             hosts: Vec::new(),
+            host_zones: Default::default(),
         }
     }
 
@@ -398,6 +441,7 @@ mod tests {
             existing: None,
             image: Some(image()),
             hosts: Vec::new(),
+            host_zones: Default::default(),
         };
         let err = decide(&patch(json!({})), &missing, &Limits::default(), &env()).unwrap_err();
         assert_eq!(err.status, 404);
@@ -462,6 +506,7 @@ mod tests {
             existing: None,
             image: None,
             hosts: Vec::new(),
+            host_zones: Default::default(),
         };
         assert!(decide(&del, &none, &Limits::default(), &env())
             .unwrap()
@@ -487,5 +532,39 @@ mod tests {
             memory_mb: 262_144,
         };
         assert!(check_fits_a_host(&size, &[small, big]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod strict_zone_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model(capacity: i64, zones: &[&str], strict: bool) -> VirtualMachineScaleSet {
+        let mut m: VirtualMachineScaleSet = model::parse_typed(&json!({
+            "location": "local", "zones": zones,
+            "sku": {"name": "Shoal_1vCPU_512MB", "capacity": capacity},
+            "properties": {"zoneBalance": strict,
+                "virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "/x"}}}}
+        }))
+        .expect("model");
+        model::normalize(&mut m);
+        m
+    }
+
+    #[test]
+    fn strict_zone_balance_that_cannot_be_met_is_refused_at_once() {
+        let hosts: std::collections::BTreeSet<String> = ["1".into(), "2".into()].into();
+        let err = check_strict_zones(&model(3, &["1", "2", "3"], true), &hosts).unwrap_err();
+        assert_eq!(
+            (err.status, err.code.as_str()),
+            (409, "OperationNotAllowed")
+        );
+        assert_eq!(err.target.as_deref(), Some("properties.zoneBalance"));
+        assert!(err.message.contains("zone(s) 3"), "{}", err.message);
+        // Best effort, few enough instances, or no hosts yet: accepted.
+        assert!(check_strict_zones(&model(3, &["1", "2", "3"], false), &hosts).is_ok());
+        assert!(check_strict_zones(&model(2, &["1", "2", "3"], true), &hosts).is_ok());
+        assert!(check_strict_zones(&model(3, &["1", "2", "3"], true), &Default::default()).is_ok());
     }
 }

@@ -58,6 +58,7 @@ pub fn set_record(capacity: i64) -> VmssRecord {
         existing: None,
         image: Some(image()),
         hosts: Vec::new(),
+        host_zones: Default::default(),
     };
     let limits = Limits {
         max_capacity: capacity.max(Limits::default().max_capacity),
