@@ -29,6 +29,8 @@ import time
 import urllib.parse
 import urllib.request
 
+from scale1000 import http_ok
+
 NET = "172.31.251"
 SUB = "00000000-0000-0000-0000-000000000000"
 TAG = f"{os.getpid() & 0xffff:04x}"
@@ -201,18 +203,6 @@ def failover(api, run, front):
         "failed_requests": len(failed),
         "failed_started_within_s_of_cut": [round(min(failed), 2), round(max(failed), 2)] if failed else None,
     }
-
-
-async def http_ok(addr, want):
-    host, port = addr.rsplit(":", 1)
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
-        writer.write(f"GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
-        data = await asyncio.wait_for(reader.read(), 2.0)
-        writer.close()
-        return data.startswith(b"HTTP/1.1 200") and data.rstrip().endswith(want.encode())
-    except Exception:
-        return False
 
 
 async def scale(api, run, count):

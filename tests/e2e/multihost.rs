@@ -281,6 +281,27 @@ fn ask() -> Result<u64, String> {
     }
 }
 
+/// Waits until all 6 instances answer through the balancer again, stops `client`, and
+/// asserts that nothing it sent since `started` failed.
+fn all_answer_and_nothing_failed(client: Client, started: Instant, what: &str) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("all 6 answer after {what}"),
+        || answering().len() == 6,
+    );
+    let seen = client.finish();
+    let failed = seen.failed_after(started);
+    assert!(
+        failed.is_empty(),
+        "requests failed during {what}: {failed:?}"
+    );
+    eprintln!(
+        "{what}: {} requests, none failed, in {:?}",
+        seen.requests.len(),
+        started.elapsed()
+    );
+}
+
 /// The instances answering through the balancer, from enough requests to reach each.
 fn answering() -> BTreeSet<u64> {
     (0..60).filter_map(|_| ask().ok()).collect()
@@ -831,22 +852,7 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
         now.len() == 6
             && per_zone == BTreeMap::from([("1".into(), 2), ("2".into(), 2), ("3".into(), 2)])
     });
-    wait_until(
-        Duration::from_secs(30),
-        "all 6 answer after rebalancing",
-        || answering().len() == 6,
-    );
-    let seen = client.finish();
-    let failed = seen.failed_after(rebalance_started);
-    assert!(
-        failed.is_empty(),
-        "requests failed while the zones were rebalanced: {failed:?}"
-    );
-    eprintln!(
-        "zone rebalance: 2 instances moved back to zone 2 in {:?}, {} requests, none failed",
-        rebalance_started.elapsed(),
-        seen.requests.len()
-    );
+    all_answer_and_nothing_failed(client, rebalance_started, "the zone rebalance");
 
     // Drain c with a steady client: its instances move with draining, nothing fails.
     let client = Client::start();
@@ -860,22 +866,7 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
     wait_until(Duration::from_secs(30), "nothing runs on c", || {
         running_instance_ids(&c.data_dir()).is_empty()
     });
-    wait_until(
-        Duration::from_secs(30),
-        "all 6 answer after the drain",
-        || answering().len() == 6,
-    );
-    let seen = client.finish();
-    let failed = seen.failed_after(drain_started);
-    assert!(
-        failed.is_empty(),
-        "requests failed during the drain of c: {failed:?}"
-    );
-    eprintln!(
-        "drain of host c: {} requests, none failed, in {:?}",
-        seen.requests.len(),
-        drain_started.elapsed()
-    );
+    all_answer_and_nothing_failed(client, drain_started, "the drain of host c");
     // A drain replaces (new ids, as Azure's scale-out then scale-in), so compare with
     // what the set has now: each of its 6 instances runs exactly once, none on c.
     let now = placement(&s, rg);
