@@ -182,6 +182,25 @@ fn tokio_stream_interval(every: Duration) -> impl futures::Stream<Item = ()> {
     })
 }
 
+/// `{sub}/{rg}/{vmss}/{instanceId}` after `route` (for the error's hint): the set and the
+/// instance id.
+pub fn instance_path(
+    path: &str,
+    route: &str,
+) -> Result<(shoal_model::ids::VmssRef, u64), ArmError> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let [sub, rg, vmss, id] = parts.as_slice() else {
+        return Err(ArmError::invalid_parameter(
+            "path",
+            format!("Use {route}/{{sub}}/{{rg}}/{{vmss}}/{{instanceId}}."),
+        ));
+    };
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ArmError::invalid_parameter("instanceId", "Not an instance id."))?;
+    Ok((shoal_model::ids::VmssRef::new(sub, rg, vmss), id))
+}
+
 pub async fn status(
     st: &ApiState,
     caller: Option<&shoal_auth::Principal>,
@@ -189,17 +208,7 @@ pub async fn status(
     path: &str,
     body: &[u8],
 ) -> ApiResult {
-    let parts: Vec<&str> = path.split('/').collect();
-    let [sub, rg, vmss, id] = parts.as_slice() else {
-        return Err(ArmError::invalid_parameter(
-            "path",
-            "Use /shoal/v1/status/{sub}/{rg}/{vmss}/{instanceId}.",
-        ));
-    };
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ArmError::invalid_parameter("instanceId", "Not an instance id."))?;
-    let vref = shoal_model::ids::VmssRef::new(sub, rg, vmss);
+    let (vref, id) = instance_path(path, "/shoal/v1/status")?;
     match *method {
         Method::PUT => {
             let v = body_object(body, true)?;
@@ -309,26 +318,12 @@ fn ndjson(lines: impl futures::Stream<Item = Value> + Send + 'static) -> axum::r
     resp
 }
 
-fn instance_path(path: &str) -> Result<(shoal_model::ids::VmssRef, u64), ArmError> {
-    let parts: Vec<&str> = path.split('/').collect();
-    let [sub, rg, vmss, id] = parts.as_slice() else {
-        return Err(ArmError::invalid_parameter(
-            "path",
-            "Use .../{sub}/{rg}/{vmss}/{instanceId}.",
-        ));
-    };
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ArmError::invalid_parameter("instanceId", "Not an instance id."))?;
-    Ok((shoal_model::ids::VmssRef::new(sub, rg, vmss), id))
-}
-
 /// `PUT /shoal/v1/health/{sub}/{rg}/{vmss}/{id}`: a balancer reports what its probes see.
 pub async fn health(st: &ApiState, method: &Method, path: &str, body: &[u8]) -> ApiResult {
     if method != Method::PUT {
         return Err(method_not_allowed(method));
     }
-    let (vref, id) = instance_path(path)?;
+    let (vref, id) = instance_path(path, "/shoal/v1/health")?;
     let rec: HealthRecord = shoal_model::vmss::parse_typed(&body_object(body, true)?)?;
     if st
         .store
@@ -365,7 +360,7 @@ pub async fn drain(
     balancer: Option<&str>,
     body: &[u8],
 ) -> ApiResult {
-    let (vref, id) = instance_path(path)?;
+    let (vref, id) = instance_path(path, "/shoal/v1/health")?;
     match (method.clone(), balancer) {
         (Method::PUT, Some(b)) => {
             let ack: DrainAck = shoal_model::vmss::parse_typed(&body_object(body, true)?)?;

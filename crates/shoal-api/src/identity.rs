@@ -49,6 +49,16 @@ pub async fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMa
             "The X-IDENTITY-HEADER header is missing or wrong: set IDENTITY_HEADER to the secret in the server's data directory (file identity-header).",
         ));
     }
+    let resource = resource_of(ctx)?;
+    let identity = match &st.auth {
+        Some(_) => Some(crate::principals::operator_identity(st).await?.principal()),
+        None => None,
+    };
+    managed_token(st, ctx, identity, &resource, TOKEN_LIFETIME_SECS).await
+}
+
+/// The audience a token request names (`?resource=`).
+fn resource_of(ctx: &Ctx) -> Result<String, ArmError> {
     let resource = ctx.query("resource").unwrap_or("").trim().to_string();
     if resource.is_empty() {
         return Err(ArmError::new(
@@ -58,11 +68,7 @@ pub async fn token(st: &ApiState, ctx: &Ctx, method: &Method, headers: &HeaderMa
         )
         .with_target("resource"));
     }
-    let identity = match &st.auth {
-        Some(_) => Some(crate::principals::operator_identity(st).await?.principal()),
-        None => None,
-    };
-    managed_token(st, ctx, identity, &resource, TOKEN_LIFETIME_SECS).await
+    Ok(resource)
 }
 
 /// A managed identity's token for `resource` (Azure Resource Manager only), in App
@@ -235,17 +241,8 @@ pub async fn instance_token(
     if method != Method::POST {
         return Err(crate::groups::method_not_allowed(method));
     }
-    let parts: Vec<&str> = path.split('/').collect();
-    let [sub, rg, vmss, id] = parts.as_slice() else {
-        return Err(ArmError::invalid_parameter(
-            "path",
-            "Use /shoal/v1/identity/{sub}/{rg}/{vmss}/{instanceId}.",
-        ));
-    };
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ArmError::invalid_parameter("instanceId", "Not an instance id."))?;
-    let vref = shoal_model::ids::VmssRef::new(sub, rg, vmss);
+    let (vref, id) = crate::agent_api::instance_path(path, "/shoal/v1/identity")?;
+    let vmss = vref.name.as_str();
     let inst = st
         .get::<shoal_model::records::InstanceRecord>(&vref.instance_key(id))
         .await?
@@ -277,15 +274,7 @@ pub async fn instance_token(
         )
         .with_target("identity"));
     };
-    let resource = ctx.query("resource").unwrap_or("").trim().to_string();
-    if resource.is_empty() {
-        return Err(ArmError::new(
-            400,
-            "InvalidParameter",
-            "Name the audience in the resource parameter, e.g. resource=https://management.azure.com.",
-        )
-        .with_target("resource"));
-    }
+    let resource = resource_of(ctx)?;
     let identity = shoal_auth::Principal {
         tid: String::new(),
         oid: principal_id.to_string(),
