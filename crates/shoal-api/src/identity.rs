@@ -160,69 +160,6 @@ pub fn new_secret() -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-
-    use tower::ServiceExt;
-
-    use super::*;
-    use crate::server::{body_bytes, request};
-
-    fn state(secret: Option<&str>) -> ApiState {
-        ApiState {
-            identity_header: secret.map(String::from),
-            ..crate::arm_crud::testing::empty_state(
-                jiff::Timestamp::from_second(1_700_000_000).expect("timestamp"),
-            )
-        }
-    }
-
-    async fn ask(st: ApiState, secret: Option<&str>, query: &str) -> (u16, Value) {
-        let mut req = request(Method::GET, &format!("{TOKEN_PATH}{query}"), "");
-        if let Some(s) = secret {
-            req.headers_mut()
-                .insert(SECRET_HEADER, s.parse().expect("header"));
-        }
-        let resp = crate::router(st).oneshot(req).await.expect("response");
-        let status = resp.status().as_u16();
-        assert!(resp.headers().get(http::header::RETRY_AFTER).is_none());
-        let body = serde_json::from_slice(&body_bytes(resp).await).expect("json");
-        (status, body)
-    }
-
-    #[tokio::test]
-    async fn issues_tokens_in_app_service_shape_to_holders_of_the_secret() {
-        let q = "?api-version=2019-08-01&resource=https%3A%2F%2Fmanagement.azure.com";
-        let (status, body) = ask(state(Some("s3cret")), Some("s3cret"), q).await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["resource"], "https://management.azure.com");
-        assert_eq!(body["token_type"], "Bearer");
-        assert_eq!(body["expires_on"], (1_700_000_000 + 24 * 3600).to_string());
-        assert!(body["access_token"].as_str().is_some_and(|t| t.len() > 20));
-
-        let (status, body) = ask(state(Some("s3cret")), Some("wrong"), q).await;
-        assert_eq!((status, body["statusCode"].clone()), (401, json!(401)));
-        assert_eq!(body["error"]["code"], "Unauthorized");
-        let (status, _) = ask(state(Some("s3cret")), None, q).await;
-        assert_eq!(status, 401);
-        let (status, body) = ask(state(Some("s3cret")), Some("s3cret"), "").await;
-        assert_eq!(
-            (status, body["error"]["target"].clone()),
-            (400, json!("resource"))
-        );
-        let (status, _) = ask(state(None), Some("s3cret"), q).await;
-        assert_eq!(status, 404);
-    }
-
-    #[test]
-    fn compares_secrets_fully() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
-    }
-}
-
 /// How long an instance's identity token is good for (Azure IMDS: about a day; an hour
 /// keeps a leaked one short-lived, and the SDKs refresh on their own).
 const INSTANCE_TOKEN_LIFETIME_SECS: i64 = 3600;
@@ -301,4 +238,67 @@ pub async fn is_set_identity(st: &ApiState, principal_id: &str) -> Result<bool, 
         shoal_model::vmss::system_identity(&s.value.model)
             .is_some_and(|p| p.eq_ignore_ascii_case(principal_id))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::server::{body_bytes, request};
+
+    fn state(secret: Option<&str>) -> ApiState {
+        ApiState {
+            identity_header: secret.map(String::from),
+            ..crate::arm_crud::testing::empty_state(
+                jiff::Timestamp::from_second(1_700_000_000).expect("timestamp"),
+            )
+        }
+    }
+
+    async fn ask(st: ApiState, secret: Option<&str>, query: &str) -> (u16, Value) {
+        let mut req = request(Method::GET, &format!("{TOKEN_PATH}{query}"), "");
+        if let Some(s) = secret {
+            req.headers_mut()
+                .insert(SECRET_HEADER, s.parse().expect("header"));
+        }
+        let resp = crate::router(st).oneshot(req).await.expect("response");
+        let status = resp.status().as_u16();
+        assert!(resp.headers().get(http::header::RETRY_AFTER).is_none());
+        let body = serde_json::from_slice(&body_bytes(resp).await).expect("json");
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn issues_tokens_in_app_service_shape_to_holders_of_the_secret() {
+        let q = "?api-version=2019-08-01&resource=https%3A%2F%2Fmanagement.azure.com";
+        let (status, body) = ask(state(Some("s3cret")), Some("s3cret"), q).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["resource"], "https://management.azure.com");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_on"], (1_700_000_000 + 24 * 3600).to_string());
+        assert!(body["access_token"].as_str().is_some_and(|t| t.len() > 20));
+
+        let (status, body) = ask(state(Some("s3cret")), Some("wrong"), q).await;
+        assert_eq!((status, body["statusCode"].clone()), (401, json!(401)));
+        assert_eq!(body["error"]["code"], "Unauthorized");
+        let (status, _) = ask(state(Some("s3cret")), None, q).await;
+        assert_eq!(status, 401);
+        let (status, body) = ask(state(Some("s3cret")), Some("s3cret"), "").await;
+        assert_eq!(
+            (status, body["error"]["target"].clone()),
+            (400, json!("resource"))
+        );
+        let (status, _) = ask(state(None), Some("s3cret"), q).await;
+        assert_eq!(status, 404);
+    }
+
+    #[test]
+    fn compares_secrets_fully() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
 }
