@@ -21,6 +21,8 @@ import threading
 import time
 import urllib.request
 
+from store_writes import token
+
 SUB = "00000000-0000-0000-0000-000000000000"
 
 
@@ -32,13 +34,18 @@ def free_port():
     return port
 
 
+# The owner's bearer token, once the server made its credential (see main).
+TOKEN = None
+
+
 def api(endpoint, method, path, body=None):
     sep = "&" if "?" in path else "?"
     req = urllib.request.Request(
         f"{endpoint}{path}{sep}api-version=2024-07-01",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json",
+                 **({"Authorization": f"Bearer {TOKEN}"} if TOKEN else {})},
     )
     with urllib.request.urlopen(req, timeout=30) as r:
         text = r.read()
@@ -65,10 +72,11 @@ def main():
     data = tempfile.mkdtemp(prefix="shoal-bench-")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, SHOAL_LOG="warn", SHOAL_ENDPOINT=endpoint)
+    env = dict(os.environ, SHOAL_LOG="warn", SHOAL_ENDPOINT=endpoint, SHOAL_DATA_DIR=f"{data}/d")
     server = subprocess.Popen(
         [args.shoal, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", f"{data}/d",
-         "--network", args.network, "--stop-grace-seconds", "2", "--drain-timeout-seconds", "10"],
+         "--network", args.network, "--stop-grace-seconds", "2", "--drain-timeout-seconds", "10",
+         "--capacity-vcpus", "1000"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(f"{data}/serve.log", "w"),
     )
     try:
@@ -78,6 +86,8 @@ def main():
                 break
             except Exception:
                 time.sleep(0.05)
+        global TOKEN
+        TOKEN = token(f"{data}/d", port)
         run = lambda *a: subprocess.run([args.shoal, *a], env=env, check=True, stdout=subprocess.DEVNULL)
         rg = "bench"
         run("group", "create", "--name", rg, "--location", "local")
