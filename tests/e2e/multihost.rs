@@ -358,7 +358,8 @@ fn host_state(s: &Server, name: &str) -> String {
 
 /// An instance on host b reaches a listener outside every instance range (the bridge's
 /// address in the root namespace, which has no route back to b's instances): only with
-/// outbound NAT, and then with host b's address as its source.
+/// outbound NAT, and then with host b's address as its source. It reports what b's agent
+/// endpoint answers it about itself and about its sibling.
 fn outbound_goes_through_the_host_address(s: &Server, rg: &str) {
     let listener = std::net::TcpListener::bind(format!("{NET}.254:0")).expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -367,11 +368,24 @@ fn outbound_goes_through_the_host_address(s: &Server, rg: &str) {
     std::fs::write(
         image.join("dial.py"),
         format!(
-            r#"import http.server, os, socket, threading, time
+            r#"import http.server, os, socket, threading, time, urllib.error, urllib.request
+# Also says what the agent endpoint answers this instance about itself and its sibling.
+mine = os.environ["SHOAL_METADATA_ENDPOINT"]
+base, me = mine.rsplit(".", 1)
+sibling = base + "." + str(1 - int(me))
+def status(url):
+    try:
+        return urllib.request.urlopen(url + "/metadata/instance", timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
 def dial():
     while True:
         try:
-            socket.create_connection(("{NET}.254", {port}), timeout=2).close()
+            c = socket.create_connection(("{NET}.254", {port}), timeout=2)
+            c.sendall(("own=%d sibling=%d\n" % (status(mine), status(sibling))).encode())
+            c.close()
         except OSError:
             pass
         time.sleep(0.5)
@@ -410,23 +424,31 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), http.server.BaseHTTPReques
         "--image",
         "apps/dial:1.0.0",
         "--instance-count",
-        "1",
+        "2",
         "--zones",
         "2",
     ]);
     listener.set_nonblocking(true).expect("nonblocking");
-    let mut from = None;
-    wait_until(WAIT, "the instance on b connects out", || {
-        if let Ok((_, peer)) = listener.accept() {
-            from = Some(peer.ip().to_string());
+    let mut heard = None;
+    wait_until(WAIT, "an instance on b connects out", || {
+        if let Ok((mut conn, peer)) = listener.accept() {
+            use std::io::Read;
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut said = String::new();
+            let _ = conn.read_to_string(&mut said);
+            heard = Some((peer.ip().to_string(), said));
         }
-        from.is_some()
+        heard.is_some()
     });
+    let (from, said) = heard.expect("heard");
     assert_eq!(
-        from.as_deref(),
-        Some(format!("{NET}.2").as_str()),
+        from,
+        format!("{NET}.2"),
         "outbound traffic leaves with host b's address"
     );
+    // An instance reads its own metadata, never its sibling's (same host, same range).
+    assert_eq!(said.trim(), "own=200 sibling=403", "{said}");
     s.cli_ok(&["vmss", "delete", "-g", rg, "-n", "dial"]);
 }
 

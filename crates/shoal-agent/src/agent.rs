@@ -137,7 +137,9 @@ pub async fn run(
     this_host.extend(cfg.address.map(std::net::IpAddr::V4));
     this_host.extend(driver.metadata_addrs());
     let callers =
-        crate::callers::Callers::new(this_host, driver.subnet().as_deref(), client.target()).await;
+        crate::callers::Callers::new(this_host, driver.subnet().as_deref(), client.target())
+            .await
+            .with_driver(driver.clone());
     let app = app.layer(axum::middleware::from_fn_with_state(
         Arc::new(callers),
         crate::callers::guard,

@@ -1,7 +1,8 @@
 //! Who may call the agent's own endpoint, which listens on the host's network address
 //! when the agent has one (`--address`, so the server can fetch logs from another
 //! machine). Instance routes (metadata, scheduled events, custom metrics) answer only
-//! callers on this host: loopback, the host's own addresses and its instances' range.
+//! callers on this host: loopback, the host's own addresses and its instances' range, and
+//! a caller at an instance's own address only about that instance.
 //! Console logs answer those and the servers the agent follows (the server proxies
 //! `shoal vmss logs`). Anyone else gets `403`, so another machine on the network can
 //! neither read an instance's metadata or logs nor push metrics or approve its
@@ -15,8 +16,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use shoal_model::cidr::Cidr;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Callers {
+    /// Tells which address an instance has, so an instance asks only about itself.
+    driver: Option<std::sync::Arc<dyn crate::driver::Driver>>,
     /// This host's own addresses (besides loopback).
     local: Vec<IpAddr>,
     /// The instances' range, when they have addresses of their own.
@@ -43,9 +46,33 @@ impl Callers {
             }
         }
         Callers {
+            driver: None,
             local,
             instances: instances.and_then(|s| s.parse().ok()),
             servers: resolved,
+        }
+    }
+
+    /// Instance routes (`/i/{slug}/…`) called from an instance's own address answer only
+    /// that instance.
+    pub fn with_driver(mut self, driver: std::sync::Arc<dyn crate::driver::Driver>) -> Callers {
+        self.driver = Some(driver);
+        self
+    }
+
+    /// For a caller at an instance address (not loopback or the host's own), whether it is
+    /// the instance the `/i/{slug}/…` path names.
+    async fn is_the_instance(&self, path: &str, ip: IpAddr) -> bool {
+        let Some(slug) = path.strip_prefix("/i/").and_then(|r| r.split('/').next()) else {
+            return true;
+        };
+        let from_an_instance = !ip.is_loopback() && !self.local.contains(&ip);
+        match (&self.driver, from_an_instance) {
+            (Some(driver), true) => {
+                let key = crate::driver::InstanceKey(slug.to_string());
+                driver.private_address(&key).await == Some(ip)
+            }
+            _ => true,
         }
     }
 
@@ -98,13 +125,17 @@ pub async fn guard(
     req: Request,
     next: Next,
 ) -> Response {
-    if callers.may(req.uri().path(), peer.ip()) {
+    let ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if callers.may(req.uri().path(), ip) && callers.is_the_instance(req.uri().path(), ip).await {
         next.run(req).await
     } else {
         tracing::debug!(%peer, path = %req.uri().path(), "refused a caller from another machine");
         (
             StatusCode::FORBIDDEN,
-            "this agent endpoint answers only this host's instances and its servers\n",
+            "this agent endpoint answers only this host's instances (each about itself) and its servers\n",
         )
             .into_response()
     }

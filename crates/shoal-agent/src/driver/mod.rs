@@ -166,6 +166,12 @@ pub trait Driver: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The address of its own that instance `key` has (namespaced instances), if any: the
+    /// agent endpoint lets an instance ask only about itself.
+    async fn private_address(&self, _key: &InstanceKey) -> Option<std::net::IpAddr> {
+        None
+    }
+
     /// The range instances get their own addresses from (`10.200.1.0/24`), recorded
     /// with the host so other hosts route to it; `None` when they share the host's.
     fn subnet(&self) -> Option<String> {

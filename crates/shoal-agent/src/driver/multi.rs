@@ -116,6 +116,10 @@ impl Driver for MultiDriver {
         self.process.subnet()
     }
 
+    async fn private_address(&self, key: &InstanceKey) -> Option<std::net::IpAddr> {
+        self.process.private_address(key).await
+    }
+
     fn route_peers(&self, peers: &[HostPeer]) -> Result<(), String> {
         self.process.route_peers(peers)
     }

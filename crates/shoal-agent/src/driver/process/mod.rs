@@ -388,6 +388,13 @@ impl Driver for ProcessDriver {
         self.inner.network.subnet().map(|s| s.to_string())
     }
 
+    async fn private_address(&self, key: &InstanceKey) -> Option<std::net::IpAddr> {
+        match slot::state_of(&*self.inner, key).await?.net? {
+            NetAlloc::Namespace { address, .. } => Some(address.into()),
+            NetAlloc::HostPort { .. } => None,
+        }
+    }
+
     fn route_peers(&self, peers: &[HostPeer]) -> Result<(), String> {
         self.inner.network.route_peers(peers)
     }
