@@ -219,6 +219,7 @@ pub async fn run(
         capacity_memory_mb: cfg.capacity_memory_mb,
         subnet: driver.subnet(),
         address: cfg.address.map(|a| a.to_string()),
+        max_instances: driver.max_instances(),
     };
 
     let mut recovered: HashMap<String, Recovered> = driver

@@ -116,7 +116,7 @@ impl World {
                 "agentUrl": h.agent_url,
                 "subnet": h.subnet,
                 "driver": h.driver,
-                "capacity": {"vCPUs": cap.vcpus, "memoryMB": cap.memory_mb},
+                "capacity": {"vCPUs": cap.vcpus, "memoryMB": cap.memory_mb, "instances": h.max_instances},
                 "allocated": {"vCPUs": used.vcpus, "memoryMB": used.memory_mb, "instances": count},
                 "events": state.map(|s| s.events.clone()).unwrap_or_default(),
             }

@@ -86,6 +86,7 @@ pub fn capacity(h: &HostRecord) -> Resources {
         memory_mb: h
             .capacity_memory_mb
             .unwrap_or(h.memory_mb.max(512) * MEMORY_OVERCOMMIT),
+        instances: h.max_instances.unwrap_or(u64::MAX),
     }
 }
 
@@ -99,6 +100,7 @@ pub fn allocated<'a>(
         let a = out.entry(i.host.to_ascii_lowercase()).or_default();
         a.vcpus += u64::from(i.launch.vcpus);
         a.memory_mb += i.launch.memory_mb;
+        a.instances += 1;
     }
     out
 }

@@ -267,6 +267,10 @@ pub struct HostRecord {
     /// routes to [`HostRecord::subnet`].
     #[serde(default)]
     pub address: Option<String>,
+    /// How many instances the host can give an address (or port) of their own: the size
+    /// of its instance subnet or port range. `None`: no limit known.
+    #[serde(default)]
+    pub max_instances: Option<u64>,
 }
 
 /// Another host whose instances this host routes to: its instance subnet through its

@@ -172,6 +172,11 @@ pub trait Driver: Send + Sync + 'static {
         None
     }
 
+    /// How many instances can have an address (or port) of their own here at once.
+    fn max_instances(&self) -> Option<u64> {
+        None
+    }
+
     /// The range instances get their own addresses from (`10.200.1.0/24`), recorded
     /// with the host so other hosts route to it; `None` when they share the host's.
     fn subnet(&self) -> Option<String> {

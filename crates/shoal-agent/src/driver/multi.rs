@@ -116,6 +116,10 @@ impl Driver for MultiDriver {
         self.process.subnet()
     }
 
+    fn max_instances(&self) -> Option<u64> {
+        self.process.max_instances()
+    }
+
     async fn private_address(&self, key: &InstanceKey) -> Option<std::net::IpAddr> {
         self.process.private_address(key).await
     }

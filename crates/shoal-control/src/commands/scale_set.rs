@@ -146,10 +146,7 @@ fn check_strict_zones(
 /// A size larger than every host is Azure's 409 `SkuNotAvailable`, at once (no hosts
 /// registered yet: nothing to judge by, the placement waits for one).
 fn check_fits_a_host(size: &sku::Size, hosts: &[Resources]) -> Result<(), ArmError> {
-    let need = Resources {
-        vcpus: u64::from(size.vcpus),
-        memory_mb: size.memory_mb,
-    };
+    let need = Resources::instance(size.vcpus, size.memory_mb);
     if hosts.is_empty() || hosts.iter().any(|h| h.fits(&need)) {
         return Ok(());
     }
@@ -520,6 +517,7 @@ mod tests {
         let small = Resources {
             vcpus: 32,
             memory_mb: 98_304,
+            instances: 1000,
         };
         let err = check_fits_a_host(&size, &[small]).expect_err("refused");
         assert_eq!((err.status, err.code.as_str()), (409, "SkuNotAvailable"));
@@ -530,6 +528,7 @@ mod tests {
         let big = Resources {
             vcpus: 64,
             memory_mb: 262_144,
+            instances: 1000,
         };
         assert!(check_fits_a_host(&size, &[small, big]).is_ok());
     }

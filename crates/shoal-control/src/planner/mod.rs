@@ -301,6 +301,7 @@ pub(crate) mod tests {
             free: Resources {
                 vcpus: 1000,
                 memory_mb: 512_000,
+                instances: u64::MAX,
             },
         }
     }
@@ -395,6 +396,25 @@ pub(crate) mod tests {
             inst.iter().map(|i| i.instance_id).collect::<Vec<_>>(),
             vec![0, 3]
         );
+    }
+
+    #[test]
+    fn a_host_takes_no_more_instances_than_it_has_addresses() {
+        let mut small = host("h1", None);
+        small.free.instances = 2;
+        let s = set(3, None, serde_json::json!({}));
+        let p = plan(
+            &SetState {
+                vmss: &s,
+                instances: &[],
+                statuses: &HashMap::new(),
+                hosts: &[small],
+            },
+            "now",
+            &mut || "x".into(),
+        );
+        assert_eq!(p.create.len(), 2);
+        assert!(p.blocked.is_some(), "{p:?}");
     }
 
     #[test]

@@ -21,24 +21,36 @@ use shoal_model::records::{HostState, InstanceRecord, PowerIntent, ProtectionPol
 pub struct Resources {
     pub vcpus: u64,
     pub memory_mb: u64,
+    /// Instances: one per instance needed; a host's room is how many more addresses (or
+    /// ports) it can hand out.
+    pub instances: u64,
 }
 
 impl Resources {
+    /// What one instance of `vcpus` and `memory_mb` needs.
+    pub fn instance(vcpus: u32, memory_mb: u64) -> Resources {
+        Resources {
+            vcpus: u64::from(vcpus),
+            memory_mb,
+            instances: 1,
+        }
+    }
+
     pub fn fits(&self, need: &Resources) -> bool {
-        self.vcpus >= need.vcpus && self.memory_mb >= need.memory_mb
+        self.vcpus >= need.vcpus
+            && self.memory_mb >= need.memory_mb
+            && self.instances >= need.instances
     }
 
     pub fn take(&mut self, need: &Resources) {
         self.vcpus = self.vcpus.saturating_sub(need.vcpus);
         self.memory_mb = self.memory_mb.saturating_sub(need.memory_mb);
+        self.instances = self.instances.saturating_sub(need.instances);
     }
 
     /// What one instance of `rec` needs.
     pub fn of(rec: &InstanceRecord) -> Resources {
-        Resources {
-            vcpus: u64::from(rec.launch.vcpus),
-            memory_mb: rec.launch.memory_mb,
-        }
+        Resources::instance(rec.launch.vcpus, rec.launch.memory_mb)
     }
 }
 
@@ -99,10 +111,7 @@ pub(crate) fn new_instances(
     let mut created: Vec<InstanceRecord> = Vec::new();
     for _ in 0..count {
         let all: Vec<&InstanceRecord> = existing.iter().copied().chain(created.iter()).collect();
-        let need = Resources {
-            vcpus: u64::from(set.launch.vcpus),
-            memory_mb: set.launch.memory_mb,
-        };
+        let need = Resources::instance(set.launch.vcpus, set.launch.memory_mb);
         let Some(p) = place(set, slots, &all, &need, None) else {
             break;
         };
@@ -264,6 +273,7 @@ mod tests {
                 free: Resources {
                     vcpus,
                     memory_mb: vcpus * 512,
+                    instances: u64::MAX,
                 },
             })
     }

@@ -65,10 +65,7 @@ pub fn one_more(
     if zones.len() < 2 {
         return None;
     }
-    let need = Resources {
-        vcpus: u64::from(set.launch.vcpus),
-        memory_mb: set.launch.memory_mb,
-    };
+    let need = Resources::instance(set.launch.vcpus, set.launch.memory_mb);
     let mut counts: BTreeMap<&str, (usize, bool)> =
         zones.iter().map(|z| (z.as_str(), (0, false))).collect();
     for i in staying {

@@ -46,14 +46,15 @@ pub fn with_surge<'a>(set: &'a VmssRecord, record: Option<&RollingUpgrade>) -> C
 
 /// How many more instances of `set`'s size the schedulable hosts can take.
 pub fn surge_room(hosts: &[HostSlot], set: &VmssRecord) -> usize {
-    let need = Resources {
-        vcpus: u64::from(set.launch.vcpus).max(1),
-        memory_mb: set.launch.memory_mb.max(1),
-    };
+    let need = Resources::instance(set.launch.vcpus.max(1), set.launch.memory_mb.max(1));
     hosts
         .iter()
         .filter(|h| h.schedulable())
-        .map(|h| (h.free.vcpus / need.vcpus).min(h.free.memory_mb / need.memory_mb))
+        .map(|h| {
+            (h.free.vcpus / need.vcpus)
+                .min(h.free.memory_mb / need.memory_mb)
+                .min(h.free.instances)
+        })
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         .fold(0, usize::saturating_add)
 }

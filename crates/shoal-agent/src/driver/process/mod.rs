@@ -388,6 +388,16 @@ impl Driver for ProcessDriver {
         self.inner.network.subnet().map(|s| s.to_string())
     }
 
+    fn max_instances(&self) -> Option<u64> {
+        Some(match self.inner.network.subnet() {
+            Some(subnet) => u64::from(subnet.hosts()),
+            None => {
+                let r = &self.inner.config.port_range;
+                u64::from(r.end().saturating_sub(*r.start())) + 1
+            }
+        })
+    }
+
     async fn private_address(&self, key: &InstanceKey) -> Option<std::net::IpAddr> {
         match slot::state_of(&*self.inner, key).await?.net? {
             NetAlloc::Namespace { address, .. } => Some(address.into()),
