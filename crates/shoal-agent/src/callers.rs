@@ -2,11 +2,11 @@
 //! when the agent has one (`--address`, so the server can fetch logs from another
 //! machine). Instance routes (metadata, scheduled events, custom metrics) answer only
 //! callers on this host: loopback, the host's own addresses and its instances' range, and
-//! a caller at an instance's own address only about that instance.
-//! Console logs answer those and the servers the agent follows (the server proxies
-//! `shoal vmss logs`). Anyone else gets `403`, so another machine on the network can
-//! neither read an instance's metadata or logs nor push metrics or approve its
-//! scheduled events.
+//! a caller at an instance's own address only about that instance. Console logs answer
+//! the host itself (not its instances) and the servers the agent follows (the server
+//! proxies `shoal vmss logs`). Anyone else gets `403`, so neither another machine nor
+//! another instance can read an instance's metadata or logs, push its metrics or approve
+//! its scheduled events.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -91,7 +91,13 @@ impl Callers {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        self.on_this_host(ip) || (path.starts_with("/logs/") && self.servers.contains(&ip))
+        if path.starts_with("/logs/") {
+            // Logs are for operators (through the server), not for instances: one
+            // instance must not read another's console.
+            ip.is_loopback() || self.local.contains(&ip) || self.servers.contains(&ip)
+        } else {
+            self.on_this_host(ip)
+        }
     }
 }
 
@@ -164,6 +170,8 @@ mod tests {
             ("/logs/x", "192.168.1.1", true),
             ("/logs/x", "192.168.1.9", false),
             ("/logs/x", "::ffff:192.168.1.1", true),
+            ("/logs/x", "10.200.2.7", false),
+            ("/logs/x", "127.0.0.1", true),
         ] {
             assert_eq!(c.may(path, ip(from)), ok, "{path} from {from}");
         }
