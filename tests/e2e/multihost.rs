@@ -375,7 +375,7 @@ base, me = mine.rsplit(".", 1)
 sibling = base + "." + str(1 - int(me))
 def status(url):
     try:
-        return urllib.request.urlopen(url + "/metadata/instance", timeout=5).status
+        return urllib.request.urlopen(url, timeout=5).status
     except urllib.error.HTTPError as e:
         return e.code
     except OSError:
@@ -384,7 +384,9 @@ def dial():
     while True:
         try:
             c = socket.create_connection(("{NET}.254", {port}), timeout=2)
-            c.sendall(("own=%d sibling=%d\n" % (status(mine), status(sibling))).encode())
+            said = "own=%d sibling=%d logs=%d\n" % (status(mine + "/metadata/instance"),
+                status(sibling + "/metadata/instance"), status(sibling.replace("/i/", "/logs/")))
+            c.sendall(said.encode())
             c.close()
         except OSError:
             pass
@@ -447,8 +449,9 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), http.server.BaseHTTPReques
         format!("{NET}.2"),
         "outbound traffic leaves with host b's address"
     );
-    // An instance reads its own metadata, never its sibling's (same host, same range).
-    assert_eq!(said.trim(), "own=200 sibling=403", "{said}");
+    // An instance reads its own metadata, never its sibling's (same host, same range), nor
+    // any console log.
+    assert_eq!(said.trim(), "own=200 sibling=403 logs=403", "{said}");
     s.cli_ok(&["vmss", "delete", "-g", rg, "-n", "dial"]);
 }
 
