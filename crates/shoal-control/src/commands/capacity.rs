@@ -330,7 +330,7 @@ mod tests {
                     targets: Targets::Listed((0..n).collect()),
                 },
             };
-            let w = instances::decide(&cmd, &InstancesState { set: versioned.clone(), instances }, &env()).unwrap();
+            let w = instances::decide(&cmd, &InstancesState { set: versioned.clone(), instances, hosts: Vec::new() }, &env()).unwrap();
             let (rec, op) = written(&w);
             prop_assert!(op.is_some());
             let c = rec.map_or(start, |r| r.model.capacity());

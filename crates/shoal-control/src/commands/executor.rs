@@ -172,11 +172,51 @@ impl Executor {
         let set = self.require_set(&cmd.vmss).await?;
         let (instances, _) =
             kv::list_json::<InstanceRecord>(&*self.store, &cmd.vmss.instance_prefix()).await?;
+        let redeploy = matches!(
+            cmd.change,
+            super::InstanceChange::Action {
+                action: super::InstanceAction::Redeploy,
+                ..
+            }
+        );
+        let hosts = if redeploy {
+            self.host_slots().await?
+        } else {
+            Vec::new()
+        };
         Ok(instances::decide(
             cmd,
-            &InstancesState { set, instances },
+            &InstancesState {
+                set,
+                instances,
+                hosts,
+            },
             env,
         )?)
+    }
+
+    /// The hosts as placement sees them, read from the store.
+    async fn host_slots(&self) -> Result<Vec<crate::planner::HostSlot>, CommandError> {
+        let (hosts, _) = kv::list_json::<HostRecord>(&*self.store, keys::HOST).await?;
+        let (states, _) =
+            kv::list_json::<shoal_model::records::HostStateRecord>(&*self.store, keys::HOST_STATE)
+                .await?;
+        let (all, _) = kv::list_json::<InstanceRecord>(&*self.store, keys::INSTANCE).await?;
+        let states = states
+            .iter()
+            .map(|s| {
+                (
+                    keys::path_of(keys::HOST_STATE, &s.key).to_string(),
+                    s.value.state,
+                )
+            })
+            .collect();
+        let records: Vec<HostRecord> = hosts.into_iter().map(|h| h.value).collect();
+        Ok(crate::hosts::slots(
+            &records,
+            &states,
+            &crate::hosts::allocated(all.iter().map(|i| &i.value)),
+        ))
     }
 
     async fn rolling(

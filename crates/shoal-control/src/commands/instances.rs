@@ -17,6 +17,7 @@ use super::{
     Writes,
 };
 use crate::kv::{self, Versioned};
+use crate::planner::placement::{self, HostSlot, Resources};
 
 /// What an instance command is decided on.
 #[derive(Debug, Clone)]
@@ -24,6 +25,33 @@ pub struct InstancesState {
     pub set: Versioned<VmssRecord>,
     /// Every instance record of the set, those being deleted too.
     pub instances: Vec<Versioned<InstanceRecord>>,
+    /// The hosts as placement sees them (read for `redeploy` only; empty otherwise).
+    pub hosts: Vec<HostSlot>,
+}
+
+/// `redeploy` moves an instance to another host (Azure: "moves the VM to a new node"):
+/// the same id in its zone on a host placement allows, with a new epoch (the old host's
+/// agent stops its copy, the new one starts fresh from the image). With no other host
+/// to go to it restarts in place, as before.
+fn redeploy_to(
+    set: &VmssRecord,
+    rec: &InstanceRecord,
+    slots: &mut [HostSlot],
+    siblings: &[&InstanceRecord],
+) -> Option<placement::Placement> {
+    let need = Resources::of(rec);
+    let others: Vec<HostSlot> = slots
+        .iter()
+        .filter(|s| !s.name.eq_ignore_ascii_case(&rec.host))
+        .cloned()
+        .collect();
+    let p = placement::place(set, &others, siblings, &need, Some(rec.zone.as_deref()))?;
+    // A zonal instance stays in its zone.
+    if rec.zone.is_some() && p.zone != rec.zone {
+        return None;
+    }
+    placement::take(slots, &p.host, &need);
+    Some(p)
 }
 
 /// Applies `action` to one desired instance record. `set_launch` is the set's latest
@@ -139,9 +167,19 @@ fn act(
         env.operation(&set.value.vmss, what, wait)
     };
     let mut writes = Writes::default();
+    let mut slots = state.hosts.clone();
+    let siblings: Vec<&InstanceRecord> = state.instances.iter().map(|r| &r.value).collect();
     for t in &chosen {
         let mut rec = t.value.clone();
         apply(&mut rec, action, &set.value.launch);
+        if action == InstanceAction::Redeploy {
+            if let Some(p) = redeploy_to(&set.value, &rec, &mut slots, &siblings) {
+                rec.host = p.host;
+                rec.zone = p.zone;
+                rec.fault_domain = p.fault_domain;
+                rec.epoch += 1;
+            }
+        }
         writes.ops.push(kv::put_op(
             t.key.clone(),
             &rec,
@@ -273,6 +311,7 @@ mod tests {
                     revision: 100 + i,
                 })
                 .collect(),
+            hosts: Vec::new(),
         }
     }
 

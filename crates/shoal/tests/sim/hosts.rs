@@ -201,3 +201,58 @@ async fn a_down_host_is_replaced_fenced_when_back_and_drain_and_cordon_move_plac
     assert_runs_once(&sim, 8);
     sim.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn redeploy_moves_an_instance_to_another_host_in_its_zone() {
+    let sim = Sim::start(&[
+        host("a", Some("1"), Some(0)),
+        host("b", Some("1"), Some(1)),
+        host("c", Some("2"), Some(0)),
+    ])
+    .await;
+    sim.group_and_image("rg").await;
+    sim.put_set("rg", "web", 2, json!({"zones": ["1", "2"]}))
+        .await;
+    sim.wait_running("rg", "web", 2).await;
+    let before = placement(&sim).await;
+    let (&id, from) = before
+        .iter()
+        .find(|(_, h)| *h == "a" || *h == "b")
+        .expect("an instance in zone 1");
+    let from = from.clone();
+    let path = format!(
+        "{}/virtualMachines/{id}/redeploy",
+        Sim::set_path("rg", "web")
+    );
+    let (status, _, _) = sim.call_full(Method::POST, &path, None).await;
+    assert!(status.is_success(), "{status}");
+    let to = if from == "a" { "b" } else { "a" };
+    sim.wait_until("the instance runs on the other zone-1 host", || async {
+        placement(&sim).await.get(&id).map(String::as_str) == Some(to)
+            && sim
+                .running_on_hosts()
+                .iter()
+                .any(|(h, k)| h == to && k.ends_with(&format!(".{id}")))
+    })
+    .await;
+    sim.wait_until("the old copy is gone", || async {
+        sim.running_on_hosts().len() == 2
+    })
+    .await;
+    assert_runs_once(&sim, 2);
+    // The instance in zone 2 has no other host in its zone: it restarts where it is.
+    let (&other, on) = placement(&sim)
+        .await
+        .iter()
+        .find(|(_, h)| *h == "c")
+        .map(|(i, h)| (i, h.clone()))
+        .expect("an instance in zone 2");
+    let path = format!(
+        "{}/virtualMachines/{other}/redeploy",
+        Sim::set_path("rg", "web")
+    );
+    let (status, _, _) = sim.call_full(Method::POST, &path, None).await;
+    assert!(status.is_success(), "{status}");
+    sim.wait_running("rg", "web", 2).await;
+    assert_eq!(placement(&sim).await.get(&other), Some(&on));
+}
