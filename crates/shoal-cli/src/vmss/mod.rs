@@ -62,6 +62,9 @@ pub enum VmssCommand {
     Deallocate(VmssAction),
     /// Start instances again from a fresh copy of their image.
     Reimage(VmssAction),
+    /// Move instances to another host in their zone (same ids, a fresh copy there);
+    /// restart in place when no other host can take them.
+    Redeploy(VmssAction),
     /// Bring instances up to the scale set's latest model (Manual upgrade policy).
     UpdateInstances(VmssInstances),
     /// Delete some instances; the capacity shrinks by as many.
@@ -226,6 +229,7 @@ pub fn request_for(sub: &str, cmd: &VmssCommand) -> Result<ApiRequest, VmssArgsE
         VmssCommand::Restart(args) => action(args, "restart"),
         VmssCommand::Deallocate(args) => action(args, "deallocate"),
         VmssCommand::Reimage(args) => action(args, "reimage"),
+        VmssCommand::Redeploy(args) => action(args, "redeploy"),
         VmssCommand::UpdateInstances(args) => ApiRequest::action(
             Method::POST,
             format!("{}/manualupgrade", set(&args.set)),
