@@ -396,7 +396,12 @@ pub fn random_text(n: usize) -> Result<String, DirectoryError> {
 /// A new secret (shaped like Entra ID's: three characters, `~`, the rest) and its record.
 fn new_secret(now: i64) -> Result<(StoredSecret, String), DirectoryError> {
     let body = random_text(30)?;
-    let secret = format!("{}~{}", &body[..3], &body[3..]);
+    // A leading '-' would read as a flag on a command line (`-p -x…`): never start so.
+    let first = match body.as_bytes()[0] {
+        b'-' => "A",
+        _ => &body[..1],
+    };
+    let secret = format!("{first}{}~{}", &body[1..3], &body[3..]);
     let salt = random_text(16)?;
     Ok((
         StoredSecret {
@@ -409,4 +414,16 @@ fn new_secret(now: i64) -> Result<(StoredSecret, String), DirectoryError> {
         },
         secret,
     ))
+}
+
+#[cfg(test)]
+mod secret_tests {
+    #[test]
+    fn secrets_never_start_like_a_flag() {
+        for _ in 0..2000 {
+            let (_, secret) = super::new_secret(0).expect("secret");
+            assert!(!secret.starts_with('-'), "{secret}");
+            assert_eq!(secret.as_bytes()[3], b'~', "{secret}");
+        }
+    }
 }
