@@ -373,9 +373,9 @@ fn outbound_goes_through_the_host_address(s: &Server, rg: &str) {
 mine = os.environ["SHOAL_METADATA_ENDPOINT"]
 base, me = mine.rsplit(".", 1)
 sibling = base + "." + str(1 - int(me))
-def status(url):
+def status(url, headers={{}}):
     try:
-        return urllib.request.urlopen(url, timeout=5).status
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5).status
     except urllib.error.HTTPError as e:
         return e.code
     except OSError:
@@ -384,8 +384,14 @@ def dial():
     while True:
         try:
             c = socket.create_connection(("{NET}.254", {port}), timeout=2)
-            said = "own=%d sibling=%d logs=%d\n" % (status(mine + "/metadata/instance"),
-                status(sibling + "/metadata/instance"), status(sibling.replace("/i/", "/logs/")))
+            token = "/metadata/identity/oauth2/token?resource=https://management.azure.com/"
+            said = "own=%d sibling=%d logs=%d imds=%d sibling-imds=%d bare=%d\n" % (
+                status(mine + "/metadata/instance"),
+                status(sibling + "/metadata/instance"),
+                status(sibling.replace("/i/", "/logs/")),
+                status(mine + token, {{"Metadata": "true"}}),
+                status(sibling + token, {{"Metadata": "true"}}),
+                status(mine + token))
             c.sendall(said.encode())
             c.close()
         except OSError:
@@ -451,7 +457,14 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), http.server.BaseHTTPReques
     );
     // An instance reads its own metadata, never its sibling's (same host, same range), nor
     // any console log.
-    assert_eq!(said.trim(), "own=200 sibling=403 logs=403", "{said}");
+    // Its identity (IMDS's way, `Metadata: true` from its own address) reaches the server,
+    // which says the set has none (400); a sibling's is refused (403), and without the
+    // header or the secret the agent refuses (401).
+    assert_eq!(
+        said.trim(),
+        "own=200 sibling=403 logs=403 imds=400 sibling-imds=403 bare=401",
+        "{said}"
+    );
     s.cli_ok(&["vmss", "delete", "-g", rg, "-n", "dial"]);
 }
 

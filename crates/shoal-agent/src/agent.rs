@@ -122,8 +122,9 @@ pub async fn run(
     let registry: Registry = Arc::default();
     let events = EventBoard::new(cfg.clock.clone());
     let tracker = TaskTracker::new();
-    let identity = crate::identity::Identity::load(&cfg.dir, client.clone(), registry.clone())
-        .map_err(AgentError::IdentityKey)?;
+    let identity =
+        crate::identity::Identity::load(&cfg.dir, client.clone(), registry.clone(), driver.clone())
+            .map_err(AgentError::IdentityKey)?;
     let app = http::router(
         HttpState {
             registry: registry.clone(),

@@ -31,11 +31,17 @@ pub struct Identity {
     key: [u8; 32],
     client: ServerClient,
     registry: Registry,
+    driver: std::sync::Arc<dyn crate::driver::Driver>,
 }
 
 impl Identity {
     /// The agent's key from `dir/identity-key`, made on first start (mode 0600).
-    pub fn load(dir: &Path, client: ServerClient, registry: Registry) -> std::io::Result<Identity> {
+    pub fn load(
+        dir: &Path,
+        client: ServerClient,
+        registry: Registry,
+        driver: std::sync::Arc<dyn crate::driver::Driver>,
+    ) -> std::io::Result<Identity> {
         let path = dir.join("identity-key");
         let key = match std::fs::read(&path) {
             Ok(k) if k.len() == 32 => k,
@@ -62,6 +68,7 @@ impl Identity {
             key: fixed,
             client,
             registry,
+            driver,
         })
     }
 
@@ -92,11 +99,15 @@ fn refusal(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// `GET /i/{slug}/metadata/identity/oauth2/token?resource=…` with `X-IDENTITY-HEADER`.
+/// `GET /i/{slug}/metadata/identity/oauth2/token?resource=…` with `X-IDENTITY-HEADER`
+/// (App Service's way), or with `Metadata: true` (Azure IMDS's way) from the instance's
+/// own address — which only a namespaced instance has; host-port instances all call from
+/// the host's addresses, so they must send their secret.
 pub async fn token(
     State(id): State<Identity>,
     UrlPath(slug): UrlPath<String>,
     Query(q): Query<TokenQuery>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
     let given = headers
@@ -110,10 +121,21 @@ pub async fn token(
             .zip(want.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if !same {
+    let imds = headers
+        .get("metadata")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let from_itself = imds
+        && id
+            .driver
+            .private_address(&crate::driver::InstanceKey(slug.clone()))
+            .await
+            == Some(peer.ip());
+    if !same && !from_itself {
         return refusal(
             StatusCode::UNAUTHORIZED,
-            "X-IDENTITY-HEADER is missing or not this instance's: send the value of IDENTITY_HEADER",
+            "X-IDENTITY-HEADER is missing or not this instance's: send the value of IDENTITY_HEADER \
+             (or, from the instance's own address, the header Metadata: true)",
         );
     }
     let rec = id
