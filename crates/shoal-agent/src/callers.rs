@@ -87,10 +87,7 @@ impl Callers {
 
     /// Whether a caller at `ip` may ask for `path`.
     pub fn may(&self, path: &str, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         if path.starts_with("/logs/") {
             // Logs are for operators (through the server), not for instances: one
             // instance must not read another's console.
@@ -98,6 +95,14 @@ impl Callers {
         } else {
             self.on_this_host(ip)
         }
+    }
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) as the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -131,10 +136,7 @@ pub async fn guard(
     req: Request,
     next: Next,
 ) -> Response {
-    let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = unmapped(peer.ip());
     if callers.may(req.uri().path(), ip) && callers.is_the_instance(req.uri().path(), ip).await {
         next.run(req).await
     } else {

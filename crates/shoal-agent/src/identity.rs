@@ -74,14 +74,7 @@ impl Identity {
 
     /// The `IDENTITY_HEADER` of the instance `slug`.
     pub fn secret(&self, slug: &str) -> String {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(&self.key);
-        ctx.update(slug.as_bytes());
-        ctx.finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        shoal_client::sha256_hex(&[&self.key, slug.as_bytes()])
     }
 }
 

@@ -238,7 +238,10 @@ pub async fn heartbeat(st: &ApiState, method: &Method, name: &str) -> ApiResult 
     if method != Method::POST {
         return Err(method_not_allowed(method));
     }
-    if st.get::<HostRecord>(&host_key(name)).await?.is_none() {
+    // One read of every host: whether this one is registered, and its peers.
+    let hosts = st.list::<HostRecord>(keys::HOST).await?;
+    let me = host_key(name);
+    if !hosts.iter().any(|h| h.key == me) {
         return Err(ArmError::not_found(HOST_TYPE, name));
     }
     let beat = Heartbeat { at: st.now() };
@@ -246,20 +249,15 @@ pub async fn heartbeat(st: &ApiState, method: &Method, name: &str) -> ApiResult 
         .txn(vec![kv::put_op(heartbeat_key(name), &beat, Expect::Any)])
         .await
         .map_err(txn_error)?;
-    Ok(json(
-        200,
-        &json!({"ok": true, "peers": peers(st, name).await?}),
-    ))
+    Ok(json(200, &json!({"ok": true, "peers": peers(hosts, &me)})))
 }
 
-/// The other hosts whose instance subnets the host `name` routes to (those that said
-/// where they are reached).
-async fn peers(st: &ApiState, name: &str) -> Result<Vec<HostPeer>, ArmError> {
-    let mut peers: Vec<HostPeer> = st
-        .list::<HostRecord>(keys::HOST)
-        .await?
+/// The other hosts (all but the one at key `me`) whose instance subnets that host routes
+/// to: those that said where they are reached.
+fn peers(hosts: Vec<kv::Versioned<HostRecord>>, me: &str) -> Vec<HostPeer> {
+    let mut peers: Vec<HostPeer> = hosts
         .into_iter()
-        .filter(|h| !h.value.name.eq_ignore_ascii_case(name))
+        .filter(|h| h.key != me)
         .filter_map(|h| {
             Some(HostPeer {
                 name: h.value.name,
@@ -269,7 +267,7 @@ async fn peers(st: &ApiState, name: &str) -> Result<Vec<HostPeer>, ArmError> {
         })
         .collect();
     peers.sort();
-    Ok(peers)
+    peers
 }
 
 /// Refuses a registration whose address is not an IPv4 address, or whose instance

@@ -17,5 +17,6 @@ pub use client::{Answer, ClientError, Joined, ServerClient};
 pub use shoal_store::{Event, KeyValue, Revision};
 pub use source::{HostSource, ServerSource, WrongPrefix};
 pub use transport::{
-    parse_pin, Body, BoxError, Deadline, HttpTransport, ServiceTransport, Transport, TransportError,
+    parse_pin, sha256_hex, Body, BoxError, Deadline, HttpTransport, ServiceTransport, Transport,
+    TransportError,
 };

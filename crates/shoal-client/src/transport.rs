@@ -249,8 +249,8 @@ mod pinning {
                     "the server's certificate (SHA-256 {}) is not the one the join token names \
                      ({}): this is another server, or its certificate changed; make a new join \
                      token on the server",
-                    hex(seen.as_ref()),
-                    hex(&self.sha256)
+                    super::hex(seen.as_ref()),
+                    super::hex(&self.sha256)
                 )))
             }
         }
@@ -290,10 +290,6 @@ mod pinning {
         }
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     pub(super) fn client_config(sha256: [u8; 32]) -> Result<ClientConfig, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Arc::new(Pinned {
@@ -308,6 +304,21 @@ mod pinning {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of `parts` one after the other, in lowercase hex: a certificate's pin as
+/// join tokens carry it (of its DER bytes), or a secret derived from a key.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    hex(ctx.finish().as_ref())
 }
 
 /// A certificate pin as written in a join token: 64 hex digits.

@@ -132,6 +132,16 @@ pub fn slots(
         .collect()
 }
 
+/// Host states by host name, from `hoststate/…` records and their keys.
+pub(crate) fn states_by_host<'a>(
+    records: impl IntoIterator<Item = (&'a str, &'a HostStateRecord)>,
+) -> HashMap<String, HostState> {
+    records
+        .into_iter()
+        .map(|(key, s)| (keys::path_of(keys::HOST_STATE, key).to_string(), s.state))
+        .collect()
+}
+
 /// The hosts with their recorded states and the room the instances of every set leave.
 pub(crate) fn current(
     hosts: &Reader<HostRecord>,
@@ -139,16 +149,8 @@ pub(crate) fn current(
     instances: &Reader<InstanceRecord>,
 ) -> Vec<HostSlot> {
     let records: Vec<HostRecord> = hosts.snapshot().values().map(|h| h.value.clone()).collect();
-    let states = states
-        .snapshot()
-        .iter()
-        .map(|(key, s)| {
-            (
-                keys::path_of(keys::HOST_STATE, key).to_string(),
-                s.value.state,
-            )
-        })
-        .collect();
+    let states = states.snapshot();
+    let states = states_by_host(states.iter().map(|(key, s)| (key.as_str(), &s.value)));
     let instances = instances.snapshot();
     slots(
         &records,

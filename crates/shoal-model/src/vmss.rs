@@ -580,12 +580,19 @@ pub fn normalize(v: &mut VirtualMachineScaleSet) {
 /// Whether the set has a system-assigned managed identity.
 pub fn system_identity(m: &VirtualMachineScaleSet) -> Option<&str> {
     let id = m.identity.as_ref()?;
-    let ty = id["type"].as_str()?.to_ascii_lowercase();
-    if ty.split(',').any(|t| t.trim() == "systemassigned") {
+    if system_assigned(id) {
         id["principalId"].as_str()
     } else {
         None
     }
+}
+
+/// Whether `identity.type` includes `SystemAssigned` (`"SystemAssigned, UserAssigned"`).
+fn system_assigned(identity: &Value) -> bool {
+    identity["type"].as_str().is_some_and(|t| {
+        t.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("SystemAssigned"))
+    })
 }
 
 /// Fills what Azure answers for `identity`: a system-assigned identity's `principalId`
@@ -593,13 +600,10 @@ pub fn system_identity(m: &VirtualMachineScaleSet) -> Option<&str> {
 /// again, so role assignments never carry over to a namesake). `None` clears it.
 pub fn settle_identity(m: &mut VirtualMachineScaleSet) {
     let unique = m.props().unique_id.clone();
+    let system = m.identity.as_ref().is_some_and(system_assigned);
     let Some(id) = m.identity.as_mut().and_then(Value::as_object_mut) else {
         return;
     };
-    let system = id.get("type").and_then(Value::as_str).is_some_and(|t| {
-        t.split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("SystemAssigned"))
-    });
     match unique.filter(|_| system) {
         Some(u) => {
             id.insert("principalId".into(), Value::String(u));

@@ -44,11 +44,7 @@ pub fn certificate_sha256(cert: &Path) -> anyhow::Result<String> {
         .next()
         .with_context(|| format!("{} holds no certificate", cert.display()))?
         .with_context(|| format!("the TLS certificate {} is not valid PEM", cert.display()))?;
-    Ok(ring::digest::digest(&ring::digest::SHA256, first.as_ref())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(shoal_client::sha256_hex(&[first.as_ref()]))
 }
 
 /// A generated certificate and its key, both PEM.

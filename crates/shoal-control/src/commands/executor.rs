@@ -202,15 +202,8 @@ impl Executor {
             kv::list_json::<shoal_model::records::HostStateRecord>(&*self.store, keys::HOST_STATE)
                 .await?;
         let (all, _) = kv::list_json::<InstanceRecord>(&*self.store, keys::INSTANCE).await?;
-        let states = states
-            .iter()
-            .map(|s| {
-                (
-                    keys::path_of(keys::HOST_STATE, &s.key).to_string(),
-                    s.value.state,
-                )
-            })
-            .collect();
+        let states =
+            crate::hosts::states_by_host(states.iter().map(|s| (s.key.as_str(), &s.value)));
         let records: Vec<HostRecord> = hosts.into_iter().map(|h| h.value).collect();
         Ok(crate::hosts::slots(
             &records,

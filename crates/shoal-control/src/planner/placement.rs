@@ -72,6 +72,11 @@ impl HostSlot {
     pub fn schedulable(&self) -> bool {
         self.state == HostState::Ready && !self.cordoned && !self.draining
     }
+
+    /// May take one more instance needing `need` now.
+    pub fn takes(&self, need: &Resources) -> bool {
+        self.schedulable() && self.free.fits(need)
+    }
 }
 
 /// Where an instance goes.
@@ -138,6 +143,13 @@ pub(crate) fn new_instances(
     (created, next)
 }
 
+/// Whether some host of `zone` takes one more instance needing `need`.
+pub(crate) fn zone_has_room(slots: &[HostSlot], zone: &str, need: &Resources) -> bool {
+    slots
+        .iter()
+        .any(|s| s.takes(need) && s.zone.as_deref() == Some(zone))
+}
+
 /// Takes `need` out of the named host's room.
 pub(crate) fn take(slots: &mut [HostSlot], host: &str, need: &Resources) {
     if let Some(s) = slots.iter_mut().find(|s| s.name == host) {
@@ -156,7 +168,7 @@ pub fn place(
     need: &Resources,
     moving_from: Option<Option<&str>>,
 ) -> Option<Placement> {
-    let fits = |s: &&HostSlot| s.schedulable() && s.free.fits(need);
+    let fits = |s: &&HostSlot| s.takes(need);
     let zones: Vec<String> = set.model.zones.clone().unwrap_or_default();
     let zone = if zones.is_empty() {
         None
@@ -216,11 +228,7 @@ fn choose_zone(
     if let Some(n) = from.and_then(|z| counts.get_mut(z)) {
         *n = n.saturating_sub(1);
     }
-    let available = |z: &str| {
-        slots
-            .iter()
-            .any(|s| s.schedulable() && s.free.fits(need) && s.zone.as_deref() == Some(z))
-    };
+    let available = |z: &str| zone_has_room(slots, z, need);
     // A lost instance stays in its zone when it can.
     if let Some(z) = from.filter(|z| available(z) && counts.contains_key(z)) {
         return Some(z.to_string());

@@ -74,11 +74,7 @@ pub fn one_more(
             *movable |= !i.protection.protect_from_scale_in;
         }
     }
-    let room = |z: &str| {
-        slots
-            .iter()
-            .any(|s| s.schedulable() && s.free.fits(&need) && s.zone.as_deref() == Some(z))
-    };
+    let room = |z: &str| placement::zone_has_room(slots, z, &need);
     let emptiest = counts
         .iter()
         .filter(|(z, _)| room(z))

@@ -369,6 +369,13 @@ impl Network {
     }
 }
 
+/// Lets this host (its network namespace) forward packets between its instances and the
+/// rest of the network, as any router or container host must.
+fn enable_forwarding() -> Result<(), String> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| format!("cannot enable IPv4 forwarding: {e}"))
+}
+
 /// Where namespace files live unless configured otherwise.
 pub const DEFAULT_NETNS_DIR: &str = "/run/shoal/netns";
 
@@ -563,9 +570,7 @@ impl NsPool {
         if !self.outbound_nat {
             return;
         }
-        let result = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .map_err(|e| format!("cannot enable IPv4 forwarding: {e}"))
-            .and_then(|()| nat::apply(self.own_range(), peers));
+        let result = enable_forwarding().and_then(|()| nat::apply(self.own_range(), peers));
         if let Err(e) = result {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
@@ -599,8 +604,7 @@ impl NsPool {
             return Ok(());
         }
         if !want.is_empty() {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-                .map_err(|e| format!("cannot enable IPv4 forwarding: {e}"))?;
+            enable_forwarding()?;
         }
         let route = |c: &Cidr, via: Option<Ipv4Addr>| Route {
             dst: c.network,
