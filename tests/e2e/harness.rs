@@ -614,6 +614,25 @@ pub fn join_token(s: &Server, role: &str) -> String {
         .to_string()
 }
 
+/// The credential of a host named `name` that joined `s` with a fresh agent join token
+/// (`POST /shoal/v1/join`), without running an agent.
+pub fn host_credential(s: &Server, name: &str) -> String {
+    let token = join_token(s, "agent");
+    let (status, body) = raw_request(
+        "POST",
+        &format!("{}/shoal/v1/join", s.endpoint()),
+        Some(&format!(r#"{{"token":"{token}","name":"{name}"}}"#)),
+        "application/json",
+        None,
+    )
+    .expect("join");
+    assert_eq!(status, 200, "join as {name}: {body}");
+    serde_json::from_str::<Value>(&body).expect("joined")["credential"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no credential in {body}"))
+        .to_string()
+}
+
 /// An empty file that every instance of `s` may append to: instances run as users of
 /// their own, and the test's temporary directory is root's alone (its mode becomes 0711,
 /// the `shared` directory in it 0777, the file 0666).

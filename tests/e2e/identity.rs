@@ -332,16 +332,7 @@ fn an_instance_uses_its_sets_identity_with_the_role_it_was_given_and_no_more() {
     );
 
     // Its host's agent asks for its token; another host's credential may not.
-    let token = join_token(&s, "agent");
-    let joined = raw_request(
-        "POST",
-        &format!("{}/shoal/v1/join", s.endpoint()),
-        Some(&format!(r#"{{"token":"{token}","name":"other"}}"#)),
-        "application/json",
-        None,
-    )
-    .expect("join");
-    let other: Value = serde_json::from_str(&joined.1).expect("joined");
+    let other = host_credential(&s, "other");
     let (status, _) = raw_request(
         "POST",
         &format!(
@@ -351,7 +342,7 @@ fn an_instance_uses_its_sets_identity_with_the_role_it_was_given_and_no_more() {
         ),
         None,
         "application/json",
-        other["credential"].as_str(),
+        Some(&other),
     )
     .expect("identity call");
     assert_eq!(

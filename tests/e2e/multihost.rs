@@ -597,21 +597,7 @@ fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() 
         "b keeps the server's certificate pin with its credential: {saved}"
     );
     // A host whose instance range overlaps a routed host's is refused (409, subnet).
-    let joined = raw_request(
-        "POST",
-        &format!("{}/shoal/v1/join", s.endpoint()),
-        Some(&format!(
-            r#"{{"token":"{}","name":"x"}}"#,
-            join_token(&s, "agent")
-        )),
-        "application/json",
-        None,
-    )
-    .expect("join");
-    let credential = serde_json::from_str::<Value>(&joined.1).expect("joined")["credential"]
-        .as_str()
-        .expect("credential")
-        .to_string();
+    let credential = host_credential(&s, "x");
     let overlapping = json!({"name": "x", "agent_url": "http://127.0.0.1:1", "driver": "process",
         "limits": "", "network": "", "vcpus": 1, "memory_mb": 1024, "last_seen": "", "host_id": "x",
         "address": format!("{NET}.9"), "subnet": "10.200.2.128/25"});
