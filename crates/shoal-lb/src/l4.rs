@@ -2,7 +2,8 @@
 //!
 //! The member is chosen per connection ([`Distribution`]); a member that refuses the
 //! connection (or does not accept it within the connect timeout) is ejected and the next
-//! one is tried, so a dead member costs new connections nothing. Bytes are copied both
+//! one is tried, so a dead member costs new connections nothing; one that drops a
+//! connection before sending a byte (it died with the connection open) is ejected too. Bytes are copied both
 //! ways with fixed 16 KiB buffers (backpressure: nothing is read while the other side is
 //! not writable), half-closes are passed on, and a connection quiet for the idle timeout
 //! is closed — with an RST both ways when the rule asks for TCP reset.
@@ -89,16 +90,8 @@ pub(crate) async fn proxy(
     // timeouts after its last byte.
     let activity = AtomicU64::new(0);
     let counters = &member.counters;
-    let mut client = Metered {
-        io: client,
-        bytes: &counters.bytes_in,
-        activity: &activity,
-    };
-    let mut backend = Metered {
-        io: backend,
-        bytes: &counters.bytes_out,
-        activity: &activity,
-    };
+    let mut client = Metered::new(client, &counters.bytes_in, &activity);
+    let mut backend = Metered::new(backend, &counters.bytes_out, &activity);
     let idle = async {
         let tick = (mode.idle_timeout / 4).max(Duration::from_millis(1));
         let mut seen = activity.load(Ordering::Relaxed);
@@ -118,6 +111,12 @@ pub(crate) async fn proxy(
         result = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, BUFFER, BUFFER) => {
             if let Err(e) = result {
                 tracing::trace!(pool = %pool.name, member = %member.id, error = %e, "TCP connection ended with an error");
+                // A member that drops a connection before it says anything has most
+                // likely died with it (kill -9, OOM): the next clients must not find it
+                // before its probe does.
+                if backend.failed && backend.read == 0 {
+                    member.eject(format!("{} dropped a connection before answering: {e}", member.addr));
+                }
             }
             false
         }
@@ -141,6 +140,29 @@ struct Metered<'a> {
     io: TcpStream,
     bytes: &'a AtomicU64,
     activity: &'a AtomicU64,
+    /// Bytes read from this stream on this connection.
+    read: u64,
+    /// A read or write on this stream failed (so the error is this side's).
+    failed: bool,
+}
+
+impl<'a> Metered<'a> {
+    fn new(io: TcpStream, bytes: &'a AtomicU64, activity: &'a AtomicU64) -> Self {
+        Self {
+            io,
+            bytes,
+            activity,
+            read: 0,
+            failed: false,
+        }
+    }
+
+    fn note<T>(&mut self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(_)) = &poll {
+            self.failed = true;
+        }
+        poll
+    }
 }
 
 impl AsyncRead for Metered<'_> {
@@ -154,10 +176,11 @@ impl AsyncRead for Metered<'_> {
         let poll = Pin::new(&mut this.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
+            this.read += n as u64;
             this.bytes.fetch_add(n as u64, Ordering::Relaxed);
             this.activity.fetch_add(1, Ordering::Relaxed);
         }
-        poll
+        this.note(poll)
     }
 }
 
@@ -167,14 +190,20 @@ impl AsyncWrite for Metered<'_> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.note(poll)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.io).poll_flush(cx);
+        this.note(poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.note(poll)
     }
 }

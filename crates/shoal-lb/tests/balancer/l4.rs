@@ -132,6 +132,47 @@ async fn killing_a_member_fails_only_its_open_connections() {
     shutdown.cancel();
 }
 
+/// A member that takes connections and drops them unanswered (it died with its port
+/// still open, or is dying): after the first such connection it gets no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_resetting_before_it_answers_is_ejected() {
+    init_tracing();
+    let a = Backend::start("a").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dying = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.set_zero_linger();
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let lb = Balancer::new(shutdown.clone());
+    let mut p = pool("p", &[&a], None);
+    p.members.push(shoal_lb::Member::new("dying", dying));
+    lb.apply(BalancerConfig {
+        listeners: vec![tcp_listener("tcp", TcpSettings::new("p"))],
+        pools: vec![p],
+    })
+    .await
+    .unwrap();
+    let tcp = lb.local_addr("tcp").unwrap();
+    let mut failed = 0;
+    for _ in 0..10 {
+        match bounded("a request", raw_get(tcp, "/")).await {
+            Ok(body) => assert_eq!(body, "a"),
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!(
+        failed, 1,
+        "only the first connection to the dying member fails"
+    );
+    assert_eq!(state_of(&lb, "dying"), HealthState::Unhealthy);
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_with_a_reset_when_asked() {
     init_tracing();
