@@ -24,7 +24,9 @@
 #   - serves HTTP like examples/web: `GET /` answers `instance N`, `GET /health` answers
 #     `ok`, `GET /custom-data` the custom data, and `/cgi-bin/disk?name=F` reads (GET) or
 #     writes (POST, body = content, then sync) the file F on the disk, and
-#     `/cgi-bin/metadata` the instance metadata fetched from Shoal's agent;
+#     `/cgi-bin/metadata` the instance metadata fetched from Shoal's agent, and
+#     `/cgi-bin/identity` a token of the set's managed identity (endpoint and secret
+#     from fw_cfg `opt/shoal/identity_{endpoint,header}`);
 #   - powers off cleanly when the ACPI power button is pressed (QMP `system_powerdown`).
 # Its console is the first serial port (ttyS0).
 #
@@ -107,6 +109,8 @@ fw=/sys/firmware/qemu_fw_cfg/by_name/opt/shoal
 [ -n "$id" ] || id=$(cat "$fw/instance_id/raw" 2>/dev/null)
 [ -r "$fw/custom_data/raw" ] && cat "$fw/custom_data/raw" > /www/custom-data
 [ -r "$fw/metadata_endpoint/raw" ] && cat "$fw/metadata_endpoint/raw" > /run/metadata-endpoint
+[ -r "$fw/identity_endpoint/raw" ] && cat "$fw/identity_endpoint/raw" > /run/identity-endpoint
+[ -r "$fw/identity_header/raw" ] && cat "$fw/identity_header/raw" > /run/identity-header
 hostname "$(cat "$fw/hostname/raw" 2>/dev/null || echo "shoal-$id")"
 
 ip link set lo up
@@ -198,6 +202,21 @@ printf 'GET %s/metadata/instance HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hostpor
   nc -w 5 "${hostport%:*}" "${hostport#*:}" | sed '1,/^\r*$/d'
 CGI
 chmod 755 "$root/www/cgi-bin/metadata"
+
+cat > "$root/www/cgi-bin/identity" <<'CGI'
+#!/bin/sh
+# A token of the set's managed identity, asked for as a process instance asks
+# (IDENTITY_ENDPOINT + X-IDENTITY-HEADER, both from fw_cfg); the answer's body as is.
+url=$(cat /run/identity-endpoint)   # http://10.0.2.2:PORT/i/KEY/metadata/identity/oauth2/token
+hostport=${url#http://}
+hostport=${hostport%%/*}
+path=/${url#http://*/}
+printf 'Content-Type: application/json\r\n\r\n'
+printf 'GET %s?api-version=2019-08-01&resource=https://management.azure.com/ HTTP/1.0\r\nHost: %s\r\nX-IDENTITY-HEADER: %s\r\n\r\n' \
+  "$path" "$hostport" "$(cat /run/identity-header)" |
+  nc -w 5 "${hostport%:*}" "${hostport#*:}" | sed '1,/^\r*$/d'
+CGI
+chmod 755 "$root/www/cgi-bin/identity"
 
 (cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -1) > "$out/initrd"
 

@@ -213,3 +213,18 @@ def test_login_with_a_certificate(tmp_path, scale_set):
     # A Reader: the scale is refused.
     p = az.run("vmss", "scale", "-g", scale_set, "-n", "web", "--new-capacity", "4", check=False)
     assert p.returncode != 0 and "AuthorizationFailed" in p.stderr, p.stderr
+
+
+def test_az_identity_create_then_vmss_identity_assign(tmp_path, scale_set):
+    az = Az(tmp_path)
+    az.register()
+    o = owner()
+    az.json("login", "--service-principal", "-u", o["appId"], "-p", o["password"], "--tenant", o["tenant"])
+    made = az.json("identity", "create", "-g", scale_set, "-n", "web-id")
+    assert made["principalId"] and made["clientId"], made
+    assert [i["name"] for i in az.json("identity", "list", "-g", scale_set)] == ["web-id"]
+    assigned = az.json("vmss", "identity", "assign", "-g", scale_set, "-n", "web", "--identities", "web-id")
+    named = {k.lower(): v for k, v in (assigned.get("userAssignedIdentities") or {}).items()}
+    assert named[made["id"].lower()]["principalId"] == made["principalId"], assigned
+    shown = az.json("vmss", "show", "-g", scale_set, "-n", "web")
+    assert "UserAssigned" in shown["identity"]["type"], shown["identity"]

@@ -163,3 +163,101 @@ def test_an_unreadable_certificate_file_is_a_400_naming_the_field(network, group
     assert e.value.status_code == 400
     assert e.value.error.target == "properties.sslCertificates[0].properties.shoal.certificateFile"
     assert "certificate directory" in e.value.error.message or "not an absolute path" in e.value.error.message
+
+
+def pfx(password, legacy=False):
+    """A self-signed certificate for localhost with its key, as base-64 PFX (AES-256 as
+    OpenSSL 3 exports by default, or the legacy 3DES many tools still write), and the
+    leaf's DER."""
+    import base64
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    if legacy:
+        encryption = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(2048)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())
+            .build(password.encode())
+        )
+    else:
+        encryption = serialization.BestAvailableEncryption(password.encode())
+    data = pkcs12.serialize_key_and_certificates(b"gw", key, cert, None, encryption)
+    return base64.b64encode(data).decode(), cert.public_bytes(serialization.Encoding.DER)
+
+
+def https_get(port, cafile_pem):
+    """GET / over TLS, verifying the gateway's certificate against the one we made."""
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cadata=cafile_pem)
+    with urllib.request.urlopen(f"https://localhost:{port}/", timeout=2, context=context) as r:
+        return r.status, r.read().decode().strip()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["aes256", "3des"])
+def test_a_pfx_certificate_is_served_and_its_key_never_answered(network, compute, group, legacy):
+    import base64
+    import ssl as _ssl
+
+    name, port = unique("gw"), free_port()
+    gid = gateway_id(group, name)
+    data, leaf = pfx("s3cret-pw", legacy)
+    model = gateway_model(group, name, port)
+    model.ssl_certificates = [nm.ApplicationGatewaySslCertificate(name="cert", data=data, password="s3cret-pw")]
+    model.http_listeners[0].protocol = "Https"
+    model.http_listeners[0].ssl_certificate = nm.SubResource(id=f"{gid}/sslCertificates/cert")
+
+    # A wrong password: 400 naming the field, nothing made.
+    wrong = gateway_model(group, name, port)
+    wrong.ssl_certificates = [nm.ApplicationGatewaySslCertificate(name="cert", data=data, password="nope")]
+    wrong.http_listeners[0].protocol = "Https"
+    wrong.http_listeners[0].ssl_certificate = nm.SubResource(id=f"{gid}/sslCertificates/cert")
+    with pytest.raises(HttpResponseError) as e:
+        network.application_gateways.begin_create_or_update(group, name, wrong).result(timeout=DEADLINE)
+    assert (e.value.status_code, e.value.error.target) == (400, "properties.sslCertificates[0].properties.data")
+    with pytest.raises(ResourceNotFoundError):
+        network.application_gateways.get(group, name)
+
+    gw = network.application_gateways.begin_create_or_update(group, name, model).result(timeout=DEADLINE)
+    cert = gw.ssl_certificates[0]
+    assert base64.b64decode(cert.public_cert_data) == leaf
+    assert cert.data is None and cert.password is None
+    raw = network.application_gateways.get(group, name).as_dict()
+    assert "shoalPem" not in str(raw) and "PRIVATE KEY" not in str(raw), "the key is never answered"
+
+    compute.virtual_machine_scale_sets.begin_create_or_update(
+        group, unique("web"), vmss_behind(web_image(group), f"{gid}/backendAddressPools/pool", 1)
+    ).result(timeout=DEADLINE)
+    ca = _ssl.DER_cert_to_PEM_cert(leaf)
+
+    def answers_over_tls():
+        try:
+            return https_get(port, ca) == (200, "instance 0")
+        except OSError:
+            return False
+
+    wait_for("the instance to answer over HTTPS with the uploaded certificate", answers_over_tls)
+
+    # GET-modify-PUT sends no data back: the certificate stays.
+    again = network.application_gateways.get(group, name)
+    again.tags = {"touched": "yes"}
+    network.application_gateways.begin_create_or_update(group, name, again).result(timeout=DEADLINE)
+    assert https_get(port, ca) == (200, "instance 0")

@@ -155,6 +155,25 @@ fn unreferenced_bundles_are_collected_and_uploads_past_the_quota_are_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("QuotaExceeded"), "{err}");
+    assert!(
+        err.contains("00000000-0000-0000-0000-000000000000"),
+        "the quota named is the subscription's: {err}"
+    );
+    assert_eq!(bundle_files(&q).len(), 1);
+    // An upload counts against a subscription that exists, and only there.
+    let (status, answer) = raw_request(
+        "POST",
+        &format!(
+            "{}/shoal/v1/blobs?subscription=11111111-1111-1111-1111-111111111111",
+            q.endpoint()
+        ),
+        Some("x"),
+        "application/x-tar",
+        owner_token(q.endpoint().trim_start_matches("http://")).as_deref(),
+    )
+    .expect("upload");
+    assert_eq!(status, 404, "{answer}");
+    assert!(answer.contains("SubscriptionNotFound"), "{answer}");
     assert_eq!(bundle_files(&q).len(), 1);
 }
 

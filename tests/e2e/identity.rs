@@ -151,6 +151,28 @@ fn a_service_principal_signs_in_with_its_role_and_loses_access_when_reset_or_del
         shown["sku"]["capacity"], 1,
         "the refused scale changed nothing"
     );
+    // The refusal is in the activity log, with who tried.
+    let log = s.cli_ok(&[
+        "monitor",
+        "activity-log",
+        "list",
+        "-g",
+        rg,
+        "--offset",
+        "1h",
+    ]);
+    assert!(
+        log.as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["caller"] == app.as_str()
+                && e["status"]["value"] == "Failed"
+                && e["operationName"]["value"]
+                    .as_str()
+                    .is_some_and(|o| o
+                        .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets/write"))),
+        "no failed write by {app} in {log}"
+    );
 
     // A reset secret: the old one no longer signs in, the new one does.
     let reset = s.cli_ok(&["ad", "sp", "credential", "reset", "--id", &app]);
@@ -194,7 +216,8 @@ fn a_service_principal_signs_in_with_its_role_and_loses_access_when_reset_or_del
 /// `ManagedIdentityCredential` uses), then reads and tries to delete its own scale set with
 /// it, and asks once more with a wrong secret. The API and the set come as custom data.
 const IDENTITY_PROBE: &str = r#"import http.server, json, os, urllib.error, urllib.request
-api, set_path = open(os.environ["SHOAL_CUSTOM_DATA"]).read().split()
+api, set_path, client_id = open(os.environ["SHOAL_CUSTOM_DATA"]).read().split()
+group_path = set_path.split("/providers/")[0]
 def call(method, url, headers):
     req = urllib.request.Request(url, method=method, headers=headers)
     try:
@@ -214,6 +237,15 @@ def report():
     out["get_set"] = call("GET", api + set_path + "?api-version=2024-07-01", auth)[0]
     out["delete_set"] = call("DELETE", api + set_path + "?api-version=2024-07-01", auth)[0]
     out["wrong_secret"] = call("GET", token_url, {"X-IDENTITY-HEADER": "0" * 64})[0]
+    out["system_get_group"] = call("GET", api + group_path + "?api-version=2022-09-01", auth)[0]
+    # The user-assigned identity, by its client id: Reader on the whole group.
+    status, body = call("GET", token_url + "&client_id=" + client_id, {"X-IDENTITY-HEADER": os.environ["IDENTITY_HEADER"]})
+    out["user_token_status"] = status
+    if status == 200:
+        auth = {"Authorization": "Bearer " + json.loads(body)["access_token"]}
+        out["user_get_group"] = call("GET", api + group_path + "?api-version=2022-09-01", auth)[0]
+        out["user_delete_set"] = call("DELETE", api + set_path + "?api-version=2024-07-01", auth)[0]
+    out["unknown_client"] = call("GET", token_url + "&client_id=00000000-0000-0000-0000-00000000000f", {"X-IDENTITY-HEADER": os.environ["IDENTITY_HEADER"]})[0]
     return out
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -257,7 +289,30 @@ fn an_instance_uses_its_sets_identity_with_the_role_it_was_given_and_no_more() {
     let set_path = format!(
         "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/probe"
     );
-    let custom = format!("{} {set_path}", s.endpoint());
+    // A user-assigned identity too, with Reader on the whole group.
+    let uai = s.cli_ok(&["identity", "create", "-g", rg, "-n", "probe-id"]);
+    let (uai_principal, uai_client) = (
+        uai["properties"]["principalId"]
+            .as_str()
+            .expect("principalId"),
+        uai["properties"]["clientId"].as_str().expect("clientId"),
+    );
+    let group_path = format!("/subscriptions/{sub}/resourceGroups/{rg}");
+    let body = format!(
+        r#"{{"properties": {{"roleDefinitionId": "/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", "principalId": "{uai_principal}"}}}}"#
+    );
+    let (status, answer) = http_request(
+        "PUT",
+        &format!(
+            "{}{group_path}/providers/Microsoft.Authorization/roleAssignments/0a7c2b1e-1d8e-4c55-9f3e-6b0f1e2d3c4b?api-version=2022-04-01",
+            s.endpoint()
+        ),
+        Some(&body),
+    )
+    .expect("assign");
+    assert!(status == 200 || status == 201, "{status}: {answer}");
+
+    let custom = format!("{} {set_path} {uai_client}", s.endpoint());
     let created = s.cli_ok(&[
         "vmss",
         "create",
@@ -270,6 +325,8 @@ fn an_instance_uses_its_sets_identity_with_the_role_it_was_given_and_no_more() {
         "--instance-count",
         "1",
         "--assign-identity",
+        "[system]",
+        "probe-id",
         "--custom-data",
         &custom,
     ]);
@@ -280,7 +337,12 @@ fn an_instance_uses_its_sets_identity_with_the_role_it_was_given_and_no_more() {
             panic!("a system-assigned identity has a principalId: {shown} {created}")
         })
         .to_string();
-    assert_eq!(shown["identity"]["type"], "SystemAssigned");
+    assert_eq!(shown["identity"]["type"], "SystemAssigned, UserAssigned");
+    let named = shown["identity"]["userAssignedIdentities"]
+        .as_object()
+        .and_then(|m| m.values().next().cloned())
+        .unwrap_or_default();
+    assert_eq!(named["clientId"], uai_client, "{shown}");
 
     // Reader on its own set, nothing else.
     let assignment = format!(
@@ -323,6 +385,20 @@ fn an_instance_uses_its_sets_identity_with_the_role_it_was_given_and_no_more() {
         "a Reader cannot delete: {report}"
     );
     assert_eq!(report["wrong_secret"], 401, "{report}");
+    assert_eq!(
+        report["system_get_group"], 403,
+        "Reader on its set only: {report}"
+    );
+    assert_eq!(report["user_token_status"], 200, "{report}");
+    assert_eq!(
+        report["user_get_group"], 200,
+        "the user-assigned identity reads its group: {report}"
+    );
+    assert_eq!(report["user_delete_set"], 403, "{report}");
+    assert_eq!(
+        report["unknown_client"], 400,
+        "an identity the set was not given: {report}"
+    );
     assert_ne!(report["uid"], 0, "{report}");
     assert!(
         s.cli(&["vmss", "show", "-g", rg, "-n", "probe"])

@@ -176,6 +176,7 @@ fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
         "Shoal_1vCPU_512MB",
         "--custom-data",
         "hello from custom data",
+        "--assign-identity",
         "--lb",
         "lb",
         "--lb-frontend-port",
@@ -201,6 +202,15 @@ fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
             get(&addr0, "/cgi-bin/metadata").is_some_and(|(status, metadata)| {
                 status == 200 && metadata.contains("\"vmScaleSetName\":\"vm\"")
             })
+        },
+    );
+    // …and so does its managed identity: a token, with the secret fw_cfg gave it.
+    wait_until(
+        Duration::from_secs(60),
+        "the guest gets a token of its set's identity",
+        || {
+            get(&addr0, "/cgi-bin/identity")
+                .is_some_and(|(status, body)| status == 200 && body.contains("\"access_token\""))
         },
     );
     let view = instance_view(&s, rg, 0);

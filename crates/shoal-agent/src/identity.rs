@@ -78,10 +78,16 @@ impl Identity {
     }
 }
 
-#[derive(serde::Deserialize)]
-pub struct TokenQuery {
-    resource: Option<String>,
-}
+/// What of an instance's token request is passed on to the server: the audience and
+/// the parameters that pick one of several identities (App Service's and IMDS's names).
+const PASSED_ON: [&str; 6] = [
+    "resource",
+    "client_id",
+    "object_id",
+    "principal_id",
+    "mi_res_id",
+    "msi_res_id",
+];
 
 fn refusal(status: StatusCode, message: &str) -> Response {
     (
@@ -99,7 +105,7 @@ fn refusal(status: StatusCode, message: &str) -> Response {
 pub async fn token(
     State(id): State<Identity>,
     UrlPath(slug): UrlPath<String>,
-    Query(q): Query<TokenQuery>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
@@ -140,8 +146,11 @@ pub async fn token(
     let Some(rec) = rec else {
         return refusal(StatusCode::NOT_FOUND, "unknown instance");
     };
-    let resource = q.resource.unwrap_or_default();
-    match id.client.instance_token(&rec, &resource).await {
+    let query: Vec<(String, String)> = PASSED_ON
+        .iter()
+        .filter_map(|k| q.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    match id.client.instance_token(&rec, &query).await {
         Ok((status, body)) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             [(axum::http::header::CONTENT_TYPE, "application/json")],

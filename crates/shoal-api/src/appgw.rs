@@ -40,6 +40,7 @@ impl ArmKind for ApplicationGateways {
         _: Addr<'_>,
         existing: Option<&ApplicationGateway>,
     ) -> Result<(), ArmError> {
+        crate::pfx::admit(gw, existing).await?;
         appgw::normalize_appgw(gw, id);
         appgw::validate_appgw(gw, id)?;
         check_certificates(gw, &st.certificate_dir).await?;
@@ -78,7 +79,19 @@ impl ArmKind for ApplicationGateways {
         gw: &ApplicationGateway,
         revision: u64,
     ) -> Result<Value, ArmError> {
-        with_pool_members(st, gw, revision, PoolOwner::ApplicationGateway).await
+        let mut v = with_pool_members(st, gw, revision, PoolOwner::ApplicationGateway).await?;
+        // A certificate's key stays with the balancers: GET shows publicCertData only.
+        if let Some(certs) = v
+            .pointer_mut("/properties/sslCertificates")
+            .and_then(Value::as_array_mut)
+        {
+            for c in certs {
+                if let Some(p) = c.get_mut("properties").and_then(Value::as_object_mut) {
+                    p.remove("shoalPem");
+                }
+            }
+        }
+        Ok(v)
     }
 }
 

@@ -1,6 +1,8 @@
-//! Uploaded bundles: `POST /shoal/v1/blobs` stores a tar (streamed to disk, checked to
-//! stay inside itself, then recorded under `blob/{id}`) and answers its id; image
-//! versions name it, and agents fetch it with `GET /shoal/v1/blobs/{id}`.
+//! Uploaded bundles: `POST /shoal/v1/blobs?subscription=S` stores a tar (streamed to disk,
+//! checked to stay inside itself, then recorded under `blob/{id}` with the subscription
+//! whose quota it counts against — the default subscription when none is named) and
+//! answers its id; image versions name it, and agents fetch it with
+//! `GET /shoal/v1/blobs/{id}`.
 
 use std::path::PathBuf;
 
@@ -13,26 +15,36 @@ use shoal_model::ArmError;
 use shoal_store::{Expect, StoreError};
 use tokio::io::AsyncWriteExt;
 
-use crate::response::{json, ApiResult};
+use crate::response::{json, ApiResult, Ctx};
 use crate::state::{internal, ApiState};
 
 /// Largest accepted bundle upload.
 pub const MAX_BLOB_BYTES: u64 = 2 << 30;
 
+/// The subscription an upload counts against: `?subscription=`, else the default one.
+pub async fn upload_subscription(st: &ApiState, ctx: &Ctx) -> Result<String, ArmError> {
+    if let Some(sub) = ctx.query("subscription").filter(|s| !s.is_empty()) {
+        return Ok(sub.to_string());
+    }
+    crate::bundle_gc::default_subscription(st).await
+}
+
 /// `POST /shoal/v1/blobs`: stores a bundle (tar) and answers its id.
-pub async fn upload_blob(st: &ApiState, body: Body) -> ApiResult {
+pub async fn upload_blob(st: &ApiState, ctx: &Ctx, body: Body) -> ApiResult {
     let id = uuid::Uuid::new_v4().simple().to_string();
+    let subscription = upload_subscription(st, ctx).await?;
+    crate::discovery::require_subscription(st, &subscription).await?;
     tokio::fs::create_dir_all(&st.blob_dir)
         .await
         .map_err(|e| ArmError::internal(format!("Cannot create the blob directory: {e}")))?;
-    let used = crate::bundle_gc::used_bytes(st).await?;
+    let used = crate::bundle_gc::used_bytes(st, &subscription).await?;
     let quota = st.bundles.quota_bytes;
     let over_quota = |size: u64| {
         ArmError::new(
             409,
             "QuotaExceeded",
             format!(
-                "This upload ({size} bytes so far) would take the bundles kept past their quota of {quota} bytes ({used} in use): delete image versions no longer needed (their bundles are collected), or raise --bundle-quota-mb."
+                "This upload ({size} bytes so far) would take the bundles of subscription {subscription} past their quota of {quota} bytes ({used} in use): delete image versions no longer needed (their bundles are collected), or raise --bundle-quota-mb."
             ),
         )
     };
@@ -95,6 +107,7 @@ pub async fn upload_blob(st: &ApiState, body: Body) -> ApiResult {
         size,
         sha256: String::new(),
         time_created: st.now(),
+        subscription: Some(subscription.clone()),
     };
     st.store
         .txn(vec![kv::put_op(blob_key(&id), &rec, Expect::Absent)])

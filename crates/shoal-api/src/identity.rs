@@ -164,10 +164,10 @@ pub fn new_secret() -> String {
 /// keeps a leaked one short-lived, and the SDKs refresh on their own).
 const INSTANCE_TOKEN_LIFETIME_SECS: i64 = 3600;
 
-/// `POST /shoal/v1/identity/{sub}/{rg}/{vmss}/{id}?resource=…`: the token of the set's
-/// system-assigned identity, for the agent of the host the instance is on (which hands
+/// `POST /shoal/v1/identity/{sub}/{rg}/{vmss}/{id}?resource=…`: the token of one of the
+/// set's managed identities, for the agent of the host the instance is on (which hands
 /// it to the instance through its metadata endpoint). Another host's credential gets
-/// 403; a set without an identity 400, as Azure's IMDS ("Identity not found").
+/// 403; a set without the identity asked for 400, as Azure's IMDS ("Identity not found").
 pub async fn instance_token(
     st: &ApiState,
     ctx: &Ctx,
@@ -200,24 +200,8 @@ pub async fn instance_token(
         .get::<shoal_model::records::VmssRecord>(&vref.key())
         .await?
         .ok_or_else(|| ArmError::not_found(shoal_model::vmss::VMSS_TYPE, vmss))?;
-    let Some(principal_id) = shoal_model::vmss::system_identity(&set.value.model) else {
-        return Err(ArmError::new(
-            400,
-            "IdentityNotFound",
-            format!(
-                "Identity not found: scale set {vmss} has no system-assigned identity (set \
-                 identity.type to SystemAssigned)."
-            ),
-        )
-        .with_target("identity"));
-    };
+    let identity = choose_identity(st, ctx, vmss, &set.value.model).await?;
     let resource = resource_of(ctx)?;
-    let identity = shoal_auth::Principal {
-        tid: String::new(),
-        oid: principal_id.to_string(),
-        appid: principal_id.to_string(),
-        kind: shoal_auth::PrincipalKind::ManagedIdentity,
-    };
     managed_token(
         st,
         ctx,
@@ -228,16 +212,120 @@ pub async fn instance_token(
     .await
 }
 
-/// Whether `principal_id` is a scale set's system-assigned identity (so role assignments
-/// may name it).
+/// The query parameters that pick a user-assigned identity, as the SDKs send them
+/// (App Service: `client_id`, `principal_id`, `mi_res_id`; IMDS: `client_id`,
+/// `object_id`, `msi_res_id`).
+const SELECTORS: [(&str, Selector); 5] = [
+    ("client_id", Selector::Client),
+    ("object_id", Selector::Principal),
+    ("principal_id", Selector::Principal),
+    ("mi_res_id", Selector::ResourceId),
+    ("msi_res_id", Selector::ResourceId),
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Selector {
+    Client,
+    Principal,
+    ResourceId,
+}
+
+fn identity_not_found(message: String) -> ArmError {
+    ArmError::new(400, "IdentityNotFound", message).with_target("identity")
+}
+
+/// Which of the set's identities a token request means, as Azure IMDS decides: the one
+/// a selector names; without one, the system-assigned identity, or the only
+/// user-assigned one (several and no selector: 400, name one).
+async fn choose_identity(
+    st: &ApiState,
+    ctx: &Ctx,
+    vmss: &str,
+    model: &shoal_model::vmss::VirtualMachineScaleSet,
+) -> Result<shoal_auth::Principal, ArmError> {
+    use shoal_model::managed_identity::{self as mi, UserAssignedIdentity};
+    let managed = |oid: &str, appid: &str| shoal_auth::Principal {
+        tid: String::new(),
+        oid: oid.to_string(),
+        appid: appid.to_string(),
+        kind: shoal_auth::PrincipalKind::ManagedIdentity,
+    };
+    let selector = SELECTORS.iter().find_map(|(name, kind)| {
+        ctx.query(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (*kind, v.trim().to_string()))
+    });
+    // The user-assigned identities the set names that still exist, with their ids.
+    let mut users: Vec<(String, UserAssignedIdentity)> = Vec::new();
+    for id in mi::named_ids(model.identity.as_ref()) {
+        let Some(key) = mi::key_of_id(&id) else {
+            continue;
+        };
+        if let Some(uai) = st.get::<UserAssignedIdentity>(&key).await? {
+            users.push((id, uai.value));
+        }
+    }
+    let principal_of = |u: &UserAssignedIdentity| {
+        managed(
+            u.properties.principal_id.as_deref().unwrap_or_default(),
+            u.properties.client_id.as_deref().unwrap_or_default(),
+        )
+    };
+    if let Some((kind, value)) = selector {
+        let found = users.iter().find(|(id, u)| {
+            let p = &u.properties;
+            match kind {
+                Selector::Client => p
+                    .client_id
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&value)),
+                Selector::Principal => p
+                    .principal_id
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&value)),
+                Selector::ResourceId => id
+                    .trim_end_matches('/')
+                    .eq_ignore_ascii_case(value.trim_end_matches('/')),
+            }
+        });
+        return match found {
+            Some((_, u)) => Ok(principal_of(u)),
+            None => Err(identity_not_found(format!(
+                "Identity not found: scale set {vmss} has no user-assigned identity '{value}'."
+            ))),
+        };
+    }
+    if let Some(principal_id) = shoal_model::vmss::system_identity(model) {
+        return Ok(managed(principal_id, principal_id));
+    }
+    match users.as_slice() {
+        [(_, only)] => Ok(principal_of(only)),
+        [] => Err(identity_not_found(format!(
+            "Identity not found: scale set {vmss} has no managed identity (set identity.type \
+             to SystemAssigned, or name a user-assigned identity)."
+        ))),
+        _ => Err(identity_not_found(format!(
+            "Multiple user assigned identities exist on scale set {vmss}: name one with \
+             client_id, object_id or mi_res_id in the token request."
+        ))),
+    }
+}
+
+/// Whether `principal_id` is a managed identity — a scale set's system-assigned one or a
+/// user-assigned one — so role assignments may name it.
 pub async fn is_set_identity(st: &ApiState, principal_id: &str) -> Result<bool, ArmError> {
     let sets = st
         .list::<shoal_model::records::VmssRecord>(shoal_model::keys::VMSS)
         .await?;
-    Ok(sets.iter().any(|s| {
+    if sets.iter().any(|s| {
         shoal_model::vmss::system_identity(&s.value.model)
             .is_some_and(|p| p.eq_ignore_ascii_case(principal_id))
-    }))
+    }) {
+        return Ok(true);
+    }
+    Ok(crate::managed_identities::by_principal(st, principal_id)
+        .await?
+        .is_some())
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ const VM: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupN
 const LB: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/loadBalancers/{loadBalancerName}";
 const AUTOSCALE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Insights/autoscalesettings/{autoscaleSettingName}";
 const AGW: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/applicationGateways/{applicationGatewayName}";
+const UAI: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{resourceName}";
 
 /// Every operation of the API. Set and instance actions are added by [`operations`].
 pub const OPERATIONS: &[Op] = &[
@@ -146,6 +147,12 @@ pub const OPERATIONS: &[Op] = &[
     op!("applicationGateway", "get", AGW, "Get an application gateway", None, &[200], "Network"),
     op!("applicationGateway", "put", AGW, "Create or replace an application gateway", Some("Resource"), &[200, 201], "Network"),
     op!("applicationGateway", "delete", AGW, "Delete an application gateway", None, &[200, 202, 204], "Network"),
+    op!("userAssignedIdentities", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities", "List all user-assigned identities", None, &[200], "Identity"),
+    op!("userAssignedIdentities", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ManagedIdentity/userAssignedIdentities", "List the user-assigned identities of a group", None, &[200], "Identity"),
+    op!("userAssignedIdentity", "get", UAI, "Get a user-assigned identity", None, &[200], "Identity"),
+    op!("userAssignedIdentity", "put", UAI, "Create or replace a user-assigned identity", Some("Resource"), &[200, 201], "Identity"),
+    op!("userAssignedIdentity", "patch", UAI, "Update a user-assigned identity (tags)", Some("Object"), &[200], "Identity"),
+    op!("userAssignedIdentity", "delete", UAI, "Delete a user-assigned identity", None, &[200, 204], "Identity"),
     op!("healthz", "get", "/healthz", "Liveness", None, &[200], "Shoal"),
     op!("openapi", "get", "/openapi.json", "This document", None, &[200], "Shoal"),
     op!("identityToken", "get", "/msi/token", "Managed-identity token (App Service shape: IDENTITY_ENDPOINT, X-IDENTITY-HEADER)", None, &[200], "Identity"),
@@ -258,6 +265,8 @@ pub fn doc_key(route: &Route) -> &'static str {
         Route::LoadBalancerChild { .. } => "loadBalancerChild",
         Route::ApplicationGateways { .. } => "applicationGateways",
         Route::ApplicationGateway { .. } => "applicationGateway",
+        Route::UserAssignedIdentities { .. } => "userAssignedIdentities",
+        Route::UserAssignedIdentity { .. } => "userAssignedIdentity",
         Route::Healthz => "healthz",
         Route::OpenApi => "openapi",
         Route::IdentityToken => "identityToken",

@@ -102,6 +102,37 @@ pub const ROLES: &[Role] = &[
         not_actions: &[],
     },
     Role {
+        id: "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59",
+        name: "Managed Identity Contributor",
+        description: "Create, Read, Update, and Delete User Assigned Identity",
+        actions: &[
+            "Microsoft.ManagedIdentity/userAssignedIdentities/read",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+    },
+    Role {
+        id: "f1a07417-d97a-45cb-824c-7a7467783830",
+        name: "Managed Identity Operator",
+        description: "Read and Assign User Assigned Identity",
+        actions: &[
+            "Microsoft.ManagedIdentity/userAssignedIdentities/*/read",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+    },
+    Role {
         id: "43d0d8ad-25c7-4714-9337-8ba259a9fe05",
         name: "Monitoring Reader",
         description: "Can read all monitoring data (metrics, logs, etc.).",
@@ -144,8 +175,13 @@ pub fn role(name_or_id: &str) -> Option<&'static Role> {
         .find(|r| r.name.eq_ignore_ascii_case(name_or_id) || r.id.eq_ignore_ascii_case(last))
 }
 
-/// `*` matches any run of characters; comparison is case-insensitive.
+/// `*` matches any run of characters, and `/*/` no segment at all too (Managed Identity
+/// Operator's `userAssignedIdentities/*/assign/action` grants
+/// `userAssignedIdentities/assign/action`); comparison is case-insensitive.
 fn matches(pattern: &str, action: &str) -> bool {
+    if pattern.contains("/*/") && matches(&pattern.replacen("/*/", "/", 1), action) {
+        return true;
+    }
     let (p, a) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
     let parts: Vec<&str> = p.split('*').collect();
     if parts.len() == 1 {
@@ -344,14 +380,17 @@ pub async fn allowed(
     }))
 }
 
-/// Whether `caller` holds `action` at any scope (for uploads that belong to no resource yet).
-pub async fn allowed_somewhere(
+/// Whether `caller` holds `action` at some scope of subscription `sub` (or above it).
+pub async fn allowed_within(
     st: &ApiState,
     caller: &Principal,
     action: &str,
+    sub: &str,
 ) -> Result<bool, ArmError> {
     Ok(assignments(st).await?.iter().any(|a| {
         a.principal_id.eq_ignore_ascii_case(&caller.oid)
+            && (a.scope == "/"
+                || subscription_of(&a.scope).is_some_and(|s| s.eq_ignore_ascii_case(sub)))
             && role(&a.role_definition_id).is_some_and(|r| r.allows(action))
     }))
 }
@@ -626,6 +665,18 @@ mod tests {
         assert!(role("Owner")
             .expect("owner")
             .allows("Microsoft.Authorization/roleAssignments/write"));
+        let assign = crate::managed_identities::ASSIGN_ACTION;
+        assert!(role("Managed Identity Operator")
+            .expect("mio")
+            .allows(assign));
+        assert!(
+            !vm.allows(assign),
+            "a VM Contributor may not lend identities"
+        );
+        assert!(contributor.allows(assign));
+        assert!(!role("Managed Identity Contributor")
+            .expect("mic")
+            .allows(assign));
     }
 
     #[test]

@@ -229,6 +229,15 @@ pub enum Route {
         rg: String,
         name: String,
     },
+    UserAssignedIdentities {
+        sub: String,
+        rg: Option<String>,
+    },
+    UserAssignedIdentity {
+        sub: String,
+        rg: String,
+        name: String,
+    },
     /// Read-only list and watch of a store prefix, for balancers (`?prefix=`).
     StoreList,
     StoreWatch,
@@ -527,6 +536,29 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
     }
     if n == 5
         && eq(s(2), "providers")
+        && eq(s(3), "Microsoft.ManagedIdentity")
+        && eq(s(4), "userAssignedIdentities")
+    {
+        return Ok(Route::UserAssignedIdentities { sub, rg: None });
+    }
+    if (n == 7 || n == 8)
+        && eq(s(2), "resourcegroups")
+        && eq(s(4), "providers")
+        && eq(s(5), "Microsoft.ManagedIdentity")
+        && eq(s(6), "userAssignedIdentities")
+    {
+        let rg = owned(3);
+        return Ok(match n {
+            7 => Route::UserAssignedIdentities { sub, rg: Some(rg) },
+            _ => Route::UserAssignedIdentity {
+                sub,
+                rg,
+                name: owned(7),
+            },
+        });
+    }
+    if n == 5
+        && eq(s(2), "providers")
         && eq(s(3), "Microsoft.Insights")
         && eq(s(4), "autoscalesettings")
     {
@@ -756,6 +788,27 @@ mod tests {
             }
         );
         assert!(parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.Network/applicationGateways/gw/probes").is_err());
+    }
+
+    #[test]
+    fn user_assigned_identity_paths() {
+        assert_eq!(
+            parse("/subscriptions/s/resourcegroups/Demo/providers/microsoft.managedidentity/userassignedidentities/Web").unwrap(),
+            Route::UserAssignedIdentity {
+                sub: "s".into(),
+                rg: "Demo".into(),
+                name: "Web".into()
+            }
+        );
+        assert_eq!(
+            parse("/subscriptions/s/providers/Microsoft.ManagedIdentity/userAssignedIdentities")
+                .unwrap(),
+            Route::UserAssignedIdentities {
+                sub: "s".into(),
+                rg: None
+            }
+        );
+        assert!(parse("/subscriptions/s/resourceGroups/demo/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x/y").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use http::Method;
 use shoal_model::ArmError;
 
 use crate::autoscale::AutoscaleSettings;
+use crate::managed_identities::UserAssignedIdentities;
 use crate::response::{error_response, json, ApiResult, Ctx};
 use crate::routes::{self, Route};
 use crate::state::ApiState;
@@ -113,10 +114,23 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
-    let caller = match authorize(&st, &method, &path, &route, &headers).await {
+    let caller = match authorize(&st, &ctx, &method, &path, &route, &headers).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%method, %path, code = %e.code, "request not authorized");
+            // A signed-in caller refused a write is in the activity log, as in Azure
+            // (status Failed, 403): who tried to change what.
+            if let (Some(a), Some(sub), 403) = (
+                &st.auth,
+                crate::activity_writes::recorded(&method, &route, &path),
+                e.status,
+            ) {
+                let now = st.clock.now().as_second();
+                if let Ok(who) = auth::authenticate(a, &headers, now).await {
+                    crate::activity_writes::record(&st, &sub, Some(&who), &method, &path, 403)
+                        .await;
+                }
+            }
             return match &st.auth {
                 Some(a) => auth::challenge(a, &ctx.base_url, &e).await,
                 None => error_response(&e),
@@ -127,7 +141,7 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
     let writer = caller.clone();
     let result = match route {
         Route::BlobUpload if method == Method::POST => {
-            blobs::upload_blob(&st, req.into_body()).await
+            blobs::upload_blob(&st, &ctx, req.into_body()).await
         }
         Route::IdentityToken => {
             return match identity::token(&st, &ctx, &method, &headers).await {
@@ -180,6 +194,7 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
 /// public and host-protocol routes, and when the server does not check tokens.
 async fn authorize(
     st: &ApiState,
+    ctx: &Ctx,
     method: &Method,
     path: &str,
     route: &Route,
@@ -226,11 +241,15 @@ async fn authorize(
     let (action, scope) = match route {
         Route::Subscriptions | Route::Tenants => return Ok(Some(caller)),
         Route::BlobUpload => {
+            // An upload belongs to no resource yet: who may make image versions somewhere
+            // in the subscription it counts against may upload.
             let action = "Microsoft.Compute/galleries/images/versions/write";
-            if rbac::allowed_somewhere(st, &caller, action).await? {
+            let sub = blobs::upload_subscription(st, ctx).await?;
+            discovery::require_subscription(st, &sub).await?;
+            if rbac::allowed_within(st, &caller, action, &sub).await? {
                 return Ok(Some(caller));
             }
-            (action.to_string(), default_scope().await?)
+            (action.to_string(), format!("/subscriptions/{sub}"))
         }
         Route::ServicePrincipals { .. } => {
             let verb = rbac::action_of(method, path);
@@ -423,7 +442,12 @@ async fn dispatch(
             crate::compute_locations::scale_sets(st, ctx, method, &sub, &location).await
         }
         Route::VmSizes { .. } => crate::compute_locations::vm_sizes(method),
-        Route::ScaleSet(v) => scalesets::scale_set(st, ctx, method, &v, &body).await,
+        Route::ScaleSet(v) => {
+            if let (Some(c), true) = (&caller, *method == Method::PUT || *method == Method::PATCH) {
+                crate::managed_identities::check_assign(st, c, &v.id(), &body).await?;
+            }
+            scalesets::scale_set(st, ctx, method, &v, &body).await
+        }
         Route::ScaleSetAction(v, a) => instances::action(st, ctx, method, &v, a, None, &body).await,
         Route::ScaleSetInstanceView(v) => scalesets::instance_view(st, method, &v).await,
         Route::ScaleSetSkus(v) => scalesets::skus(st, method, &v).await,
@@ -491,6 +515,13 @@ async fn dispatch(
         }
         Route::ApplicationGateway { sub, rg, name } => {
             arm_crud::resource::<ApplicationGateways>(st, ctx, method, &sub, &rg, &name, &body)
+                .await
+        }
+        Route::UserAssignedIdentities { sub, rg } => {
+            arm_crud::list::<UserAssignedIdentities>(st, ctx, method, &sub, rg.as_deref()).await
+        }
+        Route::UserAssignedIdentity { sub, rg, name } => {
+            arm_crud::resource::<UserAssignedIdentities>(st, ctx, method, &sub, &rg, &name, &body)
                 .await
         }
         Route::StoreList => agent_api::store_list(st, ctx, method).await,

@@ -488,7 +488,11 @@ pub async fn upload(
         result
     });
 
-    let url = client.url(BLOBS_PATH)?;
+    // The upload counts against the quota of the subscription the image goes into.
+    let url = client.url(&format!(
+        "{BLOBS_PATH}?subscription={}",
+        crate::request::segment(client.subscription())
+    ))?;
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });

@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod client;
 pub mod group;
 pub mod host;
+pub mod identity;
 pub mod image;
 pub mod image_ref;
 pub mod login;
@@ -135,6 +136,9 @@ pub enum ClientCommand {
     /// Identities: service principals and their roles, as `az ad`.
     #[command(subcommand)]
     Ad(ad::AdCommand),
+    /// User-assigned managed identities for scale sets, as `az identity`.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
     /// Sign in to a server with a service principal; later commands against the same
     /// --endpoint use it.
     #[command(
@@ -187,6 +191,7 @@ pub async fn run_with(
     match cmd {
         ClientCommand::Login(_) | ClientCommand::Logout => Ok(()),
         ClientCommand::Ad(cmd) => ad::run(&client, printer, cmd).await,
+        ClientCommand::Identity(cmd) => identity::run(&client, printer, cmd).await,
         ClientCommand::Host(cmd) => host::run(&client, printer, cmd).await,
         ClientCommand::Group(cmd) => group::run(&client, printer, cmd).await,
         ClientCommand::Image(cmd) => image::run(&client, printer, *cmd).await,

@@ -256,20 +256,31 @@ impl ServerClient {
     pub async fn instance_token(
         &self,
         rec: &InstanceRecord,
-        resource: &str,
+        query: &[(String, String)],
     ) -> Result<(u16, Bytes), ClientError> {
         let v = &rec.vmss;
-        let mut enc = String::new();
-        for b in resource.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                enc.push(b as char);
-            } else {
-                enc.push_str(&format!("%{b:02X}"));
+        let enc = |s: &str| {
+            let mut out = String::new();
+            for b in s.bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
             }
-        }
+            out
+        };
+        let query: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
         let path = format!(
-            "/shoal/v1/identity/{}/{}/{}/{}?resource={enc}",
-            v.subscription, v.resource_group, v.name, rec.instance_id
+            "/shoal/v1/identity/{}/{}/{}/{}?{}",
+            v.subscription,
+            v.resource_group,
+            v.name,
+            rec.instance_id,
+            query.join("&")
         );
         match self
             .call("identity token", Method::POST, path, None, None)

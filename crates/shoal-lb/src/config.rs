@@ -42,7 +42,10 @@ pub enum ListenerKind {
     /// Layer 7 over plain HTTP (HTTP/1.1, and h2 with prior knowledge).
     Http(HttpSettings),
     /// Layer 7 over TLS (HTTP/1.1 and h2 by ALPN).
-    Https { http: HttpSettings, tls: TlsFiles },
+    Https {
+        http: HttpSettings,
+        tls: TlsCertificate,
+    },
 }
 
 /// A layer-4 rule.
@@ -125,6 +128,25 @@ pub struct HttpRoute {
     /// `/apis`; a prefix ending in `/` matches every path that starts with it.
     pub path_prefix: Option<String>,
     pub pool: String,
+}
+
+/// The certificate of an HTTPS listener: PEM files on this machine, or PEM text carried
+/// in the configuration (a gateway certificate uploaded as PFX data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsCertificate {
+    Files(TlsFiles),
+    Pem {
+        /// The certificate chain, leaf first.
+        chain: String,
+        /// The private key.
+        key: String,
+    },
+}
+
+impl From<TlsFiles> for TlsCertificate {
+    fn from(files: TlsFiles) -> Self {
+        TlsCertificate::Files(files)
+    }
 }
 
 /// PEM files of an HTTPS listener. Read on every [`apply`](crate::Balancer::apply), so a

@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 pub use crate::affinity::AFFINITY_COOKIE;
 pub use crate::config::{
     validate, BalancerConfig, Distribution, HttpRoute, HttpSettings, Listener, ListenerKind,
-    Member, Pool, Probe, ProbeProtocol, TcpSettings, TlsFiles,
+    Member, Pool, Probe, ProbeProtocol, TcpSettings, TlsCertificate, TlsFiles,
 };
 pub use crate::error::{CertificateError, LbError};
 pub use crate::health::{HealthState, MemberHealth};

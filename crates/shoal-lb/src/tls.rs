@@ -1,4 +1,5 @@
-//! TLS: the server side of HTTPS listeners (certificate and key from PEM files), and the
+//! TLS: the server side of HTTPS listeners (certificate and key from PEM files or PEM
+//! text), and the
 //! client side of HTTPS probes.
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::TlsFiles;
+use crate::config::TlsCertificate;
 use crate::error::{CertificateError, LbError};
 
 fn provider() -> Arc<CryptoProvider> {
@@ -21,25 +22,39 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// Reads the PEM files of an HTTPS listener and builds its acceptor (ALPN h2, http/1.1).
-pub(crate) fn acceptor(listener: &str, files: &TlsFiles) -> Result<TlsAcceptor, LbError> {
+/// Reads the certificate of an HTTPS listener and builds its acceptor (ALPN h2, http/1.1).
+pub(crate) fn acceptor(listener: &str, source: &TlsCertificate) -> Result<TlsAcceptor, LbError> {
     let cert_err = |file: &Path, source| LbError::Certificate {
         listener: listener.to_owned(),
         file: file.to_owned(),
         source,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
-        .and_then(|iter| iter.collect())
-        .map_err(|e| cert_err(&files.cert_file, CertificateError::Pem(e)))?;
+    // Inline PEM is named like a file in errors, so they read the same.
+    let inline = Path::new("(certificate data)");
+    let (cert_at, key_at, certs, key) = match source {
+        TlsCertificate::Files(files) => (
+            files.cert_file.as_path(),
+            files.key_file.as_path(),
+            CertificateDer::pem_file_iter(&files.cert_file).and_then(|iter| iter.collect()),
+            PrivateKeyDer::from_pem_file(&files.key_file),
+        ),
+        TlsCertificate::Pem { chain, key } => (
+            inline,
+            inline,
+            CertificateDer::pem_slice_iter(chain.as_bytes()).collect(),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()),
+        ),
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        certs.map_err(|e| cert_err(cert_at, CertificateError::Pem(e)))?;
     if certs.is_empty() {
-        return Err(cert_err(&files.cert_file, CertificateError::NoCertificate));
+        return Err(cert_err(cert_at, CertificateError::NoCertificate));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key_file)
-        .map_err(|e| cert_err(&files.key_file, CertificateError::Pem(e)))?;
+    let key = key.map_err(|e| cert_err(key_at, CertificateError::Pem(e)))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| cert_err(&files.cert_file, CertificateError::Tls(e)))?;
+        .map_err(|e| cert_err(cert_at, CertificateError::Tls(e)))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod managed_identity;
 pub mod names;
 pub mod network;
 pub mod records;

@@ -373,6 +373,10 @@ pub struct BlobRecord {
     pub size: u64,
     pub sha256: String,
     pub time_created: String,
+    /// The subscription the upload counts against (its quota); bundles uploaded before
+    /// subscriptions were recorded count against the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
 }
 
 arm_enum!(HealthState { Unknown = "unknown", Initializing = "initializing", Healthy = "healthy", Unhealthy = "unhealthy" });

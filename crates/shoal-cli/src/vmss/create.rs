@@ -128,17 +128,17 @@ pub struct VmssCreate {
     /// from the file named by SHOAL_CUSTOM_DATA.
     #[arg(long, value_parser = parse_custom_data, value_name = "FILE_OR_TEXT")]
     pub custom_data: Option<CustomData>,
-    /// Give the set a system-assigned managed identity (`[system]`, as `az`): its instances
-    /// get tokens for it from IDENTITY_ENDPOINT; grant it roles with a role assignment
-    /// naming `identity.principalId`.
+    /// Give the set managed identities, as `az`: `[system]` (alone, or with no value) for a
+    /// system-assigned one, and user-assigned ones by name (in the set's group) or id. Its
+    /// instances get tokens from IDENTITY_ENDPOINT (a user-assigned one with
+    /// `client_id=`); grant roles with role assignments naming each `principalId`.
     #[arg(
         long,
-        num_args = 0..=1,
+        num_args = 0..,
         default_missing_value = "[system]",
-        value_name = "[system]",
-        value_parser = clap::builder::PossibleValuesParser::new(["[system]"])
+        value_name = "[system] | IDENTITY"
     )]
-    pub assign_identity: Option<String>,
+    pub assign_identity: Option<Vec<String>>,
     /// Availability zones to spread instances over, space-separated (e.g. 1 2 3).
     #[arg(long, num_args = 1.., value_name = "ZONE")]
     pub zones: Option<Vec<String>>,
@@ -227,8 +227,8 @@ pub fn create_body(sub: &str, args: &VmssCreate, location: &str) -> Value {
     if let Some(zones) = &args.zones {
         body["zones"] = json!(zones);
     }
-    if args.assign_identity.is_some() {
-        body["identity"] = json!({"type": "SystemAssigned"});
+    if let Some(given) = &args.assign_identity {
+        body["identity"] = identity_body(sub, &args.set.resource_group, given);
     }
     if let Some(tags) = &args.tags {
         body["tags"] = tags_object(tags);
@@ -294,4 +294,31 @@ async fn image_port(client: &Client, image: &ImageRef, rg: &str) -> anyhow::Resu
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(8080))
+}
+
+/// `identity` for `--assign-identity`: `[system]` (or nothing) is the system-assigned
+/// identity, anything else a user-assigned one by id, or by name in `rg`.
+fn identity_body(sub: &str, rg: &str, given: &[String]) -> Value {
+    let system = given.is_empty() || given.iter().any(|g| g.eq_ignore_ascii_case("[system]"));
+    let users: serde_json::Map<String, Value> = given
+        .iter()
+        .filter(|g| !g.eq_ignore_ascii_case("[system]"))
+        .map(|g| {
+            let id = if g.starts_with('/') {
+                g.clone()
+            } else {
+                format!(
+                    "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{g}"
+                )
+            };
+            (id, json!({}))
+        })
+        .collect();
+    match (system, users.is_empty()) {
+        (_, true) => json!({"type": "SystemAssigned"}),
+        (true, false) => {
+            json!({"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": users})
+        }
+        (false, false) => json!({"type": "UserAssigned", "userAssignedIdentities": users}),
+    }
 }

@@ -276,86 +276,87 @@ mod tests {
     }
 
     proptest! {
-        /// Whichever way capacity changes — a PATCH, deleting instances, autoscale — it
-        /// never ends above the limit or below 0, and an operation record is written.
-        #[test]
-        fn capacity_stays_within_the_limit_and_is_always_tracked(
-            limit in 0i64..=20,
-            start in 0i64..=20,
-            wanted in -5i64..=40,
-            deleted in 0usize..=20,
-        ) {
-            let limits = Limits { max_capacity: limit };
-            let start = start.min(limit);
-            let set = set_record(start);
-            let versioned = Versioned { key: set.vmss.key(), value: set.clone(), revision: 5 };
-            let vmss = set.vmss.clone();
+            /// Whichever way capacity changes — a PATCH, deleting instances, autoscale — it
+            /// never ends above the limit or below 0, and an operation record is written.
+            #[test]
+            fn capacity_stays_within_the_limit_and_is_always_tracked(
+                limit in 0i64..=20,
+                start in 0i64..=20,
+                wanted in -5i64..=40,
+                deleted in 0usize..=20,
+            ) {
+                let limits = Limits { max_capacity: limit };
+                let start = start.min(limit);
+                let set = set_record(start);
+                let versioned = Versioned { key: set.vmss.key(), value: set.clone(), revision: 5 };
+                let vmss = set.vmss.clone();
 
-            // A PATCH of the capacity.
-            let cmd = SetCommand {
-                vmss: vmss.clone(),
-                change: SetChange::Patch(json!({"sku": {"capacity": wanted}})),
-                preconditions: Preconditions::default(),
-            };
-            let state = SetState {
-                existing: Some(versioned.clone()),
-                image: Some(image()),
-                hosts: Vec::new(),
-                host_zones: Default::default(),
-            };
-            match scale_set::decide(&cmd, &state, &limits, &env()) {
-                Ok(w) => {
-                    let (rec, op) = written(&w);
-                    let c = rec.unwrap().model.capacity();
-                    prop_assert!((0..=limit).contains(&c));
-                    prop_assert_eq!(c, wanted);
-                    prop_assert!(op.is_some());
+                // A PATCH of the capacity.
+                let cmd = SetCommand {
+                    vmss: vmss.clone(),
+                    change: SetChange::Patch(json!({"sku": {"capacity": wanted}})),
+                    preconditions: Preconditions::default(),
+                };
+                let state = SetState {
+                    existing: Some(versioned.clone()),
+                    image: Some(image()),
+                    hosts: Vec::new(),
+                    host_zones: Default::default(),
+    identities: Default::default(),
+                };
+                match scale_set::decide(&cmd, &state, &limits, &env()) {
+                    Ok(w) => {
+                        let (rec, op) = written(&w);
+                        let c = rec.unwrap().model.capacity();
+                        prop_assert!((0..=limit).contains(&c));
+                        prop_assert_eq!(c, wanted);
+                        prop_assert!(op.is_some());
+                    }
+                    Err(e) => {
+                        prop_assert!(!(0..=limit).contains(&wanted));
+                        prop_assert_eq!(e.target.as_deref(), Some("sku.capacity"));
+                    }
                 }
-                Err(e) => {
-                    prop_assert!(!(0..=limit).contains(&wanted));
-                    prop_assert_eq!(e.target.as_deref(), Some("sku.capacity"));
-                }
-            }
 
-            // Deleting instances.
-            let count = u64::try_from(start).unwrap();
-            let instances: Vec<_> = (0..count)
-                .map(|i| Versioned { key: vmss.instance_key(i), value: instance(i), revision: 1 })
-                .collect();
-            let n = u64::try_from(deleted).unwrap().min(count);
-            let cmd = InstanceCommand {
-                vmss: vmss.clone(),
-                change: InstanceChange::Action {
-                    action: InstanceAction::Delete,
-                    targets: Targets::Listed((0..n).collect()),
-                },
-            };
-            let w = instances::decide(&cmd, &InstancesState { set: versioned.clone(), instances, hosts: Vec::new() }, &env()).unwrap();
-            let (rec, op) = written(&w);
-            prop_assert!(op.is_some());
-            let c = rec.map_or(start, |r| r.model.capacity());
-            prop_assert!((0..=limit).contains(&c));
-            prop_assert_eq!(c, start - i64::try_from(n).unwrap());
-
-            // Autoscale.
-            let eval = AutoscaleEvaluation {
-                setting_key: "autoscale/s/demo/auto".into(),
-                vmss: vmss.clone(),
-                set_revision: 5,
-                decision: decision(start, (wanted != start).then_some(wanted)),
-            };
-            let state = AutoscaleState { set: versioned, history: None };
-            let w = decide_autoscale(&eval, &state, &limits, &env()).unwrap();
-            let (rec, op) = written(&w);
-            if let Some(rec) = rec {
-                let c = rec.model.capacity();
-                prop_assert!((0..=limit).contains(&c));
+                // Deleting instances.
+                let count = u64::try_from(start).unwrap();
+                let instances: Vec<_> = (0..count)
+                    .map(|i| Versioned { key: vmss.instance_key(i), value: instance(i), revision: 1 })
+                    .collect();
+                let n = u64::try_from(deleted).unwrap().min(count);
+                let cmd = InstanceCommand {
+                    vmss: vmss.clone(),
+                    change: InstanceChange::Action {
+                        action: InstanceAction::Delete,
+                        targets: Targets::Listed((0..n).collect()),
+                    },
+                };
+                let w = instances::decide(&cmd, &InstancesState { set: versioned.clone(), instances, hosts: Vec::new() }, &env()).unwrap();
+                let (rec, op) = written(&w);
                 prop_assert!(op.is_some());
-                prop_assert_eq!(rec.operation, op.map(|o| o.id));
-            } else {
-                prop_assert!(op.is_none());
+                let c = rec.map_or(start, |r| r.model.capacity());
+                prop_assert!((0..=limit).contains(&c));
+                prop_assert_eq!(c, start - i64::try_from(n).unwrap());
+
+                // Autoscale.
+                let eval = AutoscaleEvaluation {
+                    setting_key: "autoscale/s/demo/auto".into(),
+                    vmss: vmss.clone(),
+                    set_revision: 5,
+                    decision: decision(start, (wanted != start).then_some(wanted)),
+                };
+                let state = AutoscaleState { set: versioned, history: None };
+                let w = decide_autoscale(&eval, &state, &limits, &env()).unwrap();
+                let (rec, op) = written(&w);
+                if let Some(rec) = rec {
+                    let c = rec.model.capacity();
+                    prop_assert!((0..=limit).contains(&c));
+                    prop_assert!(op.is_some());
+                    prop_assert_eq!(rec.operation, op.map(|o| o.id));
+                } else {
+                    prop_assert!(op.is_none());
+                }
+                prop_assert!(w.recorded.is_some() || wanted == start);
             }
-            prop_assert!(w.recorded.is_some() || wanted == start);
         }
-    }
 }

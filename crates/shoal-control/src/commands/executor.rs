@@ -2,6 +2,7 @@
 //! in one transaction.
 
 use shoal_model::keys;
+use shoal_model::managed_identity;
 use shoal_model::records::HostRecord;
 use std::sync::Arc;
 
@@ -95,12 +96,31 @@ impl Executor {
 
     async fn scale_set(&self, cmd: &SetCommand, env: &Env) -> Result<Writes, CommandError> {
         let existing = kv::get_json::<VmssRecord>(&*self.store, &cmd.vmss.key()).await?;
+        let mut identities = std::collections::BTreeMap::new();
         let image = match cmd.change {
             SetChange::Delete => None,
             SetChange::Put(_) | SetChange::Patch(_) => {
                 // The decider works the model out again from the same inputs: cheap, and
                 // it keeps the decider pure (the image is the one input it cannot read).
                 let model = scale_set::desired_model(cmd, existing.as_ref(), &self.limits)?;
+                for id in managed_identity::named_ids(model.identity.as_ref()) {
+                    let Some(key) = managed_identity::key_of_id(&id) else {
+                        continue;
+                    };
+                    let found =
+                        kv::get_json::<managed_identity::UserAssignedIdentity>(&*self.store, &key)
+                            .await?;
+                    if let Some(uai) = found {
+                        let p = uai.value.properties;
+                        identities.insert(
+                            key,
+                            managed_identity::IdentityIds {
+                                principal_id: p.principal_id.unwrap_or_default(),
+                                client_id: p.client_id.unwrap_or_default(),
+                            },
+                        );
+                    }
+                }
                 let resolver = self
                     .images
                     .as_ref()
@@ -128,6 +148,7 @@ impl Executor {
             image,
             hosts,
             host_zones,
+            identities,
         };
         Ok(scale_set::decide(cmd, &state, &self.limits, env)?)
     }

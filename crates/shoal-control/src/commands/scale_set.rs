@@ -8,6 +8,7 @@
 
 use crate::planner::Resources;
 use serde_json::Value;
+use shoal_model::managed_identity::{self, IdentityIds};
 use shoal_model::records::{operation_key, LaunchSpec, OperationWait, VmssRecord};
 use shoal_model::vmss::{self as model, VirtualMachineScaleSet, VMSS_TYPE};
 use shoal_model::{ids::VmssRef, sku, ArmError};
@@ -31,6 +32,8 @@ pub struct SetState {
     pub hosts: Vec<Resources>,
     /// Zones with a registered host that takes placements (not cordoned or draining).
     pub host_zones: std::collections::BTreeSet<String>,
+    /// The user-assigned identities the new model names that exist, by store key.
+    pub identities: std::collections::BTreeMap<String, IdentityIds>,
 }
 
 /// Properties Shoal sets itself; a client that echoes them back changes nothing.
@@ -240,6 +243,7 @@ fn write(
             .unwrap_or_else(|| env.now_text()),
     );
     model::settle_identity(&mut m);
+    managed_identity::settle_user_identities(m.identity.as_mut(), &state.identities)?;
 
     let created = existing.is_none();
     let op = env.operation(
@@ -322,6 +326,7 @@ mod tests {
             image: Some(image()),
             hosts: Vec::new(),
             host_zones: Default::default(),
+            identities: Default::default(),
         }
     }
 
@@ -439,6 +444,7 @@ mod tests {
             image: Some(image()),
             hosts: Vec::new(),
             host_zones: Default::default(),
+            identities: Default::default(),
         };
         let err = decide(&patch(json!({})), &missing, &Limits::default(), &env()).unwrap_err();
         assert_eq!(err.status, 404);
@@ -504,6 +510,7 @@ mod tests {
             image: None,
             hosts: Vec::new(),
             host_zones: Default::default(),
+            identities: Default::default(),
         };
         assert!(decide(&del, &none, &Limits::default(), &env())
             .unwrap()

@@ -59,6 +59,7 @@ pub fn set_record(capacity: i64) -> VmssRecord {
         image: Some(image()),
         hosts: Vec::new(),
         host_zones: Default::default(),
+        identities: Default::default(),
     };
     let limits = Limits {
         max_capacity: capacity.max(Limits::default().max_capacity),

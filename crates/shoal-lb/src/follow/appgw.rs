@@ -20,12 +20,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_model::appgw::{self, ApplicationGateway, BackendTarget, GatewayFrontend, ResolvedProbe};
+use shoal_model::appgw::{
+    self, ApplicationGateway, BackendTarget, GatewayFrontend, ResolvedProbe, TlsSource,
+};
 use shoal_model::network::PoolOwner;
 
 use super::plan::{Plan, World};
 use crate::{
-    HttpRoute, HttpSettings, Listener, ListenerKind, Member, Pool, Probe, ProbeProtocol, TlsFiles,
+    HttpRoute, HttpSettings, Listener, ListenerKind, Member, Pool, Probe, ProbeProtocol,
+    TlsCertificate, TlsFiles,
 };
 
 /// The data plane's name of the pool for one (backend pool, settings) pair.
@@ -145,11 +148,17 @@ pub fn plan(gateways: &[ApplicationGateway], world: &World) -> Plan {
                 cookie_affinity,
             };
             let kind = match &front.tls {
-                Some(files) => ListenerKind::Https {
+                Some(source) => ListenerKind::Https {
                     http,
-                    tls: TlsFiles {
-                        cert_file: PathBuf::from(&files.certificate_file),
-                        key_file: PathBuf::from(&files.key_file),
+                    tls: match source {
+                        TlsSource::Files(files) => TlsCertificate::Files(TlsFiles {
+                            cert_file: PathBuf::from(&files.certificate_file),
+                            key_file: PathBuf::from(&files.key_file),
+                        }),
+                        TlsSource::Pem(pem) => TlsCertificate::Pem {
+                            chain: pem.chain.clone(),
+                            key: pem.key.clone(),
+                        },
                     },
                 },
                 None => ListenerKind::Http(http),
@@ -386,8 +395,13 @@ mod tests {
         let ListenerKind::Https { tls, .. } = &plan.config.listeners[0].kind else {
             panic!("an Https listener")
         };
-        assert_eq!(tls.cert_file, PathBuf::from("/c.pem"));
-        assert_eq!(tls.key_file, PathBuf::from("/k.pem"));
+        assert_eq!(
+            tls,
+            &TlsCertificate::Files(TlsFiles {
+                cert_file: PathBuf::from("/c.pem"),
+                key_file: PathBuf::from("/k.pem"),
+            })
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
-use shoal_lb::{Balancer, BalancerConfig, HttpSettings, LbError, Listener, ListenerKind, TlsFiles};
+use shoal_lb::{
+    Balancer, BalancerConfig, HttpSettings, LbError, Listener, ListenerKind, TlsCertificate,
+    TlsFiles,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +30,7 @@ async fn an_https_listener_serves_h1_and_h2_with_a_fresh_certificate() {
 
     let shutdown = CancellationToken::new();
     let lb = Balancer::new(shutdown.clone());
-    let https = |name: &str, tls: TlsFiles| Listener {
+    let https = |name: &str, tls: TlsCertificate| Listener {
         name: name.into(),
         bind: "127.0.0.1:0".parse().unwrap(),
         kind: ListenerKind::Https {
@@ -35,8 +38,16 @@ async fn an_https_listener_serves_h1_and_h2_with_a_fresh_certificate() {
             tls,
         },
     };
+    // The same certificate as files, and as PEM text carried in the configuration.
+    let inline = TlsCertificate::Pem {
+        chain: certified.cert.pem(),
+        key: certified.signing_key.serialize_pem(),
+    };
     lb.apply(BalancerConfig {
-        listeners: vec![https("secure", files.clone())],
+        listeners: vec![
+            https("secure", files.clone().into()),
+            https("inline", inline.clone()),
+        ],
         pools: vec![pool("p", &[&a], None)],
     })
     .await
@@ -48,7 +59,7 @@ async fn an_https_listener_serves_h1_and_h2_with_a_fresh_certificate() {
         .add(CertificateDer::from(certified.cert.der().to_vec()))
         .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let connect = |alpn: &'static [u8]| {
+    let connect_to = |addr: std::net::SocketAddr, alpn: &'static [u8]| {
         let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -64,7 +75,18 @@ async fn an_https_listener_serves_h1_and_h2_with_a_fresh_certificate() {
         }
     };
 
-    // HTTP/1.1
+    let connect = |alpn: &'static [u8]| connect_to(addr, alpn);
+
+    // HTTP/1.1, on both listeners.
+    let inline_tls = connect_to(lb.local_addr("inline").unwrap(), b"http/1.1").await;
+    let (mut inline_h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(inline_tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let reply = read_reply(inline_h1.send_request(get_request("/echo")).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!((reply.status.as_u16(), reply.backend()), (200, "a"));
     let tls = connect(b"http/1.1").await;
     let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -113,8 +135,8 @@ async fn an_https_listener_serves_h1_and_h2_with_a_fresh_certificate() {
     let err = lb
         .apply(BalancerConfig {
             listeners: vec![
-                https("secure", files.clone()),
-                https("broken", missing.clone()),
+                https("secure", files.clone().into()),
+                https("broken", missing.clone().into()),
             ],
             pools: vec![pool("p", &[&a], None)],
         })

@@ -49,7 +49,9 @@ pub use resolve::{
 pub use routing::{
     check_path_pattern, path_prefix, PathRuleProps, RoutingRuleProps, RuleType, UrlPathMapProps,
 };
-pub use ssl::{certificate_files, CertificateFiles, SslCertificateProps};
+pub use ssl::{
+    certificate_files, CertificateFiles, PemCertificate, SslCertificateProps, TlsSource,
+};
 
 pub const APPGW_TYPE: &str = "Microsoft.Network/applicationGateways";
 
@@ -471,7 +473,10 @@ mod tests {
         assert_eq!(web.probe.as_ref().unwrap().unhealthy_threshold, 2);
         let tls = &fronts[1];
         assert_eq!(tls.port, 8443);
-        assert_eq!(tls.tls.as_ref().unwrap().certificate_file, "/tmp/c.pem");
+        let Some(TlsSource::Files(files)) = &tls.tls else {
+            panic!("certificate files: {:?}", tls.tls)
+        };
+        assert_eq!(files.certificate_file, "/tmp/c.pem");
         assert_eq!(tls.routes.len(), 1);
         assert_eq!(gw.properties.operational_state.as_deref(), Some("Running"));
         assert_eq!(

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use super::routing::path_prefix;
 use super::{
-    find_child, AppGwProperties, AppGwProtocol, ApplicationGateway, CertificateFiles,
-    CookieAffinity, HttpListenerProps, HttpSettingsProps, RoutingRuleProps, RuleType,
+    find_child, AppGwProperties, AppGwProtocol, ApplicationGateway, CookieAffinity,
+    HttpListenerProps, HttpSettingsProps, RoutingRuleProps, RuleType, TlsSource,
     DEFAULT_REQUEST_TIMEOUT,
 };
 use crate::arm::{IdRef, SubResource};
@@ -63,8 +63,8 @@ pub struct GatewayRoute {
 pub struct GatewayFrontend {
     pub ip: std::net::IpAddr,
     pub port: u16,
-    /// The certificate files of an Https frontend.
-    pub tls: Option<CertificateFiles>,
+    /// The certificate of an Https frontend.
+    pub tls: Option<TlsSource>,
     pub routes: Vec<GatewayRoute>,
 }
 
@@ -180,7 +180,7 @@ pub fn resolved_frontends(gw: &ApplicationGateway, gw_id: &str) -> Vec<GatewayFr
                 .ssl_certificate
                 .as_ref()
                 .and_then(|r| find_child(&p.ssl_certificates, r, gw_id, "sslCertificates"))
-                .and_then(|c| c.properties.shoal.clone()),
+                .and_then(|c| c.properties.source()),
             _ => None,
         };
         let idx = match out.iter().position(|f| f.ip == ip && f.port == port) {

@@ -1,7 +1,10 @@
-//! A gateway's TLS certificates: `sslCertificates[]`, whose PEM files are named in Shoal's
-//! extension `properties.shoal {certificateFile, keyFile}` (Azure's PFX `data` and Key
-//! Vault ids are refused). Validation checks the paths' shape only; reading the files is
-//! I/O, so the API does it, from the list [`certificate_files`] gives.
+//! A gateway's TLS certificates: `sslCertificates[]`, given as Azure takes them — `data`,
+//! a base-64 PFX, with its `password` — or as PEM files named in Shoal's extension
+//! `properties.shoal {certificateFile, keyFile}` (Key Vault ids are refused). The API
+//! decodes a PFX into [`SslCertificateProps::pem`] (kept with the gateway, so a balancer
+//! on any machine has it; never shown: GET shows `publicCertData` only, as Azure) and
+//! reads the files from the list [`certificate_files`] gives; validation here checks
+//! shapes only.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +14,7 @@ use crate::error::ArmError;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SslCertificateProps {
-    /// Azure's base-64 PFX: not supported (use `shoal`).
+    /// Azure's base-64 PFX (write-only: the API decodes it into `pem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,6 +28,10 @@ pub struct SslCertificateProps {
     /// Shoal's extension: where the PEM files are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shoal: Option<CertificateFiles>,
+    /// Server-owned: the certificate chain and key of a PFX `data` upload, as PEM. Stored
+    /// for the balancers; never answered to a client.
+    #[serde(default, rename = "shoalPem", skip_serializing_if = "Option::is_none")]
+    pub pem: Option<PemCertificate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_state: Option<String>,
 }
@@ -38,6 +45,32 @@ pub struct CertificateFiles {
     pub certificate_file: String,
     #[serde(default)]
     pub key_file: String,
+}
+
+/// A certificate chain (leaf first) and its private key, as PEM text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PemCertificate {
+    pub chain: String,
+    pub key: String,
+}
+
+/// Where an HTTPS listener's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    Files(CertificateFiles),
+    Pem(PemCertificate),
+}
+
+impl SslCertificateProps {
+    /// The certificate a listener serves, once the API has admitted it.
+    pub fn source(&self) -> Option<TlsSource> {
+        match (&self.pem, &self.shoal) {
+            (Some(pem), _) => Some(TlsSource::Pem(pem.clone())),
+            (None, Some(files)) => Some(TlsSource::Files(files.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 pub(super) fn normalize(p: &mut AppGwProperties) {
@@ -55,19 +88,22 @@ pub(super) fn validate(p: &AppGwProperties) -> Result<(), ArmError> {
         if cp.key_vault_secret_id.is_some() {
             return Err(invalid(
                 format!("{t}.keyVaultSecretId"),
-                "Key Vault certificates are not supported: give PEM files in properties.shoal {certificateFile, keyFile}.",
+                "Key Vault certificates are not supported: give the certificate as data (a base-64 PFX, with password) or as PEM files in properties.shoal {certificateFile, keyFile}.",
             ));
         }
-        if cp.data.is_some() {
+        if cp.data.is_some() && cp.shoal.is_some() {
             return Err(invalid(
                 format!("{t}.data"),
-                "PFX certificate data is not supported: give PEM files in properties.shoal {certificateFile, keyFile}.",
+                "Give the certificate once: PFX data (with password) or properties.shoal files, not both.",
             ));
+        }
+        if cp.data.is_some() || cp.pem.is_some() {
+            continue;
         }
         let Some(files) = &cp.shoal else {
             return Err(invalid(
-                format!("{t}.shoal"),
-                "A certificate needs properties.shoal {certificateFile, keyFile}: absolute paths of PEM files.",
+                format!("{t}.data"),
+                "A certificate needs data (a base-64 PFX, with password) or properties.shoal {certificateFile, keyFile}: absolute paths of PEM files.",
             ));
         };
         for (field, path) in [

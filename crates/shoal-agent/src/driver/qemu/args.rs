@@ -10,7 +10,11 @@
 //! - Virtio disk (a qcow2 overlay of the image's disk) and virtio network on QEMU's user
 //!   network with one forwarded host port.
 //! - Identity for the guest: `shoal.instance_id=N shoal.port=P` on the kernel command
-//!   line, and fw_cfg files `opt/shoal/{instance_id,hostname,metadata_endpoint,custom_data}`.
+//!   line, and fw_cfg files `opt/shoal/{instance_id,hostname,metadata_endpoint,custom_data}`;
+//!   when the agent hands out managed identities also `opt/shoal/identity_endpoint` and
+//!   `opt/shoal/identity_header` (the IDENTITY_ENDPOINT / IDENTITY_HEADER a process
+//!   instance gets in its environment; the secret from a 0600 file, never on the command
+//!   line, which every local user can read).
 //! - QMP on a unix socket (relative to QEMU's working directory, the instance directory,
 //!   so a deep data directory cannot exceed the 108-byte socket path limit).
 
@@ -23,6 +27,8 @@ use super::image::{DiskFormat, VmImage};
 /// The QMP socket and custom data file, relative to the instance directory.
 pub const QMP_SOCKET: &str = "qmp.sock";
 pub const CUSTOM_DATA: &str = "custom_data";
+/// The instance's identity secret, relative to the instance directory.
+pub const IDENTITY_HEADER: &str = "identity_header";
 /// The overlay disk of an instance, relative to the instance directory.
 pub const OVERLAY: &str = "disk.qcow2";
 /// The NoCloud seed of a disk-only instance, relative to the instance directory.
@@ -47,6 +53,8 @@ pub struct Boot<'a> {
     pub cmdline: &'a str,
     pub metadata_endpoint: &'a str,
     pub has_custom_data: bool,
+    /// The set has a managed identity: pass its endpoint and [`IDENTITY_HEADER`].
+    pub has_identity: bool,
     /// Attach the NoCloud seed ([`SEED`]) as a second disk (disk-only images).
     pub seed: bool,
 }
@@ -152,6 +160,18 @@ pub fn args(b: &Boot<'_>) -> Vec<OsString> {
         push("-fw_cfg");
         push(&format!("name=opt/shoal/custom_data,file={CUSTOM_DATA}"));
     }
+    if b.has_identity {
+        push("-fw_cfg");
+        push(&format!(
+            "name=opt/shoal/identity_endpoint,string={}{}",
+            b.metadata_endpoint,
+            crate::identity::TOKEN_PATH
+        ));
+        push("-fw_cfg");
+        push(&format!(
+            "name=opt/shoal/identity_header,file={IDENTITY_HEADER}"
+        ));
+    }
     a
 }
 
@@ -206,6 +226,7 @@ mod tests {
             cmdline: " quiet ",
             metadata_endpoint: "http://10.0.2.2:7071/i/k",
             has_custom_data: true,
+            has_identity: true,
             seed: false,
         }
     }
@@ -232,6 +253,8 @@ mod tests {
             "hostfwd=tcp:127.0.0.1:30001-:8080",
             "name=opt/shoal/instance_id,string=3",
             "name=opt/shoal/custom_data,file=custom_data",
+            "name=opt/shoal/identity_endpoint,string=http://10.0.2.2:7071/i/k/metadata/identity/oauth2/token",
+            "name=opt/shoal/identity_header,file=identity_header",
         ] {
             assert!(a.contains(want), "{want} missing in: {a}");
         }

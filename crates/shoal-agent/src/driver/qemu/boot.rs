@@ -14,7 +14,7 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
-use super::args::{self, Boot, CUSTOM_DATA, OVERLAY, QMP_SOCKET, SEED};
+use super::args::{self, Boot, CUSTOM_DATA, IDENTITY_HEADER, OVERLAY, QMP_SOCKET, SEED};
 use super::console::describe_exit;
 use super::state::VmState;
 use super::{
@@ -66,6 +66,12 @@ impl Inner {
         match &spec.custom_data {
             Some(data) => std::fs::write(&custom, data),
             None => remove_file_if_exists(&custom),
+        }
+        .map_err(|e| io_err(key, e))?;
+        let secret = dir.join(IDENTITY_HEADER);
+        match identity_secret(spec) {
+            Some(s) => write_private(&secret, s.as_bytes()),
+            None => remove_file_if_exists(&secret),
         }
         .map_err(|e| io_err(key, e))?;
         // A disk-only image boots its own OS: cloud-init there reads a NoCloud seed.
@@ -164,6 +170,7 @@ impl Inner {
             cmdline: &spec.command,
             metadata_endpoint: &metadata,
             has_custom_data: spec.custom_data.is_some(),
+            has_identity: identity_secret(spec).is_some(),
             seed: image.kernel.is_none(),
         };
         let argv = args::args(&boot);
@@ -226,4 +233,25 @@ impl Inner {
         tracing::info!(instance = %key, pid, accel = accel.name(), port, "VM booting");
         Ok(running)
     }
+}
+
+/// The instance's `IDENTITY_HEADER`, when its set has a managed identity.
+fn identity_secret(spec: &InstanceSpec) -> Option<&str> {
+    spec.env
+        .iter()
+        .find(|(k, _)| k == "IDENTITY_HEADER")
+        .map(|(_, v)| v.as_str())
+}
+
+/// Writes `bytes` to `path` readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }
