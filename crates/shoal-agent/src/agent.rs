@@ -157,11 +157,13 @@ pub async fn run(
             Ok(l) => {
                 let app = app.clone();
                 let token = shutdown.clone();
-                tracker.spawn(async move {
-                    let _ = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-                        .with_graceful_shutdown(token.cancelled_owned())
-                        .await;
-                });
+                tracker.spawn(crate::http_serve::serve(
+                    l,
+                    app,
+                    token,
+                    tracker.clone(),
+                    |_, _| {},
+                ));
             }
             Err(e) => {
                 tracing::warn!(%addr, error = %e, "instances on their own network cannot reach the metadata endpoint")
@@ -170,14 +172,13 @@ pub async fn run(
     }
     {
         let token = shutdown.clone();
-        tracker.spawn(async move {
-            let _ = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
-        });
+        tracker.spawn(crate::http_serve::serve(
+            listener,
+            app,
+            token,
+            tracker.clone(),
+            |_, _| {},
+        ));
     }
 
     let ctx = Arc::new(AgentContext {

@@ -10,6 +10,7 @@ pub mod callers;
 pub mod driver;
 pub mod events;
 pub mod http;
+pub mod http_serve;
 pub mod identity;
 pub mod images;
 pub mod metrics;

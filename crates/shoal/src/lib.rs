@@ -19,7 +19,6 @@
 //!   among several servers on etcd), and the `GET /shoal/v1/server/status` answer.
 
 pub mod drivers;
-pub mod http_serve;
 pub mod https;
 pub mod leader;
 mod server;

@@ -329,19 +329,21 @@ pub async fn run(
         let listener = https::TlsListener::start(tcp, tls, &tracker, shutdown.clone())
             .map_err(RunError::LocalAddr)?;
         let app = https::https_router(core.router());
-        tracker.spawn(crate::http_serve::serve(
+        tracker.spawn(shoal_agent::http_serve::serve(
             listener,
             app,
             shutdown.clone(),
             tracker.clone(),
+            tag_peer,
         ));
         tracing::info!("Shoal API listening on https://{}", connect_addr(tls_local));
     }
-    tracker.spawn(crate::http_serve::serve(
+    tracker.spawn(shoal_agent::http_serve::serve(
         listeners.http,
         core.router(),
         shutdown.clone(),
         tracker.clone(),
+        tag_peer,
     ));
     let endpoint = format!("http://{}", connect_addr(local));
     if let Some(dir) = &config.data_dir {
@@ -417,4 +419,10 @@ pub fn connect_addr(a: SocketAddr) -> SocketAddr {
     } else {
         a
     }
+}
+
+/// The portal offers the local owner sign-in only to loopback callers: each API request
+/// carries its connection's peer address.
+fn tag_peer(peer: std::net::SocketAddr, ext: &mut axum::http::Extensions) {
+    ext.insert(shoal_api::server::PeerAddr(peer));
 }

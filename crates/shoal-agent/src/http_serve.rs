@@ -1,7 +1,9 @@
-//! The API's HTTP/1 server loop (instead of `axum::serve`, which has no timeouts): a
-//! connection must send a request's headers within [`HEADER_TIMEOUT`] — whether it is new
-//! or idle between requests — or it is closed, so connections that send nothing, or
-//! headers a byte at a time, cannot pile up until the server runs out of descriptors.
+//! The HTTP/1 server loop of the API and of the agent endpoint (instead of `axum::serve`,
+//! which has no timeouts): a connection must send a request's headers within
+//! [`HEADER_TIMEOUT`] — whether it is new or idle between requests — or it is closed, so
+//! connections that send nothing, or headers a byte at a time, cannot pile up until the
+//! server runs out of descriptors. A client that half-closes after its request (`nc`,
+//! simple scripts in a guest) still gets the answer.
 
 use std::time::Duration;
 
@@ -17,27 +19,32 @@ use tokio_util::task::TaskTracker;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on every connection `listener` accepts until `shutdown`; a connection in
-/// the middle of a request finishes it. Connections belong to `tracker`.
-pub async fn serve<L>(
+/// the middle of a request finishes it. Connections belong to `tracker`. Each request
+/// carries its connection's peer address as axum's `ConnectInfo`, and whatever else `tag`
+/// puts in its extensions.
+pub async fn serve<L, T>(
     mut listener: L,
     app: Router,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    tag: T,
 ) where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    T: Fn(std::net::SocketAddr, &mut axum::http::Extensions) + Clone + Send + Sync + 'static,
 {
     loop {
         let (io, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             c = listener.accept() => c,
         };
-        // The portal offers the local owner sign-in only to loopback callers: each request
-        // carries its connection's peer address (the router itself is shared, not rebuilt).
+        // The router itself is shared, not rebuilt, per connection.
+        let tag = tag.clone();
         let app = tower::util::MapRequest::new(
             app.clone(),
-            move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(shoal_api::server::PeerAddr(peer));
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                let ext = req.extensions_mut();
+                ext.insert(axum::extract::ConnectInfo(peer));
+                tag(peer, ext);
                 req
             },
         );
@@ -48,6 +55,7 @@ pub async fn serve<L>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(true)
+                .half_close(true)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(conn);
