@@ -319,12 +319,107 @@ fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
     // Writes acknowledged before the kill are all there.
     let group = http_get(&group_url(&s3, "ha"));
     assert_eq!(group.map(|(s, _)| s), Some(200));
+    after_the_failover(&s1, &s2, &s3);
     wait_until(
         Duration::from_secs(60),
         "all 12 answer through the balancer",
         || crate::balancing::answering(&frontend, 120).len() == 12,
     );
     drop(agent);
+}
+
+/// After `s1` died and `s2` or `s3` leads: the CLI given every server's URL goes on with
+/// the next; both terms are in the activity log and the leader's Prometheus gauge; a
+/// custom metric pushed to the server that does not lead reaches the leader, which runs
+/// autoscale.
+fn after_the_failover(s1: &Proc, s2: &Proc, s3: &Proc) {
+    let leader_name = s2.status()["leader"]["name"]
+        .as_str()
+        .expect("a leader")
+        .to_string();
+    let (leader, other) = if leader_name == "s2" {
+        (s2, s3)
+    } else {
+        (s3, s2)
+    };
+
+    let out = Command::new(shoal_bin())
+        .args(["vmss", "show", "-g", "ha", "-n", "web"])
+        .env(
+            "SHOAL_ENDPOINT",
+            format!("{},{}", s1.endpoint(), other.endpoint()),
+        )
+        .env("SHOAL_DATA_DIR", other.data_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shoal");
+    assert!(
+        out.status.success(),
+        "the CLI did not go on to the next server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not answer"),
+        "it says it moved on: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let events = other.cli_ok(&["monitor", "activity-log", "list", "--offset", "1h"]);
+    let leaders: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["operationName"]["value"] == "Shoal.Infrastructure/servers/lead/action")
+        .filter_map(|e| e["caller"].as_str())
+        .collect();
+    assert!(
+        leaders.contains(&"s1") && leaders.contains(&leader_name.as_str()),
+        "both terms are in the activity log: {leaders:?}"
+    );
+    let gauge = |p: &Proc| {
+        raw("GET", &format!("{}/metrics", p.endpoint()), "")
+            .map(|(_, text)| text)
+            .unwrap_or_default()
+    };
+    assert!(
+        gauge(leader).contains(&format!("shoal_leader{{server=\"{leader_name}\"}} 1")),
+        "{}",
+        gauge(leader)
+    );
+    assert!(
+        gauge(other).contains(&format!("shoal_leader{{server=\"{}\"}} 0", other.name)),
+        "{}",
+        gauge(other)
+    );
+
+    let set = format!(
+        "{}/subscriptions/{SUB}/resourceGroups/ha/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+        other.endpoint()
+    );
+    let push = r#"{"data": {"baseData": {"metric": "queue length", "namespace": "shoal/custom", "series": [{"min": 150, "max": 150, "sum": 150, "count": 1}]}}}"#;
+    let (status, answer) = raw("POST", &format!("{set}/metrics"), push).expect("push");
+    assert_eq!(status, 200, "{answer}");
+    let seen = leader.cli_ok(&[
+        "vmss",
+        "metrics",
+        "-g",
+        "ha",
+        "-n",
+        "web",
+        "--metric",
+        "queue length",
+        "--namespace",
+        "shoal/custom",
+        "--aggregation",
+        "Maximum",
+        "--offset",
+        "10m",
+    ]);
+    assert!(
+        seen.to_string().contains("150"),
+        "the leader holds the metric pushed to {}: {seen}",
+        other.name
+    );
 }
 
 /// etcd quorum: one member down changes nothing for the API; two down make writes 503

@@ -74,38 +74,69 @@ pub async fn record(
     path: &str,
     status: u16,
 ) {
-    let now = st.clock.now();
     let path = path.trim_end_matches('/');
     // A POST names an action of the resource before it.
     let resource_id = match *method {
         Method::POST => path.rsplit_once('/').map_or(path, |(r, _)| r),
         _ => path,
     };
+    let caller = caller.map(|c| c.appid.clone()).unwrap_or_default();
+    let action = crate::rbac::action_of(method, path);
+    if write(st, &*st.store, sub, &caller, &action, resource_id, status).await
+        && WRITES.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1
+    {
+        prune(st, sub, st.clock.now().as_second()).await;
+    }
+}
+
+/// The action a server's term of leadership is recorded as.
+pub const LEAD_ACTION: &str = "Shoal.Infrastructure/servers/lead/action";
+
+/// Records that server `name` began to lead, in the default subscription, written
+/// through `store` — the term's fenced store, so only a server that really leads can.
+pub async fn record_leadership(st: &ApiState, store: &dyn shoal_store::Store, name: &str) {
+    let Ok(sub) = st.default_subscription().await else {
+        return;
+    };
+    let resource = format!("/subscriptions/{sub}/providers/Shoal.Infrastructure/servers/{name}");
+    write(st, store, &sub, name, LEAD_ACTION, &resource, 200).await;
+}
+
+/// Writes one event; whether it was kept.
+async fn write(
+    st: &ApiState,
+    store: &dyn shoal_store::Store,
+    sub: &str,
+    caller: &str,
+    action: &str,
+    resource_id: &str,
+    status: u16,
+) -> bool {
+    let now = st.clock.now();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let record = WriteRecord {
         time: shoal_control::clock::arm_time(now),
-        caller: caller.map(|c| c.appid.clone()).unwrap_or_default(),
-        action: crate::rbac::action_of(method, path),
+        caller: caller.to_string(),
+        action: action.to_string(),
         resource_id: resource_id.to_string(),
         status_code: status,
         correlation_id: id.clone(),
     };
     let key = format!(
         "{}{:016}-{}",
-        shoal_model::keys::in_subscription(PREFIX, sub),
+        shoal_model::keys::in_subscription(PREFIX, &sub.to_ascii_lowercase()),
         now.as_millisecond().max(0),
         &id[..8]
     );
-    if let Err(e) = st
-        .store
+    match store
         .txn(vec![kv::put_op(key, &record, Expect::Absent)])
         .await
     {
-        tracing::warn!(error = %e, "cannot record a write in the activity log");
-        return;
-    }
-    if WRITES.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-        prune(st, sub, now.as_second()).await;
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record an event in the activity log");
+            false
+        }
     }
 }
 

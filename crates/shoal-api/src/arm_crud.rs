@@ -301,6 +301,7 @@ pub(crate) mod testing {
             identity_header: None,
             metrics: Default::default(),
             auth: None,
+            cluster: Arc::new(crate::cluster::Cluster::standalone("local")),
         }
     }
 

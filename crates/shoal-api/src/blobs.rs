@@ -26,7 +26,7 @@ pub async fn upload_subscription(st: &ApiState, ctx: &Ctx) -> Result<String, Arm
     if let Some(sub) = ctx.query("subscription").filter(|s| !s.is_empty()) {
         return Ok(sub.to_string());
     }
-    crate::bundle_gc::default_subscription(st).await
+    st.default_subscription().await
 }
 
 /// `POST /shoal/v1/blobs`: stores a bundle (tar) and answers its id.

@@ -36,7 +36,7 @@ impl Default for BundlePolicy {
 
 /// Bytes of the bundles kept now that count against `subscription`.
 pub async fn used_bytes(st: &ApiState, subscription: &str) -> Result<u64, shoal_model::ArmError> {
-    let default = default_subscription(st).await?;
+    let default = st.default_subscription().await?;
     Ok(st
         .list::<BlobRecord>(keys::BLOB)
         .await?
@@ -50,19 +50,6 @@ pub async fn used_bytes(st: &ApiState, subscription: &str) -> Result<u64, shoal_
         })
         .map(|b| b.value.size)
         .sum())
-}
-
-/// The install's default subscription (the all-zero id without sign-in).
-pub async fn default_subscription(st: &ApiState) -> Result<String, shoal_model::ArmError> {
-    match &st.auth {
-        Some(a) => Ok(a
-            .directory
-            .tenant()
-            .await
-            .map_err(crate::state::internal)?
-            .default_subscription),
-        None => Ok(uuid::Uuid::nil().to_string()),
-    }
 }
 
 /// One pass: deletes the old, unreferenced bundles this server holds. Returns how many.

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod autoscale;
 pub mod blobs;
 pub mod bundle_gc;
+pub mod cluster;
 pub mod compute_locations;
 pub mod deployments;
 pub mod discovery;

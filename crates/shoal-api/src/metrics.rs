@@ -532,6 +532,7 @@ pub fn prometheus(st: &ApiState, method: &Method) -> ApiResult {
         }
         out.push_str(&format!("shoal_metric{{{labels}}} {v}\n"));
     }
+    out.push_str(&crate::cluster::prometheus(&st.cluster));
     let s = st.metrics.stats();
     out.push_str(&format!(
         "# HELP shoal_metrics_series Series kept in memory.\n# TYPE shoal_metrics_series gauge\nshoal_metrics_series {}\n\

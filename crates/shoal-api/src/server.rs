@@ -108,6 +108,10 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |p| p.as_str().to_string());
     let ctx = context(&req);
     let headers = req.headers().clone();
     let route = match routes::parse(&path) {
@@ -160,6 +164,26 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
                     ));
                 }
             };
+            // Metrics live on the leader, which runs autoscale.
+            if matches!(
+                route,
+                Route::MetricsIngest
+                    | Route::CustomMetrics(_)
+                    | Route::MetricsQuery(_)
+                    | Route::MetricDefinitions(_)
+            ) {
+                if let Some(resp) = crate::cluster::forward_to_leader(
+                    &st,
+                    &method,
+                    &path_and_query,
+                    &headers,
+                    &body,
+                )
+                .await
+                {
+                    return resp;
+                }
+            }
             // A handler bug must answer 500, not tear down the connection.
             let fut = dispatch(&st, &ctx, caller, &method, &headers, route, body);
             match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await {

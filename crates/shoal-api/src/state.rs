@@ -36,11 +36,26 @@ pub struct ApiState {
     /// The token authority and directory; `None` lets every request through unchecked
     /// (unit tests of one handler, the in-process simulation).
     pub auth: Option<crate::auth::AuthState>,
+    /// This server among the install's servers: whether it leads, where the leader is.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 impl ApiState {
     pub fn now(&self) -> String {
         shoal_control::clock::arm_time(self.clock.now())
+    }
+
+    /// The install's default subscription (the all-zero id without sign-in).
+    pub async fn default_subscription(&self) -> Result<String, ArmError> {
+        match &self.auth {
+            Some(a) => Ok(a
+                .directory
+                .tenant()
+                .await
+                .map_err(internal)?
+                .default_subscription),
+            None => Ok(uuid::Uuid::nil().to_string()),
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(

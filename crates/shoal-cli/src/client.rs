@@ -126,7 +126,7 @@ pub enum Credential {
 impl Credential {
     /// The credential from the environment or the local data directory (see the module
     /// docs for the order).
-    pub fn discover(endpoint: &Url) -> Credential {
+    pub fn discover(endpoint: &Endpoints) -> Credential {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         if let Some(t) = var("SHOAL_ACCESS_TOKEN") {
             return Credential::Token(t);
@@ -189,10 +189,66 @@ pub struct Reply {
     pub body: Option<Value>,
 }
 
+/// `--endpoint`: one server's URL, or several, comma-separated (the servers of one
+/// install). Derefs to the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints(Vec<Url>);
+
+impl Endpoints {
+    pub fn all(&self) -> &[Url] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Endpoints {
+    type Target = Url;
+    fn deref(&self) -> &Url {
+        &self.0[0]
+    }
+}
+
+impl From<Url> for Endpoints {
+    fn from(url: Url) -> Self {
+        Endpoints(vec![url])
+    }
+}
+
+impl std::str::FromStr for Endpoints {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let urls = s
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| Url::parse(u).map_err(|e| format!("'{u}' is not a URL: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err("no URL given".into());
+        }
+        Ok(Endpoints(urls))
+    }
+}
+
+impl std::fmt::Display for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let texts: Vec<&str> = self
+            .0
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/'))
+            .collect();
+        f.write_str(&texts.join(","))
+    }
+}
+
+/// How long a server of several is given to answer before the next is tried.
+const PICK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A connection to one Shoal endpoint, scoped to one subscription.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// The servers `--endpoint` named; `endpoint` is the one in use.
+    endpoints: Vec<Url>,
     endpoint: Url,
     subscription: String,
     credential: Credential,
@@ -202,10 +258,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(opts: &ClientOptions) -> Result<Client, ClientError> {
-        let endpoint = opts.endpoint.clone();
-        if endpoint.scheme() != "http" {
+        let endpoint: Url = (*opts.endpoint).clone();
+        if let Some(other) = opts.endpoint.all().iter().find(|u| u.scheme() != "http") {
             return Err(ClientError::UnsupportedEndpoint {
-                endpoint: endpoint.to_string(),
+                endpoint: other.to_string(),
             });
         }
         let mut builder = reqwest::Client::builder()
@@ -230,6 +286,7 @@ impl Client {
         })?;
         Ok(Client {
             http,
+            endpoints: opts.endpoint.all().to_vec(),
             endpoint,
             subscription: opts.subscription.clone(),
             credential: opts
@@ -240,6 +297,33 @@ impl Client {
                 .unwrap_or_else(|| Credential::discover(&opts.endpoint)),
             token: Default::default(),
         })
+    }
+
+    /// With several servers named, this client on the first that answers `/healthz`
+    /// within [`PICK_TIMEOUT`] (in the order given); with one, or none answering, as is.
+    pub async fn reachable(mut self) -> Client {
+        if self.endpoints.len() < 2 {
+            return self;
+        }
+        for url in self.endpoints.clone() {
+            let health = format!("{}/healthz", url.as_str().trim_end_matches('/'));
+            let answered = self
+                .http
+                .get(health)
+                .timeout(PICK_TIMEOUT)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if answered {
+                self.endpoint = url;
+                return self;
+            }
+            eprintln!(
+                "{} does not answer; trying the next server",
+                url.as_str().trim_end_matches('/')
+            );
+        }
+        self
     }
 
     /// This client with `credential` instead of the discovered one.
@@ -530,6 +614,37 @@ pub fn with_api_version(mut url: Url) -> Url {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn endpoints_are_one_url_or_several() {
+        let one: Endpoints = "http://127.0.0.1:7070".parse().unwrap();
+        assert_eq!(one.all().len(), 1);
+        let two: Endpoints = "http://a:1, http://b:2/".parse().unwrap();
+        assert_eq!(two.as_str(), "http://a:1/", "derefs to the first");
+        assert_eq!(two.to_string(), "http://a:1,http://b:2");
+        assert!("".parse::<Endpoints>().is_err());
+        assert!("http://a:1,nope".parse::<Endpoints>().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_first_server_that_answers_is_used() {
+        // A port nothing listens on, then one that answers /healthz.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("http://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_url = format!("http://{}", live.local_addr().unwrap());
+        tokio::spawn(async move {
+            let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+            axum::serve(live, app).await.unwrap();
+        });
+        let opts = ClientOptions {
+            endpoint: format!("{dead_url},{live_url}").parse().unwrap(),
+            ..ClientOptions::new("http://127.0.0.1:1".parse().unwrap())
+        };
+        let client = Client::new(&opts).unwrap().reachable().await;
+        assert_eq!(client.endpoint_text(), live_url);
+    }
     use super::*;
     use serde_json::json;
 

@@ -29,6 +29,7 @@ pub enum IdentityCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct IdentityName {
+    /// Resource group of the identity.
     #[arg(long = "resource-group", short = 'g', value_name = "NAME")]
     pub resource_group: String,
     /// Name of the identity.
@@ -50,6 +51,7 @@ pub struct IdentityCreate {
 
 #[derive(Debug, Clone, Args)]
 pub struct IdentityList {
+    /// Only this resource group's identities.
     #[arg(long = "resource-group", short = 'g', value_name = "NAME")]
     pub resource_group: Option<String>,
 }

@@ -50,16 +50,17 @@ pub const API_VERSION: &str = "2024-07-01";
 /// after the subcommand (`shoal vmss list -g demo -o table`).
 #[derive(Debug, Clone, Args)]
 pub struct ClientOptions {
-    /// Base URL of the Shoal API (`shoal serve` listens on http://127.0.0.1:7070).
+    /// Base URL of the Shoal API (`shoal serve` listens on http://127.0.0.1:7070); several,
+    /// comma-separated, for an install of several servers: the first that answers is used.
     #[arg(
         long,
         global = true,
         env = "SHOAL_ENDPOINT",
         help_heading = "Global Options",
         default_value = DEFAULT_ENDPOINT,
-        value_name = "URL"
+        value_name = "URL[,URL…]"
     )]
-    pub endpoint: reqwest::Url,
+    pub endpoint: client::Endpoints,
 
     /// Subscription id that every resource id and path is scoped to.
     #[arg(
@@ -101,7 +102,7 @@ impl ClientOptions {
     /// Options pointing at `endpoint` with the default subscription and JSON output.
     pub fn new(endpoint: reqwest::Url) -> Self {
         ClientOptions {
-            endpoint,
+            endpoint: endpoint.into(),
             subscription: DEFAULT_SUBSCRIPTION.to_owned(),
             output: OutputFormat::Json,
             access_token: None,
@@ -186,7 +187,7 @@ pub async fn run_with(
         ClientCommand::Logout => return login::logout(),
         _ => {}
     }
-    let client = Client::new(opts)?;
+    let client = Client::new(opts)?.reachable().await;
     client.sign_in().await?;
     match cmd {
         ClientCommand::Login(_) | ClientCommand::Logout => Ok(()),

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -68,15 +67,24 @@ fn login_file() -> Option<PathBuf> {
     config_dir().map(|d| d.join("login.json"))
 }
 
+/// Whether two `--endpoint` values (each one URL or several, comma-separated) name a
+/// server in common: a login kept for `a,b` serves `b` alone too.
 fn same_endpoint(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
+    let urls = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    };
+    let b = urls(b);
+    urls(a).iter().any(|u| b.contains(u))
 }
 
 /// The credential `shoal login` stored for `endpoint`, if any.
-pub fn credential_for(endpoint: &Url) -> Option<Credential> {
+pub fn credential_for(endpoint: &crate::client::Endpoints) -> Option<Credential> {
     let text = std::fs::read_to_string(login_file()?).ok()?;
     let record: LoginRecord = serde_json::from_str(&text).ok()?;
-    same_endpoint(&record.endpoint, endpoint.as_str()).then_some(Credential::ClientSecret {
+    same_endpoint(&record.endpoint, &endpoint.to_string()).then_some(Credential::ClientSecret {
         tenant: record.tenant,
         client_id: record.app_id,
         secret: record.password,
@@ -90,14 +98,17 @@ pub async fn login(opts: &ClientOptions, args: LoginArgs, printer: &Printer) -> 
         client_id: args.username.clone(),
         secret: args.password.clone(),
     };
-    let client = Client::new(opts)?.with_credential(credential);
+    let client = Client::new(opts)?
+        .reachable()
+        .await
+        .with_credential(credential);
     client.sign_in().await?;
     let subscriptions = client.list("/subscriptions").await?;
     let path = login_file().context(
         "no configuration directory: set SHOAL_CONFIG_DIR (or HOME) to where `shoal login` may keep the credential",
     )?;
     let record = LoginRecord {
-        endpoint: client.endpoint_text(),
+        endpoint: opts.endpoint.to_string(),
         tenant: args.tenant,
         app_id: args.username,
         password: args.password,
@@ -158,4 +169,17 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_endpoint;
+
+    #[test]
+    fn a_login_serves_every_list_naming_one_of_its_servers() {
+        assert!(same_endpoint("http://a:1/", "http://a:1"));
+        assert!(same_endpoint("http://a:1,http://b:1", "http://b:1"));
+        assert!(same_endpoint("http://b:1", "http://c:1, http://b:1/"));
+        assert!(!same_endpoint("http://a:1,http://b:1", "http://c:1"));
+    }
 }

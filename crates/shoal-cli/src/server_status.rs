@@ -10,7 +10,7 @@ use crate::ClientOptions;
 
 /// Prints the status of the servers the endpoint belongs to.
 pub async fn run(opts: &ClientOptions) -> anyhow::Result<()> {
-    let client = Client::new(opts)?;
+    let client = Client::new(opts)?.reachable().await;
     let status = client.get_json("/shoal/v1/server/status").await?;
     let printer = Printer::stdout(opts.output);
     match printer.format() {

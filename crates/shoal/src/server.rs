@@ -111,13 +111,28 @@ impl Core {
                 shoal_api::auth::AuthState::new(config.store.clone(), config.authority_url.clone())
                     .with_certificate_sha256(config.tls_certificate_sha256.clone())
             }),
+            cluster: Arc::new(match leadership {
+                Leadership::Always => shoal_api::cluster::Cluster::standalone(&me.name),
+                Leadership::Elected(_) => shoal_api::cluster::Cluster::new(&me.name),
+            }),
         };
         let (clock, max_capacity) = (config.clock.clone(), config.max_capacity);
         let host_timeouts = config.host_timeouts;
         // The controller reads the galleries for automatic OS image upgrades.
         let images = shoal_api::scalesets::Galleries::of(&api);
+        let lead_api = api.clone();
         let start_control: Arc<StartControl> = Arc::new(
             move |store: Arc<dyn Store>, tasks: &TaskTracker, stop: CancellationToken| {
+                // The term, in this server's metrics and in the activity log (written
+                // through the term's fenced store).
+                let (api, term_store, term_end) = (lead_api.clone(), store.clone(), stop.clone());
+                tasks.spawn(async move {
+                    api.cluster.set_leading(true);
+                    let name = api.cluster.name.clone();
+                    shoal_api::activity_writes::record_leadership(&api, &*term_store, &name).await;
+                    term_end.cancelled().await;
+                    api.cluster.set_leading(false);
+                });
                 let controller = Controller::new(store.clone(), clock.clone())
                     .with_images(images.clone())
                     .with_host_timeouts(host_timeouts);
@@ -145,15 +160,15 @@ impl Core {
                 tracker.spawn(compactor.run(shutdown.clone()));
             }
         }
-        let status = leader::Status {
+        let status = Arc::new(leader::Status {
             leadership,
             name: me.name,
             url: me.url,
             store_label: me.store_label,
             since: api.now(),
-        };
-        let router = shoal_api::server_status::router(Arc::new(status))
-            .merge(shoal_api::router(api.clone()));
+        });
+        api.cluster.set_status(status.clone());
+        let router = shoal_api::server_status::router(status).merge(shoal_api::router(api.clone()));
         // Every server collects the unreferenced bundles whose files it holds.
         tracker.spawn(shoal_api::bundle_gc::run(api.clone(), shutdown.clone()));
         Core { api, router }
