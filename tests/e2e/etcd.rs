@@ -69,6 +69,11 @@ impl Proc {
     /// `shoal agent` (`what` "agent") or `shoal balancer` ("balancer") given the server
     /// URLs `servers` (`http://a,http://b`), joined with a join token made through `via`.
     fn follower(what: &str, servers: &str, via: &Proc) -> Proc {
+        Proc::follower_named(what, "h1", servers, via)
+    }
+
+    /// [`Proc::follower`] with the host (or balancer) name `name`.
+    fn follower_named(what: &str, name: &str, servers: &str, via: &Proc) -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = via.cli_ok(&["host", "join-token", "create", "--role", what])["token"]
             .as_str()
@@ -76,8 +81,8 @@ impl Proc {
             .to_string();
         let mut cmd = Command::new(shoal_bin());
         match what {
-            "agent" => cmd.args(["agent", "--host-name", "h1"]),
-            _ => cmd.args(["balancer", "--name", "lb1"]),
+            "agent" => cmd.args(["agent", "--host-name", name]),
+            _ => cmd.args(["balancer", "--name", name]),
         };
         let child = cmd
             .arg("--data-dir")
@@ -254,7 +259,7 @@ fn killing_the_leader_during_a_scale_out_hands_over_and_the_set_converges() {
     // Writes go through s2; the agent and the balancer follow s2, then s3.
     let followers = format!("{},{}", s2.endpoint(), s3.endpoint());
     let agent = Proc::follower("agent", &followers, &s2);
-    let _balancer = Proc::follower("balancer", &followers, &s2);
+    let _balancer = Proc::follower_named("balancer", "lb1", &followers, &s2);
     s2.cli_ok(&["group", "create", "--name", "ha", "--location", "local"]);
     s2.cli_ok(&image_args("ha", "1.0.0"));
     let frontend = crate::balancing::create_balancer_with(|a| s2.cli_ok(a), "ha");
@@ -557,15 +562,15 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
     let url = format!("etcd://{}", cluster.endpoints().join(","));
     let mut s1 = Proc::server("s1", &url);
     let s2 = Proc::server("s2", &url);
-    let s3 = Proc::server("s3", &url);
     let agent = Proc::follower(
         "agent",
-        &format!("{},{},{}", s1.endpoint(), s2.endpoint(), s3.endpoint()),
+        &format!("{},{}", s1.endpoint(), s2.endpoint()),
         &s1,
     );
     let agent_data = agent.data_dir();
 
-    // Made through s1, which the agent uses first (the bundle is downloaded from it).
+    // Made through s1, which the agent uses first (the bundle is downloaded from it); the
+    // upload is acknowledged only once s2 holds a copy too.
     let rg = "multi";
     s1.cli_ok(&["group", "create", "--name", rg, "--location", "local"]);
     s1.cli_ok(&image_args(rg, "1.0.0"));
@@ -611,5 +616,38 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
         log.contains("switched to the next server"),
         "{}",
         tail(&log, 30)
+    );
+    assert!(
+        s1.log().contains("bundle copied to another server"),
+        "{}",
+        tail(&s1.log(), 30)
+    );
+
+    // A server that joins later, and a new host that follows only it: s3 lacks the bundle
+    // (its uploader is gone) and fetches it from s2 for the new host's instances.
+    let s3 = Proc::server("s3", &url);
+    let h2 = Proc::follower_named("agent", "h2", &s3.endpoint(), &s3);
+    wait_until(Duration::from_secs(30), "s3 takes writes", || {
+        s3.try_cli(&[
+            "vmss",
+            "scale",
+            "-g",
+            rg,
+            "-n",
+            "web",
+            "--new-capacity",
+            "5",
+            "--no-wait",
+        ])
+    });
+    wait_until(
+        Duration::from_secs(90),
+        "the new host runs instances from the bundle s3 fetched",
+        || !running_instance_ids(&h2.data_dir()).is_empty(),
+    );
+    assert!(
+        s3.log().contains("bundle fetched from another server"),
+        "{}",
+        tail(&s3.log(), 30)
     );
 }

@@ -1,8 +1,15 @@
 //! Uploaded bundles: `POST /shoal/v1/blobs?subscription=S` stores a tar (streamed to disk,
-//! checked to stay inside itself, then recorded under `blob/{id}` with the subscription
-//! whose quota it counts against — the default subscription when none is named) and
-//! answers its id; image versions name it, and agents fetch it with
-//! `GET /shoal/v1/blobs/{id}`.
+//! hashed, checked to stay inside itself, then recorded under `blob/{id}` with its SHA-256,
+//! the subscription whose quota it counts against — the default one when none is named —
+//! and the servers holding it) and answers its id; image versions name it, and agents
+//! fetch it with `GET /shoal/v1/blobs/{id}`.
+//!
+//! With several servers, no bundle lives on one machine only: an upload is copied to
+//! another server that is up (`PUT /shoal/v1/blobs/{id}/replica`, with the uploader's own
+//! token) before it is acknowledged, and a server asked for a bundle it lacks fetches it
+//! from a server that holds it (with the asking agent's own credential), checks its
+//! SHA-256, keeps it and adds itself to the holders. Requests between servers carry
+//! [`FORWARDED`](crate::cluster::FORWARDED), so they are never passed on again.
 
 use std::path::PathBuf;
 
@@ -15,6 +22,7 @@ use shoal_model::ArmError;
 use shoal_store::{Expect, StoreError};
 use tokio::io::AsyncWriteExt;
 
+use crate::cluster::FORWARDED;
 use crate::response::{json, ApiResult, Ctx};
 use crate::state::{internal, ApiState};
 
@@ -30,7 +38,12 @@ pub async fn upload_subscription(st: &ApiState, ctx: &Ctx) -> Result<String, Arm
 }
 
 /// `POST /shoal/v1/blobs`: stores a bundle (tar) and answers its id.
-pub async fn upload_blob(st: &ApiState, ctx: &Ctx, body: Body) -> ApiResult {
+pub async fn upload_blob(
+    st: &ApiState,
+    ctx: &Ctx,
+    headers: &http::HeaderMap,
+    body: Body,
+) -> ApiResult {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let subscription = upload_subscription(st, ctx).await?;
     crate::discovery::require_subscription(st, &subscription).await?;
@@ -58,6 +71,7 @@ pub async fn upload_blob(st: &ApiState, ctx: &Ctx, body: Body) -> ApiResult {
         .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
@@ -83,6 +97,7 @@ pub async fn upload_blob(st: &ApiState, ctx: &Ctx, body: Body) -> ApiResult {
                 "Bundles are limited to 2 GiB.",
             ));
         }
+        digest.update(&chunk);
         file.write_all(&chunk)
             .await
             .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
@@ -105,15 +120,251 @@ pub async fn upload_blob(st: &ApiState, ctx: &Ctx, body: Body) -> ApiResult {
     let rec = BlobRecord {
         id: id.clone(),
         size,
-        sha256: String::new(),
+        sha256: hex(digest.finish().as_ref()),
         time_created: st.now(),
         subscription: Some(subscription.clone()),
+        holders: vec![st.cluster.name.clone()],
     };
     st.store
         .txn(vec![kv::put_op(blob_key(&id), &rec, Expect::Absent)])
         .await
         .map_err(|e: StoreError| internal(e))?;
+    if let Err(e) = replicate(st, &rec, headers).await {
+        let _ = st
+            .store
+            .txn(vec![shoal_store::TxnOp::Delete {
+                key: blob_key(&id),
+                expect: Expect::Any,
+            }])
+            .await;
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(e);
+    }
     Ok(json(201, &json!({"blobId": id, "size": size})))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How long copying one bundle to or from another server may take.
+const COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Copies a new upload to one other server that is up, so that losing this one loses no
+/// bundle; an error when other servers exist and none took it.
+async fn replicate(
+    st: &ApiState,
+    rec: &BlobRecord,
+    headers: &http::HeaderMap,
+) -> Result<(), ArmError> {
+    let peers = st.cluster.peers().await;
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let mut tried = Vec::new();
+    for (name, url) in peers {
+        let file = tokio::fs::File::open(blob_path(st, &rec.id))
+            .await
+            .map_err(|e| ArmError::internal(format!("Cannot read the upload back: {e}")))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let sub = rec.subscription.as_deref().unwrap_or_default();
+        let mut req = st
+            .http
+            .put(format!(
+                "{url}/shoal/v1/blobs/{}/replica?subscription={sub}",
+                rec.id
+            ))
+            .header(FORWARDED, st.cluster.name.as_str())
+            .header(http::header::CONTENT_TYPE, "application/x-tar")
+            .timeout(COPY_TIMEOUT)
+            .body(body);
+        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
+            req = req.header(http::header::AUTHORIZATION, auth.clone());
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(bundle = %rec.id, to = %name, "bundle copied to another server");
+                return Ok(());
+            }
+            Ok(r) => tried.push(format!("{name} answered {}", r.status())),
+            Err(e) => tried.push(format!("{name}: {e}")),
+        }
+    }
+    Err(ArmError::new(
+        503,
+        "ServiceUnavailable",
+        format!(
+            "The bundle could not be copied to another server ({}), so it was not kept: try again.",
+            tried.join("; ")
+        ),
+    ))
+}
+
+/// `PUT /shoal/v1/blobs/{id}/replica`: another server's copy of a bundle it just took.
+/// The record must exist and the bytes must match its size and SHA-256.
+pub async fn receive_replica(st: &ApiState, id: &str, body: Body) -> ApiResult {
+    let rec = known_blob(st, id).await?;
+    if blob_path(st, id).exists() {
+        add_holder(st, id).await?;
+        return Ok(json(200, &json!({"blobId": id})));
+    }
+    let stream = body
+        .into_data_stream()
+        .map(|c| c.map_err(std::io::Error::other));
+    store_copy(st, &rec, stream).await.map_err(|why| {
+        ArmError::new(
+            400,
+            "InvalidRequestContent",
+            format!("The copy of bundle {id} is not the bundle: {why}"),
+        )
+    })?;
+    add_holder(st, id).await?;
+    Ok(json(201, &json!({"blobId": id})))
+}
+
+/// The record of bundle `id`, or a 404.
+async fn known_blob(st: &ApiState, id: &str) -> Result<BlobRecord, ArmError> {
+    if !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ArmError::not_found("blob", id));
+    }
+    st.get::<BlobRecord>(&blob_key(id))
+        .await?
+        .map(|r| r.value)
+        .ok_or_else(|| ArmError::not_found("blob", id))
+}
+
+/// Writes `stream` as the file of `rec` if it is exactly that bundle (size and SHA-256);
+/// otherwise keeps nothing and says why.
+async fn store_copy<S>(st: &ApiState, rec: &BlobRecord, mut stream: S) -> Result<(), String>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin,
+{
+    tokio::fs::create_dir_all(&st.blob_dir)
+        .await
+        .map_err(|e| format!("cannot create the blob directory: {e}"))?;
+    let tmp = st
+        .blob_dir
+        .join(format!("{}.{}.part", rec.id, uuid::Uuid::new_v4().simple()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| format!("cannot store it: {e}"))?;
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("the transfer broke off: {e}"))?;
+            size += chunk.len() as u64;
+            if size > rec.size {
+                return Err(format!("more than its {} bytes", rec.size));
+            }
+            digest.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("cannot store it: {e}"))?;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| format!("cannot store it: {e}"))?;
+        let sha = hex(digest.finish().as_ref());
+        if size != rec.size || (!rec.sha256.is_empty() && sha != rec.sha256) {
+            return Err(format!(
+                "{size} bytes with SHA-256 {sha}, not {} bytes with {}",
+                rec.size, rec.sha256
+            ));
+        }
+        tokio::fs::rename(&tmp, blob_path(st, &rec.id))
+            .await
+            .map_err(|e| format!("cannot store it: {e}"))
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+/// Adds this server to the holders of bundle `id` (compare-and-swap, retried).
+async fn add_holder(st: &ApiState, id: &str) -> Result<(), ArmError> {
+    for _ in 0..10 {
+        let Some(rec) = st.get::<BlobRecord>(&blob_key(id)).await? else {
+            return Ok(());
+        };
+        if rec.value.holders.contains(&st.cluster.name) {
+            return Ok(());
+        }
+        let mut value = rec.value.clone();
+        value.holders.push(st.cluster.name.clone());
+        let put = kv::put_op(blob_key(id), &value, Expect::ModRevision(rec.revision));
+        match st.store.txn(vec![put]).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(ArmError::new(
+        409,
+        "Conflict",
+        format!("Bundle {id} kept changing; try again."),
+    ))
+}
+
+/// Fetches bundle `rec` from a server that holds it, with the caller's credential.
+async fn fetch_from_peer(
+    st: &ApiState,
+    rec: &BlobRecord,
+    headers: &http::HeaderMap,
+) -> Result<(), ArmError> {
+    let peers = st.cluster.peers().await;
+    let mut tried = Vec::new();
+    for holder in rec.holders.iter().filter(|h| **h != st.cluster.name) {
+        let Some((_, url)) = peers.iter().find(|(name, _)| name == holder) else {
+            tried.push(format!("{holder} is not up"));
+            continue;
+        };
+        let mut req = st
+            .http
+            .get(format!("{url}/shoal/v1/blobs/{}", rec.id))
+            .header(FORWARDED, st.cluster.name.as_str())
+            .timeout(COPY_TIMEOUT);
+        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
+            req = req.header(http::header::AUTHORIZATION, auth.clone());
+        }
+        let answer = match req.send().await {
+            Ok(a) if a.status().is_success() => a,
+            Ok(a) => {
+                tried.push(format!("{holder} answered {}", a.status()));
+                continue;
+            }
+            Err(e) => {
+                tried.push(format!("{holder}: {e}"));
+                continue;
+            }
+        };
+        let stream = answer
+            .bytes_stream()
+            .map(|c| c.map_err(std::io::Error::other));
+        match store_copy(st, rec, stream).await {
+            Ok(()) => {
+                add_holder(st, &rec.id).await?;
+                tracing::info!(bundle = %rec.id, from = %holder, "bundle fetched from another server");
+                return Ok(());
+            }
+            Err(why) => tried.push(format!("{holder}: {why}")),
+        }
+    }
+    Err(ArmError::new(
+        503,
+        "ServiceUnavailable",
+        format!(
+            "Bundle {} is not on this server and no server holding it could give it ({}).",
+            rec.id,
+            if tried.is_empty() {
+                "none is known".to_string()
+            } else {
+                tried.join("; ")
+            }
+        ),
+    ))
 }
 
 /// Why an uploaded file is not a usable bundle. Its text follows "The upload is not a
@@ -155,12 +406,12 @@ pub fn blob_path(st: &ApiState, id: &str) -> PathBuf {
     st.blob_dir.join(format!("{id}.tar"))
 }
 
-/// `GET /shoal/v1/blobs/{id}`: streams a bundle to an agent.
-pub async fn download_blob(st: &ApiState, id: &str) -> ApiResult {
-    if !id.chars().all(|c| c.is_ascii_alphanumeric())
-        || st.get::<BlobRecord>(&blob_key(id)).await?.is_none()
-    {
-        return Err(ArmError::not_found("blob", id));
+/// `GET /shoal/v1/blobs/{id}`: streams a bundle to an agent (fetching it from another
+/// server first when this one lacks it).
+pub async fn download_blob(st: &ApiState, id: &str, headers: &http::HeaderMap) -> ApiResult {
+    let rec = known_blob(st, id).await?;
+    if !blob_path(st, id).exists() && !headers.contains_key(FORWARDED) {
+        fetch_from_peer(st, &rec, headers).await?;
     }
     let file = tokio::fs::File::open(blob_path(st, id))
         .await

@@ -67,10 +67,12 @@ pub async fn collect(st: &ApiState) -> Result<usize, shoal_store::StoreError> {
     let now = st.clock.now();
     let min_age = jiff::SignedDuration::try_from(st.bundles.unreferenced_after).unwrap_or_default();
     let mut removed = 0;
+    let mut recorded = std::collections::HashSet::new();
     for kv in blobs {
         let Ok(rec) = serde_json::from_slice::<BlobRecord>(&kv.value) else {
             continue;
         };
+        recorded.insert(rec.id.clone());
         let old = rec
             .time_created
             .parse::<jiff::Timestamp>()
@@ -90,7 +92,41 @@ pub async fn collect(st: &ApiState) -> Result<usize, shoal_store::StoreError> {
             removed += 1;
         }
     }
+    removed += collect_orphans(st, &recorded, min_age).await;
     Ok(removed)
+}
+
+/// Deletes files of this server's blob directory that no record names any more (a
+/// bundle another server collected, an upload cut off by a crash), once old enough.
+async fn collect_orphans(
+    st: &ApiState,
+    recorded: &std::collections::HashSet<String>,
+    min_age: jiff::SignedDuration,
+) -> usize {
+    let Ok(mut dir) = tokio::fs::read_dir(&st.blob_dir).await else {
+        return 0;
+    };
+    let min_age = min_age.unsigned_abs();
+    let mut removed = 0;
+    while let Ok(Some(entry)) = dir.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let id = name.split('.').next().unwrap_or_default().to_string();
+        if !(name.ends_with(".tar") || name.ends_with(".part")) || recorded.contains(&id) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= min_age);
+        if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+            tracing::info!(file = %name, "collected a bundle file no record names");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Collects every [`BundlePolicy::collect_every`] until `shutdown`.

@@ -104,6 +104,23 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The other servers of the install that are up: `(name, url)`.
+    pub async fn peers(&self) -> Vec<(String, String)> {
+        let Some(status) = self.status.get() else {
+            return Vec::new();
+        };
+        status
+            .status()
+            .await
+            .members
+            .into_iter()
+            .filter(|m| m.name != self.name && !m.url.is_empty())
+            .map(|m| (m.name, m.url.trim_end_matches('/').to_string()))
+            .collect()
+    }
+}
+
 /// The leader's answer to this request, when this server does not lead, the request was
 /// not forwarded already and the leader answered; `None` means "answer it here".
 pub async fn forward_to_leader(

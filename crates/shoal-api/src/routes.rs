@@ -165,6 +165,10 @@ pub enum Route {
     Blob {
         id: String,
     },
+    /// `PUT /shoal/v1/blobs/{id}/replica`: another server copies a new upload here.
+    BlobReplica {
+        id: String,
+    },
     Host {
         name: String,
     },
@@ -348,6 +352,7 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
         return match (n, s(2).to_ascii_lowercase().as_str()) {
             (3, "blobs") => Ok(Route::BlobUpload),
             (4, "blobs") => Ok(Route::Blob { id: owned(3) }),
+            (5, "blobs") if eq(s(4), "replica") => Ok(Route::BlobReplica { id: owned(3) }),
             (4, "hosts") => Ok(Route::Host { name: owned(3) }),
             (5, "hosts") if eq(s(4), "instances") => Ok(Route::HostInstances { name: owned(3) }),
             (5, "hosts") if eq(s(4), "heartbeat") => Ok(Route::HostHeartbeat { name: owned(3) }),

@@ -145,7 +145,10 @@ pub(crate) async fn handle(State(st): State<ApiState>, req: Request) -> Response
     let writer = caller.clone();
     let result = match route {
         Route::BlobUpload if method == Method::POST => {
-            blobs::upload_blob(&st, &ctx, req.into_body()).await
+            blobs::upload_blob(&st, &ctx, &headers, req.into_body()).await
+        }
+        Route::BlobReplica { id } if method == Method::PUT => {
+            blobs::receive_replica(&st, &id, req.into_body()).await
         }
         Route::IdentityToken => {
             return match identity::token(&st, &ctx, &method, &headers).await {
@@ -264,7 +267,7 @@ async fn authorize(
     let trimmed = path.trim_end_matches('/');
     let (action, scope) = match route {
         Route::Subscriptions | Route::Tenants => return Ok(Some(caller)),
-        Route::BlobUpload => {
+        Route::BlobUpload | Route::BlobReplica { .. } => {
             // An upload belongs to no resource yet: who may make image versions somewhere
             // in the subscription it counts against may upload.
             let action = "Microsoft.Compute/galleries/images/versions/write";
@@ -496,7 +499,7 @@ async fn dispatch(
             }
             Ok(json(200, &shoal_model::sku::resource_skus_json("local")))
         }
-        Route::BlobUpload => Err(groups::method_not_allowed(method)),
+        Route::BlobUpload | Route::BlobReplica { .. } => Err(groups::method_not_allowed(method)),
         Route::Blob { id } => {
             if method != Method::GET {
                 return Err(groups::method_not_allowed(method));
@@ -504,7 +507,7 @@ async fn dispatch(
             if let Some(host) = caller.as_ref() {
                 crate::host_auth::blob_allowed(st, host, &id).await?;
             }
-            blobs::download_blob(st, &id).await
+            blobs::download_blob(st, &id, headers).await
         }
         Route::Host { name } => agent_api::host(st, method, &name, &body).await,
         Route::HostInstances { name } => agent_api::host_instances(st, ctx, method, &name).await,

@@ -377,6 +377,9 @@ pub struct BlobRecord {
     /// subscriptions were recorded count against the default one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
+    /// The servers (by name) that hold the file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
 }
 
 arm_enum!(HealthState { Unknown = "unknown", Initializing = "initializing", Healthy = "healthy", Unhealthy = "unhealthy" });
