@@ -37,9 +37,15 @@ struct Proc {
 impl Proc {
     /// `shoal server --name NAME --store URL` on a free port; waits for `/healthz`.
     fn server(name: &str, store: &str) -> Proc {
+        Proc::server_with_env(name, store, &[])
+    }
+
+    /// [`Proc::server`] with extra environment variables.
+    fn server_with_env(name: &str, store: &str, env: &[(&str, &str)]) -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let child = Command::new(shoal_bin())
+            .envs(env.iter().copied())
             .args(["server", "--name", name, "--store", store])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -114,6 +120,16 @@ impl Proc {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the process.
+    fn signal(&self, signal: i32) {
+        if let Some(c) = self.child.as_ref() {
+            // SAFETY: a signal to our own child by pid.
+            unsafe {
+                libc::kill(c.id() as i32, signal);
+            }
+        }
     }
 
     fn kill9(&mut self) {
@@ -650,4 +666,98 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
         "{}",
         tail(&s3.log(), 30)
     );
+}
+
+/// The markers a server's fence probe wrote (`debug/fence/<server>/<n>`, see
+/// `SHOAL_DEBUG_FENCE_PROBE_MS`), as etcd's history has them: their mod revisions.
+fn fence_markers(cluster: &EtcdCluster, server: &str) -> Vec<i64> {
+    use base64::Engine;
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", cluster.endpoints().join(",")))
+        .args([
+            "get",
+            "--prefix",
+            &format!("/shoal/kv/debug/fence/{server}/"),
+            "-w",
+            "json",
+        ])
+        .output()
+        .expect("run etcdctl");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["kvs"]
+        .as_array()
+        .map(|kvs| {
+            kvs.iter()
+                .filter(|kv| {
+                    kv["key"].as_str().is_some_and(|k| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(k)
+                            .is_ok_and(|k| k.starts_with(b"/shoal/kv/debug/fence/"))
+                    })
+                })
+                .filter_map(|kv| kv["mod_revision"].as_i64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The fence, shown by the store's history: the leader is paused (SIGSTOP) past its
+/// lease while it writes (a debug probe writes a marker every 50 ms through the term's
+/// store), another server takes over and writes, then the old one resumes and at once
+/// tries to write again: that write is refused, and none of its markers comes after the
+/// new leader's first.
+#[test]
+fn a_paused_leader_that_resumes_after_another_took_over_writes_nothing() {
+    let _serial = serial();
+    let test = "etcd::a_paused_leader_that_resumes_after_another_took_over_writes_nothing";
+    let Some(cluster) = EtcdCluster::start_or_skip(test, 1) else {
+        return;
+    };
+    let url = cluster.url();
+    let probe = [("SHOAL_DEBUG_FENCE_PROBE_MS", "50")];
+    let s1 = Proc::server_with_env("s1", &url, &probe);
+    wait_until(Duration::from_secs(15), "s1 leads", || {
+        s1.status()["leader"]["name"] == "s1"
+    });
+    let s2 = Proc::server_with_env("s2", &url, &probe);
+    wait_until(Duration::from_secs(10), "s1 writes markers", || {
+        !fence_markers(&cluster, "s1").is_empty()
+    });
+
+    s1.signal(libc::SIGSTOP);
+    wait_until(
+        Duration::from_secs(30),
+        "s2 leads while s1 is paused",
+        || s2.status()["leader"]["name"] == "s2",
+    );
+    wait_until(Duration::from_secs(10), "s2 writes markers", || {
+        !fence_markers(&cluster, "s2").is_empty()
+    });
+    let before_resume = fence_markers(&cluster, "s1").len();
+    s1.signal(libc::SIGCONT);
+    wait_until(
+        Duration::from_secs(15),
+        "the resumed s1 tries a write and is refused",
+        || s1.log().contains("fence probe: the write was refused"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    let old = fence_markers(&cluster, "s1");
+    let new = fence_markers(&cluster, "s2");
+    assert_eq!(
+        old.len(),
+        before_resume,
+        "s1 wrote markers after it resumed: {}",
+        tail(&s1.log(), 20)
+    );
+    let (last_old, first_new) = (
+        old.iter().max().copied().unwrap_or_default(),
+        new.iter().min().copied().unwrap_or_default(),
+    );
+    assert!(
+        last_old < first_new,
+        "a write of the deposed leader (revision {last_old}) landed after the new leader's first ({first_new})"
+    );
+    assert_eq!(s1.status()["leader"]["name"], "s2");
 }

@@ -133,6 +133,14 @@ impl Core {
                     term_end.cancelled().await;
                     api.cluster.set_leading(false);
                 });
+                #[cfg(debug_assertions)]
+                if let Some(every) = std::env::var("SHOAL_DEBUG_FENCE_PROBE_MS")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    let name = lead_api.cluster.name.clone();
+                    tasks.spawn(fence_probe(store.clone(), name, every, stop.clone()));
+                }
                 let controller = Controller::new(store.clone(), clock.clone())
                     .with_images(images.clone())
                     .with_host_timeouts(host_timeouts);
@@ -440,4 +448,29 @@ pub fn connect_addr(a: SocketAddr) -> SocketAddr {
 /// carries its connection's peer address.
 fn tag_peer(peer: std::net::SocketAddr, ext: &mut axum::http::Extensions) {
     ext.insert(shoal_api::server::PeerAddr(peer));
+}
+
+/// Debug builds only (`SHOAL_DEBUG_FENCE_PROBE_MS=N`): while this server leads, write a
+/// marker `debug/fence/<name>/<n>` through the term's store every N ms, writing first and
+/// looking whether the term ended after — so a server resumed after a pause attempts a
+/// write at once, and the fencing test can show from the store's history that no write
+/// of a deposed leader lands after its successor's first.
+#[cfg(debug_assertions)]
+async fn fence_probe(store: Arc<dyn Store>, name: String, every_ms: u64, stop: CancellationToken) {
+    let mut n = 0u64;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(every_ms)).await;
+        n += 1;
+        let put = shoal_control::kv::put_op(
+            format!("debug/fence/{name}/{n:08}"),
+            &serde_json::json!({}),
+            shoal_store::Expect::Any,
+        );
+        if let Err(e) = store.txn(vec![put]).await {
+            tracing::warn!(error = %e, marker = n, "fence probe: the write was refused");
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+    }
 }
