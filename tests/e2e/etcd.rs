@@ -42,11 +42,17 @@ impl Proc {
 
     /// [`Proc::server`] with extra environment variables.
     fn server_with_env(name: &str, store: &str, env: &[(&str, &str)]) -> Proc {
+        Proc::server_with(name, store, env, &[])
+    }
+
+    /// [`Proc::server`] with extra environment variables and arguments.
+    fn server_with(name: &str, store: &str, env: &[(&str, &str)], args: &[&str]) -> Proc {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let child = Command::new(shoal_bin())
             .envs(env.iter().copied())
             .args(["server", "--name", name, "--store", store])
+            .args(args)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -760,4 +766,33 @@ fn a_paused_leader_that_resumes_after_another_took_over_writes_nothing() {
         "a write of the deposed leader (revision {last_old}) landed after the new leader's first ({first_new})"
     );
     assert_eq!(s1.status()["leader"]["name"], "s2");
+}
+
+/// Servers on etcd serve one https certificate (made by the first, kept in the store), so
+/// the fingerprint a join token pins holds on every server: agents and balancers joined
+/// through one server can move to another.
+#[test]
+fn the_servers_of_an_install_share_one_https_certificate() {
+    let _serial = serial();
+    let test = "etcd::the_servers_of_an_install_share_one_https_certificate";
+    let Some(cluster) = EtcdCluster::start_or_skip(test, 1) else {
+        return;
+    };
+    let url = cluster.url();
+    let tls = |p: u16| format!("127.0.0.1:{p}");
+    let (p1, p2) = (free_port(), free_port());
+    let s1 = Proc::server_with("s1", &url, &[], &["--tls-listen", &tls(p1)]);
+    let s2 = Proc::server_with("s2", &url, &[], &["--tls-listen", &tls(p2)]);
+    let pin = |p: &Proc| {
+        p.cli_ok(&["host", "join-token", "create"])["token"]
+            .as_str()
+            .and_then(|t| t.rsplit('.').next())
+            .expect("a token ending with the certificate's SHA-256")
+            .to_string()
+    };
+    let (a, b) = (pin(&s1), pin(&s2));
+    assert_eq!(a.len(), 64, "{a}");
+    assert_eq!(a, b, "the two servers' tokens pin different certificates");
+    let cert = |p: &Proc| std::fs::read(p.data_dir().join("tls/cert.pem")).expect("cert.pem");
+    assert_eq!(cert(&s1), cert(&s2));
 }

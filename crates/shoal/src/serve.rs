@@ -541,6 +541,9 @@ pub async fn serve(mut args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
     let mut certificate_sha256 = None;
     let https = match &s.tls {
         Some(t) => {
+            if etcd.is_some() && t.files.is_none() {
+                shared_self_signed(&store, &s.data_dir, t.listen).await?;
+            }
             let (config, pin) = tls_server_config(&s.data_dir, t)?;
             tracing::info!(sha256 = %pin, "https certificate (join tokens carry this fingerprint; agents and balancers pin it)");
             certificate_sha256 = Some(pin);
@@ -673,6 +676,54 @@ pub(crate) fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Resu
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(data)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The store key of the self-signed https pair the servers of an install share.
+const SHARED_TLS_KEY: &str = "cluster/tls";
+
+/// Servers on etcd share one self-signed https certificate (made by the first, kept in the
+/// store, which only servers read), so the fingerprint a join token pins holds on every
+/// server and agents and balancers can move between them. It is written to
+/// DATA_DIR/tls, where [`tls_server_config`] reads it.
+async fn shared_self_signed(
+    store: &Arc<dyn Store>,
+    data_dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Pair {
+        cert_pem: String,
+        key_pem: String,
+    }
+    let pair = loop {
+        if let Some(found) = shoal_control::kv::get_json::<Pair>(&**store, SHARED_TLS_KEY)
+            .await
+            .context("cannot read the shared https certificate from the store")?
+        {
+            break found.value;
+        }
+        let made = tls::self_signed(listen)?;
+        let pair = Pair {
+            cert_pem: made.cert_pem,
+            key_pem: made.key_pem,
+        };
+        let put = shoal_control::kv::put_op(SHARED_TLS_KEY, &pair, shoal_store::Expect::Absent);
+        match store.txn(vec![put]).await {
+            Ok(_) => {
+                tracing::info!("made the https certificate the servers of this install share");
+                break pair;
+            }
+            // Another server made it first: use theirs.
+            Err(shoal_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e).context("cannot keep the shared https certificate"),
+        }
+    };
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_private(&dir.join("key.pem"), pair.key_pem.as_bytes())?;
+    std::fs::write(dir.join("cert.pem"), pair.cert_pem.as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join("cert.pem").display()))?;
+    Ok(())
 }
 
 /// The https listener's certificate: the configured files, else a self-signed pair kept in
