@@ -41,6 +41,10 @@ use crate::repair;
 use crate::rolling::{self, runner, RollingUpgrade};
 use crate::routes::Routes;
 
+/// Stray records of a set removed per reconcile pass, beside its plan (whose portion
+/// leaves room for them within etcd's 128 operations).
+const ORPHANS_PER_PASS: usize = 20;
+
 /// How often every set is reconciled even when nothing changed.
 const RESYNC: Duration = Duration::from_secs(10);
 /// The shortest time between two reconcile passes.
@@ -444,7 +448,8 @@ impl Controller {
                 },
                 &now,
                 &mut || uuid::Uuid::new_v4().to_string(),
-            );
+            )
+            .portion(planner::MAX_PASS_OPS);
             blocked = plan.blocked.clone();
             if !plan.is_empty() || !orphans.is_empty() {
                 settled = plan.is_empty();
@@ -469,7 +474,8 @@ impl Controller {
                     &caches.host_states,
                     &now,
                 ));
-                for key in &orphans {
+                // Orphans go a few at a time too (see `MAX_PASS_OPS`).
+                for key in orphans.iter().take(ORPHANS_PER_PASS) {
                     txn.push(kv::delete_op(key.clone(), Expect::Any));
                 }
                 for id in &plan.remove {

@@ -63,7 +63,69 @@ pub struct Plan {
     pub lost: Vec<Lost>,
 }
 
+/// The most store operations one reconcile pass writes. etcd takes at most 128 in one
+/// transaction: a larger plan (a scale-out of 1000) is written over several passes, each
+/// whole and consistent on its own — the next pass plans again from what is stored.
+pub const MAX_PASS_OPS: usize = 100;
+
 impl Plan {
+    /// The part of this plan that fits in about `budget` store operations, consistent on
+    /// its own: the lowest new instance ids (the set's next id follows the last one kept),
+    /// then updates with the lost-instance notes that go with them, then removals (two
+    /// operations each). The set's own removal only when everything else fits.
+    pub fn portion(mut self, budget: usize) -> Plan {
+        let mut left = budget;
+        self.create.sort_by_key(|c| c.instance_id);
+        if self.create.len() > left {
+            self.create.truncate(left);
+            self.vmss_next_instance_id = self.create.last().map(|c| c.instance_id + 1);
+        }
+        left -= self.create.len();
+        // A lost instance's note is a status write (and an event): two more operations,
+        // kept with its move when the move is kept.
+        const NOTE: usize = 2;
+        let moved: std::collections::HashSet<u64> = self
+            .lost
+            .iter()
+            .filter(|l| l.moved_to.is_some())
+            .map(|l| l.instance_id)
+            .collect();
+        let wanted = self.update.len();
+        let mut kept = 0;
+        for u in &self.update {
+            let cost = 1 + if moved.contains(&u.instance_id) {
+                NOTE
+            } else {
+                0
+            };
+            if cost > left {
+                break;
+            }
+            left -= cost;
+            kept += 1;
+        }
+        self.update.truncate(kept);
+        let trimmed = kept < wanted;
+        let kept_ids: std::collections::HashSet<u64> =
+            self.update.iter().map(|u| u.instance_id).collect();
+        self.lost.retain(|l| {
+            if l.moved_to.is_some() {
+                return kept_ids.contains(&l.instance_id);
+            }
+            if NOTE <= left {
+                left -= NOTE;
+                return true;
+            }
+            false
+        });
+        let removals = self.remove.len();
+        self.remove.truncate(left / 2);
+        if trimmed || self.remove.len() < removals {
+            self.remove_vmss = false;
+        }
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.create.is_empty()
             && self.update.is_empty()
@@ -308,6 +370,63 @@ pub(crate) mod tests {
 
     pub(crate) fn host(name: &str, zone: Option<&str>) -> HostSlot {
         slot(name, zone)
+    }
+
+    /// A scale-out of 250 and a scale-in to 0, written in portions of at most
+    /// `MAX_PASS_OPS` operations: every pass fits etcd's limit, ids stay unique and
+    /// contiguous, and the set gets there.
+    #[test]
+    fn large_plans_are_written_in_portions_that_fit_etcd() {
+        let mut vmss = set(250, None, serde_json::json!({}));
+        let hosts = [slot("h1", None), slot("h2", None)];
+        let mut instances: Vec<InstanceRecord> = Vec::new();
+        let mut passes = 0;
+        let mut run = |vmss: &mut VmssRecord, instances: &mut Vec<InstanceRecord>| loop {
+            let statuses: HashMap<u64, InstanceStatus> = instances
+                .iter()
+                .filter(|i| i.deleting)
+                .map(|i| (i.instance_id, deleted_status()))
+                .collect();
+            let p = plan(
+                &SetState {
+                    vmss,
+                    instances,
+                    statuses: &statuses,
+                    hosts: &hosts,
+                },
+                "now",
+                &mut || "vm".into(),
+            )
+            .portion(MAX_PASS_OPS);
+            if p.is_empty() {
+                return;
+            }
+            passes += 1;
+            let ops = p.create.len() + p.update.len() + 2 * p.remove.len() + 1;
+            assert!(ops <= 128, "a pass of {ops} operations");
+            instances.retain(|i| !p.remove.contains(&i.instance_id));
+            for u in p.update {
+                if let Some(i) = instances
+                    .iter_mut()
+                    .find(|i| i.instance_id == u.instance_id)
+                {
+                    *i = u;
+                }
+            }
+            instances.extend(p.create);
+            if let Some(next) = p.vmss_next_instance_id {
+                vmss.next_instance_id = next;
+            }
+            assert!(passes < 50, "no end in sight");
+        };
+        run(&mut vmss, &mut instances);
+        let mut ids: Vec<u64> = instances.iter().map(|i| i.instance_id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..250).collect::<Vec<u64>>());
+        assert_eq!(vmss.next_instance_id, 250);
+        vmss.model.sku.as_mut().expect("sku").capacity = Some(0);
+        run(&mut vmss, &mut instances);
+        assert!(instances.is_empty(), "{} left", instances.len());
     }
 
     /// Applies plans until nothing changes, with every teardown finishing at once.
