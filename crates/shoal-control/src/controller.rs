@@ -449,7 +449,12 @@ impl Controller {
                 &now,
                 &mut || uuid::Uuid::new_v4().to_string(),
             )
-            .portion(planner::MAX_PASS_OPS);
+            // Within the store's transaction limit (etcd's; the embedded stores have none).
+            .portion(
+                self.store
+                    .max_txn_ops()
+                    .map_or(usize::MAX, |_| planner::MAX_PASS_OPS),
+            );
             blocked = plan.blocked.clone();
             if !plan.is_empty() || !orphans.is_empty() {
                 settled = plan.is_empty();

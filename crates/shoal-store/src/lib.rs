@@ -149,4 +149,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision of the latest write.
     async fn revision(&self) -> Result<Revision>;
+
+    /// The most operations one transaction may hold, when the backend has a limit (etcd:
+    /// 128); writers with more to write split it into consistent parts.
+    fn max_txn_ops(&self) -> Option<usize> {
+        None
+    }
 }

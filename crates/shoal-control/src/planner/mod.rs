@@ -63,9 +63,10 @@ pub struct Plan {
     pub lost: Vec<Lost>,
 }
 
-/// The most store operations one reconcile pass writes. etcd takes at most 128 in one
-/// transaction: a larger plan (a scale-out of 1000) is written over several passes, each
-/// whole and consistent on its own — the next pass plans again from what is stored.
+/// The most store operations one reconcile pass writes on a store with a transaction
+/// limit. etcd takes at most 128 in one transaction: a larger plan (a scale-out of 1000)
+/// is written over several passes, each whole and consistent on its own — the next pass
+/// plans again from what is stored. The embedded stores take a plan in one pass.
 pub const MAX_PASS_OPS: usize = 100;
 
 impl Plan {

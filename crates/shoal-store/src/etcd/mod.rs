@@ -405,6 +405,10 @@ pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
 
 #[async_trait]
 impl Store for EtcdStore {
+    fn max_txn_ops(&self) -> Option<usize> {
+        Some(txn::MAX_TXN_OPS)
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let (kvs, _) = self.range(self.key(key), GetOptions::new()).await?;
         Ok(kvs.first().and_then(|kv| self.to_kv(kv)))
