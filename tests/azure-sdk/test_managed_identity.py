@@ -55,6 +55,24 @@ def grant(role_id, scope, principal_id):
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 
 
+def reads_but_cannot_delete(as_instance, group, name):
+    """With Reader on set `name`, the instance's client reads it (once the role assignment
+    applies) and is refused its deletion."""
+
+    def reads():
+        try:
+            return as_instance.virtual_machine_scale_sets.get(group, name).name == name
+        except HttpResponseError as e:  # the role assignment may take a moment to apply
+            if e.status_code != 403:
+                raise
+            return False
+
+    wait_for(f"the identity reads set {name}", reads)
+    with pytest.raises(HttpResponseError) as refused:
+        as_instance.virtual_machine_scale_sets.begin_delete(group, name)
+    assert refused.value.status_code == 403
+
+
 def test_managed_identity_credential_gets_the_sets_identity_with_its_role(
     compute, endpoint, group, monkeypatch
 ):
@@ -78,18 +96,7 @@ def test_managed_identity_credential_gets_the_sets_identity_with_its_role(
     identity = ManagedIdentityCredential()
     as_instance = ComputeManagementClient(identity, SUBSCRIPTION, base_url=endpoint, **http_client_kwargs())
 
-    def reads():
-        try:
-            return as_instance.virtual_machine_scale_sets.get(group, "mi").name == "mi"
-        except HttpResponseError as e:  # the role assignment may take a moment to apply
-            if e.status_code != 403:
-                raise
-            return False
-
-    wait_for("the identity reads its set", reads)
-    with pytest.raises(HttpResponseError) as refused:
-        as_instance.virtual_machine_scale_sets.begin_delete(group, "mi")
-    assert refused.value.status_code == 403
+    reads_but_cannot_delete(as_instance, group, "mi")
     assert compute.virtual_machine_scale_sets.get(group, "mi").name == "mi"
 
 
@@ -146,18 +153,7 @@ def test_a_user_assigned_identity_is_lent_only_by_who_may_assign_it_and_named_by
         ManagedIdentityCredential(client_id=uai.client_id), SUBSCRIPTION, base_url=endpoint, **http_client_kwargs()
     )
 
-    def reads():
-        try:
-            return as_instance.virtual_machine_scale_sets.get(group, "uai").name == "uai"
-        except HttpResponseError as e:
-            if e.status_code != 403:
-                raise
-            return False
-
-    wait_for("the user-assigned identity reads its set", reads)
-    with pytest.raises(HttpResponseError) as refused:
-        as_instance.virtual_machine_scale_sets.begin_delete(group, "uai")
-    assert refused.value.status_code == 403
+    reads_but_cannot_delete(as_instance, group, "uai")
     # An identity the set was not given is not handed out.
     with pytest.raises(ClientAuthenticationError):
         ManagedIdentityCredential(client_id=str(uuid.uuid4())).get_token("https://management.azure.com/.default")

@@ -381,52 +381,17 @@ pub(crate) mod tests {
         let mut vmss = set(250, None, serde_json::json!({}));
         let hosts = [slot("h1", None), slot("h2", None)];
         let mut instances: Vec<InstanceRecord> = Vec::new();
-        let mut passes = 0;
-        let mut run = |vmss: &mut VmssRecord, instances: &mut Vec<InstanceRecord>| loop {
-            let statuses: HashMap<u64, InstanceStatus> = instances
-                .iter()
-                .filter(|i| i.deleting)
-                .map(|i| (i.instance_id, deleted_status()))
-                .collect();
-            let p = plan(
-                &SetState {
-                    vmss,
-                    instances,
-                    statuses: &statuses,
-                    hosts: &hosts,
-                },
-                "now",
-                &mut || "vm".into(),
-            )
-            .portion(MAX_PASS_OPS);
-            if p.is_empty() {
-                return;
-            }
-            passes += 1;
+        let check = |p: &Plan| {
             let ops = p.create.len() + p.update.len() + 2 * p.remove.len() + 1;
             assert!(ops <= 128, "a pass of {ops} operations");
-            instances.retain(|i| !p.remove.contains(&i.instance_id));
-            for u in p.update {
-                if let Some(i) = instances
-                    .iter_mut()
-                    .find(|i| i.instance_id == u.instance_id)
-                {
-                    *i = u;
-                }
-            }
-            instances.extend(p.create);
-            if let Some(next) = p.vmss_next_instance_id {
-                vmss.next_instance_id = next;
-            }
-            assert!(passes < 50, "no end in sight");
         };
-        run(&mut vmss, &mut instances);
+        converge_in(&mut vmss, &mut instances, &hosts, MAX_PASS_OPS, 50, &check);
         let mut ids: Vec<u64> = instances.iter().map(|i| i.instance_id).collect();
         ids.sort_unstable();
         assert_eq!(ids, (0..250).collect::<Vec<u64>>());
         assert_eq!(vmss.next_instance_id, 250);
         vmss.model.sku.as_mut().expect("sku").capacity = Some(0);
-        run(&mut vmss, &mut instances);
+        converge_in(&mut vmss, &mut instances, &hosts, MAX_PASS_OPS, 50, &check);
         assert!(instances.is_empty(), "{} left", instances.len());
     }
 
@@ -436,8 +401,21 @@ pub(crate) mod tests {
         instances: &mut Vec<InstanceRecord>,
         hosts: &[HostSlot],
     ) {
+        converge_in(set, instances, hosts, usize::MAX, 10, &|_| {});
+    }
+
+    /// [`converge`] writing portions of at most `budget` operations, in at most `passes`
+    /// passes, each plan shown to `check` first.
+    pub(crate) fn converge_in(
+        set: &mut VmssRecord,
+        instances: &mut Vec<InstanceRecord>,
+        hosts: &[HostSlot],
+        budget: usize,
+        passes: usize,
+        check: &dyn Fn(&Plan),
+    ) {
         let mut n = 0;
-        for _ in 0..10 {
+        for _ in 0..passes {
             let statuses: HashMap<u64, InstanceStatus> = instances
                 .iter()
                 .filter(|i| i.deleting)
@@ -455,10 +433,12 @@ pub(crate) mod tests {
                     n += 1;
                     format!("vm-{n}")
                 },
-            );
+            )
+            .portion(budget);
             if p.is_empty() {
                 return;
             }
+            check(&p);
             instances.retain(|i| !p.remove.contains(&i.instance_id));
             for u in p.update {
                 if let Some(i) = instances
