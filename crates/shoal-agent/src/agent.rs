@@ -162,6 +162,7 @@ pub async fn run(
                     app,
                     token,
                     tracker.clone(),
+                    true,
                     |_, _| {},
                 ));
             }
@@ -177,6 +178,7 @@ pub async fn run(
             app,
             token,
             tracker.clone(),
+            true,
             |_, _| {},
         ));
     }

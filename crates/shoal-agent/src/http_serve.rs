@@ -2,8 +2,10 @@
 //! which has no timeouts): a connection must send a request's headers within
 //! [`HEADER_TIMEOUT`] — whether it is new or idle between requests — or it is closed, so
 //! connections that send nothing, or headers a byte at a time, cannot pile up until the
-//! server runs out of descriptors. A client that half-closes after its request (`nc`,
-//! simple scripts in a guest) still gets the answer.
+//! server runs out of descriptors. With `half_close` (the agent endpoint), a client that
+//! half-closes after its request (`nc`, simple scripts in a guest) still gets the answer;
+//! without it (the API), a client's FIN ends the connection at once, so a watch stream
+//! to a client that went away does not hold a shutdown until its next bookmark.
 
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ pub async fn serve<L, T>(
     app: Router,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    half_close: bool,
     tag: T,
 ) where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
@@ -55,7 +58,7 @@ pub async fn serve<L, T>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(true)
-                .half_close(true)
+                .half_close(half_close)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(conn);

@@ -357,6 +357,7 @@ pub async fn run(
             app,
             shutdown.clone(),
             tracker.clone(),
+            false,
             tag_peer,
         ));
         tracing::info!("Shoal API listening on https://{}", connect_addr(tls_local));
@@ -366,6 +367,7 @@ pub async fn run(
         core.router(),
         shutdown.clone(),
         tracker.clone(),
+        false,
         tag_peer,
     ));
     let endpoint = format!("http://{}", connect_addr(local));
