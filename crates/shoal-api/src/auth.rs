@@ -88,6 +88,7 @@ impl Access {
             | Route::OpenApi
             | Route::IdentityToken
             | Route::MetadataEndpoints
+            | Route::ImageAliases
             | Route::OidcConfig { .. }
             | Route::Jwks { .. }
             | Route::Token { .. }

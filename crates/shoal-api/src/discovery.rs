@@ -399,6 +399,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_discovery_names_is_readable_without_a_token() {
+        use crate::auth::Access;
+        for path in ["/metadata/endpoints", "/metadata/vm-image-aliases"] {
+            let route = crate::routes::parse(path).expect(path);
+            assert!(Access::of(&route) == Access::Public, "{path}");
+        }
+    }
+
+    #[test]
     fn scopes_name_arm_audiences_only() {
         assert_eq!(
             audience("https://management.azure.com/.default").as_deref(),
