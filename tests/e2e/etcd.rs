@@ -649,6 +649,17 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
     // (its uploader is gone) and fetches it from s2 for the new host's instances.
     let s3 = Proc::server("s3", &url);
     let h2 = Proc::follower_named("agent", "h2", &s3.endpoint(), &s3);
+    // New instances go to h2 only: h1 takes no more.
+    wait_until(Duration::from_secs(30), "h2 is ready", || {
+        s3.cli_ok(&["host", "list"])
+            .as_array()
+            .is_some_and(|hosts| {
+                hosts
+                    .iter()
+                    .any(|h| h["name"] == "h2" && h["properties"]["state"] == "Ready")
+            })
+    });
+    s3.cli_ok(&["host", "cordon", "-n", "h1"]);
     wait_until(Duration::from_secs(30), "s3 takes writes", || {
         s3.try_cli(&[
             "vmss",
@@ -662,11 +673,16 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
             "--no-wait",
         ])
     });
-    wait_until(
-        Duration::from_secs(90),
-        "the new host runs instances from the bundle s3 fetched",
-        || !running_instance_ids(&h2.data_dir()).is_empty(),
-    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while running_instance_ids(&h2.data_dir()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the new host runs no instance from the bundle s3 fetched\ns3:\n{}\nh2:\n{}",
+            tail(&s3.log(), 20),
+            tail(&h2.log(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(
         s3.log().contains("bundle fetched from another server"),
         "{}",
