@@ -66,46 +66,29 @@ pub async fn upload_blob(
     }
     let tmp = st.blob_dir.join(format!("{id}.part"));
     let path = blob_path(st, &id);
-    let mut file = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
-    let mut stream = body.into_data_stream();
-    let mut size: u64 = 0;
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(ArmError::new(
-                    400,
-                    "InvalidRequestContent",
-                    format!("The upload was interrupted: {e}"),
-                ));
-            }
-        };
-        size += chunk.len() as u64;
-        if used + size > quota {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(over_quota(size));
+    // Within the quota and the size limit, whichever is nearer.
+    let max = (quota - used).min(MAX_BLOB_BYTES);
+    let (size, sha256) = match spool(&tmp, body.into_data_stream(), max).await {
+        Ok(done) => done,
+        Err(SpoolError::Read(e)) => {
+            return Err(ArmError::new(
+                400,
+                "InvalidRequestContent",
+                format!("The upload was interrupted: {e}"),
+            ))
         }
-        if size > MAX_BLOB_BYTES {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        Err(SpoolError::TooLarge(size)) if used + size > quota => return Err(over_quota(size)),
+        Err(SpoolError::TooLarge(_)) => {
             return Err(ArmError::new(
                 413,
                 "RequestEntityTooLarge",
                 "Bundles are limited to 2 GiB.",
-            ));
+            ))
         }
-        digest.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
-    }
-    file.sync_all()
-        .await
-        .map_err(|e| ArmError::internal(format!("Cannot store the upload: {e}")))?;
-    drop(file);
+        Err(SpoolError::Write(e)) => {
+            return Err(ArmError::internal(format!("Cannot store the upload: {e}")))
+        }
+    };
     if let Err(reason) = check_tar(&tmp).await {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(ArmError::new(
@@ -120,7 +103,7 @@ pub async fn upload_blob(
     let rec = BlobRecord {
         id: id.clone(),
         size,
-        sha256: hex(digest.finish().as_ref()),
+        sha256,
         time_created: st.now(),
         subscription: Some(subscription.clone()),
         holders: vec![st.cluster.name.clone()],
@@ -168,19 +151,15 @@ async fn replicate(
             .map_err(|e| ArmError::internal(format!("Cannot read the upload back: {e}")))?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let sub = rec.subscription.as_deref().unwrap_or_default();
-        let mut req = st
-            .http
-            .put(format!(
-                "{url}/shoal/v1/blobs/{}/replica?subscription={sub}",
-                rec.id
-            ))
-            .header(FORWARDED, st.cluster.name.as_str())
-            .header(http::header::CONTENT_TYPE, "application/x-tar")
-            .timeout(COPY_TIMEOUT)
-            .body(body);
-        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
-            req = req.header(http::header::AUTHORIZATION, auth.clone());
-        }
+        let req = crate::cluster::to_peer(
+            st,
+            http::Method::PUT,
+            format!("{url}/shoal/v1/blobs/{}/replica?subscription={sub}", rec.id),
+            headers,
+        )
+        .header(http::header::CONTENT_TYPE, "application/x-tar")
+        .timeout(COPY_TIMEOUT)
+        .body(body);
         match req.send().await {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(bundle = %rec.id, to = %name, "bundle copied to another server");
@@ -208,16 +187,15 @@ pub async fn receive_replica(st: &ApiState, id: &str, body: Body) -> ApiResult {
         add_holder(st, id).await?;
         return Ok(json(200, &json!({"blobId": id})));
     }
-    let stream = body
-        .into_data_stream()
-        .map(|c| c.map_err(std::io::Error::other));
-    store_copy(st, &rec, stream).await.map_err(|why| {
-        ArmError::new(
-            400,
-            "InvalidRequestContent",
-            format!("The copy of bundle {id} is not the bundle: {why}"),
-        )
-    })?;
+    store_copy(st, &rec, body.into_data_stream())
+        .await
+        .map_err(|why| {
+            ArmError::new(
+                400,
+                "InvalidRequestContent",
+                format!("The copy of bundle {id} is not the bundle: {why}"),
+            )
+        })?;
     add_holder(st, id).await?;
     Ok(json(201, &json!({"blobId": id})))
 }
@@ -235,9 +213,10 @@ async fn known_blob(st: &ApiState, id: &str) -> Result<BlobRecord, ArmError> {
 
 /// Writes `stream` as the file of `rec` if it is exactly that bundle (size and SHA-256);
 /// otherwise keeps nothing and says why.
-async fn store_copy<S>(st: &ApiState, rec: &BlobRecord, mut stream: S) -> Result<(), String>
+async fn store_copy<S, E>(st: &ApiState, rec: &BlobRecord, stream: S) -> Result<(), String>
 where
-    S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin,
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
 {
     tokio::fs::create_dir_all(&st.blob_dir)
         .await
@@ -245,40 +224,68 @@ where
     let tmp = st
         .blob_dir
         .join(format!("{}.{}.part", rec.id, uuid::Uuid::new_v4().simple()));
-    let result = async {
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| format!("cannot store it: {e}"))?;
-        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| format!("the transfer broke off: {e}"))?;
-            size += chunk.len() as u64;
-            if size > rec.size {
-                return Err(format!("more than its {} bytes", rec.size));
-            }
-            digest.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| format!("cannot store it: {e}"))?;
-        }
-        file.sync_all()
-            .await
-            .map_err(|e| format!("cannot store it: {e}"))?;
-        let sha = hex(digest.finish().as_ref());
-        if size != rec.size || (!rec.sha256.is_empty() && sha != rec.sha256) {
-            return Err(format!(
-                "{size} bytes with SHA-256 {sha}, not {} bytes with {}",
-                rec.size, rec.sha256
-            ));
-        }
+    let (size, sha) = spool(&tmp, stream, rec.size).await.map_err(|e| match e {
+        SpoolError::Read(e) => format!("the transfer broke off: {e}"),
+        SpoolError::TooLarge(_) => format!("more than its {} bytes", rec.size),
+        SpoolError::Write(e) => format!("cannot store it: {e}"),
+    })?;
+    let result = if size != rec.size || (!rec.sha256.is_empty() && sha != rec.sha256) {
+        Err(format!(
+            "{size} bytes with SHA-256 {sha}, not {} bytes with {}",
+            rec.size, rec.sha256
+        ))
+    } else {
         tokio::fs::rename(&tmp, blob_path(st, &rec.id))
             .await
             .map_err(|e| format!("cannot store it: {e}"))
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+/// Why [`spool`] kept nothing.
+enum SpoolError {
+    /// The stream failed.
+    Read(String),
+    /// More than the limit came (the bytes so far).
+    TooLarge(u64),
+    Write(std::io::Error),
+}
+
+/// Writes `stream` to a new file at `path` (synced), hashing it, and refuses more than
+/// `max` bytes: its size and SHA-256 (hex). On failure the file is removed.
+async fn spool<S, E>(
+    path: &std::path::Path,
+    mut stream: S,
+    max: u64,
+) -> Result<(u64, String), SpoolError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let result = async {
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(SpoolError::Write)?;
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| SpoolError::Read(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(SpoolError::TooLarge(size));
+            }
+            digest.update(&chunk);
+            file.write_all(&chunk).await.map_err(SpoolError::Write)?;
+        }
+        file.sync_all().await.map_err(SpoolError::Write)?;
+        Ok((size, hex(digest.finish().as_ref())))
     }
     .await;
     if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        let _ = tokio::fs::remove_file(path).await;
     }
     result
 }
@@ -321,14 +328,13 @@ async fn fetch_from_peer(
             tried.push(format!("{holder} is not up"));
             continue;
         };
-        let mut req = st
-            .http
-            .get(format!("{url}/shoal/v1/blobs/{}", rec.id))
-            .header(FORWARDED, st.cluster.name.as_str())
-            .timeout(COPY_TIMEOUT);
-        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
-            req = req.header(http::header::AUTHORIZATION, auth.clone());
-        }
+        let req = crate::cluster::to_peer(
+            st,
+            http::Method::GET,
+            format!("{url}/shoal/v1/blobs/{}", rec.id),
+            headers,
+        )
+        .timeout(COPY_TIMEOUT);
         let answer = match req.send().await {
             Ok(a) if a.status().is_success() => a,
             Ok(a) => {

@@ -102,9 +102,7 @@ impl Cluster {
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), url.clone()));
         url
     }
-}
 
-impl Cluster {
     /// The other servers of the install that are up: `(name, url)`.
     pub async fn peers(&self) -> Vec<(String, String)> {
         let Some(status) = self.status.get() else {
@@ -121,6 +119,25 @@ impl Cluster {
     }
 }
 
+/// A request from this server to another, on behalf of the caller of `headers`: marked
+/// [`FORWARDED`] (the other passes it on to nobody) and carrying the caller's own
+/// `Authorization` (tokens are valid on every server of an install).
+pub fn to_peer(
+    st: &crate::state::ApiState,
+    method: Method,
+    url: String,
+    headers: &HeaderMap,
+) -> reqwest::RequestBuilder {
+    let req = st
+        .http
+        .request(method, url)
+        .header(FORWARDED, st.cluster.name.as_str());
+    match headers.get(http::header::AUTHORIZATION) {
+        Some(auth) => req.header(http::header::AUTHORIZATION, auth.clone()),
+        None => req,
+    }
+}
+
 /// The leader's answer to this request, when this server does not lead, the request was
 /// not forwarded already and the leader answered; `None` means "answer it here".
 pub async fn forward_to_leader(
@@ -134,16 +151,16 @@ pub async fn forward_to_leader(
         return None;
     }
     let leader = st.cluster.leader_url().await?;
-    let mut req = st
-        .http
-        .request(method.clone(), format!("{leader}{path_and_query}"))
-        .header(FORWARDED, st.cluster.name.as_str())
-        .timeout(FORWARD_TIMEOUT)
-        .body(body.clone());
-    for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
-        if let Some(v) = headers.get(&name) {
-            req = req.header(name, v.clone());
-        }
+    let mut req = to_peer(
+        st,
+        method.clone(),
+        format!("{leader}{path_and_query}"),
+        headers,
+    )
+    .timeout(FORWARD_TIMEOUT)
+    .body(body.clone());
+    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+        req = req.header(http::header::CONTENT_TYPE, ct.clone());
     }
     let answer = match req.send().await {
         Ok(a) => a,
@@ -165,14 +182,13 @@ pub async fn forward_to_leader(
 
 /// The Prometheus lines of leadership.
 pub fn prometheus(c: &Cluster) -> String {
+    let server = crate::metrics::label(&c.name);
     format!(
         "# HELP shoal_leader Whether this server leads (runs the controllers and autoscale).\n\
-         # TYPE shoal_leader gauge\nshoal_leader{{server=\"{}\"}} {}\n\
+         # TYPE shoal_leader gauge\nshoal_leader{{server=\"{server}\"}} {}\n\
          # HELP shoal_leader_terms_total Terms this server has led since it started.\n\
-         # TYPE shoal_leader_terms_total counter\nshoal_leader_terms_total{{server=\"{}\"}} {}\n",
-        c.name.replace(['"', '\\', '\n'], "_"),
+         # TYPE shoal_leader_terms_total counter\nshoal_leader_terms_total{{server=\"{server}\"}} {}\n",
         u8::from(c.is_leading()),
-        c.name.replace(['"', '\\', '\n'], "_"),
         c.terms()
     )
 }

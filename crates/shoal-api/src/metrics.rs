@@ -502,7 +502,7 @@ pub async fn definitions(st: &ApiState, method: &Method, v: &VmssRef) -> ApiResu
     Ok(json(200, &json!({"value": value})))
 }
 
-fn label(s: &str) -> String {
+pub(crate) fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
