@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::harness::{
     ensure_web_built, free_port, http_get, image_args, processes_under, repo_root,
-    running_instance_ids, serial, shoal_bin, tail, vmss_args, wait_until,
+    running_instance_ids, serial, shoal_bin, tail, vmss_args, wait_until, wait_until_or,
 };
 
 #[path = "../../crates/shoal-store/tests/support/etcd_cluster.rs"]
@@ -673,16 +673,12 @@ fn an_agent_pointed_at_several_servers_follows_the_next_when_one_dies() {
             "--no-wait",
         ])
     });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while running_instance_ids(&h2.data_dir()).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the new host runs no instance from the bundle s3 fetched\ns3:\n{}\nh2:\n{}",
-            tail(&s3.log(), 20),
-            tail(&h2.log(), 20)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_or(
+        Duration::from_secs(90),
+        "the new host runs instances from the bundle s3 fetched",
+        || !running_instance_ids(&h2.data_dir()).is_empty(),
+        || format!("s3:\n{}\nh2:\n{}", tail(&s3.log(), 20), tail(&h2.log(), 20)),
+    );
     assert!(
         s3.log().contains("bundle fetched from another server"),
         "{}",

@@ -372,7 +372,17 @@ pub fn tail(s: &str, n: usize) -> String {
 }
 
 /// Polls `cond` until it holds, panicking with `what` after `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+    wait_until_or(timeout, what, cond, String::new);
+}
+
+/// [`wait_until`], the panic also telling what `explain` says then (the last answer, logs).
+pub fn wait_until_or(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if cond() {
@@ -380,7 +390,10 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("timed out after {timeout:?} waiting until {what}");
+    panic!(
+        "timed out after {timeout:?} waiting until {what}\n{}",
+        explain()
+    );
 }
 
 /// A minimal HTTP/1.1 GET over a fresh connection, with short timeouts: (status, body).

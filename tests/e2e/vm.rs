@@ -205,20 +205,19 @@ fn a_vm_scale_set_answers_keeps_its_disk_and_is_repaired() {
         },
     );
     // …and so does its managed identity: a token, with the secret fw_cfg gave it.
-    let mut last = None;
-    let got_token = (0..60).any(|_| {
-        last = get(&addr0, "/cgi-bin/identity");
-        let ok = last
-            .as_ref()
-            .is_some_and(|(status, body)| *status == 200 && body.contains("\"access_token\""));
-        if !ok {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        ok
-    });
-    assert!(
-        got_token,
-        "the guest got no token of its set's identity; last answer: {last:?}"
+    let last = std::cell::RefCell::new(None);
+    wait_until_or(
+        Duration::from_secs(60),
+        "the guest gets a token of its set's identity",
+        || {
+            let answer = get(&addr0, "/cgi-bin/identity");
+            let ok = answer
+                .as_ref()
+                .is_some_and(|(status, body)| *status == 200 && body.contains("\"access_token\""));
+            *last.borrow_mut() = answer;
+            ok
+        },
+        || format!("last answer: {:?}", last.borrow()),
     );
     let view = instance_view(&s, rg, 0);
     let limits = view["shoal"]["limits"]

@@ -78,17 +78,6 @@ impl Identity {
     }
 }
 
-/// What of an instance's token request is passed on to the server: the audience and
-/// the parameters that pick one of several identities (App Service's and IMDS's names).
-const PASSED_ON: [&str; 6] = [
-    "resource",
-    "client_id",
-    "object_id",
-    "principal_id",
-    "mi_res_id",
-    "msi_res_id",
-];
-
 fn refusal(status: StatusCode, message: &str) -> Response {
     (
         status,
@@ -105,7 +94,7 @@ fn refusal(status: StatusCode, message: &str) -> Response {
 pub async fn token(
     State(id): State<Identity>,
     UrlPath(slug): UrlPath<String>,
-    Query(q): Query<std::collections::HashMap<String, String>>,
+    Query(query): Query<Vec<(String, String)>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
@@ -146,10 +135,8 @@ pub async fn token(
     let Some(rec) = rec else {
         return refusal(StatusCode::NOT_FOUND, "unknown instance");
     };
-    let query: Vec<(String, String)> = PASSED_ON
-        .iter()
-        .filter_map(|k| q.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect();
+    // The audience and the parameters that pick an identity, passed on as asked: the
+    // server reads the ones it knows.
     match id.client.instance_token(&rec, &query).await {
         Ok((status, body)) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),

@@ -243,7 +243,7 @@ async fn choose_identity(
     vmss: &str,
     model: &shoal_model::vmss::VirtualMachineScaleSet,
 ) -> Result<shoal_auth::Principal, ArmError> {
-    use shoal_model::managed_identity::{self as mi, UserAssignedIdentity};
+    use shoal_model::managed_identity::UserAssignedIdentity;
     let managed = |oid: &str, appid: &str| shoal_auth::Principal {
         tid: String::new(),
         oid: oid.to_string(),
@@ -256,15 +256,13 @@ async fn choose_identity(
             .map(|v| (*kind, v.trim().to_string()))
     });
     // The user-assigned identities the set names that still exist, with their ids.
-    let mut users: Vec<(String, UserAssignedIdentity)> = Vec::new();
-    for id in mi::named_ids(model.identity.as_ref()) {
-        let Some(key) = mi::key_of_id(&id) else {
-            continue;
-        };
-        if let Some(uai) = st.get::<UserAssignedIdentity>(&key).await? {
-            users.push((id, uai.value));
-        }
-    }
+    let users: Vec<(String, UserAssignedIdentity)> =
+        shoal_control::commands::scale_set::user_identities(&*st.store, model.identity.as_ref())
+            .await
+            .map_err(crate::state::internal)?
+            .into_iter()
+            .map(|(id, _, uai)| (id, uai))
+            .collect();
     let principal_of = |u: &UserAssignedIdentity| {
         managed(
             u.properties.principal_id.as_deref().unwrap_or_default(),

@@ -64,16 +64,14 @@ fn follow(
         // look at the target on a short tick too, not only when a line arrives.
         let mut tick = tokio::time::interval(Duration::from_millis(2));
         loop {
+            let target = want.load(Ordering::Relaxed);
+            if target > 0 && keys.len() >= target {
+                return t0.get().map(|t| t.elapsed().as_secs_f64());
+            }
             let chunk = tokio::select! {
                 _ = stop.cancelled() => return None,
                 c = body.next() => c?.ok()?,
-                _ = tick.tick() => {
-                    let target = want.load(Ordering::Relaxed);
-                    if target > 0 && keys.len() >= target {
-                        return t0.get().map(|t| t.elapsed().as_secs_f64());
-                    }
-                    continue;
-                }
+                _ = tick.tick() => continue,
             };
             buf.extend_from_slice(&chunk);
             while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
@@ -92,10 +90,6 @@ fn follow(
                     }
                 }
                 counter.store(keys.len(), Ordering::Relaxed);
-                let target = want.load(Ordering::Relaxed);
-                if target > 0 && keys.len() >= target {
-                    return t0.get().map(|t| t.elapsed().as_secs_f64());
-                }
             }
         }
     });

@@ -103,23 +103,17 @@ impl Executor {
                 // The decider works the model out again from the same inputs: cheap, and
                 // it keeps the decider pure (the image is the one input it cannot read).
                 let model = scale_set::desired_model(cmd, existing.as_ref(), &self.limits)?;
-                for id in managed_identity::named_ids(model.identity.as_ref()) {
-                    let Some(key) = managed_identity::key_of_id(&id) else {
-                        continue;
-                    };
-                    let found =
-                        kv::get_json::<managed_identity::UserAssignedIdentity>(&*self.store, &key)
-                            .await?;
-                    if let Some(uai) = found {
-                        let p = uai.value.properties;
-                        identities.insert(
-                            key,
-                            managed_identity::IdentityIds {
-                                principal_id: p.principal_id.unwrap_or_default(),
-                                client_id: p.client_id.unwrap_or_default(),
-                            },
-                        );
-                    }
+                for (_, key, uai) in
+                    scale_set::user_identities(&*self.store, model.identity.as_ref()).await?
+                {
+                    let p = uai.properties;
+                    identities.insert(
+                        key,
+                        managed_identity::IdentityIds {
+                            principal_id: p.principal_id.unwrap_or_default(),
+                            client_id: p.client_id.unwrap_or_default(),
+                        },
+                    );
                 }
                 let resolver = self
                     .images

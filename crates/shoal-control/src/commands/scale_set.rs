@@ -36,6 +36,24 @@ pub struct SetState {
     pub identities: std::collections::BTreeMap<String, IdentityIds>,
 }
 
+/// The user-assigned identities `identity` (a set's) names that exist: each with the id
+/// as written, its store key and the stored identity.
+pub async fn user_identities(
+    store: &dyn shoal_store::Store,
+    identity: Option<&Value>,
+) -> Result<Vec<(String, String, managed_identity::UserAssignedIdentity)>, kv::KvError> {
+    let mut found = Vec::new();
+    for id in managed_identity::named_ids(identity) {
+        let Some(key) = managed_identity::key_of_id(&id) else {
+            continue;
+        };
+        if let Some(uai) = kv::get_json(store, &key).await? {
+            found.push((id, key, uai.value));
+        }
+    }
+    Ok(found)
+}
+
 /// Properties Shoal sets itself; a client that echoes them back changes nothing.
 const READ_ONLY: [&str; 3] = ["provisioningState", "uniqueId", "timeCreated"];
 
