@@ -309,7 +309,7 @@ fn unit(name: &str) -> &'static str {
             "Bytes"
         }
         Some("Requests Per Second") | Some("Http 5xx Per Second") => "CountPerSecond",
-        Some("Active Connections") => "Count",
+        Some("Active Connections") | Some("Request Count") => "Count",
         _ => "Unspecified",
     }
 }
@@ -326,6 +326,105 @@ fn parse_timespan(s: &str, now: Timestamp) -> Option<(Timestamp, Timestamp)> {
     };
     let _ = now;
     (end > start).then_some((start, end))
+}
+
+/// A metrics query's `$filter`: `VMName eq '3'`, `VMName eq '3' or VMName eq '4'`,
+/// `VMName eq '*'` (one series per instance), clauses on other dimensions joined by `and`.
+#[derive(Debug, Default, PartialEq)]
+struct Filter {
+    clauses: Vec<(String, model::DimensionOperator, Vec<String>)>,
+    split: bool,
+}
+
+fn parse_filter(f: &str) -> Result<Filter, ArmError> {
+    let bad = |why: &str| {
+        ArmError::invalid_parameter(
+            "$filter",
+            format!("'{f}' {why}: write clauses like VMName eq '3' (or '*' for one series per instance), joined by 'and' or 'or'."),
+        )
+    };
+    let mut out = Filter::default();
+    for conj in split_words(f, "and") {
+        let mut name: Option<String> = None;
+        let mut op = None;
+        let mut values = Vec::new();
+        for clause in split_words(conj, "or") {
+            let words: Vec<&str> = clause.trim().splitn(3, ' ').collect();
+            let [n, o, v] = words[..] else {
+                return Err(bad("is not a filter"));
+            };
+            let o = match o.to_ascii_lowercase().as_str() {
+                "eq" => model::DimensionOperator::Equals,
+                "ne" => model::DimensionOperator::NotEquals,
+                _ => return Err(bad(&format!("uses '{o}'"))),
+            };
+            let v = v.trim();
+            let Some(v) = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
+                return Err(bad("has a value without quotes"));
+            };
+            if name.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(n)) || op.is_some_and(|p| p != o) {
+                return Err(bad("mixes dimensions or operators inside an 'or'"));
+            }
+            name = Some(n.to_string());
+            op = Some(o);
+            values.push(v.to_string());
+        }
+        let (Some(name), Some(op)) = (name, op) else {
+            return Err(bad("is empty"));
+        };
+        if name.eq_ignore_ascii_case("VMName") && values.iter().any(|v| v == "*") {
+            out.split = true;
+        }
+        out.clauses.push((name, op, values));
+    }
+    Ok(out)
+}
+
+/// `s` split at the word `word` (any case) with spaces around it.
+fn split_words<'a>(s: &'a str, word: &str) -> Vec<&'a str> {
+    let lower = s.to_ascii_lowercase();
+    let sep = format!(" {word} ");
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(&sep) {
+        out.push(&s[from..from + at]);
+        from += at + sep.len();
+    }
+    out.push(&s[from..]);
+    out
+}
+
+/// The points of one series from `start` to `end`, a point per interval.
+fn points(
+    by_start: &BTreeMap<i64, Agg>,
+    aggs: &[String],
+    start: Timestamp,
+    end: Timestamp,
+    interval: u64,
+) -> Vec<Value> {
+    let mut data = Vec::new();
+    let mut t = start;
+    while t < end {
+        let mut point = json!({"timeStamp": arm_time(t)});
+        if let Some(a) = by_start.get(&t.as_second()) {
+            for agg in aggs {
+                let v = match agg.as_str() {
+                    "average" => a.average(),
+                    "minimum" => a.min,
+                    "maximum" => a.max,
+                    "total" => a.sum,
+                    _ => a.count as f64,
+                };
+                point[agg.as_str()] = json!(v);
+            }
+        }
+        data.push(point);
+        t = match t.checked_add((interval as i64).seconds()) {
+            Ok(n) => n,
+            Err(_) => break,
+        };
+    }
+    data
 }
 
 /// `GET {scaleSetId}/providers/Microsoft.Insights/metrics`.
@@ -389,6 +488,10 @@ pub async fn query(st: &ApiState, ctx: &Ctx, method: &Method, v: &VmssRef) -> Ap
             ));
         }
     }
+    let filter = match ctx.query("$filter") {
+        Some(f) => parse_filter(&crate::times::decode_again(f))?,
+        None => Filter::default(),
+    };
     let mut value = Vec::new();
     for name in &names {
         let metric = if model::is_platform_namespace(namespace) {
@@ -410,47 +513,39 @@ pub async fn query(st: &ApiState, ctx: &Ctx, method: &Method, v: &VmssRef) -> Ap
                 name: name.clone(),
             }
         };
-        let buckets = st.metrics.query(&metric, &[], start, end, interval);
-        let mut by_start: BTreeMap<i64, Agg> = BTreeMap::new();
+        let buckets = st.metrics.query(&metric, &filter.clauses, start, end, interval);
+        // One series, or one per instance when the filter splits by `VMName eq '*'`.
+        let mut by_series: BTreeMap<Option<String>, BTreeMap<i64, Agg>> = BTreeMap::new();
         for b in buckets {
-            let mut total: Option<Agg> = None;
-            for (_, a) in b.per_series {
-                match total.as_mut() {
+            for (key, a) in b.per_series {
+                let series = filter.split.then(|| key.instance.clone().unwrap_or_default());
+                let slot = by_series.entry(series).or_default();
+                match slot.get_mut(&b.start.as_second()) {
                     Some(t) => {
                         t.sum += a.sum;
                         t.count += a.count;
                         t.min = t.min.min(a.min);
                         t.max = t.max.max(a.max);
                     }
-                    None => total = Some(a),
+                    None => {
+                        slot.insert(b.start.as_second(), a);
+                    }
                 }
             }
-            if let Some(t) = total {
-                by_start.insert(b.start.as_second(), t);
-            }
         }
-        let mut data = Vec::new();
-        let mut t = start;
-        while t < end {
-            let mut point = json!({"timeStamp": arm_time(t)});
-            if let Some(a) = by_start.get(&t.as_second()) {
-                for agg in &aggs {
-                    let v = match agg.as_str() {
-                        "average" => a.average(),
-                        "minimum" => a.min,
-                        "maximum" => a.max,
-                        "total" => a.sum,
-                        _ => a.count as f64,
-                    };
-                    point[agg.as_str()] = json!(v);
-                }
-            }
-            data.push(point);
-            t = match t.checked_add((interval as i64).seconds()) {
-                Ok(n) => n,
-                Err(_) => break,
-            };
+        if by_series.is_empty() && !filter.split {
+            by_series.insert(None, BTreeMap::new());
         }
+        let timeseries: Vec<Value> = by_series
+            .iter()
+            .map(|(instance, by_start)| {
+                let metadata = match instance {
+                    Some(i) => json!([{"name": {"value": "vmname", "localizedValue": "vmname"}, "value": i}]),
+                    None => json!([]),
+                };
+                json!({"metadatavalues": metadata, "data": points(by_start, &aggs, start, end, interval)})
+            })
+            .collect();
         value.push(json!({
             "id": format!("{}/providers/Microsoft.Insights/metrics/{}", v.id(), metric.name),
             "type": "Microsoft.Insights/metrics",
@@ -458,7 +553,7 @@ pub async fn query(st: &ApiState, ctx: &Ctx, method: &Method, v: &VmssRef) -> Ap
             "displayDescription": "",
             "unit": unit(&metric.name),
             "errorCode": "Success",
-            "timeseries": [{"metadatavalues": [], "data": data}],
+            "timeseries": timeseries,
         }));
     }
     Ok(json(
@@ -617,6 +712,35 @@ mod tests {
             "an empty interval has only its timestamp"
         );
 
+        // One instance, then one series per instance, as Azure's `VMName` dimension.
+        let q = format!(
+            "{SET}/providers/Microsoft.Insights/metrics?metricnames=Percentage%20CPU&interval=PT2M&timespan={}/{}",
+            at(0), at(120)
+        );
+        let (_, body) = call(&st, Method::GET, &format!("{q}&$filter=VMName%20eq%20%271%27"), Value::Null).await;
+        assert_eq!(
+            body["value"][0]["timeseries"][0]["data"][0]["average"].as_f64(),
+            Some(40.0),
+            "{body}"
+        );
+        let (_, body) = call(&st, Method::GET, &format!("{q}&$filter=VMName%20eq%20%27*%27"), Value::Null).await;
+        let series: Vec<(String, Option<f64>)> = body["value"][0]["timeseries"]
+            .as_array()
+            .expect("series")
+            .iter()
+            .map(|t| {
+                (
+                    t["metadatavalues"][0]["value"].as_str().unwrap_or("").to_string(),
+                    t["data"][0]["average"].as_f64(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            series,
+            vec![("0".to_string(), Some(80.0)), ("1".to_string(), Some(40.0))],
+            "{body}"
+        );
+
         // A custom metric in Azure's shape, then queried with its namespace.
         let custom = json!({"time": at(119), "data": {"baseData": {"metric": "QueueDepth", "namespace": "shoal/custom",
             "dimNames": ["QueueName"], "series": [{"dimValues": ["jobs"], "min": 10, "max": 30, "sum": 40, "count": 2}]}}});
@@ -642,6 +766,10 @@ mod tests {
             (
                 format!("{SET}/providers/Microsoft.Insights/metrics?timespan=yesterday"),
                 "timespan",
+            ),
+            (
+                format!("{SET}/providers/Microsoft.Insights/metrics?$filter=VMName%20gt%201"),
+                "$filter",
             ),
             (
                 format!(
@@ -678,5 +806,24 @@ mod tests {
         let text = String::from_utf8_lossy(&body_bytes(resp).await).to_string();
         assert!(text.contains("shoal_metric{resource=\"s/demo/web\",namespace=\"\",metric=\"percentage cpu\",instance=\"0\"} 80"), "{text}");
         assert!(text.contains("shoal_metrics_dropped_points_total 0"));
+    }
+
+    #[test]
+    fn filters_as_azure_monitor_writes_them() {
+        let f = parse_filter("VMName eq '3' or VMName eq '4' and Pool eq 'web'").expect("filter");
+        assert_eq!(f.clauses.len(), 2);
+        assert_eq!(f.clauses[0].2, vec!["3", "4"]);
+        assert!(!f.split);
+        assert!(parse_filter("vmname EQ '*'").expect("filter").split);
+        for bad in ["", "VMName", "VMName eq 3", "VMName gt '3'", "VMName eq '3' or Pool eq '4'"] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_filter_is_parsed_or_refused_never_a_panic(f in ".{0,80}") {
+            let _ = parse_filter(&f);
+        }
     }
 }

@@ -76,6 +76,8 @@ pub const OPERATIONS: &[Op] = &[
     op!("roleAssignments", "delete", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleAssignments/{roleAssignmentName}", "Remove a role assignment", None, &[200, 204], "Access control"),
     op!("roleDefinitions", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleDefinitions", "Built-in role definitions", None, &[200], "Access control"),
     op!("roleDefinitions", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/roleDefinitions/{roleDefinitionId}", "A role definition", None, &[200], "Access control"),
+    op!("permissions", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Authorization/permissions", "What the caller may do in a subscription", None, &[200], "Access control"),
+    op!("permissions", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Authorization/permissions", "What the caller may do in a resource group", None, &[200], "Access control"),
     op!("servicePrincipals", "get", "/providers/Shoal.Directory/servicePrincipals", "Service principals", None, &[200], "Access control"),
     op!("servicePrincipals", "post", "/providers/Shoal.Directory/servicePrincipals", "Create a service principal (its password is in the answer, once)", Some("Resource"), &[201], "Access control"),
     op!("servicePrincipals", "get", "/providers/Shoal.Directory/servicePrincipals/{appId}", "A service principal", None, &[200], "Access control"),
@@ -308,6 +310,7 @@ pub fn doc_key(route: &Route) -> &'static str {
         Route::Token { .. } => "token",
         Route::RoleAssignments { .. } => "roleAssignments",
         Route::RoleDefinitions { .. } => "roleDefinitions",
+        Route::Permissions { .. } => "permissions",
         Route::ServicePrincipals { .. } => "servicePrincipals",
     }
 }

@@ -464,6 +464,34 @@ pub async fn role_definitions(
     }
 }
 
+/// `GET {scope}/providers/Microsoft.Authorization/permissions`: one entry per role the
+/// caller holds at or above `scope`, as Azure answers. Without authentication (a server
+/// started with it off) the caller may do everything.
+pub async fn permissions(
+    st: &ApiState,
+    caller: Option<&Principal>,
+    method: &Method,
+    scope: &str,
+) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let entry = |actions: &[&str], not_actions: &[&str]| {
+        json!({"actions": actions, "notActions": not_actions, "dataActions": [], "notDataActions": []})
+    };
+    let value: Vec<Value> = match caller {
+        None => vec![entry(&["*"], &[])],
+        Some(caller) => assignments(st)
+            .await?
+            .iter()
+            .filter(|a| a.principal_id.eq_ignore_ascii_case(&caller.oid) && a.covers(scope))
+            .filter_map(|a| role(&a.role_definition_id))
+            .map(|r| entry(r.actions, r.not_actions))
+            .collect(),
+    };
+    Ok(json(200, &json!({ "value": value })))
+}
+
 /// `{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]`.
 pub async fn role_assignments(
     st: &ApiState,

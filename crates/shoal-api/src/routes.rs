@@ -314,6 +314,11 @@ pub enum Route {
         scope: String,
         id: Option<String>,
     },
+    /// `GET {scope}/providers/Microsoft.Authorization/permissions`: what the caller may do
+    /// at `scope` (the portal greys out what a role does not allow).
+    Permissions {
+        scope: String,
+    },
     /// `/providers/Shoal.Directory/servicePrincipals[/{appId}[/resetCredentials]]`.
     ServicePrincipals {
         app_id: Option<String>,
@@ -411,6 +416,7 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             k if eq(k, "roleDefinitions") && n <= i + 4 => {
                 Ok(Route::RoleDefinitions { scope, id: name })
             }
+            k if eq(k, "permissions") && n == i + 3 => Ok(Route::Permissions { scope }),
             _ => Err(not_found(path)),
         };
     }

@@ -50,6 +50,8 @@ pub struct MemberHealth {
     pub draining: bool,
     /// Whether new connections and requests may go to it right now.
     pub routable: bool,
+    /// Connections (L4) and requests (L7) sent to it since it joined the pool.
+    pub served: u64,
 }
 
 /// The prober of one member: runs until `stop` is cancelled.

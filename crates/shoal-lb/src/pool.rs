@@ -88,6 +88,8 @@ pub(crate) struct Member {
     draining: AtomicBool,
     routable: AtomicBool,
     active: AtomicUsize,
+    /// Connections (L4) and requests (L7) sent to this member, ever.
+    served: AtomicU64,
     health: Mutex<HealthRecord>,
     /// Idle keep-alive connections for the L7 proxy, most recently used at the back.
     pub(crate) idle: Mutex<std::collections::VecDeque<IdleConn>>,
@@ -107,6 +109,7 @@ impl Member {
             draining: AtomicBool::new(cfg.draining),
             routable: AtomicBool::new(!cfg.draining && !probed),
             active: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
             health: Mutex::new(HealthRecord {
                 state: HealthState::Unknown,
                 since: Instant::now(),
@@ -286,6 +289,7 @@ impl Member {
             last_error: h.last_error.clone(),
             draining: self.draining.load(Ordering::Relaxed),
             routable: self.routable(),
+            served: self.served.load(Ordering::Relaxed),
         }
     }
 }
@@ -296,6 +300,7 @@ pub(crate) struct ActiveGuard(pub(crate) Arc<Member>);
 impl ActiveGuard {
     pub(crate) fn new(member: Arc<Member>) -> Self {
         member.active.fetch_add(1, Ordering::Relaxed);
+        member.served.fetch_add(1, Ordering::Relaxed);
         member.counters.active.fetch_add(1, Ordering::Relaxed);
         Self(member)
     }

@@ -7,6 +7,11 @@
 //! divided by the set's members in those pools, so the `Average` statistic and the
 //! flapping check's projection (value × current / new) mean what they do for
 //! `Percentage CPU`. A pool shared by two sets counts for both.
+//!
+//! `Request Count` is about each instance (Azure Monitor's `VMName` dimension): the
+//! requests (L7) and connections (L4) this balancer sent it in the last second, so the
+//! `Total` statistic over an interval is the number of requests, per instance or, summed,
+//! per set.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -18,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::Placement;
+use crate::health::MemberHealth;
 use crate::Balancer;
 use crate::PoolStats;
 
@@ -25,6 +31,17 @@ use crate::PoolStats;
 #[derive(Debug, Default)]
 pub struct RequestMeter {
     last: HashMap<String, (Instant, u64, u64)>,
+    /// Served totals by (pool, member).
+    served: HashMap<(String, String), u64>,
+}
+
+/// One instance's requests since the last reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceCount {
+    /// `sub/rg/name` of its set.
+    pub set: String,
+    pub instance: String,
+    pub requests: u64,
 }
 
 impl RequestMeter {
@@ -92,6 +109,34 @@ impl RequestMeter {
         }
         out
     }
+
+    /// Requests each member was sent since the last call (a member seen for the first
+    /// time only sets its baseline), summed over the pools it is in.
+    pub fn instance_counts(&mut self, members: &[MemberHealth]) -> Vec<InstanceCount> {
+        let mut by_instance: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut seen = HashMap::with_capacity(members.len());
+        for m in members {
+            let key = (m.pool.clone(), m.member.clone());
+            if let Some(prev) = self.served.get(&key) {
+                // A member that left and came back starts again from 0.
+                let delta = m.served.checked_sub(*prev).unwrap_or(m.served);
+                *by_instance.entry(m.member.as_str()).or_default() += delta;
+            }
+            seen.insert(key, m.served);
+        }
+        self.served = seen;
+        by_instance
+            .into_iter()
+            .filter_map(|(member, requests)| {
+                let (set, instance) = member.rsplit_once('/')?;
+                Some(InstanceCount {
+                    set: set.to_string(),
+                    instance: instance.to_string(),
+                    requests,
+                })
+            })
+            .collect()
+    }
 }
 
 fn resource_id(set: &str) -> Option<String> {
@@ -119,13 +164,22 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let placed = placements.borrow().clone();
-        let samples: Vec<Value> = meter
+        let mut samples: Vec<Value> = meter
             .samples(&balancer.stats(), &placed, Instant::now())
             .into_iter()
             .filter_map(|(set, name, value)| {
                 Some(json!({"resourceId": resource_id(&set)?, "name": name, "value": value}))
             })
             .collect();
+        samples.extend(
+            meter
+                .instance_counts(&balancer.health())
+                .into_iter()
+                .filter_map(|c| {
+                    Some(json!({"resourceId": resource_id(&c.set)?, "instanceId": c.instance,
+                        "name": "Request Count", "value": c.requests as f64}))
+                }),
+        );
         if samples.is_empty() {
             continue;
         }
@@ -161,6 +215,48 @@ mod tests {
             draining,
             episode: String::new(),
         }
+    }
+
+    fn member(pool: &str, id: &str, served: u64) -> MemberHealth {
+        MemberHealth {
+            pool: pool.into(),
+            member: id.into(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            state: crate::HealthState::Healthy,
+            since: Instant::now(),
+            last_error: None,
+            draining: false,
+            routable: true,
+            served,
+        }
+    }
+
+    #[test]
+    fn request_counts_per_instance_over_its_pools() {
+        let mut m = RequestMeter::default();
+        let first = [member("p", "s/rg/web/0", 10), member("q", "s/rg/web/0", 5)];
+        assert!(
+            m.instance_counts(&first).iter().all(|c| c.requests == 0),
+            "the first reading is a baseline"
+        );
+        let next = [
+            member("p", "s/rg/web/0", 17),
+            member("q", "s/rg/web/0", 8),
+            member("p", "s/rg/web/1", 4),
+        ];
+        let got = m.instance_counts(&next);
+        assert_eq!(
+            got,
+            vec![InstanceCount {
+                set: "s/rg/web".into(),
+                instance: "0".into(),
+                requests: 10
+            }],
+            "7 in p and 3 in q; instance 1 only sets its baseline"
+        );
+        // A member that came back (its counter restarted) counts from 0.
+        let got = m.instance_counts(&[member("p", "s/rg/web/1", 2)]);
+        assert_eq!(got[0].requests, 2);
     }
 
     #[test]

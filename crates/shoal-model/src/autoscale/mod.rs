@@ -57,6 +57,7 @@ pub const PLATFORM_METRICS: &[&str] = &[
     "Requests Per Second",
     "Active Connections",
     "Http 5xx Per Second",
+    "Request Count",
 ];
 
 /// The canonical spelling of a platform metric, if `name` is one (case-insensitive).
