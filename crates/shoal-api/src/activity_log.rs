@@ -161,6 +161,7 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
     let (window, r, g) = ((since, until), resource.as_deref(), group.as_deref());
     events.extend(crate::rolling_upgrades::activity_events(st, sub, window, r, g).await?);
     events.extend(crate::hosts::activity_events(st, sub, window, r, g).await?);
+    events.extend(repair_events(st, sub, window, r, g).await?);
     events.extend(crate::activity_writes::events(st, sub, window, r, g).await?);
     // Newest first, as Azure lists them.
     events.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -168,6 +169,66 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
     let path =
         format!("/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values");
     Ok(response::page(ctx, &path, items, st.page_size))
+}
+
+/// Automatic repairs (`automaticRepairsPolicy`) the controller made, from each set's
+/// repair history: one event per repaired instance, about the set.
+async fn repair_events(
+    st: &ApiState,
+    sub: &str,
+    window: (Option<Timestamp>, Option<Timestamp>),
+    resource: Option<&str>,
+    group: Option<&str>,
+) -> Result<Vec<(Timestamp, Value)>, ArmError> {
+    let prefix = keys::in_subscription(keys::VMSS, sub);
+    let operation = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/repair/action";
+    let mut events = Vec::new();
+    for rec in st
+        .list::<shoal_model::records::VmssRecord>(&prefix)
+        .await?
+    {
+        let set = &rec.value;
+        let id = set.vmss.id();
+        let rg = set.vmss.resource_group.clone();
+        if resource.is_some_and(|x| x != id.to_ascii_lowercase())
+            || group.is_some_and(|g| g != rg.to_ascii_lowercase())
+        {
+            continue;
+        }
+        for e in shoal_control::repair::state_of(set).history {
+            let Ok(t) = e.time.parse::<Timestamp>() else {
+                continue;
+            };
+            if window.0.is_some_and(|s| t < s) || window.1.is_some_and(|u| t > u) {
+                continue;
+            }
+            let event_id = format!("repair-{}-{}-{}", rec.key.replace('/', "-"), e.instance_id, t.as_millisecond());
+            let description = format!(
+                "Automatic repair: instance {} was unhealthy past the grace period ({}).",
+                e.instance_id, e.action
+            );
+            let event = Event {
+                subscription: sub,
+                resource_group: &rg,
+                resource_id: &id,
+                resource: ("Microsoft.Compute", shoal_model::vmss::VMSS_TYPE),
+                event_id: &event_id,
+                time: &e.time,
+                at: t,
+                operation: (operation, "Repair an unhealthy instance"),
+                caller: "Microsoft.Compute/automaticRepairs",
+                channels: "Operation",
+                event_name: ("AutomaticRepair", "Automatic repair"),
+                category: ("Administrative", "Administrative"),
+                level: "Informational",
+                status: "Succeeded",
+                description: &description,
+                properties: json!({"Description": description, "InstanceId": e.instance_id.to_string(), "RepairAction": e.action}),
+            };
+            events.push((t, event.to_json()));
+        }
+    }
+    Ok(events)
 }
 
 /// One event of the activity log in Azure's shape: what autoscale, rolling upgrades and

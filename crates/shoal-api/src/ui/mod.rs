@@ -69,7 +69,10 @@ pub async fn handle(st: ApiState, req: Request) -> Response {
     }
     if let Some(name) = rest.strip_prefix("static/") {
         return match FILES.iter().find(|(n, _, _)| *n == name) {
-            Some((_, ctype, body)) => page(ctype, body, "max-age=0, must-revalidate"),
+            Some((name, ctype, body)) => match from_dev_dir(name) {
+                Some(body) => page(ctype, body, "no-store"),
+                None => page(ctype, *body, "max-age=0, must-revalidate"),
+            },
             None => error_response(&ArmError::new(
                 404,
                 "NotFound",
@@ -78,11 +81,22 @@ pub async fn handle(st: ApiState, req: Request) -> Response {
         };
     }
     // Every other /ui path is a page of the single-page app (its router reads the path).
-    page("text/html; charset=utf-8", INDEX, "no-store")
+    match from_dev_dir("index.html") {
+        Some(body) => page("text/html; charset=utf-8", body, "no-store"),
+        None => page("text/html; charset=utf-8", INDEX, "no-store"),
+    }
 }
 
-fn page(ctype: &str, body: &'static str, cache: &'static str) -> Response {
-    let mut resp = Response::new(Body::from(body));
+/// For portal development: with `SHOAL_UI_DIR` set (to `crates/shoal-api/src/ui/static`),
+/// the embedded files are read from there on every request, so a page change needs a
+/// reload, not a rebuild. Only the embedded names are read.
+fn from_dev_dir(name: &str) -> Option<String> {
+    let dir = std::env::var_os("SHOAL_UI_DIR")?;
+    std::fs::read_to_string(std::path::Path::new(&dir).join(name)).ok()
+}
+
+fn page(ctype: &str, body: impl Into<Body>, cache: &'static str) -> Response {
+    let mut resp = Response::new(body.into());
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
     h.insert(

@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{host, Sim};
+use crate::harness::{host, Sim, SUB};
 
 fn repairs_policy() -> Value {
     json!({"properties": {
@@ -66,6 +66,28 @@ async fn repairs_take_one_instance_at_a_time_in_a_small_set() {
         [2, 5, 7].contains(&repaired[0]),
         "a healthy one was repaired: {repaired:?}"
     );
+    // The repair is in the activity log, on the set, naming the instance.
+    let log = sim
+        .ok(
+            Method::GET,
+            &format!("/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"),
+            None,
+        )
+        .await;
+    let repairs: Vec<&Value> = log["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["eventName"]["value"] == "AutomaticRepair")
+        .collect();
+    assert_eq!(repairs.len(), 1, "{log:#}");
+    assert_eq!(
+        repairs[0]["properties"]["InstanceId"],
+        repaired[0].to_string()
+    );
+    assert!(repairs[0]["resourceId"]
+        .as_str()
+        .is_some_and(|r| r.ends_with("/virtualMachineScaleSets/web")));
     // Once it is healthy again, the next one is repaired.
     sim.report_health("rg", "web", repaired[0], "healthy").await;
     sim.wait_until("the second repair", || async {
