@@ -2,8 +2,9 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 # Needs the Rust toolchain, python3 and the package registries (the Azure SDK suite makes its
 # own virtualenv in ./.venv); as root on Debian it also installs QEMU, a kernel and busybox for
-# the VM tests (scripts/install-vm-deps.sh) and iproute2 and nftables for the multi-host tests
-# (scripts/install-net-deps.sh); tests that cannot run fail (SHOAL_REQUIRE_ALL).
+# the VM tests (scripts/install-vm-deps.sh), iproute2 and nftables for the multi-host tests
+# (scripts/install-net-deps.sh) and Chromium plus Playwright from npm for the portal's
+# browser test (scripts/install-browser-deps.sh); tests that cannot run fail (SHOAL_REQUIRE_ALL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 ./scripts/install-vm-deps.sh # QEMU, a kernel and busybox for the VM tests (tests/e2e/vm.rs)
 ./scripts/install-net-deps.sh # ip and nft for the multi-host tests (tests/e2e/multihost.rs)
+./scripts/install-browser-deps.sh # Chromium and Playwright for the portal's browser test (tests/browser)
 SHOAL_REQUIRE_ALL=${SHOAL_REQUIRE_ALL:-1} cargo test --workspace --no-fail-fast
 
 step "Azure SDK compatibility (tests/azure-sdk: the official Python SDKs against a fresh shoal serve)"

@@ -421,6 +421,53 @@ fn the_balancer_reports_requests_per_second_per_instance() {
                     .any(|p| p["maximum"].as_f64().is_some_and(|v| v > 0.0))
             })
     });
+
+    // `Request Count` per instance (Azure Monitor's VMName split): once the counts have
+    // arrived, 200 more requests add 200 to the sum of both instances' totals, and the
+    // round robin gave each of them some.
+    let set = format!(
+        "/subscriptions/{SUB}/resourceGroups/rps/providers/Microsoft.Compute/virtualMachineScaleSets/web"
+    );
+    let per_instance = || -> Vec<(String, f64)> {
+        let q = format!(
+            "{}{set}/providers/Microsoft.Insights/metrics?metricnames=Request%20Count&aggregation=Total&interval=PT1H&$filter=VMName%20eq%20%27*%27",
+            s.endpoint()
+        );
+        let (status, body) = http_get(&q).expect("metrics query");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        v["value"][0]["timeseries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let total = t["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["total"].as_f64())
+                    .sum();
+                (t["metadatavalues"][0]["value"].as_str().unwrap_or("").to_string(), total)
+            })
+            .collect()
+    };
+    let sum = |v: &[(String, f64)]| v.iter().map(|(_, t)| t).sum::<f64>();
+    let mut before = per_instance();
+    wait_until(WAIT, "the counts settle", || {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = per_instance();
+        let settled = sum(&now) == sum(&before);
+        before = now;
+        settled
+    });
+    for _ in 0..200 {
+        assert!(http_get(&front).is_some_and(|(s, _)| s == 200));
+    }
+    wait_until(WAIT, "200 more requests counted, over both instances", || {
+        let now = per_instance();
+        let ids: Vec<&str> = now.iter().map(|(i, _)| i.as_str()).collect();
+        sum(&now) - sum(&before) == 200.0 && ids == ["0", "1"] && now.iter().all(|(_, t)| *t > 0.0)
+    });
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! without the CSRF header is refused and changes nothing, a wrong secret is refused.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -127,4 +128,65 @@ fn portal_session_signs_in_and_guards_actions() {
     assert_eq!(status, 200);
     let (status, _, _) = call(&hp, "GET", &group, &cookies, "");
     assert_eq!(status, 401);
+}
+
+/// The portal in a real browser (issue 16's "done means"): `tests/browser/portal.mjs`
+/// drives Debian's Chromium with Playwright against this server — sign in, create a
+/// scale set from an image, scale 2 → 5 and watch the grid, a CPU load and the autoscale
+/// action on the chart, restart an instance, an ARM error, a Reader's disabled actions,
+/// axe-core at laptop and phone width, no console error, no request to another host.
+/// Screenshots go to `target/portal-screenshots/`.
+#[test]
+fn the_portal_in_a_real_browser() {
+    let root = repo_root();
+    let browser_dir = root.join("tests/browser");
+    if !Path::new("/usr/bin/chromium").exists()
+        || !browser_dir.join("node_modules/playwright-core").exists()
+    {
+        skip_or_fail(
+            "the_portal_in_a_real_browser",
+            "needs /usr/bin/chromium and tests/browser/node_modules (run scripts/install-browser-deps.sh)",
+        );
+        return;
+    }
+    let _g = serial();
+    let s = Server::start();
+    s.create_group_and_image("portal-rg");
+    let sp = s.cli_ok(&[
+        "ad",
+        "sp",
+        "create-for-rbac",
+        "--name",
+        "portal-reader",
+        "--role",
+        "Reader",
+        "--scopes",
+        "/subscriptions/00000000-0000-0000-0000-000000000000",
+    ]);
+    let shots = root.join("target/portal-screenshots");
+    let out = std::process::Command::new("node")
+        .arg("portal.mjs")
+        .current_dir(&browser_dir)
+        .env("SHOAL_URL", s.endpoint())
+        .env("SHOAL_RG", "portal-rg")
+        .env("SCREENSHOTS", &shots)
+        .env("READER_TENANT", sp["tenant"].as_str().expect("tenant"))
+        .env("READER_APP_ID", sp["appId"].as_str().expect("appId"))
+        .env("READER_SECRET", sp["password"].as_str().expect("password"))
+        .output()
+        .expect("run node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{text}\nserver log:\n{}",
+        tail(&s.log(), 40)
+    );
+    assert!(text.contains("all portal checks passed"), "{text}");
+    for name in ["overview-laptop", "scaleset-laptop", "scaleset-phone", "create-phone"] {
+        assert!(shots.join(format!("{name}.png")).exists(), "no screenshot {name}");
+    }
 }

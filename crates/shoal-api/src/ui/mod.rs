@@ -41,9 +41,59 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("static/api.js"),
     ),
     (
-        "views.js",
+        "dom.js",
         "text/javascript; charset=utf-8",
-        include_str!("static/views.js"),
+        include_str!("static/dom.js"),
+    ),
+    (
+        "chart.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/chart.js"),
+    ),
+    (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/charts.js"),
+    ),
+    (
+        "overview.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/overview.js"),
+    ),
+    (
+        "scaleset.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/scaleset.js"),
+    ),
+    (
+        "autoscale.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/autoscale.js"),
+    ),
+    (
+        "instance.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/instance.js"),
+    ),
+    (
+        "create.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/create.js"),
+    ),
+    (
+        "network.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/network.js"),
+    ),
+    (
+        "activity.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/activity.js"),
+    ),
+    (
+        "access.js",
+        "text/javascript; charset=utf-8",
+        include_str!("static/access.js"),
     ),
 ];
 

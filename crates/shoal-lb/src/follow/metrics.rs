@@ -128,10 +128,11 @@ impl RequestMeter {
         by_instance
             .into_iter()
             .filter_map(|(member, requests)| {
+                // Member ids pad the instance id (`…/web/00000003`); metrics name it `3`.
                 let (set, instance) = member.rsplit_once('/')?;
                 Some(InstanceCount {
                     set: set.to_string(),
-                    instance: instance.to_string(),
+                    instance: instance.parse::<u64>().ok()?.to_string(),
                     requests,
                 })
             })
@@ -234,7 +235,10 @@ mod tests {
     #[test]
     fn request_counts_per_instance_over_its_pools() {
         let mut m = RequestMeter::default();
-        let first = [member("p", "s/rg/web/0", 10), member("q", "s/rg/web/0", 5)];
+        let first = [
+            member("p", "s/rg/web/0", 10),
+            member("q", "s/rg/web/0", 5),
+        ];
         assert!(
             m.instance_counts(&first).iter().all(|c| c.requests == 0),
             "the first reading is a baseline"
@@ -242,7 +246,7 @@ mod tests {
         let next = [
             member("p", "s/rg/web/0", 17),
             member("q", "s/rg/web/0", 8),
-            member("p", "s/rg/web/1", 4),
+            member("p", "s/rg/web/00000001", 4),
         ];
         let got = m.instance_counts(&next);
         assert_eq!(
@@ -255,8 +259,8 @@ mod tests {
             "7 in p and 3 in q; instance 1 only sets its baseline"
         );
         // A member that came back (its counter restarted) counts from 0.
-        let got = m.instance_counts(&[member("p", "s/rg/web/1", 2)]);
-        assert_eq!(got[0].requests, 2);
+        let got = m.instance_counts(&[member("p", "s/rg/web/00000001", 2)]);
+        assert_eq!((got[0].instance.as_str(), got[0].requests), ("1", 2));
     }
 
     #[test]
