@@ -74,8 +74,10 @@ async function until(page, what, fn, arg, timeout = 60000) {
 
 const field = (id, name) => `[data-instance="${id}"] [data-field="${name}"]`;
 
-async function signInAsOwner(page) {
+async function signInAsOwner(page, shotName) {
   await page.goto(`${BASE}/ui/`);
+  await page.waitForSelector("#owner-signin");
+  if (shotName) { await axe(page, shotName); await shot(page, shotName); }
   await page.click("#owner-signin");
   await page.waitForSelector("#sets-table");
 }
@@ -190,7 +192,7 @@ try {
     await shot(page, `${name}-laptop`);
   }
   const phone = await newPage(PHONE, "phone");
-  await signInAsOwner(phone);
+  await signInAsOwner(phone, "signin-phone");
   for (const [name, path] of [...pages, ["scaleset", `/ui/scalesets/${RG}/portal`], ["instance", `/ui/scalesets/${RG}/portal/instances/1`], ["create", "/ui/create"]]) {
     await phone.goto(`${BASE}${path}`);
     await phone.waitForLoadState("networkidle");

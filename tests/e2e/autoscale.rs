@@ -447,7 +447,13 @@ fn the_balancer_reports_requests_per_second_per_instance() {
                     .flatten()
                     .filter_map(|p| p["total"].as_f64())
                     .sum();
-                (t["metadatavalues"][0]["value"].as_str().unwrap_or("").to_string(), total)
+                (
+                    t["metadatavalues"][0]["value"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    total,
+                )
             })
             .collect()
     };
@@ -463,11 +469,27 @@ fn the_balancer_reports_requests_per_second_per_instance() {
     for _ in 0..200 {
         assert!(http_get(&front).is_some_and(|(s, _)| s == 200));
     }
-    wait_until(WAIT, "200 more requests counted, over both instances", || {
-        let now = per_instance();
-        let ids: Vec<&str> = now.iter().map(|(i, _)| i.as_str()).collect();
-        sum(&now) - sum(&before) == 200.0 && ids == ["0", "1"] && now.iter().all(|(_, t)| *t > 0.0)
-    });
+    wait_until(
+        WAIT,
+        "200 more requests counted, over both instances",
+        || {
+            let now = per_instance();
+            let ids: Vec<&str> = now.iter().map(|(i, _)| i.as_str()).collect();
+            sum(&now) - sum(&before) == 200.0
+                && ids == ["0", "1"]
+                && now.iter().all(|(_, t)| *t > 0.0)
+        },
+    );
+    // And Prometheus has the latest count of each instance.
+    let (_, text) = http_get(&format!("{}/metrics", s.endpoint())).expect("prometheus");
+    for id in ["0", "1"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("shoal_metric{")
+                && l.contains("metric=\"Request Count\"")
+                && l.contains(&format!("instance=\"{id}\""))),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -186,7 +186,15 @@ fn the_portal_in_a_real_browser() {
         tail(&s.log(), 40)
     );
     assert!(text.contains("all portal checks passed"), "{text}");
-    for name in ["overview-laptop", "scaleset-laptop", "scaleset-phone", "create-phone"] {
-        assert!(shots.join(format!("{name}.png")).exists(), "no screenshot {name}");
+    for name in [
+        "overview-laptop",
+        "scaleset-laptop",
+        "scaleset-phone",
+        "create-phone",
+    ] {
+        assert!(
+            shots.join(format!("{name}.png")).exists(),
+            "no screenshot {name}"
+        );
     }
 }

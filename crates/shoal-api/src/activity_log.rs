@@ -183,10 +183,7 @@ async fn repair_events(
     let prefix = keys::in_subscription(keys::VMSS, sub);
     let operation = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/repair/action";
     let mut events = Vec::new();
-    for rec in st
-        .list::<shoal_model::records::VmssRecord>(&prefix)
-        .await?
-    {
+    for rec in st.list::<shoal_model::records::VmssRecord>(&prefix).await? {
         let set = &rec.value;
         let id = set.vmss.id();
         let rg = set.vmss.resource_group.clone();
@@ -202,7 +199,12 @@ async fn repair_events(
             if window.0.is_some_and(|s| t < s) || window.1.is_some_and(|u| t > u) {
                 continue;
             }
-            let event_id = format!("repair-{}-{}-{}", rec.key.replace('/', "-"), e.instance_id, t.as_millisecond());
+            let event_id = format!(
+                "repair-{}-{}-{}",
+                rec.key.replace('/', "-"),
+                e.instance_id,
+                t.as_millisecond()
+            );
             let description = format!(
                 "Automatic repair: instance {} was unhealthy past the grace period ({}).",
                 e.instance_id, e.action

@@ -362,7 +362,9 @@ fn parse_filter(f: &str) -> Result<Filter, ArmError> {
             let Some(v) = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
                 return Err(bad("has a value without quotes"));
             };
-            if name.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(n)) || op.is_some_and(|p| p != o) {
+            if name.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(n))
+                || op.is_some_and(|p| p != o)
+            {
                 return Err(bad("mixes dimensions or operators inside an 'or'"));
             }
             name = Some(n.to_string());
@@ -513,12 +515,16 @@ pub async fn query(st: &ApiState, ctx: &Ctx, method: &Method, v: &VmssRef) -> Ap
                 name: name.clone(),
             }
         };
-        let buckets = st.metrics.query(&metric, &filter.clauses, start, end, interval);
+        let buckets = st
+            .metrics
+            .query(&metric, &filter.clauses, start, end, interval);
         // One series, or one per instance when the filter splits by `VMName eq '*'`.
         let mut by_series: BTreeMap<Option<String>, BTreeMap<i64, Agg>> = BTreeMap::new();
         for b in buckets {
             for (key, a) in b.per_series {
-                let series = filter.split.then(|| key.instance.clone().unwrap_or_default());
+                let series = filter
+                    .split
+                    .then(|| key.instance.clone().unwrap_or_default());
                 let slot = by_series.entry(series).or_default();
                 match slot.get_mut(&b.start.as_second()) {
                     Some(t) => {
@@ -717,20 +723,35 @@ mod tests {
             "{SET}/providers/Microsoft.Insights/metrics?metricnames=Percentage%20CPU&interval=PT2M&timespan={}/{}",
             at(0), at(120)
         );
-        let (_, body) = call(&st, Method::GET, &format!("{q}&$filter=VMName%20eq%20%271%27"), Value::Null).await;
+        let (_, body) = call(
+            &st,
+            Method::GET,
+            &format!("{q}&$filter=VMName%20eq%20%271%27"),
+            Value::Null,
+        )
+        .await;
         assert_eq!(
             body["value"][0]["timeseries"][0]["data"][0]["average"].as_f64(),
             Some(40.0),
             "{body}"
         );
-        let (_, body) = call(&st, Method::GET, &format!("{q}&$filter=VMName%20eq%20%27*%27"), Value::Null).await;
+        let (_, body) = call(
+            &st,
+            Method::GET,
+            &format!("{q}&$filter=VMName%20eq%20%27*%27"),
+            Value::Null,
+        )
+        .await;
         let series: Vec<(String, Option<f64>)> = body["value"][0]["timeseries"]
             .as_array()
             .expect("series")
             .iter()
             .map(|t| {
                 (
-                    t["metadatavalues"][0]["value"].as_str().unwrap_or("").to_string(),
+                    t["metadatavalues"][0]["value"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                     t["data"][0]["average"].as_f64(),
                 )
             })
@@ -815,7 +836,13 @@ mod tests {
         assert_eq!(f.clauses[0].2, vec!["3", "4"]);
         assert!(!f.split);
         assert!(parse_filter("vmname EQ '*'").expect("filter").split);
-        for bad in ["", "VMName", "VMName eq 3", "VMName gt '3'", "VMName eq '3' or Pool eq '4'"] {
+        for bad in [
+            "",
+            "VMName",
+            "VMName eq 3",
+            "VMName gt '3'",
+            "VMName eq '3' or Pool eq '4'",
+        ] {
             assert!(parse_filter(bad).is_err(), "{bad}");
         }
     }

@@ -476,9 +476,7 @@ pub async fn permissions(
     if method != Method::GET {
         return Err(method_not_allowed(method));
     }
-    let entry = |actions: &[&str], not_actions: &[&str]| {
-        json!({"actions": actions, "notActions": not_actions, "dataActions": [], "notDataActions": []})
-    };
+    let entry = |actions: &[&str], not_actions: &[&str]| json!({"actions": actions, "notActions": not_actions, "dataActions": [], "notDataActions": []});
     let value: Vec<Value> = match caller {
         None => vec![entry(&["*"], &[])],
         Some(caller) => assignments(st)

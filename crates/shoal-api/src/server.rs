@@ -416,7 +416,9 @@ async fn dispatch(
         Route::RoleDefinitions { scope, id } => {
             rbac::role_definitions(st, ctx, method, &scope, id.as_deref()).await
         }
-        Route::Permissions { scope } => rbac::permissions(st, caller.as_ref(), method, &scope).await,
+        Route::Permissions { scope } => {
+            rbac::permissions(st, caller.as_ref(), method, &scope).await
+        }
         Route::ServicePrincipals { app_id, action } => {
             principals::service_principals(st, method, app_id.as_deref(), action.as_deref(), &body)
                 .await

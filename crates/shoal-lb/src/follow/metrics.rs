@@ -177,8 +177,10 @@ pub async fn run(
                 .instance_counts(&balancer.health())
                 .into_iter()
                 .filter_map(|c| {
-                    Some(json!({"resourceId": resource_id(&c.set)?, "instanceId": c.instance,
-                        "name": "Request Count", "value": c.requests as f64}))
+                    Some(
+                        json!({"resourceId": resource_id(&c.set)?, "instanceId": c.instance,
+                        "name": "Request Count", "value": c.requests as f64}),
+                    )
                 }),
         );
         if samples.is_empty() {
@@ -235,10 +237,7 @@ mod tests {
     #[test]
     fn request_counts_per_instance_over_its_pools() {
         let mut m = RequestMeter::default();
-        let first = [
-            member("p", "s/rg/web/0", 10),
-            member("q", "s/rg/web/0", 5),
-        ];
+        let first = [member("p", "s/rg/web/0", 10), member("q", "s/rg/web/0", 5)];
         assert!(
             m.instance_counts(&first).iter().all(|c| c.requests == 0),
             "the first reading is a baseline"

@@ -70,7 +70,9 @@ async fn repairs_take_one_instance_at_a_time_in_a_small_set() {
     let log = sim
         .ok(
             Method::GET,
-            &format!("/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"),
+            &format!(
+                "/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"
+            ),
             None,
         )
         .await;
