@@ -485,7 +485,7 @@ fn the_balancer_reports_requests_per_second_per_instance() {
     for id in ["0", "1"] {
         assert!(
             text.lines().any(|l| l.starts_with("shoal_metric{")
-                && l.contains("metric=\"Request Count\"")
+                && l.contains("metric=\"request count\"")
                 && l.contains(&format!("instance=\"{id}\""))),
             "{text}"
         );

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod compute_locations;
 pub mod deployments;
 pub mod discovery;
+pub mod extensions;
 pub mod galleries;
 pub mod groups;
 pub mod host_auth;

@@ -142,6 +142,10 @@ pub enum Route {
     OsUpgradeHistory(VmssRef),
     /// `POST .../extensionRollingUpgrade`.
     ExtensionRollingUpgrade(VmssRef),
+    /// `.../virtualMachineScaleSets/{vmss}/extensions[/{name}]`.
+    SetExtensions(VmssRef, Option<String>),
+    /// `.../virtualMachines/{id}/extensions[/{name}]`.
+    InstanceExtensions(VmssRef, String, Option<String>),
     Instances(VmssRef),
     Instance(VmssRef, String),
     InstanceAction(VmssRef, String, Action),
@@ -683,6 +687,14 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
         9 if eq(s(8), "osRollingUpgrade") => Ok(Route::OsRollingUpgrade(vmss)),
         9 if eq(s(8), "osUpgradeHistory") => Ok(Route::OsUpgradeHistory(vmss)),
         9 if eq(s(8), "extensionRollingUpgrade") => Ok(Route::ExtensionRollingUpgrade(vmss)),
+        9 if eq(s(8), "extensions") => Ok(Route::SetExtensions(vmss, None)),
+        10 if eq(s(8), "extensions") => Ok(Route::SetExtensions(vmss, Some(owned(9)))),
+        11 if eq(s(8), "virtualMachines") && eq(s(10), "extensions") => {
+            Ok(Route::InstanceExtensions(vmss, owned(9), None))
+        }
+        12 if eq(s(8), "virtualMachines") && eq(s(10), "extensions") => {
+            Ok(Route::InstanceExtensions(vmss, owned(9), Some(owned(11))))
+        }
         10 if eq(s(8), "rollingUpgrades") && eq(s(9), "latest") => {
             Ok(Route::RollingUpgradeLatest(vmss))
         }

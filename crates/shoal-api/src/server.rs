@@ -488,6 +488,12 @@ async fn dispatch(
         Route::ExtensionRollingUpgrade(v) => {
             rolling_upgrades::start_extension_upgrade(st, ctx, method, &v).await
         }
+        Route::SetExtensions(v, name) => {
+            crate::extensions::set_extensions(st, ctx, method, &v, name.as_deref(), &body).await
+        }
+        Route::InstanceExtensions(v, id, name) => {
+            crate::extensions::vm_extensions(st, method, &v, &id, name.as_deref(), &body).await
+        }
         Route::Instances(v) => instances::list_instances(st, ctx, method, &v).await,
         Route::Instance(v, id) => instances::instance(st, ctx, method, &v, &id, &body).await,
         Route::InstanceAction(v, id, a) => {
