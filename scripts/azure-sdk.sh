@@ -82,8 +82,12 @@ free_port() {
 start_server() {
   local data=$1 port=$2
   shift 2
+  # Azure's examples make sets of large sizes (ten Standard_D8s_v5, …) one after another;
+  # their instances are small processes, so the host's size budget is set high enough
+  # for them not to wait for each other's teardown.
   "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$data" \
-    --network host-ports --stop-grace-seconds 2 "$@" >"$work/serve.log" 2>&1 &
+    --network host-ports --stop-grace-seconds 2 \
+    --capacity-vcpus 4096 --capacity-memory-mb 33554432 "$@" >"$work/serve.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do
     if curl -fsS --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return 0; fi

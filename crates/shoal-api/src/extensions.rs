@@ -58,24 +58,25 @@ fn not_found(kind: &str, name: &str, rg: &str) -> ArmError {
     .with_target(name.to_string())
 }
 
-/// Checks an extension body: `properties.publisher`, `type` and `typeHandlerVersion` are
-/// strings (Azure's required fields), settings are objects.
+/// Checks an extension body's types: `publisher`, `type` and `typeHandlerVersion` are
+/// strings and settings objects where given (Azure checks that they name a real handler
+/// only when it provisions one; Shoal runs only the Application Health extension).
 fn check(body: &Value) -> Result<(), ArmError> {
-    let props = body
-        .get("properties")
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            ArmError::invalid_parameter("properties", "An extension needs its properties.")
-        })?;
-    for key in ["publisher", "type", "typeHandlerVersion"] {
-        match props.get(key) {
-            Some(Value::String(s)) if !s.trim().is_empty() => {}
-            _ => {
-                return Err(ArmError::invalid_parameter(
-                    format!("properties.{key}"),
-                    format!("An extension needs properties.{key} (a non-empty string)."),
-                ))
-            }
+    let Some(props) = body.get("properties") else {
+        return Ok(());
+    };
+    let props = props.as_object().ok_or_else(|| {
+        ArmError::invalid_parameter("properties", "An extension's properties are a JSON object.")
+    })?;
+    for key in ["publisher", "type", "typeHandlerVersion", "forceUpdateTag"] {
+        if props
+            .get(key)
+            .is_some_and(|s| !s.is_string() && !s.is_null())
+        {
+            return Err(ArmError::invalid_parameter(
+                format!("properties.{key}"),
+                format!("properties.{key} must be a string."),
+            ));
         }
     }
     for key in ["settings", "protectedSettings"] {

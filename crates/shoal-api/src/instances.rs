@@ -166,9 +166,7 @@ pub async fn instance(
                     &format!("{}_{id}", vmss.name),
                 ));
             };
-            let expand = ctx
-                .query("$expand")
-                .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+            let expand = expands(ctx, "instanceView");
             let mut vm = views::vm_json(
                 &set.value,
                 &rec.value,
@@ -176,10 +174,7 @@ pub async fn instance(
                 health_of(st, &set.value).await?.get(&n),
                 expand,
             );
-            if ctx
-                .query("$expand")
-                .is_some_and(|e| e.eq_ignore_ascii_case("userData"))
-            {
+            if expands(ctx, "userData") {
                 views::add_user_data(&mut vm, &set.value);
             }
             Ok(json(200, &vm))
@@ -260,7 +255,14 @@ pub fn parse_vm_id(vmss: &VmssRef, id: &str) -> Result<u64, ArmError> {
         .map_err(|_| ArmError::not_found(model::VMSS_VM_TYPE, &format!("{}_{id}", vmss.name)))
 }
 
-/// `GET .../virtualMachines` (`$expand=instanceView` adds each instance view).
+/// Whether `$expand` (a comma-separated list, any case) asks for `what`.
+fn expands(ctx: &Ctx, what: &str) -> bool {
+    ctx.query("$expand")
+        .is_some_and(|e| e.split(',').any(|x| x.trim().eq_ignore_ascii_case(what)))
+}
+
+/// `GET .../virtualMachines` (`$expand=instanceView` adds each instance view,
+/// `userData` the set's user data).
 pub async fn list_instances(
     st: &ApiState,
     ctx: &Ctx,
@@ -271,21 +273,24 @@ pub async fn list_instances(
         return Err(method_not_allowed(method));
     }
     let set = require_set(st, vmss).await?;
-    let expand = ctx
-        .query("$expand")
-        .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+    let expand = expands(ctx, "instanceView");
+    let user_data = expands(ctx, "userData");
     let health = health_of(st, &set.value).await?;
     let items: Vec<Value> = instances_of(st, vmss)
         .await?
         .iter()
         .map(|(r, s)| {
-            views::vm_json(
+            let mut vm = views::vm_json(
                 &set.value,
                 &r.value,
                 s.as_ref(),
                 health.get(&r.value.instance_id),
                 expand,
-            )
+            );
+            if user_data {
+                views::add_user_data(&mut vm, &set.value);
+            }
+            vm
         })
         .collect();
     Ok(response::page(
@@ -317,6 +322,7 @@ pub async fn vm_instance_view(
     Ok(json(
         200,
         &views::vm_instance_view(
+            &set.value,
             &rec.value,
             status.as_ref(),
             health_of(st, &set.value).await?.get(&n),

@@ -40,6 +40,7 @@ pub mod routes;
 pub mod scalesets;
 pub mod server;
 pub mod server_status;
+pub mod set_operations;
 pub mod state;
 pub mod times;
 pub mod ui;

@@ -142,6 +142,10 @@ pub enum Route {
     OsUpgradeHistory(VmssRef),
     /// `POST .../extensionRollingUpgrade`.
     ExtensionRollingUpgrade(VmssRef),
+    /// `POST {set}/{op}` for the operations of [`crate::set_operations`].
+    SetOperation(VmssRef, crate::set_operations::SetOp),
+    /// `POST {set}/virtualMachines/{id}/{op}`, likewise.
+    InstanceOperation(VmssRef, String, crate::set_operations::SetOp),
     /// `.../virtualMachineScaleSets/{vmss}/extensions[/{name}]`.
     SetExtensions(VmssRef, Option<String>),
     /// `.../virtualMachines/{id}/extensions[/{name}]`.
@@ -710,6 +714,19 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             && eq(s(10), "metricDefinitions") =>
         {
             Ok(Route::MetricDefinitions(vmss))
+        }
+        9 if crate::set_operations::SetOp::parse(s(8), false).is_some() => Ok(Route::SetOperation(
+            vmss,
+            crate::set_operations::SetOp::parse(s(8), false).expect("checked"),
+        )),
+        11 if eq(s(8), "virtualMachines")
+            && crate::set_operations::SetOp::parse(s(10), true).is_some() =>
+        {
+            Ok(Route::InstanceOperation(
+                vmss,
+                owned(9),
+                crate::set_operations::SetOp::parse(s(10), true).expect("checked"),
+            ))
         }
         9 => Action::parse(s(8))
             .map(|a| Route::ScaleSetAction(vmss, a))

@@ -488,6 +488,12 @@ async fn dispatch(
         Route::ExtensionRollingUpgrade(v) => {
             rolling_upgrades::start_extension_upgrade(st, ctx, method, &v).await
         }
+        Route::SetOperation(v, op) => {
+            crate::set_operations::handle(st, ctx, method, &v, op, None, &body).await
+        }
+        Route::InstanceOperation(v, id, op) => {
+            crate::set_operations::handle(st, ctx, method, &v, op, Some(&id), &body).await
+        }
         Route::SetExtensions(v, name) => {
             crate::extensions::set_extensions(st, ctx, method, &v, name.as_deref(), &body).await
         }

@@ -20,8 +20,33 @@ pub fn vmss_json(rec: &VmssRecord, revision: u64) -> Value {
     if services.as_array().is_some_and(|a| !a.is_empty()) {
         v["properties"]["shoal"] = json!({"orchestrationServices": services});
     }
+    // Azure shows zoneBalance (false unless set) on a set with zones.
+    if rec.model.zones.as_ref().is_some_and(|z| !z.is_empty())
+        && v.pointer("/properties/zoneBalance")
+            .is_none_or(Value::is_null)
+    {
+        v["properties"]["zoneBalance"] = json!(false);
+    }
+    if let (Some(profile), Some(t)) = (
+        v.pointer_mut("/properties/virtualMachineProfile")
+            .and_then(Value::as_object_mut),
+        rec.model.props().time_created.clone(),
+    ) {
+        // Azure's `virtualMachineProfile.timeCreated` (2023-09-01 on).
+        profile.insert("timeCreated".into(), json!(t));
+    }
     v["etag"] = json!(format!("\"{revision}\""));
     v
+}
+
+/// The extensions of a set's model (`name` and `properties` each).
+fn model_extensions(set: &VmssRecord) -> Vec<Value> {
+    set.model
+        .profile()
+        .and_then(|p| p.extension_profile.as_ref())
+        .and_then(|e| e["extensions"].as_array())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Azure's `provisioningState` of one instance.
@@ -107,6 +132,7 @@ pub fn vm_health(health: Option<&HealthRecord>, configured: bool) -> Option<Valu
 }
 
 pub fn vm_instance_view(
+    set: &VmssRecord,
     rec: &InstanceRecord,
     status: Option<&InstanceStatus>,
     health: Option<&HealthRecord>,
@@ -153,6 +179,42 @@ pub fn vm_instance_view(
         "statuses": [prov_status, {"code": format!("PowerState/{word}"), "level": "Info", "displayStatus": display_power(word)}],
         "shoal": shoal_extension(rec, status),
     });
+    // The model's extensions, as the agent reports them in Azure (Shoal runs the
+    // Application Health one and records the others as provisioned).
+    let extensions = model_extensions(set);
+    view["extensions"] = json!([]);
+    view["vmAgent"]["extensionHandlers"] = json!([]);
+    if !extensions.is_empty() {
+        let kind = |e: &Value| {
+            format!(
+                "{}.{}",
+                e["properties"]["publisher"].as_str().unwrap_or_default(),
+                e["properties"]["type"].as_str().unwrap_or_default()
+            )
+        };
+        let version = |e: &Value| e["properties"]["typeHandlerVersion"].clone();
+        view["extensions"] = json!(extensions
+            .iter()
+            .map(|e| json!({
+                "name": e["name"], "type": kind(e), "typeHandlerVersion": version(e),
+                "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"}],
+            }))
+            .collect::<Vec<_>>());
+        view["vmAgent"]["extensionHandlers"] = json!(extensions
+            .iter()
+            .map(|e| json!({
+                "type": kind(e), "typeHandlerVersion": version(e),
+                "status": {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready"},
+            }))
+            .collect::<Vec<_>>());
+    }
+    // The machine it runs on, as Azure names a VM's dedicated host.
+    if !rec.host.is_empty() {
+        view["assignedHost"] = json!(format!(
+            "/providers/Shoal.Infrastructure/hosts/{}",
+            rec.host
+        ));
+    }
     if let Some(h) = vm_health(health, health_configured) {
         view["vmHealth"] = h;
     }
@@ -205,9 +267,28 @@ pub fn vm_json(
             .unwrap_or_else(|| json!({"bootDiagnostics": {"enabled": false}})),
         "shoal": shoal_extension(rec, status),
     });
+    // What the model says of every instance, shown on each as Azure does.
+    if let Some(sp) = profile.and_then(|p| p.security_profile.clone()) {
+        props["securityProfile"] = sp;
+    }
+    if let Some(lt) = profile.and_then(|p| p.license_type.clone()) {
+        props["licenseType"] = json!(lt);
+    }
+    if let Some(ac) = set.model.props().additional_capabilities.clone() {
+        props["additionalCapabilities"] = ac;
+    }
+    let resilient = set
+        .model
+        .props()
+        .resiliency_policy
+        .as_ref()
+        .and_then(|r| r.pointer("/resilientVMDeletionPolicy/enabled"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    props["resilientVMDeletionStatus"] = json!(if resilient { "Enabled" } else { "Disabled" });
     if expand {
         let configured = crate::instances::health_configured(set);
-        props["instanceView"] = vm_instance_view(rec, status, health, configured);
+        props["instanceView"] = vm_instance_view(set, rec, status, health, configured);
     }
     let mut v = json!({
         "id": id,
@@ -221,6 +302,16 @@ pub fn vm_json(
     });
     if let Some(tags) = &set.model.tags {
         v["tags"] = json!(tags);
+    }
+    if let Some(plan) = &set.model.plan {
+        v["plan"] = plan.clone();
+    }
+    // An instance has its set's identities, as Azure shows them on each VM.
+    if set.model.identity.is_some() {
+        let public = serde_json::to_value(set.model.public_view()).unwrap_or(Value::Null);
+        if let Some(identity) = public.get("identity").filter(|i| !i.is_null()) {
+            v["identity"] = identity.clone();
+        }
     }
     let extensions = vm_extensions(set, &id);
     if !extensions.is_empty() {
@@ -290,11 +381,18 @@ fn vm_storage_profile(set: &VmssRecord, rec: &InstanceRecord) -> Value {
     if let Some(size) = model_disk.get("diskSizeGB") {
         os_disk["diskSizeGB"] = size.clone();
     }
-    json!({
+    let mut out = json!({
         "imageReference": {"id": rec.launch.image_id, "exactVersion": rec.launch.image_version},
         "osDisk": os_disk,
         "dataDisks": storage.and_then(|s| s.data_disks.clone()).unwrap_or_else(|| json!([])),
-    })
+    });
+    let model = storage
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null);
+    if let Some(t) = model.get("diskControllerType").filter(|t| !t.is_null()) {
+        out["diskControllerType"] = t.clone();
+    }
+    out
 }
 
 /// The set's extensions as the instance's extension resources (`resources`).
@@ -356,14 +454,23 @@ pub fn vmss_instance_view(
         .provisioning_state
         .clone()
         .unwrap_or_else(|| "Succeeded".into());
+    // Each model extension, provisioned on every instance the set has.
+    let extensions: Vec<Value> = model_extensions(set)
+        .iter()
+        .map(|e| json!({"name": e["name"], "statusesSummary": [{"code": "ProvisioningState/succeeded", "count": instances.len()}]}))
+        .collect();
+    let mut status = json!({
+        "code": format!("ProvisioningState/{}", state.to_ascii_lowercase()),
+        "level": if state == "Failed" { "Error" } else { "Info" },
+        "displayStatus": format!("Provisioning {}", state.to_ascii_lowercase()),
+    });
+    if let Some(t) = set.model.props().time_created.clone() {
+        status["time"] = json!(t);
+    }
     json!({
         "virtualMachine": {"statusesSummary": summary},
-        "extensions": [],
-        "statuses": [{
-            "code": format!("ProvisioningState/{}", state.to_ascii_lowercase()),
-            "level": if state == "Failed" { "Error" } else { "Info" },
-            "displayStatus": format!("Provisioning {}", state.to_ascii_lowercase()),
-        }],
+        "extensions": extensions,
+        "statuses": [status],
         "orchestrationServices": shoal_control::repair::orchestration_services(set),
     })
 }

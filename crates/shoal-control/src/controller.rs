@@ -403,6 +403,18 @@ impl Controller {
             .sets
             .get(&vref.key())
             .map(|s| versioned(&vref.key(), &s));
+        // The watch caches fill independently: an operation can be seen before the set
+        // written in the same transaction. "The set is gone" fails its operations, so it
+        // is believed only when the store agrees; otherwise look again once the set's
+        // event has arrived.
+        if set.is_none()
+            && !ops.is_empty()
+            && kv::get_json::<VmssRecord>(&*self.store, &vref.key())
+                .await?
+                .is_some()
+        {
+            return Ok(true);
+        }
         let instances: Vec<Versioned<InstanceRecord>> = caches
             .instances
             .with_prefix(&vref.instance_prefix())

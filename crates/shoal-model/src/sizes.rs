@@ -166,6 +166,59 @@ pub const FAMILIES: &[Family] = &[
         &[2, 4, 8, 16, 32, 48, 64, 96],
         PerVcpu(4 * GIB),
     ),
+    // Confidential computing (DC and EC families; "general-purpose/dcasv5-series",
+    // "dcesv5-series", "dcsv3-series", "memory-optimized/ecasv5-series", "ecesv5-series").
+    ("Standard_DC{n}s_v2", &[1, 2, 4, 8], PerVcpu(4 * GIB)),
+    (
+        "Standard_DC{n}s_v3",
+        &[1, 2, 4, 8, 16, 24, 32, 48],
+        PerVcpu(8 * GIB),
+    ),
+    (
+        "Standard_DC{n}ds_v3",
+        &[1, 2, 4, 8, 16, 24, 32, 48],
+        PerVcpu(8 * GIB),
+    ),
+    (
+        "Standard_DC{n}as_v5",
+        &[2, 4, 8, 16, 32, 48, 64, 96],
+        PerVcpu(4 * GIB),
+    ),
+    (
+        "Standard_DC{n}ads_v5",
+        &[2, 4, 8, 16, 32, 48, 64, 96],
+        PerVcpu(4 * GIB),
+    ),
+    (
+        "Standard_DC{n}es_v5",
+        &[2, 4, 8, 16, 32, 48, 64, 96, 128],
+        PerVcpu(4 * GIB),
+    ),
+    (
+        "Standard_DC{n}eds_v5",
+        &[2, 4, 8, 16, 32, 48, 64, 96, 128],
+        PerVcpu(4 * GIB),
+    ),
+    (
+        "Standard_EC{n}as_v5",
+        &[2, 4, 8, 16, 20, 32, 48, 64, 96],
+        PerVcpu(8 * GIB),
+    ),
+    (
+        "Standard_EC{n}ads_v5",
+        &[2, 4, 8, 16, 20, 32, 48, 64, 96],
+        PerVcpu(8 * GIB),
+    ),
+    (
+        "Standard_EC{n}es_v5",
+        &[2, 4, 8, 16, 32, 48, 64, 128],
+        PerVcpu(8 * GIB),
+    ),
+    (
+        "Standard_EC{n}eds_v5",
+        &[2, 4, 8, 16, 32, 48, 64, 128],
+        PerVcpu(8 * GIB),
+    ),
     (
         "Standard_D{n}as_v5",
         &[2, 4, 8, 16, 32, 48, 64, 96],

@@ -414,11 +414,43 @@ impl VirtualMachineScaleSet {
         self.sku.as_ref().and_then(|s| s.capacity).unwrap_or(0)
     }
 
+    /// The size instances run with: `sku.name`, or for an instance mix (`sku.name: "Mix"`)
+    /// the size `skuProfile` puts first — the lowest `rank` with the `Prioritized`
+    /// strategy, else the first listed (every instance gets it: Shoal's hosts have no
+    /// per-size capacity or price to choose by).
     pub fn sku_name(&self) -> &str {
-        self.sku
+        let name = self
+            .sku
             .as_ref()
             .and_then(|s| s.name.as_deref())
-            .unwrap_or("")
+            .unwrap_or("");
+        if !name.eq_ignore_ascii_case(MIX) {
+            return name;
+        }
+        self.mix_sizes().first().map_or(name, |(n, _)| n)
+    }
+
+    /// An instance mix's sizes as `(name, rank)`, in the order instances take them.
+    pub fn mix_sizes(&self) -> Vec<(&str, i64)> {
+        let Some(profile) = self.props().stored.sku_profile.as_ref() else {
+            return Vec::new();
+        };
+        let mut sizes: Vec<(&str, i64)> = profile["vmSizes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                Some((s["name"].as_str()?, s["rank"].as_i64().unwrap_or(i as i64)))
+            })
+            .collect();
+        let prioritized = profile["allocationStrategy"]
+            .as_str()
+            .is_some_and(|a| a.eq_ignore_ascii_case("Prioritized"));
+        if prioritized {
+            sizes.sort_by_key(|(_, rank)| *rank);
+        }
+        sizes
     }
 
     pub fn profile(&self) -> Option<&VmProfile> {
@@ -578,6 +610,9 @@ pub fn normalize(v: &mut VirtualMachineScaleSet) {
 }
 
 /// Whether the set has a system-assigned managed identity.
+/// `sku.name` of an instance mix.
+pub const MIX: &str = "Mix";
+
 pub fn system_identity(m: &VirtualMachineScaleSet) -> Option<&str> {
     let id = m.identity.as_ref()?;
     if system_assigned(id) {
@@ -648,12 +683,9 @@ fn validate_identity(id: &Value) -> Result<(), ArmError> {
 
 /// `resiliencyPolicy`: an object of sub-policies whose `enabled` are booleans; automatic
 /// zone rebalancing takes only Azure's one strategy and behaviour, and (as in Azure)
-/// needs zones and works only without strict `zoneBalance`.
-fn validate_resiliency(
-    r: &Value,
-    zones: usize,
-    zone_balance: Option<bool>,
-) -> Result<(), ArmError> {
+/// works only without strict `zoneBalance` (on a set with fewer than two zones, Azure
+/// accepts it and there is nothing to rebalance).
+fn validate_resiliency(r: &Value, zone_balance: Option<bool>) -> Result<(), ArmError> {
     const AT: &str = "properties.resiliencyPolicy";
     let Some(policies) = r.as_object() else {
         return Err(ArmError::invalid_parameter(
@@ -693,20 +725,12 @@ fn validate_resiliency(
             }
         }
     }
-    if z["enabled"] == Value::Bool(true) {
-        if zones < 2 {
-            return Err(ArmError::invalid_parameter(
-                format!("{AT}.automaticZoneRebalancingPolicy.enabled"),
-                "Automatic zone rebalancing needs a set spread over at least two zones.",
-            ));
-        }
-        if zone_balance == Some(true) {
-            return Err(ArmError::invalid_parameter(
-                format!("{AT}.automaticZoneRebalancingPolicy.enabled"),
-                "Automatic zone rebalancing works only with zoneBalance false (strict zone \
-                 balance never lets the zones drift apart).",
-            ));
-        }
+    if z["enabled"] == Value::Bool(true) && zone_balance == Some(true) {
+        return Err(ArmError::invalid_parameter(
+            format!("{AT}.automaticZoneRebalancingPolicy.enabled"),
+            "Automatic zone rebalancing works only with zoneBalance false (strict zone \
+             balance never lets the zones drift apart).",
+        ));
     }
     Ok(())
 }
@@ -729,7 +753,21 @@ pub fn validate(
             format!("A size is required in sku.name, e.g. {}.", sku::examples()),
         ));
     };
-    if sku::lookup(sku_name).is_none() {
+    if sku_name.eq_ignore_ascii_case(MIX) {
+        let sizes = v.mix_sizes();
+        if sizes.is_empty() {
+            return Err(ArmError::invalid_parameter(
+                "properties.skuProfile.vmSizes",
+                "An instance mix (sku.name 'Mix') lists its sizes in properties.skuProfile.vmSizes.",
+            ));
+        }
+        if let Some((bad, _)) = sizes.iter().find(|(n, _)| sku::lookup(n).is_none()) {
+            return Err(ArmError::invalid_parameter(
+                "properties.skuProfile.vmSizes",
+                format!("The size '{bad}' is not known; `shoal vmss list-skus` lists them."),
+            ));
+        }
+    } else if sku::lookup(sku_name).is_none() {
         return Err(ArmError::invalid_parameter(
             "sku.name",
             format!(
@@ -774,7 +812,7 @@ pub fn validate(
         }
     }
     if let Some(r) = &p.resiliency_policy {
-        validate_resiliency(r, v.zones.as_ref().map_or(0, Vec::len), p.zone_balance)?;
+        validate_resiliency(r, p.zone_balance)?;
     }
     if let Some(rules) = p.scale_in_policy.as_ref().and_then(|s| s.rules.as_ref()) {
         if rules.len() > 1 {
@@ -926,6 +964,34 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_mix_runs_its_first_size() {
+        let with = |profile: Value| {
+            let mut body = minimal();
+            body["sku"]["name"] = json!("Mix");
+            body["properties"]["skuProfile"] = profile;
+            let mut v: VirtualMachineScaleSet = parse_typed(&body).unwrap();
+            normalize(&mut v);
+            validate(&v, None).map(|()| v.sku_name().to_string())
+        };
+        let sizes =
+            json!([{"name": "Standard_D8s_v5", "rank": 2}, {"name": "Standard_D2s_v5", "rank": 0}]);
+        assert_eq!(
+            with(json!({"vmSizes": sizes, "allocationStrategy": "Prioritized"})).unwrap(),
+            "Standard_D2s_v5",
+            "Prioritized: the lowest rank"
+        );
+        assert_eq!(
+            with(json!({"vmSizes": sizes, "allocationStrategy": "CapacityOptimized"})).unwrap(),
+            "Standard_D8s_v5",
+            "otherwise the first listed"
+        );
+        for bad in [json!({}), json!({"vmSizes": [{"name": "Huge_1"}]})] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.target.as_deref(), Some("properties.skuProfile.vmSizes"));
+        }
+    }
+
+    #[test]
     fn resiliency_policy_is_checked_and_zone_rebalancing_read() {
         let with = |policy: Value, zones: Value, zone_balance: Value| {
             let mut body = minimal();
@@ -948,13 +1014,9 @@ mod tests {
             ),
             Ok(false)
         );
+        // One zone (or none): accepted, as Azure's own example does; nothing to rebalance.
+        assert!(with(on.clone(), json!(["1"]), Value::Null).is_ok());
         for (policy, zones, zone_balance, target) in [
-            (
-                on.clone(),
-                json!(["1"]),
-                Value::Null,
-                "automaticZoneRebalancingPolicy.enabled",
-            ),
             (
                 on.clone(),
                 json!(["1", "2"]),
