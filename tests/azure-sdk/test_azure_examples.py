@@ -608,19 +608,7 @@ def replay(name, group):
         if verb != "CreateOrUpdate":
             body["properties"]["virtualMachineProfile"]["extensionProfile"] = {"extensions": [{"name": ext, "properties": existing_extension(expected)}]}
         prerequisite_set(group, vmss, image, body)
-        if verb == "CreateOrUpdate":
-            status, answer = call("PUT", path, params["extensionParameters"], api_version=api)
-            if str(status) in responses:
-                expected = fill(responses[str(status)].get("body"), names)
-        elif verb == "Update":
-            status, answer = call("PATCH", path, params["extensionParameters"], api_version=api)
-        elif verb == "Get":
-            status, answer = call("GET", path, api_version=api)
-        elif verb == "List":
-            status, answer = call("GET", path.rsplit("/", 1)[0], api_version=api)
-        else:
-            status, answer = call("DELETE", path, api_version=api)
-        return statuses, status, answer, expected
+        return (statuses, *extension_call(verb, path, params, api, expected, responses, names))
     if op == "VirtualMachineScaleSetExtension_RollingUpgrade":
         prerequisite_set(group, vmss, image)
         status, answer = call("POST", set_path(group, vmss) + "/extensionRollingUpgrade", api_version=api)
@@ -634,19 +622,7 @@ def replay(name, group):
         if verb != "Create":
             status, answer = call("PUT", path, {"properties": existing_extension(expected)}, api_version=api)
             assert status in (200, 201), answer
-        if verb == "Create":
-            status, answer = call("PUT", path, params["extensionParameters"], api_version=api)
-            if str(status) in responses:
-                expected = fill(responses[str(status)].get("body"), names)
-        elif verb == "Update":
-            status, answer = call("PATCH", path, params["extensionParameters"], api_version=api)
-        elif verb == "Get":
-            status, answer = call("GET", path, api_version=api, query=f"&$expand={params['$expand']}" if "$expand" in params else "")
-        elif verb == "List":
-            status, answer = call("GET", path.rsplit("/", 1)[0], api_version=api)
-        else:
-            status, answer = call("DELETE", path, api_version=api)
-        return statuses, status, answer, expected
+        return (statuses, *extension_call(verb, path, params, api, expected, responses, names))
     if op.startswith("VirtualMachineScaleSet_") and op.split("_")[1] in SET_OPERATIONS:
         verb = op.split("_")[1]
         body = prerequisite_body()
@@ -828,6 +804,23 @@ VM_OPERATIONS = {
     "ApproveRollingUpgrade": "approveRollingUpgrade", "RetrieveBootDiagnosticsData": "retrieveBootDiagnosticsData",
     "SimulateEviction": "simulateEviction", "AttachDetachDataDisks": "attachDetachDataDisks",
 }
+
+
+def extension_call(verb, path, params, api, expected, responses, names):
+    """An extension example's request (set or VM extension): (status, answer, expected)."""
+    if verb in ("CreateOrUpdate", "Create"):
+        status, answer = call("PUT", path, params["extensionParameters"], api_version=api)
+        if str(status) in responses:
+            expected = fill(responses[str(status)].get("body"), names)
+    elif verb == "Update":
+        status, answer = call("PATCH", path, params["extensionParameters"], api_version=api)
+    elif verb == "Get":
+        status, answer = call("GET", path, api_version=api, query=f"&$expand={params['$expand']}" if "$expand" in params else "")
+    elif verb == "List":
+        status, answer = call("GET", path.rsplit("/", 1)[0], api_version=api)
+    else:
+        status, answer = call("DELETE", path, api_version=api)
+    return status, answer, expected
 
 
 # An extension Shoal records without running it (any publisher and type but the health one).

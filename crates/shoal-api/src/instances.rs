@@ -73,14 +73,24 @@ pub async fn action(
             None => Targets::All,
         },
     };
+    start_action(st, ctx, vmss, &set.value, instance_action(action), targets).await
+}
+
+/// Runs an instance action through the command layer and answers 202 with the
+/// operation to poll.
+pub async fn start_action(
+    st: &ApiState,
+    ctx: &Ctx,
+    vmss: &VmssRef,
+    set: &VmssRecord,
+    action: InstanceAction,
+    targets: Targets,
+) -> ApiResult {
     let done = st
         .commands()
         .execute(Command::Instances(InstanceCommand {
             vmss: vmss.clone(),
-            change: InstanceChange::Action {
-                action: instance_action(action),
-                targets,
-            },
+            change: InstanceChange::Action { action, targets },
         }))
         .await
         .map_err(command_error)?;
@@ -91,7 +101,7 @@ pub async fn action(
     Ok(lro(
         202,
         None,
-        &ctx.operation_url(&vmss.subscription, location(&set.value), &op.id),
+        &ctx.operation_url(&vmss.subscription, location(set), &op.id),
         true,
     ))
 }

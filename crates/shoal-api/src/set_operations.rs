@@ -147,27 +147,8 @@ pub async fn handle(
                 (None, Some(ids)) => Targets::Listed(ids),
                 (None, None) => Targets::All,
             };
-            let done = st
-                .commands()
-                .execute(Command::Instances(InstanceCommand {
-                    vmss: vmss.clone(),
-                    change: InstanceChange::Action {
-                        action: InstanceAction::ManualUpgrade,
-                        targets,
-                    },
-                }))
+            crate::instances::start_action(st, ctx, vmss, &set.value, InstanceAction::ManualUpgrade, targets)
                 .await
-                .map_err(command_error)?;
-            let op = done
-                .writes
-                .operation
-                .ok_or_else(|| ArmError::internal("The approval started no operation."))?;
-            Ok(lro(
-                202,
-                None,
-                &ctx.operation_url(&vmss.subscription, location(&set.value), &op.id),
-                true,
-            ))
         }
         SetOp::ConvertToSinglePlacementGroup => {
             if let Some(g) = body.get("activePlacementGroupId") {
@@ -200,14 +181,7 @@ pub async fn handle(
                     ))
                 }
             };
-            let enabled = set
-                .value
-                .model
-                .props()
-                .automatic_repairs_policy
-                .as_ref()
-                .is_some_and(|p| p.enabled == Some(true));
-            if !enabled {
+            if !shoal_control::repair::repairs_enabled(&set.value) {
                 return Err(ArmError::new(
                     409,
                     "OperationNotAllowed",

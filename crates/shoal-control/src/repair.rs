@@ -231,14 +231,17 @@ pub fn plan_repairs(
 }
 
 /// Azure's `orchestrationServices` entry for the instance view.
-pub fn orchestration_services(set: &VmssRecord) -> Value {
-    let enabled = set
-        .model
+/// Whether the set's `automaticRepairsPolicy` is on.
+pub fn repairs_enabled(set: &VmssRecord) -> bool {
+    set.model
         .props()
         .automatic_repairs_policy
         .as_ref()
-        .is_some_and(|p| p.enabled == Some(true));
-    if !enabled {
+        .is_some_and(|p| p.enabled == Some(true))
+}
+
+pub fn orchestration_services(set: &VmssRecord) -> Value {
+    if !repairs_enabled(set) {
         return json!([]);
     }
     let state = state_of(set);

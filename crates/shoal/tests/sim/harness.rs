@@ -533,6 +533,20 @@ impl Sim {
         .await;
     }
 
+    /// The subscription's activity log, newest first.
+    pub async fn activity_log(&self) -> Vec<Value> {
+        let v = self
+            .ok(
+                Method::GET,
+                &format!(
+                    "/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"
+                ),
+                None,
+            )
+            .await;
+        v["value"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Like [`Sim::call`], but the call must succeed (2xx).
     pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let (status, v) = self.call(method.clone(), path, body).await;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{host, Sim, SUB};
+use crate::harness::{host, Sim};
 
 const HOSTS: &str = "/providers/Shoal.Infrastructure/hosts";
 
@@ -103,19 +103,9 @@ async fn a_down_host_is_replaced_fenced_when_back_and_drain_and_cordon_move_plac
     assert!(events.contains("is Down"), "{events}");
     assert!(events.contains("placed again on host"), "{events}");
     // The subscription's activity log says which instances were replaced, on the set.
-    let log = sim
-        .ok(
-            Method::GET,
-            &format!(
-                "/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"
-            ),
-            None,
-        )
-        .await;
+    let log = sim.activity_log().await;
     let set_id = Sim::set_path("rg", "web");
-    let replaced: BTreeSet<u64> = log["value"]
-        .as_array()
-        .expect("events")
+    let replaced: BTreeSet<u64> = log
         .iter()
         .filter(|e| e["resourceId"] == set_id.as_str())
         .filter_map(|e| {
@@ -127,7 +117,7 @@ async fn a_down_host_is_replaced_fenced_when_back_and_drain_and_cordon_move_plac
     assert_eq!(
         replaced,
         on_b.iter().copied().collect::<BTreeSet<u64>>(),
-        "{log}"
+        "{log:?}"
     );
 
     // B comes back: its stale copies stop; nothing runs twice; capacity exactly 6.

@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{host, Sim, SUB};
+use crate::harness::{host, Sim};
 
 fn repairs_policy() -> Value {
     json!({"properties": {
@@ -67,22 +67,12 @@ async fn repairs_take_one_instance_at_a_time_in_a_small_set() {
         "a healthy one was repaired: {repaired:?}"
     );
     // The repair is in the activity log, on the set, naming the instance.
-    let log = sim
-        .ok(
-            Method::GET,
-            &format!(
-                "/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"
-            ),
-            None,
-        )
-        .await;
-    let repairs: Vec<&Value> = log["value"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let log = sim.activity_log().await;
+    let repairs: Vec<&Value> = log
+        .iter()
         .filter(|e| e["eventName"]["value"] == "AutomaticRepair")
         .collect();
-    assert_eq!(repairs.len(), 1, "{log:#}");
+    assert_eq!(repairs.len(), 1, "{log:#?}");
     assert_eq!(
         repairs[0]["properties"]["InstanceId"],
         repaired[0].to_string()

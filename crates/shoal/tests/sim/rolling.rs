@@ -214,19 +214,10 @@ async fn a_new_version_rolls_out_in_five_batches() {
 
 /// The set's rolling-upgrade events in the activity log, oldest first.
 async fn activity(sim: &Sim) -> Vec<String> {
-    let v = sim
-        .ok(
-            Method::GET,
-            &format!(
-                "/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"
-            ),
-            None,
-        )
-        .await;
-    let mut out: Vec<String> = v["value"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let mut out: Vec<String> = sim
+        .activity_log()
+        .await
+        .iter()
         .filter(|e| e["eventName"]["value"] == "RollingUpgrade")
         .map(|e| e["description"].as_str().unwrap_or_default().to_string())
         .collect();
