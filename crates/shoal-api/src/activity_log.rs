@@ -77,6 +77,12 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
             }
         }
     }
+    let scope = Scope {
+        since,
+        until,
+        resource: resource.as_deref(),
+        group: group.as_deref(),
+    };
     let mut events = Vec::new();
     for setting in st
         .list::<Value>(&keys::in_subscription(keys::AUTOSCALE, sub))
@@ -89,12 +95,8 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
             .unwrap_or_default()
             .to_string();
         let rg = id.split('/').nth(4).unwrap_or_default().to_string();
-        let named = |r: &String| *r == id.to_ascii_lowercase() || *r == target.to_ascii_lowercase();
-        if resource.as_ref().is_some_and(|r| !named(r))
-            || group
-                .as_ref()
-                .is_some_and(|g| *g != rg.to_ascii_lowercase())
-        {
+        // A setting's events are about the setting and about the set it scales.
+        if !scope.covers(&id, &rg) && !scope.covers(&target, &rg) {
             continue;
         }
         let hkey = keys::autoscale_history_key(&setting.key);
@@ -105,7 +107,7 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
             let Ok(t) = e.time.parse::<Timestamp>() else {
                 continue;
             };
-            if since.is_some_and(|s| t < s) || until.is_some_and(|u| t > u) {
+            if !scope.within(t) {
                 continue;
             }
             let (action, text, level) = match e.outcome.as_str() {
@@ -157,12 +159,11 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
             events.push((t, event.to_json()));
         }
     }
-    // The other producers answer the same window, resource and group in the same shape.
-    let (window, r, g) = ((since, until), resource.as_deref(), group.as_deref());
-    events.extend(crate::rolling_upgrades::activity_events(st, sub, window, r, g).await?);
-    events.extend(crate::hosts::activity_events(st, sub, window, r, g).await?);
-    events.extend(repair_events(st, sub, window, r, g).await?);
-    events.extend(crate::activity_writes::events(st, sub, window, r, g).await?);
+    // The other producers answer the same scope in the same shape.
+    events.extend(crate::rolling_upgrades::activity_events(st, sub, scope).await?);
+    events.extend(crate::hosts::activity_events(st, sub, scope).await?);
+    events.extend(repair_events(st, sub, scope).await?);
+    events.extend(crate::activity_writes::events(st, sub, scope).await?);
     // Newest first, as Azure lists them.
     events.sort_by_key(|e| std::cmp::Reverse(e.0));
     let items = events.into_iter().map(|(_, e)| e).collect();
@@ -176,9 +177,7 @@ pub async fn list(st: &ApiState, ctx: &Ctx, method: &Method, sub: &str) -> ApiRe
 async fn repair_events(
     st: &ApiState,
     sub: &str,
-    window: (Option<Timestamp>, Option<Timestamp>),
-    resource: Option<&str>,
-    group: Option<&str>,
+    scope: crate::activity_log::Scope<'_>,
 ) -> Result<Vec<(Timestamp, Value)>, ArmError> {
     let prefix = keys::in_subscription(keys::VMSS, sub);
     let operation = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/repair/action";
@@ -187,16 +186,14 @@ async fn repair_events(
         let set = &rec.value;
         let id = set.vmss.id();
         let rg = set.vmss.resource_group.clone();
-        if resource.is_some_and(|x| x != id.to_ascii_lowercase())
-            || group.is_some_and(|g| g != rg.to_ascii_lowercase())
-        {
+        if !scope.covers(&id, &rg) {
             continue;
         }
         for e in shoal_control::repair::state_of(set).history {
             let Ok(t) = e.time.parse::<Timestamp>() else {
                 continue;
             };
-            if window.0.is_some_and(|s| t < s) || window.1.is_some_and(|u| t > u) {
+            if !scope.within(t) {
                 continue;
             }
             let event_id = format!(
@@ -231,6 +228,28 @@ async fn repair_events(
         }
     }
     Ok(events)
+}
+
+/// What a query asks for: a time window, and one resource or one resource group.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub resource: Option<&'a str>,
+    pub group: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    /// Whether an event at `t` is in the window.
+    pub fn within(&self, t: Timestamp) -> bool {
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+
+    /// Whether events about resource `id` in group `rg` are asked for (any case).
+    pub fn covers(&self, id: &str, rg: &str) -> bool {
+        self.resource.is_none_or(|r| id.eq_ignore_ascii_case(r))
+            && self.group.is_none_or(|g| rg.eq_ignore_ascii_case(g))
+    }
 }
 
 /// One event of the activity log in Azure's shape: what autoscale, rolling upgrades and

@@ -173,14 +173,11 @@ async fn prune(st: &ApiState, sub: &str, now: i64) {
     }
 }
 
-/// The recorded writes of `sub` in `window`, of the resource `resource` (lower case) or
-/// the group `group` when given, as `(time, event)`.
+/// The recorded writes of `sub` the query's `scope` covers, as `(time, event)`.
 pub async fn events(
     st: &ApiState,
     sub: &str,
-    (since, until): (Option<Timestamp>, Option<Timestamp>),
-    resource: Option<&str>,
-    group: Option<&str>,
+    scope: crate::activity_log::Scope<'_>,
 ) -> Result<Vec<(Timestamp, Value)>, shoal_model::ArmError> {
     let prefix = shoal_model::keys::in_subscription(PREFIX, sub);
     let mut out = Vec::new();
@@ -190,11 +187,7 @@ pub async fn events(
             continue;
         };
         let rg = w.resource_id.split('/').nth(4).unwrap_or_default();
-        if since.is_some_and(|s| at < s)
-            || until.is_some_and(|u| at > u)
-            || resource.is_some_and(|x| !w.resource_id.eq_ignore_ascii_case(x))
-            || group.is_some_and(|g| !rg.eq_ignore_ascii_case(g))
-        {
+        if !scope.within(at) || !scope.covers(&w.resource_id, rg) {
             continue;
         }
         let failed = w.status_code >= 400;
@@ -234,6 +227,7 @@ pub async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activity_log::Scope;
 
     #[tokio::test]
     async fn a_write_and_a_refused_write_are_events_with_their_caller() {
@@ -249,9 +243,7 @@ mod tests {
         record(&st, "s1", Some(&who), &Method::PUT, set, 201).await;
         let restart = format!("{set}/restart");
         record(&st, "s1", Some(&who), &Method::POST, &restart, 409).await;
-        let all = events(&st, "s1", (None, None), None, None)
-            .await
-            .expect("events");
+        let all = events(&st, "s1", Scope::default()).await.expect("events");
         assert_eq!(all.len(), 2);
         // Both at the same instant: found by their status, not their order.
         let find = |status: &str| {
@@ -277,16 +269,30 @@ mod tests {
         assert_eq!(post["status"]["value"], "Failed");
         assert_eq!(post["level"], "Error");
         // Filters: another group, or a time before both, find nothing.
-        let other = events(&st, "s1", (None, None), None, Some("other"))
-            .await
-            .expect("events");
+        let other = events(
+            &st,
+            "s1",
+            Scope {
+                group: Some("other"),
+                ..Scope::default()
+            },
+        )
+        .await
+        .expect("events");
         assert!(other.is_empty());
         let before = t0
             .checked_sub(jiff::SignedDuration::from_secs(60))
             .expect("time");
-        let early = events(&st, "s1", (None, Some(before)), None, None)
-            .await
-            .expect("events");
+        let early = events(
+            &st,
+            "s1",
+            Scope {
+                until: Some(before),
+                ..Scope::default()
+            },
+        )
+        .await
+        .expect("events");
         assert!(early.is_empty());
     }
 

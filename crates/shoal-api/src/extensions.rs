@@ -21,18 +21,10 @@ use crate::response::{empty, json, lro, ApiResult, Ctx};
 use crate::routes::method_not_allowed;
 use crate::scalesets::{location, preconditions, require_set};
 use crate::state::{body_object, command_error, internal, txn_error, ApiState};
+use crate::views::model_extensions;
 
 const SET_EXT_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets/extensions";
 const VM_EXT_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/extensions";
-
-/// The extensions of a set's model, as stored (name and properties).
-fn model_extensions(model: &Value) -> Vec<Value> {
-    model
-        .pointer("/properties/virtualMachineProfile/extensionProfile/extensions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-}
 
 fn name_of(e: &Value) -> &str {
     e.get("name").and_then(Value::as_str).unwrap_or_default()
@@ -47,6 +39,20 @@ fn view(id: String, kind: &str, e: &Value) -> Value {
         p.entry("provisioningState").or_insert(json!("Succeeded"));
     }
     json!({"id": id, "name": name_of(e), "type": kind, "properties": props})
+}
+
+/// `GET` of an extension collection: each as [`view`] shows it.
+fn list_answer(
+    method: &Method,
+    list: &[Value],
+    id: impl Fn(&str) -> String,
+    kind: &str,
+) -> ApiResult {
+    if *method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let value: Vec<Value> = list.iter().map(|e| view(id(name_of(e)), kind, e)).collect();
+    Ok(json(200, &json!({ "value": value })))
 }
 
 fn not_found(kind: &str, name: &str, rg: &str) -> ArmError {
@@ -123,19 +129,11 @@ pub async fn set_extensions(
     body: &[u8],
 ) -> ApiResult {
     let set = require_set(st, vmss).await?;
-    let model = serde_json::to_value(&set.value.model).map_err(internal)?;
-    let list = model_extensions(&model);
+    let list = model_extensions(&set.value);
     let id = |n: &str| format!("{}/extensions/{n}", vmss.id());
     let find = |n: &str| list.iter().find(|e| name_of(e).eq_ignore_ascii_case(n));
     let Some(name) = name else {
-        if *method != Method::GET {
-            return Err(method_not_allowed(method));
-        }
-        let value: Vec<Value> = list
-            .iter()
-            .map(|e| view(id(name_of(e)), SET_EXT_TYPE, e))
-            .collect();
-        return Ok(json(200, &json!({ "value": value })));
+        return list_answer(method, &list, id, SET_EXT_TYPE);
     };
     let missing = || not_found(SET_EXT_TYPE, name, &vmss.resource_group);
     let new_list: Vec<Value> = match *method {
@@ -190,8 +188,7 @@ pub async fn set_extensions(
     if *method == Method::DELETE {
         return Ok(lro(202, None, &url, true));
     }
-    let stored = serde_json::to_value(&rec.model).map_err(internal)?;
-    let ext = model_extensions(&stored)
+    let ext = model_extensions(rec)
         .into_iter()
         .find(|e| name_of(e).eq_ignore_ascii_case(name))
         .ok_or_else(|| ArmError::internal("The extension was not written."))?;
@@ -238,7 +235,6 @@ pub async fn vm_extensions(
             &vmss.resource_group,
         ));
     }
-    let model = serde_json::to_value(&set.value.model).map_err(internal)?;
     let unique = set
         .value
         .model
@@ -254,7 +250,7 @@ pub async fn vm_extensions(
         .map(|r| r.value)
         .collect();
     // The instance's own extensions win over the model's of the same name.
-    let mut all: Vec<Value> = model_extensions(&model)
+    let mut all: Vec<Value> = model_extensions(&set.value)
         .into_iter()
         .filter(|e| {
             !own.iter()
@@ -264,14 +260,7 @@ pub async fn vm_extensions(
     all.extend(own.iter().cloned());
     let ext_id = |n: &str| format!("{}/virtualMachines/{id}/extensions/{n}", vmss.id());
     let Some(name) = name else {
-        if *method != Method::GET {
-            return Err(method_not_allowed(method));
-        }
-        let value: Vec<Value> = all
-            .iter()
-            .map(|e| view(ext_id(name_of(e)), VM_EXT_TYPE, e))
-            .collect();
-        return Ok(json(200, &json!({ "value": value })));
+        return list_answer(method, &all, ext_id, VM_EXT_TYPE);
     };
     let key = format!("{prefix}{}", name.to_ascii_lowercase());
     let current = all.iter().find(|e| name_of(e).eq_ignore_ascii_case(name));

@@ -355,9 +355,7 @@ pub fn name_taken(name: &str) -> ArmError {
 pub async fn activity_events(
     st: &ApiState,
     sub: &str,
-    window: (Option<jiff::Timestamp>, Option<jiff::Timestamp>),
-    resource: Option<&str>,
-    group: Option<&str>,
+    scope: crate::activity_log::Scope<'_>,
 ) -> Result<Vec<(jiff::Timestamp, Value)>, ArmError> {
     let prefix = format!("/subscriptions/{}/", sub.to_ascii_lowercase());
     let operation = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/redeploy/action";
@@ -368,18 +366,14 @@ pub async fn activity_events(
             let Some(id) = e.resource_id.as_deref() else {
                 continue;
             };
-            let lower = id.to_ascii_lowercase();
             let rg = id.split('/').nth(4).unwrap_or_default();
-            if !lower.starts_with(&prefix)
-                || resource.is_some_and(|r| r != lower)
-                || group.is_some_and(|g| g != rg.to_ascii_lowercase())
-            {
+            if !id.to_ascii_lowercase().starts_with(&prefix) || !scope.covers(id, rg) {
                 continue;
             }
             let Ok(t) = e.time.parse::<jiff::Timestamp>() else {
                 continue;
             };
-            if window.0.is_some_and(|s| t < s) || window.1.is_some_and(|u| t > u) {
+            if !scope.within(t) {
                 continue;
             }
             let event_id = format!("host-{host}-{}-{i}", t.as_millisecond());

@@ -233,13 +233,11 @@ pub async fn cancel(st: &ApiState, ctx: &Ctx, method: &Method, vmss: &VmssRef) -
 
 /// Every batch and decision of the rolling upgrades in `sub` as activity-log events
 /// (`Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades/action`), within `window`
-/// and, when given, of one resource (`resource`, lower case) or group.
+/// and, when given, of one resource or group (`scope`).
 pub async fn activity_events(
     st: &ApiState,
     sub: &str,
-    window: (Option<Timestamp>, Option<Timestamp>),
-    resource: Option<&str>,
-    group: Option<&str>,
+    scope: crate::activity_log::Scope<'_>,
 ) -> Result<Vec<(Timestamp, Value)>, ArmError> {
     let prefix = shoal_model::keys::in_subscription(shoal_model::keys::ROLLING_UPGRADE, sub);
     let mut events = Vec::new();
@@ -249,9 +247,7 @@ pub async fn activity_events(
         };
         let id = r.vmss.id();
         let rg = r.vmss.resource_group.clone();
-        if resource.is_some_and(|x| x != id.to_ascii_lowercase())
-            || group.is_some_and(|g| g != rg.to_ascii_lowercase())
-        {
+        if !scope.covers(&id, &rg) {
             continue;
         }
         let operation = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades/action";
@@ -259,7 +255,7 @@ pub async fn activity_events(
             let Ok(t) = e.time.parse::<Timestamp>() else {
                 continue;
             };
-            if window.0.is_some_and(|s| t < s) || window.1.is_some_and(|u| t > u) {
+            if !scope.within(t) {
                 continue;
             }
             let event_id = format!("{}-{}-{i}", rec.key.replace('/', "-"), r.start_time);

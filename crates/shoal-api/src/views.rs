@@ -40,7 +40,7 @@ pub fn vmss_json(rec: &VmssRecord, revision: u64) -> Value {
 }
 
 /// The extensions of a set's model (`name` and `properties` each).
-fn model_extensions(set: &VmssRecord) -> Vec<Value> {
+pub fn model_extensions(set: &VmssRecord) -> Vec<Value> {
     set.model
         .profile()
         .and_then(|p| p.extension_profile.as_ref())
@@ -307,11 +307,8 @@ pub fn vm_json(
         v["plan"] = plan.clone();
     }
     // An instance has its set's identities, as Azure shows them on each VM.
-    if set.model.identity.is_some() {
-        let public = serde_json::to_value(set.model.public_view()).unwrap_or(Value::Null);
-        if let Some(identity) = public.get("identity").filter(|i| !i.is_null()) {
-            v["identity"] = identity.clone();
-        }
+    if let Some(identity) = set.model.identity.as_ref().filter(|i| !i.is_null()) {
+        v["identity"] = identity.clone();
     }
     let extensions = vm_extensions(set, &id);
     if !extensions.is_empty() {
@@ -397,15 +394,8 @@ fn vm_storage_profile(set: &VmssRecord, rec: &InstanceRecord) -> Value {
 
 /// The set's extensions as the instance's extension resources (`resources`).
 fn vm_extensions(set: &VmssRecord, vm_id: &str) -> Vec<Value> {
-    let Some(list) = set
-        .model
-        .profile()
-        .and_then(|p| p.extension_profile.as_ref())
-        .and_then(|e| e["extensions"].as_array())
-    else {
-        return Vec::new();
-    };
-    list.iter()
+    model_extensions(set)
+        .iter()
         .map(|e| {
             let name = e["name"].as_str().unwrap_or("extension");
             let mut props = e["properties"].clone();
