@@ -22,6 +22,8 @@ use shoal_control::commands::{
     Command, InstanceAction, InstanceChange, InstanceCommand, SetChange, SetCommand, Targets,
 };
 use shoal_model::ids::VmssRef;
+use shoal_model::records::InstanceRecord;
+use shoal_model::vmss::VMSS_VM_TYPE;
 use shoal_model::ArmError;
 
 use crate::instances::{parse_instance_ids, parse_vm_id};
@@ -107,18 +109,13 @@ pub async fn handle(
         None => None,
     };
     // Named instances must exist, whatever the operation does with them.
-    let known = crate::instances::instances_of(st, vmss).await?;
+    let known = st.list::<InstanceRecord>(&vmss.instance_prefix()).await?;
     let exists = |id: u64| {
         known
             .iter()
-            .any(|(r, _)| r.value.instance_id == id && !r.value.deleting)
+            .any(|r| r.value.instance_id == id && !r.value.deleting)
     };
-    let missing = |id: u64| {
-        ArmError::not_found(
-            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
-            &format!("{}_{id}", vmss.name),
-        )
-    };
+    let missing = |id: u64| ArmError::not_found(VMSS_VM_TYPE, &format!("{}_{id}", vmss.name));
     if let Some(id) = instance.filter(|id| !exists(*id)) {
         return Err(missing(id));
     }
