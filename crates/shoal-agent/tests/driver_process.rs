@@ -158,6 +158,21 @@ fn pid_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// True once `/sys/class/net/{name}` is gone. The kernel unlists a deleted link (its name
+/// and index are free, which is what the driver waits for) a moment before it removes the
+/// sysfs entry, so the entry is given a short while to follow.
+async fn link_gone(name: &str) -> bool {
+    let path = Path::new("/sys/class/net").join(name);
+    let start = Instant::now();
+    while path.exists() {
+        if start.elapsed() > Duration::from_secs(3) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
 async fn wait_gone(pid: u32) {
     let start = Instant::now();
     while pid_alive(pid) {
@@ -379,18 +394,12 @@ async fn namespaced_instance_has_its_own_address_and_reaches_metadata() {
         .stop(&ka, Duration::from_secs(2), true)
         .await
         .expect("deallocate");
-    assert!(
-        !Path::new("/sys/class/net").join(host_ifs(ipa)).exists(),
-        "veth removed on deallocate"
-    );
+    assert!(link_gone(&host_ifs(ipa)).await, "veth removed on deallocate");
     assert!(!netns(ipa).exists(), "netns removed on deallocate");
     driver.destroy(&ka).await.expect("destroy a");
     driver.destroy(&kb).await.expect("destroy b");
     wait_gone(rb.pid).await;
-    assert!(
-        !Path::new("/sys/class/net").join(host_ifs(ipb)).exists(),
-        "veth removed on destroy"
-    );
+    assert!(link_gone(&host_ifs(ipb)).await, "veth removed on destroy");
     assert!(!netns(ipb).exists(), "netns removed on destroy");
     // A freed address is unreachable from the host (and never routed off it).
     assert!(http_get(rb.endpoint, "/").is_none());
