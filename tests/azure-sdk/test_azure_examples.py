@@ -120,8 +120,6 @@ MISSING_OK = {
         "a set's identity view shows principalId but not yet the tenant (the tenant is the "
         "server's: GET /tenants); left for a later change"
     ),
-    "properties.hostGroup": "the replayed set cannot name a dedicated host group the fresh group does not have",
-    "properties.proximityPlacementGroup": "the replayed set cannot name a proximity placement group the fresh group does not have",
     "properties.networkProfile.networkApiVersion": (
         "a Flexible set's VM network profile (Azure's network API creates its NICs); Shoal's "
         "Flexible mode has no separate VM resources yet (issue 15)"
@@ -271,6 +269,7 @@ def names_for(example, group, vmss):
     p = example["parameters"]
     names = {
         "{subscription-id}": SUBSCRIPTION,
+        "{subscriptionId}": SUBSCRIPTION,
         "{vmss-name}": vmss,
         "{virtualMachineScaleSetName}": vmss,
         "{resourceGroupName}": group,
@@ -282,6 +281,9 @@ def names_for(example, group, vmss):
         names[p["subscriptionId"]] = SUBSCRIPTION
     if "resourceGroupName" in p:
         names[f"/resourceGroups/{p['resourceGroupName']}/"] = f"/resourceGroups/{group}/"
+    else:
+        # A subscription-wide example's resources name Azure's usual group.
+        names["/resourceGroups/myResourceGroup/"] = f"/resourceGroups/{group}/"
     return names
 
 
@@ -294,16 +296,90 @@ def with_image(body, image):
     return body
 
 
-REFERENCES = ("loadBalancerBackendAddressPools", "loadBalancerInboundNatPools", "applicationGatewayBackendAddressPools", "applicationSecurityGroups", "subnet", "networkSecurityGroup", "publicIPPrefix", "diskEncryptionSet", "capacityReservationGroup", "hostGroup", "proximityPlacementGroup")
+REFERENCES = ("loadBalancerBackendAddressPools", "loadBalancerInboundNatPools", "applicationGatewayBackendAddressPools", "applicationSecurityGroups", "publicIPPrefix", "diskEncryptionSet", "capacityReservationGroup")
 
 
 def without_references(value):
-    """A set an example assumes exists, without its references to resources the fresh
-    group does not have (Azure, like Shoal, refuses a set naming a missing resource)."""
+    """A set an example assumes exists, without its references to resources Shoal has no
+    kind for (Azure, like Shoal, refuses a set naming a missing resource); the subnets,
+    security groups and placement groups it names are made by `make_referenced`."""
     if isinstance(value, dict):
         return {k: without_references(v) for k, v in value.items() if k not in REFERENCES}
     if isinstance(value, list):
         return [without_references(v) for v in value]
+    return value
+
+
+REFERENCED = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/([^/]+)/providers/"
+    r"(Microsoft\.Network/virtualNetworks|Microsoft\.Network/networkSecurityGroups|"
+    r"Microsoft\.Compute/proximityPlacementGroups|Microsoft\.Compute/hostGroups)/([^/]+)(?:/subnets/([^/]+))?$",
+    re.IGNORECASE,
+)
+
+
+def referenced_ids(value):
+    if isinstance(value, dict):
+        out = [value["id"]] if isinstance(value.get("id"), str) else []
+        return out + [i for v in value.values() for i in referenced_ids(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in referenced_ids(v)]
+    return []
+
+
+def make_referenced(body, group):
+    """Makes, in the replay's group, the resources an example's body names and assumes
+    exist (its `{existing-…}` networks, subnets, security groups, placement and host
+    groups), as a user of the example has them."""
+    subnets = {}
+    for rid in referenced_ids(body):
+        m = REFERENCED.match(rid)
+        if not m or m.group(1).lower() != group.lower():
+            continue
+        kind, name, subnet = m.group(2), m.group(3), m.group(4)
+        path = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{kind}/{name}"
+        if kind.endswith("virtualNetworks"):
+            if subnet:
+                subnets.setdefault(path, set()).add(subnet)
+            continue
+        resource = {"location": LOCATION}
+        if kind.endswith("hostGroups"):
+            resource["properties"] = {"platformFaultDomainCount": 1}
+        status, answer = call("PUT", path, resource)
+        assert status in (200, 201), (path, answer)
+    for path, names in subnets.items():
+        status, have = call("GET", path)
+        known = {s["name"] for s in have["properties"]["subnets"]} if status == 200 else set()
+        every = sorted(known | names)
+        vnet = {
+            "location": LOCATION,
+            "properties": {
+                "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                "subnets": [{"name": n, "properties": {"addressPrefix": f"10.0.{i}.0/24"}} for i, n in enumerate(every)],
+            },
+        }
+        status, answer = call("PUT", path, vnet)
+        assert status in (200, 201), (path, answer)
+
+
+def kinds_made_right(value, group):
+    """The generated examples' placeholder references (an availability set's id where a
+    proximity placement group, host group or security group belongs) pointed at one of the
+    right kind in `group`, which `make_referenced` then makes."""
+    base = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers"
+    right = {
+        "proximityPlacementGroup": f"{base}/Microsoft.Compute/proximityPlacementGroups/near",
+        "hostGroup": f"{base}/Microsoft.Compute/hostGroups/dedicated",
+        "networkSecurityGroup": f"{base}/Microsoft.Network/networkSecurityGroups/guard",
+    }
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            wrong = isinstance(v, dict) and "/availabilitySets/" in str(v.get("id", ""))
+            out[k] = {**v, "id": right[k]} if wrong and k in right else kinds_made_right(v, group)
+        return out
+    if isinstance(value, list):
+        return [kinds_made_right(v, group) for v in value]
     return value
 
 
@@ -393,6 +469,7 @@ def prerequisite_set(group, name, image, response_body=None):
         body = prerequisite_body()
     else:
         body = writable(response_body)
+    make_referenced(body, group)
     status, answer = put_set(group, name, with_image(body, image))
     assert status in (200, 201), answer
 
@@ -462,6 +539,7 @@ def replay(name, group):
     op = name.split(".")[0]
 
     if op.startswith("VirtualMachineScaleSet_Create"):
+        make_referenced(params["parameters"], group)
         status, answer = put_set(group, vmss, with_image(params["parameters"], image))
         if status in (200, 201):
             # Compare with the status Shoal gave (Azure's 201 for a new set).
@@ -687,7 +765,7 @@ def replay(name, group):
         # user-assigned one it names ('key3951') is not an identity's id.
         shown = without_references({**expected["value"][0], "identity": {"type": "SystemAssigned"}})
         shown.pop("zones", None)  # placeholders ('aaaaaaa'); the replay's host has no zone
-        shown = placeholders_made_valid(shown)
+        shown = kinds_made_right(placeholders_made_valid(shown), group)
         prerequisite_set(group, vmss, image, shown)
         scope = f"/subscriptions/{SUBSCRIPTION}" + ("" if "ListAll" in op else f"/resourceGroups/{group}")
         status, answer = call("GET", f"{scope}/providers/{COMPUTE}", api_version=api)

@@ -394,7 +394,10 @@ async fn namespaced_instance_has_its_own_address_and_reaches_metadata() {
         .stop(&ka, Duration::from_secs(2), true)
         .await
         .expect("deallocate");
-    assert!(link_gone(&host_ifs(ipa)).await, "veth removed on deallocate");
+    assert!(
+        link_gone(&host_ifs(ipa)).await,
+        "veth removed on deallocate"
+    );
     assert!(!netns(ipa).exists(), "netns removed on deallocate");
     driver.destroy(&ka).await.expect("destroy a");
     driver.destroy(&kb).await.expect("destroy b");

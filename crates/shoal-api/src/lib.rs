@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod network;
 pub mod openapi;
 pub mod pfx;
+pub mod placement_groups;
 pub mod principals;
 pub mod rbac;
 pub mod references;
@@ -46,6 +47,7 @@ pub mod times;
 pub mod ui;
 pub mod views;
 pub mod vm_image;
+pub mod vnets;
 
 pub use server::router;
 pub use state::ApiState;

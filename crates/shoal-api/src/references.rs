@@ -1,10 +1,12 @@
 //! References a scale-set model makes to other resources, checked before the set is
-//! written, as Azure's network provider checks them: every load-balancer and
-//! application-gateway backend pool a network interface configuration names must exist.
+//! written, as Azure checks them: every load-balancer and application-gateway backend
+//! pool, subnet and network security group a network interface configuration names must
+//! exist (else the network provider's 400 `InvalidResourceReference`), and so must the
+//! proximity placement group and dedicated host group the set names (else ARM's 404
+//! `ResourceNotFound`). The error names the field in `target`.
 //!
-//! Called by [`crate::scalesets`] with the parsed PUT model; reads load balancers and
-//! gateways from the store; answers nothing, or Azure's 400 `InvalidResourceReference`
-//! naming the missing resource (with the field in `target`).
+//! Called by [`crate::scalesets`] with the parsed PUT model, and by other resources'
+//! handlers through [`require`].
 
 use shoal_model::appgw::ApplicationGateway;
 use shoal_model::network::{LoadBalancer, PoolOwner};
@@ -12,9 +14,129 @@ use shoal_model::vmss::VirtualMachineScaleSet;
 use shoal_model::ArmError;
 
 use crate::appgw::ApplicationGateways;
-use crate::arm_crud;
+use crate::arm_crud::{self, ArmKind};
 use crate::network::LoadBalancers;
+use crate::placement_groups::{HostGroups, ProximityPlacementGroups};
 use crate::state::ApiState;
+use crate::vnets::{NetworkSecurityGroups, VirtualNetworks};
+
+const NIC: &str = "properties.virtualMachineProfile.networkProfile.networkInterfaceConfigurations";
+
+/// A resource id's subscription, group and name when it is an id of `K`
+/// (`/subscriptions/{s}/resourceGroups/{g}/providers/{K::ID_PATH}/{name}`, any case), and
+/// what follows the name.
+fn resource_parts<K: ArmKind>(id: &str) -> Option<(String, String, String, Vec<String>)> {
+    let segs: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let kind: Vec<&str> = K::ID_PATH.split('/').collect();
+    let fixed = segs.len() >= 8
+        && segs[0].eq_ignore_ascii_case("subscriptions")
+        && segs[2].eq_ignore_ascii_case("resourceGroups")
+        && segs[4].eq_ignore_ascii_case("providers")
+        && segs[5].eq_ignore_ascii_case(kind[0])
+        && segs[6].eq_ignore_ascii_case(kind[1]);
+    if kind.len() != 2 || !fixed || segs[1].is_empty() || segs[3].is_empty() || segs[7].is_empty() {
+        return None;
+    }
+    let rest = segs[8..].iter().map(|s| s.to_string()).collect();
+    Some((segs[1].into(), segs[3].into(), segs[7].into(), rest))
+}
+
+/// The stored resource `id` names, if it is an id of `K` and exists.
+async fn lookup<K: ArmKind>(
+    st: &ApiState,
+    id: &str,
+) -> Result<Option<(K::Model, Vec<String>)>, ArmError> {
+    let Some((sub, rg, name, rest)) = resource_parts::<K>(id) else {
+        return Ok(None);
+    };
+    Ok(st
+        .get::<K::Model>(&arm_crud::key::<K>(&sub, &rg, &name))
+        .await?
+        .map(|r| (r.value, rest)))
+}
+
+/// `id` must name an existing resource of `K` (nothing after its name): otherwise the
+/// network provider's 400 `InvalidResourceReference` with `target`.
+pub async fn require<K: ArmKind>(st: &ApiState, id: &str, target: &str) -> Result<(), ArmError> {
+    match lookup::<K>(st, id).await? {
+        Some((_, rest)) if rest.is_empty() => Ok(()),
+        _ => Err(invalid_reference(id, &format!("the {}", K::NOUN), target)),
+    }
+}
+
+fn invalid_reference(id: &str, owner: &str, target: &str) -> ArmError {
+    ArmError::new(
+        400,
+        "InvalidResourceReference",
+        format!(
+            "Resource {id} referenced by resource {owner} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
+        ),
+    )
+    .with_target(target.to_string())
+}
+
+/// ARM's 404 for a compute resource a set names that does not exist.
+fn compute_not_found<K: ArmKind>(id: &str, target: &str) -> ArmError {
+    let (rg, name) = resource_parts::<K>(id)
+        .map(|(_, rg, name, _)| (rg, name))
+        .unwrap_or_else(|| (String::new(), id.to_string()));
+    ArmError::new(
+        404,
+        "ResourceNotFound",
+        format!(
+            "The Resource '{}/{name}' under resource group '{rg}' was not found. Create it first, or name one that exists.",
+            K::ID_PATH
+        ),
+    )
+    .with_target(target.to_string())
+}
+
+/// Checks the subnets, security groups, proximity placement group and host group the
+/// model of `set` (whose id is `owner`) names.
+pub async fn check_others(
+    st: &ApiState,
+    set: &VirtualMachineScaleSet,
+    owner: &str,
+) -> Result<(), ArmError> {
+    for id in set.subnet_ids() {
+        let target = format!("{NIC}.ipConfigurations.subnet.id");
+        let found = match lookup::<VirtualNetworks>(st, &id).await? {
+            Some((vnet, rest)) if rest.len() == 2 && rest[0].eq_ignore_ascii_case("subnets") => {
+                vnet.properties
+                    .subnets
+                    .iter()
+                    .any(|s| s.name.eq_ignore_ascii_case(&rest[1]))
+            }
+            _ => false,
+        };
+        if !found {
+            return Err(invalid_reference(&id, owner, &target));
+        }
+    }
+    for id in set.security_group_ids() {
+        let target = format!("{NIC}.networkSecurityGroup.id");
+        require::<NetworkSecurityGroups>(st, &id, &target)
+            .await
+            .map_err(|_| invalid_reference(&id, owner, &target))?;
+    }
+    let props = set.props();
+    let named =
+        |v: Option<&serde_json::Value>| v.and_then(|r| r.get("id")?.as_str().map(String::from));
+    if let Some(id) = named(props.proximity_placement_group.as_ref()) {
+        let target = "properties.proximityPlacementGroup.id";
+        if !matches!(lookup::<ProximityPlacementGroups>(st, &id).await?, Some((_, r)) if r.is_empty())
+        {
+            return Err(compute_not_found::<ProximityPlacementGroups>(&id, target));
+        }
+    }
+    if let Some(id) = named(props.stored.host_group.as_ref()) {
+        let target = "properties.hostGroup.id";
+        if !matches!(lookup::<HostGroups>(st, &id).await?, Some((_, r)) if r.is_empty()) {
+            return Err(compute_not_found::<HostGroups>(&id, target));
+        }
+    }
+    Ok(())
+}
 
 /// A pool id's parts: subscription, group, parent resource, pool.
 fn parts(id: &str) -> Option<(String, String, String, String)> {
@@ -88,6 +210,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn resource_ids_are_read_by_kind() {
+        let id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/a";
+        assert_eq!(
+            resource_parts::<VirtualNetworks>(id),
+            Some((
+                "s".into(),
+                "g".into(),
+                "v".into(),
+                vec!["subnets".into(), "a".into()]
+            ))
+        );
+        assert_eq!(resource_parts::<NetworkSecurityGroups>(id), None);
+        assert_eq!(
+            resource_parts::<VirtualNetworks>(
+                "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/"
+            ),
+            None
+        );
+    }
+
+    #[test]
     fn pool_ids_are_read_as_arm_ids() {
         let id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/loadBalancers/lb/backendAddressPools/web";
         assert_eq!(
@@ -99,6 +242,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_pool_id_is_read_without_panic(id in "\\PC{0,120}") { let _ = parts(&id); }
+        fn any_pool_id_is_read_without_panic(id in "\\PC{0,120}") {
+            let _ = parts(&id);
+            let _ = resource_parts::<VirtualNetworks>(&id);
+        }
     }
 }

@@ -245,6 +245,21 @@ pub enum Route {
         sub: String,
         rg: Option<String>,
     },
+    /// A list (`name` none) or one resource of a kind with nothing but ARM CRUD
+    /// ([`StoredKind`]).
+    Stored {
+        kind: StoredKind,
+        sub: String,
+        rg: Option<String>,
+        name: Option<String>,
+    },
+    /// `…/virtualNetworks/{name}/subnets[/{child}]`.
+    Subnets {
+        sub: String,
+        rg: String,
+        name: String,
+        child: Option<String>,
+    },
     UserAssignedIdentity {
         sub: String,
         rg: String,
@@ -337,6 +352,100 @@ pub enum Route {
     ActivityLog {
         sub: String,
     },
+}
+
+/// Resource kinds served by [`crate::arm_crud`] alone, routed from one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredKind {
+    VirtualNetworks,
+    NetworkSecurityGroups,
+    PublicIpAddresses,
+    ProximityPlacementGroups,
+    HostGroups,
+}
+
+impl StoredKind {
+    pub const ALL: [StoredKind; 5] = [
+        StoredKind::VirtualNetworks,
+        StoredKind::NetworkSecurityGroups,
+        StoredKind::PublicIpAddresses,
+        StoredKind::ProximityPlacementGroups,
+        StoredKind::HostGroups,
+    ];
+
+    /// The provider namespace and type in the kind's URLs.
+    pub fn path(self) -> (&'static str, &'static str) {
+        match self {
+            StoredKind::VirtualNetworks => ("Microsoft.Network", "virtualNetworks"),
+            StoredKind::NetworkSecurityGroups => ("Microsoft.Network", "networkSecurityGroups"),
+            StoredKind::PublicIpAddresses => ("Microsoft.Network", "publicIPAddresses"),
+            StoredKind::ProximityPlacementGroups => {
+                ("Microsoft.Compute", "proximityPlacementGroups")
+            }
+            StoredKind::HostGroups => ("Microsoft.Compute", "hostGroups"),
+        }
+    }
+
+    /// The OpenAPI key of one resource of the kind (its list's is `path().1`).
+    pub fn doc_key(self) -> &'static str {
+        match self {
+            StoredKind::VirtualNetworks => "virtualNetwork",
+            StoredKind::NetworkSecurityGroups => "networkSecurityGroup",
+            StoredKind::PublicIpAddresses => "publicIPAddress",
+            StoredKind::ProximityPlacementGroups => "proximityPlacementGroup",
+            StoredKind::HostGroups => "hostGroup",
+        }
+    }
+
+    /// The route of `segs` (a path under `/subscriptions/{sub}`) if it addresses one of
+    /// these kinds: `Some(None)` when it does but names nothing servable (a 404).
+    fn route(segs: &[&str], sub: &str) -> Option<Option<Route>> {
+        let s = |i: usize| segs.get(i).copied().unwrap_or("");
+        let owned = |i: usize| s(i).to_string();
+        let of = |ns: usize| {
+            StoredKind::ALL
+                .into_iter()
+                .find(|k| eq(s(ns), k.path().0) && eq(s(ns + 1), k.path().1))
+        };
+        let sub = sub.to_string();
+        if segs.len() == 5 && eq(s(2), "providers") {
+            let kind = of(3)?;
+            return Some(Some(Route::Stored {
+                kind,
+                sub,
+                rg: None,
+                name: None,
+            }));
+        }
+        if segs.len() < 7 || !eq(s(2), "resourcegroups") || !eq(s(4), "providers") {
+            return None;
+        }
+        let kind = of(5)?;
+        let rg = owned(3);
+        Some(match segs.len() {
+            7 => Some(Route::Stored {
+                kind,
+                sub,
+                rg: Some(rg),
+                name: None,
+            }),
+            8 => Some(Route::Stored {
+                kind,
+                sub,
+                rg: Some(rg),
+                name: Some(owned(7)),
+            }),
+            9 | 10 if kind == StoredKind::VirtualNetworks && eq(s(8), "subnets") => {
+                Some(Route::Subnets {
+                    sub,
+                    rg,
+                    name: owned(7),
+                    child: (segs.len() == 10).then(|| owned(9)),
+                })
+            }
+            _ => None,
+        })
+    }
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -575,6 +684,9 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 name: owned(7),
             },
         });
+    }
+    if let Some(r) = StoredKind::route(&segs, &sub) {
+        return r.ok_or_else(|| not_found(path));
     }
     if n == 5
         && eq(s(2), "providers")

@@ -95,10 +95,22 @@ pub async fn scale_set(
             names::check_resource_name("scale set", &vmss.name, 64)?;
             let patch = *method == Method::PATCH;
             let change = if patch {
-                SetChange::Patch(body_object(body, true)?)
+                let incoming = body_object(body, true)?;
+                // The references of the set the patch makes are checked as a PUT's.
+                if let Some(current) = st.get::<VmssRecord>(&vmss.key()).await? {
+                    let mut merged = serde_json::to_value(&current.value.model)
+                        .map_err(|e| ArmError::internal(e.to_string()))?;
+                    model::merge_json(&mut merged, &incoming);
+                    if let Ok(set) = model::parse_typed::<model::VirtualMachineScaleSet>(&merged) {
+                        crate::references::check_pools(st, &set, &vmss.id()).await?;
+                        crate::references::check_others(st, &set, &vmss.id()).await?;
+                    }
+                }
+                SetChange::Patch(incoming)
             } else {
                 let set = model::parse_body(body)?;
                 crate::references::check_pools(st, &set, &vmss.id()).await?;
+                crate::references::check_others(st, &set, &vmss.id()).await?;
                 SetChange::Put(Box::new(set))
             };
             let done = execute_set(st, ctx, vmss, change).await?;
@@ -287,6 +299,149 @@ mod tests {
                 }
             }
         })
+    }
+
+    #[tokio::test]
+    async fn named_subnets_groups_and_placement_must_exist_and_stay_while_used() {
+        let st = state().await;
+        let net = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Network";
+        let compute = "/subscriptions/s/resourceGroups/demo/providers/Microsoft.Compute";
+        let subnet = format!("{net}/virtualNetworks/v/subnets/a");
+        let nsg = format!("{net}/networkSecurityGroups/g");
+        let ppg = format!("{compute}/proximityPlacementGroups/near");
+        let hg = format!("{compute}/hostGroups/dedicated");
+        let mut set = model();
+        set["properties"]["proximityPlacementGroup"] = json!({"id": ppg});
+        set["properties"]["hostGroup"] = json!({"id": hg});
+        set["properties"]["virtualMachineProfile"]["networkProfile"] = json!({"networkInterfaceConfigurations": [
+            {"name": "nic", "properties": {"networkSecurityGroup": {"id": nsg}, "ipConfigurations": [
+                {"name": "ip", "properties": {"subnet": {"id": subnet}}}]}}]});
+        let refused = |body: Value| {
+            let st = &st;
+            async move {
+                let (status, err) = call(st, Method::PUT, SET, body).await;
+                (
+                    status,
+                    err["error"]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    err["error"]["target"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            }
+        };
+        let (status, code, target) = refused(set.clone()).await;
+        assert_eq!((status, code.as_str()), (400, "InvalidResourceReference"));
+        assert!(target.ends_with("subnet.id"), "{target}");
+        let vnet = json!({"location": "local", "properties": {"addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+            "subnets": [{"name": "a", "properties": {"addressPrefix": "10.0.0.0/24"}}]}});
+        assert_eq!(
+            call(&st, Method::PUT, &format!("{net}/virtualNetworks/v"), vnet)
+                .await
+                .0,
+            201
+        );
+        let (_, code, target) = refused(set.clone()).await;
+        assert_eq!(code, "InvalidResourceReference");
+        assert!(target.ends_with("networkSecurityGroup.id"), "{target}");
+        assert_eq!(
+            call(&st, Method::PUT, &nsg, json!({"location": "local"}))
+                .await
+                .0,
+            201
+        );
+        let (status, code, target) = refused(set.clone()).await;
+        assert_eq!(
+            (status, code.as_str(), target.as_str()),
+            (
+                404,
+                "ResourceNotFound",
+                "properties.proximityPlacementGroup.id"
+            )
+        );
+        assert_eq!(
+            call(&st, Method::PUT, &ppg, json!({"location": "local"}))
+                .await
+                .0,
+            201
+        );
+        let (status, code, target) = refused(set.clone()).await;
+        assert_eq!(
+            (status, code.as_str(), target.as_str()),
+            (404, "ResourceNotFound", "properties.hostGroup.id")
+        );
+        assert_eq!(
+            call(
+                &st,
+                Method::PUT,
+                &hg,
+                json!({"location": "local", "properties": {"platformFaultDomainCount": 1}})
+            )
+            .await
+            .0,
+            201
+        );
+        // Nothing was written by the refusals; now every reference resolves.
+        assert_eq!(call(&st, Method::GET, SET, Value::Null).await.0, 404);
+        let (status, created) = call(&st, Method::PUT, SET, set).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["properties"]["hostGroup"]["id"], json!(hg));
+        // What the set uses cannot be deleted; the group shows the set in it.
+        let (status, err) = call(&st, Method::DELETE, &subnet, Value::Null).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("InUseSubnetCannotBeDeleted"))
+        );
+        let (status, err) = call(&st, Method::DELETE, &nsg, Value::Null).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("InUseNetworkSecurityGroupCannotBeDeleted"))
+        );
+        assert_eq!(call(&st, Method::DELETE, &ppg, Value::Null).await.0, 409);
+        let (_, group) = call(&st, Method::GET, &ppg, Value::Null).await;
+        assert_eq!(
+            group["properties"]["virtualMachineScaleSets"][0]["id"]
+                .as_str()
+                .map(str::to_ascii_lowercase),
+            Some(SET.to_ascii_lowercase())
+        );
+        // A subnet added on its own is checked with its network.
+        let (status, err) = call(
+            &st,
+            Method::PUT,
+            &format!("{net}/virtualNetworks/v/subnets/b"),
+            json!({"properties": {"addressPrefix": "10.0.0.128/25"}}),
+        )
+        .await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("NetcfgSubnetRangesOverlap"))
+        );
+        let (status, b) = call(
+            &st,
+            Method::PUT,
+            &format!("{net}/virtualNetworks/v/subnets/b"),
+            json!({"properties": {"addressPrefix": "10.0.1.0/24"}}),
+        )
+        .await;
+        assert_eq!(status, 201, "{b}");
+        assert!(
+            b["id"]
+                .as_str()
+                .is_some_and(|i| i.ends_with("/virtualNetworks/v/subnets/b")),
+            "{b}"
+        );
+        let (_, list) = call(
+            &st,
+            Method::GET,
+            &format!("{net}/virtualNetworks/v/subnets"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(list["value"].as_array().map(Vec::len), Some(2));
     }
 
     #[tokio::test]

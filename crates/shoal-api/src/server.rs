@@ -13,7 +13,7 @@ use shoal_model::ArmError;
 use crate::autoscale::AutoscaleSettings;
 use crate::managed_identities::UserAssignedIdentities;
 use crate::response::{error_response, json, ApiResult, Ctx};
-use crate::routes::{self, Route};
+use crate::routes::{self, Route, StoredKind};
 use crate::state::ApiState;
 use crate::{agent_api, groups, identity, instances, rolling_upgrades, scalesets};
 use crate::{appgw::ApplicationGateways, arm_crud, network::LoadBalancers};
@@ -566,6 +566,30 @@ async fn dispatch(
             arm_crud::resource::<UserAssignedIdentities>(st, ctx, method, &sub, &rg, &name, &body)
                 .await
         }
+        Route::Stored {
+            kind,
+            sub,
+            rg,
+            name,
+        } => {
+            stored(
+                st,
+                ctx,
+                method,
+                kind,
+                &sub,
+                rg.as_deref(),
+                name.as_deref(),
+                &body,
+            )
+            .await
+        }
+        Route::Subnets {
+            sub,
+            rg,
+            name,
+            child,
+        } => crate::vnets::subnet(st, ctx, method, &sub, &rg, &name, child.as_deref(), &body).await,
         Route::StoreList => agent_api::store_list(st, ctx, method).await,
         Route::StoreWatch => agent_api::store_watch(st, ctx, method).await,
         Route::InstanceHealth { path } => agent_api::health(st, method, &path, &body).await,
@@ -592,6 +616,53 @@ async fn dispatch(
         Route::MetricsIngest => crate::metrics::ingest(st, caller.as_ref(), method, &body).await,
         Route::Prometheus => crate::metrics::prometheus(st, method),
         Route::ActivityLog { sub } => crate::activity_log::list(st, ctx, method, &sub).await,
+    }
+}
+
+/// The list (`name` none) or one resource of a kind served by [`arm_crud`] alone.
+#[allow(clippy::too_many_arguments)]
+async fn stored(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    kind: StoredKind,
+    sub: &str,
+    rg: Option<&str>,
+    name: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
+    use crate::placement_groups::{HostGroups, ProximityPlacementGroups};
+    use crate::vnets::{NetworkSecurityGroups, PublicIpAddresses, VirtualNetworks};
+    async fn one<K: arm_crud::ArmKind>(
+        st: &ApiState,
+        ctx: &Ctx,
+        method: &Method,
+        sub: &str,
+        rg: Option<&str>,
+        name: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult {
+        match (rg, name) {
+            (Some(rg), Some(name)) => {
+                arm_crud::resource::<K>(st, ctx, method, sub, rg, name, body).await
+            }
+            _ => arm_crud::list::<K>(st, ctx, method, sub, rg).await,
+        }
+    }
+    match kind {
+        StoredKind::VirtualNetworks => {
+            one::<VirtualNetworks>(st, ctx, method, sub, rg, name, body).await
+        }
+        StoredKind::NetworkSecurityGroups => {
+            one::<NetworkSecurityGroups>(st, ctx, method, sub, rg, name, body).await
+        }
+        StoredKind::PublicIpAddresses => {
+            one::<PublicIpAddresses>(st, ctx, method, sub, rg, name, body).await
+        }
+        StoredKind::ProximityPlacementGroups => {
+            one::<ProximityPlacementGroups>(st, ctx, method, sub, rg, name, body).await
+        }
+        StoredKind::HostGroups => one::<HostGroups>(st, ctx, method, sub, rg, name, body).await,
     }
 }
 

@@ -16,12 +16,14 @@ pub mod keys;
 pub mod managed_identity;
 pub mod names;
 pub mod network;
+pub mod placement;
 pub mod records;
 pub mod sizes;
 pub mod sku;
 pub mod upgrade_policy;
 pub mod vmss;
 pub mod vmss_stored;
+pub mod vnet;
 
 pub use error::{ArmError, ArmResult};
 
