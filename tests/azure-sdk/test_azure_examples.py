@@ -116,10 +116,6 @@ MISSING_OK = {
         "identity's id; the replayed set has a system-assigned identity instead"
     ),
     "extendedLocation": "edge zones: Shoal has none, and the replay cannot name one",
-    "identity.tenantId": (
-        "a set's identity view shows principalId but not yet the tenant (the tenant is the "
-        "server's: GET /tenants); left for a later change"
-    ),
     "properties.networkProfile.networkApiVersion": (
         "a Flexible set's VM network profile (Azure's network API creates its NICs); Shoal's "
         "Flexible mode has no separate VM resources yet (issue 15)"

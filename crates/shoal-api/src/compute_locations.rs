@@ -39,6 +39,7 @@ pub async fn scale_sets(
     if method != Method::GET {
         return Err(method_not_allowed(method));
     }
+    let tenant = st.tenant_id().await?;
     let items = st
         .list::<VmssRecord>(&keys::in_subscription(keys::VMSS, sub))
         .await?
@@ -50,7 +51,7 @@ pub async fn scale_sets(
                 .as_deref()
                 .is_some_and(|l| same_location(l, location))
         })
-        .map(|s| views::vmss_json(&s.value, s.revision))
+        .map(|s| views::vmss_json(&s.value, s.revision, &tenant))
         .collect();
     let path = format!(
         "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/virtualMachineScaleSets"

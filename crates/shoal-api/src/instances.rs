@@ -183,6 +183,7 @@ pub async fn instance(
                 status.as_ref(),
                 health_of(st, &set.value).await?.get(&n),
                 expand,
+                &st.tenant_id().await?,
             );
             if expands(ctx, "userData") {
                 views::add_user_data(&mut vm, &set.value);
@@ -219,7 +220,8 @@ pub async fn instance(
                 .get::<InstanceStatus>(&vmss.status_key(n))
                 .await?
                 .map(|s| s.value);
-            let body = views::vm_json(&set.value, updated, status.as_ref(), None, false);
+            let tenant = st.tenant_id().await?;
+            let body = views::vm_json(&set.value, updated, status.as_ref(), None, false, &tenant);
             Ok(lro(
                 200,
                 Some(&body),
@@ -286,6 +288,7 @@ pub async fn list_instances(
     let expand = expands(ctx, "instanceView");
     let user_data = expands(ctx, "userData");
     let health = health_of(st, &set.value).await?;
+    let tenant = st.tenant_id().await?;
     let items: Vec<Value> = instances_of(st, vmss)
         .await?
         .iter()
@@ -296,6 +299,7 @@ pub async fn list_instances(
                 s.as_ref(),
                 health.get(&r.value.instance_id),
                 expand,
+                &tenant,
             );
             if user_data {
                 views::add_user_data(&mut vm, &set.value);

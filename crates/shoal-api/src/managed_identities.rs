@@ -8,7 +8,7 @@ use shoal_model::managed_identity::{UserAssignedIdentity, UAI_PREFIX, UAI_TYPE};
 use shoal_model::ArmError;
 
 use crate::arm_crud::{self, Addr, ArmKind};
-use crate::state::{internal, ApiState};
+use crate::state::ApiState;
 
 /// `Microsoft.ManagedIdentity/userAssignedIdentities`, stored under `uai/`.
 pub struct UserAssignedIdentities;
@@ -38,10 +38,7 @@ impl ArmKind for UserAssignedIdentities {
         p.client_id = kept
             .and_then(|k| k.client_id.clone())
             .or_else(|| Some(new_id()));
-        p.tenant_id = Some(match &st.auth {
-            Some(a) => a.directory.tenant().await.map_err(internal)?.tenant_id,
-            None => uuid::Uuid::nil().to_string(),
-        });
+        p.tenant_id = Some(st.tenant_id().await?);
         Ok(())
     }
 

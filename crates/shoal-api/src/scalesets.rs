@@ -47,11 +47,12 @@ pub async fn list(
         }
         None => keys::in_subscription(keys::VMSS, sub),
     };
+    let tenant = st.tenant_id().await?;
     let items = st
         .list::<VmssRecord>(&prefix)
         .await?
         .iter()
-        .map(|s| views::vmss_json(&s.value, s.revision))
+        .map(|s| views::vmss_json(&s.value, s.revision, &tenant))
         .collect();
     let path = match rg {
         Some(rg) => format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets"),
@@ -87,7 +88,11 @@ pub async fn scale_set(
     match *method {
         Method::GET => {
             let set = require_set(st, vmss).await?;
-            Ok(json(200, &views::vmss_json(&set.value, set.revision)))
+            let tenant = st.tenant_id().await?;
+            Ok(json(
+                200,
+                &views::vmss_json(&set.value, set.revision, &tenant),
+            ))
         }
         Method::PUT | Method::PATCH => {
             st.require_group(&vmss.subscription, &vmss.resource_group)
@@ -125,7 +130,8 @@ pub async fn scale_set(
                 200
             };
             let url = ctx.operation_url(&vmss.subscription, location(rec), &op.id);
-            Ok(lro(status, Some(&views::vmss_json(rec, rev)), &url, false))
+            let view = views::vmss_json(rec, rev, &st.tenant_id().await?);
+            Ok(lro(status, Some(&view), &url, false))
         }
         Method::DELETE => {
             st.require_group(&vmss.subscription, &vmss.resource_group)

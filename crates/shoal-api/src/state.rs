@@ -45,6 +45,14 @@ impl ApiState {
         shoal_control::clock::arm_time(self.clock.now())
     }
 
+    /// The install's tenant (the all-zero id without sign-in).
+    pub async fn tenant_id(&self) -> Result<String, ArmError> {
+        match &self.auth {
+            Some(a) => Ok(a.directory.tenant().await.map_err(internal)?.tenant_id),
+            None => Ok(uuid::Uuid::nil().to_string()),
+        }
+    }
+
     /// The install's default subscription (the all-zero id without sign-in).
     pub async fn default_subscription(&self) -> Result<String, ArmError> {
         match &self.auth {

@@ -14,8 +14,9 @@ use shoal_model::records::{
 };
 use shoal_model::vmss::VMSS_VM_TYPE;
 
-pub fn vmss_json(rec: &VmssRecord, revision: u64) -> Value {
+pub fn vmss_json(rec: &VmssRecord, revision: u64, tenant: &str) -> Value {
     let mut v = serde_json::to_value(rec.model.public_view()).unwrap_or(Value::Null);
+    with_tenant(&mut v, tenant);
     let services = shoal_control::repair::orchestration_services(rec);
     if services.as_array().is_some_and(|a| !a.is_empty()) {
         v["properties"]["shoal"] = json!({"orchestrationServices": services});
@@ -37,6 +38,16 @@ pub fn vmss_json(rec: &VmssRecord, revision: u64) -> Value {
     }
     v["etag"] = json!(format!("\"{revision}\""));
     v
+}
+
+/// Azure shows a system-assigned identity's tenant beside its `principalId`: the tenant
+/// of this install's directory.
+fn with_tenant(v: &mut Value, tenant: &str) {
+    if let Some(id) = v.get_mut("identity").and_then(Value::as_object_mut) {
+        if id.contains_key("principalId") {
+            id.insert("tenantId".into(), json!(tenant));
+        }
+    }
 }
 
 /// The extensions of a set's model (`name` and `properties` each).
@@ -241,6 +252,7 @@ pub fn vm_json(
     status: Option<&InstanceStatus>,
     health: Option<&HealthRecord>,
     expand: bool,
+    tenant: &str,
 ) -> Value {
     let id = format!("{}/virtualMachines/{}", set.vmss.id(), rec.instance_id);
     let profile = set.model.profile();
@@ -309,6 +321,7 @@ pub fn vm_json(
     // An instance has its set's identities, as Azure shows them on each VM.
     if let Some(identity) = set.model.identity.as_ref().filter(|i| !i.is_null()) {
         v["identity"] = identity.clone();
+        with_tenant(&mut v, tenant);
     }
     let extensions = vm_extensions(set, &id);
     if !extensions.is_empty() {
