@@ -41,18 +41,17 @@ fn view(id: String, kind: &str, e: &Value) -> Value {
     json!({"id": id, "name": name_of(e), "type": kind, "properties": props})
 }
 
-/// `GET` of an extension collection: each as [`view`] shows it.
-fn list_answer(
+/// The items of a `GET` of an extension collection: each as [`view`] shows it.
+fn list_items(
     method: &Method,
     list: &[Value],
     id: impl Fn(&str) -> String,
     kind: &str,
-) -> ApiResult {
+) -> Result<Vec<Value>, ArmError> {
     if *method != Method::GET {
         return Err(method_not_allowed(method));
     }
-    let value: Vec<Value> = list.iter().map(|e| view(id(name_of(e)), kind, e)).collect();
-    Ok(json(200, &json!({ "value": value })))
+    Ok(list.iter().map(|e| view(id(name_of(e)), kind, e)).collect())
 }
 
 fn not_found(kind: &str, name: &str, rg: &str) -> ArmError {
@@ -133,7 +132,10 @@ pub async fn set_extensions(
     let id = |n: &str| format!("{}/extensions/{n}", vmss.id());
     let find = |n: &str| list.iter().find(|e| name_of(e).eq_ignore_ascii_case(n));
     let Some(name) = name else {
-        return list_answer(method, &list, id, SET_EXT_TYPE);
+        // Azure pages a set's extensions (nextLink), not an instance's.
+        let items = list_items(method, &list, id, SET_EXT_TYPE)?;
+        let path = format!("{}/extensions", vmss.id());
+        return Ok(crate::response::page(ctx, &path, items, st.page_size));
     };
     let missing = || not_found(SET_EXT_TYPE, name, &vmss.resource_group);
     let new_list: Vec<Value> = match *method {
@@ -260,7 +262,8 @@ pub async fn vm_extensions(
     all.extend(own.iter().cloned());
     let ext_id = |n: &str| format!("{}/virtualMachines/{id}/extensions/{n}", vmss.id());
     let Some(name) = name else {
-        return list_answer(method, &all, ext_id, VM_EXT_TYPE);
+        let value = list_items(method, &all, ext_id, VM_EXT_TYPE)?;
+        return Ok(json(200, &json!({ "value": value })));
     };
     let key = format!("{prefix}{}", name.to_ascii_lowercase());
     let current = all.iter().find(|e| name_of(e).eq_ignore_ascii_case(name));

@@ -493,6 +493,7 @@ pub async fn permissions(
 /// `{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]`.
 pub async fn role_assignments(
     st: &ApiState,
+    ctx: &Ctx,
     method: &Method,
     scope: &str,
     name: Option<&str>,
@@ -515,7 +516,11 @@ pub async fn role_assignments(
             })
             .map(Assignment::view)
             .collect();
-        return Ok(json(200, &json!({ "value": value })));
+        let path = format!(
+            "{}/providers/Microsoft.Authorization/roleAssignments",
+            scope.trim_end_matches('/')
+        );
+        return Ok(crate::response::page(ctx, &path, value, st.page_size));
     };
     let key = format!("{ASSIGNMENT_PREFIX}{}", name.to_ascii_lowercase());
     let existing = st.get::<Assignment>(&key).await?;
@@ -615,6 +620,36 @@ pub fn subscription_of(scope: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn role_assignments_are_listed_a_page_at_a_time() {
+        use crate::arm_crud::testing::{call, state};
+        let st = state(1).await;
+        let at = "/subscriptions/s/providers/Microsoft.Authorization/roleAssignments";
+        for n in [
+            "00000000-0000-0000-0000-000000000001",
+            "00000000-0000-0000-0000-000000000002",
+        ] {
+            let body =
+                serde_json::json!({"properties": {"roleDefinitionId": "Reader", "principalId": n}});
+            assert_eq!(
+                call(&st, Method::PUT, &format!("{at}/{n}"), body).await.0,
+                201
+            );
+        }
+        let (_, first) = call(&st, Method::GET, at, Value::Null).await;
+        assert_eq!(first["value"].as_array().map(Vec::len), Some(1), "{first}");
+        let next = first["nextLink"].as_str().expect("nextLink");
+        let rest = &next[next.find("/subscriptions/").expect("path")..];
+        let (_, second) = call(&st, Method::GET, rest, Value::Null).await;
+        assert_eq!(
+            second["value"].as_array().map(Vec::len),
+            Some(1),
+            "{second}"
+        );
+        assert_ne!(first["value"][0]["name"], second["value"][0]["name"]);
+        assert!(second.get("nextLink").is_none(), "{second}");
+    }
 
     #[test]
     fn actions_are_named_as_azure_names_them() {

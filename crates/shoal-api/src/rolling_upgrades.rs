@@ -174,7 +174,12 @@ pub async fn get_latest(st: &ApiState, method: &Method, vmss: &VmssRef) -> ApiRe
 
 /// `GET .../osUpgradeHistory`: the set's past upgrades, newest first, in Azure's
 /// `UpgradeOperationHistoricalStatusInfo` shape.
-pub async fn os_upgrade_history(st: &ApiState, method: &Method, vmss: &VmssRef) -> ApiResult {
+pub async fn os_upgrade_history(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    vmss: &VmssRef,
+) -> ApiResult {
     if method != Method::GET {
         return Err(method_not_allowed(method));
     }
@@ -212,7 +217,8 @@ pub async fn os_upgrade_history(st: &ApiState, method: &Method, vmss: &VmssRef) 
             json!({"properties": p, "type": "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades", "location": set.value.model.location})
         })
         .collect();
-    Ok(json(200, &json!({"value": items})))
+    let path = format!("{}/osUpgradeHistory", vmss.id());
+    Ok(crate::response::page(ctx, &path, items, st.page_size))
 }
 
 /// `POST .../rollingUpgrades/cancel`.

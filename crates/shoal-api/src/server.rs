@@ -411,7 +411,7 @@ async fn dispatch(
         Route::Jwks { .. } => discovery::jwks(st, method).await,
         Route::Token { tenant } => discovery::token(st, ctx, method, &tenant, headers, &body).await,
         Route::RoleAssignments { scope, name } => {
-            rbac::role_assignments(st, method, &scope, name.as_deref(), &body).await
+            rbac::role_assignments(st, ctx, method, &scope, name.as_deref(), &body).await
         }
         Route::RoleDefinitions { scope, id } => {
             rbac::role_definitions(st, ctx, method, &scope, id.as_deref()).await
@@ -484,7 +484,9 @@ async fn dispatch(
         Route::OsRollingUpgrade(v) => rolling_upgrades::start_os_upgrade(st, ctx, method, &v).await,
         Route::RollingUpgradeLatest(v) => rolling_upgrades::get_latest(st, method, &v).await,
         Route::RollingUpgradeCancel(v) => rolling_upgrades::cancel(st, ctx, method, &v).await,
-        Route::OsUpgradeHistory(v) => rolling_upgrades::os_upgrade_history(st, method, &v).await,
+        Route::OsUpgradeHistory(v) => {
+            rolling_upgrades::os_upgrade_history(st, ctx, method, &v).await
+        }
         Route::ExtensionRollingUpgrade(v) => {
             rolling_upgrades::start_extension_upgrade(st, ctx, method, &v).await
         }
