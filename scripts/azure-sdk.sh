@@ -11,6 +11,8 @@
 #   against the same server; then stops the server;
 # - without extra arguments, runs schemathesis over the server's /openapi.json against a
 #   second fresh server (bounded, fixed seed).
+# SHOAL_AZ_ONLY=1 ./scripts/azure-sdk.sh -k create runs only the az CLI suite, with the
+# extra arguments going to its pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +35,7 @@ fi
 AZ_VENV=.venv-az
 AZ_REQ=tests/az-cli/requirements.txt
 AZ_CONSTRAINTS=tests/az-cli/constraints.txt
-if [ "$#" = 0 ]; then
+if [ "$#" = 0 ] || [ "${SHOAL_AZ_ONLY:-0}" = 1 ]; then
   step "az CLI environment ($AZ_VENV, pinned by $AZ_REQ)"
   az_stamp="$AZ_VENV/.requirements.sha256"
   if [ ! -x "$AZ_VENV/bin/az" ] || ! sha256sum --status -c "$az_stamp" 2>/dev/null; then
@@ -105,6 +107,18 @@ step "start shoal serve on 127.0.0.1:$port (https on $tls_port), data in $work/d
 # Small capacities only (2-core machines): the server refuses anything above 10.
 start_server "$work/data" "$port" --tls-listen "127.0.0.1:$tls_port" --max-capacity 10
 
+if [ "${SHOAL_AZ_ONLY:-0}" = 1 ]; then
+  step "pytest tests/az-cli only (SHOAL_AZ_ONLY=1)"
+  AZURE_CORE_COLLECT_TELEMETRY=false \
+  SHOAL_SDK_ENDPOINT="http://127.0.0.1:$port" \
+  SHOAL_SDK_TLS_ENDPOINT="https://127.0.0.1:$tls_port" \
+  SHOAL_SDK_DATA_DIR="$work/data" \
+  SHOAL_SDK_BIN="$BIN" \
+  SHOAL_AZ_BIN="$PWD/$AZ_VENV/bin/az" \
+    "$AZ_VENV/bin/python" -m pytest tests/az-cli -ra -p no:cacheprovider "$@"
+  stop_server
+  exit 0
+fi
 step "pytest tests/azure-sdk"
 SHOAL_SDK_ENDPOINT="http://127.0.0.1:$port" \
 SHOAL_SDK_TLS_ENDPOINT="https://127.0.0.1:$tls_port" \

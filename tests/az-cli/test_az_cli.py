@@ -228,3 +228,71 @@ def test_az_identity_create_then_vmss_identity_assign(tmp_path, scale_set):
     assert named[made["id"].lower()]["principalId"] == made["principalId"], assigned
     shown = az.json("vmss", "show", "-g", scale_set, "-n", "web")
     assert "UserAssigned" in shown["identity"]["type"], shown["identity"]
+
+
+def signed_in(tmp_path):
+    az = Az(tmp_path)
+    az.register()
+    o = owner()
+    az.json("login", "--service-principal", "-u", o["appId"], "-p", o["password"], "--tenant", o["tenant"])
+    return az
+
+
+def wait_answering(az, rg, name, count):
+    """Waits until `count` instances of the set run and each answers on its address."""
+    import urllib.request
+
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        instances = az.json("vmss", "list-instances", "-g", rg, "-n", name)
+        views = [shoal("vmss", "get-instance-view", "-g", rg, "-n", name, "--instance-id", i["instanceId"]) for i in instances]
+        addresses = [json.loads(v).get("shoal", {}).get("address") for v in views]
+        if len(instances) == count and all(addresses):
+            try:
+                return [urllib.request.urlopen(f"http://{a}/", timeout=5).read().decode() for a in addresses]
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, (instances, views)
+        time.sleep(1)
+
+
+def test_az_vmss_create_uniform_in_a_named_subnet(tmp_path, scale_set):
+    az = signed_in(tmp_path)
+    rg = f"azc-{uuid.uuid4().hex[:6]}"
+    az.run("group", "create", "-n", rg, "-l", "local")
+    image = f"/subscriptions/{SUB}/resourceGroups/{scale_set}/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.0"
+    p = az.run(
+        "vmss", "create", "-g", rg, "-n", "web", "--image", image, "--orchestration-mode", "Uniform",
+        "--lb", "", "--vnet-name", "v", "--subnet", "s", "--admin-username", "shoal",
+        "--admin-password", "Shoal-pass-1234!", "--instance-count", "2", "--vm-sku", "Shoal_1vCPU_512MB",
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr
+    answers = wait_answering(az, rg, "web", 2)
+    assert all(a.startswith("instance ") for a in answers), answers
+    # The template az sent made the network it named, and the set is in its subnet.
+    vnet = az.json("network", "vnet", "show", "-g", rg, "-n", "v")
+    assert [s["name"] for s in vnet["subnets"]] == ["s"], vnet
+    shown = az.json("vmss", "show", "-g", rg, "-n", "web")
+    nic = shown["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
+    assert nic["ipConfigurations"][0]["subnet"]["id"].lower() == vnet["subnets"][0]["id"].lower()
+    assert shown["orchestrationMode"] == "Uniform"
+    # A subnet in use cannot be deleted; az says why.
+    p = az.run("network", "vnet", "subnet", "delete", "-g", rg, "--vnet-name", "v", "-n", "s", check=False)
+    assert p.returncode != 0 and "InUseSubnetCannotBeDeleted" in p.stderr, p.stderr
+    az.run("vmss", "delete", "-g", rg, "-n", "web")
+    az.run("network", "vnet", "subnet", "delete", "-g", rg, "--vnet-name", "v", "-n", "s")
+
+
+def test_az_vmss_create_with_the_defaults(tmp_path, scale_set):
+    az = signed_in(tmp_path)
+    rg = f"azd-{uuid.uuid4().hex[:6]}"
+    az.run("group", "create", "-n", rg, "-l", "local")
+    image = f"/subscriptions/{SUB}/resourceGroups/{scale_set}/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.0"
+    p = az.run(
+        "vmss", "create", "-g", rg, "-n", "web", "--image", image, "--admin-username", "shoal",
+        "--admin-password", "Shoal-pass-1234!", "--instance-count", "2", "--vm-sku", "Shoal_1vCPU_512MB",
+        "--debug",
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr[-6000:]
