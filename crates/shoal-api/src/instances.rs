@@ -262,13 +262,18 @@ pub async fn instances_of(
         .collect())
 }
 
+/// An instance id as a number: `3`, or a Flexible VM's name `{set}_3`.
 pub fn parse_vm_id(vmss: &VmssRef, id: &str) -> Result<u64, ArmError> {
-    id.parse::<u64>()
+    let bare = match id.rsplit_once('_') {
+        Some((set, n)) if set.eq_ignore_ascii_case(&vmss.name) => n,
+        _ => id,
+    };
+    bare.parse::<u64>()
         .map_err(|_| ArmError::not_found(model::VMSS_VM_TYPE, &format!("{}_{id}", vmss.name)))
 }
 
 /// Whether `$expand` (a comma-separated list, any case) asks for `what`.
-fn expands(ctx: &Ctx, what: &str) -> bool {
+pub fn expands(ctx: &Ctx, what: &str) -> bool {
     ctx.query("$expand")
         .is_some_and(|e| e.split(',').any(|x| x.trim().eq_ignore_ascii_case(what)))
 }

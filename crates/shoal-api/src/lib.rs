@@ -46,6 +46,7 @@ pub mod state;
 pub mod times;
 pub mod ui;
 pub mod views;
+pub mod virtual_machines;
 pub mod vm_image;
 pub mod vnets;
 

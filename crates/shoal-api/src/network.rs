@@ -39,6 +39,22 @@ impl ArmKind for LoadBalancers {
         _: Addr<'_>,
         existing: Option<&LoadBalancer>,
     ) -> Result<(), ArmError> {
+        // A frontend on a public IP listens on the address Shoal gave that public IP.
+        for (i, fe) in lb
+            .properties
+            .frontend_ip_configurations
+            .iter_mut()
+            .enumerate()
+        {
+            let named = fe.properties.public_ip_address.as_ref();
+            let Some(pip) = named.and_then(|v| v["id"].as_str()).map(String::from) else {
+                continue;
+            };
+            let target =
+                format!("properties.frontendIPConfigurations[{i}].properties.publicIPAddress.id");
+            let address = crate::vnets::public_ip_of(st, &pip, &target).await?;
+            fe.properties.private_ip_address.get_or_insert(address);
+        }
         network::normalize_lb(lb, id);
         network::validate_lb(lb, id)?;
         check_ports_free(st, lb, id).await?;
@@ -66,7 +82,9 @@ impl ArmKind for LoadBalancers {
     }
 
     async fn view(st: &ApiState, lb: &LoadBalancer, revision: u64) -> Result<Value, ArmError> {
-        with_pool_members(st, lb, revision, PoolOwner::LoadBalancer).await
+        let mut v = with_pool_members(st, lb, revision, PoolOwner::LoadBalancer).await?;
+        note_forwarded_ports(st, lb, &mut v).await?;
+        Ok(v)
     }
 }
 
@@ -107,6 +125,42 @@ pub(crate) async fn with_pool_members(
         }
     }
     Ok(v)
+}
+
+/// A rule whose `backendPort` is not the image port of a set in its pool is forwarded to
+/// the image's port (an image listens on one port): `properties.shoal.forwardedTo` says
+/// where, per set.
+async fn note_forwarded_ports(
+    st: &ApiState,
+    lb: &LoadBalancer,
+    v: &mut Value,
+) -> Result<(), ArmError> {
+    let lb_id = lb.id.clone().unwrap_or_default();
+    let sets = st.list::<VmssRecord>(keys::VMSS).await?;
+    let Some(rules) = v
+        .pointer_mut("/properties/loadBalancingRules")
+        .and_then(Value::as_array_mut)
+    else {
+        return Ok(());
+    };
+    for resolved in network::resolved_rules(lb, &lb_id) {
+        let forwarded: Vec<Value> = sets
+            .iter()
+            .filter(|s| s.value.model.joins_pool(PoolOwner::LoadBalancer, &resolved.pool_id))
+            .filter(|s| s.value.launch.port != resolved.backend_port)
+            .map(|s| json!({"scaleSet": s.value.vmss.id(), "port": s.value.launch.port,
+                "reason": format!("the image listens on {}, not on backendPort {}", s.value.launch.port, resolved.backend_port)}))
+            .collect();
+        let rule = rules.iter_mut().find(|r| {
+            r["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&resolved.name))
+        });
+        if let (Some(rule), false) = (rule, forwarded.is_empty()) {
+            rule["properties"]["shoal"] = json!({ "forwardedTo": forwarded });
+        }
+    }
+    Ok(())
 }
 
 /// A 400 `code` while a scale set still puts instances in a pool of `resource_id`:
@@ -185,6 +239,7 @@ async fn check_ports_free(st: &ApiState, lb: &LoadBalancer, id: &str) -> Result<
 
 /// `GET` of a balancer's sub-resources of one kind (`backendAddressPools`, `probes`, …),
 /// as a page, or of one of them by name, as the balancer's GET shows them.
+#[allow(clippy::too_many_arguments)]
 pub async fn child(
     st: &ApiState,
     ctx: &Ctx,
@@ -194,7 +249,11 @@ pub async fn child(
     name: &str,
     kind: &str,
     child: Option<&str>,
+    body: &[u8],
 ) -> ApiResult {
+    if let (Some(c), "inboundNatRules", true) = (child, kind, *method != Method::GET) {
+        return nat_rule(st, method, sub, rg, name, c, body).await;
+    }
     if method != Method::GET {
         return Err(method_not_allowed(method));
     }
@@ -221,6 +280,82 @@ pub async fn child(
             .map(|i| json(200, &i))
             .ok_or_else(|| ArmError::not_found(&format!("{LB_TYPE}/{kind}"), c)),
     }
+}
+
+/// PUT or DELETE of one inbound NAT rule (`…/inboundNatRules/{rule}`, as `az vmss create`'s
+/// template sends it): checked against the balancer (its frontend and pool exist, ports
+/// in range) and stored in the balancer's `inboundNatRules`. Shoal shows NAT rules; it
+/// does not forward them (the README says so).
+async fn nat_rule(
+    st: &ApiState,
+    method: &Method,
+    sub: &str,
+    rg: &str,
+    name: &str,
+    rule: &str,
+    body: &[u8],
+) -> ApiResult {
+    shoal_model::names::check_resource_name("inbound NAT rule", rule, 80)?;
+    let lb = arm_crud::read::<LoadBalancers>(st, sub, rg, name).await?;
+    let mut model = lb.value.clone();
+    let lb_id = model.id.clone().unwrap_or_default();
+    let mut rules: Vec<Value> = model
+        .properties
+        .inbound_nat_rules
+        .as_ref()
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let pos = rules.iter().position(|r| {
+        r["name"]
+            .as_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case(rule))
+    });
+    let status = match *method {
+        Method::PUT => {
+            let incoming = shoal_model::vmss::parse_body::<Value>(body)?;
+            let props = incoming
+                .get("properties")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            let checked = network::check_nat_rule(&model, &lb_id, rule, &props)?;
+            let status = if pos.is_some() { 200 } else { 201 };
+            match pos {
+                Some(i) => rules[i] = checked,
+                None => rules.push(checked),
+            }
+            status
+        }
+        Method::DELETE => match pos {
+            Some(i) => {
+                rules.remove(i);
+                200
+            }
+            None => return Ok(response::empty(204)),
+        },
+        _ => return Err(method_not_allowed(method)),
+    };
+    model.properties.inbound_nat_rules = Some(json!(rules));
+    st.store
+        .txn(vec![shoal_control::kv::put_op(
+            arm_crud::key::<LoadBalancers>(sub, rg, name),
+            &model,
+            shoal_store::Expect::ModRevision(lb.revision),
+        )])
+        .await
+        .map_err(crate::state::txn_error)?;
+    let shown = rules
+        .iter()
+        .find(|r| {
+            r["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(rule))
+        })
+        .cloned();
+    Ok(match shown {
+        Some(r) => json(status, &r),
+        None => json(200, &Value::Null),
+    })
 }
 
 #[cfg(test)]

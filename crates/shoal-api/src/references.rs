@@ -42,7 +42,7 @@ fn resource_parts<K: ArmKind>(id: &str) -> Option<(String, String, String, Vec<S
 }
 
 /// The stored resource `id` names, if it is an id of `K` and exists.
-async fn lookup<K: ArmKind>(
+pub(crate) async fn lookup<K: ArmKind>(
     st: &ApiState,
     id: &str,
 ) -> Result<Option<(K::Model, Vec<String>)>, ArmError> {

@@ -34,7 +34,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn parse(s: &str) -> Option<Action> {
+    pub fn parse(s: &str) -> Option<Action> {
         Some(match s.to_ascii_lowercase().as_str() {
             "start" => Action::Start,
             "poweroff" => Action::PowerOff,
@@ -252,6 +252,19 @@ pub enum Route {
         sub: String,
         rg: Option<String>,
         name: Option<String>,
+    },
+    /// `Microsoft.Compute/virtualMachines` of a subscription (`rg` none) or a group: the
+    /// instances of Flexible scale sets.
+    VirtualMachines {
+        sub: String,
+        rg: Option<String>,
+    },
+    /// One of them, or a POST action on it (`start`, `powerOff`, …).
+    VirtualMachine {
+        sub: String,
+        rg: String,
+        name: String,
+        action: Option<String>,
     },
     /// `…/virtualNetworks/{name}/subnets[/{child}]`.
     Subnets {
@@ -624,6 +637,7 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                     "probes",
                     "loadBalancingRules",
                     "frontendIPConfigurations",
+                    "inboundNatRules",
                 ];
                 match kinds.iter().find(|k| eq(s(8), k)) {
                     Some(kind) => Ok(Route::LoadBalancerChild {
@@ -733,6 +747,7 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
     if eq(s(2), "providers") && eq(s(3), "Microsoft.Compute") {
         return match n {
             5 if eq(s(4), "virtualMachineScaleSets") => Ok(Route::ScaleSets { sub, rg: None }),
+            5 if eq(s(4), "virtualMachines") => Ok(Route::VirtualMachines { sub, rg: None }),
             5 if eq(s(4), "galleries") => Ok(Route::Galleries { sub, rg: None }),
             5 if eq(s(4), "skus") => Ok(Route::ResourceSkus { sub }),
             7 if eq(s(4), "locations") && eq(s(6), "virtualMachineScaleSets") => {
@@ -784,6 +799,18 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 gallery,
                 image: owned(9),
                 version: owned(11),
+            }),
+            _ => Err(not_found(path)),
+        };
+    }
+    if eq(s(6), "virtualMachines") {
+        return match n {
+            7 => Ok(Route::VirtualMachines { sub, rg: Some(rg) }),
+            8 | 9 => Ok(Route::VirtualMachine {
+                sub,
+                rg,
+                name: owned(7),
+                action: (n == 9).then(|| owned(8)),
             }),
             _ => Err(not_found(path)),
         };

@@ -552,7 +552,8 @@ async fn dispatch(
             kind,
             child,
         } => {
-            crate::network::child(st, ctx, method, &sub, &rg, &name, &kind, child.as_deref()).await
+            let child = child.as_deref();
+            crate::network::child(st, ctx, method, &sub, &rg, &name, &kind, child, &body).await
         }
         Route::ApplicationGateways { sub, rg } => {
             arm_crud::list::<ApplicationGateways>(st, ctx, method, &sub, rg.as_deref()).await
@@ -585,6 +586,18 @@ async fn dispatch(
                 &body,
             )
             .await
+        }
+        Route::VirtualMachines { sub, rg } => {
+            crate::virtual_machines::list(st, ctx, method, &sub, rg.as_deref()).await
+        }
+        Route::VirtualMachine {
+            sub,
+            rg,
+            name,
+            action,
+        } => {
+            let action = action.as_deref();
+            crate::virtual_machines::one(st, ctx, method, &sub, &rg, &name, action, &body).await
         }
         Route::Subnets {
             sub,

@@ -330,6 +330,11 @@ pub fn vm_json(
     if let Some(z) = &rec.zone {
         v["zones"] = json!([z]);
     }
+    // A Flexible set's instance is also a virtual machine of its own.
+    if set.model.orchestration_mode() == shoal_model::vmss::OrchestrationMode::Flexible {
+        v["virtualMachineResourceId"] =
+            json!(crate::virtual_machines::vm_id(&set.vmss, rec.instance_id));
+    }
     v
 }
 

@@ -292,6 +292,16 @@ impl ArmKind for PublicIpAddresses {
     }
 }
 
+/// The address of the public IP `id` names: 400 `InvalidResourceReference` (naming
+/// `target`) when there is none.
+pub async fn public_ip_of(st: &ApiState, id: &str, target: &str) -> Result<String, ArmError> {
+    crate::references::require::<PublicIpAddresses>(st, id, target).await?;
+    let found = crate::references::lookup::<PublicIpAddresses>(st, id).await?;
+    found
+        .and_then(|(p, _)| p.properties.ip_address)
+        .ok_or_else(|| ArmError::internal(format!("The public IP {id} has no address.")))
+}
+
 /// The lowest address of [`PUBLIC_IP_RANGE`] no other public IP holds (the network and
 /// broadcast addresses are never given out).
 async fn free_public_ip(st: &ApiState, id: &str) -> Result<Ipv4Addr, ArmError> {

@@ -444,6 +444,114 @@ pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
     Ok(())
 }
 
+/// A port sent as a number or (from ARM templates) a string of one.
+fn port_value(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Checks an inbound NAT rule `name` of `lb` (`props` as sent: a frontend of the balancer,
+/// a backend port, and a frontend port or a port range over a backend pool) and answers it
+/// as stored: ports as numbers, the protocol spelled as Azure spells it, its id and type.
+pub fn check_nat_rule(
+    lb: &LoadBalancer,
+    lb_id: &str,
+    name: &str,
+    props: &Value,
+) -> Result<Value, ArmError> {
+    let mut props = match props {
+        Value::Object(m) => m.clone(),
+        _ => {
+            return Err(ArmError::invalid_parameter(
+                "properties",
+                "An inbound NAT rule's properties are an object.",
+            ))
+        }
+    };
+    let p = &lb.properties;
+    let reference = |field: &str| -> Option<IdRef> {
+        Some(IdRef {
+            id: props.get(field)?.get("id")?.as_str()?.to_string(),
+        })
+    };
+    let missing = |field: &str, what: &str| {
+        ArmError::new(
+            400,
+            "InvalidResourceReference",
+            format!("The {what} that inbound NAT rule '{name}' names is not part of load balancer '{}'.", lb.name.as_deref().unwrap_or_default()),
+        )
+        .with_target(format!("properties.{field}.id"))
+    };
+    let fe = reference("frontendIPConfiguration")
+        .ok_or_else(|| missing("frontendIPConfiguration", "frontend IP configuration"))?;
+    find_child(
+        &p.frontend_ip_configurations,
+        &fe,
+        lb_id,
+        "frontendIPConfigurations",
+    )
+    .ok_or_else(|| missing("frontendIPConfiguration", "frontend IP configuration"))?;
+    if let Some(pool) = reference("backendAddressPool") {
+        find_child(
+            &p.backend_address_pools,
+            &pool,
+            lb_id,
+            "backendAddressPools",
+        )
+        .ok_or_else(|| missing("backendAddressPool", "backend pool"))?;
+    }
+    let mut port = |field: &str, required: bool| -> Result<Option<i64>, ArmError> {
+        let v = match props.get(field) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(port_value(v).unwrap_or(0)),
+        };
+        check_port(v, &format!("properties.{field}"), required)?;
+        if let Some(n) = v {
+            props.insert(field.to_string(), Value::from(n));
+        }
+        Ok(v)
+    };
+    port("backendPort", true)?;
+    let single = port("frontendPort", false)?;
+    let start = port("frontendPortRangeStart", false)?;
+    let end = port("frontendPortRangeEnd", false)?;
+    match (single, start, end) {
+        (Some(_), None, None) => {}
+        (None, Some(a), Some(b)) if a <= b => {}
+        _ => {
+            return Err(ArmError::invalid_parameter(
+                "properties.frontendPort",
+                "An inbound NAT rule needs a frontendPort, or frontendPortRangeStart ≤ frontendPortRangeEnd (with a backendAddressPool).",
+            ))
+        }
+    }
+    let protocol = props
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("Tcp")
+        .to_string();
+    let canonical = TransportProtocol::parse(&protocol).ok_or_else(|| {
+        ArmError::invalid_parameter(
+            "properties.protocol",
+            format!(
+                "'{protocol}' is not one of: {}.",
+                TransportProtocol::ALL.join(", ")
+            ),
+        )
+    })?;
+    props.insert("protocol".into(), Value::from(canonical.as_str()));
+    props.insert("provisioningState".into(), Value::from("Succeeded"));
+    Ok(serde_json::json!({
+        "id": format!("{lb_id}/inboundNatRules/{name}"),
+        "name": name,
+        "type": format!("{LB_TYPE}/inboundNatRules"),
+        "properties": props,
+    }))
+}
+
 /// A rule with its references resolved, for the balancer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedRule {

@@ -71,14 +71,15 @@ fn probe_of(p: &ProbeProps, image_port: u16) -> Probe {
     }
 }
 
-/// The running and draining instances of `set` as members of `pool`, reached at `port` (the
-/// image's port means each instance's own port, since host-network instances each got
-/// their own), with the placements that route health and drain reports back.
+/// The running and draining instances of `set` as members of `pool`, reached at each
+/// instance's own address for the image's port (host-network instances each got their
+/// own port): a rule's `backendPort` other than the image's is forwarded there too, since
+/// an image listens on its one port (`az vmss create`'s 80 → 80 against an image on 8080),
+/// and the rule's view says so.
 pub(crate) fn members_of_set(
     world: &World,
     set: &VmssRecord,
     pool: &str,
-    port: u16,
 ) -> Vec<(Member, Placement)> {
     let prefix = keys::path_of(keys::STATUS, &set.vmss.status_prefix()).to_string();
     let mut out = Vec::new();
@@ -97,15 +98,10 @@ pub(crate) fn members_of_set(
         let Ok(addr) = addr.parse::<IpAddr>() else {
             continue;
         };
-        let port = if port == set.launch.port {
-            own_port
-        } else {
-            port
-        };
         out.push((
             Member {
                 id: path.clone(),
-                addr: SocketAddr::new(addr, port),
+                addr: SocketAddr::new(addr, own_port),
                 draining,
             },
             Placement {
@@ -140,8 +136,7 @@ pub fn plan(world: &World) -> Plan {
             let mut image_port = rule.backend_port;
             for set in members_sets {
                 image_port = set.launch.port;
-                for (member, placement) in members_of_set(world, set, &pool_name, rule.backend_port)
-                {
+                for (member, placement) in members_of_set(world, set, &pool_name) {
                     members.push(member);
                     out.placements.push(placement);
                     out.fronts.insert(set.vmss.key());
@@ -243,9 +238,7 @@ pub fn app_health(world: &World) -> Plan {
         let pool_name = format!("apphealth/{}", set.vmss.key());
         // No fronts: nothing flows through this pool, so it holds no drain back.
         let (members, placements): (Vec<Member>, Vec<Placement>) =
-            members_of_set(world, set, &pool_name, set.launch.port)
-                .into_iter()
-                .unzip();
+            members_of_set(world, set, &pool_name).into_iter().unzip();
         out.placements.extend(placements);
         out.config.pools.push(Pool {
             name: pool_name,

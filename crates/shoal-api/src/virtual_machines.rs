@@ -1,0 +1,208 @@
+//! `Microsoft.Compute/virtualMachines`: the instances of Flexible scale sets as Azure shows
+//! them, virtual machines of their own (`az vm list`, `az vm show`, `az vm start|stop|
+//! restart|deallocate|delete`). A Uniform set's instances are only scale-set VMs, as in
+//! Azure.
+//!
+//! A VM is named `{set}_{instanceId}` and is its instance: GET answers the instance's
+//! scale-set VM view re-addressed (`id`, `type`, `properties.virtualMachineScaleSet`), an
+//! action is the instance's action, DELETE deletes the instance (the set's capacity goes
+//! down by one, as Azure does for a Flexible VM).
+
+use http::Method;
+use serde_json::{json, Value};
+use shoal_model::ids::VmssRef;
+use shoal_model::keys;
+use shoal_model::records::VmssRecord;
+use shoal_model::vmss::OrchestrationMode;
+use shoal_model::ArmError;
+
+use crate::instances::{self, health_of, instances_of};
+use crate::response::{self, json, ApiResult, Ctx};
+use crate::routes::{method_not_allowed, Action};
+use crate::state::ApiState;
+use crate::views;
+
+pub const VM_TYPE: &str = "Microsoft.Compute/virtualMachines";
+
+/// The id of the virtual machine of instance `instance_id` of a Flexible set.
+pub fn vm_id(vmss: &VmssRef, instance_id: u64) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/{VM_TYPE}/{}_{instance_id}",
+        vmss.subscription, vmss.resource_group, vmss.name
+    )
+}
+
+fn flexible(set: &VmssRecord) -> bool {
+    set.model.orchestration_mode() == OrchestrationMode::Flexible
+}
+
+/// The scale-set VM view of an instance, as its virtual machine.
+fn as_vm(mut v: Value, set: &VmssRecord, instance_id: u64) -> Value {
+    v["id"] = json!(vm_id(&set.vmss, instance_id));
+    v["type"] = json!(VM_TYPE);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("instanceId");
+        o.remove("sku");
+        o.remove("virtualMachineResourceId");
+    }
+    v["properties"]["virtualMachineScaleSet"] = json!({ "id": set.vmss.id() });
+    if let Some(p) = v["properties"].as_object_mut() {
+        p.remove("latestModelApplied");
+        p.remove("modelDefinitionApplied");
+        p.remove("networkProfileConfiguration");
+    }
+    v
+}
+
+/// The views of every instance of the Flexible sets under `prefix`, as virtual machines.
+async fn vms_under(st: &ApiState, ctx: &Ctx, prefix: &str) -> Result<Vec<Value>, ArmError> {
+    let tenant = st.tenant_id().await?;
+    let expand = instances::expands(ctx, "instanceView");
+    let mut out = Vec::new();
+    for set in st.list::<VmssRecord>(prefix).await? {
+        let set = set.value;
+        if !flexible(&set) {
+            continue;
+        }
+        let health = health_of(st, &set).await?;
+        for (rec, status) in instances_of(st, &set.vmss).await? {
+            let n = rec.value.instance_id;
+            let view = views::vm_json(
+                &set,
+                &rec.value,
+                status.as_ref(),
+                health.get(&n),
+                expand,
+                &tenant,
+            );
+            out.push(as_vm(view, &set, n));
+        }
+    }
+    Ok(out)
+}
+
+/// `GET …/providers/Microsoft.Compute/virtualMachines` of a subscription or group.
+pub async fn list(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    sub: &str,
+    rg: Option<&str>,
+) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let (prefix, path) = match rg {
+        Some(rg) => {
+            st.require_group(sub, rg).await?;
+            (
+                keys::in_group(keys::VMSS, sub, rg),
+                format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{VM_TYPE}"),
+            )
+        }
+        None => (
+            keys::in_subscription(keys::VMSS, sub),
+            format!("/subscriptions/{sub}/providers/{VM_TYPE}"),
+        ),
+    };
+    let items = vms_under(st, ctx, &prefix).await?;
+    Ok(response::page(ctx, &path, items, st.page_size))
+}
+
+/// The Flexible set and instance a VM name (`{set}_{instanceId}`) names, or Azure's 404.
+async fn resolve(
+    st: &ApiState,
+    sub: &str,
+    rg: &str,
+    name: &str,
+) -> Result<(VmssRecord, u64), ArmError> {
+    let missing = || {
+        ArmError::new(
+            404,
+            "ResourceNotFound",
+            format!("The Resource '{VM_TYPE}/{name}' under resource group '{rg}' was not found."),
+        )
+        .with_target(name.to_string())
+    };
+    st.require_group(sub, rg).await?;
+    let (set_name, n) = name.rsplit_once('_').ok_or_else(missing)?;
+    let n: u64 = n.parse().map_err(|_| missing())?;
+    let vmss = VmssRef::new(sub, rg, set_name);
+    let set = st
+        .get::<VmssRecord>(&vmss.key())
+        .await?
+        .map(|s| s.value)
+        .filter(flexible)
+        .ok_or_else(missing)?;
+    let exists = st
+        .get::<shoal_model::records::InstanceRecord>(&vmss.instance_key(n))
+        .await?
+        .is_some();
+    if !exists {
+        return Err(missing());
+    }
+    Ok((set, n))
+}
+
+/// GET, DELETE or a POST action of one virtual machine.
+#[allow(clippy::too_many_arguments)]
+pub async fn one(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    sub: &str,
+    rg: &str,
+    name: &str,
+    action: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
+    let (set, n) = resolve(st, sub, rg, name).await?;
+    let id = n.to_string();
+    let vmss = set.vmss.clone();
+    match (action, method) {
+        (None, &Method::GET) => {
+            let all = instances_of(st, &vmss).await?;
+            let (rec, status) = all
+                .into_iter()
+                .find(|(r, _)| r.value.instance_id == n)
+                .ok_or_else(|| ArmError::not_found(VM_TYPE, name))?;
+            let health = health_of(st, &set).await?;
+            let expand = instances::expands(ctx, "instanceView");
+            let tenant = st.tenant_id().await?;
+            let view = views::vm_json(
+                &set,
+                &rec.value,
+                status.as_ref(),
+                health.get(&n),
+                expand,
+                &tenant,
+            );
+            Ok(json(200, &as_vm(view, &set, n)))
+        }
+        (None, &Method::DELETE) => {
+            instances::action(
+                st,
+                ctx,
+                method,
+                &vmss,
+                Action::DeleteInstances,
+                Some(&id),
+                body,
+            )
+            .await
+        }
+        (Some(a), &Method::POST) => {
+            let action = Action::parse(a)
+                .filter(|a| *a != Action::DeleteInstances && *a != Action::ManualUpgrade)
+                .ok_or_else(|| {
+                    ArmError::new(
+                        404,
+                        "NotFound",
+                        format!("A virtual machine has no action '{a}': use start, powerOff, restart, deallocate, reimage, redeploy or performMaintenance."),
+                    )
+                })?;
+            instances::action(st, ctx, method, &vmss, action, Some(&id), body).await
+        }
+        _ => Err(method_not_allowed(method)),
+    }
+}
