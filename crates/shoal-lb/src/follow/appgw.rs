@@ -72,7 +72,7 @@ fn members_of(world: &World, target: &BackendTarget, pool: &str, out: &mut Plan)
             && s.model
                 .joins_pool(PoolOwner::ApplicationGateway, &target.pool_id)
     }) {
-        for (member, placement) in super::plan::members_of_set(world, set, pool) {
+        for (member, placement) in super::plan::members_of_set(world, set, pool, Some(port)) {
             members.push(member);
             out.placements.push(placement);
             out.fronts.insert(set.vmss.key());

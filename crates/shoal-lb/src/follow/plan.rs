@@ -71,15 +71,17 @@ fn probe_of(p: &ProbeProps, image_port: u16) -> Probe {
     }
 }
 
-/// The running and draining instances of `set` as members of `pool`, reached at each
-/// instance's own address for the image's port (host-network instances each got their
-/// own port): a rule's `backendPort` other than the image's is forwarded there too, since
-/// an image listens on its one port (`az vmss create`'s 80 → 80 against an image on 8080),
-/// and the rule's view says so.
+/// The running and draining instances of `set` as members of `pool`, reached at `port`
+/// (`None` or the image's port: each instance's own port for the image's, since
+/// host-network instances each got their own). A load-balancing rule passes `None`: its
+/// `backendPort` is forwarded to the image's port, since an image listens on its one port
+/// (`az vmss create`'s 80 → 80 against an image on 8080; the rule's view says so); a
+/// gateway's backend settings name the port they reach.
 pub(crate) fn members_of_set(
     world: &World,
     set: &VmssRecord,
     pool: &str,
+    port: Option<u16>,
 ) -> Vec<(Member, Placement)> {
     let prefix = keys::path_of(keys::STATUS, &set.vmss.status_prefix()).to_string();
     let mut out = Vec::new();
@@ -101,7 +103,10 @@ pub(crate) fn members_of_set(
         out.push((
             Member {
                 id: path.clone(),
-                addr: SocketAddr::new(addr, own_port),
+                addr: SocketAddr::new(
+                    addr,
+                    port.filter(|p| *p != set.launch.port).unwrap_or(own_port),
+                ),
                 draining,
             },
             Placement {
@@ -136,7 +141,7 @@ pub fn plan(world: &World) -> Plan {
             let mut image_port = rule.backend_port;
             for set in members_sets {
                 image_port = set.launch.port;
-                for (member, placement) in members_of_set(world, set, &pool_name) {
+                for (member, placement) in members_of_set(world, set, &pool_name, None) {
                     members.push(member);
                     out.placements.push(placement);
                     out.fronts.insert(set.vmss.key());
@@ -238,7 +243,9 @@ pub fn app_health(world: &World) -> Plan {
         let pool_name = format!("apphealth/{}", set.vmss.key());
         // No fronts: nothing flows through this pool, so it holds no drain back.
         let (members, placements): (Vec<Member>, Vec<Placement>) =
-            members_of_set(world, set, &pool_name).into_iter().unzip();
+            members_of_set(world, set, &pool_name, None)
+                .into_iter()
+                .unzip();
         out.placements.extend(placements);
         out.config.pools.push(Pool {
             name: pool_name,
