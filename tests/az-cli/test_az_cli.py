@@ -356,3 +356,62 @@ def test_az_vmss_create_with_the_defaults(tmp_path, scale_set):
 
     az.run("vmss", "delete", "-g", rg, "-n", "web")
     assert az.json("vm", "list", "-g", rg) == []
+
+
+TEMPLATE = Path(__file__).parent / "templates" / "sets-behind-lb.json"
+
+
+def test_az_deployment_group_create_with_a_template_file(tmp_path):
+    import socket
+
+    az = signed_in(tmp_path)
+    rg = f"azt-{uuid.uuid4().hex[:6]}"
+    az.run("group", "create", "-n", rg, "-l", "local")
+    for version in ("1.0.0", "1.1.0"):
+        shoal(
+            "image", "create", "-g", rg, "--gallery", "apps", "--name", "web", "--version", version,
+            "--dir", "examples/web", "--command", "./shoal-web", "--port", "8080",
+        )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    versions = json.dumps(["1.0.0", "1.1.0"])
+    done = az.json(
+        "deployment", "group", "create", "-g", rg, "-n", "sets", "--template-file", str(TEMPLATE),
+        "--parameters", f"port={port}", f"versions={versions}",
+    )
+    assert done["properties"]["provisioningState"] == "Succeeded", done
+    outputs = done["properties"]["outputs"]
+    assert outputs["sets"]["value"] == 2
+    assert outputs["lbId"]["value"].lower().endswith(f"/resourcegroups/{rg}/providers/microsoft.network/loadbalancers/web-lb")
+    # The copy loop made one set per version; both answer behind the template's balancer.
+    for i, version in enumerate(["1.0.0", "1.1.0"]):
+        shown = az.json("vmss", "show", "-g", rg, "-n", f"web-{i}")
+        assert shown["virtualMachineProfile"]["storageProfile"]["imageReference"]["id"].endswith(f"/versions/{version}")
+    wait_answering(az, rg, "web-0", 1)
+    wait_answering(az, rg, "web-1", 1)
+    members = lambda: az.json("network", "lb", "show", "-g", rg, "-n", "web-lb")["backendAddressPools"][0]["backendIPConfigurations"]  # noqa: E731
+    assert len(members()) == 2
+    eventually("the balancer to answer", lambda: get_text(f"http://127.0.0.1:{port}/").startswith("instance "))
+
+    # One bad expression (an index past the end of the versions list, met only in the
+    # loop's second round): the deployment fails as DeploymentFailed naming it, and what
+    # it made before the failure stays, as ARM leaves it.
+    bad = json.loads(TEMPLATE.read_text())
+    image = bad["resources"][1]["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+    image["id"] = image["id"].replace("copyIndex()", "copyIndex(1)")
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        other_port = s.getsockname()[1]
+    p = az.run(
+        "deployment", "group", "create", "-g", rg, "-n", "bad", "--template-file", str(tmp_path / "bad.json"),
+        "--parameters", f"port={other_port}", f"versions={versions}", "prefix=bad",
+        check=False,
+    )
+    assert p.returncode != 0
+    assert "DeploymentFailed" in p.stderr and "copyIndex(1)" in p.stderr, p.stderr
+    failed = az.json("deployment", "group", "show", "-g", rg, "-n", "bad")
+    assert failed["properties"]["provisioningState"] == "Failed"
+    assert az.json("vmss", "show", "-g", rg, "-n", "bad-0")["name"] == "bad-0"
+    assert az.run("vmss", "show", "-g", rg, "-n", "bad-1", check=False).returncode != 0

@@ -7,6 +7,7 @@
 //! a panic.
 
 mod eval;
+pub mod jsonc;
 mod parse;
 mod tree;
 

@@ -80,9 +80,16 @@ fn check(v: &Value, path: &str, depth: usize) -> Result<(), TreeError> {
 }
 
 /// Evaluates one string: an expression's value, a `[[` literal unescaped, or the string.
+/// A failure while evaluating names the expression (its first 200 characters).
 pub fn eval_string(s: &str, ctx: &dyn Context) -> Result<Value, ExprError> {
     if is_expression(s) {
-        evaluate(&parse(inner(s))?, ctx)
+        evaluate(&parse(inner(s))?, ctx).map_err(|e| match e {
+            ExprError::Invalid(why) => {
+                let shown: String = s.trim().chars().take(200).collect();
+                ExprError::Invalid(format!("{why}, in the expression {shown}"))
+            }
+            other => other,
+        })
     } else if s.trim_start().starts_with("[[") {
         Ok(Value::String(s.replacen("[[", "[", 1)))
     } else {

@@ -57,6 +57,28 @@ fn not_found(name: &str) -> ArmError {
     .with_target(name.to_string())
 }
 
+/// A deployment request body: JSON, or the JSONC ARM also reads (what `az deployment
+/// group create --template-file` sends: the file spliced in after an unquoted `template:`
+/// key, its comments and trailing commas kept).
+fn deployment_body(body: &[u8]) -> Result<Value, ArmError> {
+    match body_object(body, true) {
+        Ok(v) => Ok(v),
+        Err(plain) => {
+            let Ok(text) = std::str::from_utf8(body) else {
+                return Err(plain);
+            };
+            let json = shoal_template::jsonc::to_json(text).map_err(|why| {
+                ArmError::new(
+                    400,
+                    "InvalidRequestContent",
+                    format!("The request content could not be read: {why}."),
+                )
+            })?;
+            body_object(json.as_bytes(), true)
+        }
+    }
+}
+
 /// A checked deployment request, ready to run.
 pub struct Prepared {
     pub scope: Scope,
@@ -324,7 +346,7 @@ pub async fn deployments(
             ))
         }
         (Some("validate"), Method::POST) => {
-            let body = body_object(body, true)?;
+            let body = deployment_body(body)?;
             let p = prepare(sub, rg, &location_of(&group), &tenant_of(st).await, &body)?;
             let mut rec = record(sub, rg, name, &p, "Succeeded", &st.now());
             rec["properties"]["outputs"] = json!({});
@@ -356,7 +378,7 @@ pub async fn deployments(
             Ok(crate::response::empty(200))
         }
         (None, Method::PUT) => {
-            let body = body_object(body, true)?;
+            let body = deployment_body(body)?;
             let existing = st.get::<Value>(&key).await?;
             if let Some(cur) = &existing {
                 if matches!(
