@@ -415,3 +415,30 @@ def test_az_deployment_group_create_with_a_template_file(tmp_path):
     assert failed["properties"]["provisioningState"] == "Failed"
     assert az.json("vmss", "show", "-g", rg, "-n", "bad-0")["name"] == "bad-0"
     assert az.run("vmss", "show", "-g", rg, "-n", "bad-1", check=False).returncode != 0
+
+
+def test_az_vmss_create_from_a_published_urn_and_its_alias(tmp_path, scale_set):
+    az = signed_in(tmp_path)
+    urn = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2"
+    shoal(
+        "image", "publish", "-g", scale_set, "--gallery", "apps", "--name", "web", "--version", "1.0.0",
+        "--urn", f"{urn}:1.0.0",
+    )
+    # az's image catalogue calls answer for what is published, and 404 for the rest.
+    versions = az.json("vm", "image", "list", "--publisher", "Canonical", "--offer", "0001-com-ubuntu-server-jammy", "--sku", "22_04-lts-gen2", "--all")
+    assert [v["urn"] for v in versions] == [f"{urn}:1.0.0"], versions
+    rg = f"azu-{uuid.uuid4().hex[:6]}"
+    az.run("group", "create", "-n", rg, "-l", "local")
+    common = ["--orchestration-mode", "Uniform", "--lb", "", "--admin-username", "shoal", "--admin-password",
+              "Shoal-pass-1234!", "--instance-count", "1", "--vm-sku", "Shoal_1vCPU_512MB"]
+    az.run("vmss", "create", "-g", rg, "-n", "byurn", "--image", f"{urn}:latest", *common)
+    ref = az.json("vmss", "show", "-g", rg, "-n", "byurn")["virtualMachineProfile"]["storageProfile"]["imageReference"]
+    assert (ref["publisher"], ref["sku"]) == ("Canonical", "22_04-lts-gen2"), ref
+    # Azure's alias for that URN finds it too.
+    az.run("vmss", "create", "-g", rg, "-n", "byalias", "--image", "Ubuntu2204", *common)
+    assert wait_answering(az, rg, "byurn", 1)[0].startswith("instance ")
+    assert wait_answering(az, rg, "byalias", 1)[0].startswith("instance ")
+    # A URN nobody published: az's own lookup fails, nothing is made.
+    p = az.run("vmss", "create", "-g", rg, "-n", "nothere", "--image", "Nobody:nothing:none:latest", *common, check=False)
+    assert p.returncode != 0, p.stdout
+    assert az.run("vmss", "show", "-g", rg, "-n", "nothere", check=False).returncode != 0

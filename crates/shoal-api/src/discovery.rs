@@ -74,11 +74,6 @@ pub async fn metadata_endpoints(st: &ApiState, ctx: &Ctx, method: &Method) -> Ap
     }
 }
 
-/// `GET /metadata/vm-image-aliases`: the alias document `/metadata/endpoints` names (none).
-pub fn image_aliases() -> Value {
-    json!({"$schema": "http://schema.management.azure.com/schemas/2015-01-01/deploymentTemplate.json#", "contentVersion": "1.0.0.0", "outputs": {"aliases": {"type": "object", "value": {}}}})
-}
-
 fn subscription_view(s: &shoal_auth::directory::Subscription) -> Value {
     json!({
         "id": format!("/subscriptions/{}", s.subscription_id),

@@ -32,6 +32,7 @@ pub mod network;
 pub mod openapi;
 pub mod pfx;
 pub mod placement_groups;
+pub mod platform_images;
 pub mod principals;
 pub mod rbac;
 pub mod references;

@@ -266,6 +266,16 @@ pub enum Route {
         name: String,
         action: Option<String>,
     },
+    /// `/providers/Shoal.Infrastructure/platformImages[/{urn}]`.
+    PlatformImages {
+        urn: Option<String>,
+    },
+    /// `…/providers/Microsoft.Compute/locations/{l}/publishers/…`: the VM image catalogue.
+    VmImages {
+        sub: String,
+        location: String,
+        rest: Vec<String>,
+    },
     /// `…/virtualNetworks/{name}/subnets[/{child}]`.
     Subnets {
         sub: String,
@@ -523,6 +533,15 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             _ => Err(not_found(path)),
         };
     }
+    if eq(s(0), "providers") && eq(s(1), "Shoal.Infrastructure") && eq(s(2), "platformImages") {
+        return match n {
+            3 => Ok(Route::PlatformImages { urn: None }),
+            4 => Ok(Route::PlatformImages {
+                urn: Some(owned(3)),
+            }),
+            _ => Err(not_found(path)),
+        };
+    }
     if eq(s(0), "providers") && eq(s(1), "Shoal.Infrastructure") && eq(s(2), "hosts") {
         return match n {
             3 => Ok(Route::Hosts),
@@ -757,6 +776,11 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 })
             }
             7 if eq(s(4), "locations") && eq(s(6), "vmSizes") => Ok(Route::VmSizes { sub }),
+            7.. if eq(s(4), "locations") && eq(s(6), "publishers") => Ok(Route::VmImages {
+                sub,
+                location: owned(5),
+                rest: segs[7..].iter().map(|x| x.to_string()).collect(),
+            }),
             8 if eq(s(4), "locations")
                 && (eq(s(6), "operations") || eq(s(6), "operationResults")) =>
             {

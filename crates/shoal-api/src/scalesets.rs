@@ -183,7 +183,13 @@ pub struct Galleries(pub ApiState);
 impl ImageResolver for Galleries {
     fn resolve<'a>(&'a self, image_id: &'a str) -> BoxFuture<'a, Result<ResolvedImage, ArmError>> {
         Box::pin(async move {
-            let (id, version, shoal) = resolve_image(&self.0, image_id).await?;
+            // A platform image (`urn:…`) is the gallery version published under it.
+            let target = if image_id.starts_with(crate::platform_images::URN) {
+                crate::platform_images::resolve(&self.0, image_id).await?
+            } else {
+                image_id.to_string()
+            };
+            let (id, version, shoal) = resolve_image(&self.0, &target).await?;
             Ok(ResolvedImage {
                 requested: image_id.to_string(),
                 id,

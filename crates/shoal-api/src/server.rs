@@ -294,7 +294,8 @@ async fn authorize(
         | Route::HostResource { .. }
         | Route::HostAction { .. }
         | Route::JoinTokens
-        | Route::JoinToken { .. } => (rbac::action_of(method, path), default_scope().await?),
+        | Route::JoinToken { .. }
+        | Route::PlatformImages { .. } => (rbac::action_of(method, path), default_scope().await?),
         _ => (rbac::action_of(method, path), trimmed.to_string()),
     };
     if rbac::allowed(st, &caller, &action, &scope).await? {
@@ -404,7 +405,7 @@ async fn dispatch(
         Route::Subscriptions => discovery::subscriptions(st, method).await,
         Route::Tenants => discovery::tenants(st, method).await,
         Route::MetadataEndpoints => discovery::metadata_endpoints(st, ctx, method).await,
-        Route::ImageAliases => Ok(json(200, &discovery::image_aliases())),
+        Route::ImageAliases => Ok(json(200, &crate::platform_images::aliases())),
         Route::OidcConfig { tenant } => {
             discovery::openid_configuration(st, ctx, method, &tenant).await
         }
@@ -599,6 +600,14 @@ async fn dispatch(
             let action = action.as_deref();
             crate::virtual_machines::one(st, ctx, method, &sub, &rg, &name, action, &body).await
         }
+        Route::PlatformImages { urn } => {
+            crate::platform_images::publish(st, method, urn.as_deref(), &body).await
+        }
+        Route::VmImages {
+            sub,
+            location,
+            rest,
+        } => crate::platform_images::catalogue(st, ctx, method, &sub, &location, &rest).await,
         Route::Subnets {
             sub,
             rg,

@@ -57,6 +57,31 @@ pub enum ImageCommand {
     /// Delete an image version (or, without --version, the image definition).
     #[command(disable_version_flag = true)]
     Delete(ImageDelete),
+    /// Publish an image version under a marketplace URN, so `imageReference {publisher,
+    /// offer, sku, version}` and `az vmss create --image PUBLISHER:OFFER:SKU:VERSION` (or
+    /// an alias such as Ubuntu2204) find it.
+    #[command(
+        disable_version_flag = true,
+        after_help = "Example:\n  shoal image publish -g demo --gallery apps --name web --version 1.0.0 \\\n      --urn Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:1.0.0"
+    )]
+    Publish(ImagePublish),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImagePublish {
+    #[command(flatten)]
+    pub image: ImageDefinition,
+    /// The version to publish.
+    #[arg(
+        long,
+        short = 'e',
+        alias = "gallery-image-version",
+        value_name = "VERSION"
+    )]
+    pub version: String,
+    /// The URN to publish it under: PUBLISHER:OFFER:SKU:VERSION.
+    #[arg(long, value_name = "URN")]
+    pub urn: String,
 }
 
 /// `--resource-group`, `--gallery`, `--name`: one image definition.
@@ -310,6 +335,17 @@ pub fn request_for(sub: &str, cmd: &ImageCommand) -> Option<ApiRequest> {
             path(&args.image, &args.version),
             None,
             args.no_wait,
+        )),
+        ImageCommand::Publish(args) => Some(ApiRequest::write(
+            Method::PUT,
+            // A URN's ':' stays as it is in the path.
+            format!(
+                "/providers/Shoal.Infrastructure/platformImages/{}",
+                args.urn
+            ),
+            serde_json::json!({"properties": {"imageId": path(&args.image, &Some(args.version.clone()))}}),
+            false,
+            Table::Generic,
         )),
         ImageCommand::Create(_) | ImageCommand::List(_) => None,
     }

@@ -457,14 +457,26 @@ impl VirtualMachineScaleSet {
         self.props().virtual_machine_profile.as_ref()
     }
 
-    pub fn image_id(&self) -> Option<&str> {
-        self.profile()?
+    /// What the model's image reference names, as the image resolver takes it: the
+    /// gallery `id`, or `urn:publisher:offer:sku:version` for a platform image (version
+    /// `latest` when none is given).
+    pub fn image_id(&self) -> Option<String> {
+        let r = self
+            .profile()?
             .storage_profile
             .as_ref()?
             .image_reference
-            .as_ref()?
-            .id
-            .as_deref()
+            .as_ref()?;
+        if let Some(id) = r.id.as_deref().filter(|i| !i.trim().is_empty()) {
+            return Some(id.to_string());
+        }
+        match (&r.publisher, &r.offer, &r.sku) {
+            (Some(p), Some(o), Some(s)) => Some(format!(
+                "urn:{p}:{o}:{s}:{}",
+                r.version.as_deref().unwrap_or("latest")
+            )),
+            _ => None,
+        }
     }
 
     pub fn custom_data(&self) -> Option<&str> {
@@ -786,7 +798,7 @@ pub fn validate(
     if v.image_id().is_none_or(|id| id.trim().is_empty()) {
         return Err(ArmError::invalid_parameter(
             "properties.virtualMachineProfile.storageProfile.imageReference.id",
-            "An image is required: the id of a gallery image version (or of an image definition, meaning its latest version).",
+            "An image is required: the id of a gallery image version (or of an image definition, meaning its latest version), or a published platform image's publisher, offer, sku (and version).",
         ));
     }
     if let Some(zones) = &v.zones {

@@ -120,7 +120,7 @@ impl Executor {
                     .as_ref()
                     .ok_or_else(|| ArmError::internal("This executor cannot resolve images."))?;
                 let id = model.image_id().unwrap_or_default();
-                let newest = resolver.resolve(id).await?;
+                let newest = resolver.resolve(&id).await?;
                 Some(
                     self.skip_rolled_back(cmd, existing.as_ref(), newest)
                         .await?,

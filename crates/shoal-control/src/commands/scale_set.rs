@@ -197,7 +197,7 @@ fn write(
     let image = state
         .image
         .as_ref()
-        .filter(|i| Some(i.requested.as_str()) == m.image_id())
+        .filter(|i| Some(i.requested.as_str()) == m.image_id().as_deref())
         .ok_or_else(|| ArmError::internal("The image of the new model was not resolved."))?;
     let size = sku::lookup(m.sku_name())
         .ok_or_else(|| ArmError::invalid_parameter("sku.name", "Unknown size."))?;

@@ -21,11 +21,13 @@ use crate::commands::{
 
 /// Whether `set` should move to image version `newest` now.
 pub fn wants(set: &VmssRecord, newest: &str, record: Option<&RollingUpgrade>) -> bool {
-    let follows_definition = set
-        .model
-        .image_id()
-        .and_then(shoal_model::ids::parse_image_id)
-        .is_some_and(|r| r.version.is_none());
+    // An image definition, or a platform image asked for as `latest`, follows new versions.
+    let follows_definition = set.model.image_id().is_some_and(|id| {
+        id.strip_prefix("urn:").map_or_else(
+            || shoal_model::ids::parse_image_id(&id).is_some_and(|r| r.version.is_none()),
+            |urn| urn.to_ascii_lowercase().ends_with(":latest"),
+        )
+    });
     let newer = match (
         parse_image_version(newest),
         parse_image_version(&set.launch.image_version),
@@ -55,7 +57,7 @@ pub async fn check(
     let Some(image_id) = set.model.image_id() else {
         return Ok(false);
     };
-    let newest = images.resolve(image_id).await?;
+    let newest = images.resolve(&image_id).await?;
     if !wants(set, &newest.version, record) {
         return Ok(false);
     }
