@@ -116,14 +116,6 @@ MISSING_OK = {
         "identity's id; the replayed set has a system-assigned identity instead"
     ),
     "extendedLocation": "edge zones: Shoal has none, and the replay cannot name one",
-    "properties.networkProfile.networkApiVersion": (
-        "a Flexible set's VM network profile (Azure's network API creates its NICs); Shoal's "
-        "Flexible mode has no separate VM resources yet (issue 15)"
-    ),
-    "properties.networkProfile.networkInterfaceConfigurations": (
-        "a Flexible set's VM network profile; a Uniform instance's NIC configuration is in "
-        "networkProfileConfiguration, which Shoal answers"
-    ),
     "properties.osProfile.customData": "custom data is write-only: Azure's service, like Shoal, never answers it",
     "properties.userData": "an instance's userData comes only with $expand=userData (as Azure's GET)",
     "sku.capacity": "an instance's sku has no capacity (a set's has); the generated example fills it",
@@ -138,10 +130,6 @@ MISSING_OK = {
     "zones": (
         "the replay's server has one host without a zone, so the replayed set has none; an "
         "instance of a zonal set shows its zone (tests/e2e/multihost.rs)"
-    ),
-    "virtualMachineResourceId": (
-        "the id of a Flexible set's VM as a Microsoft.Compute/virtualMachines resource; "
-        "Shoal's Flexible mode has no separate VM resources yet (issue 15)"
     ),
     "value.sku.capacity": (
         "Azure's generated example fills a size's sku.capacity; a size's instance range is "
@@ -743,6 +731,7 @@ def replay(name, group):
         for key in ("securityProfile", "licenseType", "userData"):
             if key in shown["properties"]:
                 vp[key] = shown["properties"][key]
+        with_nic_configurations(vp)
         prerequisite_set(group, vmss, image, without_references(body))
         vm = first_instance(group, vmss)
         body = {**params["parameters"], "location": LOCATION}
@@ -826,12 +815,17 @@ def replay(name, group):
             if key in shown["properties"]:
                 vp[key] = shown["properties"][key]
         body["properties"]["additionalCapabilities"] = shown["properties"]["additionalCapabilities"]
+        # Its VMs' NICs are made from configurations (networkApiVersion), as the answer shows.
+        with_nic_configurations(vp)
         prerequisite_set(group, vmss, image, body)
         first_instance(group, vmss)
         status, answer = call("GET", set_path(group, vmss) + "/virtualMachines", api_version=api, query="&$expand=instanceView,userData")
         return statuses, status, answer, expected
     if op == "VirtualMachineScaleSetVM_List_WithVirtualMachineResourceId":
-        prerequisite_set(group, vmss, image)
+        # The example lists a Flexible set's VMs: each is a virtual machine of its own.
+        body = prerequisite_body()
+        body["properties"]["orchestrationMode"] = "Flexible"
+        prerequisite_set(group, vmss, image, body)
         first_instance(group, vmss)
         expand = f"&$expand={params['$expand']}" if "$expand" in params else ""
         status, answer = call("GET", set_path(group, vmss) + "/virtualMachines", api_version=api, query=expand)
@@ -920,6 +914,14 @@ def existing_extension(expected):
         shown = (shown["value"] or [{}])[0]
     props = {k: v for k, v in (shown.get("properties") or {}).items() if k not in ("provisioningState", "instanceView")}
     return {**EXTENSION, **props}
+
+
+def with_nic_configurations(vp):
+    """A model whose VMs' NICs are made from configurations (networkApiVersion)."""
+    vp["networkProfile"] = {
+        "networkApiVersion": "2020-11-01",
+        "networkInterfaceConfigurations": [{"name": "nic", "properties": {"primary": True, "ipConfigurations": [{"name": "ip", "properties": {}}]}}],
+    }
 
 
 def prerequisite_body():

@@ -279,6 +279,15 @@ pub fn vm_json(
             .unwrap_or_else(|| json!({"bootDiagnostics": {"enabled": false}})),
         "shoal": shoal_extension(rec, status),
     });
+    // A model whose NICs are made from configurations (`networkApiVersion`, as every
+    // Flexible set's) shows them on each VM too, as Azure does.
+    if let Some(api) = profile
+        .and_then(|p| p.network_profile.as_ref())
+        .and_then(|n| n.network_api_version.clone())
+    {
+        props["networkProfile"]["networkApiVersion"] = json!(api);
+        props["networkProfile"]["networkInterfaceConfigurations"] = json!(nics);
+    }
     // What the model says of every instance, shown on each as Azure does.
     if let Some(sp) = profile.and_then(|p| p.security_profile.clone()) {
         props["securityProfile"] = sp;
