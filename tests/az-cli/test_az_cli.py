@@ -346,6 +346,9 @@ def test_az_vmss_create_with_the_defaults(tmp_path, scale_set):
     assert sorted(v["name"] for v in vms) == ["web_0", "web_1"], vms
     assert all(v["virtualMachineScaleSet"]["id"].lower() == shown["id"].lower() for v in vms), vms
     assert az.json("vm", "show", "-g", rg, "-n", "web_1")["hardwareProfile"]["vmSize"] == "Shoal_1vCPU_512MB"
+    # With details: each VM's network interface gives its private address and power state.
+    detailed = az.json("vm", "list", "-d", "-g", rg)
+    assert all(v["privateIps"] and v["powerState"] == "VM running" for v in detailed), detailed
 
     az.json("vmss", "scale", "-g", rg, "-n", "web", "--new-capacity", "3")
     eventually("three VMs", lambda: len(az.json("vm", "list", "-g", rg)) == 3)

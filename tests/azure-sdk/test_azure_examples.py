@@ -359,6 +359,8 @@ def kinds_made_right(value, group):
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
+            if k == "healthProbe" and "/probes/" not in str(v.get("id", "")):
+                continue  # a restore point's id where a load-balancer probe belongs
             wrong = isinstance(v, dict) and "/availabilitySets/" in str(v.get("id", ""))
             out[k] = {**v, "id": right[k]} if wrong and k in right else kinds_made_right(v, group)
         return out

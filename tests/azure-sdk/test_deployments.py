@@ -9,7 +9,9 @@ import socket
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from conftest import DEADLINE, SKU, answers, instances, unique, wait_for, web_image
+from azure.mgmt.resource.deployments import DeploymentsMgmtClient
+
+from conftest import DEADLINE, SKU, SUBSCRIPTION, answers, http_client_kwargs, instances, unique, wait_for, web_image
 
 
 def free_port():
@@ -79,23 +81,22 @@ def good_template(port):
     return copy.deepcopy(template(port))
 
 
-@pytest.fixture(autouse=True)
-def _deployments_client(resources):
-    # azure-mgmt-resource 26 moved deployments to a separate package not yet pinned here.
-    if not hasattr(resources, "deployments"):
-        pytest.skip("SKIPPED: the pinned azure-mgmt-resource has no deployments client (needs the split-out deployments package in requirements.txt)")
+@pytest.fixture(scope="module")
+def deployments(endpoint, credential):
+    """azure-mgmt-resource 26 moved deployments to azure-mgmt-resource-deployments."""
+    return DeploymentsMgmtClient(credential, SUBSCRIPTION, base_url=endpoint, **http_client_kwargs())
 
 
 def parameters(port):
     return {"versions": {"value": ["1.0.0", "1.1.0"]}, "port": {"value": port}}
 
 
-def test_template_with_copy_loop_deploys_sets_that_answer(resources, compute, group):
+def test_template_with_copy_loop_deploys_sets_that_answer(deployments, compute, group):
     web_image(group, "1.0.0")
     web_image(group, "1.1.0")
     port = free_port()
     name = unique("dep")
-    poller = resources.deployments.begin_create_or_update(
+    poller = deployments.deployments.begin_create_or_update(
         group, name,
         {"properties": {"mode": "Incremental", "template": good_template(port), "parameters": parameters(port)}},
     )
@@ -110,21 +111,21 @@ def test_template_with_copy_loop_deploys_sets_that_answer(resources, compute, gr
         assert vmss.virtual_machine_profile.storage_profile.image_reference.id.endswith(f"/versions/{version}")
         vm = instances(compute, group, f"web-{i}")[0]
         wait_for(f"web-{i} instance to answer", lambda: answers(compute, group, f"web-{i}", vm.instance_id))
-    ops = list(resources.deployment_operations.list(group, name))
+    ops = list(deployments.deployment_operations.list(group, name))
     assert {o.properties.target_resource.resource_name for o in ops} == {"web-lb", "web-0", "web-1"}
-    assert name in [d.name for d in resources.deployments.list_by_resource_group(group)]
+    assert name in [d.name for d in deployments.deployments.list_by_resource_group(group)]
 
 
-def test_unsupported_expression_is_invalid_template_naming_it(resources, group):
+def test_unsupported_expression_is_invalid_template_naming_it(deployments, group):
     port = free_port()
     bad = good_template(port)
     bad["resources"][1]["properties"]["virtualMachineProfile"]["osProfile"]["computerNamePrefix"] = "[base64('web')]"
     body = {"properties": {"mode": "Incremental", "template": bad, "parameters": parameters(port)}}
     with pytest.raises(HttpResponseError) as e:
-        resources.deployments.begin_create_or_update(group, unique("bad"), body).result(timeout=DEADLINE)
+        deployments.deployments.begin_create_or_update(group, unique("bad"), body).result(timeout=DEADLINE)
     assert e.value.error.code == "InvalidTemplate"
     assert "'base64'" in e.value.error.message
     assert e.value.error.target == "resources[1].properties.virtualMachineProfile.osProfile.computerNamePrefix"
     with pytest.raises(HttpResponseError) as e:
-        resources.deployments.begin_validate(group, unique("bad"), body).result(timeout=DEADLINE)
+        deployments.deployments.begin_validate(group, unique("bad"), body).result(timeout=DEADLINE)
     assert e.value.error.code == "InvalidTemplate"

@@ -8,6 +8,7 @@ mod appgw;
 mod autoscale;
 mod balancing;
 mod etcd;
+mod flexible;
 mod foundation;
 mod hardening;
 mod harness;

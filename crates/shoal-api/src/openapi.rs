@@ -166,6 +166,7 @@ pub const OPERATIONS: &[Op] = &[
     op!("deployment", "delete", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}", "Delete a deployment's record (its resources stay)", None, &[200, 204], "Deployments"),
     op!("deploymentValidate", "post", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}/validate", "Check a template without deploying it", Some("Deployment"), &[200], "Deployments"),
     op!("deploymentOperations", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}/operations", "A deployment's per-resource operations", None, &[200], "Deployments"),
+    op!("deploymentOperations", "get", "/subscriptions/{subscriptionId}/resourcegroups/{resourceGroupName}/deployments/{deploymentName}/operations", "A deployment's per-resource operations (ARM's path without the provider)", None, &[200], "Deployments"),
     op!("deploymentStatus", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Resources/deployments/{deploymentName}/operationStatuses/{operationId}", "A deployment's status (Azure-AsyncOperation)", None, &[200], "Deployments"),
     op!("applicationGateways", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Network/applicationGateways", "List all application gateways", None, &[200], "Network"),
     op!("applicationGateways", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/applicationGateways", "List the application gateways of a group", None, &[200], "Network"),
@@ -221,6 +222,8 @@ pub const OPERATIONS: &[Op] = &[
     op!("vmImages", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/publishers", "VM image publishers (of what is published)", None, &[200], "Images"),
     op!("vmImages", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/publishers/{publisherName}/artifacttypes/vmimage/offers/{offer}/skus/{skus}/versions", "VM image versions of a published sku", None, &[200], "Images"),
     op!("vmImages", "get", "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/publishers/{publisherName}/artifacttypes/vmimage/offers/{offer}/skus/{skus}/versions/{version}", "One published VM image version", None, &[200], "Images"),
+    op!("networkInterfaces", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkInterfaces", "The network interfaces of a group's Flexible VMs", None, &[200], "Network"),
+    op!("networkInterface", "get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Network/networkInterfaces/{networkInterfaceName}", "A Flexible VM's network interface", None, &[200], "Network"),
     op!("healthz", "get", "/healthz", "Liveness", None, &[200], "Shoal"),
     op!("openapi", "get", "/openapi.json", "This document", None, &[200], "Shoal"),
     op!("identityToken", "get", "/msi/token", "Managed-identity token (App Service shape: IDENTITY_ENDPOINT, X-IDENTITY-HEADER)", None, &[200], "Identity"),
@@ -344,6 +347,8 @@ pub fn doc_key(route: &Route) -> &'static str {
             kind, name: None, ..
         } => kind.path().1,
         Route::Stored { kind, .. } => kind.doc_key(),
+        Route::NetworkInterfaces { name: None, .. } => "networkInterfaces",
+        Route::NetworkInterfaces { .. } => "networkInterface",
         Route::VirtualMachines { .. } => "virtualMachines",
         Route::VirtualMachine { action: None, .. } => "virtualMachine",
         Route::VirtualMachine { .. } => "virtualMachineAction",
@@ -470,13 +475,19 @@ fn operation(op: &Op, id: &str) -> Value {
         params.push(json!({"name": "$expand", "in": "query", "required": false, "schema": {"type": "string", "enum": ["instanceView"]}}));
     }
     let mut responses = Map::new();
+    // Azure's VM image catalogue answers its lists as bare JSON arrays.
+    let body_type = if op.key == "vmImages" && !op.path.ends_with("{version}") {
+        "array"
+    } else {
+        "object"
+    };
     for code in op.ok {
         let r = match code {
             202 => json!({"description": "Accepted; follow Azure-AsyncOperation"}),
             204 => json!({"description": "No content"}),
             _ if op.method == "delete" || op.method == "head" => json!({"description": "Done"}),
             _ => {
-                json!({"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}})
+                json!({"description": "Success", "content": {"application/json": {"schema": {"type": body_type}}}})
             }
         };
         responses.insert(code.to_string(), r);

@@ -1,7 +1,7 @@
 //! References a scale-set model makes to other resources, checked before the set is
 //! written, as Azure checks them: every load-balancer and application-gateway backend
-//! pool, subnet and network security group a network interface configuration names must
-//! exist (else the network provider's 400 `InvalidResourceReference`), and so must the
+//! pool, subnet and network security group a network interface configuration names, and
+//! the load-balancer probe `networkProfile.healthProbe` names, must exist (else the network provider's 400 `InvalidResourceReference`), and so must the
 //! proximity placement group and dedicated host group the set names (else ARM's 404
 //! `ResourceNotFound`). The error names the field in `target`.
 //!
@@ -118,6 +118,25 @@ pub async fn check_others(
         require::<NetworkSecurityGroups>(st, &id, &target)
             .await
             .map_err(|_| invalid_reference(&id, owner, &target))?;
+    }
+    let probe = set
+        .profile()
+        .and_then(|p| p.network_profile.as_ref())
+        .and_then(|n| n.health_probe.as_ref())
+        .and_then(|h| h.get("id")?.as_str().map(String::from));
+    if let Some(id) = probe {
+        let target = "properties.virtualMachineProfile.networkProfile.healthProbe.id";
+        let found = match lookup::<LoadBalancers>(st, &id).await? {
+            Some((lb, rest)) if rest.len() == 2 && rest[0].eq_ignore_ascii_case("probes") => lb
+                .properties
+                .probes
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case(&rest[1])),
+            _ => false,
+        };
+        if !found {
+            return Err(invalid_reference(&id, owner, target));
+        }
     }
     let props = set.props();
     let named =

@@ -259,6 +259,12 @@ pub enum Route {
         sub: String,
         rg: Option<String>,
     },
+    /// `Microsoft.Network/networkInterfaces` (list, or one): Flexible VMs' interfaces.
+    NetworkInterfaces {
+        sub: String,
+        rg: Option<String>,
+        name: Option<String>,
+    },
     /// One of them, or a POST action on it (`start`, `powerOff`, …).
     VirtualMachine {
         sub: String,
@@ -716,6 +722,29 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 rg,
                 name: owned(7),
             },
+        });
+    }
+    if eq(s(2), "providers")
+        && eq(s(3), "Microsoft.Network")
+        && eq(s(4), "networkInterfaces")
+        && n == 5
+    {
+        return Ok(Route::NetworkInterfaces {
+            sub,
+            rg: None,
+            name: None,
+        });
+    }
+    if (n == 7 || n == 8)
+        && eq(s(2), "resourcegroups")
+        && eq(s(4), "providers")
+        && eq(s(5), "Microsoft.Network")
+        && eq(s(6), "networkInterfaces")
+    {
+        return Ok(Route::NetworkInterfaces {
+            sub,
+            rg: Some(owned(3)),
+            name: (n == 8).then(|| owned(7)),
         });
     }
     if let Some(r) = StoredKind::route(&segs, &sub) {

@@ -396,6 +396,13 @@ mod tests {
             .0,
             201
         );
+        // A health probe must be a probe of a load balancer that exists.
+        let mut probed = model();
+        probed["properties"]["virtualMachineProfile"]["networkProfile"] =
+            json!({"healthProbe": {"id": format!("{net}/loadBalancers/lb/probes/http")}});
+        let (status, code, target) = refused(probed).await;
+        assert_eq!((status, code.as_str()), (400, "InvalidResourceReference"));
+        assert!(target.ends_with("healthProbe.id"), "{target}");
         // Nothing was written by the refusals; now every reference resolves.
         assert_eq!(call(&st, Method::GET, SET, Value::Null).await.0, 404);
         let (status, created) = call(&st, Method::PUT, SET, set).await;

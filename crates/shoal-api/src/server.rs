@@ -588,6 +588,10 @@ async fn dispatch(
             )
             .await
         }
+        Route::NetworkInterfaces { sub, rg, name } => {
+            let (rg, name) = (rg.as_deref(), name.as_deref());
+            crate::virtual_machines::network_interfaces(st, ctx, method, &sub, rg, name).await
+        }
         Route::VirtualMachines { sub, rg } => {
             crate::virtual_machines::list(st, ctx, method, &sub, rg.as_deref()).await
         }

@@ -6,13 +6,15 @@
 //! A VM is named `{set}_{instanceId}` and is its instance: GET answers the instance's
 //! scale-set VM view re-addressed (`id`, `type`, `properties.virtualMachineScaleSet`), an
 //! action is the instance's action, DELETE deletes the instance (the set's capacity goes
-//! down by one, as Azure does for a Flexible VM).
+//! down by one, as Azure does for a Flexible VM). Each VM has a network interface,
+//! `Microsoft.Network/networkInterfaces/{vm}-nic` (read-only: its private address, its
+//! subnet, its VM), as `az vm list -d` reads them.
 
 use http::Method;
 use serde_json::{json, Value};
 use shoal_model::ids::VmssRef;
 use shoal_model::keys;
-use shoal_model::records::VmssRecord;
+use shoal_model::records::{InstanceRecord, InstanceStatus, VmssRecord};
 use shoal_model::vmss::OrchestrationMode;
 use shoal_model::ArmError;
 
@@ -23,6 +25,15 @@ use crate::state::ApiState;
 use crate::views;
 
 pub const VM_TYPE: &str = "Microsoft.Compute/virtualMachines";
+pub const NIC_TYPE: &str = "Microsoft.Network/networkInterfaces";
+
+/// The id of the network interface of a Flexible set's VM.
+fn nic_id(vmss: &VmssRef, instance_id: u64) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/{NIC_TYPE}/{}_{instance_id}-nic",
+        vmss.subscription, vmss.resource_group, vmss.name
+    )
+}
 
 /// The id of the virtual machine of instance `instance_id` of a Flexible set.
 pub fn vm_id(vmss: &VmssRef, instance_id: u64) -> String {
@@ -46,6 +57,8 @@ fn as_vm(mut v: Value, set: &VmssRecord, instance_id: u64) -> Value {
         o.remove("virtualMachineResourceId");
     }
     v["properties"]["virtualMachineScaleSet"] = json!({ "id": set.vmss.id() });
+    v["properties"]["networkProfile"]["networkInterfaces"] =
+        json!([{"id": nic_id(&set.vmss, instance_id), "properties": {"primary": true}}]);
     if let Some(p) = v["properties"].as_object_mut() {
         p.remove("latestModelApplied");
         p.remove("modelDefinitionApplied");
@@ -79,6 +92,98 @@ async fn vms_under(st: &ApiState, ctx: &Ctx, prefix: &str) -> Result<Vec<Value>,
         }
     }
     Ok(out)
+}
+
+/// The network interface of a Flexible set's VM, as Azure shows one.
+fn nic_view(set: &VmssRecord, rec: &InstanceRecord, status: Option<&InstanceStatus>) -> Value {
+    let n = rec.instance_id;
+    let subnet = set.model.subnet_ids().into_iter().next();
+    let mut ip = json!({
+        "name": "ipconfig1",
+        "id": format!("{}/ipConfigurations/ipconfig1", nic_id(&set.vmss, n)),
+        "properties": {
+            "privateIPAddress": status.and_then(|s| s.address.clone()),
+            "privateIPAllocationMethod": "Dynamic",
+            "privateIPAddressVersion": "IPv4",
+            "primary": true,
+            "provisioningState": "Succeeded",
+        },
+    });
+    if let Some(subnet) = subnet {
+        ip["properties"]["subnet"] = json!({ "id": subnet });
+    }
+    json!({
+        "id": nic_id(&set.vmss, n),
+        "name": format!("{}_{n}-nic", set.vmss.name),
+        "type": NIC_TYPE,
+        "location": set.model.location,
+        "properties": {
+            "ipConfigurations": [ip],
+            "virtualMachine": {"id": vm_id(&set.vmss, n)},
+            "primary": true,
+            "provisioningState": "Succeeded",
+            "nicType": "Standard",
+        },
+    })
+}
+
+/// The network interfaces of the Flexible sets' VMs under `prefix`.
+async fn nics_under(st: &ApiState, prefix: &str) -> Result<Vec<Value>, ArmError> {
+    let mut out = Vec::new();
+    for set in st.list::<VmssRecord>(prefix).await? {
+        let set = set.value;
+        if !flexible(&set) {
+            continue;
+        }
+        for (rec, status) in instances_of(st, &set.vmss).await? {
+            out.push(nic_view(&set, &rec.value, status.as_ref()));
+        }
+    }
+    Ok(out)
+}
+
+/// `GET` of `Microsoft.Network/networkInterfaces` (a subscription's or group's, or one):
+/// the interfaces of Flexible sets' VMs.
+pub async fn network_interfaces(
+    st: &ApiState,
+    ctx: &Ctx,
+    method: &Method,
+    sub: &str,
+    rg: Option<&str>,
+    name: Option<&str>,
+) -> ApiResult {
+    if method != Method::GET {
+        return Err(method_not_allowed(method));
+    }
+    let prefix = match rg {
+        Some(rg) => {
+            st.require_group(sub, rg).await?;
+            keys::in_group(keys::VMSS, sub, rg)
+        }
+        None => keys::in_subscription(keys::VMSS, sub),
+    };
+    let all = nics_under(st, &prefix).await?;
+    match (rg, name) {
+        (Some(rg), Some(name)) => all
+            .into_iter()
+            .find(|n| n["name"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(name)))
+            .map(|n| json(200, &n))
+            .ok_or_else(|| {
+                ArmError::new(
+                    404,
+                    "ResourceNotFound",
+                    format!("The Resource '{NIC_TYPE}/{name}' under resource group '{rg}' was not found."),
+                )
+                .with_target(name.to_string())
+            }),
+        (rg, _) => {
+            let path = match rg {
+                Some(rg) => format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{NIC_TYPE}"),
+                None => format!("/subscriptions/{sub}/providers/{NIC_TYPE}"),
+            };
+            Ok(response::page(ctx, &path, all, st.page_size))
+        }
+    }
 }
 
 /// `GET …/providers/Microsoft.Compute/virtualMachines` of a subscription or group.

@@ -29,6 +29,15 @@ const SHOAL_SIZES: &[(u32, u64)] = &[
 ];
 
 /// Looks a size up by name, case-insensitively. `None` for an unknown size.
+impl Size {
+    /// What an hour of this size costs in Shoal's own unit, for an instance mix's
+    /// `LowestPrice` strategy: 1 per vCPU plus 0.25 per GiB of memory (Shoal has no
+    /// prices; this orders sizes the way cloud price lists usually do).
+    pub fn price(&self) -> f64 {
+        f64::from(self.vcpus) + self.memory_mb as f64 / 4096.0
+    }
+}
+
 pub fn lookup(name: &str) -> Option<Size> {
     if let Some((name, vcpus, memory_mb)) =
         crate::sizes::azure_sizes().find(|(n, _, _)| n.eq_ignore_ascii_case(name))

@@ -414,10 +414,9 @@ impl VirtualMachineScaleSet {
         self.sku.as_ref().and_then(|s| s.capacity).unwrap_or(0)
     }
 
-    /// The size instances run with: `sku.name`, or for an instance mix (`sku.name: "Mix"`)
-    /// the size `skuProfile` puts first — the lowest `rank` with the `Prioritized`
-    /// strategy, else the first listed (every instance gets it: Shoal's hosts have no
-    /// per-size capacity or price to choose by).
+    /// The size the set's model runs with: `sku.name`, or for an instance mix
+    /// (`sku.name: "Mix"`) the size its strategy tries first ([`Self::mix_sizes`]); each
+    /// instance of a mix gets the first size in that order that a host has room for.
     pub fn sku_name(&self) -> &str {
         let name = self
             .sku
@@ -430,7 +429,10 @@ impl VirtualMachineScaleSet {
         self.mix_sizes().first().map_or(name, |(n, _)| n)
     }
 
-    /// An instance mix's sizes as `(name, rank)`, in the order instances take them.
+    /// An instance mix's sizes as `(name, rank)`, in the order a new instance tries them:
+    /// `Prioritized` by `rank`, `LowestPrice` (the default) cheapest first
+    /// ([`sku::Size::price`]), `CapacityOptimized` as listed (the placement then prefers
+    /// the size most instances still fit for).
     pub fn mix_sizes(&self) -> Vec<(&str, i64)> {
         let Some(profile) = self.props().stored.sku_profile.as_ref() else {
             return Vec::new();
@@ -444,13 +446,27 @@ impl VirtualMachineScaleSet {
                 Some((s["name"].as_str()?, s["rank"].as_i64().unwrap_or(i as i64)))
             })
             .collect();
-        let prioritized = profile["allocationStrategy"]
+        let strategy = profile["allocationStrategy"]
             .as_str()
-            .is_some_and(|a| a.eq_ignore_ascii_case("Prioritized"));
-        if prioritized {
+            .unwrap_or("LowestPrice");
+        if strategy.eq_ignore_ascii_case("Prioritized") {
             sizes.sort_by_key(|(_, rank)| *rank);
+        } else if strategy.eq_ignore_ascii_case("LowestPrice") {
+            let price = |n: &str| sku::lookup(n).map_or(f64::MAX, |s| s.price());
+            sizes.sort_by(|a, b| price(a.0).total_cmp(&price(b.0)));
         }
         sizes
+    }
+
+    /// Whether new instances choose among several sizes (an instance mix's
+    /// `CapacityOptimized` strategy picks by room, the others in [`Self::mix_sizes`]' order).
+    pub fn capacity_optimized(&self) -> bool {
+        self.props()
+            .stored
+            .sku_profile
+            .as_ref()
+            .and_then(|p| p["allocationStrategy"].as_str())
+            .is_some_and(|a| a.eq_ignore_ascii_case("CapacityOptimized"))
     }
 
     pub fn profile(&self) -> Option<&VmProfile> {

@@ -10,7 +10,7 @@
 //! | `GET /health` | `ok` (200), or 503 after `POST /fail` until `POST /recover` |
 //! | `GET /work?ms=N` | burns CPU for N ms (at most 60 s), then answers |
 //! | `GET /custom-data` | the file at `$SHOAL_CUSTOM_DATA` (404 when there is none) |
-//! | `GET /env` | a few diagnostics |
+//! | `GET /env` | a few diagnostics, and the CPU and memory limits of its own cgroup |
 //!
 //! SIGTERM ends it at once (the default signal behaviour).
 //!
@@ -268,8 +268,9 @@ fn diagnostics(app: &App) -> String {
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    let (cpu, memory) = cgroup_limits();
     format!(
-        "instance={}\nvmss={}\nprivate_ip={}\nport={}\nmetadata_endpoint={}\ncustom_data={}\npid={}\ncwd={}\nhealthy={}\n",
+        "instance={}\nvmss={}\nprivate_ip={}\nport={}\nmetadata_endpoint={}\ncustom_data={}\npid={}\ncwd={}\nhealthy={}\ncpu_limit={cpu}\nmemory_limit_bytes={memory}\n",
         app.instance,
         var("SHOAL_VMSS"),
         var("SHOAL_PRIVATE_IP"),
@@ -279,6 +280,65 @@ fn diagnostics(app: &App) -> String {
         std::process::id(),
         cwd,
         app.healthy.load(Ordering::Relaxed),
+    )
+}
+
+/// The CPU limit (in CPUs, e.g. `2`, or `max`) and memory limit (bytes, or `max`) of this
+/// process's cgroup, cgroup v2 (`cpu.max`, `memory.max`) or v1 (`cpu.cfs_quota_us` /
+/// `cpu.cfs_period_us`, `memory.limit_in_bytes`); `unknown` where there is none to read.
+fn cgroup_limits() -> (String, String) {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let read = |path: String| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .ok()
+    };
+    let mut cpu = None;
+    let mut memory = None;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let has = |c: &str| controllers.split(',').any(|x| x == c);
+        if controllers.is_empty() {
+            // cgroup v2: one unified hierarchy.
+            let dir = format!("/sys/fs/cgroup{path}");
+            cpu = cpu.or_else(|| {
+                read(format!("{dir}/cpu.max")).map(|v| {
+                    let mut f = v.split_whitespace();
+                    match (f.next(), f.next().and_then(|p| p.parse::<f64>().ok())) {
+                        (Some(q), Some(period)) if q != "max" => q
+                            .parse::<f64>()
+                            .map_or("max".into(), |q| format!("{}", q / period)),
+                        _ => "max".into(),
+                    }
+                })
+            });
+            memory = memory.or_else(|| read(format!("{dir}/memory.max")));
+        } else if has("cpu") {
+            let dir = format!("/sys/fs/cgroup/{controllers}{path}");
+            let dir = if std::path::Path::new(&dir).exists() {
+                dir
+            } else {
+                format!("/sys/fs/cgroup/cpu{path}")
+            };
+            let quota = read(format!("{dir}/cpu.cfs_quota_us")).and_then(|q| q.parse::<f64>().ok());
+            let period =
+                read(format!("{dir}/cpu.cfs_period_us")).and_then(|p| p.parse::<f64>().ok());
+            cpu = match (quota, period) {
+                (Some(q), Some(p)) if q > 0.0 && p > 0.0 => Some(format!("{}", q / p)),
+                (Some(_), Some(_)) => Some("max".into()),
+                _ => cpu,
+            };
+        } else if has("memory") {
+            memory = read(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"));
+        }
+    }
+    (
+        cpu.unwrap_or_else(|| "unknown".into()),
+        memory.unwrap_or_else(|| "unknown".into()),
     )
 }
 

@@ -577,6 +577,20 @@ async fn save(st: &ApiState, sub: &str, rg: &str, name: &str, rec: &Value, ops: 
 pub fn route(segs: &[&str]) -> Option<crate::routes::Route> {
     let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     let n = segs.len();
+    // ARM also lists a deployment's operations without the provider segment
+    // (`…/resourcegroups/{rg}/deployments/{name}/operations`, as the SDK's current API does).
+    if n == 7
+        && eq(segs[2], "resourcegroups")
+        && eq(segs[4], "deployments")
+        && eq(segs[6], "operations")
+    {
+        return Some(crate::routes::Route::Deployments {
+            sub: segs[1].to_string(),
+            rg: segs[3].to_string(),
+            name: Some(segs[5].to_string()),
+            action: Some("operations".to_string()),
+        });
+    }
     if !((7..=10).contains(&n)
         && eq(segs[2], "resourcegroups")
         && eq(segs[4], "providers")

@@ -55,7 +55,7 @@ fn redeploy_to(
 }
 
 /// Applies `action` to one desired instance record. `set_launch` is the set's latest
-/// launch spec (for upgrades).
+/// launch spec for this instance (for upgrades: `placement::launch_for`).
 pub fn apply(rec: &mut InstanceRecord, action: InstanceAction, set_launch: &LaunchSpec) {
     match action {
         InstanceAction::Start => rec.power = PowerIntent::Running,
@@ -171,7 +171,8 @@ fn act(
     let siblings: Vec<&InstanceRecord> = state.instances.iter().map(|r| &r.value).collect();
     for t in &chosen {
         let mut rec = t.value.clone();
-        apply(&mut rec, action, &set.value.launch);
+        let launch = placement::launch_for(&set.value, &rec.launch);
+        apply(&mut rec, action, &launch);
         if action == InstanceAction::Redeploy {
             if let Some(p) = redeploy_to(&set.value, &rec, &mut slots, &siblings) {
                 rec.host = p.host;
@@ -269,7 +270,8 @@ fn repair(
             continue;
         };
         let mut rec = current.value.clone();
-        apply(&mut rec, (*action).into(), &set.value.launch);
+        let launch = placement::launch_for(&set.value, &rec.launch);
+        apply(&mut rec, (*action).into(), &launch);
         writes.ops.push(kv::put_op(
             current.key.clone(),
             &rec,

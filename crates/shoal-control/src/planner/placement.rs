@@ -14,7 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use shoal_model::records::{HostState, InstanceRecord, PowerIntent, ProtectionPolicy, VmssRecord};
+use shoal_model::records::{
+    HostState, InstanceRecord, LaunchSpec, PowerIntent, ProtectionPolicy, VmssRecord,
+};
 
 /// vCPUs and memory: a host's capacity, what is allocated, what is free.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,10 +102,73 @@ pub(crate) fn no_room(set: &VmssRecord) -> String {
     }
 }
 
+/// The launches a new instance of `set` may get, in the order it tries them: the set's
+/// own, or one per size of an instance mix ([`shoal_model::vmss::VirtualMachineScaleSet::mix_sizes`]).
+pub fn launch_options(set: &VmssRecord) -> Vec<LaunchSpec> {
+    if !set
+        .model
+        .sku
+        .as_ref()
+        .and_then(|s| s.name.as_deref())
+        .is_some_and(|n| n.eq_ignore_ascii_case(shoal_model::vmss::MIX))
+    {
+        return vec![set.launch.clone()];
+    }
+    let options: Vec<LaunchSpec> = set
+        .model
+        .mix_sizes()
+        .into_iter()
+        .filter_map(|(name, _)| shoal_model::sku::lookup(name))
+        .map(|size| LaunchSpec {
+            sku: size.name,
+            vcpus: size.vcpus,
+            memory_mb: size.memory_mb,
+            ..set.launch.clone()
+        })
+        .collect();
+    if options.is_empty() {
+        vec![set.launch.clone()]
+    } else {
+        options
+    }
+}
+
+/// The set's new launch for an instance now running `current`: the set's, keeping the
+/// instance's own size when it is one of the set's instance mix (an upgrade changes the
+/// image and model, not the size the mix gave the instance).
+pub fn launch_for(set: &VmssRecord, current: &LaunchSpec) -> LaunchSpec {
+    let mut launch = set.launch.clone();
+    let kept = launch_options(set)
+        .into_iter()
+        .find(|o| o.sku.eq_ignore_ascii_case(&current.sku));
+    if let Some(size) = kept {
+        launch.sku = size.sku;
+        launch.vcpus = size.vcpus;
+        launch.memory_mb = size.memory_mb;
+    }
+    launch
+}
+
+/// How many more instances needing `need` the hosts have room for.
+fn room_for(slots: &[HostSlot], need: &Resources) -> u64 {
+    let per = |free: u64, each: u64| free.checked_div(each).unwrap_or(u64::MAX);
+    slots
+        .iter()
+        .filter(|s| s.takes(need))
+        .map(|s| {
+            per(s.free.vcpus, need.vcpus)
+                .min(per(s.free.memory_mb, need.memory_mb))
+                .min(per(s.free.instances, need.instances))
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
 /// Creates up to `count` new instance records for `set`, numbered from the set's next
 /// instance id, each placed with [`place`] beside `existing` and the ones created before
-/// it; the chosen hosts' room shrinks in `slots`. Returns the records (fewer when no
-/// host may take more) and the set's next instance id after them.
+/// it; the chosen hosts' room shrinks in `slots`. An instance of an instance mix gets the
+/// first size (in the strategy's order; `CapacityOptimized`: the size the most instances
+/// still fit for) a host has room for. Returns the records (fewer when no host may take
+/// more) and the set's next instance id after them.
 pub(crate) fn new_instances(
     set: &VmssRecord,
     slots: &mut [HostSlot],
@@ -116,8 +181,16 @@ pub(crate) fn new_instances(
     let mut created: Vec<InstanceRecord> = Vec::new();
     for _ in 0..count {
         let all: Vec<&InstanceRecord> = existing.iter().copied().chain(created.iter()).collect();
-        let need = Resources::instance(set.launch.vcpus, set.launch.memory_mb);
-        let Some(p) = place(set, slots, &all, &need, None) else {
+        let need_of = |l: &LaunchSpec| Resources::instance(l.vcpus, l.memory_mb);
+        let mut options = launch_options(set);
+        if set.model.capacity_optimized() {
+            options.sort_by_key(|l| std::cmp::Reverse(room_for(slots, &need_of(l))));
+        }
+        let chosen = options.into_iter().find_map(|l| {
+            let need = need_of(&l);
+            place(set, slots, &all, &need, None).map(|p| (l, p, need))
+        });
+        let Some((launch, p, need)) = chosen else {
             break;
         };
         take(slots, &p.host, &need);
@@ -128,7 +201,7 @@ pub(crate) fn new_instances(
             host: p.host,
             zone: p.zone,
             fault_domain: p.fault_domain,
-            launch: set.launch.clone(),
+            launch,
             power: PowerIntent::Running,
             restart_gen: 0,
             reimage_gen: 0,

@@ -20,7 +20,7 @@ pub(crate) fn automatic_upgrades(
             && !inst.protection.protect_from_scale_set_actions
         {
             let mut changed = (*inst).clone();
-            changed.launch = set.launch.clone();
+            changed.launch = super::placement::launch_for(set, &inst.launch);
             upgraded.push(changed);
         }
     }

@@ -33,6 +33,7 @@ use shoal_model::ArmError;
 use super::health::{grace_secs, healthy_now, secs_since, verdict, Verdict};
 use super::{Batch, Member, RollingUpgrade, Surge};
 use crate::clock::arm_time;
+use crate::planner::placement::launch_for;
 
 /// Everything the planner looks at for one set.
 #[derive(Debug, Clone, Copy)]
@@ -299,7 +300,10 @@ pub fn next_step(input: &Input<'_>) -> Step {
                 r.total_batches
             ),
         );
-        step.launches = ids.iter().map(|id| (*id, set.launch.clone())).collect();
+        step.launches = members
+            .iter()
+            .map(|m| (m.instance_id, launch_for(set, &m.previous)))
+            .collect();
     }
     r.pending = r.pending.saturating_sub(ids.len() as u64);
     r.batch = Some(Batch {
