@@ -296,8 +296,8 @@ def without_references(value):
 
 REFERENCED = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/([^/]+)/providers/"
-    r"(Microsoft\.Network/virtualNetworks|Microsoft\.Network/networkSecurityGroups|"
-    r"Microsoft\.Compute/proximityPlacementGroups|Microsoft\.Compute/hostGroups)/([^/]+)(?:/subnets/([^/]+))?$",
+    r"(Microsoft\.Network/virtualNetworks|Microsoft\.Network/networkSecurityGroups|Microsoft\.Network/loadBalancers|"
+    r"Microsoft\.Compute/proximityPlacementGroups|Microsoft\.Compute/hostGroups)/([^/]+)(?:/(?:subnets|probes)/([^/]+))?$",
     re.IGNORECASE,
 )
 
@@ -320,11 +320,18 @@ def make_referenced(body, group):
         m = REFERENCED.match(rid)
         if not m or m.group(1).lower() != group.lower():
             continue
-        kind, name, subnet = m.group(2), m.group(3), m.group(4)
+        kind, name, child = m.group(2), m.group(3), m.group(4)
         path = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{kind}/{name}"
         if kind.endswith("virtualNetworks"):
-            if subnet:
-                subnets.setdefault(path, set()).add(subnet)
+            if child:
+                subnets.setdefault(path, set()).add(child)
+            continue
+        if kind.endswith("loadBalancers"):
+            if not child:
+                continue  # only a probe's balancer is made (pools are left out)
+            probe = {"name": child, "properties": {"protocol": "Tcp", "port": 8080}}
+            status, answer = call("PUT", path, {"location": LOCATION, "properties": {"probes": [probe]}}, api_version="2024-05-01")
+            assert status in (200, 201), (path, answer)
             continue
         resource = {"location": LOCATION}
         if kind.endswith("hostGroups"):
@@ -360,7 +367,9 @@ def kinds_made_right(value, group):
         out = {}
         for k, v in value.items():
             if k == "healthProbe" and "/probes/" not in str(v.get("id", "")):
-                continue  # a restore point's id where a load-balancer probe belongs
+                # A restore point's id where a load-balancer probe belongs.
+                out[k] = {"id": f"{base}/Microsoft.Network/loadBalancers/guard-lb/probes/http"}
+                continue
             wrong = isinstance(v, dict) and "/availabilitySets/" in str(v.get("id", ""))
             out[k] = {**v, "id": right[k]} if wrong and k in right else kinds_made_right(v, group)
         return out

@@ -298,6 +298,7 @@ pub(crate) mod testing {
             http: reqwest::Client::new(),
             page_size: 200,
             max_capacity: 10,
+            public_ip_range: crate::vnets::default_public_ip_range(),
             identity_header: None,
             metrics: Default::default(),
             auth: None,

@@ -28,6 +28,9 @@ pub struct ApiState {
     pub page_size: usize,
     /// Largest capacity a scale set may ask for (1000, as Azure; tests may lower it).
     pub max_capacity: i64,
+    /// Where public IP addresses are given from (`--public-ip-range`, default
+    /// [`crate::vnets::DEFAULT_PUBLIC_IP_RANGE`]).
+    pub public_ip_range: shoal_model::cidr::Cidr,
     /// The secret a managed-identity token request must carry (`IDENTITY_HEADER`); `None`
     /// turns the token endpoint off.
     pub identity_header: Option<String>,

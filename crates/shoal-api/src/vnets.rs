@@ -28,8 +28,17 @@ use crate::response::{self, empty, json, ApiResult, Ctx};
 use crate::routes::method_not_allowed;
 use crate::state::{txn_error, ApiState};
 
-/// Where public IP addresses come from on one machine (issue 15 makes it configurable).
-pub const PUBLIC_IP_RANGE: &str = "127.0.1.0/24";
+/// Where public IP addresses come from unless `shoal serve --public-ip-range` says
+/// otherwise: loopback addresses, so one machine's balancers can listen on them.
+pub const DEFAULT_PUBLIC_IP_RANGE: &str = "127.0.1.0/24";
+
+/// [`DEFAULT_PUBLIC_IP_RANGE`] as a range.
+pub fn default_public_ip_range() -> Cidr {
+    Cidr {
+        network: Ipv4Addr::new(127, 0, 1, 0),
+        prefix_len: 24,
+    }
+}
 
 /// `Microsoft.Network/virtualNetworks`, stored under `vnet/`.
 pub struct VirtualNetworks;
@@ -302,10 +311,10 @@ pub async fn public_ip_of(st: &ApiState, id: &str, target: &str) -> Result<Strin
         .ok_or_else(|| ArmError::internal(format!("The public IP {id} has no address.")))
 }
 
-/// The lowest address of [`PUBLIC_IP_RANGE`] no other public IP holds (the network and
-/// broadcast addresses are never given out).
+/// The lowest address of the server's public range no other public IP holds (the network
+/// and broadcast addresses are never given out).
 async fn free_public_ip(st: &ApiState, id: &str) -> Result<Ipv4Addr, ArmError> {
-    let range: Cidr = PUBLIC_IP_RANGE.parse().map_err(ArmError::internal)?;
+    let range = st.public_ip_range;
     let taken: Vec<Ipv4Addr> = arm_crud::all::<PublicIpAddresses>(st)
         .await?
         .into_iter()
@@ -326,7 +335,7 @@ async fn free_public_ip(st: &ApiState, id: &str) -> Result<Ipv4Addr, ArmError> {
             ArmError::new(
                 400,
                 "PublicIPCountLimitReached",
-                format!("Every address of Shoal's public range {PUBLIC_IP_RANGE} is in use: delete a public IP address first."),
+                format!("Every address of Shoal's public range {range} is in use: delete a public IP address first, or start the server with a larger --public-ip-range."),
             )
         })
 }

@@ -39,6 +39,7 @@ async fn run(authenticate: bool, n: usize) {
             host_timeouts: Default::default(),
             bundles: Default::default(),
             max_capacity: 1000,
+            public_ip_range: shoal_api::vnets::default_public_ip_range(),
             identity_header: None,
             page_size: 200,
             authenticate,

@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub keep_instances: Option<bool>,
     pub max_capacity: Option<i64>,
+    pub public_ip_range: Option<String>,
     pub tls_listen: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Largest capacity a scale set may ask for [default: 1000, as Azure].
     #[arg(long, env = "SHOAL_MAX_CAPACITY", value_name = "N")]
     pub max_capacity: Option<i64>,
+    /// Where public IP addresses (`az network public-ip create`, `az vmss create`'s load
+    /// balancer) get their address from: an IPv4 range this machine can listen on
+    /// [default: 127.0.1.0/24].
+    #[arg(long, env = "SHOAL_PUBLIC_IP_RANGE", value_name = "CIDR")]
+    pub public_ip_range: Option<String>,
     /// Also serve the API over https on this address (e.g. 127.0.0.1:7443). Without
     /// --tls-cert/--tls-key a self-signed certificate for localhost, 127.0.0.1 and ::1 is
     /// made once and kept in DATA_DIR/tls/{cert,key}.pem (tell clients to trust cert.pem).
@@ -250,6 +255,7 @@ struct Settings {
     data_dir: PathBuf,
     keep_instances: bool,
     max_capacity: i64,
+    public_ip_range: shoal_model::cidr::Cidr,
     tls: Option<TlsSettings>,
     identity_header: Option<String>,
     host_timeouts: shoal_control::hosts::HostTimeouts,
@@ -443,6 +449,21 @@ fn settings(args: &ServeArgs) -> anyhow::Result<(Settings, Option<String>)> {
     if !(0..=1000).contains(&max_capacity) {
         bail!("max-capacity must be between 0 and 1000, not {max_capacity}");
     }
+    let public_ip_range = match args
+        .public_ip_range
+        .clone()
+        .or(file.public_ip_range.clone())
+    {
+        None => shoal_api::vnets::default_public_ip_range(),
+        Some(r) => r
+            .parse::<shoal_model::cidr::Cidr>()
+            .map_err(|e| anyhow::anyhow!("public-ip-range: {e}"))?,
+    };
+    if public_ip_range.prefix_len > 30 {
+        bail!(
+            "public-ip-range {public_ip_range} is too small: give at least a /30 (two addresses)"
+        );
+    }
     let log_format = args.log_format.clone().or(file.log_format.clone());
     Ok((
         Settings {
@@ -454,6 +475,7 @@ fn settings(args: &ServeArgs) -> anyhow::Result<(Settings, Option<String>)> {
                 .unwrap_or_else(|| PathBuf::from(".shoal")),
             keep_instances: args.keep_instances || file.keep_instances.unwrap_or(false),
             max_capacity,
+            public_ip_range,
             tls: tls_settings(args, &file)?,
             identity_header: args
                 .identity_header
@@ -610,6 +632,7 @@ pub async fn serve(mut args: ServeArgs, mode: Mode) -> anyhow::Result<()> {
             host_timeouts: s.host_timeouts,
             bundles: s.bundles,
             max_capacity: s.max_capacity,
+            public_ip_range: s.public_ip_range,
             identity_header: Some(identity_header),
             page_size: 200,
             authenticate: true,

@@ -51,6 +51,8 @@ pub struct CoreConfig {
     pub bundles: shoal_api::bundle_gc::BundlePolicy,
     /// Largest capacity a scale set may ask for (1000, as Azure).
     pub max_capacity: i64,
+    /// Where public IP addresses are given from.
+    pub public_ip_range: shoal_model::cidr::Cidr,
     /// The secret managed-identity token requests must carry; `None` turns the endpoint off.
     pub identity_header: Option<String>,
     /// Items per page of list answers.
@@ -106,6 +108,7 @@ impl Core {
             http: reqwest::Client::new(),
             page_size: config.page_size,
             max_capacity: config.max_capacity,
+            public_ip_range: config.public_ip_range,
             identity_header: config.identity_header,
             auth: config.authenticate.then(|| {
                 shoal_api::auth::AuthState::new(config.store.clone(), config.authority_url.clone())

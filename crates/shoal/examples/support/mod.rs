@@ -31,6 +31,7 @@ pub async fn serve(
             host_timeouts: Default::default(),
             bundles: Default::default(),
             max_capacity: 1000,
+            public_ip_range: shoal_api::vnets::default_public_ip_range(),
             identity_header: None,
             page_size: 200,
             authenticate: false,

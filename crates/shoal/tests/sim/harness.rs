@@ -278,6 +278,7 @@ impl Sim {
                 host_timeouts: Default::default(),
                 bundles: Default::default(),
                 max_capacity: 1000,
+                public_ip_range: shoal_api::vnets::default_public_ip_range(),
                 identity_header: None,
                 page_size: 200,
                 // The simulation calls the router in process as the operator: tokens and
