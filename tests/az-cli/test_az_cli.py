@@ -445,3 +445,24 @@ def test_az_vmss_create_from_a_published_urn_and_its_alias(tmp_path, scale_set):
     p = az.run("vmss", "create", "-g", rg, "-n", "nothere", "--image", "Nobody:nothing:none:latest", *common, check=False)
     assert p.returncode != 0, p.stdout
     assert az.run("vmss", "show", "-g", rg, "-n", "nothere", check=False).returncode != 0
+
+
+def test_az_vmss_create_an_instance_mix(tmp_path, scale_set):
+    # az's instance-mix flags reach a Flexible set whose VM shows the size the mix gave it
+    # (two sizes side by side on a small host: tests/e2e/flexible.rs).
+    az = signed_in(tmp_path)
+    rg = f"azm-{uuid.uuid4().hex[:6]}"
+    az.run("group", "create", "-n", rg, "-l", "local")
+    image = f"/subscriptions/{SUB}/resourceGroups/{scale_set}/providers/Microsoft.Compute/galleries/apps/images/web/versions/1.0.0"
+    az.run(
+        "vmss", "create", "-g", rg, "-n", "mix", "--image", image, "--lb", "", "--admin-username", "shoal",
+        "--admin-password", "Shoal-pass-1234!", "--instance-count", "1", "--vm-sku", "Mix",
+        "--skuprofile-vmsizes", "Shoal_2vCPU_1024MB", "Shoal_1vCPU_512MB",
+        "--skuprofile-allocation-strategy", "Prioritized", "--skuprofile-rank", "0", "1",
+    )
+    shown = az.json("vmss", "show", "-g", rg, "-n", "mix")
+    assert shown["sku"]["name"] == "Mix" and shown["orchestrationMode"] == "Flexible", shown
+    sizes = [s["name"] for s in shown["skuProfile"]["vmSizes"]]
+    assert sizes == ["Shoal_2vCPU_1024MB", "Shoal_1vCPU_512MB"], shown["skuProfile"]
+    vm = eventually("the mix's VM", lambda: az.json("vm", "list", "-g", rg))
+    assert [v["hardwareProfile"]["vmSize"] for v in vm] == ["Shoal_2vCPU_1024MB"], vm
