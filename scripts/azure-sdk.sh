@@ -107,8 +107,8 @@ step "start shoal serve on 127.0.0.1:$port (https on $tls_port), data in $work/d
 # Small capacities only (2-core machines): the server refuses anything above 10.
 start_server "$work/data" "$port" --tls-listen "127.0.0.1:$tls_port" --max-capacity 10
 
-if [ "${SHOAL_AZ_ONLY:-0}" = 1 ]; then
-  step "pytest tests/az-cli only (SHOAL_AZ_ONLY=1)"
+# az_suite [PYTEST ARGS...]: the real az CLI suite against the running server.
+az_suite() {
   AZURE_CORE_COLLECT_TELEMETRY=false \
   SHOAL_SDK_ENDPOINT="http://127.0.0.1:$port" \
   SHOAL_SDK_TLS_ENDPOINT="https://127.0.0.1:$tls_port" \
@@ -116,6 +116,10 @@ if [ "${SHOAL_AZ_ONLY:-0}" = 1 ]; then
   SHOAL_SDK_BIN="$BIN" \
   SHOAL_AZ_BIN="$PWD/$AZ_VENV/bin/az" \
     "$AZ_VENV/bin/python" -m pytest tests/az-cli -ra -p no:cacheprovider "$@"
+}
+if [ "${SHOAL_AZ_ONLY:-0}" = 1 ]; then
+  step "pytest tests/az-cli only (SHOAL_AZ_ONLY=1)"
+  az_suite "$@"
   stop_server
   exit 0
 fi
@@ -128,13 +132,7 @@ SHOAL_SDK_BIN="$BIN" \
   "$VENV/bin/python" -m pytest tests/azure-sdk -ra -p no:cacheprovider "$@"
 if [ "$#" = 0 ]; then
   step "pytest tests/az-cli (the real az CLI, signed in to the same server)"
-  AZURE_CORE_COLLECT_TELEMETRY=false \
-  SHOAL_SDK_ENDPOINT="http://127.0.0.1:$port" \
-  SHOAL_SDK_TLS_ENDPOINT="https://127.0.0.1:$tls_port" \
-  SHOAL_SDK_DATA_DIR="$work/data" \
-  SHOAL_SDK_BIN="$BIN" \
-  SHOAL_AZ_BIN="$PWD/$AZ_VENV/bin/az" \
-    "$AZ_VENV/bin/python" -m pytest tests/az-cli -ra -p no:cacheprovider
+  az_suite
 fi
 stop_server
 

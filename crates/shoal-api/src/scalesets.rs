@@ -30,6 +30,18 @@ use crate::response::{self, empty, json, lro, ApiResult, Ctx};
 use crate::state::{body_object, command_error, ApiState};
 use crate::views;
 
+/// The store prefix of the scale sets of a group (which must exist) or, with no group, of
+/// a subscription.
+pub async fn sets_prefix(st: &ApiState, sub: &str, rg: Option<&str>) -> Result<String, ArmError> {
+    Ok(match rg {
+        Some(rg) => {
+            st.require_group(sub, rg).await?;
+            keys::in_group(keys::VMSS, sub, rg)
+        }
+        None => keys::in_subscription(keys::VMSS, sub),
+    })
+}
+
 pub async fn list(
     st: &ApiState,
     ctx: &Ctx,
@@ -40,13 +52,7 @@ pub async fn list(
     if method != Method::GET {
         return Err(method_not_allowed(method));
     }
-    let prefix = match rg {
-        Some(rg) => {
-            st.require_group(sub, rg).await?;
-            keys::in_group(keys::VMSS, sub, rg)
-        }
-        None => keys::in_subscription(keys::VMSS, sub),
-    };
+    let prefix = sets_prefix(st, sub, rg).await?;
     let tenant = st.tenant_id().await?;
     let items = st
         .list::<VmssRecord>(&prefix)

@@ -13,7 +13,6 @@
 use http::Method;
 use serde_json::{json, Value};
 use shoal_model::ids::VmssRef;
-use shoal_model::keys;
 use shoal_model::records::{InstanceRecord, InstanceStatus, VmssRecord};
 use shoal_model::vmss::OrchestrationMode;
 use shoal_model::ArmError;
@@ -94,6 +93,14 @@ async fn vms_under(st: &ApiState, ctx: &Ctx, prefix: &str) -> Result<Vec<Value>,
     Ok(out)
 }
 
+/// The URL path of a list of `kind` in a group or, with no group, a subscription.
+fn list_path(sub: &str, rg: Option<&str>, kind: &str) -> String {
+    match rg {
+        Some(rg) => format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{kind}"),
+        None => format!("/subscriptions/{sub}/providers/{kind}"),
+    }
+}
+
 /// The network interface of a Flexible set's VM, as Azure shows one.
 fn nic_view(set: &VmssRecord, rec: &InstanceRecord, status: Option<&InstanceStatus>) -> Value {
     let n = rec.instance_id;
@@ -155,13 +162,7 @@ pub async fn network_interfaces(
     if method != Method::GET {
         return Err(method_not_allowed(method));
     }
-    let prefix = match rg {
-        Some(rg) => {
-            st.require_group(sub, rg).await?;
-            keys::in_group(keys::VMSS, sub, rg)
-        }
-        None => keys::in_subscription(keys::VMSS, sub),
-    };
+    let prefix = crate::scalesets::sets_prefix(st, sub, rg).await?;
     let all = nics_under(st, &prefix).await?;
     match (rg, name) {
         (Some(rg), Some(name)) => all
@@ -176,13 +177,7 @@ pub async fn network_interfaces(
                 )
                 .with_target(name.to_string())
             }),
-        (rg, _) => {
-            let path = match rg {
-                Some(rg) => format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{NIC_TYPE}"),
-                None => format!("/subscriptions/{sub}/providers/{NIC_TYPE}"),
-            };
-            Ok(response::page(ctx, &path, all, st.page_size))
-        }
+        (rg, _) => Ok(response::page(ctx, &list_path(sub, rg, NIC_TYPE), all, st.page_size)),
     }
 }
 
@@ -197,21 +192,14 @@ pub async fn list(
     if method != Method::GET {
         return Err(method_not_allowed(method));
     }
-    let (prefix, path) = match rg {
-        Some(rg) => {
-            st.require_group(sub, rg).await?;
-            (
-                keys::in_group(keys::VMSS, sub, rg),
-                format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{VM_TYPE}"),
-            )
-        }
-        None => (
-            keys::in_subscription(keys::VMSS, sub),
-            format!("/subscriptions/{sub}/providers/{VM_TYPE}"),
-        ),
-    };
+    let prefix = crate::scalesets::sets_prefix(st, sub, rg).await?;
     let items = vms_under(st, ctx, &prefix).await?;
-    Ok(response::page(ctx, &path, items, st.page_size))
+    Ok(response::page(
+        ctx,
+        &list_path(sub, rg, VM_TYPE),
+        items,
+        st.page_size,
+    ))
 }
 
 /// The Flexible set and instance a VM name (`{set}_{instanceId}`) names, or Azure's 404.

@@ -171,6 +171,39 @@ pub struct IdRef {
     pub id: String,
 }
 
+/// A resource type's own top-level fields when they are only `zones` (placement groups,
+/// host groups).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Zoned {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+}
+
+impl Extras for Zoned {
+    fn read_field<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "zones" => self.zones = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Every stored resource has a location: a 400 naming `location` otherwise.
+pub fn require_location<P, X>(r: &Resource<P, X>) -> Result<(), ArmError> {
+    if r.location.as_deref().is_none_or(|l| l.trim().is_empty()) {
+        return Err(ArmError::invalid_parameter(
+            "location",
+            "A location is required (e.g. \"local\").",
+        ));
+    }
+    Ok(())
+}
+
 /// Gives every child of `list` its id (`{parent_id}/{kind}/{name}`) and its type
 /// (`{parent_type}/{kind}`).
 pub fn name_children<P>(
@@ -245,26 +278,6 @@ mod tests {
     struct Props {
         #[serde(default)]
         port: Option<i64>,
-    }
-
-    #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-    struct Zoned {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        zones: Option<Vec<String>>,
-    }
-
-    impl Extras for Zoned {
-        fn read_field<'de, A: MapAccess<'de>>(
-            &mut self,
-            key: &str,
-            map: &mut A,
-        ) -> Result<bool, A::Error> {
-            match key {
-                "zones" => self.zones = map.next_value()?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        }
     }
 
     #[test]

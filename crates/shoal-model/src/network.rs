@@ -274,12 +274,7 @@ fn check_port(v: Option<i64>, target: &str, required: bool) -> Result<(), ArmErr
 
 /// Checks a normalized load balancer. `lb_id` is its own id.
 pub fn validate_lb(lb: &LoadBalancer, lb_id: &str) -> Result<(), ArmError> {
-    if lb.location.as_deref().is_none_or(|l| l.trim().is_empty()) {
-        return Err(ArmError::invalid_parameter(
-            "location",
-            "A location is required (e.g. \"local\").",
-        ));
-    }
+    crate::arm::require_location(lb)?;
     let p = &lb.properties;
     check_child_names(
         &p.frontend_ip_configurations,

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::arm::Resource;
+use crate::arm::{require_location, Resource, Zoned};
 use crate::error::ArmError;
 
 pub const PPG_TYPE: &str = "Microsoft.Compute/proximityPlacementGroups";
@@ -19,26 +19,6 @@ pub const HOST_GROUP_TYPE: &str = "Microsoft.Compute/hostGroups";
 /// A placement resource's own top-level fields: its zones.
 pub type ProximityPlacementGroup = Resource<PpgProperties, Zoned>;
 pub type HostGroup = Resource<HostGroupProperties, Zoned>;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Zoned {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zones: Option<Vec<String>>,
-}
-
-impl crate::arm::Extras for Zoned {
-    fn read_field<'de, A: serde::de::MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-    ) -> Result<bool, A::Error> {
-        match key {
-            "zones" => self.zones = map.next_value()?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,19 +38,9 @@ pub struct HostGroupProperties {
     pub rest: Map<String, Value>,
 }
 
-fn location_required<P, X>(r: &Resource<P, X>) -> Result<(), ArmError> {
-    if r.location.as_deref().is_none_or(|l| l.trim().is_empty()) {
-        return Err(ArmError::invalid_parameter(
-            "location",
-            "A location is required (e.g. \"local\").",
-        ));
-    }
-    Ok(())
-}
-
 /// Checks a proximity placement group and fills its type (`Standard` by default).
 pub fn admit_ppg(g: &mut ProximityPlacementGroup) -> Result<(), ArmError> {
-    location_required(g)?;
+    require_location(g)?;
     let t = g
         .properties
         .proximity_placement_group_type
@@ -93,7 +63,7 @@ pub fn admit_ppg(g: &mut ProximityPlacementGroup) -> Result<(), ArmError> {
 /// Checks a host group: `platformFaultDomainCount` is required, 1 to 5 (a number, or a
 /// number in a string as ARM templates may send it).
 pub fn admit_host_group(g: &mut HostGroup) -> Result<(), ArmError> {
-    location_required(g)?;
+    require_location(g)?;
     let field = "properties.platformFaultDomainCount";
     let count = match &g.properties.platform_fault_domain_count {
         None | Some(Value::Null) => {

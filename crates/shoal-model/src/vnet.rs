@@ -12,7 +12,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::arm::{check_child_names, name_children, IdRef, Resource, SubResource};
+use crate::arm::{
+    check_child_names, name_children, require_location, IdRef, Resource, SubResource,
+};
 use crate::cidr::Cidr;
 use crate::error::ArmError;
 
@@ -126,16 +128,6 @@ pub struct PipProperties {
     pub rest: Map<String, Value>,
 }
 
-fn location_required<P, X>(r: &Resource<P, X>) -> Result<(), ArmError> {
-    if r.location.as_deref().is_none_or(|l| l.trim().is_empty()) {
-        return Err(ArmError::invalid_parameter(
-            "location",
-            "A location is required (e.g. \"local\").",
-        ));
-    }
-    Ok(())
-}
-
 fn prefix(s: &str, owner: &str, target: String) -> Result<Cidr, ArmError> {
     s.parse::<Cidr>().map_err(|_| {
         ArmError::new(
@@ -188,7 +180,7 @@ pub fn normalize_vnet(v: &mut VirtualNetwork, id: &str) {
 /// Checks a virtual network as Azure does: at least one valid address range; each subnet
 /// named once, with valid ranges inside the network's and apart from the others'.
 pub fn validate_vnet(v: &VirtualNetwork, id: &str) -> Result<(), ArmError> {
-    location_required(v)?;
+    require_location(v)?;
     let space = v
         .properties
         .address_space
@@ -340,7 +332,7 @@ fn priority_of(v: Option<&Value>) -> Option<i64> {
 /// shared with another rule of the same direction, and Azure's direction, access and
 /// protocol words (any case).
 pub fn validate_nsg(g: &NetworkSecurityGroup) -> Result<(), ArmError> {
-    location_required(g)?;
+    require_location(g)?;
     let rules = &g.properties.security_rules;
     check_child_names(rules, "properties.securityRules", true)?;
     let mut seen: Vec<(i64, String, &String)> = Vec::new();
@@ -405,7 +397,7 @@ pub fn validate_nsg(g: &NetworkSecurityGroup) -> Result<(), ArmError> {
 
 /// Checks a public IP address: its allocation method and version, as Azure spells them.
 pub fn validate_pip(p: &PublicIpAddress) -> Result<(), ArmError> {
-    location_required(p)?;
+    require_location(p)?;
     let one_of = |v: &Option<String>, field: &str, allowed: &[&str]| match v {
         Some(s) if !allowed.iter().any(|a| a.eq_ignore_ascii_case(s)) => {
             Err(ArmError::invalid_parameter(

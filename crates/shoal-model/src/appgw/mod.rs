@@ -288,12 +288,7 @@ fn present(v: &Value) -> bool {
 /// Checks a normalized gateway whose own id is `gw_id`. Certificate files are not read
 /// here (see [`certificate_files`]).
 pub fn validate_appgw(gw: &ApplicationGateway, gw_id: &str) -> Result<(), ArmError> {
-    if gw.location.as_deref().is_none_or(|l| l.trim().is_empty()) {
-        return Err(invalid(
-            "location",
-            "A location is required (e.g. \"local\").",
-        ));
-    }
+    crate::arm::require_location(gw)?;
     let p = &gw.properties;
     for (key, why) in UNSUPPORTED {
         if p.other.get(*key).is_some_and(present) {
