@@ -68,29 +68,42 @@ fn as_vm(mut v: Value, set: &VmssRecord, instance_id: u64) -> Value {
 
 /// The views of every instance of the Flexible sets under `prefix`, as virtual machines.
 async fn vms_under(st: &ApiState, ctx: &Ctx, prefix: &str) -> Result<Vec<Value>, ArmError> {
-    let tenant = st.tenant_id().await?;
-    let expand = instances::expands(ctx, "instanceView");
     let mut out = Vec::new();
     for set in st.list::<VmssRecord>(prefix).await? {
-        let set = set.value;
-        if !flexible(&set) {
-            continue;
+        if flexible(&set.value) {
+            out.extend(vms_of(st, ctx, &set.value, None).await?);
         }
-        let health = health_of(st, &set).await?;
-        for (rec, status) in instances_of(st, &set.vmss).await? {
+    }
+    Ok(out)
+}
+
+/// The VM views of a set's instances (`only` one of them), `$expand=instanceView` as asked.
+async fn vms_of(
+    st: &ApiState,
+    ctx: &Ctx,
+    set: &VmssRecord,
+    only: Option<u64>,
+) -> Result<Vec<Value>, ArmError> {
+    let tenant = st.tenant_id().await?;
+    let expand = instances::expands(ctx, "instanceView");
+    let health = health_of(st, set).await?;
+    Ok(instances_of(st, &set.vmss)
+        .await?
+        .into_iter()
+        .filter(|(rec, _)| only.is_none_or(|n| rec.value.instance_id == n))
+        .map(|(rec, status)| {
             let n = rec.value.instance_id;
             let view = views::vm_json(
-                &set,
+                set,
                 &rec.value,
                 status.as_ref(),
                 health.get(&n),
                 expand,
                 &tenant,
             );
-            out.push(as_vm(view, &set, n));
-        }
-    }
-    Ok(out)
+            as_vm(view, set, n)
+        })
+        .collect())
 }
 
 /// The URL path of a list of `kind` in a group or, with no group, a subscription.
@@ -253,25 +266,11 @@ pub async fn one(
     let id = n.to_string();
     let vmss = set.vmss.clone();
     match (action, method) {
-        (None, &Method::GET) => {
-            let all = instances_of(st, &vmss).await?;
-            let (rec, status) = all
-                .into_iter()
-                .find(|(r, _)| r.value.instance_id == n)
-                .ok_or_else(|| ArmError::not_found(VM_TYPE, name))?;
-            let health = health_of(st, &set).await?;
-            let expand = instances::expands(ctx, "instanceView");
-            let tenant = st.tenant_id().await?;
-            let view = views::vm_json(
-                &set,
-                &rec.value,
-                status.as_ref(),
-                health.get(&n),
-                expand,
-                &tenant,
-            );
-            Ok(json(200, &as_vm(view, &set, n)))
-        }
+        (None, &Method::GET) => vms_of(st, ctx, &set, Some(n))
+            .await?
+            .pop()
+            .map(|vm| json(200, &vm))
+            .ok_or_else(|| ArmError::not_found(VM_TYPE, name)),
         (None, &Method::DELETE) => {
             instances::action(
                 st,
