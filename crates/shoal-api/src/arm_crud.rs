@@ -179,6 +179,25 @@ pub async fn read<K: ArmKind>(
         .ok_or_else(|| ArmError::not_found(K::TYPE, name))
 }
 
+/// Replaces the stored resource with `model` if it is still at `revision` (a racing write
+/// makes this a 409), for handlers that change part of one (a child); answers the new
+/// revision.
+pub async fn replace<K: ArmKind>(
+    st: &ApiState,
+    at: Addr<'_>,
+    model: &K::Model,
+    revision: u64,
+) -> Result<u64, ArmError> {
+    st.store
+        .txn(vec![kv::put_op(
+            key::<K>(at.sub, at.rg, at.name),
+            model,
+            Expect::ModRevision(revision),
+        )])
+        .await
+        .map_err(txn_error)
+}
+
 /// `GET`, `PUT`, `PATCH` (when the kind allows it) and `DELETE` of one resource.
 pub async fn resource<K: ArmKind>(
     st: &ApiState,

@@ -311,7 +311,8 @@ async fn nat_rule(
             .as_str()
             .is_some_and(|n| n.eq_ignore_ascii_case(rule))
     });
-    let status = match *method {
+    // What the answer shows: the rule as stored, or nothing for a delete.
+    let answer = match *method {
         Method::PUT => {
             let incoming = shoal_model::vmss::parse_body::<Value>(body)?;
             let props = incoming
@@ -321,41 +322,23 @@ async fn nat_rule(
             let checked = network::check_nat_rule(&model, &lb_id, rule, &props)?;
             let status = if pos.is_some() { 200 } else { 201 };
             match pos {
-                Some(i) => rules[i] = checked,
-                None => rules.push(checked),
+                Some(i) => rules[i] = checked.clone(),
+                None => rules.push(checked.clone()),
             }
-            status
+            json(status, &checked)
         }
         Method::DELETE => match pos {
             Some(i) => {
                 rules.remove(i);
-                200
+                response::empty(200)
             }
             None => return Ok(response::empty(204)),
         },
         _ => return Err(method_not_allowed(method)),
     };
     model.properties.inbound_nat_rules = Some(json!(rules));
-    st.store
-        .txn(vec![shoal_control::kv::put_op(
-            arm_crud::key::<LoadBalancers>(sub, rg, name),
-            &model,
-            shoal_store::Expect::ModRevision(lb.revision),
-        )])
-        .await
-        .map_err(crate::state::txn_error)?;
-    let shown = rules
-        .iter()
-        .find(|r| {
-            r["name"]
-                .as_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case(rule))
-        })
-        .cloned();
-    Ok(match shown {
-        Some(r) => json(status, &r),
-        None => json(200, &Value::Null),
-    })
+    arm_crud::replace::<LoadBalancers>(st, Addr { sub, rg, name }, &model, lb.revision).await?;
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::network::LoadBalancers;
 use crate::placement_groups::{HostGroups, ProximityPlacementGroups};
 use crate::state::ApiState;
 use crate::vnets::{NetworkSecurityGroups, VirtualNetworks};
+use shoal_model::vnet::VirtualNetwork;
 
 const NIC: &str = "properties.virtualMachineProfile.networkProfile.networkInterfaceConfigurations";
 
@@ -55,16 +56,39 @@ pub(crate) async fn lookup<K: ArmKind>(
         .map(|r| (r.value, rest)))
 }
 
+/// Whether `id` names an existing resource of `K` (nothing after its name).
+async fn exists<K: ArmKind>(st: &ApiState, id: &str) -> Result<bool, ArmError> {
+    Ok(matches!(lookup::<K>(st, id).await?, Some((_, rest)) if rest.is_empty()))
+}
+
+/// Whether `id` names a child `{id of a K}/{kind}/{name}` that `has(parent, name)` finds.
+async fn child_exists<K: ArmKind>(
+    st: &ApiState,
+    id: &str,
+    kind: &str,
+    has: impl Fn(&K::Model, &str) -> bool,
+) -> Result<bool, ArmError> {
+    Ok(match lookup::<K>(st, id).await? {
+        Some((parent, rest)) if rest.len() == 2 && rest[0].eq_ignore_ascii_case(kind) => {
+            has(&parent, &rest[1])
+        }
+        _ => false,
+    })
+}
+
 /// `id` must name an existing resource of `K` (nothing after its name): otherwise the
 /// network provider's 400 `InvalidResourceReference` with `target`.
 pub async fn require<K: ArmKind>(st: &ApiState, id: &str, target: &str) -> Result<(), ArmError> {
-    match lookup::<K>(st, id).await? {
-        Some((_, rest)) if rest.is_empty() => Ok(()),
-        _ => Err(invalid_reference(id, &format!("the {}", K::NOUN), target)),
+    if exists::<K>(st, id).await? {
+        Ok(())
+    } else {
+        Err(invalid_reference(id, &format!("the {}", K::NOUN), target))
     }
 }
 
-fn invalid_reference(id: &str, owner: &str, target: &str) -> ArmError {
+/// The network provider's 400 for a reference (from `owner`, in field `target`) to a
+/// resource that is not there.
+pub(crate) fn invalid_reference(id: &str, owner: &str, target: &str) -> ArmError {
     ArmError::new(
         400,
         "InvalidResourceReference",
@@ -99,25 +123,22 @@ pub async fn check_others(
     owner: &str,
 ) -> Result<(), ArmError> {
     for id in set.subnet_ids() {
-        let target = format!("{NIC}.ipConfigurations.subnet.id");
-        let found = match lookup::<VirtualNetworks>(st, &id).await? {
-            Some((vnet, rest)) if rest.len() == 2 && rest[0].eq_ignore_ascii_case("subnets") => {
-                vnet.properties
-                    .subnets
-                    .iter()
-                    .any(|s| s.name.eq_ignore_ascii_case(&rest[1]))
-            }
-            _ => false,
+        let in_network = |v: &VirtualNetwork, n: &str| {
+            v.properties
+                .subnets
+                .iter()
+                .any(|s| s.name.eq_ignore_ascii_case(n))
         };
-        if !found {
+        if !child_exists::<VirtualNetworks>(st, &id, "subnets", in_network).await? {
+            let target = format!("{NIC}.ipConfigurations.subnet.id");
             return Err(invalid_reference(&id, owner, &target));
         }
     }
     for id in set.security_group_ids() {
-        let target = format!("{NIC}.networkSecurityGroup.id");
-        require::<NetworkSecurityGroups>(st, &id, &target)
-            .await
-            .map_err(|_| invalid_reference(&id, owner, &target))?;
+        if !exists::<NetworkSecurityGroups>(st, &id).await? {
+            let target = format!("{NIC}.networkSecurityGroup.id");
+            return Err(invalid_reference(&id, owner, &target));
+        }
     }
     let probe = set
         .profile()
@@ -125,16 +146,14 @@ pub async fn check_others(
         .and_then(|n| n.health_probe.as_ref())
         .and_then(|h| h.get("id")?.as_str().map(String::from));
     if let Some(id) = probe {
-        let target = "properties.virtualMachineProfile.networkProfile.healthProbe.id";
-        let found = match lookup::<LoadBalancers>(st, &id).await? {
-            Some((lb, rest)) if rest.len() == 2 && rest[0].eq_ignore_ascii_case("probes") => lb
-                .properties
+        let in_balancer = |lb: &LoadBalancer, n: &str| {
+            lb.properties
                 .probes
                 .iter()
-                .any(|p| p.name.eq_ignore_ascii_case(&rest[1])),
-            _ => false,
+                .any(|p| p.name.eq_ignore_ascii_case(n))
         };
-        if !found {
+        if !child_exists::<LoadBalancers>(st, &id, "probes", in_balancer).await? {
+            let target = "properties.virtualMachineProfile.networkProfile.healthProbe.id";
             return Err(invalid_reference(&id, owner, target));
         }
     }
@@ -142,53 +161,20 @@ pub async fn check_others(
     let named =
         |v: Option<&serde_json::Value>| v.and_then(|r| r.get("id")?.as_str().map(String::from));
     if let Some(id) = named(props.proximity_placement_group.as_ref()) {
-        let target = "properties.proximityPlacementGroup.id";
-        if !matches!(lookup::<ProximityPlacementGroups>(st, &id).await?, Some((_, r)) if r.is_empty())
-        {
+        if !exists::<ProximityPlacementGroups>(st, &id).await? {
+            let target = "properties.proximityPlacementGroup.id";
             return Err(compute_not_found::<ProximityPlacementGroups>(&id, target));
         }
     }
     if let Some(id) = named(props.stored.host_group.as_ref()) {
-        let target = "properties.hostGroup.id";
-        if !matches!(lookup::<HostGroups>(st, &id).await?, Some((_, r)) if r.is_empty()) {
-            return Err(compute_not_found::<HostGroups>(&id, target));
+        if !exists::<HostGroups>(st, &id).await? {
+            return Err(compute_not_found::<HostGroups>(
+                &id,
+                "properties.hostGroup.id",
+            ));
         }
     }
     Ok(())
-}
-
-/// A pool id's parts: subscription, group, parent resource, pool.
-fn parts(id: &str) -> Option<(String, String, String, String)> {
-    let segs: Vec<&str> = id.trim_matches('/').split('/').collect();
-    let after = |name: &str| {
-        segs.iter()
-            .position(|s| s.eq_ignore_ascii_case(name))
-            .and_then(|i| segs.get(i + 1))
-            .map(|s| s.to_string())
-    };
-    if segs.len() != 10 || !segs[8].eq_ignore_ascii_case("backendAddressPools") {
-        return None;
-    }
-    Some((
-        after("subscriptions")?,
-        after("resourceGroups")?,
-        segs[7].to_string(),
-        segs[9].to_string(),
-    ))
-}
-
-/// Azure's answer to a reference that does not resolve.
-fn missing(id: &str, owner: &str, field: &str) -> ArmError {
-    ArmError::new(
-        400,
-        "InvalidResourceReference",
-        format!(
-            "Resource {id} referenced by resource {owner} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
-        ),
-    )
-    .with_target(format!(
-        "properties.virtualMachineProfile.networkProfile.networkInterfaceConfigurations.ipConfigurations.{field}"
-    ))
 }
 
 /// Checks every backend pool the network profile of `set` (whose id is `owner`) names.
@@ -197,28 +183,29 @@ pub async fn check_pools(
     set: &VirtualMachineScaleSet,
     owner: &str,
 ) -> Result<(), ArmError> {
+    let pools = "backendAddressPools";
+    let target = |field: &str| format!("{NIC}.ipConfigurations.{field}");
     for id in set.backend_pools(PoolOwner::LoadBalancer) {
-        let field = "loadBalancerBackendAddressPools";
-        let (sub, rg, name, pool) = parts(&id).ok_or_else(|| missing(&id, owner, field))?;
-        let lb = st
-            .get::<LoadBalancer>(&arm_crud::key::<LoadBalancers>(&sub, &rg, &name))
-            .await?
-            .ok_or_else(|| missing(&id, owner, field))?;
-        let pools = &lb.value.properties.backend_address_pools;
-        if !pools.iter().any(|p| p.name.eq_ignore_ascii_case(&pool)) {
-            return Err(missing(&id, owner, field));
+        let has = |lb: &LoadBalancer, n: &str| {
+            let pools = &lb.properties.backend_address_pools;
+            pools.iter().any(|p| p.name.eq_ignore_ascii_case(n))
+        };
+        if !child_exists::<LoadBalancers>(st, &id, pools, has).await? {
+            return Err(invalid_reference(
+                &id,
+                owner,
+                &target("loadBalancerBackendAddressPools"),
+            ));
         }
     }
     for id in set.backend_pools(PoolOwner::ApplicationGateway) {
-        let field = "applicationGatewayBackendAddressPools";
-        let (sub, rg, name, pool) = parts(&id).ok_or_else(|| missing(&id, owner, field))?;
-        let gw = st
-            .get::<ApplicationGateway>(&arm_crud::key::<ApplicationGateways>(&sub, &rg, &name))
-            .await?
-            .ok_or_else(|| missing(&id, owner, field))?;
-        let pools = &gw.value.properties.backend_address_pools;
-        if !pools.iter().any(|p| p.name.eq_ignore_ascii_case(&pool)) {
-            return Err(missing(&id, owner, field));
+        let has = |gw: &ApplicationGateway, n: &str| {
+            let pools = &gw.properties.backend_address_pools;
+            pools.iter().any(|p| p.name.eq_ignore_ascii_case(n))
+        };
+        if !child_exists::<ApplicationGateways>(st, &id, pools, has).await? {
+            let field = "applicationGatewayBackendAddressPools";
+            return Err(invalid_reference(&id, owner, &target(field)));
         }
     }
     Ok(())
@@ -253,16 +240,24 @@ mod tests {
     fn pool_ids_are_read_as_arm_ids() {
         let id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/loadBalancers/lb/backendAddressPools/web";
         assert_eq!(
-            parts(id),
-            Some(("s".into(), "g".into(), "lb".into(), "web".into()))
+            resource_parts::<LoadBalancers>(id),
+            Some((
+                "s".into(),
+                "g".into(),
+                "lb".into(),
+                vec!["backendAddressPools".into(), "web".into()]
+            ))
         );
-        assert_eq!(parts("/subscriptions/s/resourceGroups/g"), None);
+        assert_eq!(
+            resource_parts::<LoadBalancers>("/subscriptions/s/resourceGroups/g"),
+            None
+        );
     }
 
     proptest::proptest! {
         #[test]
         fn any_pool_id_is_read_without_panic(id in "\\PC{0,120}") {
-            let _ = parts(&id);
+            let _ = resource_parts::<LoadBalancers>(&id);
             let _ = resource_parts::<VirtualNetworks>(&id);
         }
     }

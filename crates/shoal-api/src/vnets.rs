@@ -9,7 +9,6 @@ use std::net::Ipv4Addr;
 
 use http::Method;
 use serde_json::{json, Value};
-use shoal_control::kv;
 use shoal_model::arm::{SubResource, Tracked};
 use shoal_model::cidr::Cidr;
 use shoal_model::keys;
@@ -20,13 +19,12 @@ use shoal_model::vnet::{
     PIP_TYPE, VNET_TYPE,
 };
 use shoal_model::{names, vmss, ArmError};
-use shoal_store::Expect;
 
 use crate::arm_crud::{self, Addr, ArmKind};
 use crate::network::LoadBalancers;
 use crate::response::{self, empty, json, ApiResult, Ctx};
 use crate::routes::method_not_allowed;
-use crate::state::{txn_error, ApiState};
+use crate::state::ApiState;
 
 /// Where public IP addresses come from unless `shoal serve --public-ip-range` says
 /// otherwise: loopback addresses, so one machine's balancers can listen on them.
@@ -304,11 +302,17 @@ impl ArmKind for PublicIpAddresses {
 /// The address of the public IP `id` names: 400 `InvalidResourceReference` (naming
 /// `target`) when there is none.
 pub async fn public_ip_of(st: &ApiState, id: &str, target: &str) -> Result<String, ArmError> {
-    crate::references::require::<PublicIpAddresses>(st, id, target).await?;
-    let found = crate::references::lookup::<PublicIpAddresses>(st, id).await?;
-    found
-        .and_then(|(p, _)| p.properties.ip_address)
-        .ok_or_else(|| ArmError::internal(format!("The public IP {id} has no address.")))
+    match crate::references::lookup::<PublicIpAddresses>(st, id).await? {
+        Some((p, rest)) if rest.is_empty() => p
+            .properties
+            .ip_address
+            .ok_or_else(|| ArmError::internal(format!("The public IP {id} has no address."))),
+        _ => Err(crate::references::invalid_reference(
+            id,
+            "the public IP address",
+            target,
+        )),
+    }
 }
 
 /// The lowest address of the server's public range no other public IP holds (the network
@@ -408,7 +412,8 @@ pub async fn subnet(
             }
             let id = v.arm_id().unwrap_or_default().to_string();
             VirtualNetworks::admit(st, &mut v, &id, at, Some(&network.value)).await?;
-            let revision = write(st, at, &v, network.revision).await?;
+            let revision =
+                arm_crud::replace::<VirtualNetworks>(st, at, &v, network.revision).await?;
             let out = VirtualNetworks::view(st, &v, revision).await?;
             let s = out["properties"]["subnets"]
                 .as_array()
@@ -434,26 +439,9 @@ pub async fn subnet(
             };
             refuse_subnet_in_use(st, &v.properties.subnets[pos], at).await?;
             v.properties.subnets.remove(pos);
-            write(st, at, &v, network.revision).await?;
+            arm_crud::replace::<VirtualNetworks>(st, at, &v, network.revision).await?;
             Ok(empty(200))
         }
         _ => Err(method_not_allowed(method)),
     }
-}
-
-/// Replaces the stored network if it is still at `revision` (else a 409: a racing write).
-async fn write(
-    st: &ApiState,
-    at: Addr<'_>,
-    v: &VirtualNetwork,
-    revision: u64,
-) -> Result<u64, ArmError> {
-    st.store
-        .txn(vec![kv::put_op(
-            arm_crud::key::<VirtualNetworks>(at.sub, at.rg, at.name),
-            v,
-            Expect::ModRevision(revision),
-        )])
-        .await
-        .map_err(txn_error)
 }
