@@ -98,8 +98,12 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The `shoal` binary under test: cargo's, or `SHOAL_E2E_BIN` (a release build for the
+/// benchmarks that reuse these tests, or an older build to compare with).
 pub fn shoal_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_shoal"))
+    std::env::var_os("SHOAL_E2E_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shoal")))
 }
 
 pub fn repo_root() -> PathBuf {
@@ -216,13 +220,21 @@ impl Server {
             .expect("spawn shoal serve");
         self.child = Some(child);
         register_data_dir(&self.endpoint(), &self.data_dir());
+        let healthz = format!("{}/healthz", self.endpoint());
+        let log = self.dir.path().join("serve.log");
+        let child = self.child.as_mut().expect("just spawned");
         wait_until(
             Duration::from_secs(30),
             "the server answers /healthz",
             || {
-                http_get(&format!("{}/healthz", self.endpoint()))
-                    .map(|(s, _)| s == 200)
-                    .unwrap_or(false)
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!(
+                        "shoal serve exited ({status}) instead of starting:\n{}",
+                        tail(&log, 30)
+                    );
+                }
+                http_get(&healthz).is_some_and(|(s, _)| s == 200)
             },
         );
     }
@@ -233,6 +245,18 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Sends `kill -9` and returns at once, as a shell's `kill -9 PID` does: the process
+    /// may still be dying (its descriptors, the store's lock among them, not yet closed).
+    /// Returns the child to reap later.
+    pub fn kill9_no_wait(&mut self) -> Child {
+        let c = self.child.take().expect("server running");
+        // SAFETY: sending a signal to our own child by pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGKILL);
+        }
+        c
     }
 
     /// SIGTERM and wait for a clean exit.

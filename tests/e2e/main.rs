@@ -16,5 +16,6 @@ mod hosts;
 mod identity;
 mod multihost;
 mod portal;
+mod restart;
 mod rolling;
 mod vm;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -44,6 +45,12 @@ const REVISION_KEY: &str = "revision";
 const MAX_GROUP: usize = 4096;
 /// How many transactions may wait for the writer before callers wait to enqueue.
 const QUEUE: usize = 8192;
+
+/// How long opening waits for a locked database file before giving up. A shoal that
+/// was just `kill -9`ed holds its lock until the kernel has finished tearing the process
+/// down (milliseconds for a large one), so a restart right after the kill waits for it
+/// rather than failing; a shoal that is really running keeps it and is reported.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// What can go wrong in the redb backend; reaches callers inside
 /// [`StoreError::Backend`].
@@ -89,6 +96,29 @@ impl From<RedbStoreError> for StoreError {
     }
 }
 
+/// Opens or creates the database at `path`, retrying for up to `wait` while another
+/// process holds its lock.
+fn create_waiting(path: &Path, wait: Duration) -> std::result::Result<Database, DatabaseError> {
+    const PAUSE: Duration = Duration::from_millis(20);
+    let mut tries_left = wait.as_millis() / PAUSE.as_millis();
+    loop {
+        match Database::create(path) {
+            Err(DatabaseError::DatabaseAlreadyOpen) if tries_left > 0 => {
+                if tries_left == wait.as_millis() / PAUSE.as_millis() {
+                    tracing::warn!(
+                        path = %path.display(),
+                        wait_seconds = wait.as_secs(),
+                        "The database is locked; waiting in case the shoal that held it is still exiting"
+                    );
+                }
+                tries_left -= 1;
+                std::thread::sleep(PAUSE);
+            }
+            result => return result,
+        }
+    }
+}
+
 /// A durable [`Store`] in one redb file, with group commit.
 ///
 /// Dropping it stops the writer thread after it has committed every transaction already
@@ -127,7 +157,7 @@ impl RedbStore {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|source| match source {
+        let db = create_waiting(path, LOCK_WAIT).map_err(|source| match source {
             DatabaseError::DatabaseAlreadyOpen => RedbStoreError::Locked {
                 path: path.to_owned(),
                 source,
@@ -401,5 +431,29 @@ impl Writer {
             self.revision = revision;
         }
         Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn opening_waits_for_a_lock_being_released_and_reports_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let held = Database::create(&path).unwrap();
+        // Kept for longer than the wait: reported as locked.
+        let Err(err) = create_waiting(&path, Duration::from_millis(100)) else {
+            panic!("a held lock is reported");
+        };
+        assert!(matches!(err, DatabaseError::DatabaseAlreadyOpen), "{err}");
+        // Released while waiting (as by a process that is still exiting): opened.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        create_waiting(&path, Duration::from_secs(5)).expect("opened once released");
+        release.join().unwrap();
     }
 }

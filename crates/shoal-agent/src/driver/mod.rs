@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use shoal_model::records::HostPeer;
 
 pub mod fake;
+mod launch;
 pub mod multi;
 pub mod process;
 mod procfs;

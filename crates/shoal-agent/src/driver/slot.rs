@@ -82,36 +82,41 @@ impl<S> Default for Slot<S> {
 pub struct Proc {
     pid: u32,
     exited: watch::Receiver<Option<String>>,
-    waiter: JoinHandle<()>,
+    /// Aborted on drop; `None` for a waiter that must outlive us (it reaps a child).
+    waiter: Option<JoinHandle<()>>,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
         // The process itself keeps running (it is in its own session); only our waiter
         // goes. A child's `tokio::process::Child` is then reaped by tokio's orphan queue.
-        self.waiter.abort();
+        if let Some(waiter) = &self.waiter {
+            waiter.abort();
+        }
     }
 }
 
 impl Proc {
-    /// Watches a child we just spawned; `describe` words how it ended.
-    pub fn watch_child(
+    /// Watches a child we just started with [`launch`](super::launch); `describe` words
+    /// how it ended. Its waiter reaps it even after the `Proc` is dropped (the process
+    /// keeps running then, in its own session), so no zombie is left behind.
+    pub fn watch_launched(
         key: &InstanceKey,
         pid: u32,
-        mut child: tokio::process::Child,
+        pidfd: std::os::fd::OwnedFd,
         describe: impl FnOnce(io::Result<ExitStatus>) -> String + Send + 'static,
     ) -> Proc {
         let (tx, rx) = watch::channel(None);
         let instance = key.clone();
-        let waiter = tokio::spawn(async move {
-            let how = describe(child.wait().await);
+        tokio::spawn(async move {
+            let how = describe(super::launch::wait(pidfd).await);
             tracing::debug!(%instance, pid, how = %how, "Instance process ended");
             let _ = tx.send(Some(how));
         });
         Proc {
             pid,
             exited: rx,
-            waiter,
+            waiter: None,
         }
     }
 
@@ -125,7 +130,7 @@ impl Proc {
         Proc {
             pid: rec.pid,
             exited: rx,
-            waiter,
+            waiter: Some(waiter),
         }
     }
 

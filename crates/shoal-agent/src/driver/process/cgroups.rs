@@ -272,20 +272,6 @@ impl Limits {
     }
 }
 
-/// Moves the calling process into the cgroups whose `cgroup.procs` descriptors are
-/// given. Runs in the forked child before exec: only async-signal-safe calls.
-pub fn join_in_child(fds: &[i32]) -> io::Result<()> {
-    for &fd in fds {
-        // SAFETY: `fd` is an open descriptor inherited from the parent (it stays valid
-        // until exec closes it); write reads one byte from a static buffer.
-        let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-        if rc != 1 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 fn pids_in(dir: &Path) -> Vec<u32> {
     fs::read_to_string(dir.join("cgroup.procs"))
         .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())

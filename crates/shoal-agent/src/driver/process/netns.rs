@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Routed veth pairs without a bridge: nothing limits the count to a bridge's 1024 ports.
-//! The child process joins the namespace with `setns` before exec (see [`join_in_child`]).
+//! The instance's process joins the namespace with `setns` before exec (see
+//! [`crate::driver::launch`]).
 
 use std::fs;
 use std::io;
@@ -276,15 +277,6 @@ fn bind_mount(src: &Path, dst: &Path) -> io::Result<()> {
         )
     };
     if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Joins the network namespace open as `fd`. Runs in the forked child before exec.
-pub fn join_in_child(fd: i32) -> io::Result<()> {
-    // SAFETY: `fd` is an open namespace descriptor inherited from the parent.
-    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

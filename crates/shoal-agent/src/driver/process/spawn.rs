@@ -10,11 +10,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::state::{InstanceState, NetAlloc};
-use super::{blocking, cgroups, net, net_err, netns, procfs, start_err, users, Inner, NetworkMode};
+use super::{blocking, cgroups, net, net_err, procfs, start_err, users, Inner, NetworkMode};
+use crate::driver::launch;
 use crate::driver::slot::{io_err, Machine, Proc, ProcessRecord, Slot};
 use crate::driver::{DriverError, InstanceSpec, Running};
 
@@ -107,7 +108,6 @@ impl Inner {
             .append(true)
             .open(dir.console_log())
             .map_err(|e| io_err(key, e))?;
-        let log_err = log.try_clone().map_err(|e| io_err(key, e))?;
 
         // Its own user, when the agent may hand one out: the disk and custom data are its.
         let user = self
@@ -132,59 +132,41 @@ impl Inner {
         let path_var = std::env::var_os("PATH").unwrap_or_else(|| {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
         });
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(&spec.command)
-            .current_dir(dir.disk())
-            .env_clear()
-            .env("PATH", path_var)
-            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PORT", endpoint.listen_port.to_string())
-            .env("SHOAL_PRIVATE_IP", endpoint.private_ip.to_string())
-            .env("SHOAL_INSTANCE_ID", &spec.instance_id)
-            .env("SHOAL_VMSS", &spec.vmss)
-            .env("SHOAL_CUSTOM_DATA", custom_data)
-            .env("SHOAL_METADATA_ENDPOINT", &metadata)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(false);
+        // A clean environment: PATH, the spec's variables, then Shoal's (which win).
+        let mut env = Environment::default();
+        env.set("PATH", path_var);
+        for (k, v) in &spec.env {
+            env.set(k, v.into());
+        }
+        env.set("PORT", endpoint.listen_port.to_string().into());
+        env.set("SHOAL_PRIVATE_IP", endpoint.private_ip.to_string().into());
+        env.set("SHOAL_INSTANCE_ID", spec.instance_id.clone().into());
+        env.set("SHOAL_VMSS", spec.vmss.clone().into());
+        env.set("SHOAL_CUSTOM_DATA", custom_data.into());
+        env.set("SHOAL_METADATA_ENDPOINT", metadata.clone().into());
         if spec.env.iter().any(|(k, _)| k == "IDENTITY_HEADER") {
             // As on App Service: IDENTITY_ENDPOINT + IDENTITY_HEADER.
-            cmd.env(
+            env.set(
                 "IDENTITY_ENDPOINT",
-                format!("{metadata}{}", crate::identity::TOKEN_PATH),
+                format!("{metadata}{}", crate::identity::TOKEN_PATH).into(),
             );
         }
-        let ns_raw = netns_fd.as_ref().map(AsRawFd::as_raw_fd);
-        let cg_raw: Vec<i32> = cgroup_fds.iter().map(AsRawFd::as_raw_fd).collect();
-        // SAFETY: the hook runs in the forked child before exec and only makes
-        // async-signal-safe system calls (setsid, setns, write, setgroups, setgid, setuid,
-        // prctl) on descriptors that stay open in the parent until `spawn` returns; it
-        // allocates nothing. The user is dropped last: joining needs root.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if let Some(fd) = ns_raw {
-                    netns::join_in_child(fd)?;
-                }
-                cgroups::join_in_child(&cg_raw)?;
-                match user {
-                    Some(uid) => users::become_user_in_child(uid),
-                    None => Ok(()),
-                }
-            });
-        }
-        let child = cmd.spawn().map_err(|e| start_err(key, &e))?;
-        drop((netns_fd, cgroup_fds));
-        let Some(pid) = child.id() else {
-            return Err(DriverError::Start {
-                key: key.clone(),
-                reason: "the process ended before it could be observed".into(),
-            });
-        };
+        let disk = dir.disk();
+        // The user is dropped last: joining the namespace and cgroups needs root.
+        let launched = launch::launch(&launch::Launch {
+            program: Path::new("/bin/sh"),
+            args: vec!["-c".as_ref(), spec.command.as_ref()],
+            env: env.0,
+            cwd: &disk,
+            stdout: log.as_raw_fd(),
+            stderr: log.as_raw_fd(),
+            netns: netns_fd.as_ref().map(AsRawFd::as_raw_fd),
+            cgroups: cgroup_fds.iter().map(AsRawFd::as_raw_fd).collect(),
+            user,
+        })
+        .map_err(|e| start_err(key, &e))?;
+        drop((netns_fd, cgroup_fds, log));
+        let pid = launched.pid;
         // Our child cannot be reaped before `wait`, so its /proc entry is there.
         let start_time = procfs::start_time(pid).unwrap_or_else(|| {
             tracing::warn!(instance = %key, pid, "Cannot read the start time of a new process");
@@ -192,7 +174,7 @@ impl Inner {
         });
         state.process = Some(ProcessRecord { pid, start_time });
         let snapshot = state.clone();
-        let p = Proc::watch_child(key, pid, child, |status| match status {
+        let p = Proc::watch_launched(key, pid, launched.pidfd, |status| match status {
             Ok(status) => describe_exit(status),
             Err(e) => format!("exit status unknown ({e})"),
         });
@@ -200,6 +182,19 @@ impl Inner {
         slot.proc_ = Some(p);
         self.slots.save(key, &snapshot)?;
         Ok(running)
+    }
+}
+
+/// An environment built in order, a later value of a name replacing the earlier one.
+#[derive(Default)]
+struct Environment(Vec<(String, std::ffi::OsString)>);
+
+impl Environment {
+    fn set(&mut self, name: &str, value: std::ffi::OsString) {
+        match self.0.iter_mut().find(|(k, _)| k == name) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((name.to_string(), value)),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Instances run as users of their own, not as root: an agent running as root gives each
 //! instance a uid (and gid) of its own from [`FIRST_UID`] on, derived from the instance's
 //! key so it stays the same across restarts, hands the instance its disk and its custom
-//! data, and drops to that user in the child before `exec` (supplementary groups cleared,
+//! data, and drops to that user in the child before `exec` ([`crate::driver::launch`]) (supplementary groups cleared,
 //! `PR_SET_NO_NEW_PRIVS` set, so no setuid binary can raise it again).
 //!
 //! The instance reaches its custom data through `/proc/self/cwd/../custom-data`: its
@@ -57,27 +57,6 @@ fn chown_tree(path: &Path, uid: u32) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Becomes `uid` in the forked child, for good.
-///
-/// # Safety
-/// Only for a `pre_exec` hook: it makes async-signal-safe system calls only.
-pub unsafe fn become_user_in_child(uid: u32) -> io::Result<()> {
-    let check = |r: libc::c_int| {
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    // SAFETY: plain system calls on no memory but a null pointer for an empty list.
-    unsafe {
-        check(libc::setgroups(0, std::ptr::null()))?;
-        check(libc::setgid(uid))?;
-        check(libc::setuid(uid))?;
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-    }
 }
 
 #[cfg(test)]

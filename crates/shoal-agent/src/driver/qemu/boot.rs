@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -21,8 +22,8 @@ use super::{
     hostname_of, image, image_err, is_valid_key, remove_file_if_exists, seed, start_err, Inner,
     CONSOLE_LOG,
 };
-use crate::driver::procfs;
 use crate::driver::slot::{io_err, write_atomic, Machine, Proc, ProcessRecord, Slot};
+use crate::driver::{launch, procfs};
 use crate::driver::{DriverError, InstanceKey, InstanceSpec, Running};
 
 impl Inner {
@@ -190,40 +191,32 @@ impl Inner {
             .await
             .map_err(|e| io_err(key, e))?;
         let log = log.into_std().await;
-        let log_err = log.try_clone().map_err(|e| io_err(key, e))?;
 
-        let mut cmd = tokio::process::Command::new(&self.config.qemu);
-        cmd.args(&argv)
-            .current_dir(&dir)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(false);
-        // SAFETY: the hook runs in the forked child before exec and only calls setsid,
-        // which is async-signal-safe; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| {
+        // Started without forking the agent (see `launch`), in its own session.
+        let launched = launch::launch(&launch::Launch {
+            program: &self.config.qemu,
+            args: argv.iter().map(AsRef::as_ref).collect(),
+            env: Vec::new(),
+            cwd: &dir,
+            stdout: log.as_raw_fd(),
+            stderr: log.as_raw_fd(),
+            netns: None,
+            cgroups: Vec::new(),
+            user: None,
+        })
+        .map_err(|e| {
             start_err(
                 key,
                 format!("cannot run {}: {e}", self.config.qemu.display()),
             )
         })?;
-        let Some(pid) = child.id() else {
-            return Err(start_err(key, "QEMU ended before it could be observed"));
-        };
+        drop(log);
+        let pid = launched.pid;
         let start_time = procfs::start_time(pid).unwrap_or(0);
         state.process = Some(ProcessRecord { pid, start_time });
         state.accel = Some(accel.name().to_string());
         let snapshot = state.clone();
-        let p = Proc::watch_child(key, pid, child, move |status| match status {
+        let p = Proc::watch_launched(key, pid, launched.pidfd, move |status| match status {
             Ok(status) => describe_exit(status, &log_path),
             Err(e) => format!("QEMU's exit status is unknown ({e})"),
         });

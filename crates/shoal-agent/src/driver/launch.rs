@@ -1,0 +1,451 @@
+//! Starting an instance's process without forking the server.
+//!
+//! `fork` of the agent (in `shoal serve`, a process of ~100 MB with dozens of threads)
+//! copies its page tables for every instance; at 1000 instances that was most of the
+//! scale-out's CPU time. And until the child called `exec` it held a copy of every
+//! descriptor of the server, among them the store's locked database file: after a
+//! `kill -9` of the server, a child caught between fork and exec kept the lock and an
+//! immediate restart was refused.
+//!
+//! [`launch`] instead uses `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`, as
+//! `posix_spawn` does: the child borrows the parent's memory (nothing is copied) and the
+//! calling thread waits until the child has called `exec` (or failed). The child's first
+//! system calls close every descriptor it was not given, so no lock outlives the parent
+//! by more than a few microseconds; then it enters its session, network namespace and
+//! cgroups, drops to its user with `NO_NEW_PRIVS`, sets up its standard streams and
+//! signal state, and execs. Everything it needs was prepared by the parent beforehand:
+//! the child allocates nothing and calls only async-signal-safe system calls.
+//!
+//! The new process's pidfd comes back with its pid; [`wait`] reaps it through the pidfd
+//! and tells how it ended.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Stack for the child until it execs; it runs a few system calls only.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// What the new process gets. Descriptors are borrowed: they stay open in the caller.
+pub struct Launch<'a> {
+    pub program: &'a Path,
+    pub args: Vec<&'a OsStr>,
+    /// `KEY=value` entries, the whole environment.
+    pub env: Vec<(String, std::ffi::OsString)>,
+    pub cwd: &'a Path,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// Joined with `setns` before exec.
+    pub netns: Option<RawFd>,
+    /// `cgroup.procs` files opened for writing; the child writes "0" to each.
+    pub cgroups: Vec<RawFd>,
+    /// Runs as this uid and gid with no supplementary groups and `NO_NEW_PRIVS`.
+    pub user: Option<u32>,
+}
+
+/// A started process: its pid and the pidfd that pins it.
+pub struct Launched {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// Which step of the child failed (reported with its errno).
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum Step {
+    None = 0,
+    Setsid,
+    Netns,
+    Cgroup,
+    User,
+    Chdir,
+    Stdio,
+    Exec,
+}
+
+impl Step {
+    fn describe(self) -> &'static str {
+        match self {
+            Step::None => "start",
+            Step::Setsid => "start a session",
+            Step::Netns => "join its network namespace",
+            Step::Cgroup => "join its cgroups",
+            Step::User => "drop to its own user",
+            Step::Chdir => "enter its disk directory",
+            Step::Stdio => "attach its console log",
+            Step::Exec => "execute the program",
+        }
+    }
+}
+
+/// Everything the child reads, prepared by the parent; `failed`/`errno` are written by
+/// the child (shared memory: `CLONE_VM`) and read after it has exec'd or exited.
+struct ChildArgs {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    devnull: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    netns: RawFd,
+    cgroups: *const RawFd,
+    cgroup_count: usize,
+    user: Option<u32>,
+    /// Descriptors to keep (sorted); every other one above 2 is closed first thing.
+    keep: *const RawFd,
+    keep_count: usize,
+    /// The caller's signal mask, restored in the child before exec.
+    mask: libc::sigset_t,
+    failed: Step,
+    errno: i32,
+}
+
+fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+/// `program` itself when it names a path, else the first executable of that name on the
+/// agent's `PATH`.
+fn resolve(program: &Path) -> io::Result<std::path::PathBuf> {
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(program.to_owned());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not on PATH", program.display()),
+            )
+        })
+}
+
+/// Starts `spec`'s program. Blocks the calling thread until the child has exec'd (well
+/// under a millisecond; the parent's memory is not copied).
+pub fn launch(spec: &Launch<'_>) -> io::Result<Launched> {
+    let program = resolve(spec.program)?;
+    let program = cstring(program.as_os_str().as_bytes(), "the program path")?;
+    let args: Vec<CString> = std::iter::once(Ok(program.clone()))
+        .chain(
+            spec.args
+                .iter()
+                .map(|a| cstring(a.as_bytes(), "an argument")),
+        )
+        .collect::<io::Result<_>>()?;
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            cstring(&entry, "an environment variable")
+        })
+        .collect::<io::Result<_>>()?;
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let cwd = cstring(spec.cwd.as_os_str().as_bytes(), "the working directory")?;
+    let devnull = OwnedFd::from(std::fs::File::open("/dev/null")?);
+
+    let mut keep: Vec<RawFd> = [devnull.as_raw_fd(), spec.stdout, spec.stderr]
+        .into_iter()
+        .chain(spec.netns)
+        .chain(spec.cgroups.iter().copied())
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+
+    // SAFETY: an all-zero sigset_t is a valid (empty) set; sigfillset fills it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut args_block = ChildArgs {
+        program: program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: cwd.as_ptr(),
+        devnull: devnull.as_raw_fd(),
+        stdout: spec.stdout,
+        stderr: spec.stderr,
+        netns: spec.netns.unwrap_or(-1),
+        cgroups: spec.cgroups.as_ptr(),
+        cgroup_count: spec.cgroups.len(),
+        user: spec.user,
+        keep: keep.as_ptr(),
+        keep_count: keep.len(),
+        // SAFETY: as above, a valid empty set, filled by pthread_sigmask below.
+        mask: unsafe { std::mem::zeroed() },
+        failed: Step::None,
+        errno: 0,
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down: hand clone its 16-byte aligned top.
+    let top = {
+        let end = stack.as_mut_ptr() as usize + CHILD_STACK;
+        (end & !15) as *mut libc::c_void
+    };
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: sigfillset/pthread_sigmask take valid sigset pointers. No signal handler
+    // may run in the child while it shares our memory, so every signal is blocked around
+    // the clone (the child restores the old mask just before exec). clone gets a valid
+    // stack top, a child function that touches only `args_block` (alive until clone
+    // returns: CLONE_VFORK suspends this thread until the child has exec'd or exited) and
+    // a valid pointer for the pidfd.
+    let pid = unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut args_block.mask);
+        let pid = libc::clone(
+            child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            (&raw mut args_block).cast(),
+            &raw mut pidfd,
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &args_block.mask, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
+        }
+        pid
+    };
+    // SAFETY: clone with CLONE_PIDFD succeeded, so `pidfd` is a new descriptor we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    drop(stack);
+    // SAFETY: the child has exec'd or exited, so it no longer writes `args_block`; a
+    // volatile read makes sure the compiler reads what it wrote.
+    let (failed, errno) = unsafe {
+        (
+            std::ptr::read_volatile(&raw const args_block.failed),
+            std::ptr::read_volatile(&raw const args_block.errno),
+        )
+    };
+    if !matches!(failed, Step::None) {
+        // It exited with 127; reap it so no zombie is left.
+        let _ = reap(&pidfd);
+        let cause = io::Error::from_raw_os_error(errno);
+        return Err(io::Error::new(
+            cause.kind(),
+            format!("the new process could not {}: {cause}", failed.describe()),
+        ));
+    }
+    Ok(Launched {
+        pid: pid as u32,
+        pidfd,
+    })
+}
+
+/// The child, on its own stack in the parent's memory, before exec.
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ChildArgs`, valid until this function execs or
+    // exits (the parent is suspended meanwhile). Only system calls follow.
+    unsafe {
+        let a = &mut *arg.cast::<ChildArgs>();
+        let fail = |a: &mut ChildArgs, step: Step| -> libc::c_int {
+            let errno = *libc::__errno_location();
+            std::ptr::write_volatile(&raw mut a.errno, errno);
+            std::ptr::write_volatile(&raw mut a.failed, step);
+            libc::_exit(127)
+        };
+        // First: drop every descriptor but ours (the store's locked file among them).
+        let keep = std::slice::from_raw_parts(a.keep, a.keep_count);
+        let mut from: libc::c_uint = 3;
+        for &fd in keep {
+            let fd = fd as libc::c_uint;
+            if fd > from {
+                libc::syscall(libc::SYS_close_range, from, fd - 1, 0 as libc::c_uint);
+            }
+            if fd + 1 > from {
+                from = fd + 1;
+            }
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            from,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+
+        if libc::setsid() < 0 {
+            return fail(a, Step::Setsid);
+        }
+        if a.netns >= 0 && libc::setns(a.netns, libc::CLONE_NEWNET) != 0 {
+            return fail(a, Step::Netns);
+        }
+        for &fd in std::slice::from_raw_parts(a.cgroups, a.cgroup_count) {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return fail(a, Step::Cgroup);
+            }
+        }
+        if let Some(uid) = a.user {
+            if libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setgid(uid) < 0
+                || libc::setuid(uid) < 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+            {
+                return fail(a, Step::User);
+            }
+        }
+        if libc::chdir(a.cwd) < 0 {
+            return fail(a, Step::Chdir);
+        }
+        if libc::dup2(a.devnull, 0) < 0
+            || libc::dup2(a.stdout, 1) < 0
+            || libc::dup2(a.stderr, 2) < 0
+        {
+            return fail(a, Step::Stdio);
+        }
+        // Handlers are the parent's (e.g. the runtime's SIGCHLD); the program starts
+        // with every caught signal at its default, and the caller's mask.
+        for sig in 1..libc::SIGRTMAX() {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_IGN
+                && old.sa_sigaction != libc::SIG_DFL
+            {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut());
+        libc::execve(a.program, a.argv, a.envp);
+        fail(a, Step::Exec)
+    }
+}
+
+/// Reaps the process behind `pidfd` (which must be our child and have ended, or this
+/// blocks) and returns how it ended.
+fn reap(pidfd: &OwnedFd) -> io::Result<ExitStatus> {
+    // SAFETY: an all-zero siginfo_t is valid; waitid fills it for the pidfd's process.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pidfd and siginfo pointer.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled a child-exit siginfo, whose si_status is valid.
+    let status = unsafe { info.si_status() };
+    // Re-encode as a wait(2) status so ExitStatus reads it.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => status & 0x7f,
+    };
+    Ok(ExitStatus::from_raw(raw))
+}
+
+/// Waits (without blocking a thread) until the launched process ends, reaps it and
+/// returns how it ended.
+pub async fn wait(pidfd: OwnedFd) -> io::Result<ExitStatus> {
+    // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open and unchanged
+    // for its whole life and closes it on drop.
+    let afd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE)? };
+    let _ready = afd.readable().await?;
+    reap(afd.get_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn spec<'a>(args: Vec<&'a OsStr>, out: RawFd) -> Launch<'a> {
+        Launch {
+            program: Path::new("/bin/sh"),
+            args,
+            env: vec![("GREETING".into(), "hello".into())],
+            cwd: Path::new("/tmp"),
+            stdout: out,
+            stderr: out,
+            netns: None,
+            cgroups: Vec::new(),
+            user: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_the_command_with_its_environment_output_and_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        // A descriptor the child must not inherit (as the store's file would be).
+        let secret = std::fs::File::create(dir.path().join("secret")).unwrap();
+        let script = format!(
+            "echo $GREETING; pwd; ls /proc/self/fd | sort -n | tr '\\n' ' '; \
+             test -e /proc/self/fd/{} && echo LEAKED; exit 7",
+            secret.as_raw_fd()
+        );
+        let l = launch(&spec(vec!["-c".as_ref(), script.as_ref()], log.as_raw_fd())).unwrap();
+        let status = wait(l.pidfd).await.unwrap();
+        assert_eq!(status.code(), Some(7));
+        let out = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("hello"));
+        assert_eq!(lines.next(), Some("/tmp"));
+        // Only stdin, stdout, stderr (and ls's own directory descriptor).
+        let fds: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert!(fds.len() <= 4, "descriptors in the child: {fds:?}");
+        assert!(!out.contains("LEAKED"), "{out}");
+        drop(secret);
+    }
+
+    #[tokio::test]
+    async fn a_signal_ending_the_process_is_reported() {
+        let log = std::fs::File::create("/dev/null").unwrap();
+        let l = launch(&spec(
+            vec!["-c".as_ref(), "kill -9 $$".as_ref()],
+            log.as_raw_fd(),
+        ))
+        .unwrap();
+        let status = wait(l.pidfd).await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_failing_step_is_named() {
+        let log = std::fs::File::create("/dev/null").unwrap();
+        let mut s = spec(vec![], log.as_raw_fd());
+        s.cwd = Path::new("/nonexistent/dir");
+        let err = launch(&s).err().expect("must fail");
+        assert!(
+            err.to_string().contains("enter its disk directory"),
+            "{err}"
+        );
+        s.cwd = Path::new("/tmp");
+        s.program = Path::new("/nonexistent/program");
+        let err = launch(&s).err().expect("must fail");
+        assert!(err.to_string().contains("execute the program"), "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}

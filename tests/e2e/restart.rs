@@ -1,0 +1,109 @@
+//! Issue 14: `kill -9` of `shoal serve` in the middle of a scale-out, restarted at once,
+//! again and again: every restart must start (no child of the dead server may still hold
+//! the store's lock) and converge to exactly one process per instance.
+//!
+//! CI runs 20 rounds of 50 instances; `bench/kill_restart.sh` runs the full 20 × 200
+//! (`SHOAL_KILL_LOOP_INSTANCES`, `SHOAL_KILL_LOOP_ROUNDS`).
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn env_or(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn kill_9_during_scale_out_then_immediate_restart_always_starts_and_converges() {
+    let _g = serial();
+    let count = env_or("SHOAL_KILL_LOOP_INSTANCES", 50);
+    let rounds = env_or("SHOAL_KILL_LOOP_ROUNDS", 20);
+    let wait = Duration::from_secs(60 + u64::from(count) / 5);
+    // Room for every instance whatever this machine's size (they are tiny processes).
+    let mut s = Server::start_with(&[
+        "--capacity-vcpus",
+        "4096",
+        "--capacity-memory-mb",
+        "4194304",
+    ]);
+    s.create_group_and_image("loop");
+    s.cli_ok(&vmss_args("loop", "0"));
+    let capacity = |c: u32| {
+        let c = c.to_string();
+        [
+            "vmss",
+            "scale",
+            "-g",
+            "loop",
+            "-n",
+            "web",
+            "--new-capacity",
+            &c,
+            "--no-wait",
+        ]
+        .map(String::from)
+    };
+    for round in 1..=rounds {
+        let started = Instant::now();
+        let args = capacity(count);
+        s.cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // Crash it while instances are being started: some run, not all yet.
+        let some = (count / 5).max(1) as usize;
+        wait_until(wait, "the scale-out is under way", || {
+            running_instance_ids(&s.data_dir()).len() >= some
+        });
+        let at_kill = running_instance_ids(&s.data_dir()).len();
+        // At once, as `kill -9 PID; shoal serve …` in a shell: the old process may still
+        // be dying, and children it forked may not have exec'd yet.
+        let mut dying = s.kill9_no_wait();
+        s.restart();
+        let _ = dying.wait();
+        wait_until_or(
+            wait,
+            &format!("round {round}: {count} instances run, one process each"),
+            || {
+                let insts = s.instances("loop", "web");
+                let ids = running_instance_ids(&s.data_dir());
+                let mut listed: Vec<u64> = insts.iter().map(|i| i.id).collect();
+                listed.sort_unstable();
+                insts.len() == count as usize
+                    && insts.iter().all(|i| i.address.is_some())
+                    && ids == listed
+            },
+            || {
+                let ids = running_instance_ids(&s.data_dir());
+                format!("processes by instance id: {ids:?}\n{}", tail(&s.log(), 40))
+            },
+        );
+        // No duplicate: every instance has exactly one workload process, and it answers.
+        let ids = running_instance_ids(&s.data_dir());
+        let mut unique = ids.clone();
+        unique.dedup();
+        assert_eq!(ids, unique, "round {round}: an instance runs twice");
+        for inst in s.instances("loop", "web") {
+            let addr = inst.address.expect("address");
+            let answer = http_get(&format!("http://{addr}/"));
+            assert!(
+                answer.as_ref().is_some_and(
+                    |(st, b)| *st == 200 && b.trim() == format!("instance {}", inst.id)
+                ),
+                "round {round}: instance {} at {addr} answered {answer:?}",
+                inst.id
+            );
+        }
+        eprintln!(
+            "round {round}: killed with {at_kill}/{count} running, restarted and converged in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let args = capacity(0);
+        s.cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        wait_until(wait, "the set is scaled in to 0", || {
+            running_instance_ids(&s.data_dir()).is_empty()
+        });
+    }
+    let status = s.stop();
+    assert!(status.success(), "clean stop exits 0");
+}
