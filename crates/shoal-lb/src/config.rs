@@ -103,16 +103,20 @@ pub struct HttpSettings {
     /// Pin a client to a member with the [`AFFINITY_COOKIE`](crate::AFFINITY_COOKIE)
     /// cookie.
     pub cookie_affinity: bool,
+    /// Clients may speak HTTP/2 (ALPN `h2` over TLS, prior knowledge in the clear);
+    /// members always get HTTP/1.1. Off: HTTP/1.1 only.
+    pub http2: bool,
 }
 
 impl HttpSettings {
-    /// No routes, 20 s request timeout, no affinity.
+    /// No routes, 20 s request timeout, no affinity, HTTP/2 from clients allowed.
     pub fn new(default_pool: impl Into<String>) -> Self {
         Self {
             routes: Vec::new(),
             default_pool: default_pool.into(),
             request_timeout: Duration::from_secs(20),
             cookie_affinity: false,
+            http2: true,
         }
     }
 }

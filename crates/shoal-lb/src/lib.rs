@@ -327,6 +327,7 @@ fn build_mode(l: &Listener, pools: &HashMap<String, Arc<PoolRuntime>>) -> Result
             routes,
             request_timeout: h.request_timeout,
             affinity: h.cookie_affinity,
+            http2: h.http2,
         })
     };
     Ok(match &l.kind {
@@ -341,7 +342,7 @@ fn build_mode(l: &Listener, pools: &HashMap<String, Arc<PoolRuntime>>) -> Result
             tls: None,
         },
         ListenerKind::Https { http, tls } => {
-            let acceptor = tls::acceptor(&l.name, tls)?;
+            let acceptor = tls::acceptor(&l.name, tls, http.http2)?;
             Mode::Http {
                 http: Arc::new(http_mode(http)?),
                 tls: Some(acceptor),

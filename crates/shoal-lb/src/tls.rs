@@ -23,7 +23,11 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Reads the certificate of an HTTPS listener and builds its acceptor (ALPN h2, http/1.1).
-pub(crate) fn acceptor(listener: &str, source: &TlsCertificate) -> Result<TlsAcceptor, LbError> {
+pub(crate) fn acceptor(
+    listener: &str,
+    source: &TlsCertificate,
+    http2: bool,
+) -> Result<TlsAcceptor, LbError> {
     let cert_err = |file: &Path, source| LbError::Certificate {
         listener: listener.to_owned(),
         file: file.to_owned(),
@@ -55,7 +59,11 @@ pub(crate) fn acceptor(listener: &str, source: &TlsCertificate) -> Result<TlsAcc
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(|e| cert_err(cert_at, CertificateError::Tls(e)))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

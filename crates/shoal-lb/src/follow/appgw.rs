@@ -146,6 +146,7 @@ pub fn plan(gateways: &[ApplicationGateway], world: &World) -> Plan {
                     request_timeout
                 },
                 cookie_affinity,
+                http2: gw.properties.enable_http2 == Some(true),
             };
             let kind = match &front.tls {
                 Some(source) => ListenerKind::Https {

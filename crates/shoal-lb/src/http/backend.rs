@@ -115,15 +115,17 @@ pub(crate) enum SendError {
     Failed { error: hyper::Error, fresh: bool },
 }
 
-/// Sends `request` to `member` on a pooled or new connection and waits for the
-/// response head. A pooled connection that turns out to be closed before the request
-/// was written is skipped silently.
+/// Sends `request` to `member` on a pooled (when `reuse`) or new connection and waits
+/// for the response head. A pooled connection that turns out to be closed before the
+/// request was written is skipped silently.
 pub(crate) async fn send(
     member: &Member,
     mut request: hyper::Request<RequestBody>,
+    reuse: bool,
 ) -> Result<(Response<Incoming>, BackendConn), SendError> {
     loop {
-        let (mut conn, fresh) = match checkout(member).await {
+        let pooled = if reuse { checkout(member).await } else { None };
+        let (mut conn, fresh) = match pooled {
             Some(conn) => (conn, false),
             None => match connect(member).await {
                 Ok(conn) => (conn, true),
@@ -160,6 +162,20 @@ pub(crate) async fn send(
 }
 
 async fn connect(member: &Member) -> io::Result<BackendConn> {
+    let tcp = connect_tcp(member).await?;
+    let (sender, conn) = http1::Builder::new()
+        .max_buf_size(crate::http::MAX_BUF)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(io::Error::other)?;
+    Ok(BackendConn {
+        sender,
+        conn: Some(Box::pin(conn)),
+    })
+}
+
+/// A new TCP connection to `member` (no delay), within [`CONNECT_TIMEOUT`].
+pub(crate) async fn connect_tcp(member: &Member) -> io::Result<TcpStream> {
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member.addr)).await {
         Ok(tcp) => tcp?,
         Err(_) => {
@@ -170,13 +186,5 @@ async fn connect(member: &Member) -> io::Result<BackendConn> {
         }
     };
     tcp.set_nodelay(true)?;
-    let (sender, conn) = http1::Builder::new()
-        .max_buf_size(crate::http::MAX_BUF)
-        .handshake(TokioIo::new(tcp))
-        .await
-        .map_err(io::Error::other)?;
-    Ok(BackendConn {
-        sender,
-        conn: Some(Box::pin(conn)),
-    })
+    Ok(tcp)
 }

@@ -10,6 +10,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod body;
+pub(crate) mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -37,7 +39,8 @@ use crate::route::RouteTable;
 
 /// Largest request or response head, and the read buffer of a connection.
 pub(crate) const MAX_BUF: usize = 64 * 1024;
-/// Idempotent requests with a body up to this size are held so they can be retried.
+/// Request bodies up to this size are held so the request can be retried (idempotent
+/// ones after a failure, any after a kept-alive connection closed under it).
 const MAX_REPLAY_BODY: u64 = 64 * 1024;
 /// A client must send a complete request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,6 +50,8 @@ pub(crate) struct HttpMode {
     pub(crate) routes: RouteTable<Arc<PoolRuntime>>,
     pub(crate) request_timeout: Duration,
     pub(crate) affinity: bool,
+    /// HTTP/2 from clients allowed (else HTTP/1.1 only).
+    pub(crate) http2: bool,
 }
 
 /// Where a client connection came from and arrived, with the header values that say
@@ -71,16 +76,12 @@ impl ConnInfo {
     }
 }
 
+/// The connection server for HTTP/1.1 and HTTP/2 (by the connection's preface).
 fn server() -> &'static auto::Builder<TokioExecutor> {
     static SERVER: std::sync::OnceLock<auto::Builder<TokioExecutor>> = std::sync::OnceLock::new();
     SERVER.get_or_init(|| {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_BUF)
-            .keep_alive(true);
+        configure_http1(&mut builder.http1());
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -90,6 +91,29 @@ fn server() -> &'static auto::Builder<TokioExecutor> {
     })
 }
 
+/// The connection server for HTTP/1.1 only. (The auto server's `http1_only` is not
+/// honoured on connections that may upgrade, so it is a server of its own.)
+fn http1_server() -> &'static http1::Builder {
+    static SERVER: std::sync::OnceLock<http1::Builder> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_BUF)
+            .keep_alive(true);
+        builder
+    })
+}
+
+fn configure_http1(builder: &mut auto::Http1Builder<'_, TokioExecutor>) {
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_BUF)
+        .keep_alive(true);
+}
+
 /// Serves one client connection until it ends, or until `close` asks it to finish its
 /// in-flight requests and stop. `mode` gives the listener's current settings per request.
 pub(crate) async fn serve<IO, M>(io: IO, info: ConnInfo, mode: M, close: CancellationToken)
@@ -97,6 +121,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     M: Fn() -> Arc<HttpMode> + Send + Sync + 'static,
 {
+    let http2 = mode().http2;
     let mode = Arc::new(mode);
     let info = Arc::new(info);
     let client = info.client;
@@ -105,14 +130,29 @@ where
         let info = info.clone();
         async move { Ok::<_, Infallible>(proxy(&mode, &info, request).await) }
     });
-    let conn = server().serve_connection(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = close.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let result = if http2 {
+        let conn = server().serve_connection_with_upgrades(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => result,
+            _ = close.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
+    } else {
+        let conn = http1_server()
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => result,
+            _ = close.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+        .map_err(Into::into)
     };
     if let Err(e) = result {
         tracing::debug!(client = %client, error = %crate::error_chain(&*e), "client connection ended with an error");
@@ -126,16 +166,27 @@ async fn proxy(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let deadline = Instant::now() + mode.request_timeout;
-    let (mut parts, body) = request.into_parts();
-    let host = request_host(&parts.uri, &parts.headers);
+    let host = request_host(request.uri(), request.headers());
     let pool = mode
         .routes
         .select(
             host.as_ref().and_then(|h| h.to_str().ok()),
-            parts.uri.path(),
+            request.uri().path(),
         )
         .clone();
     pool.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let affinity_member = if mode.affinity {
+        affinity::find(request.headers().get_all(header::COOKIE).iter())
+    } else {
+        None
+    };
+    if request.version() == Version::HTTP_11 {
+        if let Some(protocol) = upgrade::requested(request.headers()) {
+            return upgrade::proxy(mode, info, pool, protocol, request, host, affinity_member)
+                .await;
+        }
+    }
+    let (mut parts, body) = request.into_parts();
 
     if let Some(host) = &host {
         if !parts.headers.contains_key(header::HOST) {
@@ -144,11 +195,6 @@ async fn proxy(
         }
     }
     prepare_headers(&mut parts.headers, info, host);
-    let affinity_member = if mode.affinity {
-        affinity::find(parts.headers.get_all(header::COOKIE).iter())
-    } else {
-        None
-    };
     let uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
@@ -163,11 +209,10 @@ async fn proxy(
     let mut stream = None;
     if body.is_end_stream() {
         replay = Some(None);
-    } else if idempotent
-        && body
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= MAX_REPLAY_BODY)
+    } else if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= MAX_REPLAY_BODY)
     {
         match tokio::time::timeout_at(deadline, body.collect()).await {
             Ok(Ok(collected)) => {
@@ -201,7 +246,12 @@ async fn proxy(
     // Once sent, a request cannot be had back: keep a copy of the head only when a
     // failure after sending may be retried.
     let mut sent_retry_left = replay.is_some() && idempotent;
-    let first_headers = if sent_retry_left {
+    // A kept-alive connection the member closed as the request went out (its keep-alive
+    // timeout) got a request the member never read: one more try on a new connection to
+    // the same member, whatever the method, when the body can be sent again. (Browsers
+    // do the same for a reused connection that ends before any response byte.)
+    let mut stale_retry_left = replay.is_some();
+    let first_headers = if sent_retry_left || stale_retry_left {
         parts.headers.clone()
     } else {
         std::mem::take(&mut parts.headers)
@@ -222,15 +272,21 @@ async fn proxy(
     let mut pending = Some(build(first_body, first_headers));
 
     let mut last: Option<Arc<Member>> = None;
+    // Set when the next try goes to the same member on a new connection.
+    let mut again: Option<Arc<Member>> = None;
     // Refused connections are retried on other members whatever the method: nothing
     // was sent. Bounded so a pool of dead members answers quickly.
     for _attempt in 0..4 {
         let Some(request) = pending.take() else { break };
-        let member = match (&affinity_member, &last) {
-            (Some(id), None) => pool.find(id).filter(|m| m.routable()),
-            _ => None,
-        }
-        .or_else(|| pool.pick_round_robin(last.as_ref()));
+        let reuse = again.is_none();
+        let member = again
+            .take()
+            .filter(|m| m.routable())
+            .or_else(|| match (&affinity_member, &last) {
+                (Some(id), None) => pool.find(id).filter(|m| m.routable()),
+                _ => None,
+            })
+            .or_else(|| pool.pick_round_robin(last.as_ref()));
         let Some(member) = member else {
             return if last.is_some() {
                 local(
@@ -247,7 +303,8 @@ async fn proxy(
             };
         };
         let guard = ActiveGuard::new(member.clone());
-        let outcome = tokio::time::timeout_at(deadline, backend::send(&member, request)).await;
+        let outcome =
+            tokio::time::timeout_at(deadline, backend::send(&member, request, reuse)).await;
         match outcome {
             Err(_) => {
                 return local(
@@ -296,6 +353,14 @@ async fn proxy(
                         StatusCode::BAD_REQUEST,
                         "The request body could not be read\n",
                     );
+                }
+                if !fresh && stale_retry_left && closed_under_us(&error) {
+                    stale_retry_left = false;
+                    pending = replay.as_ref().map(|bytes| {
+                        build(RequestBody::Full(bytes.clone()), parts.headers.clone())
+                    });
+                    again = Some(member);
+                    continue;
                 }
                 if fresh {
                     member.eject(format!(
@@ -351,8 +416,33 @@ fn forward(
     Response::from_parts(parts, ResponseBody::Backend(body))
 }
 
+/// Whether a request failed because its (kept-alive) connection was closed or reset by
+/// the member rather than answered: the member never took the request.
+fn closed_under_us(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() || error.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// The balancer's own answer.
-fn local(pool: &PoolRuntime, status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+pub(crate) fn local(
+    pool: &PoolRuntime,
+    status: StatusCode,
+    text: &'static str,
+) -> Response<ResponseBody> {
     if status.is_server_error() {
         pool.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
     }
@@ -380,7 +470,7 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 
 /// Drops hop-by-hop headers and adds `X-Forwarded-For` (appended to the client's),
 /// `-Proto`, `-Host` and `-Port` (replacing the client's: the balancer is the edge).
-fn prepare_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<HeaderValue>) {
+pub(crate) fn prepare_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<HeaderValue>) {
     strip_hop_by_hop(headers);
     headers.remove(header::EXPECT);
     let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
@@ -406,7 +496,7 @@ fn prepare_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<Header
 }
 
 /// Removes the headers that describe one connection rather than the message.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass to find out whether there is anything to do: most messages have none of
     // these, and a lookup per name costs more than a look at each header.
     if !headers.keys().any(is_hop_by_hop) {

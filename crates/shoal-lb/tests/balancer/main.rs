@@ -10,5 +10,6 @@ mod bad_backends;
 mod l4;
 mod l7;
 mod lifecycle;
+mod protocols;
 mod support;
 mod tls;

@@ -63,7 +63,9 @@ pub async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
 /// `GET /health` answers 200 or 503 (`healthy`); `/hold` waits for [`Backend::release`];
 /// `/slow` waits 2 ms; `/echo` answers with the request head; `/big` with [`BIG`] more
 /// bytes; `/count` with the length of the request body; anything else with the backend's
-/// name. Every answer's body starts with the name.
+/// name. Every answer's body starts with the name. `/ws` with `Upgrade` switches
+/// protocols (101, `x-seen-key` echoing `Sec-WebSocket-Key`) and then echoes every byte;
+/// without `Upgrade` it answers normally.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -165,8 +167,9 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| handle(state.clone(), req));
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::select! {
         _ = kill.cancelled() => {}
         _ = conn => {}
@@ -183,9 +186,33 @@ struct State {
 
 async fn handle(
     state: Arc<State>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
+    if path == "/ws" {
+        if let Some(protocol) = req.headers().get(http::header::UPGRADE).cloned() {
+            state.hits.fetch_add(1, Ordering::SeqCst);
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            let mut r = Response::new(Full::default());
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut().insert(http::header::UPGRADE, protocol);
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+            if let Some(key) = key {
+                r.headers_mut().insert("x-seen-key", key);
+            }
+            return Ok(r);
+        }
+    }
     if path == "/health" {
         let ok = state.healthy.load(Ordering::SeqCst);
         let mut r = Response::new(Full::from(if ok { "ok" } else { "failing" }));

@@ -157,7 +157,11 @@ pub struct AppGwProperties {
     pub provisioning_state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_guid: Option<String>,
-    /// Everything else Azure has (WAF configuration, `enableHttp2`, autoscale…): kept so
+    /// Whether clients may speak HTTP/2 to the gateway (TLS ALPN `h2`, or prior
+    /// knowledge on plain HTTP); members always get HTTP/1.1. Azure's default: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_http2: Option<bool>,
+    /// Everything else Azure has (WAF configuration, autoscale…): kept so
     /// it round-trips, not acted on; the features in `UNSUPPORTED` are refused.
     #[serde(flatten)]
     pub other: Extra,
