@@ -28,7 +28,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "note: not root: namespace tests cannot run; they fail under SHOAL_REQUIRE_ALL=1 (set SHOAL_REQUIRE_ALL=0 to let them skip)"
 fi
 ./scripts/install-vm-deps.sh # QEMU, a kernel and busybox for the VM tests (tests/e2e/vm.rs)
-./scripts/install-net-deps.sh # ip and nft for the multi-host tests (tests/e2e/multihost.rs)
+./scripts/install-net-deps.sh # ip and nft for the multi-host tests (tests/e2e/multihost.rs), curl for the gateway tests
 ./scripts/install-browser-deps.sh # Chromium and Playwright for the portal's browser test (tests/browser)
 SHOAL_REQUIRE_ALL=${SHOAL_REQUIRE_ALL:-1} cargo test --workspace --no-fail-fast
 

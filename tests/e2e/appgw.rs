@@ -564,3 +564,191 @@ fn bad_gateways_are_refused_naming_the_field_and_change_nothing() {
     let (status, answer) = put(&url, &body);
     assert_eq!(status, 200, "{answer}");
 }
+
+/// `curl` against `url` with `flags`: (HTTP code, HTTP version) and the body in `out`.
+fn curl(url: &str, flags: &[&str], out: &std::path::Path) -> Option<(String, String)> {
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(flags)
+        .arg(url)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (code, version) = text.split_once(' ')?;
+    output
+        .status
+        .success()
+        .then(|| (code.to_string(), version.to_string()))
+}
+
+/// One WebSocket message through `frontend` to `/ws` and back: the handshake's accept key
+/// must be RFC 6455's for its example key, the echo must be what was sent.
+fn websocket_echo(frontend: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let mut tcp = std::net::TcpStream::connect(frontend).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte)
+            .map_err(|e| format!("head: {e}"))?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let accept = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("sec-websocket-accept")
+            .then(|| value.trim())
+    });
+    if !head.starts_with("HTTP/1.1 101") || accept != Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") {
+        return Err(format!("not the expected handshake: {head}"));
+    }
+    // One masked binary frame.
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x82u8];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&frame).map_err(|e| e.to_string())?;
+    let mut h = [0u8; 2];
+    tcp.read_exact(&mut h).map_err(|e| format!("frame: {e}"))?;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            tcp.read_exact(&mut b).map_err(|e| e.to_string())?;
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            tcp.read_exact(&mut b).map_err(|e| e.to_string())?;
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    if h[0] != 0x82 {
+        return Err(format!("unexpected frame header {h:?}"));
+    }
+    let mut echo = vec![0u8; len];
+    tcp.read_exact(&mut echo).map_err(|e| e.to_string())?;
+    Ok(echo)
+}
+
+#[test]
+fn websocket_http2_large_and_slow_bodies_pass_through_the_gateway() {
+    let _g = serial();
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip_or_fail(
+            "websocket_http2_large_and_slow_bodies_pass_through_the_gateway",
+            "curl is not installed (scripts/install-net-deps.sh installs it)",
+        );
+        return;
+    }
+    let s = Server::start();
+    s.create_group_and_image("gwproto");
+    let port = free_port();
+    create_set_behind(&s, "gwproto", "gw", port, 2);
+    let frontend = format!("127.0.0.1:{port}");
+    wait_until(WAIT, "both instances answer through the gateway", || {
+        answering(&frontend, 20).len() == 2
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let root = format!("http://{frontend}/");
+    let h2 = ["--http2-prior-knowledge"];
+
+    // HTTP/2 is off until the gateway enables it (Azure's default).
+    assert_eq!(
+        curl(&root, &h2, &out),
+        None,
+        "h2 refused while enableHttp2 is off"
+    );
+    let url = gw_url(&s, "gwproto", "gw");
+    let (status, text) = http_request("GET", &url, None).expect("API answers");
+    assert_eq!(status, 200, "{text}");
+    let mut gw: Value = serde_json::from_str(&text).expect("json");
+    gw["properties"]["enableHttp2"] = json!(true);
+    let (status, answer) = put(&url, &gw);
+    assert!(status == 200 || status == 201, "{status} {answer}");
+    assert_eq!(answer["properties"]["enableHttp2"], true);
+    wait_until(WAIT, "the gateway speaks HTTP/2", || {
+        curl(&root, &h2, &out).is_some_and(|(code, v)| code == "200" && v == "2")
+    });
+    let body = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(body.starts_with("instance "), "{body}");
+    // HTTP/1.1 clients are still served.
+    assert_eq!(curl(&root, &[], &out), Some(("200".into(), "1.1".into())));
+
+    // Large bodies both ways, over HTTP/1.1 and HTTP/2 (whose upload reaches the
+    // instance chunked).
+    let upload = dir.path().join("upload");
+    let data: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&upload, &data).expect("write upload");
+    let at = format!("@{}", upload.display());
+    for (flags, version) in [(vec![], "1.1"), (vec!["--http2-prior-knowledge"], "2")] {
+        let mut args = flags.clone();
+        args.extend([
+            "--data-binary",
+            &at,
+            "-H",
+            "Content-Type: application/octet-stream",
+        ]);
+        assert_eq!(
+            curl(&format!("http://{frontend}/echo"), &args, &out),
+            Some(("200".into(), version.into())),
+            "24 MiB echo over HTTP/{version}"
+        );
+        assert!(
+            std::fs::read(&out).expect("echo") == data,
+            "the 24 MiB came back unchanged over HTTP/{version}"
+        );
+        assert_eq!(
+            curl(&format!("http://{frontend}/big?mb=32"), &flags, &out),
+            Some(("200".into(), version.into()))
+        );
+        assert_eq!(std::fs::metadata(&out).expect("big").len(), 32 << 20);
+    }
+
+    // A client uploading slowly (≈100 KB/s for 300 KB: about three seconds).
+    let slow: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
+    std::fs::write(&upload, &slow).expect("write upload");
+    assert_eq!(
+        curl(
+            &format!("http://{frontend}/echo"),
+            &["--limit-rate", "100K", "--data-binary", &at],
+            &out
+        ),
+        Some(("200".into(), "1.1".into()))
+    );
+    assert!(
+        std::fs::read(&out).expect("echo") == slow,
+        "slow upload echoed whole"
+    );
+
+    // WebSocket: small and large messages through the gateway to an instance and back.
+    for size in [5usize, 300_000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 13) as u8).collect();
+        let echo = websocket_echo(&frontend, &payload).expect("websocket through the gateway");
+        assert!(echo == payload, "{size}-byte WebSocket message echoed");
+    }
+}

@@ -121,6 +121,10 @@ pub struct AppGwCreate {
     /// PEM private key of --cert-file.
     #[arg(long, value_name = "FILE", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
+    /// Let clients speak HTTP/2 to the gateway (instances still get HTTP/1.1):
+    /// Enabled or Disabled.
+    #[arg(long, default_value = "Disabled", value_name = "STATE", value_parser = ["Enabled", "Disabled"])]
+    pub http2: String,
     /// Do not wait; print the accepted gateway at once.
     #[arg(long)]
     pub no_wait: bool,
@@ -198,6 +202,9 @@ pub fn create_body(sub: &str, args: &AppGwCreate, location: &str, cwd: &Path) ->
     }
     properties["backendHttpSettingsCollection"] =
         json!([{"name": HTTP_SETTINGS, "properties": settings}]);
+    if args.http2 == "Enabled" {
+        properties["enableHttp2"] = json!(true);
+    }
     if let Some(hosts) = &args.host_names {
         properties["httpListeners"][0]["properties"]["hostNames"] = json!(hosts);
     }
@@ -330,6 +337,7 @@ pub async fn ensure_for_vmss(
         probe_threshold: 2,
         cert_file: None,
         key_file: None,
+        http2: "Disabled".into(),
         no_wait: false,
     };
     let body = create_body(&sub, &args, location, Path::new("/"));

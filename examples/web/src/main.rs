@@ -11,6 +11,9 @@
 //! | `GET /work?ms=N` | burns CPU for N ms (at most 60 s), then answers |
 //! | `GET /custom-data` | the file at `$SHOAL_CUSTOM_DATA` (404 when there is none) |
 //! | `GET /env` | a few diagnostics, and the CPU and memory limits of its own cgroup |
+//! | `POST /echo` | the request body back (up to 64 MiB; `Content-Length` or chunked) |
+//! | `GET /big?mb=N` | N MiB of `x` (at most 256) |
+//! | `GET /ws` with `Upgrade: websocket` | a WebSocket (RFC 6455) echoing every message |
 //!
 //! SIGTERM ends it at once (the default signal behaviour).
 //!
@@ -32,6 +35,10 @@ use std::time::Instant;
 const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body we read (and discard).
 const MAX_BODY: u64 = 1024 * 1024;
+/// Largest body `POST /echo` sends back, and largest WebSocket message.
+const MAX_ECHO: u64 = 64 * 1024 * 1024;
+/// Upper bound for `/big?mb=`.
+const MAX_BIG_MB: u64 = 256;
 /// Upper bound for `/work?ms=`.
 const MAX_WORK_MS: u64 = 60_000;
 
@@ -94,6 +101,9 @@ struct Request {
     query: String,
     keep_alive: bool,
     content_length: u64,
+    chunked: bool,
+    /// `Upgrade: websocket` with its `Sec-WebSocket-Key`.
+    websocket_key: Option<String>,
 }
 
 /// Serves requests on one connection until the peer closes or asks to.
@@ -111,11 +121,51 @@ fn serve(app: &App, stream: TcpStream) -> io::Result<()> {
             }
             None => return Ok(()),
         };
-        if req.content_length > MAX_BODY {
+        let limit = if req.path == "/echo" {
+            MAX_ECHO
+        } else {
+            MAX_BODY
+        };
+        if req.content_length > limit {
             respond(&mut out, 413, "body too large\n", false)?;
             return Ok(());
         }
-        io::copy(&mut (&mut reader).take(req.content_length), &mut io::sink())?;
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/ws") if req.websocket_key.is_some() => {
+                let key = req.websocket_key.as_deref().unwrap_or_default();
+                return websocket(&mut reader, &mut out, key);
+            }
+            ("POST", "/echo") if !req.chunked => {
+                // Streamed back as it arrives: any size up to the limit, little memory.
+                write_head(&mut out, 200, req.content_length, req.keep_alive)?;
+                io::copy(&mut (&mut reader).take(req.content_length), &mut out)?;
+                out.flush()?;
+                if !req.keep_alive {
+                    return Ok(());
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let body = if req.chunked {
+            match read_chunked(&mut reader, limit)? {
+                Some(body) => body,
+                None => {
+                    respond(&mut out, 400, "bad chunked body or too large\n", false)?;
+                    return Ok(());
+                }
+            }
+        } else {
+            io::copy(&mut (&mut reader).take(req.content_length), &mut io::sink())?;
+            Vec::new()
+        };
+        if req.method == "POST" && req.path == "/echo" {
+            respond(&mut out, 200, &body, req.keep_alive)?;
+            if !req.keep_alive {
+                return Ok(());
+            }
+            continue;
+        }
         let (status, body) = route(app, &req);
         respond(&mut out, status, &body, req.keep_alive)?;
         if !req.keep_alive {
@@ -155,7 +205,11 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Result<Request, &'s
         query: query.to_owned(),
         keep_alive: version == "HTTP/1.1",
         content_length: 0,
+        chunked: false,
+        websocket_key: None,
     };
+    let mut upgrade_websocket = false;
+    let mut key = None;
     loop {
         let mut header = String::new();
         let n = reader.take(MAX_HEAD as u64).read_line(&mut header)?;
@@ -165,6 +219,9 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Result<Request, &'s
         }
         let header = header.trim_end();
         if header.is_empty() {
+            if upgrade_websocket {
+                req.websocket_key = key;
+            }
             return Ok(Some(Ok(req)));
         }
         let Some((name, value)) = header.split_once(':') else {
@@ -183,7 +240,14 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Result<Request, &'s
                 req.keep_alive = true;
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Ok(Some(Err("chunked bodies are not supported\n")));
+            if !value.eq_ignore_ascii_case("chunked") {
+                return Ok(Some(Err("only chunked transfer-encoding is supported\n")));
+            }
+            req.chunked = true;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket = value.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            key = Some(value.to_owned());
         }
     }
 }
@@ -230,9 +294,18 @@ fn route(app: &App, req: &Request) -> (u16, Vec<u8>) {
             _ => (404, b"no custom data\n".to_vec()),
         },
         ("GET", "/env") => (200, diagnostics(app).into_bytes()),
-        (_, "/" | "/health" | "/fail" | "/recover" | "/work" | "/custom-data" | "/env") => {
-            (405, b"method not allowed\n".to_vec())
+        ("GET", "/big") => {
+            let mb = query_param(&req.query, "mb")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1)
+                .min(MAX_BIG_MB);
+            (200, vec![b'x'; (mb << 20) as usize])
         }
+        (
+            _,
+            "/" | "/health" | "/fail" | "/recover" | "/work" | "/custom-data" | "/env" | "/big"
+            | "/echo" | "/ws",
+        ) => (405, b"method not allowed\n".to_vec()),
         _ => (404, b"not found\n".to_vec()),
     }
 }
@@ -342,6 +415,210 @@ fn cgroup_limits() -> (String, String) {
     )
 }
 
+/// A response head for a body of `length` bytes that follows.
+fn write_head(out: &mut TcpStream, status: u16, length: u64, keep_alive: bool) -> io::Result<()> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    write!(
+        out,
+        "HTTP/1.1 {status} OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: {connection}\r\n\r\n"
+    )
+}
+
+/// A chunked body (RFC 9112 §7.1), trailers skipped; `None` when malformed or larger
+/// than `limit`.
+fn read_chunked(reader: &mut impl BufRead, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.take(1024).read_line(&mut line)?;
+        let size = line.trim_end().split(';').next().unwrap_or("");
+        let Ok(size) = u64::from_str_radix(size.trim(), 16) else {
+            return Ok(None);
+        };
+        if body.len() as u64 + size > limit {
+            return Ok(None);
+        }
+        if size == 0 {
+            // Trailers, up to the blank line.
+            loop {
+                line.clear();
+                if reader.take(MAX_HEAD as u64).read_line(&mut line)? == 0
+                    || line.trim_end().is_empty()
+                {
+                    return Ok(Some(body));
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size as usize, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf)?;
+        if &crlf != b"\r\n" {
+            return Ok(None);
+        }
+    }
+}
+
+/// Answers a WebSocket handshake and echoes every data message (text or binary, in one
+/// or more frames) until the client closes; answers pings.
+fn websocket(reader: &mut impl BufRead, out: &mut TcpStream, key: &str) -> io::Result<()> {
+    const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let accept = base64(&sha1(format!("{key}{GUID}").as_bytes()));
+    write!(
+        out,
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )?;
+    out.flush()?;
+    let mut message = Vec::new();
+    let mut message_opcode = 0u8;
+    loop {
+        let mut head = [0u8; 2];
+        if reader.read_exact(&mut head).is_err() {
+            return Ok(());
+        }
+        let fin = head[0] & 0x80 != 0;
+        let opcode = head[0] & 0x0f;
+        let masked = head[1] & 0x80 != 0;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                reader.read_exact(&mut b)?;
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                reader.read_exact(&mut b)?;
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        if !masked || message.len() as u64 + len > MAX_ECHO {
+            // Clients must mask (RFC 6455 §5.1); 1002 protocol error / 1009 too big.
+            let code: u16 = if masked { 1009 } else { 1002 };
+            return ws_frame(out, 0x8, &code.to_be_bytes());
+        }
+        let mut mask = [0u8; 4];
+        reader.read_exact(&mut mask)?;
+        let mut payload = vec![0u8; len as usize];
+        reader.read_exact(&mut payload)?;
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+        match opcode {
+            0x8 => return ws_frame(out, 0x8, &payload),
+            0x9 => ws_frame(out, 0xA, &payload)?,
+            0xA => {}
+            0x0 | 0x1 | 0x2 => {
+                if opcode != 0 {
+                    message_opcode = opcode;
+                }
+                message.extend_from_slice(&payload);
+                if fin {
+                    ws_frame(out, message_opcode, &message)?;
+                    message.clear();
+                }
+            }
+            _ => return ws_frame(out, 0x8, &1002u16.to_be_bytes()),
+        }
+    }
+}
+
+/// One unmasked, final frame from the server.
+fn ws_frame(out: &mut TcpStream, opcode: u8, payload: &[u8]) -> io::Result<()> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(n as u8),
+        n if n <= 0xffff => {
+            frame.push(126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    out.write_all(&frame)?;
+    out.flush()
+}
+
+/// SHA-1 (FIPS 180-4), for the WebSocket handshake only.
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
+                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
+                _ => (b ^ c ^ d, 0xCA62_C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn respond(
     out: &mut TcpStream,
     status: u16,
@@ -434,5 +711,41 @@ fn watch_events(instance: &str, log: &str) {
             }
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_websocket_accept_key_of_rfc_6455() {
+        // RFC 6455 §1.3's example.
+        let key = "dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+        assert_eq!(
+            base64(&sha1(key.as_bytes())),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+        // FIPS 180 test vector.
+        assert_eq!(
+            sha1(b"abc"),
+            [
+                0xa9, 0x99, 0x3e, 0x36, 0x47, 0x06, 0x81, 0x6a, 0xba, 0x3e, 0x25, 0x71, 0x78, 0x50,
+                0xc2, 0x6c, 0x9c, 0xd0, 0xd8, 0x9d
+            ]
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_are_read_and_bad_ones_refused() {
+        let mut ok =
+            io::Cursor::new(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n".to_vec());
+        assert_eq!(read_chunked(&mut ok, 100).unwrap().unwrap(), b"hello world");
+        let mut big = io::Cursor::new(b"ff\r\n".to_vec());
+        assert!(read_chunked(&mut big, 10).unwrap().is_none());
+        let mut bad = io::Cursor::new(b"zz\r\n".to_vec());
+        assert!(read_chunked(&mut bad, 10).unwrap().is_none());
     }
 }
