@@ -509,7 +509,7 @@ fn websocket(reader: &mut impl BufRead, out: &mut TcpStream, key: &str) -> io::R
             0x8 => return ws_frame(out, 0x8, &payload),
             0x9 => ws_frame(out, 0xA, &payload)?,
             0xA => {}
-            0x0 | 0x1 | 0x2 => {
+            0x0..=0x2 => {
                 if opcode != 0 {
                     message_opcode = opcode;
                 }
