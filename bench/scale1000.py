@@ -51,6 +51,13 @@ def api(endpoint, method, path, body=None):
         return json.loads(text) if text else None
 
 
+def get_link(url):
+    """GET a nextLink (it carries its own api-version) with the bearer token."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"} if TOKEN else {})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
 async def http_ok(addr, want):
     host, port = addr.rsplit(":", 1)
     try:
@@ -133,7 +140,7 @@ async def main():
             items += page["value"]
             while page.get("nextLink"):
                 link = page["nextLink"].replace(endpoint, "")
-                page = await loop.run_in_executor(None, lambda: json.loads(urllib.request.urlopen(endpoint + link, timeout=30).read()))
+                page = await loop.run_in_executor(None, get_link, endpoint + link)
                 items += page["value"]
             todo = [(i["instanceId"], i["properties"]["shoal"]["address"]) for i in items
                     if i["instanceId"] not in answered and i["properties"]["shoal"]["address"]]

@@ -11,9 +11,9 @@
 //! `posix_spawn` does: the child borrows the parent's memory (nothing is copied) and the
 //! calling thread waits until the child has called `exec` (or failed). The child's first
 //! system calls close every descriptor it was not given, so no lock outlives the parent
-//! by more than a few microseconds; then it enters its session, network namespace and
-//! cgroups, drops to its user with `NO_NEW_PRIVS`, sets up its standard streams and
-//! signal state, and execs. Everything it needs was prepared by the parent beforehand:
+//! by more than a few microseconds; then it enters its session, network namespace,
+//! cgroups and working directory, drops to its user with `NO_NEW_PRIVS`, sets up its
+//! standard streams and signal state, and execs. Everything it needs was prepared by the parent beforehand:
 //! the child allocates nothing and calls only async-signal-safe system calls.
 //!
 //! The new process's pidfd comes back with its pid; [`wait`] reaps it through the pidfd
@@ -301,6 +301,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 return fail(a, Step::Cgroup);
             }
         }
+        // The directory is entered before the user is dropped (as std's Command does):
+        // the directories above it need not be open to the instance's user.
+        if libc::chdir(a.cwd) < 0 {
+            return fail(a, Step::Chdir);
+        }
         if let Some(uid) = a.user {
             if libc::setgroups(0, std::ptr::null()) < 0
                 || libc::setgid(uid) < 0
@@ -309,9 +314,6 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             {
                 return fail(a, Step::User);
             }
-        }
-        if libc::chdir(a.cwd) < 0 {
-            return fail(a, Step::Chdir);
         }
         if libc::dup2(a.devnull, 0) < 0
             || libc::dup2(a.stdout, 1) < 0
@@ -430,6 +432,36 @@ mod tests {
         .unwrap();
         let status = wait(l.pidfd).await.unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn the_user_is_dropped_after_entering_a_directory_only_root_can_reach() {
+        // SAFETY: geteuid reads the caller's effective uid.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: needs root to run a process as another user");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let disk = top.path().join("disk");
+        std::fs::create_dir(&disk).unwrap();
+        std::os::unix::fs::chown(&disk, Some(4_242_424), Some(4_242_424)).unwrap();
+        let out = top.path().join("out");
+        let log = std::fs::File::create(&out).unwrap();
+        let mut s = spec(
+            vec!["-c".as_ref(), "id -u; id -G; pwd".as_ref()],
+            log.as_raw_fd(),
+        );
+        s.cwd = &disk;
+        s.user = Some(4_242_424);
+        let l = launch(&s).unwrap();
+        assert_eq!(wait(l.pidfd).await.unwrap().code(), Some(0));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "4242424", "{text}");
+        assert_eq!(lines[1], "4242424", "no supplementary groups: {text}");
+        assert_eq!(lines.len(), 3, "{text}");
     }
 
     #[test]
