@@ -87,17 +87,21 @@ async def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--network", default="auto", choices=["auto", "namespaces", "host-ports"])
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--log", default="warn", help="SHOAL_LOG of the server (its log is kept with --keep)")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory and serve.log")
     args = ap.parse_args()
 
     data = tempfile.mkdtemp(prefix="shoal-bench-")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, SHOAL_LOG="warn", SHOAL_ENDPOINT=endpoint, SHOAL_DATA_DIR=f"{data}/d")
+    env = dict(os.environ, SHOAL_LOG=args.log, SHOAL_ENDPOINT=endpoint, SHOAL_DATA_DIR=f"{data}/d")
     server = subprocess.Popen(
         [args.shoal, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", f"{data}/d",
          "--network", args.network, "--stop-grace-seconds", "2",
-         # Room for COUNT 1-vCPU instances (the default is 16x the cores).
-         "--capacity-vcpus", str(max(args.count, 32))],
+         # Room for COUNT 1-vCPU, 128 MB instances (the defaults are 16x the cores and
+         # 4x the memory).
+         "--capacity-vcpus", str(max(args.count, 32)),
+         "--capacity-memory-mb", str(max(args.count, 32) * 128)],
         env=env, stdout=subprocess.DEVNULL, stderr=open(f"{data}/serve.log", "w"),
     )
     try:
@@ -187,7 +191,10 @@ async def main():
             server.wait(120)
         except subprocess.TimeoutExpired:
             server.kill()
-        shutil.rmtree(data, ignore_errors=True)
+        if args.keep:
+            print(f"kept {data} (serve.log)", file=sys.stderr)
+        else:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p shoal-lb --example lb-bench -- \
-//!     --mode http|tcp --listen 127.0.0.1:9301 [--threads N] BACKEND...
+//!     --mode http|https|tcp --listen 127.0.0.1:9301 [--threads N] \
+//!     [--cert FILE --key FILE] BACKEND...
 //! ```
 //!
 //! Applies one listener and one pool (HTTP probe `GET /health` every second, as a real
@@ -14,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use shoal_lb::{
     Balancer, BalancerConfig, HttpSettings, Listener, ListenerKind, Member, Pool, Probe,
-    TcpSettings,
+    TcpSettings, TlsCertificate, TlsFiles,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,9 @@ struct Args {
     mode: String,
     listen: SocketAddr,
     threads: usize,
+    /// Certificate chain and key (PEM) for `--mode https`.
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
     backends: Vec<SocketAddr>,
 }
 
@@ -30,6 +34,8 @@ fn parse() -> anyhow::Result<Args> {
         mode: "http".into(),
         listen: "127.0.0.1:9301".parse()?,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cert: None,
+        key: None,
         backends: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -39,8 +45,12 @@ fn parse() -> anyhow::Result<Args> {
             "--mode" => args.mode = value("--mode")?,
             "--listen" => args.listen = value("--listen")?.parse()?,
             "--threads" => args.threads = value("--threads")?.parse()?,
+            "--cert" => args.cert = Some(value("--cert")?.into()),
+            "--key" => args.key = Some(value("--key")?.into()),
             "-h" | "--help" => {
-                println!("lb-bench --mode http|tcp --listen ADDR [--threads N] BACKEND...");
+                println!(
+                    "lb-bench --mode http|https|tcp --listen ADDR [--threads N] [--cert F --key F] BACKEND..."
+                );
                 std::process::exit(0);
             }
             backend => args.backends.push(
@@ -78,8 +88,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let lb = Balancer::new(shutdown.clone());
     let kind = match args.mode.as_str() {
         "http" => ListenerKind::Http(HttpSettings::new("backends")),
+        "https" => ListenerKind::Https {
+            http: HttpSettings::new("backends"),
+            tls: TlsCertificate::Files(TlsFiles {
+                cert_file: args.cert.clone().context("--mode https needs --cert")?,
+                key_file: args.key.clone().context("--mode https needs --key")?,
+            }),
+        },
         "tcp" => ListenerKind::Tcp(TcpSettings::new("backends")),
-        other => bail!("--mode is http or tcp, not {other}"),
+        other => bail!("--mode is http, https or tcp, not {other}"),
     };
     lb.apply(BalancerConfig {
         listeners: vec![Listener {

@@ -164,6 +164,7 @@ pub(crate) async fn send(
 async fn connect(member: &Member) -> io::Result<BackendConn> {
     let tcp = connect_tcp(member).await?;
     let (sender, conn) = http1::Builder::new()
+        .writev(false)
         .max_buf_size(crate::http::MAX_BUF)
         .handshake(TokioIo::new(tcp))
         .await

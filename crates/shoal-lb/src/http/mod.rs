@@ -98,6 +98,7 @@ fn http1_server() -> &'static http1::Builder {
     SERVER.get_or_init(|| {
         let mut builder = http1::Builder::new();
         builder
+            .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_BUF)
@@ -108,6 +109,7 @@ fn http1_server() -> &'static http1::Builder {
 
 fn configure_http1(builder: &mut auto::Http1Builder<'_, TokioExecutor>) {
     builder
+        .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_BUF)
