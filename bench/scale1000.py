@@ -51,6 +51,26 @@ def api(endpoint, method, path, body=None):
         return json.loads(text) if text else None
 
 
+SAMPLER = r"""
+import http.client, json, sys, time, signal
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+host = sys.argv[1].split("//")[1]
+conn = http.client.HTTPConnection(host, timeout=30)
+auth = {"Authorization": "Bearer " + sys.argv[3]}
+while True:
+    for name, path, headers in (("set", sys.argv[2], auth), ("healthz", "/healthz", {})):
+        t = time.perf_counter()
+        try:
+            conn.request("GET", path, headers=headers)
+            conn.getresponse().read()
+        except Exception:
+            conn = http.client.HTTPConnection(host, timeout=30)
+            continue
+        print(json.dumps({"path": name, "ms": (time.perf_counter() - t) * 1000}), flush=True)
+        time.sleep(0.025)
+"""
+
+
 def get_link(url):
     """GET a nextLink (it carries its own api-version) with the bearer token."""
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"} if TOKEN else {})
@@ -121,21 +141,16 @@ async def main():
             "--vm-sku", "Shoal_1vCPU_128MB")
         vmss = f"/subscriptions/{SUB}/resourceGroups/bench/providers/Microsoft.Compute/virtualMachineScaleSets/web"
 
-        latencies = []
-        stop = asyncio.Event()
-
-        async def measure_api():
-            loop = asyncio.get_running_loop()
-            while not stop.is_set():
-                t = time.perf_counter()
-                await loop.run_in_executor(None, api, endpoint, "GET", vmss)
-                latencies.append((time.perf_counter() - t) * 1000)
-                await asyncio.sleep(0.05)
-
+        # API latency is sampled by a process of its own (this one is busy probing the
+        # instances, and its GIL would add its own delays to what is measured): one
+        # keep-alive connection, a GET of the set every 50 ms, and of /healthz (no store
+        # read, no authentication) between, to tell queueing from work.
+        sampler = subprocess.Popen(
+            [sys.executable, "-c", SAMPLER, endpoint, vmss + "?api-version=2024-07-01", TOKEN],
+            stdout=open(f"{data}/api-samples.jsonl", "w"))
         answered = set()
         t0 = time.perf_counter()
         api(endpoint, "PATCH", vmss, {"sku": {"capacity": args.count}})
-        api_task = asyncio.create_task(measure_api())
         last_print = 0
         loop = asyncio.get_running_loop()
         while len(answered) < args.count and time.perf_counter() - t0 < args.timeout:
@@ -164,9 +179,11 @@ async def main():
             # twice a second, so the probe does not slow what it measures.
             await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - t0
-        stop.set()
-        await api_task
-        lat = sorted(latencies)
+        sampler.terminate()
+        sampler.wait()
+        samples = [json.loads(ln) for ln in open(f"{data}/api-samples.jsonl") if ln.startswith("{")]
+        lat = sorted(x["ms"] for x in samples if x["path"] == "set")
+        health = sorted(x["ms"] for x in samples if x["path"] == "healthz")
         result = {
             "count": args.count,
             "network": args.network,
@@ -175,6 +192,8 @@ async def main():
             "api_get_p50_ms": round(statistics.median(lat), 1) if lat else None,
             "api_get_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else None,
             "api_get_samples": len(lat),
+            "healthz_p50_ms": round(statistics.median(health), 1) if health else None,
+            "healthz_p99_ms": round(health[int(len(health) * 0.99) - 1], 1) if health else None,
             "server_peak_rss_mb": round(rss_kb(server.pid) / 1024, 1),
         }
         print(json.dumps(result))

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 mod apply;
+mod cached;
 pub mod etcd;
 mod ext;
 mod memory;
@@ -19,6 +20,7 @@ mod redb_store;
 pub mod watch;
 pub mod watcher;
 
+pub use cached::CachedStore;
 pub use ext::StoreExt;
 pub use memory::MemoryStore;
 pub use redb_store::{RedbStore, RedbStoreError};

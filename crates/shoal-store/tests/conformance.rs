@@ -64,6 +64,18 @@ fn memory(config: WatchConfig) -> Fixture {
     }
 }
 
+/// The API's read cache over an in-memory store: it must behave as the store itself.
+fn cached(config: WatchConfig) -> Fixture {
+    let inner = Arc::new(MemoryStore::with_watch_config(config));
+    Fixture {
+        store: shoal_store::CachedStore::new(inner, &tokio_util::sync::CancellationToken::new()),
+        base: 0,
+        etcd: None,
+        _dir: None,
+        _cluster: None,
+    }
+}
+
 fn redb(config: WatchConfig) -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = RedbStore::open_with(dir.path().join("state.redb"), config).expect("open redb");
@@ -610,6 +622,14 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod cached {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::cached).await;
+                }
+            )*
+        }
     };
 }
 
@@ -629,6 +649,67 @@ conformance!(
     concurrent_compare_and_swap_counts_exactly,
     ext_works_on_dyn_and_refs,
 );
+
+// ---- the read cache ----------------------------------------------------------------
+
+/// Every write acknowledged through the cache is seen by the next read, at once, from
+/// any task; and what is read is a whole transaction or none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_see_every_acknowledged_write_and_whole_transactions() {
+    let inner = Arc::new(MemoryStore::new());
+    let cache = shoal_store::CachedStore::new(inner, &tokio_util::sync::CancellationToken::new());
+    let store: Arc<dyn Store> = cache.clone();
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..200 {
+                let (a, b) = (format!("pair/{t}/{i}/a"), format!("pair/{t}/{i}/b"));
+                let value = format!("{t}-{i}");
+                store
+                    .txn(vec![
+                        TxnOp::Put {
+                            key: a.clone(),
+                            value: value.clone().into_bytes(),
+                            expect: Expect::Any,
+                        },
+                        TxnOp::Put {
+                            key: b.clone(),
+                            value: value.clone().into_bytes(),
+                            expect: Expect::Any,
+                        },
+                    ])
+                    .await
+                    .unwrap();
+                // Read-your-writes, with no pause at all.
+                let got = store.get(&a).await.unwrap().expect("own write visible");
+                assert_eq!(got.value, value.as_bytes());
+                // Whole transactions: every listed pair is complete.
+                let (items, _) = store.list("pair/").await.unwrap();
+                let keys: std::collections::BTreeSet<_> =
+                    items.iter().map(|kv| kv.key.clone()).collect();
+                for k in &keys {
+                    if let Some(stem) = k.strip_suffix("/a") {
+                        assert!(
+                            keys.contains(&format!("{stem}/b")),
+                            "half a transaction: {k}"
+                        );
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.list("pair/").await.unwrap().0.len(), 4 * 200 * 2);
+    // And they were answered from memory, not by falling back to the store.
+    let (memory, fallback) = cache.reads();
+    assert!(
+        memory >= 1500 && fallback <= 10,
+        "from memory {memory}, from the store {fallback}"
+    );
+}
 
 // ---- redb only -------------------------------------------------------------------
 
