@@ -752,3 +752,93 @@ fn websocket_http2_large_and_slow_bodies_pass_through_the_gateway() {
         assert!(echo == payload, "{size}-byte WebSocket message echoed");
     }
 }
+
+#[test]
+fn instances_closing_idle_keep_alive_connections_fail_no_request_through_the_gateway() {
+    let _g = serial();
+    let s = Server::start();
+    s.create_group_and_image("gwidle");
+    let port = free_port();
+    // The instances close any kept-alive connection idle for 15 ms: the gateway's pooled
+    // connections to them go stale all the time, some just as a request is sent.
+    s.cli_ok(&[
+        "vmss",
+        "create",
+        "-g",
+        "gwidle",
+        "-n",
+        "web",
+        "--image",
+        "apps/web:1.0.0",
+        "--instance-count",
+        "2",
+        "--custom-data",
+        "idle-close-ms=15",
+        "--app-gateway",
+        "gw",
+        "--app-gateway-frontend-port",
+        &port.to_string(),
+    ]);
+    let frontend = format!("127.0.0.1:{port}");
+    wait_until(WAIT, "both instances answer through the gateway", || {
+        answering(&frontend, 20).len() == 2
+    });
+    // One keep-alive client connection; GETs and POSTs with pauses around the
+    // instances' idle timeout (0-30 ms), so the gateway often reuses a connection the
+    // instance is closing.
+    let mut tcp = std::net::TcpStream::connect(&frontend).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut failed = Vec::new();
+    for i in 0..300u32 {
+        let request = if i % 2 == 0 {
+            "GET / HTTP/1.1\r\nHost: gw\r\n\r\n".to_string()
+        } else {
+            "POST /echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello".to_string()
+        };
+        tcp.write_all(request.as_bytes()).expect("send");
+        let (status, body) = read_response(&mut tcp);
+        let ok = status == 200
+            && (if i % 2 == 0 {
+                body.starts_with("instance ")
+            } else {
+                body == "hello"
+            });
+        if !ok {
+            failed.push((i, status, body));
+        }
+        std::thread::sleep(Duration::from_millis(u64::from(i % 7) * 5));
+    }
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body: (status, body).
+fn read_response(tcp: &mut std::net::TcpStream) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tcp.read_exact(&mut byte).is_err() {
+            return (0, format!("connection ended in the head: {head:?}"));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    if tcp.read_exact(&mut body).is_err() {
+        return (status, "body cut".into());
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

@@ -17,6 +17,9 @@
 //!
 //! SIGTERM ends it at once (the default signal behaviour).
 //!
+//! A custom-data line `idle-close-ms=N` makes it close a kept-alive connection idle for N
+//! ms (default 120 s), as servers with a short keep-alive timeout do.
+//!
 //! When its custom data holds a line `terminate-log=PATH`, it also watches Azure-style
 //! scheduled events at `$SHOAL_METADATA_ENDPOINT/metadata/scheduledevents`: on a
 //! `Terminate` event it appends `instance N saw Terminate` to PATH and approves the event
@@ -45,6 +48,9 @@ const MAX_WORK_MS: u64 = 60_000;
 struct App {
     instance: String,
     healthy: AtomicBool,
+    /// How long a kept-alive connection may sit idle before it is closed (custom data
+    /// `idle-close-ms=N`, as servers with a short keep-alive timeout do); default 120 s.
+    idle: Duration,
 }
 
 fn main() {
@@ -62,6 +68,9 @@ fn main() {
     let app = Arc::new(App {
         instance: std::env::var("SHOAL_INSTANCE_ID").unwrap_or_else(|_| "0".to_owned()),
         healthy: AtomicBool::new(true),
+        idle: custom_setting("idle-close-ms")
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(120), Duration::from_millis),
     });
     println!(
         "shoal-web: instance {} listening on 0.0.0.0:{port}",
@@ -109,7 +118,7 @@ struct Request {
 /// Serves requests on one connection until the peer closes or asks to.
 fn serve(app: &App, stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    stream.set_read_timeout(Some(app.idle))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
@@ -649,10 +658,15 @@ fn respond(
 
 /// `terminate-log=PATH` from the custom data, if any.
 fn terminate_log() -> Option<String> {
+    custom_setting("terminate-log")
+}
+
+/// The value of a `NAME=value` line of the custom data, if any.
+fn custom_setting(name: &str) -> Option<String> {
     let text = std::fs::read_to_string(std::env::var_os("SHOAL_CUSTOM_DATA")?).ok()?;
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("terminate-log="))
-        .map(|p| p.trim().to_owned())
+        .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix('='))
+        .map(|v| v.trim().to_owned())
 }
 
 /// A one-shot HTTP/1.0 exchange with the metadata endpoint: (status, body).

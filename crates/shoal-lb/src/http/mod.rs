@@ -76,12 +76,25 @@ impl ConnInfo {
     }
 }
 
+/// The HTTP/1 settings of both servers (hyper's and the auto server's builders are
+/// different types with the same methods).
+macro_rules! http1_settings {
+    ($builder:expr) => {
+        $builder
+            .writev(false)
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_BUF)
+            .keep_alive(true)
+    };
+}
+
 /// The connection server for HTTP/1.1 and HTTP/2 (by the connection's preface).
 fn server() -> &'static auto::Builder<TokioExecutor> {
     static SERVER: std::sync::OnceLock<auto::Builder<TokioExecutor>> = std::sync::OnceLock::new();
     SERVER.get_or_init(|| {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        configure_http1(&mut builder.http1());
+        http1_settings!(builder.http1());
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -97,23 +110,9 @@ fn http1_server() -> &'static http1::Builder {
     static SERVER: std::sync::OnceLock<http1::Builder> = std::sync::OnceLock::new();
     SERVER.get_or_init(|| {
         let mut builder = http1::Builder::new();
-        builder
-            .writev(false)
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_BUF)
-            .keep_alive(true);
+        http1_settings!(builder);
         builder
     })
-}
-
-fn configure_http1(builder: &mut auto::Http1Builder<'_, TokioExecutor>) {
-    builder
-        .writev(false)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_BUF)
-        .keep_alive(true);
 }
 
 /// Serves one client connection until it ends, or until `close` asks it to finish its

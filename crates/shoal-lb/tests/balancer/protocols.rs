@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use shoal_lb::{Balancer, BalancerConfig, HttpSettings, Member, Pool};
@@ -278,5 +278,4 @@ async fn members_closing_keep_alive_connections_fail_no_request() {
         assert!(failed.is_empty(), "linger {linger:?}: failed {failed:?}");
         shutdown.cancel();
     }
-    let _ = BodyExt::boxed(Full::<Bytes>::default());
 }
