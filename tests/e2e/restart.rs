@@ -16,6 +16,22 @@ fn env_or(name: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// `shoal vmss scale` of the loop's set to `capacity`, without waiting.
+fn scale_to(s: &Server, capacity: u32) {
+    let c = capacity.to_string();
+    s.cli_ok(&[
+        "vmss",
+        "scale",
+        "-g",
+        "loop",
+        "-n",
+        "web",
+        "--new-capacity",
+        &c,
+        "--no-wait",
+    ]);
+}
+
 #[test]
 fn kill_9_during_scale_out_then_immediate_restart_always_starts_and_converges() {
     let _g = serial();
@@ -31,25 +47,9 @@ fn kill_9_during_scale_out_then_immediate_restart_always_starts_and_converges() 
     ]);
     s.create_group_and_image("loop");
     s.cli_ok(&vmss_args("loop", "0"));
-    let capacity = |c: u32| {
-        let c = c.to_string();
-        [
-            "vmss",
-            "scale",
-            "-g",
-            "loop",
-            "-n",
-            "web",
-            "--new-capacity",
-            &c,
-            "--no-wait",
-        ]
-        .map(String::from)
-    };
     for round in 1..=rounds {
         let started = Instant::now();
-        let args = capacity(count);
-        s.cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        scale_to(&s, count);
         // Crash it while instances are being started: some run, not all yet.
         let some = (count / 5).max(1) as usize;
         wait_until(wait, "the scale-out is under way", || {
@@ -98,8 +98,7 @@ fn kill_9_during_scale_out_then_immediate_restart_always_starts_and_converges() 
             "round {round}: killed with {at_kill}/{count} running, restarted and converged in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let args = capacity(0);
-        s.cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        scale_to(&s, 0);
         wait_until(wait, "the set is scaled in to 0", || {
             running_instance_ids(&s.data_dir()).is_empty()
         });

@@ -46,8 +46,6 @@ pub struct CachedStore {
     map: Arc<RwLock<Map>>,
     /// The revision the map has fully applied.
     reached: watch::Receiver<Revision>,
-    /// The highest revision a write through this handle was acknowledged with.
-    acked: AtomicU64,
     /// Reads answered from memory, and from the inner store.
     from_memory: AtomicU64,
     from_store: AtomicU64,
@@ -77,7 +75,6 @@ impl CachedStore {
             inner,
             map,
             reached,
-            acked: AtomicU64::new(0),
             from_memory: AtomicU64::new(0),
             from_store: AtomicU64::new(0),
             stop,
@@ -92,7 +89,7 @@ impl CachedStore {
         )
     }
 
-    /// Waits until the map holds every write acknowledged through this handle; false
+    /// Waits until the map holds every write committed to the inner store so far; false
     /// when it is not ready or did not catch up in time (read the inner store then).
     async fn caught_up(&self) -> bool {
         if !self.map.read().map(|m| m.ready).unwrap_or(false) {
@@ -101,8 +98,7 @@ impl CachedStore {
         // Every write committed before this read began, by any handle of the store (the
         // controller, the directory, this API): the inner store's revision is an atomic
         // read for the embedded stores.
-        let committed = self.inner.revision().await.unwrap_or(u64::MAX);
-        let want = self.acked.load(Ordering::Acquire).max(committed);
+        let want = self.inner.revision().await.unwrap_or(u64::MAX);
         let mut reached = self.reached.clone();
         if *reached.borrow() >= want {
             return true;
@@ -199,9 +195,7 @@ impl Store for CachedStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<Revision> {
-        let revision = self.inner.txn(txn).await?;
-        self.acked.fetch_max(revision, Ordering::AcqRel);
-        Ok(revision)
+        self.inner.txn(txn).await
     }
 
     async fn watch(

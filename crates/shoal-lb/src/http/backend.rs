@@ -163,9 +163,7 @@ pub(crate) async fn send(
 
 async fn connect(member: &Member) -> io::Result<BackendConn> {
     let tcp = connect_tcp(member).await?;
-    let (sender, conn) = http1::Builder::new()
-        .writev(false)
-        .max_buf_size(crate::http::MAX_BUF)
+    let (sender, conn) = client()
         .handshake(TokioIo::new(tcp))
         .await
         .map_err(io::Error::other)?;
@@ -173,6 +171,13 @@ async fn connect(member: &Member) -> io::Result<BackendConn> {
         sender,
         conn: Some(Box::pin(conn)),
     })
+}
+
+/// The settings of every HTTP/1.1 connection to a member (pooled or upgraded).
+pub(crate) fn client() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.writev(false).max_buf_size(crate::http::MAX_BUF);
+    builder
 }
 
 /// A new TCP connection to `member` (no delay), within [`CONNECT_TIMEOUT`].

@@ -131,28 +131,25 @@ where
         let info = info.clone();
         async move { Ok::<_, Infallible>(proxy(&mode, &info, request).await) }
     });
+    // Both connection types end the same way: on their own, or gracefully on `close`.
+    macro_rules! until_closed {
+        ($conn:expr) => {{
+            let mut conn = std::pin::pin!($conn);
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = close.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }};
+    }
     let result = if http2 {
-        let conn = server().serve_connection_with_upgrades(TokioIo::new(io), service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => result,
-            _ = close.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        until_closed!(server().serve_connection_with_upgrades(TokioIo::new(io), service))
     } else {
-        let conn = http1_server()
+        until_closed!(http1_server()
             .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => result,
-            _ = close.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+            .with_upgrades())
         .map_err(Into::into)
     };
     if let Err(e) = result {
@@ -196,10 +193,7 @@ async fn proxy(
         }
     }
     prepare_headers(&mut parts.headers, info, host);
-    let uri = match parts.uri.path_and_query() {
-        Some(pq) => Uri::from(pq.clone()),
-        None => Uri::from_static("/"),
-    };
+    let uri = origin_form(&parts.uri);
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -283,11 +277,7 @@ async fn proxy(
         let member = again
             .take()
             .filter(|m| m.routable())
-            .or_else(|| match (&affinity_member, &last) {
-                (Some(id), None) => pool.find(id).filter(|m| m.routable()),
-                _ => None,
-            })
-            .or_else(|| pool.pick_round_robin(last.as_ref()));
+            .or_else(|| pick_member(&pool, affinity_member.as_deref(), last.as_ref()));
         let Some(member) = member else {
             return if last.is_some() {
                 local(
@@ -415,6 +405,28 @@ fn forward(
     }
     let body = BackendBody::new(body, conn, guard, mode.request_timeout);
     Response::from_parts(parts, ResponseBody::Backend(body))
+}
+
+/// The member for the next try: the affinity cookie's on the first try (when it is
+/// routable), else the next in round robin after `last`.
+pub(crate) fn pick_member(
+    pool: &PoolRuntime,
+    affinity: Option<&str>,
+    last: Option<&Arc<Member>>,
+) -> Option<Arc<Member>> {
+    match (affinity, last) {
+        (Some(id), None) => pool.find(id).filter(|m| m.routable()),
+        _ => None,
+    }
+    .or_else(|| pool.pick_round_robin(last))
+}
+
+/// The request target a member gets: the path and query only (`/` when there is none).
+pub(crate) fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
 }
 
 /// Whether a request failed because its (kept-alive) connection was closed or reset by

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 use crate::http::body::{RequestBody, ResponseBody};
-use crate::http::{backend, local, prepare_headers, strip_hop_by_hop, ConnInfo, HttpMode};
+use crate::http::{
+    backend, local, origin_form, pick_member, prepare_headers, strip_hop_by_hop, ConnInfo, HttpMode,
+};
 use crate::pool::{ActiveGuard, Member, PoolRuntime};
 
 /// The protocol a request asks to switch to, if it is an HTTP/1.1 upgrade request
@@ -52,10 +53,7 @@ pub(crate) async fn proxy(
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, protocol);
-    let uri = match parts.uri.path_and_query() {
-        Some(pq) => http::Uri::from(pq.clone()),
-        None => http::Uri::from_static("/"),
-    };
+    let uri = origin_form(&parts.uri);
     let deadline = tokio::time::Instant::now() + mode.request_timeout;
     // The body (WebSocket's handshake has none) streams once: no retry after sending.
     let mut body = Some(RequestBody::Stream {
@@ -64,12 +62,9 @@ pub(crate) async fn proxy(
     });
     let mut last: Option<Arc<Member>> = None;
     for _attempt in 0..4 {
-        let member = match (&affinity_member, &last) {
-            (Some(id), None) => pool.find(id).filter(|m| m.routable()),
-            _ => None,
-        }
-        .or_else(|| pool.pick_round_robin(last.as_ref()));
-        let Some(member) = member else { break };
+        let Some(member) = pick_member(&pool, affinity_member.as_deref(), last.as_ref()) else {
+            break;
+        };
         let stream = match backend::connect_tcp(&member).await {
             Ok(stream) => stream,
             Err(error) => {
@@ -84,10 +79,7 @@ pub(crate) async fn proxy(
         *upstream.uri_mut() = uri.clone();
         *upstream.headers_mut() = parts.headers.clone();
         let exchange = async {
-            let (mut sender, conn) = http1::Builder::new()
-                .max_buf_size(crate::http::MAX_BUF)
-                .handshake(TokioIo::new(stream))
-                .await?;
+            let (mut sender, conn) = backend::client().handshake(TokioIo::new(stream)).await?;
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!(error = %e, "upgraded member connection ended");
