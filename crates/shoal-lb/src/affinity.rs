@@ -19,10 +19,10 @@ pub(crate) fn set_cookie(member: &str, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The member named by the affinity cookie among `Cookie` header values, if any.
-pub(crate) fn find<'a>(cookies: impl Iterator<Item = &'a HeaderValue>) -> Option<String> {
+/// The member named by the affinity cookie among `Cookie` header values (as sent), if any.
+pub(crate) fn find<'a>(cookies: impl Iterator<Item = &'a [u8]>) -> Option<String> {
     for header in cookies {
-        for pair in header.as_bytes().split(|&b| b == b';') {
+        for pair in header.split(|&b| b == b';') {
             let pair = trim(pair);
             let Some(eq) = pair.iter().position(|&b| b == b'=') else {
                 continue;
@@ -96,13 +96,19 @@ mod tests {
     #[test]
     fn finds_the_cookie_among_others() {
         let h = [header("a=1; ShoalAffinity=vm_3 ; b=2")];
-        assert_eq!(find(h.iter()).as_deref(), Some("vm_3"));
+        assert_eq!(
+            find(h.iter().map(HeaderValue::as_bytes)).as_deref(),
+            Some("vm_3")
+        );
         let h = [header("a=1"), header("ShoalAffinity=\"x%2Fy\"")];
-        assert_eq!(find(h.iter()).as_deref(), Some("x/y"));
+        assert_eq!(
+            find(h.iter().map(HeaderValue::as_bytes)).as_deref(),
+            Some("x/y")
+        );
         let h = [header("ShoalAffinityX=1; xShoalAffinity=2; ShoalAffinity")];
-        assert_eq!(find(h.iter()), None);
+        assert_eq!(find(h.iter().map(HeaderValue::as_bytes)), None);
         let h = [header("ShoalAffinity=%zz")];
-        assert_eq!(find(h.iter()), None);
+        assert_eq!(find(h.iter().map(HeaderValue::as_bytes)), None);
     }
 
     #[test]
@@ -119,14 +125,12 @@ mod tests {
             let set = set_cookie(&id, false);
             let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
             let sent = header(&format!("{other}; {pair}"));
-            prop_assert_eq!(find(std::iter::once(&sent)), Some(id));
+            prop_assert_eq!(find(std::iter::once(sent.as_bytes())), Some(id));
         }
 
         #[test]
         fn parsing_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
-            if let Ok(h) = HeaderValue::from_bytes(&bytes) {
-                let _ = find(std::iter::once(&h));
-            }
+            let _ = find(std::iter::once(&bytes[..]));
             let _ = decode(&bytes);
         }
     }

@@ -140,7 +140,7 @@ async fn connection(
             };
             let close = runtime.close.clone();
             match tls {
-                None => crate::http::serve(stream, info, mode, close).await,
+                None => crate::http::serve(stream, info, mode, close, false).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
@@ -155,7 +155,8 @@ async fn connection(
                             Err(_) => return,
                         },
                     };
-                    crate::http::serve(tls_stream, info, mode, close).await
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    crate::http::serve(tls_stream, info, mode, close, h2).await
                 }
             }
         }

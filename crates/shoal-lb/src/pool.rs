@@ -93,6 +93,8 @@ pub(crate) struct Member {
     health: Mutex<HealthRecord>,
     /// Idle keep-alive connections for the L7 proxy, most recently used at the back.
     pub(crate) idle: Mutex<std::collections::VecDeque<IdleConn>>,
+    /// The same for the lean HTTP/1.1 proxy ([`crate::http::h1`]).
+    pub(crate) idle_h1: Mutex<Vec<crate::http::h1::IdleStream>>,
     shared: Arc<Shared>,
     /// Cancelled when the member leaves its pool; its prober stops.
     retired: CancellationToken,
@@ -120,6 +122,7 @@ impl Member {
                 ejections: 0,
             }),
             idle: Mutex::default(),
+            idle_h1: Mutex::default(),
             shared: shared.clone(),
             retired: shared.shutdown.child_token(),
             prober: Mutex::new(None),
@@ -202,7 +205,7 @@ impl Member {
             tracing::info!(pool = %self.pool, member = %self.id, addr = %self.addr, "member ejected");
             self.shared.health_changed();
         }
-        lock(&self.idle).clear();
+        self.close_idle();
         if let Some(ejection) = readmit {
             let member = self.clone();
             self.shared.tracker.spawn(async move {
@@ -234,7 +237,7 @@ impl Member {
         }
         if draining {
             // Nothing new goes there; idle connections would only hold its sockets.
-            lock(&self.idle).clear();
+            self.close_idle();
         }
         let h = lock(&self.health);
         self.update_routable(&h);
@@ -272,10 +275,16 @@ impl Member {
 
     /// The member left its pool: stop probing, close idle connections. In-flight work
     /// holds the `Arc` and finishes.
+    /// Closes the idle keep-alive connections to this member.
+    fn close_idle(&self) {
+        lock(&self.idle).clear();
+        lock(&self.idle_h1).clear();
+    }
+
     fn retire(&self) {
         self.retired.cancel();
         self.routable.store(false, Ordering::Relaxed);
-        lock(&self.idle).clear();
+        self.close_idle();
     }
 
     fn snapshot(&self) -> MemberHealth {

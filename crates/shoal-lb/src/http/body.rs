@@ -77,12 +77,6 @@ pub(crate) enum ResponseBody {
     /// The balancer's own answer (503, 502, 504…).
     Local(Option<Bytes>),
     Backend(BackendBody),
-    /// A member's answer on a connection of its own (an upgrade request it declined);
-    /// the member counts as in flight until the body is done.
-    Plain {
-        body: Incoming,
-        _in_flight: ActiveGuard,
-    },
 }
 
 impl ResponseBody {
@@ -102,9 +96,6 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ResponseBody::Backend(body) => body.poll_frame(cx),
-            ResponseBody::Plain { body, .. } => Pin::new(body)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(Into::into))),
         }
     }
 
@@ -112,7 +103,6 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Local(data) => data.is_none(),
             ResponseBody::Backend(body) => body.inner.is_end_stream(),
-            ResponseBody::Plain { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -122,7 +112,6 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ResponseBody::Backend(body) => body.inner.size_hint(),
-            ResponseBody::Plain { body, .. } => body.size_hint(),
         }
     }
 }

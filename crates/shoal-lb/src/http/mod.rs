@@ -1,16 +1,19 @@
 //! The layer-7 proxy: HTTP/1.1 and h2 from clients, HTTP/1.1 with keep-alive to members.
 //!
-//! A request enters through [`serve`] (one task per client connection), is routed to a
-//! pool by host and path, gets `X-Forwarded-*` headers and loses hop-by-hop ones, goes to
-//! one member (affinity cookie, else round robin over routable members), and its response
-//! streams back. A failure before any response byte is retried on another member: always
-//! when nothing was sent (connection refused), once when the method is idempotent and its
+//! HTTP/1.x client connections go through the lean proxy in [`h1`]; HTTP/2 ones (ALPN
+//! `h2`, or the h2c preface when the listener has HTTP/2 on) through hyper and
+//! [`proxy`] here. Both do the same to a request: it is routed to a pool by host and
+//! path, gets `X-Forwarded-*` headers and loses hop-by-hop ones, goes to one member
+//! (affinity cookie, else round robin over routable members), and its response streams
+//! back. A failure before any response byte is retried on another member: always when
+//! nothing was sent (connection refused), once when the method is idempotent and its
 //! body could be replayed. Refused connections, and fresh connections that are reset,
 //! eject the member at once.
 
 pub(crate) mod backend;
 pub(crate) mod body;
-pub(crate) mod upgrade;
+pub(crate) mod h1;
+pub(crate) mod wire;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,10 +26,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,9 +43,9 @@ use crate::route::RouteTable;
 pub(crate) const MAX_BUF: usize = 64 * 1024;
 /// Request bodies up to this size are held so the request can be retried (idempotent
 /// ones after a failure, any after a kept-alive connection closed under it).
-const MAX_REPLAY_BODY: u64 = 64 * 1024;
+pub(crate) const MAX_REPLAY_BODY: u64 = 64 * 1024;
 /// A client must send a complete request head within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A layer-7 listener's routing and settings, as resolved at apply time.
 pub(crate) struct HttpMode {
@@ -76,27 +78,34 @@ impl ConnInfo {
     }
 }
 
-/// The HTTP/1 settings of both servers (hyper's and the auto server's builders are
-/// different types with the same methods).
-macro_rules! http1_settings {
-    ($builder:expr) => {
-        $builder
-            .writev(false)
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_BUF)
-            .keep_alive(true)
-    };
+/// Serves one client connection until it ends, or until `close` asks it to finish its
+/// in-flight requests and stop. `mode` gives the listener's current settings per request;
+/// `alpn_h2` says TLS negotiated HTTP/2.
+pub(crate) async fn serve<IO, M>(
+    io: IO,
+    info: ConnInfo,
+    mode: M,
+    close: CancellationToken,
+    alpn_h2: bool,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    M: Fn() -> Arc<HttpMode> + Send + Sync + 'static,
+{
+    let http2 = mode().http2;
+    let (mode, info) = (Arc::new(mode), Arc::new(info));
+    if alpn_h2 && http2 {
+        serve_h2(io, info, mode, close).await
+    } else {
+        h1::serve(io, info, mode, close, http2).await
+    }
 }
 
-/// The connection server for HTTP/1.1 and HTTP/2 (by the connection's preface).
-fn server() -> &'static auto::Builder<TokioExecutor> {
-    static SERVER: std::sync::OnceLock<auto::Builder<TokioExecutor>> = std::sync::OnceLock::new();
+/// The connection server for HTTP/2.
+fn h2_server() -> &'static http2::Builder<TokioExecutor> {
+    static SERVER: std::sync::OnceLock<http2::Builder<TokioExecutor>> = std::sync::OnceLock::new();
     SERVER.get_or_init(|| {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        http1_settings!(builder.http1());
+        let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
-            .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(256)
             .max_header_list_size(MAX_BUF as u32);
@@ -104,56 +113,32 @@ fn server() -> &'static auto::Builder<TokioExecutor> {
     })
 }
 
-/// The connection server for HTTP/1.1 only. (The auto server's `http1_only` is not
-/// honoured on connections that may upgrade, so it is a server of its own.)
-fn http1_server() -> &'static http1::Builder {
-    static SERVER: std::sync::OnceLock<http1::Builder> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| {
-        let mut builder = http1::Builder::new();
-        http1_settings!(builder);
-        builder
-    })
-}
-
-/// Serves one client connection until it ends, or until `close` asks it to finish its
-/// in-flight requests and stop. `mode` gives the listener's current settings per request.
-pub(crate) async fn serve<IO, M>(io: IO, info: ConnInfo, mode: M, close: CancellationToken)
-where
+/// Serves an HTTP/2 client connection with hyper, each request through [`proxy`].
+pub(crate) async fn serve_h2<IO, M>(
+    io: IO,
+    info: Arc<ConnInfo>,
+    mode: Arc<M>,
+    close: CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     M: Fn() -> Arc<HttpMode> + Send + Sync + 'static,
 {
-    let http2 = mode().http2;
-    let mode = Arc::new(mode);
-    let info = Arc::new(info);
     let client = info.client;
     let service = service_fn(move |request| {
         let mode = mode();
         let info = info.clone();
         async move { Ok::<_, Infallible>(proxy(&mode, &info, request).await) }
     });
-    // Both connection types end the same way: on their own, or gracefully on `close`.
-    macro_rules! until_closed {
-        ($conn:expr) => {{
-            let mut conn = std::pin::pin!($conn);
-            tokio::select! {
-                result = conn.as_mut() => result,
-                _ = close.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        }};
-    }
-    let result = if http2 {
-        until_closed!(server().serve_connection_with_upgrades(TokioIo::new(io), service))
-    } else {
-        until_closed!(http1_server()
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades())
-        .map_err(Into::into)
+    let mut conn = std::pin::pin!(h2_server().serve_connection(TokioIo::new(io), service));
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = close.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     };
     if let Err(e) = result {
-        tracing::debug!(client = %client, error = %crate::error_chain(&*e), "client connection ended with an error");
+        tracing::debug!(client = %client, error = %crate::error_chain(&e), "client connection ended with an error");
     }
 }
 
@@ -174,16 +159,11 @@ async fn proxy(
         .clone();
     pool.counters.requests.fetch_add(1, Ordering::Relaxed);
     let affinity_member = if mode.affinity {
-        affinity::find(request.headers().get_all(header::COOKIE).iter())
+        let cookies = request.headers().get_all(header::COOKIE);
+        affinity::find(cookies.iter().map(HeaderValue::as_bytes))
     } else {
         None
     };
-    if request.version() == Version::HTTP_11 {
-        if let Some(protocol) = upgrade::requested(request.headers()) {
-            return upgrade::proxy(mode, info, pool, protocol, request, host, affinity_member)
-                .await;
-        }
-    }
     let (mut parts, body) = request.into_parts();
 
     if let Some(host) = &host {
@@ -542,15 +522,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    wire::HOP_BY_HOP.contains(&name.as_str())
 }
 
 #[cfg(test)]
