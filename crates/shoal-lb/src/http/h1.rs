@@ -19,7 +19,7 @@
 //! listener with HTTP/2 on is handed to hyper.
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,10 +33,14 @@ use crate::http::wire::{self, Chunked, ClientSide, Framing, Reject, Response};
 use crate::http::{
     backend, pick_member, ConnInfo, HttpMode, HEADER_READ_TIMEOUT, MAX_BUF, MAX_REPLAY_BODY,
 };
-use crate::pool::{lock, ActiveGuard, Member, PoolRuntime};
+use crate::pool::{lock, ActiveGuard, Member, PoolCounters, PoolRuntime};
 
 /// How much a read asks for at once.
 const READ_CHUNK: usize = 16 * 1024;
+/// How long, and how much, a closing connection reads from a client that is still
+/// sending.
+const LINGER: Duration = Duration::from_millis(250);
+const LINGER_BYTES: usize = 256 * 1024;
 /// The most idle connections kept per member.
 const MAX_IDLE: usize = 128;
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
@@ -116,7 +120,7 @@ pub(crate) async fn serve<IO, M>(
             break;
         }
     }
-    let _ = client.io.shutdown().await;
+    client.linger().await;
 }
 
 /// Why an exchange with a member failed before its response head arrived.
@@ -188,9 +192,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
         };
         let pool = mode.routes.select(request.host, request.path).clone();
         pool.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if request.upgrade {
-            return self.upgrade(mode, &pool, &request).await;
-        }
 
         // A small body is held (after the head) so the request can be sent again.
         let held = match request.body {
@@ -200,12 +201,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                 if self.buf.len() < n && request.expect_continue && !self.continue_().await {
                     return false;
                 }
-                match self.read_at_least(n, mode.request_timeout).await {
-                    Ok(()) => {}
-                    Err(why) => {
-                        self.local(&pool, 400, &why_line(why), false).await;
-                        return false;
-                    }
+                if let Err(why) = self.read_at_least(n, mode.request_timeout).await {
+                    return self.local(&pool, 400, &why_line(why), false).await;
                 }
                 self.member_head.extend_from_slice(&self.buf[..n]);
                 self.buf.advance(n);
@@ -216,6 +213,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
             }
             _ => false,
         };
+        if request.upgrade {
+            if !held {
+                let why = "An upgrade request's body must be at most 64 KiB\n";
+                return self.local(&pool, 400, why, false).await;
+            }
+            return self.upgrade(mode, &pool, &request).await;
+        }
         let mut sent_retry_left = held && request.idempotent();
         let mut stale_retry_left = held;
         let mut last: Option<Arc<Member>> = None;
@@ -228,26 +232,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                 .filter(|m| m.routable())
                 .or_else(|| pick_member(&pool, request.affinity.as_deref(), last.as_ref()));
             let Some(member) = member else {
+                let keep = held && request.keep_alive;
                 return if last.is_some() {
-                    self.local(
-                        &pool,
-                        502,
-                        "No other healthy member to retry on\n",
-                        held && request.keep_alive,
-                    )
-                    .await
+                    self.local(&pool, 502, "No other healthy member to retry on\n", keep)
+                        .await
                 } else {
-                    self.local(
-                        &pool,
-                        503,
-                        "No healthy member\n",
-                        held && request.keep_alive,
-                    )
-                    .await
+                    self.local(&pool, 503, "No healthy member\n", keep).await
                 };
             };
             let guard = ActiveGuard::new(member.clone());
-            let deadline = Instant::now() + mode.request_timeout;
             let pooled = if reuse {
                 checkout(&member, !held)
             } else {
@@ -255,51 +248,30 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
             };
             let (mut stream, fresh) = match pooled {
                 Some(stream) => (stream, false),
-                None => {
-                    match tokio::time::timeout_at(deadline, backend::connect_tcp(&member)).await {
-                        Ok(Ok(stream)) => (stream, true),
-                        Ok(Err(error)) => {
-                            member.eject(format!("Cannot connect to {}: {error}", member.addr));
-                            last = Some(member);
-                            continue;
-                        }
-                        Err(_) => {
-                            return self
-                                .local(&pool, 504, "The member did not answer in time\n", false)
-                                .await
-                        }
+                None => match backend::connect_tcp(&member).await {
+                    Ok(stream) => (stream, true),
+                    Err(error) => {
+                        member.eject(format!("Cannot connect to {}: {error}", member.addr));
+                        last = Some(member);
+                        continue;
                     }
-                }
+                },
             };
-            let sent = self
-                .send(&mut stream, &request, held, &pool, mode.request_timeout)
-                .await;
-            let answered = match sent {
-                Ok(complete) => {
-                    let deadline = Instant::now() + mode.request_timeout;
-                    match self
-                        .response_head(&mut stream, &request, &member, mode, deadline)
-                        .await
-                    {
-                        Ok(response) => Ok((response, complete)),
-                        Err(e) => Err(e),
+            match self
+                .attempt(&mut stream, &request, held, &member, mode)
+                .await
+            {
+                Ok(Outcome::Done {
+                    member_reusable,
+                    client_keep_alive,
+                }) => {
+                    if member_reusable {
+                        checkin(&member, stream);
                     }
+                    self.member_buf.clear();
+                    return self.send_out().await && client_keep_alive;
                 }
-                Err(e) => Err(e),
-            };
-            match answered {
-                Ok((response, complete)) => {
-                    return self
-                        .forward(
-                            stream,
-                            response,
-                            complete,
-                            guard,
-                            &pool,
-                            mode.request_timeout,
-                        )
-                        .await;
-                }
+                Ok(Outcome::Switching) => return false,
                 Err(Failure::Timeout) => {
                     return self
                         .local(&pool, 504, "The member did not answer in time\n", false)
@@ -310,9 +282,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                 }
                 Err(Failure::BadResponse(why)) => {
                     tracing::debug!(pool = %pool.name, member = %member.id, why, "member sent an invalid response");
-                    return self
-                        .local(&pool, 502, "The member sent an invalid response\n", false)
-                        .await;
+                    let text = "The member sent an invalid response\n";
+                    return self.local(&pool, 502, text, false).await;
                 }
                 Err(Failure::Closed(error)) => {
                     tracing::debug!(pool = %pool.name, member = %member.id, %error, fresh, "request to member failed");
@@ -325,108 +296,31 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                         member.eject(format!("Connection to {} failed: {error}", member.addr));
                     }
                     if !sent_retry_left {
-                        return self
-                            .local(
-                                &pool,
-                                502,
-                                "The member closed the connection before answering\n",
-                                false,
-                            )
-                            .await;
+                        let text = "The member closed the connection before answering\n";
+                        return self.local(&pool, 502, text, false).await;
                     }
                     sent_retry_left = false;
                 }
             }
+            drop(guard);
             last = Some(member);
         }
         self.local(&pool, 502, "No member could take the request\n", false)
             .await
     }
 
-    /// Sends the member's head, and the body when it streams. Returns whether the whole
-    /// request went (a member may answer before it has read all of a body).
-    async fn send(
+    /// Sends the request on `stream` and passes the answer back. An error means the
+    /// client got nothing yet (so the request may be tried again).
+    async fn attempt(
         &mut self,
         stream: &mut TcpStream,
         request: &wire::Request<'_>,
         held: bool,
-        pool: &PoolRuntime,
-        stall: Duration,
-    ) -> Result<bool, Failure> {
-        stream
-            .write_all(&self.member_head)
-            .await
-            .map_err(Failure::Closed)?;
-        if held {
-            return Ok(true);
-        }
-        let mut left = match request.body {
-            Framing::Length(n) => Some(n),
-            _ => None,
-        };
-        let mut chunked = Chunked::default();
-        let mut asked = false;
-        loop {
-            // What the client sent so far goes on.
-            let take = match left {
-                Some(n) => (self.buf.len() as u64).min(n) as usize,
-                None => chunked
-                    .advance(&self.buf, |_| {})
-                    .map_err(|e| Failure::ClientBody(e.0))?,
-            };
-            if take > 0 {
-                stream
-                    .write_all(&self.buf[..take])
-                    .await
-                    .map_err(Failure::Closed)?;
-                self.buf.advance(take);
-                pool.counters
-                    .bytes_in
-                    .fetch_add(take as u64, Ordering::Relaxed);
-                if let Some(n) = left.as_mut() {
-                    *n -= take as u64;
-                }
-            }
-            if left == Some(0) || chunked.done() {
-                return Ok(true);
-            }
-            if request.expect_continue && !asked {
-                asked = true;
-                if !self.continue_().await {
-                    return Err(Failure::ClientBody("The client went away"));
-                }
-            }
-            self.buf.reserve(READ_CHUNK);
-            tokio::select! {
-                biased;
-                readable = stream.readable() => {
-                    readable.map_err(Failure::Closed)?;
-                    // Readiness may be stale: only bytes (or a close) count as an answer.
-                    match stream.try_read_buf(&mut self.member_buf) {
-                        Ok(_) => return Ok(false),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(Failure::Closed(e)),
-                    }
-                }
-                read = tokio::time::timeout(stall, self.io.read_buf(&mut self.buf)) => match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => return Err(Failure::ClientBody("The client went away in the middle of its body")),
-                    Ok(Ok(_)) => {}
-                    Err(_) => return Err(Failure::ClientBody("The request body did not arrive in time")),
-                },
-            }
-        }
-    }
-
-    /// Reads the member's response head (skipping `1xx`) and writes the client's into
-    /// `out`.
-    async fn response_head(
-        &mut self,
-        stream: &mut TcpStream,
-        request: &wire::Request<'_>,
         member: &Member,
         mode: &HttpMode,
-        deadline: Instant,
-    ) -> Result<Response, Failure> {
+    ) -> Result<Outcome, Failure> {
+        let stall = mode.request_timeout;
+        write_within(stream, &self.member_head, stall).await?;
         let cookie = (mode.affinity && request.affinity.as_deref() != Some(&*member.id))
             .then(|| crate::affinity::set_cookie(&member.id, self.info.tls));
         let side = ClientSide {
@@ -436,149 +330,95 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
             keep_alive: request.keep_alive,
             set_cookie: cookie.as_ref().map(|c| c.as_bytes()),
         };
-        let mut searched = 0;
-        loop {
-            if let Some(end) = wire::head_end(&self.member_buf, searched) {
-                let head = self.member_buf.split_to(end);
-                self.out.clear();
-                match wire::response(&head, &side, &mut self.out) {
-                    Ok(Response::Informational) => {
-                        searched = 0;
-                        continue;
-                    }
-                    Ok(response) => return Ok(response),
-                    Err(bad) => return Err(Failure::BadResponse(bad.0)),
-                }
-            }
-            if self.member_buf.len() >= MAX_BUF {
-                return Err(Failure::BadResponse("response head too large"));
-            }
-            searched = self.member_buf.len();
-            self.member_buf.reserve(READ_CHUNK);
-            match tokio::time::timeout_at(deadline, stream.read_buf(&mut self.member_buf)).await {
-                Err(_) => return Err(Failure::Timeout),
-                Ok(Ok(0)) if self.member_buf.is_empty() => {
-                    return Err(Failure::Closed(io::ErrorKind::UnexpectedEof.into()))
-                }
-                Ok(Ok(0)) => return Err(Failure::BadResponse("connection closed inside the head")),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if self.member_buf.is_empty() => return Err(Failure::Closed(e)),
-                Ok(Err(_)) => return Err(Failure::BadResponse("connection reset inside the head")),
-            }
-        }
-    }
-
-    /// Passes a response on: its head (in `out`), then its body. Returns whether the
-    /// client connection stays open.
-    async fn forward(
-        &mut self,
-        mut stream: TcpStream,
-        response: Response,
-        request_complete: bool,
-        guard: ActiveGuard,
-        pool: &PoolRuntime,
-        stall: Duration,
-    ) -> bool {
-        let Response::Final {
-            status,
-            body,
-            member_keep_alive,
-            client_keep_alive,
-            dechunk,
-        } = response
-        else {
-            // `Switching` only answers upgrade requests, which `upgrade` handles.
-            return false;
-        };
-        if status >= 500 {
-            pool.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
-        }
-        match self
-            .copy_body(&mut stream, body, dechunk, &guard.0, stall)
-            .await
-        {
-            Ok(()) => {}
-            Err(error) => {
-                tracing::debug!(pool = %pool.name, member = %guard.0.id, %error, "response cut");
-                return false;
-            }
-        }
-        if member_keep_alive && request_complete && self.member_buf.is_empty() {
-            checkin(&guard.0, stream);
-        }
-        self.member_buf.clear();
-        client_keep_alive && request_complete
-    }
-
-    /// Writes `out` and then the body as it comes from the member.
-    async fn copy_body(
-        &mut self,
-        stream: &mut TcpStream,
-        body: Framing,
-        dechunk: bool,
-        member: &Member,
-        stall: Duration,
-    ) -> io::Result<()> {
         let counters = &member.counters;
-        let mut left = match body {
-            Framing::Empty => 0,
-            Framing::Length(n) => n,
-            Framing::Chunked | Framing::UntilClose => u64::MAX,
+        let Client {
+            io,
+            buf,
+            member_buf,
+            out,
+            ..
+        } = self;
+        if held {
+            let deadline = Instant::now() + stall;
+            let response = response_head(stream, member_buf, out, &side, Some(deadline)).await?;
+            let outcome = pass_on(
+                stream, io, member_buf, out, response, true, false, counters, stall,
+            );
+            return Ok(outcome.await);
+        }
+
+        // A streamed body goes up while the answer comes down: a member may answer (and
+        // echo) before it has all of the body.
+        if request.expect_continue && !continue_(io).await {
+            return Err(Failure::ClientBody("The client went away"));
+        }
+        let (mut client_read, mut client_write) = tokio::io::split(io);
+        let (mut member_read, mut member_write) = stream.split();
+        let head_arrived = AtomicBool::new(false);
+        let up = upload(
+            &mut client_read,
+            &mut member_write,
+            buf,
+            request.body,
+            counters,
+            stall,
+        );
+        let down = async {
+            let response = response_head(&mut member_read, member_buf, out, &side, None).await?;
+            head_arrived.store(true, Ordering::Relaxed);
+            Ok::<_, Failure>(
+                pass_on(
+                    &mut member_read,
+                    &mut client_write,
+                    member_buf,
+                    out,
+                    response,
+                    true,
+                    true,
+                    counters,
+                    stall,
+                )
+                .await,
+            )
         };
-        let mut chunked = Chunked::default();
+        let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
+        // The member has the request timeout to answer once the body is all there.
+        let mut answer_by = std::pin::pin!(tokio::time::sleep(Duration::from_secs(86400)));
+        // Whether the whole body went up, once the upload has ended.
+        let mut uploaded: Option<bool> = None;
         loop {
-            // Move what is buffered (as far as the body goes) after `out`, and send.
-            let (take, done) = match body {
-                Framing::Chunked => {
-                    let out = &mut self.out;
-                    let n = chunked
-                        .advance(&self.member_buf, |d| {
-                            if dechunk {
-                                out.extend_from_slice(d)
-                            }
-                        })
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
-                    (n, chunked.done())
+            tokio::select! {
+                done = &mut up, if uploaded.is_none() => {
+                    match done {
+                        Ok(()) => uploaded = Some(true),
+                        // The client's body failed before any answer: it gets a 400.
+                        Err(e @ Failure::ClientBody(_)) if !head_arrived.load(Ordering::Relaxed) => {
+                            return Err(e)
+                        }
+                        // The member stopped reading (its answer or close may follow),
+                        // or the client went away while the answer streams.
+                        Err(_) => uploaded = Some(false),
+                    }
+                    answer_by.as_mut().reset(Instant::now() + stall);
                 }
-                _ => {
-                    let n = (self.member_buf.len() as u64).min(left) as usize;
-                    left -= n as u64;
-                    (n, left == 0)
+                outcome = &mut down => {
+                    let outcome = outcome?;
+                    if uploaded.is_none() {
+                        // The answer may have ended with the upload's last write.
+                        if let Some(done) = futures::FutureExt::now_or_never(&mut up) {
+                            uploaded = Some(done.is_ok());
+                        }
+                    }
+                    return Ok(match uploaded {
+                        Some(true) => outcome,
+                        // The member answered without taking all of the body: neither
+                        // connection can carry another request.
+                        _ => Outcome::Done { member_reusable: false, client_keep_alive: false },
+                    });
                 }
-            };
-            let passed = &self.member_buf[..take];
-            if dechunk {
-                // `out` has the data already.
-            } else if self.out.is_empty() {
-                self.io.write_all(passed).await?;
-            } else {
-                // The head and the first body bytes in one write.
-                self.out.extend_from_slice(passed);
-            }
-            if !self.out.is_empty() {
-                self.io.write_all(&self.out).await?;
-                self.out.clear();
-            }
-            self.member_buf.advance(take);
-            counters.bytes_out.fetch_add(take as u64, Ordering::Relaxed);
-            if done {
-                return self.io.flush().await;
-            }
-            self.io.flush().await?;
-            self.member_buf.reserve(READ_CHUNK);
-            match tokio::time::timeout(stall, stream.read_buf(&mut self.member_buf)).await {
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "The member sent nothing for {stall:?} in the middle of a response"
-                        ),
-                    ))
+                _ = &mut answer_by, if uploaded.is_some() && !head_arrived.load(Ordering::Relaxed) => {
+                    return Err(Failure::Timeout);
                 }
-                Ok(Ok(0)) if body == Framing::UntilClose => return self.io.flush().await,
-                Ok(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
             }
         }
     }
@@ -587,7 +427,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
     /// goes to one member (affinity cookie, else round robin; one that refuses the
     /// connection is ejected and the next tried) on a connection of its own. On `101`
     /// the client gets the answer and the two connections are spliced byte for byte
-    /// until either closes; any other answer is passed back as a normal response.
+    /// until either closes (the member counts as in flight meanwhile); any other answer
+    /// is passed back as a normal response.
     async fn upgrade(
         &mut self,
         mode: &HttpMode,
@@ -607,55 +448,34 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                     continue;
                 }
             };
-            let guard = ActiveGuard::new(member.clone());
-            let deadline = Instant::now() + mode.request_timeout;
-            let answer = match self
-                .send(&mut stream, request, false, pool, mode.request_timeout)
+            let _in_flight = ActiveGuard::new(member.clone());
+            return match self
+                .attempt(&mut stream, request, true, &member, mode)
                 .await
             {
-                Ok(complete) => self
-                    .response_head(&mut stream, request, &member, mode, deadline)
-                    .await
-                    .map(|r| (r, complete)),
-                Err(e) => Err(e),
-            };
-            return match answer {
-                Ok((Response::Switching, _)) => {
-                    self.splice(stream, pool, guard).await;
+                Ok(Outcome::Switching) => {
+                    self.splice(stream, pool).await;
                     false
                 }
-                Ok((response, complete)) => {
-                    // Declined: a normal answer, on a connection not kept.
-                    let keep = self
-                        .forward(
-                            stream,
-                            response,
-                            complete,
-                            guard,
-                            pool,
-                            mode.request_timeout,
-                        )
-                        .await;
+                // Declined: the answer went back as a normal response.
+                Ok(Outcome::Done {
+                    client_keep_alive, ..
+                }) => {
                     self.member_buf.clear();
-                    keep
+                    self.send_out().await && client_keep_alive
                 }
                 Err(Failure::Timeout) => {
-                    self.local(pool, 504, "The member did not answer in time\n", false)
-                        .await
+                    let text = "The member did not answer in time\n";
+                    self.local(pool, 504, text, false).await
                 }
                 Err(Failure::ClientBody(why)) => self.local(pool, 400, &why_line(why), false).await,
                 Err(Failure::BadResponse(_)) => {
-                    self.local(pool, 502, "The member sent an invalid response\n", false)
-                        .await
+                    let text = "The member sent an invalid response\n";
+                    self.local(pool, 502, text, false).await
                 }
                 Err(Failure::Closed(_)) => {
-                    self.local(
-                        pool,
-                        502,
-                        "The member closed the connection before answering\n",
-                        false,
-                    )
-                    .await
+                    let text = "The member closed the connection before answering\n";
+                    self.local(pool, 502, text, false).await
                 }
             };
         }
@@ -663,9 +483,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
     }
 
     /// After a `101`: the head (in `out`) and anything either side sent early go across,
-    /// then bytes flow both ways until either side closes. The member counts as in
-    /// flight meanwhile.
-    async fn splice(&mut self, mut stream: TcpStream, pool: &PoolRuntime, _guard: ActiveGuard) {
+    /// then bytes flow both ways until either side closes.
+    async fn splice(&mut self, mut stream: TcpStream, pool: &PoolRuntime) {
         self.out.extend_from_slice(&self.member_buf);
         let early = self.buf.split();
         let result = async {
@@ -681,10 +500,42 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
         }
     }
 
+    /// Sends what is left in `out`; false when the client is gone.
+    async fn send_out(&mut self) -> bool {
+        if !self.out.is_empty() {
+            let sent = self.io.write_all(&self.out).await;
+            self.out.clear();
+            if sent.is_err() {
+                return false;
+            }
+        }
+        self.io.flush().await.is_ok()
+    }
+
+    /// Closes the connection. What the client may still be sending (a body nobody
+    /// read) is read and dropped for a moment first: closing with unread bytes would
+    /// reset the connection and could take the last answer with it.
+    async fn linger(&mut self) {
+        if self.io.shutdown().await.is_err() {
+            return;
+        }
+        let drain = async {
+            let mut dropped = 0;
+            while dropped < LINGER_BYTES {
+                self.buf.clear();
+                self.buf.reserve(READ_CHUNK);
+                match self.io.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => dropped += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+
     /// Sends `100 Continue`; false when the client is gone.
     async fn continue_(&mut self) -> bool {
-        let sent = self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-        sent.is_ok() && self.io.flush().await.is_ok()
+        continue_(&mut self.io).await
     }
 
     /// Reads until the buffer holds `n` bytes, each read within `stall`.
@@ -733,6 +584,274 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
         );
         let sent = self.io.write_all(answer.as_bytes()).await;
         sent.is_ok() && self.io.flush().await.is_ok() && keep_alive
+    }
+}
+
+/// How an exchange ended once the client had an answer.
+enum Outcome {
+    Done {
+        /// The member connection can carry another request.
+        member_reusable: bool,
+        /// The client connection stays open.
+        client_keep_alive: bool,
+    },
+    /// The member accepted an upgrade; the client's `101` head is in `out`.
+    Switching,
+}
+
+/// Writes to a member that must take the bytes within `stall`.
+async fn write_within<W: AsyncWrite + Unpin>(
+    member: &mut W,
+    bytes: &[u8],
+    stall: Duration,
+) -> Result<(), Failure> {
+    match tokio::time::timeout(stall, member.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::Closed(e)),
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+/// Sends `100 Continue`; false when the client is gone.
+async fn continue_<W: AsyncWrite + Unpin>(client: &mut W) -> bool {
+    let sent = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+    sent.is_ok() && client.flush().await.is_ok()
+}
+
+/// Streams the rest of a request body to the member: what `buf` holds, then what the
+/// client sends, each read and write within `stall`.
+async fn upload<R, W>(
+    client: &mut R,
+    member: &mut W,
+    buf: &mut BytesMut,
+    body: Framing,
+    counters: &PoolCounters,
+    stall: Duration,
+) -> Result<(), Failure>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut left = match body {
+        Framing::Length(n) => Some(n),
+        Framing::Chunked => None,
+        Framing::Empty | Framing::UntilClose => return Ok(()),
+    };
+    let mut chunked = Chunked::default();
+    loop {
+        let take = match left {
+            Some(n) => (buf.len() as u64).min(n) as usize,
+            None => chunked
+                .advance(buf, |_| {})
+                .map_err(|e| Failure::ClientBody(e.0))?,
+        };
+        if take > 0 {
+            write_within(member, &buf[..take], stall).await?;
+            buf.advance(take);
+            counters.bytes_in.fetch_add(take as u64, Ordering::Relaxed);
+            if let Some(n) = left.as_mut() {
+                *n -= take as u64;
+            }
+        }
+        if left == Some(0) || chunked.done() {
+            return Ok(());
+        }
+        buf.reserve(READ_CHUNK);
+        match tokio::time::timeout(stall, client.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Err(Failure::ClientBody(
+                    "The client went away in the middle of its body",
+                ))
+            }
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                return Err(Failure::ClientBody(
+                    "The request body did not arrive in time",
+                ))
+            }
+        }
+    }
+}
+
+/// Reads a member's response head (skipping `1xx`) and writes the client's into `out`.
+/// Without a deadline, the caller bounds the wait.
+async fn response_head<R: AsyncRead + Unpin>(
+    member: &mut R,
+    member_buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    side: &ClientSide<'_>,
+    deadline: Option<Instant>,
+) -> Result<Response, Failure> {
+    let mut searched = 0;
+    loop {
+        if let Some(end) = wire::head_end(member_buf, searched) {
+            let head = member_buf.split_to(end);
+            out.clear();
+            match wire::response(&head, side, out) {
+                Ok(Response::Informational) => {
+                    searched = 0;
+                    continue;
+                }
+                Ok(response) => return Ok(response),
+                Err(bad) => return Err(Failure::BadResponse(bad.0)),
+            }
+        }
+        if member_buf.len() >= MAX_BUF {
+            return Err(Failure::BadResponse("response head too large"));
+        }
+        searched = member_buf.len();
+        member_buf.reserve(READ_CHUNK);
+        let read = member.read_buf(member_buf);
+        let read = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                Ok(read) => read,
+                Err(_) => return Err(Failure::Timeout),
+            },
+            None => read.await,
+        };
+        match read {
+            Ok(0) if member_buf.is_empty() => {
+                return Err(Failure::Closed(io::ErrorKind::UnexpectedEof.into()))
+            }
+            Ok(0) => return Err(Failure::BadResponse("connection closed inside the head")),
+            Ok(_) => {}
+            Err(e) if member_buf.is_empty() => return Err(Failure::Closed(e)),
+            Err(_) => return Err(Failure::BadResponse("connection reset inside the head")),
+        }
+    }
+}
+
+/// Passes a response on: its head (in `out`), then its body (see [`copy_body`] for
+/// `write_last`).
+#[allow(clippy::too_many_arguments)]
+async fn pass_on<R, W>(
+    member: &mut R,
+    client: &mut W,
+    member_buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    response: Response,
+    request_complete: bool,
+    write_last: bool,
+    counters: &PoolCounters,
+    stall: Duration,
+) -> Outcome
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Response::Final {
+        status,
+        body,
+        member_keep_alive,
+        client_keep_alive,
+        dechunk,
+    } = response
+    else {
+        return Outcome::Switching;
+    };
+    if status >= 500 {
+        counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    let copied = copy_body(
+        member, client, member_buf, out, body, dechunk, write_last, counters, stall,
+    )
+    .await;
+    match copied {
+        Ok(()) => Outcome::Done {
+            member_reusable: member_keep_alive && request_complete && member_buf.is_empty(),
+            client_keep_alive: client_keep_alive && request_complete,
+        },
+        Err(error) => {
+            tracing::debug!(%error, "response cut");
+            out.clear();
+            Outcome::Done {
+                member_reusable: false,
+                client_keep_alive: false,
+            }
+        }
+    }
+}
+
+/// Writes `out` and then the body as it comes from the member, each read within
+/// `stall`. Without `write_last`, the last bytes are left in `out` for the caller to
+/// send (after it has put the member's connection back in the pool, so that the
+/// client's next request finds it there).
+#[allow(clippy::too_many_arguments)]
+async fn copy_body<R, W>(
+    member: &mut R,
+    client: &mut W,
+    member_buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    body: Framing,
+    dechunk: bool,
+    write_last: bool,
+    counters: &PoolCounters,
+    stall: Duration,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut left = match body {
+        Framing::Empty => 0,
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::UntilClose => u64::MAX,
+    };
+    let mut chunked = Chunked::default();
+    loop {
+        // What is buffered, as far as the body goes, follows `out`.
+        let (take, done) = match body {
+            Framing::Chunked => {
+                let n = chunked
+                    .advance(member_buf, |d| {
+                        if dechunk {
+                            out.extend_from_slice(d)
+                        }
+                    })
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+                (n, chunked.done())
+            }
+            _ => {
+                let n = (member_buf.len() as u64).min(left) as usize;
+                left -= n as u64;
+                (n, left == 0)
+            }
+        };
+        let passed = &member_buf[..take];
+        if dechunk {
+            // `out` has the data already.
+        } else if (write_last || !done) && out.is_empty() {
+            client.write_all(passed).await?;
+        } else {
+            // The head and the first body bytes in one write.
+            out.extend_from_slice(passed);
+        }
+        member_buf.advance(take);
+        counters.bytes_out.fetch_add(take as u64, Ordering::Relaxed);
+        if done && !write_last {
+            return Ok(());
+        }
+        if !out.is_empty() {
+            client.write_all(out).await?;
+            out.clear();
+        }
+        client.flush().await?;
+        if done {
+            return Ok(());
+        }
+        member_buf.reserve(READ_CHUNK);
+        match tokio::time::timeout(stall, member.read_buf(member_buf)).await {
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("The member sent nothing for {stall:?} in the middle of a response"),
+                ))
+            }
+            Ok(Ok(0)) if body == Framing::UntilClose => return Ok(()),
+            Ok(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
     }
 }
 

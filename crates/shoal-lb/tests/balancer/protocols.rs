@@ -279,3 +279,163 @@ async fn members_closing_keep_alive_connections_fail_no_request() {
         shutdown.cancel();
     }
 }
+
+/// A member that answers at once and echoes each piece of the body as it reads it (a
+/// chunk per read), ending when Content-Length bytes have come.
+async fn echoing_member() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 64 * 1024];
+                let (head_len, length) = loop {
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut echoed = 0;
+                let mut pending = buf.split_off(head_len);
+                loop {
+                    if !pending.is_empty() {
+                        let mut piece = format!("{:x}\r\n", pending.len()).into_bytes();
+                        piece.extend_from_slice(&pending);
+                        piece.extend_from_slice(b"\r\n");
+                        echoed += pending.len();
+                        pending.clear();
+                        if s.write_all(&piece).await.is_err() {
+                            return;
+                        }
+                    }
+                    if echoed >= length {
+                        let _ = s.write_all(b"0\r\n\r\n").await;
+                        return;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A member that answers while the upload is still coming (and whose answer ends only
+/// when the upload does) gets the whole body, and the client gets the whole echo: the
+/// balancer moves both directions at once. The client speaks HTTP/1.0, so it gets the
+/// chunked answer as plain data up to the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_answering_during_the_upload_echoes_all_of_it() {
+    init_tracing();
+    let member = echoing_member().await;
+    let shutdown = CancellationToken::new();
+    let lb = Balancer::new(shutdown.clone());
+    lb.apply(BalancerConfig {
+        listeners: vec![http_listener("web", HttpSettings::new("p"))],
+        pools: vec![Pool {
+            name: "p".into(),
+            members: vec![Member::new("echo", member)],
+            probe: None,
+        }],
+    })
+    .await
+    .unwrap();
+    let web = lb.local_addr("web").unwrap();
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    let tcp = TcpStream::connect(web).await.unwrap();
+    let (mut read, mut write) = tcp.into_split();
+    let head = format!(
+        "POST /echo HTTP/1.0\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await.unwrap();
+        for piece in sent.chunks(64 * 1024) {
+            write.write_all(piece).await.unwrap();
+        }
+        write
+    });
+    let mut answer = Vec::new();
+    bounded("the echo", read.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    let _write = writer.await.unwrap();
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&answer[..end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(
+        answer[end..] == data[..],
+        "the 8 MiB came back unchanged ({} bytes)",
+        answer.len() - end
+    );
+    shutdown.cancel();
+}
+
+/// Requests sent back to back on one connection (pipelined) are answered in order, the
+/// last one's `Connection: close` is honoured, and a client that asks for `100
+/// Continue` gets it before it sends its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_and_expect_continue_are_answered() {
+    init_tracing();
+    let a = Backend::start("a").await;
+    let (_lb, shutdown, web, _tcp) = front(&[&a]).await;
+
+    let mut tcp = TcpStream::connect(web).await.unwrap();
+    tcp.write_all(
+        b"GET /echo?n=1 HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo?n=2 HTTP/1.1\r\nHost: t\r\n\
+          Content-Length: 5\r\n\r\nhelloGET /echo?n=3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    bounded("three answers and a close", tcp.read_to_string(&mut answer))
+        .await
+        .unwrap();
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{answer}");
+    let at = |s: &str| answer.find(s).unwrap_or_else(|| panic!("{s} in {answer}"));
+    assert!(
+        at("GET /echo?n=1") < at("POST /echo?n=2") && at("POST /echo?n=2") < at("GET /echo?n=3")
+    );
+    assert!(answer.contains("body: hello\n"), "{answer}");
+
+    let mut tcp = TcpStream::connect(web).await.unwrap();
+    tcp.write_all(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let head = bounded("100 Continue", read_head(&mut tcp)).await;
+    assert!(head.starts_with("HTTP/1.1 100 Continue\r\n"), "{head}");
+    tcp.write_all(&[7u8; 100_000]).await.unwrap();
+    let head = bounded("the answer", read_head(&mut tcp)).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let mut body = vec![0u8; "a\n100000".len()];
+    tcp.read_exact(&mut body).await.unwrap();
+    assert_eq!(body, b"a\n100000");
+    shutdown.cancel();
+}
