@@ -90,6 +90,16 @@ async def http_ok(addr, want):
         return False
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid` so far (its threads, not its children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
 def rss_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -149,6 +159,7 @@ async def main():
             [sys.executable, "-c", SAMPLER, endpoint, vmss + "?api-version=2024-07-01", TOKEN],
             stdout=open(f"{data}/api-samples.jsonl", "w"))
         answered = set()
+        cpu0 = cpu_seconds(server.pid)
         t0 = time.perf_counter()
         api(endpoint, "PATCH", vmss, {"sku": {"capacity": args.count}})
         last_print = 0
@@ -179,6 +190,9 @@ async def main():
             # twice a second, so the probe does not slow what it measures.
             await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - t0
+        # CPU the server spent on the scale-out: less sensitive than the elapsed time to
+        # whatever else shares the cores.
+        server_cpu = cpu_seconds(server.pid) - cpu0
         sampler.terminate()
         sampler.wait()
         samples = [json.loads(ln) for ln in open(f"{data}/api-samples.jsonl") if ln.startswith("{")]
@@ -194,6 +208,7 @@ async def main():
             "api_get_samples": len(lat),
             "healthz_p50_ms": round(statistics.median(health), 1) if health else None,
             "healthz_p99_ms": round(health[int(len(health) * 0.99) - 1], 1) if health else None,
+            "server_cpu_seconds": round(server_cpu, 2),
             "server_peak_rss_mb": round(rss_kb(server.pid) / 1024, 1),
         }
         print(json.dumps(result))

@@ -456,6 +456,43 @@ async fn recover_adopts_live_process_after_driver_is_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_command_line_runs_the_program_itself_and_a_missing_one_says_so() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = image(tmp.path());
+    let driver = ProcessDriver::new(config(tmp.path(), NetworkMode::HostPorts, Subnet::DEFAULT))
+        .expect("driver");
+    let k = key("plain");
+    let mut s = spec(k.clone(), &image, 5);
+    s.command = "./shoal-web --unused-flag=1".into();
+    let r = driver.start(&s).await.expect("start");
+    assert_eq!(wait_http(r.endpoint, "/").await, "instance 5\n");
+    assert!(wait_http(r.endpoint, "/env")
+        .await
+        .contains(&format!("port={}", r.endpoint.port())));
+    // The reported pid is the workload (not a shell waiting for it): signals, usage and
+    // limits reach it directly.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", r.pid)).expect("exe");
+    assert!(exe.ends_with("disk/shoal-web"), "{}", exe.display());
+    driver
+        .stop(&k, Duration::from_secs(5), false)
+        .await
+        .expect("stop");
+    assert!(r.exited.await.contains("signal 15"));
+
+    // A program that is not in the image still goes through the shell, which says why
+    // in the console log.
+    s.command = "./not-in-the-image".into();
+    let r = driver.start(&s).await.expect("start");
+    let how = tokio::time::timeout(DEADLINE, r.exited)
+        .await
+        .expect("exits");
+    assert!(how.contains("status 127"), "{how}");
+    let log = std::fs::read_to_string(driver.log_path(&k)).expect("console log");
+    assert!(log.contains("not-in-the-image: not found"), "{log}");
+    driver.destroy(&k).await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exited_fires_on_kill_9_with_a_description() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let image = image(tmp.path());

@@ -46,7 +46,8 @@ pub struct InstanceSpec {
     pub instance_id: String,
     /// Directory holding the unpacked image bundle (read-only: copy, never modify).
     pub image_dir: PathBuf,
-    /// Process images: the command line, run by `/bin/sh -c` in the instance's directory.
+    /// Process images: the command line, run by `/bin/sh -c` in the instance's directory
+    /// (a plain `./program args` line is exec'd directly, as the shell would have run it).
     pub command: String,
     /// The port the workload listens on (exported as `PORT`).
     pub port: u16,

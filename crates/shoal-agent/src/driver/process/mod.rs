@@ -10,8 +10,8 @@
 //! each operation) is the runtime both real drivers share (`driver/slot.rs`); this module
 //! adds what is particular to processes.
 //!
-//! A started instance is `/bin/sh -c <command>` in its own session (so it outlives the
-//! agent), with a clean environment, limits from cgroups (`cgroups.rs`) and either its
+//! A started instance is `/bin/sh -c <command>` (or, for a plain `./program args` line,
+//! the program itself) in its own session (so it outlives the agent), with a clean environment, limits from cgroups (`cgroups.rs`) and either its
 //! own network namespace or a host port (`net.rs`, `netns.rs`, `netlink.rs`); `spawn.rs`
 //! boots it. Stopping signals the whole process group: SIGTERM, then SIGKILL after the
 //! grace period.
