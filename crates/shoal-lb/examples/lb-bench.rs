@@ -68,24 +68,17 @@ fn parse() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let args = parse()?;
-    // One worker: tokio's single-threaded scheduler, as HAProxy's nbthread 1 is one
-    // event loop. More: the work-stealing scheduler.
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
+    // The balancer's own worker threads carry the connections (as in `shoal serve`);
+    // this thread only applies the config and probes.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), args.threads.max(1))?;
     let kind = match args.mode.as_str() {
         "http" => ListenerKind::Http(HttpSettings::new("backends")),
         "https" => ListenerKind::Https {

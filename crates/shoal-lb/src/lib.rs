@@ -29,6 +29,7 @@ mod listener;
 mod pool;
 mod route;
 mod tls;
+mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,6 +54,7 @@ use crate::l4::TcpMode;
 use crate::listener::{ListenerRuntime, Mode};
 use crate::pool::{PoolRuntime, Shared};
 use crate::route::{HostPattern, PathPrefix, RouteTable};
+use crate::workers::Workers;
 
 /// How long a member of a pool *without* a probe stays out after a passive ejection.
 pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(10);
@@ -87,12 +89,28 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Balancer {
-    /// An empty balancer: no listeners, no pools. Must be called inside a tokio runtime.
+    /// An empty balancer: no listeners, no pools, connections served on the caller's
+    /// runtime. Must be called inside a tokio runtime.
     pub fn new(shutdown: CancellationToken) -> Self {
+        Self::build(shutdown, TaskTracker::new(), Workers::default())
+    }
+
+    /// An empty balancer whose connections are served by `workers` threads of its own,
+    /// each a single-threaded runtime with its own accepting socket per listener
+    /// (`SO_REUSEPORT`); a connection stays on the worker that accepted it. Probes and
+    /// `apply` run on the caller's runtime.
+    pub fn with_workers(shutdown: CancellationToken, workers: usize) -> std::io::Result<Self> {
+        let tracker = TaskTracker::new();
+        let workers = Workers::start(workers, &shutdown, &tracker)?;
+        Ok(Self::build(shutdown, tracker, workers))
+    }
+
+    fn build(shutdown: CancellationToken, tracker: TaskTracker, workers: Workers) -> Self {
         let shared = Arc::new(Shared {
             shutdown,
-            tracker: TaskTracker::new(),
+            tracker,
             health_tx: watch::channel(0).0,
+            workers,
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
@@ -183,9 +201,9 @@ impl Balancer {
                 listeners.insert(l.name.clone(), rt);
                 continue;
             }
-            match tokio::net::TcpListener::bind(l.bind).await {
-                Ok(socket) => {
-                    let rt = ListenerRuntime::start(&l.name, l.bind, socket, mode, shared);
+            match workers::bind(l.bind, shared.workers.sockets()) {
+                Ok(sockets) => {
+                    let rt = ListenerRuntime::start(&l.name, l.bind, sockets, mode, shared);
                     if let Some(previous) = old.remove(&l.name) {
                         previous.close().await;
                     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::http::{ConnInfo, HttpMode};
 use crate::l4::TcpMode;
@@ -36,34 +37,38 @@ pub(crate) struct ListenerRuntime {
     pub(crate) local: SocketAddr,
     mode: RwLock<Arc<Mode>>,
     close: CancellationToken,
-    /// Cancelled by the accept loop once the socket is closed.
-    stopped: CancellationToken,
+    /// The accept loops (one per socket); each ends once its socket is closed.
+    loops: TaskTracker,
 }
 
 impl ListenerRuntime {
-    /// Starts accepting on `socket`.
+    /// Starts accepting on `sockets` (bound to the same address), the `i`th on the
+    /// `i`th worker.
     pub(crate) fn start(
         name: &str,
         bind: SocketAddr,
-        socket: TcpListener,
+        sockets: Vec<std::net::TcpListener>,
         mode: Mode,
         shared: &Arc<Shared>,
     ) -> Arc<Self> {
-        let local = socket.local_addr().unwrap_or(bind);
+        let local = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(bind);
         let runtime = Arc::new(Self {
             bind,
             local,
             mode: RwLock::new(Arc::new(mode)),
             close: shared.shutdown.child_token(),
-            stopped: CancellationToken::new(),
+            loops: TaskTracker::new(),
         });
-        tracing::info!(listener = name, addr = %local, "listening");
-        shared.tracker.spawn(accept_loop(
-            runtime.clone(),
-            socket,
-            shared.clone(),
-            name.to_owned(),
-        ));
+        tracing::info!(listener = name, addr = %local, sockets = sockets.len(), "listening");
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let accepting = accept_loop(runtime.clone(), socket, shared.clone(), name.to_owned());
+            let accepting = runtime.loops.track_future(accepting);
+            shared.workers.spawn(i, &shared.tracker, accepting);
+        }
+        runtime.loops.close();
         runtime
     }
 
@@ -82,16 +87,24 @@ impl ListenerRuntime {
     /// the module docs).
     pub(crate) async fn close(&self) {
         self.close.cancel();
-        self.stopped.cancelled().await;
+        self.loops.wait().await;
     }
 }
 
 async fn accept_loop(
     runtime: Arc<ListenerRuntime>,
-    socket: TcpListener,
+    socket: std::net::TcpListener,
     shared: Arc<Shared>,
     name: String,
 ) {
+    // Registered with the runtime this loop runs on, as are the connections it accepts.
+    let socket = match TcpListener::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(listener = %name, error = %e, "cannot accept on a bound socket");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
             _ = runtime.close.cancelled() => break,
@@ -111,8 +124,7 @@ async fn accept_loop(
         }
     }
     drop(socket);
-    runtime.stopped.cancel();
-    tracing::info!(listener = %name, addr = %runtime.local, "listener closed");
+    tracing::debug!(listener = %name, addr = %runtime.local, "accepting socket closed");
 }
 
 async fn connection(

@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) health_tx: watch::Sender<u64>,
+    /// The threads connections run on.
+    pub(crate) workers: crate::workers::Workers,
 }
 
 impl Shared {
@@ -484,6 +486,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             health_tx: watch::channel(0).0,
+            workers: Default::default(),
         })
     }
 

@@ -462,7 +462,13 @@ pub fn start_balancer(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> shoal_lb::Balancer {
-    let balancer = shoal_lb::Balancer::new(shutdown.clone());
+    // One data-plane worker per core, away from the API and the controller.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let balancer = shoal_lb::Balancer::with_workers(shutdown.clone(), workers)
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "no worker threads for the balancer: it serves on the server's runtime");
+            shoal_lb::Balancer::new(shutdown.clone())
+        });
     let cfg = shoal_lb::follow::FollowConfig {
         name: name.to_string(),
     };

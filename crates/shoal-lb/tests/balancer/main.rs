@@ -13,3 +13,4 @@ mod lifecycle;
 mod protocols;
 mod support;
 mod tls;
+mod workers;
