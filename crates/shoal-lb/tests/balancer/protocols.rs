@@ -439,3 +439,70 @@ async fn pipelined_requests_and_expect_continue_are_answered() {
     assert_eq!(body, b"a\n100000");
     shutdown.cancel();
 }
+
+/// Requests the balancer cannot pass on safely get a 4xx or 501 and a closed connection,
+/// never reach a member, and do not disturb the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_ambiguous_requests_are_refused_before_any_member() {
+    init_tracing();
+    let a = Backend::start("a").await;
+    let (_lb, shutdown, web, _tcp) = front(&[&a]).await;
+    let hits_before = a.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let many: String = (0..150).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(70_000)
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n".into(),
+            "400",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .into(),
+            "400",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+                .into(),
+            "400",
+        ),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(), "400"),
+        ("GET nopath HTTP/1.1\r\nHost: t\r\n\r\n".into(), "400"),
+        ("\u{1}\u{2}garbage\r\n\r\n".into(), "400"),
+        (format!("GET / HTTP/1.1\r\nHost: t\r\n{many}\r\n"), "431"),
+        (huge, "431"),
+        ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n".into(), "501"),
+        (
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n".into(),
+            "501",
+        ),
+    ];
+    let refused = |request: String, status: &'static str| async move {
+        let mut tcp = TcpStream::connect(web).await.unwrap();
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = bounded("the refusal and close", tcp.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let first: String = request.chars().take(40).collect();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{first:?} -> {answer}"
+        );
+    };
+    for (request, status) in cases {
+        refused(request, status).await;
+    }
+    assert_eq!(
+        a.hits.load(std::sync::atomic::Ordering::SeqCst),
+        hits_before,
+        "no refused request reached the member"
+    );
+    // A chunked body streams: a bad chunk is found once the member may have the head,
+    // and the client gets a 400 all the same.
+    let bad_chunk = "POST /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+    refused(bad_chunk.into(), "400").await;
+    assert_eq!(get(web, "/").await.unwrap().backend(), "a");
+    shutdown.cancel();
+}
