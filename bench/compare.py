@@ -9,7 +9,8 @@
 What it runs (the peers are started by this script; HAProxy, wrk and openssl are
 installed with apt-get when missing):
 
-- Balancer, against HAProxy with as many threads as Shoal has workers (1 and 1), the same
+- Balancer, against HAProxy with as many threads as Shoal has workers (1 and 1; the plain
+  L7 case also 2 and 2), the same
   three `shoal-web` backends, the same wrk load (-t2 -c50), HTTP probes on both:
   L7 HTTP/1.1 keep-alive; L4 TCP keep-alive; L4 with a new connection per request;
   L7 over TLS (same certificate) keep-alive; TLS handshakes (a new TLS connection per
@@ -108,9 +109,9 @@ class Proxies:
             f.write(open(self.cert).read() + open(self.key).read())
         self.pem = pem
 
-    def haproxy(self, mode):
+    def haproxy(self, mode, threads):
         tls = mode == "https"
-        cfg = ["global", "    maxconn 4000", "    nbthread 1", "defaults",
+        cfg = ["global", "    maxconn 4000", f"    nbthread {threads}", "defaults",
                f"    mode {'tcp' if mode == 'tcp' else 'http'}", "    timeout connect 5s",
                "    timeout client 60s", "    timeout server 60s"]
         if mode != "tcp":
@@ -124,16 +125,16 @@ class Proxies:
             f.write("\n".join(cfg) + "\n")
         self.proc = subprocess.Popen(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def shoal(self, mode):
-        cmd = [os.path.join(ROOT, "target/release/examples/lb-bench"), "--mode", mode, "--threads", "1",
+    def shoal(self, mode, threads):
+        cmd = [os.path.join(ROOT, "target/release/examples/lb-bench"), "--mode", mode, "--threads", str(threads),
                "--listen", f"127.0.0.1:{FRONT}"]
         if mode == "https":
             cmd += ["--cert", self.cert, "--key", self.key]
         cmd += [f"127.0.0.1:{p}" for p in self.backends]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def start(self, who, mode):
-        (self.haproxy if who == "HAProxy" else self.shoal)(mode)
+    def start(self, who, mode, threads):
+        (self.haproxy if who == "HAProxy" else self.shoal)(mode, threads)
         wait_port(FRONT)
         time.sleep(1.2)  # first health checks
 
@@ -145,13 +146,14 @@ class Proxies:
             time.sleep(0.3)
 
 
-# (key, description, proxy mode, scheme, extra wrk args)
+# (key, description, proxy mode, scheme, extra wrk args, threads on each side)
 LB_CASES = [
-    ("l7", "L7 HTTP/1.1 req/s, keep-alive", "http", "http", ()),
-    ("l4", "L4 TCP req/s, keep-alive", "tcp", "http", ()),
-    ("l4_new", "L4 TCP req/s, new connection per request", "tcp", "http", ("-H", "Connection: close")),
-    ("tls", "L7 HTTPS req/s, keep-alive", "https", "https", ()),
-    ("tls_hs", "TLS handshakes/s (new TLS connection per request)", "https", "https", ("-H", "Connection: close")),
+    ("l7", "L7 HTTP/1.1 req/s, keep-alive", "http", "http", (), 1),
+    ("l4", "L4 TCP req/s, keep-alive", "tcp", "http", (), 1),
+    ("l4_new", "L4 TCP req/s, new connection per request", "tcp", "http", ("-H", "Connection: close"), 1),
+    ("tls", "L7 HTTPS req/s, keep-alive", "https", "https", (), 1),
+    ("tls_hs", "TLS handshakes/s (new TLS connection per request)", "https", "https", ("-H", "Connection: close"), 1),
+    ("l7_2", "L7 HTTP/1.1 req/s, keep-alive", "http", "http", (), 2),
 ]
 
 
@@ -168,9 +170,9 @@ def run_lb(args, work):
     try:
         for r in range(args.runs):
             order = ("HAProxy", "Shoal") if r % 2 == 0 else ("Shoal", "HAProxy")
-            for key, desc, mode, scheme, extra in LB_CASES:
+            for key, desc, mode, scheme, extra, threads in LB_CASES:
                 for who in order:
-                    proxies.start(who, mode)
+                    proxies.start(who, mode, threads)
                     res = wrk(f"{scheme}://127.0.0.1:{FRONT}/", args.duration, args.conns, extra)
                     proxies.stop()
                     results[(key, who)].append(res)
@@ -210,7 +212,7 @@ def med(values):
 def table(args, lb, spawn):
     rows = ["| figure | Shoal | peer | Shoal / peer | goal | met |", "|---|---|---|---|---|---|"]
     if lb:
-        for key, desc, *_ in LB_CASES:
+        for key, desc, _mode, _scheme, _extra, threads in LB_CASES:
             s, h = lb[(key, "Shoal")], lb[(key, "HAProxy")]
             srps, hrps = med([x["rps"] for x in s]), med([x["rps"] for x in h])
             sp99, hp99 = med([x["p99"] for x in s]), med([x["p99"] for x in h])
@@ -219,7 +221,8 @@ def table(args, lb, spawn):
             goal = "≥ 1.2×, p99 ≤ HAProxy's" if key in ("l7", "l4", "tls") else "measured (no goal set)"
             if goal.startswith("measured"):
                 met = "—"
-            rows.append(f"| {desc}, 1 worker vs nbthread 1 | {srps:,.0f} (p99 {sp99:.2f} ms) | HAProxy {hrps:,.0f} "
+            workers = "1 worker" if threads == 1 else f"{threads} workers"
+            rows.append(f"| {desc}, {workers} vs nbthread {threads} | {srps:,.0f} (p99 {sp99:.2f} ms) | HAProxy {hrps:,.0f} "
                         f"(p99 {hp99:.2f} ms) | {ratio:.2f}× | {goal} | {met} |")
     if spawn:
         bare = med([x["seconds_until_all_answer"] for x in spawn["bare"]])

@@ -201,6 +201,9 @@ pub(crate) fn request<'a>(
 
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
+    if !origin.starts_with(['/', '*']) {
+        out.push(b'/');
+    }
     out.extend_from_slice(origin.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in headers {
@@ -256,7 +259,10 @@ pub(crate) fn request<'a>(
         method,
         http10,
         host,
-        path: origin.split(['?', '#']).next().unwrap_or("/"),
+        path: match origin.split(['?', '#']).next() {
+            Some("") | None => "/",
+            Some(path) => path,
+        },
         body,
         keep_alive,
         upgrade: upgrade.is_some(),
@@ -266,7 +272,8 @@ pub(crate) fn request<'a>(
 }
 
 /// `(authority, origin-form target)` of a request target: origin-form as is, `*` for
-/// OPTIONS, absolute-form (`http://host/path`) split.
+/// OPTIONS, absolute-form (`http://host/path`) split (its target may lack the leading
+/// `/`: `http://host?q` → `?q`).
 fn split_target<'a>(method: &str, target: &'a str) -> Result<(Option<&'a str>, &'a str), Reject> {
     if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
         return Ok((None, target));
@@ -286,10 +293,8 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(Option<&'a str>, &
     if authority.is_empty() || authority.contains('@') {
         return Err(Reject::Bad("The request target's host is not valid"));
     }
-    // `http://host?q` has an empty path: the member gets `/?q`, which the caller's
-    // buffer cannot hold in place, so it gets `/` only then (rare: browsers send `/`).
-    let path = if path.starts_with('/') { path } else { "/" };
-    Ok((Some(authority), path))
+    // `http://host` and `http://host?q` have an empty path: the caller writes the `/`.
+    Ok((Some(authority), path.split('#').next().unwrap_or("")))
 }
 
 /// A `Content-Length` value: digits, or a list of equal ones (`5, 5`).
@@ -733,6 +738,17 @@ mod tests {
         );
         assert!(out.contains("X-Forwarded-Proto: https\r\n"));
         assert!(!out.contains("ignored"));
+        for (target, sent, path) in [("http://h?q=1", "/?q=1", "/"), ("HTTPS://h", "/", "/")] {
+            let mut out = Vec::new();
+            let head = format!("GET {target} HTTP/1.1\r\n\r\n");
+            let r = request(head.as_bytes(), &info(false), false, &mut out).unwrap();
+            assert_eq!((r.host, r.path), (Some("h"), path));
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                out.starts_with(&format!("GET {sent} HTTP/1.1\r\nHost: h\r\n")),
+                "{out}"
+            );
+        }
     }
 
     #[test]
