@@ -526,10 +526,11 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn info(tls: bool) -> ConnInfo {
+    /// A connection from 10.1.2.3 to port 8443.
+    pub(crate) fn info(tls: bool) -> ConnInfo {
         ConnInfo::new(
             "10.1.2.3:5555".parse().unwrap(),
             "127.0.0.1:8443".parse().unwrap(),

@@ -671,13 +671,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn info(tls: bool) -> ConnInfo {
-        ConnInfo::new(
-            "10.1.2.3:5555".parse().unwrap(),
-            "127.0.0.1:8443".parse().unwrap(),
-            tls,
-        )
-    }
+    use crate::http::tests::info;
 
     fn rewrite(head: &str) -> Result<(String, Framing, bool), Reject> {
         let mut out = Vec::new();

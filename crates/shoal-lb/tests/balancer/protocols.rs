@@ -180,6 +180,27 @@ where
     Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
+/// A balancer with one HTTP listener whose pool is the one member at `member` (no probe).
+async fn one_member_front(
+    name: &str,
+    member: SocketAddr,
+) -> (Balancer, CancellationToken, SocketAddr) {
+    let shutdown = CancellationToken::new();
+    let lb = Balancer::new(shutdown.clone());
+    lb.apply(BalancerConfig {
+        listeners: vec![http_listener("web", HttpSettings::new("p"))],
+        pools: vec![Pool {
+            name: "p".into(),
+            members: vec![Member::new(name, member)],
+            probe: None,
+        }],
+    })
+    .await
+    .unwrap();
+    let web = lb.local_addr("web").unwrap();
+    (lb, shutdown, web)
+}
+
 /// A member that answers each request on a keep-alive connection (no `Connection:
 /// close`) and then, `linger` later, closes that connection without a word, as servers
 /// with a short keep-alive timeout do; or that says `Connection: close` (`linger` None).
@@ -240,19 +261,7 @@ async fn members_closing_keep_alive_connections_fail_no_request() {
     init_tracing();
     for linger in [None, Some(Duration::from_millis(10)), Some(Duration::ZERO)] {
         let member = closing_member(linger).await;
-        let shutdown = CancellationToken::new();
-        let lb = Balancer::new(shutdown.clone());
-        lb.apply(BalancerConfig {
-            listeners: vec![http_listener("web", HttpSettings::new("p"))],
-            pools: vec![Pool {
-                name: "p".into(),
-                members: vec![Member::new("closer", member)],
-                probe: None,
-            }],
-        })
-        .await
-        .unwrap();
-        let web = lb.local_addr("web").unwrap();
+        let (_lb, shutdown, web) = one_member_front("closer", member).await;
         let mut client = KeepAlive::new(web);
         let mut failed = Vec::new();
         for i in 0..40 {
@@ -346,19 +355,7 @@ async fn echoing_member() -> SocketAddr {
 async fn a_member_answering_during_the_upload_echoes_all_of_it() {
     init_tracing();
     let member = echoing_member().await;
-    let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
-    lb.apply(BalancerConfig {
-        listeners: vec![http_listener("web", HttpSettings::new("p"))],
-        pools: vec![Pool {
-            name: "p".into(),
-            members: vec![Member::new("echo", member)],
-            probe: None,
-        }],
-    })
-    .await
-    .unwrap();
-    let web = lb.local_addr("web").unwrap();
+    let (_lb, shutdown, web) = one_member_front("echo", member).await;
     let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
     let tcp = TcpStream::connect(web).await.unwrap();
     let (mut read, mut write) = tcp.into_split();
