@@ -9,10 +9,11 @@
 //! ```
 //!
 //! Instance directories are spread over the file system's block groups
-//! ([`spread_instance_dirs`]). The image directory is only read. Copies are real copies (no hard links, so an instance
-//! can never change the image or another instance), keep permission bits (so executables
-//! stay executable) and never follow a symbolic link: links are recreated only when they
-//! point inside the bundle, others are skipped with a warning.
+//! ([`spread_instance_dirs`]). The image directory is only read. Copies are real copies
+//! (no hard links, so an instance can never change the image or another instance), keep
+//! permission bits (so executables stay executable) and never follow a symbolic link:
+//! links are recreated only when they point inside the bundle, others are skipped with a
+//! warning.
 
 use std::fs;
 use std::io;

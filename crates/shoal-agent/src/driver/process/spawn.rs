@@ -1,7 +1,7 @@
 //! Booting a process instance: its network (a kept or new allocation, namespace
 //! re-created if needed), its limits (cgroups), and `/bin/sh -c <command>` (or the
-//! program of a plain command line itself) spawned in its own session, inside its namespace and cgroups, as its own user ([`users`]), with a
-//! clean environment.
+//! program of a plain command line itself) spawned in its own session, inside its
+//! namespace and cgroups, as its own user ([`users`]), with a clean environment.
 //!
 //! Data enters as the spec and the instance's slot (locked by the caller, known not to be
 //! running); it leaves as the [`Running`] handle and the state file naming the new
