@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_backends;
+mod hostile;
 mod l4;
 mod l7;
 mod lifecycle;
