@@ -31,8 +31,8 @@ use crate::pool::{lock, Member};
 type Sender = http1::SendRequest<RequestBody>;
 type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 
-/// The most idle connections kept per member.
-const MAX_IDLE: usize = 128;
+/// The most idle connections kept per member (in this pool and in the lean proxy's).
+pub(crate) const MAX_IDLE: usize = 128;
 /// Idle connections older than this are closed rather than reused (members commonly
 /// close theirs after 60 s or more).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -163,7 +163,9 @@ pub(crate) async fn send(
 
 async fn connect(member: &Member) -> io::Result<BackendConn> {
     let tcp = connect_tcp(member).await?;
-    let (sender, conn) = client()
+    let (sender, conn) = http1::Builder::new()
+        .writev(false)
+        .max_buf_size(crate::http::MAX_BUF)
         .handshake(TokioIo::new(tcp))
         .await
         .map_err(io::Error::other)?;
@@ -171,13 +173,6 @@ async fn connect(member: &Member) -> io::Result<BackendConn> {
         sender,
         conn: Some(Box::pin(conn)),
     })
-}
-
-/// The settings of every HTTP/1.1 connection to a member (pooled or upgraded).
-pub(crate) fn client() -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder.writev(false).max_buf_size(crate::http::MAX_BUF);
-    builder
 }
 
 /// A new TCP connection to `member` (no delay), within [`CONNECT_TIMEOUT`].

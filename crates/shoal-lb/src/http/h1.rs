@@ -41,8 +41,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// sending.
 const LINGER: Duration = Duration::from_millis(250);
 const LINGER_BYTES: usize = 256 * 1024;
-/// The most idle connections kept per member.
-const MAX_IDLE: usize = 128;
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -109,7 +107,7 @@ pub(crate) async fn serve<IO, M>(
                 return crate::http::serve_h2(io, info, mode, close).await;
             }
             Head::Refused(status, text) => {
-                client.answer(status, text.to_owned(), false).await;
+                client.answer(status, text, false).await;
                 break;
             }
         };
@@ -186,7 +184,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                     Reject::TooManyHeaders => (431, "The request has too many header lines"),
                     Reject::NotImplemented(why) => (501, why),
                 };
-                self.answer(status, why_line(text), false).await;
+                self.answer(status, &why_line(text), false).await;
                 return false;
             }
         };
@@ -198,7 +196,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
             Framing::Empty => true,
             Framing::Length(n) if n <= MAX_REPLAY_BODY => {
                 let n = n as usize;
-                if self.buf.len() < n && request.expect_continue && !self.continue_().await {
+                if self.buf.len() < n && request.expect_continue && !continue_(&mut self.io).await {
                     return false;
                 }
                 if let Err(why) = self.read_at_least(n, mode.request_timeout).await {
@@ -272,18 +270,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                     return self.send_out().await && client_keep_alive;
                 }
                 Ok(Outcome::Switching) => return false,
-                Err(Failure::Timeout) => {
-                    return self
-                        .local(&pool, 504, "The member did not answer in time\n", false)
-                        .await;
-                }
-                Err(Failure::ClientBody(why)) => {
-                    return self.local(&pool, 400, &why_line(why), false).await;
-                }
                 Err(Failure::BadResponse(why)) => {
                     tracing::debug!(pool = %pool.name, member = %member.id, why, "member sent an invalid response");
-                    let text = "The member sent an invalid response\n";
-                    return self.local(&pool, 502, text, false).await;
+                    return self.failed(&pool, Failure::BadResponse(why)).await;
+                }
+                Err(failure @ (Failure::Timeout | Failure::ClientBody(_))) => {
+                    return self.failed(&pool, failure).await;
                 }
                 Err(Failure::Closed(error)) => {
                     tracing::debug!(pool = %pool.name, member = %member.id, %error, fresh, "request to member failed");
@@ -296,8 +288,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                         member.eject(format!("Connection to {} failed: {error}", member.addr));
                     }
                     if !sent_retry_left {
-                        let text = "The member closed the connection before answering\n";
-                        return self.local(&pool, 502, text, false).await;
+                        return self.failed(&pool, Failure::Closed(error)).await;
                     }
                     sent_retry_left = false;
                 }
@@ -464,19 +455,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
                     self.member_buf.clear();
                     self.send_out().await && client_keep_alive
                 }
-                Err(Failure::Timeout) => {
-                    let text = "The member did not answer in time\n";
-                    self.local(pool, 504, text, false).await
-                }
-                Err(Failure::ClientBody(why)) => self.local(pool, 400, &why_line(why), false).await,
-                Err(Failure::BadResponse(_)) => {
-                    let text = "The member sent an invalid response\n";
-                    self.local(pool, 502, text, false).await
-                }
-                Err(Failure::Closed(_)) => {
-                    let text = "The member closed the connection before answering\n";
-                    self.local(pool, 502, text, false).await
-                }
+                Err(failure) => self.failed(pool, failure).await,
             };
         }
         self.local(pool, 503, "No healthy member\n", false).await
@@ -533,11 +512,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
-    /// Sends `100 Continue`; false when the client is gone.
-    async fn continue_(&mut self) -> bool {
-        continue_(&mut self.io).await
-    }
-
     /// Reads until the buffer holds `n` bytes, each read within `stall`.
     async fn read_at_least(&mut self, n: usize, stall: Duration) -> Result<(), &'static str> {
         while self.buf.len() < n {
@@ -549,6 +523,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
             }
         }
         Ok(())
+    }
+
+    /// The client's answer to an exchange that failed before any response byte.
+    async fn failed(&mut self, pool: &PoolRuntime, failure: Failure) -> bool {
+        let (status, text) = match failure {
+            Failure::Timeout => (504, "The member did not answer in time"),
+            Failure::ClientBody(why) => (400, why),
+            Failure::BadResponse(_) => (502, "The member sent an invalid response"),
+            Failure::Closed(_) => (502, "The member closed the connection before answering"),
+        };
+        self.local(pool, status, &why_line(text), false).await
     }
 
     /// The balancer's own answer to a request routed to `pool` (counted there when it is
@@ -563,11 +548,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
         if status >= 500 {
             pool.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
         }
-        self.answer(status, text.to_owned(), keep_alive).await
+        self.answer(status, text, keep_alive).await
     }
 
     /// The balancer's own answer. Returns whether the connection stays open.
-    async fn answer(&mut self, status: u16, text: String, keep_alive: bool) -> bool {
+    async fn answer(&mut self, status: u16, text: &str, keep_alive: bool) -> bool {
         let reason = http::StatusCode::from_u16(status)
             .ok()
             .and_then(|s| s.canonical_reason())
@@ -888,7 +873,7 @@ fn checkin(member: &Member, stream: TcpStream) {
         return;
     }
     let mut idle = lock(&member.idle_h1);
-    if idle.len() >= MAX_IDLE {
+    if idle.len() >= backend::MAX_IDLE {
         // The oldest goes.
         idle.remove(0);
     }
