@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# CI builds once from a clean clone: incremental-compilation caches only cost disk there (a CI
+# run failed with "No space left on device" while linking the tests).
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 step "format check"
 cargo fmt --all -- --check
 
