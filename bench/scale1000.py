@@ -119,6 +119,8 @@ async def main():
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--log", default="warn", help="SHOAL_LOG of the server (its log is kept with --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory and serve.log")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="one more argument for `shoal serve` (repeat it)")
     args = ap.parse_args()
 
     data = tempfile.mkdtemp(prefix="shoal-bench-")
@@ -131,7 +133,7 @@ async def main():
          # Room for COUNT 1-vCPU, 128 MB instances (the defaults are 16x the cores and
          # 4x the memory).
          "--capacity-vcpus", str(max(args.count, 32)),
-         "--capacity-memory-mb", str(max(args.count, 32) * 128)],
+         "--capacity-memory-mb", str(max(args.count, 32) * 128), *args.serve_arg],
         env=env, stdout=subprocess.DEVNULL, stderr=open(f"{data}/serve.log", "w"),
     )
     try:
@@ -162,6 +164,10 @@ async def main():
         cpu0 = cpu_seconds(server.pid)
         t0 = time.perf_counter()
         api(endpoint, "PATCH", vmss, {"sku": {"capacity": args.count}})
+        # Wall-clock time of the answer, to line up with the server's log (--keep).
+        print(f"PATCH answered after {time.perf_counter() - t0:.3f} s, at "
+              f"{time.strftime('%H:%M:%S', time.gmtime())}.{int(time.time() * 1000) % 1000:03d} UTC",
+              file=sys.stderr)
         last_print = 0
         loop = asyncio.get_running_loop()
         while len(answered) < args.count and time.perf_counter() - t0 < args.timeout:

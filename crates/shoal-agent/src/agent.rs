@@ -183,13 +183,17 @@ pub async fn run(
         ));
     }
 
+    let state_dir = cfg.dir.join("applied");
+    if std::fs::create_dir_all(&state_dir).is_ok() {
+        crate::driver::slot::spread_subdirs(&state_dir);
+    }
     let ctx = Arc::new(AgentContext {
         host: cfg.host.clone(),
         driver: driver.clone(),
         client: client.clone(),
         images: ImageCache::new(cfg.dir.join("images"), client.clone()),
         agent_url: agent_url.clone(),
-        state_dir: cfg.dir.join("applied"),
+        state_dir,
         stop_grace: cfg.stop_grace,
         boot_timeout: cfg.boot_timeout,
         start_slots: Semaphore::new(cfg.start_concurrency.max(1)),

@@ -279,7 +279,8 @@ pub fn expands(ctx: &Ctx, what: &str) -> bool {
 }
 
 /// `GET .../virtualMachines` (`$expand=instanceView` adds each instance view,
-/// `userData` the set's user data).
+/// `userData` the set's user data). Only the page's records are decoded: a client
+/// polling a thousand instances page by page decodes each once per walk.
 pub async fn list_instances(
     st: &ApiState,
     ctx: &Ctx,
@@ -292,29 +293,55 @@ pub async fn list_instances(
     let set = require_set(st, vmss).await?;
     let expand = expands(ctx, "instanceView");
     let user_data = expands(ctx, "userData");
-    let health = health_of(st, &set.value).await?;
     let tenant = st.tenant_id().await?;
-    let items: Vec<Value> = instances_of(st, vmss)
-        .await?
+    // Raw records in key order: the page's are decoded, with their statuses and health
+    // found by key.
+    let raw = |prefix: String| async move {
+        st.store
+            .list(&prefix)
+            .await
+            .map(|(kvs, _)| kvs)
+            .map_err(crate::state::internal)
+    };
+    let records = raw(vmss.instance_prefix()).await?;
+    let statuses = raw(vmss.status_prefix()).await?;
+    let health = raw(keys::health_prefix(vmss)).await?;
+    fn find<T: serde::de::DeserializeOwned>(kvs: &[shoal_store::KeyValue], key: &str) -> Option<T> {
+        let at = kvs.binary_search_by(|kv| kv.key.as_str().cmp(key)).ok()?;
+        serde_json::from_slice(&kvs[at].value).ok()
+    }
+    let mut items = Vec::with_capacity(st.page_size.min(records.len()));
+    for raw in records
         .iter()
-        .map(|(r, s)| {
-            let mut vm = views::vm_json(
-                &set.value,
-                &r.value,
-                s.as_ref(),
-                health.get(&r.value.instance_id),
-                expand,
-                &tenant,
-            );
-            if user_data {
-                views::add_user_data(&mut vm, &set.value);
+        .skip(response::page_start(ctx))
+        .take(st.page_size)
+    {
+        let rec: InstanceRecord = match shoal_control::kv::decode(raw) {
+            Ok(r) => r.value,
+            Err(e) => {
+                tracing::warn!(key = %raw.key, error = %e, "skipping undecodable record");
+                continue;
             }
-            vm
-        })
-        .collect();
-    Ok(response::page(
+        };
+        let status: Option<InstanceStatus> = find(&statuses, &rec.status_key());
+        let health: Option<HealthRecord> = find(&health, &keys::health_key(vmss, rec.instance_id));
+        let mut vm = views::vm_json(
+            &set.value,
+            &rec,
+            status.as_ref(),
+            health.as_ref(),
+            expand,
+            &tenant,
+        );
+        if user_data {
+            views::add_user_data(&mut vm, &set.value);
+        }
+        items.push(vm);
+    }
+    Ok(response::page_answer(
         ctx,
         &format!("{}/virtualMachines", set.value.vmss.id()),
+        records.len(),
         items,
         st.page_size,
     ))

@@ -112,14 +112,34 @@ fn request_id() -> HeaderValue {
 
 /// One page of a list: `{"value": [...], "nextLink": "...&$skiptoken=N"}`.
 pub fn page(ctx: &Ctx, path: &str, items: Vec<Value>, page_size: usize) -> Response {
-    let skip: usize = ctx
-        .query("$skiptoken")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
     let total = items.len();
-    let value: Vec<Value> = items.into_iter().skip(skip).take(page_size).collect();
+    let value = items
+        .into_iter()
+        .skip(page_start(ctx))
+        .take(page_size)
+        .collect();
+    page_answer(ctx, path, total, value, page_size)
+}
+
+/// Where the page asked for starts in the list (`$skiptoken`, 0 without one).
+pub fn page_start(ctx: &Ctx) -> usize {
+    ctx.query("$skiptoken")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The answer for the page at [`page_start`] of a list of `total` items: its `value`
+/// and, when items follow, the `nextLink` to them.
+pub fn page_answer(
+    ctx: &Ctx,
+    path: &str,
+    total: usize,
+    value: Vec<Value>,
+    page_size: usize,
+) -> Response {
+    let skip = page_start(ctx);
     let mut body = serde_json::json!({ "value": value });
-    if skip + page_size < total {
+    if skip.saturating_add(page_size) < total {
         let mut extra = String::new();
         for (k, v) in &ctx.query {
             if !k.eq_ignore_ascii_case("$skiptoken") && !k.eq_ignore_ascii_case("api-version") {

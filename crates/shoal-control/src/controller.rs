@@ -16,15 +16,16 @@
 //! when it read them from the store in that order), and no pass runs while a cache is
 //! listing again. Data leaves as store transactions.
 
-use shoal_model::keys;
+use shoal_model::keys::{self, health_prefix};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_model::ids::VmssRef;
 use shoal_model::records::{
-    health_key, operation_key, HealthRecord, Heartbeat, HostRecord, HostStateRecord,
-    InstanceRecord, InstanceStatus, OperationRecord, OperationStatus, OperationWait, VmssRecord,
+    operation_key, HealthRecord, Heartbeat, HostRecord, HostStateRecord, InstanceRecord,
+    InstanceStatus, OperationRecord, OperationStatus, OperationWait, VmssRecord,
 };
 use shoal_store::watcher::{Cached, Reader, Reflector, StoreSource, WatchSource};
 use shoal_store::{Expect, Store, StoreError, TxnOp};
@@ -162,6 +163,11 @@ fn wait_set(wait: &OperationWait) -> Option<&VmssRef> {
         | OperationWait::RollingUpgrade { vmss } => Some(vmss),
         OperationWait::GroupGone { .. } => None,
     }
+}
+
+/// The instance id of a per-instance key under `prefix` (`.../00000012` is 12).
+fn id_after(prefix: &str, key: &str) -> Option<u64> {
+    key.strip_prefix(prefix)?.parse().ok()
 }
 
 fn versioned<T: Clone>(key: &str, cached: &Cached<T>) -> Versioned<T> {
@@ -422,22 +428,20 @@ impl Controller {
             .map(|(key, i)| versioned(key, i))
             .collect();
         let records: Vec<InstanceRecord> = instances.iter().map(|i| i.value.clone()).collect();
-        let statuses = &caches.statuses;
-        let status_by_id: HashMap<u64, InstanceStatus> = records
-            .iter()
-            .filter_map(|r| {
-                let status = statuses.get(&r.status_key())?;
-                Some((r.instance_id, status.value.clone()))
-            })
-            .collect();
-        // Statuses whose instance record is gone (a report that raced the removal).
-        let mine: HashSet<String> = records.iter().map(InstanceRecord::status_key).collect();
-        let orphans: Vec<String> = statuses
-            .with_prefix(&vref.status_prefix())
-            .into_iter()
-            .map(|(key, _)| key)
-            .filter(|key| !mine.contains(key))
-            .collect();
+        // Statuses by instance id, and those whose instance record is gone (a report that
+        // raced the removal): one walk of the set's statuses, no key built per instance.
+        let ids: HashSet<u64> = records.iter().map(|r| r.instance_id).collect();
+        let mut status_by_id: HashMap<u64, InstanceStatus> = HashMap::with_capacity(ids.len());
+        let mut orphans: Vec<String> = Vec::new();
+        let status_prefix = vref.status_prefix();
+        for (key, status) in caches.statuses.with_prefix(&status_prefix) {
+            match id_after(&status_prefix, &key) {
+                Some(id) if ids.contains(&id) => {
+                    status_by_id.insert(id, status.value.clone());
+                }
+                _ => orphans.push(key),
+            }
+        }
         let now = arm_time(self.clock.now());
         let upgrade = caches
             .rolling
@@ -470,12 +474,14 @@ impl Controller {
             blocked = plan.blocked.clone();
             if !plan.is_empty() || !orphans.is_empty() {
                 settled = plan.is_empty();
-                let rev_of = |id: u64| {
-                    instances
+                let revisions: HashMap<u64, u64> = match plan.update.is_empty() {
+                    true => HashMap::new(),
+                    false => instances
                         .iter()
-                        .find(|i| i.value.instance_id == id)
-                        .map(|i| i.revision)
+                        .map(|i| (i.value.instance_id, i.revision))
+                        .collect(),
                 };
+                let rev_of = |id: u64| revisions.get(&id).copied();
                 let mut txn: Vec<TxnOp> = Vec::new();
                 for c in &plan.create {
                     txn.push(kv::put_op(c.key(), c, Expect::Absent));
@@ -527,12 +533,14 @@ impl Controller {
                 wrote = true;
             }
             if plan.is_empty() {
-                let health_cache = &caches.health;
-                let health: HashMap<u64, HealthRecord> = records
-                    .iter()
-                    .filter_map(|r| {
-                        let h = health_cache.get(&health_key(&r.vmss, r.instance_id))?;
-                        Some((r.instance_id, h.value.clone()))
+                let health_prefix = health_prefix(vref);
+                let health: HashMap<u64, HealthRecord> = caches
+                    .health
+                    .with_prefix(&health_prefix)
+                    .into_iter()
+                    .filter_map(|(key, h)| {
+                        let id = id_after(&health_prefix, &key).filter(|id| ids.contains(id))?;
+                        Some((id, h.value.clone()))
                     })
                     .collect();
                 let advanced = runner::advance(
@@ -541,6 +549,7 @@ impl Controller {
                     &runner::Observed {
                         set: &set.value,
                         instances: &instances,
+                        records: &records,
                         statuses: &status_by_id,
                         health: &health,
                         record: upgrade.as_ref(),
@@ -561,11 +570,14 @@ impl Controller {
                 }
                 // Repairs leave the batch of a rolling upgrade alone.
                 let busy = runner::in_flight(upgrade.as_ref().map(|u| &u.value));
-                let repairable: Vec<InstanceRecord> = records
-                    .iter()
-                    .filter(|r| !busy.contains(&r.instance_id))
-                    .cloned()
-                    .collect();
+                let repairable: Cow<[InstanceRecord]> = match busy.is_empty() {
+                    true => Cow::Borrowed(&records),
+                    false => records
+                        .iter()
+                        .filter(|r| !busy.contains(&r.instance_id))
+                        .cloned()
+                        .collect(),
+                };
                 let repairs = repair::plan_repairs(
                     &set.value,
                     &repairable,

@@ -23,7 +23,7 @@ pub mod multi;
 pub mod process;
 mod procfs;
 pub mod qemu;
-mod slot;
+pub(crate) mod slot;
 
 /// Identifies one instance on this host; stable for the instance's life, safe as a
 /// file name (e.g. `00000000-0000-0000-0000-000000000000.demo.web.3`).

@@ -655,6 +655,42 @@ pub fn rewrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     Ok(true)
 }
 
+/// `FS_TOPDIR_FL` of `chattr +T` (not in the `libc` crate).
+const FS_TOPDIR_FL: libc::c_long = 0x0002_0000;
+
+/// Asks the file system to spread the directories made in `root` (one per instance) over
+/// its block groups, as it does for top-level directories (`chattr +T`, ext2/3/4 only;
+/// elsewhere nothing happens).
+///
+/// Why: otherwise ext4 puts every instance directory, and so every file of every
+/// instance, in the block group of `root`. Without a journal, each inode allocation scans
+/// its group's recently freed inodes (`recently_deleted`, up to 6 minutes back), so after
+/// a scale-in that one group made each new file cost 200-300 µs instead of ~10 µs
+/// (measured here, 10 000 files; in a 1000-instance scale-out the scan was the largest
+/// item of the server's profile). A failure is only logged: this is a placement hint.
+pub fn spread_subdirs(root: &Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(dir) = std::fs::File::open(root) else {
+        return;
+    };
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long through a valid pointer
+    // on a descriptor we own.
+    let rc = unsafe {
+        if libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) != 0 {
+            -1
+        } else if flags & FS_TOPDIR_FL != 0 {
+            0
+        } else {
+            flags |= FS_TOPDIR_FL;
+            libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags)
+        }
+    };
+    if rc != 0 {
+        tracing::debug!(root = %root.display(), error = %io::Error::last_os_error(), "Cannot mark a directory to spread its subdirectories (not ext4?)");
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
@@ -720,5 +756,26 @@ mod tests {
         state.spec = spec(&key, 0);
         slots.save(&key, &state).expect("small again");
         assert_eq!(slots.read(&key).expect("read"), Some(state));
+    }
+
+    #[test]
+    fn a_directory_spreads_its_subdirectories_where_the_fs_allows() {
+        use std::os::fd::AsRawFd;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        spread_subdirs(tmp.path());
+        spread_subdirs(tmp.path()); // Idempotent, and silent on other file systems.
+        let dir = std::fs::File::open(tmp.path()).expect("open");
+        let mut flags: libc::c_long = 0;
+        // SAFETY: FS_IOC_GETFLAGS writes one long through a valid pointer.
+        if unsafe { libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } != 0 {
+            eprintln!("SKIPPED: the file system of the temporary directory has no inode flags");
+            return;
+        }
+        assert_ne!(flags & FS_TOPDIR_FL, 0, "chattr +T set");
+        // Directories and files below it work as before.
+        let sub = tmp.path().join("a.b.c.1");
+        std::fs::create_dir(&sub).expect("mkdir");
+        write_atomic(&sub.join("state.json"), b"{}").expect("write");
+        assert_eq!(std::fs::read(sub.join("state.json")).expect("read"), b"{}");
     }
 }

@@ -21,6 +21,8 @@ use crate::planner::{HostSlot, Resources};
 pub struct Observed<'a> {
     pub set: &'a VmssRecord,
     pub instances: &'a [Versioned<InstanceRecord>],
+    /// The same instances' records (`instances` without the revisions).
+    pub records: &'a [InstanceRecord],
     pub statuses: &'a HashMap<u64, InstanceStatus>,
     pub health: &'a HashMap<u64, HealthRecord>,
     pub record: Option<&'a Versioned<RollingUpgrade>>,
@@ -90,10 +92,9 @@ pub async fn advance(
         true => probe_grace(executor.store(), observed.set).await,
         false => None,
     };
-    let records: Vec<InstanceRecord> = observed.instances.iter().map(|i| i.value.clone()).collect();
     let step = next_step(&Input {
         set: observed.set,
-        instances: &records,
+        instances: observed.records,
         statuses: observed.statuses,
         health: observed.health,
         record: observed.record.map(|r| &r.value),

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Instance directories are spread over the file system's block groups
-//! ([`spread_instance_dirs`]). The image directory is only read. Copies are real copies
+//! ([`spread_subdirs`]). The image directory is only read. Copies are real copies
 //! (no hard links, so an instance can never change the image or another instance), keep
 //! permission bits (so executables stay executable) and never follow a symbolic link:
 //! links are recreated only when they point inside the bundle, others are skipped with a
@@ -46,42 +46,6 @@ impl InstanceDir {
     }
     pub fn custom_data(&self) -> PathBuf {
         self.dir.join(CUSTOM_DATA)
-    }
-}
-
-/// `FS_TOPDIR_FL` of `chattr +T` (not in the `libc` crate).
-const FS_TOPDIR_FL: libc::c_long = 0x0002_0000;
-
-/// Asks the file system to spread the directories made in `root` (the instance
-/// directories) over its block groups, as it does for top-level directories
-/// (`chattr +T`, ext2/3/4 only; elsewhere nothing happens).
-///
-/// Why: otherwise ext4 puts every instance directory, and so every file of every
-/// instance, in the block group of `root`. Without a journal, each inode allocation scans
-/// its group's recently freed inodes (`recently_deleted`, up to 6 minutes back), so after
-/// a scale-in that one group made each new file cost 200-300 µs instead of ~10 µs
-/// (measured here, 10 000 files; in a 1000-instance scale-out the scan was the largest
-/// item of the server's profile). A failure is only logged: this is a placement hint.
-pub fn spread_instance_dirs(root: &Path) {
-    use std::os::fd::AsRawFd;
-    let Ok(dir) = fs::File::open(root) else {
-        return;
-    };
-    let mut flags: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long through a valid pointer
-    // on a descriptor we own.
-    let rc = unsafe {
-        if libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) != 0 {
-            -1
-        } else if flags & FS_TOPDIR_FL != 0 {
-            0
-        } else {
-            flags |= FS_TOPDIR_FL;
-            libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags)
-        }
-    };
-    if rc != 0 {
-        tracing::debug!(root = %root.display(), error = %io::Error::last_os_error(), "Cannot mark the instances directory to spread its subdirectories (not ext4?)");
     }
 }
 
@@ -233,27 +197,6 @@ mod tests {
         fs::write(disk.join("junk"), "j").expect("write");
         create_disk(&dir, &image).expect("copy again");
         assert!(!dir.disk().join("junk").exists());
-    }
-
-    #[test]
-    fn the_instances_directory_spreads_its_subdirectories_where_the_fs_allows() {
-        use std::os::fd::AsRawFd;
-        let tmp = tempfile::tempdir().expect("tempdir");
-        spread_instance_dirs(tmp.path());
-        spread_instance_dirs(tmp.path()); // Idempotent, and silent on other file systems.
-        let dir = fs::File::open(tmp.path()).expect("open");
-        let mut flags: libc::c_long = 0;
-        // SAFETY: FS_IOC_GETFLAGS writes one long through a valid pointer.
-        if unsafe { libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } != 0 {
-            eprintln!("SKIPPED: the file system of the temporary directory has no inode flags");
-            return;
-        }
-        assert_ne!(flags & FS_TOPDIR_FL, 0, "chattr +T set");
-        // Instance directories still work as before below it.
-        let dir = InstanceDir::new(tmp.path(), &InstanceKey("a.b.c.1".into()));
-        fs::create_dir(&dir.dir).expect("mkdir instance");
-        write_custom_data(&dir, Some(b"x")).expect("custom data");
-        assert_eq!(fs::read(dir.custom_data()).expect("read"), b"x");
     }
 
     #[test]

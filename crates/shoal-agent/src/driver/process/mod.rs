@@ -131,7 +131,7 @@ impl ProcessDriver {
             path: config.root.clone(),
             source,
         })?;
-        disk::spread_instance_dirs(&config.root);
+        crate::driver::slot::spread_subdirs(&config.root);
         let network = Network::setup(
             config.network,
             config.port_range.clone(),
