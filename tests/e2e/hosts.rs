@@ -140,11 +140,20 @@ fn the_agent_protocol_refuses_callers_without_the_right_host_credential() {
     let evil_host = r#"{"name":"evil","agent_url":"http://127.0.0.1:1","driver":"process","limits":"","network":"","vcpus":64,"memory_mb":65536,"last_seen":"","host_id":"x"}"#;
     let owner = owner_token(s.endpoint().trim_start_matches("http://")).expect("owner token");
 
+    let batch = |host: &str| {
+        format!(
+            r#"{{"statuses":[{{"instance":"{sub}/{rg}/web/{}","status":{}}}]}}"#,
+            before[0].id,
+            forged(host)
+        )
+    };
+
     // No credential, and a user's token (made for ARM, not for hosts): 401, nothing written.
-    let calls: [(&str, &str, Option<String>); 5] = [
+    let calls: [(&str, &str, Option<String>); 6] = [
         ("GET", "/shoal/v1/hosts/a/instances", None),
         ("PUT", "/shoal/v1/hosts/evil", Some(evil_host.to_string())),
         ("PUT", &status_path, Some(forged("a"))),
+        ("PUT", "/shoal/v1/statuses", Some(batch("a"))),
         ("GET", "/shoal/v1/list?prefix=/vmss", None),
         ("POST", "/shoal/v1/hosts/a/heartbeat", None),
     ];
@@ -222,6 +231,25 @@ fn the_agent_protocol_refuses_callers_without_the_right_host_credential() {
         let (status, code) = agent_call(&s, method, path, body.as_deref(), Some(&b));
         assert_eq!(status, *want, "{method} {path} as host b: {code}");
     }
+    // In a batch, each report is refused on its own: host a's (403), and one for an
+    // instance not on host b (404); a batch that is no batch is a 400.
+    let url = format!("{}/shoal/v1/statuses", s.endpoint());
+    for (host, want) in [("a", 403), ("b", 404)] {
+        let (status, body) = raw_request(
+            "PUT",
+            &url,
+            Some(&batch(host)),
+            "application/json",
+            Some(&b),
+        )
+        .expect("answer");
+        assert_eq!(status, 200, "{body}");
+        let results: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(results["results"][0]["ok"], false, "{body}");
+        assert_eq!(results["results"][0]["status"], want, "{body}");
+    }
+    let (status, code) = agent_call(&s, "PUT", "/shoal/v1/statuses", Some("{}"), Some(&b));
+    assert_eq!((status, code.as_str()), (400, "InvalidParameter"));
     let (status, _) = agent_call(&s, "GET", "/shoal/v1/hosts/b/instances", None, Some(&b));
     assert_eq!(status, 200, "host b reads its own instances");
     // A host credential is no user: every user route refuses it.

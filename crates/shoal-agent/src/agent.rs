@@ -191,6 +191,7 @@ pub async fn run(
         host: cfg.host.clone(),
         driver: driver.clone(),
         client: client.clone(),
+        reports: crate::reports::Reports::start(client.clone()),
         images: ImageCache::new(cfg.dir.join("images"), client.clone()),
         agent_url: agent_url.clone(),
         state_dir,

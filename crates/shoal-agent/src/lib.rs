@@ -14,6 +14,7 @@ pub mod http_serve;
 pub mod identity;
 pub mod images;
 pub mod metrics;
+pub mod reports;
 pub mod supervisor;
 
 pub use agent::{run, AgentConfig, AgentError};

@@ -35,6 +35,8 @@ pub struct AgentContext {
     pub host: String,
     pub driver: Arc<dyn Driver>,
     pub client: ServerClient,
+    /// Where supervisors send their status reports (batched).
+    pub reports: crate::reports::Reports,
     pub images: ImageCache,
     /// Base URL of the agent's own endpoint (metadata, logs) as seen from the host.
     pub agent_url: String,
@@ -105,7 +107,7 @@ pub fn spawn(
     // The status reporter belongs to the same tracker: it ends once the supervisor has
     // dropped its sender and the last status is sent (or cannot be).
     let (reporter, reports) = watch::channel(None);
-    tracker.spawn(report_loop(ctx.client.clone(), rec.clone(), reports));
+    tracker.spawn(report_loop(ctx.reports.clone(), rec.clone(), reports));
     let (tx, rx) = watch::channel(rec);
     tracker.spawn(async move {
         let mut sup = Supervisor::new(ctx, rx, recovered, reporter, shutdown);
@@ -627,7 +629,7 @@ async fn sleep_opt(until: Option<Instant>) {
 
 /// Sends the newest status, retrying until the server takes it.
 async fn report_loop(
-    client: ServerClient,
+    reports: crate::reports::Reports,
     rec: InstanceRecord,
     mut rx: watch::Receiver<Option<InstanceStatus>>,
 ) {
@@ -639,7 +641,7 @@ async fn report_loop(
             let Some(status) = rx.borrow_and_update().clone() else {
                 break;
             };
-            match client.report(&rec, &status).await {
+            match reports.report(&rec, &status).await {
                 Ok(_) => break,
                 Err(e) => {
                     if rx.has_changed().is_err() {

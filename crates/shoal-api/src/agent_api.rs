@@ -12,6 +12,8 @@
 //! - `PUT /shoal/v1/status/{sub}/{rg}/{vmss}/{id}`: the agent reports what it observed;
 //!   only the host the instance is assigned to may (404 for any other: the instance was
 //!   placed again elsewhere, and the reporting agent stops its stale copy).
+//!   `PUT /shoal/v1/statuses` carries many reports in one request and one store write
+//!   (an agent starting a thousand instances sends a few dozen requests, not thousands).
 
 use shoal_model::keys;
 use std::collections::HashMap;
@@ -230,6 +232,92 @@ pub async fn status(
         }
         _ => Err(method_not_allowed(method)),
     }
+}
+
+/// The most reports one `PUT /shoal/v1/statuses` may carry.
+pub const MAX_STATUSES: usize = 1000;
+
+/// `PUT /shoal/v1/statuses`: `{"statuses": [{"instance": "{sub}/{rg}/{vmss}/{id}",
+/// "status": {...}}]}`, each checked as `PUT /shoal/v1/status/...` checks one, the
+/// accepted ones written together. Answered item by item, in order: `{"results": [{"ok":
+/// true} | {"ok": false, "status": 404, "error": {"code", "message"}}]}` (404: not
+/// assigned to the caller's host; 400 or 403: a bad or foreign report). Of two reports
+/// for one instance the later is written.
+pub async fn statuses(
+    st: &ApiState,
+    caller: Option<&shoal_auth::Principal>,
+    method: &Method,
+    body: &[u8],
+) -> ApiResult {
+    if method != Method::PUT {
+        return Err(method_not_allowed(method));
+    }
+    let v = body_object(body, true)?;
+    let items = v.get("statuses").and_then(Value::as_array).ok_or_else(|| {
+        ArmError::invalid_parameter(
+            "statuses",
+            "Send {\"statuses\": [{\"instance\": \"{sub}/{rg}/{vmss}/{id}\", \"status\": {...}}]}.",
+        )
+    })?;
+    if items.len() > MAX_STATUSES {
+        return Err(ArmError::invalid_parameter(
+            "statuses",
+            format!("At most {MAX_STATUSES} reports per request; send the rest in another."),
+        ));
+    }
+    let mut writes: HashMap<String, shoal_store::TxnOp> = HashMap::new();
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        match checked_status(st, caller, item).await {
+            Ok((key, status)) => {
+                let op = kv::put_op(key.clone(), &status, Expect::Any);
+                writes.insert(key, op);
+                results.push(json!({"ok": true}));
+            }
+            Err(e) => results.push(json!({
+                "ok": false,
+                "status": e.status,
+                "error": {"code": e.code, "message": e.message},
+            })),
+        }
+    }
+    // Within the store's transaction limit (etcd's); statuses race nothing but their
+    // instance's removal, which the controller sweeps, so separate writes are fine.
+    let ops: Vec<shoal_store::TxnOp> = writes.into_values().collect();
+    let chunk = st.store.max_txn_ops().unwrap_or(usize::MAX).max(1);
+    for part in ops.chunks(chunk) {
+        st.store.txn(part.to_vec()).await.map_err(txn_error)?;
+    }
+    Ok(json(200, &json!({ "results": results })))
+}
+
+/// One report of a batch, checked: the status key and the status to write.
+async fn checked_status(
+    st: &ApiState,
+    caller: Option<&shoal_auth::Principal>,
+    item: &Value,
+) -> Result<(String, InstanceStatus), ArmError> {
+    let path = item
+        .get("instance")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ArmError::invalid_parameter(
+                "instance",
+                "Each report names its instance: \"{sub}/{rg}/{vmss}/{id}\".",
+            )
+        })?;
+    let (vref, id) = instance_path(path, "/shoal/v1/status")?;
+    let status: InstanceStatus =
+        shoal_model::vmss::parse_typed(item.get("status").unwrap_or(&Value::Null))?;
+    crate::host_auth::status_allowed(caller, &status.host)?;
+    let assigned = st
+        .get::<InstanceRecord>(&vref.instance_key(id))
+        .await?
+        .is_some_and(|r| r.value.host.eq_ignore_ascii_case(&status.host));
+    if !assigned {
+        return Err(ArmError::not_found("instance", &id.to_string()));
+    }
+    Ok((vref.status_key(id), status))
 }
 
 /// Prefixes a balancer may read: what it needs to know pools and members.

@@ -98,6 +98,7 @@ impl Access {
             | Route::HostHeartbeat { .. }
             | Route::InstanceIdentity { .. }
             | Route::Status { .. }
+            | Route::Statuses
             | Route::StoreList
             | Route::StoreWatch
             | Route::InstanceHealth { .. }

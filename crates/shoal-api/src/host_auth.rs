@@ -418,7 +418,10 @@ pub fn allowed(caller: &Principal, route: &Route) -> Result<(), ArmError> {
             Route::Host { name } | Route::HostInstances { name } | Route::HostHeartbeat { name },
         ) => me(name),
         // The status and identity handlers check the instance is on this host.
-        (PrincipalKind::Host, Route::Status { .. } | Route::InstanceIdentity { .. }) => true,
+        (
+            PrincipalKind::Host,
+            Route::Status { .. } | Route::Statuses | Route::InstanceIdentity { .. },
+        ) => true,
         (PrincipalKind::Host, Route::Drain { balancer: None, .. }) => true,
         (PrincipalKind::Host, Route::MetricsIngest | Route::Blob { .. }) => true,
         (

@@ -210,6 +210,8 @@ pub enum Route {
     Status {
         path: String,
     },
+    /// `PUT /shoal/v1/statuses`: many status reports in one request.
+    Statuses,
     Healthz,
     /// The managed-identity token endpoint (`/msi/token`, App Service's shape).
     IdentityToken,
@@ -507,6 +509,7 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             (4, "hosts") => Ok(Route::Host { name: owned(3) }),
             (5, "hosts") if eq(s(4), "instances") => Ok(Route::HostInstances { name: owned(3) }),
             (5, "hosts") if eq(s(4), "heartbeat") => Ok(Route::HostHeartbeat { name: owned(3) }),
+            (3, "statuses") => Ok(Route::Statuses),
             (7, "status") => Ok(Route::Status {
                 path: segs[3..].join("/"),
             }),

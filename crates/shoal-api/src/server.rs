@@ -532,6 +532,7 @@ async fn dispatch(
         Route::Status { path } => {
             agent_api::status(st, caller.as_ref(), method, &path, &body).await
         }
+        Route::Statuses => agent_api::statuses(st, caller.as_ref(), method, &body).await,
         Route::InstanceIdentity { path } => {
             crate::identity::instance_token(st, ctx, caller.as_ref(), method, &path).await
         }

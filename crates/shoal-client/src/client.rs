@@ -382,6 +382,83 @@ impl ServerClient {
         }
     }
 
+    /// Reports many statuses in one request (`PUT /shoal/v1/statuses`). Per report, in
+    /// order: `Ok(true)` taken, `Ok(false)` the instance is not this host's (any more),
+    /// `Err` refused for another reason (the server's message). `Ok(None)` when the server
+    /// does not know the batch route (one from before it): report one by one then.
+    pub async fn report_many(
+        &self,
+        reports: &[(&InstanceRecord, &InstanceStatus)],
+    ) -> Result<Option<Vec<Result<bool, String>>>, ClientError> {
+        #[derive(Deserialize)]
+        struct Results {
+            results: Vec<ItemResult>,
+        }
+        #[derive(Deserialize)]
+        struct ItemResult {
+            ok: bool,
+            #[serde(default)]
+            status: u16,
+            #[serde(default)]
+            error: serde_json::Value,
+        }
+        let items: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(rec, status)| {
+                serde_json::json!({
+                    "instance": instance_path(&rec.vmss, rec.instance_id),
+                    "status": status,
+                })
+            })
+            .collect();
+        let body = to_json(&serde_json::json!({ "statuses": items }));
+        let what = "status reports";
+        let resp = match self
+            .call(
+                what,
+                Method::PUT,
+                "/shoal/v1/statuses".into(),
+                Some(body),
+                None,
+            )
+            .await
+        {
+            Ok(resp) => resp,
+            // An older server: no such route (404 NotFound for the path, or 405).
+            Err(ClientError::Refused {
+                status: 404 | 405,
+                body,
+                ..
+            }) if !body.contains("\"results\"") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = self.read(resp).await?;
+        let answer: Results = serde_json::from_slice(&bytes)
+            .map_err(|source| ClientError::Decode { what, source })?;
+        if answer.results.len() != reports.len() {
+            return Err(ClientError::Refused {
+                what,
+                status: 200,
+                body: format!(
+                    "{} results for {} reports",
+                    answer.results.len(),
+                    reports.len()
+                ),
+            });
+        }
+        Ok(Some(
+            answer
+                .results
+                .into_iter()
+                .map(|r| match (r.ok, r.status) {
+                    (true, _) => Ok(true),
+                    (false, 404) => Ok(false),
+                    (false, _) => Err(r.error["message"].as_str().unwrap_or("refused").to_string()),
+                })
+                .collect(),
+        ))
+    }
+
     /// Whether every balancer fronting the instance has stopped sending it work since it
     /// started draining (`episode` is the `since` of its draining status).
     pub async fn drained(&self, rec: &InstanceRecord, episode: &str) -> Result<bool, ClientError> {

@@ -1,0 +1,102 @@
+//! The agent's status reports, sent in batches: every supervisor's report loop hands its
+//! newest status to one [`Reports`] task, which sends whatever is waiting in one
+//! `PUT /shoal/v1/statuses` (one request, one authentication, one store write) and
+//! answers each loop with its own result. While one batch is on the wire the next fills
+//! up, so a thousand instances booting at once cost a few dozen requests instead of
+//! four thousand, and a lone report still leaves at once.
+//!
+//! A server from before the batch route answers 404; then reports go one by one
+//! (`PUT /shoal/v1/status/...`, several at a time), as they did.
+
+use futures::future::join_all;
+use shoal_client::ServerClient;
+use shoal_model::records::{InstanceRecord, InstanceStatus};
+use tokio::sync::{mpsc, oneshot};
+
+/// The most reports one request carries (the server takes up to
+/// `shoal_api::agent_api::MAX_STATUSES`).
+const MAX_BATCH: usize = 500;
+
+/// What a report came to: `Ok(true)` taken, `Ok(false)` the instance is not this host's
+/// (any more), `Err` not taken (the reason; the caller retries).
+pub type Outcome = Result<bool, String>;
+
+struct Pending {
+    rec: InstanceRecord,
+    status: InstanceStatus,
+    answer: oneshot::Sender<Outcome>,
+}
+
+/// A handle on the batching task; it ends once every handle is dropped.
+#[derive(Clone)]
+pub struct Reports {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Reports {
+    /// Starts the task on the current runtime.
+    pub fn start(client: ServerClient) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, rx));
+        Self { tx }
+    }
+
+    /// Sends `status` of `rec`'s instance with the next batch and waits for its outcome.
+    pub async fn report(&self, rec: &InstanceRecord, status: &InstanceStatus) -> Outcome {
+        let (answer, outcome) = oneshot::channel();
+        let pending = Pending {
+            rec: rec.clone(),
+            status: status.clone(),
+            answer,
+        };
+        let stopping = || "the agent is stopping".to_string();
+        self.tx.send(pending).map_err(|_| stopping())?;
+        outcome.await.map_err(|_| stopping())?
+    }
+}
+
+async fn run(client: ServerClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut one_by_one = false;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if !one_by_one {
+            let reports: Vec<_> = batch.iter().map(|p| (&p.rec, &p.status)).collect();
+            match client.report_many(&reports).await {
+                Ok(Some(outcomes)) => {
+                    for (p, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = p.answer.send(outcome);
+                    }
+                    continue;
+                }
+                Ok(None) => {
+                    tracing::info!("the server takes status reports one by one (an older server)");
+                    one_by_one = true;
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for p in batch {
+                        let _ = p.answer.send(Err(why.clone()));
+                    }
+                    continue;
+                }
+            }
+        }
+        join_all(batch.into_iter().map(|p| {
+            let client = client.clone();
+            async move {
+                let outcome = client
+                    .report(&p.rec, &p.status)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = p.answer.send(outcome);
+            }
+        }))
+        .await;
+    }
+}
