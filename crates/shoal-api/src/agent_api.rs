@@ -210,28 +210,18 @@ pub async fn status(
     path: &str,
     body: &[u8],
 ) -> ApiResult {
-    let (vref, id) = instance_path(path, "/shoal/v1/status")?;
-    match *method {
-        Method::PUT => {
-            let v = body_object(body, true)?;
-            let status: InstanceStatus = shoal_model::vmss::parse_typed(&v)?;
-            crate::host_auth::status_allowed(caller, &status.host)?;
-            let assigned = st
-                .get::<InstanceRecord>(&vref.instance_key(id))
-                .await?
-                .is_some_and(|r| r.value.host.eq_ignore_ascii_case(&status.host));
-            if !assigned {
-                return Err(ArmError::not_found("instance", &id.to_string()));
-            }
-            // A status racing the instance's removal is swept by the controller.
-            st.store
-                .txn(vec![kv::put_op(vref.status_key(id), &status, Expect::Any)])
-                .await
-                .map_err(txn_error)?;
-            Ok(json(200, &json!({"ok": true})))
-        }
-        _ => Err(method_not_allowed(method)),
+    // A bad path is a 400 whatever the method.
+    instance_path(path, "/shoal/v1/status")?;
+    if *method != Method::PUT {
+        return Err(method_not_allowed(method));
     }
+    let (key, status) = checked_report(st, caller, path, &body_object(body, true)?).await?;
+    // A status racing the instance's removal is swept by the controller.
+    st.store
+        .txn(vec![kv::put_op(key, &status, Expect::Any)])
+        .await
+        .map_err(txn_error)?;
+    Ok(json(200, &json!({"ok": true})))
 }
 
 /// The most reports one `PUT /shoal/v1/statuses` may carry.
@@ -291,7 +281,7 @@ pub async fn statuses(
     Ok(json(200, &json!({ "results": results })))
 }
 
-/// One report of a batch, checked: the status key and the status to write.
+/// One report of a batch: its instance path and status, checked as a single report is.
 async fn checked_status(
     st: &ApiState,
     caller: Option<&shoal_auth::Principal>,
@@ -306,9 +296,21 @@ async fn checked_status(
                 "Each report names its instance: \"{sub}/{rg}/{vmss}/{id}\".",
             )
         })?;
+    checked_report(st, caller, path, item.get("status").unwrap_or(&Value::Null)).await
+}
+
+/// A report of `status` for the instance at `path` (`{sub}/{rg}/{vmss}/{id}`): the key to
+/// write it at, if the caller's host may report it and the instance is assigned there
+/// (404 otherwise: it was placed again elsewhere, and the reporting agent stops its
+/// stale copy).
+async fn checked_report(
+    st: &ApiState,
+    caller: Option<&shoal_auth::Principal>,
+    path: &str,
+    status: &Value,
+) -> Result<(String, InstanceStatus), ArmError> {
     let (vref, id) = instance_path(path, "/shoal/v1/status")?;
-    let status: InstanceStatus =
-        shoal_model::vmss::parse_typed(item.get("status").unwrap_or(&Value::Null))?;
+    let status: InstanceStatus = shoal_model::vmss::parse_typed(status)?;
     crate::host_auth::status_allowed(caller, &status.host)?;
     let assigned = st
         .get::<InstanceRecord>(&vref.instance_key(id))
