@@ -133,3 +133,55 @@ async fn an_unreachable_server_is_an_error_naming_it() {
     );
     assert!(std::error::Error::source(&err).is_some());
 }
+
+fn instance(id: u64) -> shoal_model::records::InstanceRecord {
+    serde_json::from_value(serde_json::json!({
+        "vmss": {"subscription": "s", "resource_group": "demo", "name": "web"},
+        "instance_id": id, "vm_id": "v", "host": "local", "zone": null, "fault_domain": 0,
+        "launch": {"generation": 1, "image_id": "i", "image_version": "1", "kind": "process", "blob_id": "b",
+            "command": "c", "port": 80, "sku": "x", "vcpus": 1, "memory_mb": 128,
+            "custom_data": null, "computer_name_prefix": "web"},
+        "power": "running", "restart_gen": 0, "reimage_gen": 0, "deleting": false,
+        "protection": {}, "time_created": "t"
+    }))
+    .expect("record")
+}
+
+#[tokio::test]
+async fn status_reports_go_in_one_request_and_come_back_report_by_report() {
+    let server = Router::new().route(
+        "/shoal/v1/statuses",
+        axum::routing::put(|body: Bytes| async move {
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            let items = v["statuses"].as_array().expect("statuses");
+            assert_eq!(items.len(), 3);
+            assert_eq!(items[1]["instance"], "s/demo/web/2");
+            assert_eq!(items[0]["status"]["host"], "local");
+            axum::Json(serde_json::json!({"results": [
+                {"ok": true},
+                {"ok": false, "status": 404, "error": {"code": "NotFound", "message": "gone"}},
+                {"ok": false, "status": 403, "error": {"code": "AuthorizationFailed", "message": "not yours"}},
+            ]}))
+        }),
+    );
+    let client = ServerClient::new(Arc::new(ServiceTransport::new(server)));
+    let status: shoal_model::records::InstanceStatus = serde_json::from_value(serde_json::json!({
+        "state": "running", "host": "local", "launch_generation": 1, "restart_gen": 0,
+        "reimage_gen": 0, "restarts": 0, "since": "t"
+    }))
+    .expect("status");
+    let (a, b, c) = (instance(1), instance(2), instance(3));
+    let outcomes = client
+        .report_many(&[(&a, &status), (&b, &status), (&c, &status)])
+        .await
+        .expect("answer");
+    // Taken; not this host's instance (the agent stops reporting it); refused.
+    assert_eq!(
+        outcomes,
+        Some(vec![Ok(true), Ok(false), Err("not yours".to_string())])
+    );
+    // A server from before the batch route: the agent reports one by one instead.
+    let older = ServerClient::new(Arc::new(ServiceTransport::new(Router::new())));
+    let outcomes = older.report_many(&[(&a, &status)]).await.expect("answer");
+    assert_eq!(outcomes, None);
+}
