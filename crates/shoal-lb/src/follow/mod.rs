@@ -60,10 +60,18 @@ impl Followed {
 
     /// The records as [`plan::plan`] and [`appgw::plan`] take them.
     fn world(&self) -> (plan::World, Vec<ApplicationGateway>) {
-        let world = plan::World {
-            balancers: values(&self.balancers),
-            sets: values(&self.sets),
-            statuses: self
+        let balancers = values(&self.balancers);
+        let sets = values(&self.sets);
+        let gateways = values(&self.gateways);
+        // Statuses are read only for the members of pools: with no balancer, no gateway
+        // and no application-health probe there are none, and a thousand booting
+        // instances are not copied on every change.
+        let pools = !balancers.is_empty()
+            || !gateways.is_empty()
+            || sets.iter().any(|s| plan::app_health_probe(s).is_some());
+        let statuses = match pools {
+            false => BTreeMap::new(),
+            true => self
                 .statuses
                 .snapshot()
                 .iter()
@@ -73,7 +81,12 @@ impl Followed {
                 })
                 .collect(),
         };
-        (world, values(&self.gateways))
+        let world = plan::World {
+            balancers,
+            sets,
+            statuses,
+        };
+        (world, gateways)
     }
 }
 

@@ -173,7 +173,7 @@ pub fn plan(world: &World) -> Plan {
 
 /// The Application Health extension (`Microsoft.ManagedServices/ApplicationHealthLinux`
 /// or `…Windows`) of a set: its probe, if the set has one.
-fn app_health_probe(set: &VmssRecord) -> Option<Probe> {
+pub(crate) fn app_health_probe(set: &VmssRecord) -> Option<Probe> {
     let extensions = set
         .model
         .profile()?
