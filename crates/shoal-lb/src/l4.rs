@@ -11,6 +11,7 @@
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Distribution;
 use crate::http::backend::CONNECT_TIMEOUT;
-use crate::pool::{ActiveGuard, PoolRuntime};
+use crate::pool::{ActiveGuard, Member, PoolRuntime};
+use crate::sockmap::{
+    self, bytes_unread, bytes_written, tcp_info, LinkError, Side, Sockmap, Watch,
+};
 
 const BUFFER: usize = 16 * 1024;
 /// Members tried for one connection before giving up on it.
@@ -45,6 +49,7 @@ pub(crate) async fn proxy(
     peer: SocketAddr,
     mode: Arc<TcpMode>,
     shutdown: CancellationToken,
+    kernel: bool,
 ) {
     let pool = &mode.pool;
     pool.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -84,6 +89,13 @@ pub(crate) async fn proxy(
     let _guard = ActiveGuard::new(member.clone());
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
+    let (client, backend) = match kernel.then(sockmap::shared).flatten() {
+        Some(map) => match in_kernel(map, client, backend, &member, &mode, &shutdown).await {
+            Some(pair) => pair,
+            None => return,
+        },
+        None => (client, backend),
+    };
 
     // Reads bump `activity`; a watchdog looks at it four times per idle timeout, so no
     // clock is read per packet, and a quiet connection closes between 1 and 1.25 idle
@@ -128,6 +140,336 @@ pub(crate) async fn proxy(
         let _ = backend.io.set_zero_linger();
     }
 }
+
+/// Hands the pair to the kernel ([`sockmap`]) and watches it until it ends. Gives the
+/// pair back when it could not be linked, to be copied in user space.
+async fn in_kernel(
+    map: &Sockmap,
+    client: TcpStream,
+    backend: TcpStream,
+    member: &Arc<Member>,
+    mode: &TcpMode,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, TcpStream)> {
+    let pool = &mode.pool;
+    let (client, backend) = match (client.into_std(), backend.into_std()) {
+        (Ok(c), Ok(b)) => (c, b),
+        // Deregistering from the runtime failed: nothing sensible to fall back to.
+        _ => return None,
+    };
+    let back = |client, backend| match (TcpStream::from_std(client), TcpStream::from_std(backend)) {
+        (Ok(c), Ok(b)) => Some((c, b)),
+        _ => None,
+    };
+    let linked = (|| {
+        let watch = Watch::new(client.as_fd(), backend.as_fd())?;
+        // Where each side's stream stood before the kernel forwards anything into it.
+        let base = [bytes_written(&client)?, bytes_written(&backend)?];
+        Ok::<_, io::Error>((watch, base))
+    })();
+    let (watch, base) = match linked {
+        Ok(ready) => ready,
+        Err(e) => {
+            tracing::debug!(pool = %pool.name, error = %e, "copying a TCP connection in user space");
+            return back(client, backend);
+        }
+    };
+    match map.link(&client, &backend) {
+        Ok(()) => {}
+        Err(LinkError::Unlinked(e)) => {
+            tracing::debug!(pool = %pool.name, error = %e, "copying a TCP connection in user space");
+            return back(client, backend);
+        }
+        Err(LinkError::Half(e)) => {
+            tracing::debug!(pool = %pool.name, member = %member.id, error = %e, "TCP connection lost while linking it");
+            return None;
+        }
+    }
+    pool.counters
+        .kernel_forwarded
+        .fetch_add(1, Ordering::Relaxed);
+    let pair = KernelPair {
+        sockets: [client, backend],
+        base,
+        ended: [false; 2],
+        passed_on: [false; 2],
+        metered: [0; 2],
+        paused: [false; 2],
+        last_received: [0; 2],
+    };
+    pair.watch(map, &watch, member, mode, shutdown).await;
+    None
+}
+
+/// A pair the kernel forwards: what the balancer still does for it.
+struct KernelPair {
+    /// Indexed by [`Side`].
+    sockets: [std::net::TcpStream; 2],
+    /// [`bytes_written`] of each socket before linking.
+    base: [u64; 2],
+    /// The side's peer has sent its end of stream.
+    ended: [bool; 2],
+    /// ... and it was passed on to the other side.
+    passed_on: [bool; 2],
+    /// Bytes received on each side already added to the pool's counters.
+    metered: [u64; 2],
+    /// The kernel takes no bytes from this side (too many wait for the other side).
+    paused: [bool; 2],
+    /// `bytes_received` of each side at the last flow check.
+    last_received: [u64; 2],
+}
+
+/// Bytes taken from one side and not yet in the other side's stream (the kernel holds
+/// them, uncounted by either socket's buffers) above which the kernel stops taking more
+/// from that side, and at or under which it starts again.
+const IN_FLIGHT_HIGH: u64 = 2 << 20;
+const IN_FLIGHT_LOW: u64 = 512 << 10;
+/// How often a pair's bytes in flight are looked at: every 10 ms while bytes move,
+/// backing off to once a second while they do not.
+const FLOW_CHECK_MIN: Duration = Duration::from_millis(10);
+const FLOW_CHECK_MAX: Duration = Duration::from_secs(1);
+
+impl KernelPair {
+    async fn watch(
+        mut self,
+        map: &Sockmap,
+        watch: &Watch,
+        member: &Arc<Member>,
+        mode: &TcpMode,
+        shutdown: &CancellationToken,
+    ) {
+        let idle_tick = (mode.idle_timeout / 4).max(Duration::from_millis(1));
+        let mut idle_check = Instant::now() + idle_tick;
+        let mut flush_wait = Duration::from_micros(200);
+        let mut flow_every = FLOW_CHECK_MIN;
+        let mut flow_check = Instant::now() + flow_every;
+        let idled = loop {
+            let flushing = (0..2).any(|i| self.ended[i] && !self.passed_on[i]);
+            let mut deadline = idle_check.min(flow_check);
+            if flushing {
+                deadline = deadline.min(Instant::now() + flush_wait);
+            }
+            tokio::select! {
+                events = watch.next() => {
+                    let Ok(mut events) = events else { break false };
+                    // Ends of stream first: the kernel reports EPIPE on a socket when
+                    // it forwards the other side's end of stream to it.
+                    events.sort_by_key(|e| !e.hangup);
+                    let mut failed = false;
+                    for event in events {
+                        let i = event.side as usize;
+                        if event.error && self.failed(event.side, member) {
+                            failed = true;
+                        } else if event.hangup && !self.ended[i] {
+                            self.ended[i] = true;
+                            watch.forget(self.sockets[i].as_fd());
+                            flush_wait = Duration::from_micros(200);
+                        }
+                    }
+                    if failed {
+                        break false;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    flush_wait = (flush_wait * 2).min(Duration::from_millis(20));
+                    if Instant::now() >= flow_check {
+                        match self.flow(map, member, shutdown).await {
+                            Ok(true) => flow_every = FLOW_CHECK_MIN,
+                            Ok(false) => flow_every = (flow_every * 2).min(FLOW_CHECK_MAX),
+                            Err(e) => {
+                                tracing::trace!(member = %member.id, error = %e, "TCP connection lost");
+                                break false;
+                            }
+                        }
+                        flow_check = Instant::now() + flow_every;
+                    }
+                    if Instant::now() >= idle_check {
+                        idle_check = Instant::now() + idle_tick;
+                        self.meter(member);
+                        if self.idle_for(mode.idle_timeout) {
+                            break true;
+                        }
+                    }
+                }
+                _ = shutdown.cancelled() => break false,
+            }
+            if !self.pass_on_ends() {
+                break false;
+            }
+            if self.passed_on == [true; 2] {
+                break false;
+            }
+        };
+        self.meter(member);
+        if idled && mode.tcp_reset {
+            for socket in &self.sockets {
+                let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+            }
+        }
+    }
+
+    /// Flow control, which the kernel's forwarding lacks: it takes every byte a side
+    /// receives (so TCP never closes that side's window) however slowly the other side
+    /// drains them. A side with more than [`IN_FLIGHT_HIGH`] bytes in flight is paused
+    /// (its bytes wait in its receive queue, its window closes, its sender waits), and
+    /// resumed at [`IN_FLIGHT_LOW`]. Returns whether bytes moved or a side is paused.
+    async fn flow(
+        &mut self,
+        map: &Sockmap,
+        member: &Arc<Member>,
+        shutdown: &CancellationToken,
+    ) -> io::Result<bool> {
+        let info = [tcp_info(&self.sockets[0])?, tcp_info(&self.sockets[1])?];
+        let received = [info[0].bytes_received, info[1].bytes_received];
+        let moved = received != self.last_received;
+        self.last_received = received;
+        if moved {
+            self.meter(member);
+        }
+        if !moved && self.paused == [false; 2] {
+            return Ok(false);
+        }
+        for i in 0..2 {
+            if self.passed_on[i] {
+                continue;
+            }
+            let other = 1 - i;
+            // Unpaused, the kernel takes every byte as it arrives: none wait unread.
+            let unread = match self.paused[i] {
+                true => bytes_unread(&self.sockets[i])?,
+                false => 0,
+            };
+            let fin = self.ended[i] || fin_received(info[i].state);
+            let taken = received[i]
+                .saturating_sub(u64::from(fin))
+                .saturating_sub(unread);
+            let delivered = bytes_written(&self.sockets[other])? - self.base[other];
+            let in_flight = taken.saturating_sub(delivered);
+            if !self.paused[i] && !self.ended[i] && in_flight > IN_FLIGHT_HIGH {
+                map.pause(&self.sockets[i])?;
+                self.paused[i] = true;
+            } else if self.paused[i] && in_flight <= IN_FLIGHT_LOW {
+                // A socket whose peer has ended its stream cannot rejoin the map (only
+                // established ones can; the end may be in before its event is): the
+                // rest of its bytes, all in its receive queue now, are copied once the
+                // kernel has delivered everything it took.
+                let rejoined = !self.ended[i]
+                    && match map.resume(&self.sockets[i]) {
+                        Ok(()) => true,
+                        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => false,
+                        Err(e) => return Err(e),
+                    };
+                if rejoined {
+                    self.paused[i] = false;
+                } else if in_flight == 0 {
+                    self.copy_rest(i, shutdown).await?;
+                }
+            }
+        }
+        Ok(moved || self.paused.contains(&true))
+    }
+
+    /// Copies what is left in side `i`'s receive queue to the other side in user space
+    /// and passes its end of stream on.
+    async fn copy_rest(&mut self, i: usize, shutdown: &CancellationToken) -> io::Result<()> {
+        tracing::trace!(
+            side = i,
+            "copying the rest of an ended stream in user space"
+        );
+        let mut from = TcpStream::from_std(self.sockets[i].try_clone()?)?;
+        let mut to = TcpStream::from_std(self.sockets[1 - i].try_clone()?)?;
+        tokio::select! {
+            copied = tokio::io::copy(&mut from, &mut to) => { copied?; }
+            _ = shutdown.cancelled() => return Err(io::ErrorKind::Interrupted.into()),
+        }
+        let _ = self.sockets[1 - i].shutdown(std::net::Shutdown::Write);
+        self.passed_on[i] = true;
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    /// An error on `side`. Returns whether it ends the pair.
+    fn failed(&mut self, side: Side, member: &Arc<Member>) -> bool {
+        let i = side as usize;
+        let Some(error) = self.sockets[i].take_error().ok().flatten() else {
+            return false;
+        };
+        let other = 1 - i;
+        let other_ended = self.ended[other]
+            || tcp_info(&self.sockets[other]).is_ok_and(|t| fin_received(t.state));
+        if error.raw_os_error() == Some(libc::EPIPE) && other_ended {
+            // The kernel's note that it passed the other side's FIN segment on.
+            return false;
+        }
+        if side == Side::Backend && tcp_info(&self.sockets[i]).is_ok_and(|t| t.bytes_received == 0)
+        {
+            member.eject(format!(
+                "{} dropped a connection before answering: {error}",
+                member.addr
+            ));
+        }
+        tracing::trace!(member = %member.id, error = %error, "TCP connection ended with an error");
+        true
+    }
+
+    /// Passes each ended side's end of stream on once all its bytes reached the other
+    /// side's stream. Returns false when a socket is gone.
+    fn pass_on_ends(&mut self) -> bool {
+        for i in 0..2 {
+            if !self.ended[i] || self.passed_on[i] {
+                continue;
+            }
+            let other = 1 - i;
+            let (Ok(from), Ok(written)) = (
+                tcp_info(&self.sockets[i]),
+                bytes_written(&self.sockets[other]),
+            ) else {
+                return false;
+            };
+            // `bytes_received` counts the FIN segment as one byte.
+            if written - self.base[other] + 1 >= from.bytes_received {
+                let _ = self.sockets[other].shutdown(std::net::Shutdown::Write);
+                self.passed_on[i] = true;
+            }
+        }
+        true
+    }
+
+    fn idle_for(&self, timeout: Duration) -> bool {
+        let quiet =
+            |s: &std::net::TcpStream| tcp_info(s).map_or(0, |t| u128::from(t.last_data_recv_ms));
+        let quietest = quiet(&self.sockets[0]).min(quiet(&self.sockets[1]));
+        quietest >= timeout.as_millis()
+    }
+
+    /// Adds what arrived since the last reading to the pool's byte counters.
+    fn meter(&mut self, member: &Arc<Member>) {
+        let counters = [&member.counters.bytes_in, &member.counters.bytes_out];
+        for (i, counter) in counters.into_iter().enumerate() {
+            if let Ok(info) = tcp_info(&self.sockets[i]) {
+                let fin = self.ended[i] || fin_received(info.state);
+                let bytes = info.bytes_received.saturating_sub(u64::from(fin));
+                counter.fetch_add(bytes.saturating_sub(self.metered[i]), Ordering::Relaxed);
+                self.metered[i] = self.metered[i].max(bytes);
+            }
+        }
+    }
+}
+
+/// Whether a socket in this TCP state has its peer's FIN (counted as a byte in
+/// `bytes_received`). A socket open in user space that reaches TIME_WAIT shows as CLOSE.
+fn fin_received(state: u8) -> bool {
+    matches!(
+        state,
+        TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT | TCP_CLOSE
+    )
+}
+
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
 
 fn hash(value: &impl Hash) -> u64 {
     let mut h = std::hash::DefaultHasher::new();

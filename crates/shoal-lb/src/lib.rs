@@ -28,6 +28,7 @@ mod l4;
 mod listener;
 mod pool;
 mod route;
+mod sockmap;
 mod tls;
 mod workers;
 
@@ -48,6 +49,7 @@ pub use crate::config::{
 pub use crate::error::{CertificateError, LbError};
 pub use crate::health::{HealthState, MemberHealth};
 pub use crate::pool::PoolStats;
+pub use crate::sockmap::ENV as KERNEL_FORWARDING_ENV;
 
 use crate::http::HttpMode;
 use crate::l4::TcpMode;
@@ -111,6 +113,7 @@ impl Balancer {
             tracker,
             health_tx: watch::channel(0).0,
             workers,
+            kernel_forwarding: std::sync::atomic::AtomicBool::new(true),
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
@@ -285,6 +288,28 @@ impl Balancer {
             .map(|p| in_pool(p))
             .sum();
         current + retired
+    }
+
+    /// Whether this balancer hands layer-4 connections to the kernel: on by default,
+    /// where the process can load the eBPF program (root, a kernel with
+    /// `CONFIG_BPF_STREAM_PARSER`, not turned off with `SHOAL_LB_KERNEL_FORWARDING=off`);
+    /// otherwise, or after `set_kernel_forwarding(false)`, they are copied in user space.
+    /// Connections already forwarded stay so.
+    pub fn kernel_forwarding(&self) -> bool {
+        self.inner
+            .shared
+            .kernel_forwarding
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && crate::sockmap::shared().is_some()
+    }
+
+    /// Turns kernel forwarding of new layer-4 connections on or off (see
+    /// [`Balancer::kernel_forwarding`]).
+    pub fn set_kernel_forwarding(&self, on: bool) {
+        self.inner
+            .shared
+            .kernel_forwarding
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counters per configured pool, in name order.

@@ -6,6 +6,7 @@
 //! finish their in-flight requests, and leaves TCP connections running until they end.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -136,7 +137,8 @@ async fn connection(
     let current = runtime.mode();
     match &*current {
         Mode::Tcp(tcp) => {
-            crate::l4::proxy(stream, peer, tcp.clone(), shared.shutdown.clone()).await
+            let kernel = shared.kernel_forwarding.load(Ordering::Relaxed);
+            crate::l4::proxy(stream, peer, tcp.clone(), shared.shutdown.clone(), kernel).await
         }
         Mode::Http { http, tls } => {
             let _ = stream.set_nodelay(true);

@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) health_tx: watch::Sender<u64>,
     /// The threads connections run on.
     pub(crate) workers: crate::workers::Workers,
+    /// Whether layer-4 connections may be handed to the kernel (see [`crate::sockmap`]).
+    pub(crate) kernel_forwarding: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ pub(crate) struct PoolCounters {
     pub(crate) active: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+    pub(crate) kernel_forwarded: AtomicU64,
 }
 
 /// Traffic counters of one pool, from [`Balancer::stats`](crate::Balancer::stats).
@@ -64,6 +67,9 @@ pub struct PoolStats {
     pub bytes_in: u64,
     /// Bytes from members to clients.
     pub bytes_out: u64,
+    /// TCP connections (L4) whose bytes the kernel forwarded (sockmap) instead of the
+    /// balancer copying them.
+    pub kernel_forwarded: u64,
     /// Members that may take new traffic right now.
     pub routable_members: usize,
     pub members: usize,
@@ -470,6 +476,7 @@ impl PoolRuntime {
             active: c.active.load(Ordering::Relaxed),
             bytes_in: c.bytes_in.load(Ordering::Relaxed),
             bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            kernel_forwarded: c.kernel_forwarded.load(Ordering::Relaxed),
             routable_members: members.iter().filter(|m| m.routable()).count(),
             members: members.len(),
         }
@@ -487,6 +494,7 @@ mod tests {
             tracker: TaskTracker::new(),
             health_tx: watch::channel(0).0,
             workers: Default::default(),
+            kernel_forwarding: Default::default(),
         })
     }
 

@@ -206,6 +206,7 @@ mod tests {
             active,
             bytes_in: 0,
             bytes_out: 0,
+            kernel_forwarded: 0,
             routable_members: 2,
             members: 2,
         }

@@ -238,3 +238,245 @@ async fn idle_connections_close_with_a_reset_when_asked() {
     );
     shutdown.cancel();
 }
+
+/// The byte at `at` of every test stream: depends on the position, so a lost, doubled or
+/// reordered segment shows.
+fn pattern(at: u64) -> u8 {
+    (at.wrapping_mul(31) ^ (at >> 9)) as u8
+}
+
+const GREETING: &[u8] = b"hello from the member\n";
+
+/// A member that speaks first (a greeting as soon as it accepts), streams `down` pattern
+/// bytes while it reads whatever the client sends until the client's end of stream, then
+/// says what it received ("ok N" or where the pattern broke) and closes.
+async fn streaming_member(down: u64) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = stream.into_split();
+                wr.write_all(GREETING).await.unwrap();
+                let writer = tokio::spawn(async move {
+                    let mut at = 0u64;
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    while at < down {
+                        let n = (down - at).min(chunk.len() as u64) as usize;
+                        for (i, b) in chunk[..n].iter_mut().enumerate() {
+                            *b = pattern(at + i as u64);
+                        }
+                        wr.write_all(&chunk[..n]).await.unwrap();
+                        at += n as u64;
+                    }
+                    wr
+                });
+                let mut got = 0u64;
+                let mut broken = None;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = rd.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    for (i, b) in buf[..n].iter().enumerate() {
+                        if broken.is_none() && *b != pattern(got + i as u64) {
+                            broken = Some(got + i as u64);
+                        }
+                    }
+                    got += n as u64;
+                }
+                let mut wr = writer.await.unwrap();
+                let verdict = match broken {
+                    None => format!("ok {got}\n"),
+                    Some(at) => format!("broken at {at} of {got}\n"),
+                };
+                wr.write_all(verdict.as_bytes()).await.unwrap();
+                wr.shutdown().await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+/// One client: writes `up` pattern bytes at once (before the member is even connected),
+/// ends its stream, and reads everything back. Returns what the member said.
+async fn stream_through(front: std::net::SocketAddr, up: u64, down: u64, kernel: bool) -> String {
+    let stream = TcpStream::connect(front).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut at = 0u64;
+        let mut chunk = vec![0u8; 48 * 1024];
+        while at < up {
+            let n = (up - at).min(chunk.len() as u64) as usize;
+            for (i, b) in chunk[..n].iter_mut().enumerate() {
+                *b = pattern(at + i as u64);
+            }
+            wr.write_all(&chunk[..n]).await.unwrap();
+            at += n as u64;
+        }
+        wr.shutdown().await.unwrap();
+    });
+    let mut all = Vec::new();
+    rd.read_to_end(&mut all).await.unwrap();
+    writer.await.unwrap();
+    assert!(
+        all.starts_with(GREETING),
+        "the greeting came first (kernel forwarding: {kernel})"
+    );
+    let body = &all[GREETING.len()..];
+    assert!(
+        body.len() as u64 >= down,
+        "{} of {down} bytes came back (kernel forwarding: {kernel})",
+        body.len()
+    );
+    for (i, b) in body[..down as usize].iter().enumerate() {
+        assert_eq!(*b, pattern(i as u64), "byte {i} of the member's stream");
+    }
+    String::from_utf8_lossy(&body[down as usize..]).into_owned()
+}
+
+/// Streams bigger than every buffer on the way, both ways at once, through a member that
+/// speaks first and clients that write before it is connected, then half-close: every
+/// byte arrives once and in order, the ends of stream are passed on after the last
+/// byte, and the byte counters add up. Once with the kernel forwarding (where this
+/// machine can), once copying in user space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cross_whole_and_in_order_with_half_closes() {
+    init_tracing();
+    const UP: u64 = 3 << 20;
+    const DOWN: u64 = 5 << 20;
+    const CLIENTS: u64 = 12;
+    for kernel in [true, false] {
+        let member = streaming_member(DOWN).await;
+        let shutdown = CancellationToken::new();
+        let lb = Balancer::new(shutdown.clone());
+        lb.set_kernel_forwarding(kernel);
+        if kernel && !lb.kernel_forwarding() {
+            eprintln!(
+                "skipped (kernel forwarding): this process cannot load the eBPF sockmap \
+                 (needs root and CONFIG_BPF_STREAM_PARSER); the copying path is tested below"
+            );
+            shutdown.cancel();
+            continue;
+        }
+        let mut p = pool("p", &[], None);
+        p.members.push(shoal_lb::Member::new("streamer", member));
+        lb.apply(BalancerConfig {
+            listeners: vec![tcp_listener("tcp", TcpSettings::new("p"))],
+            pools: vec![p],
+        })
+        .await
+        .unwrap();
+        let front = lb.local_addr("tcp").unwrap();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| tokio::spawn(stream_through(front, UP, DOWN, kernel)))
+            .collect();
+        for client in clients {
+            let said = bounded("a stream through the balancer", client)
+                .await
+                .unwrap();
+            assert_eq!(said, format!("ok {UP}\n"), "kernel forwarding: {kernel}");
+        }
+        wait_for("connections to be counted as closed", || {
+            lb.stats()[0].active == 0
+        })
+        .await;
+        let stats = &lb.stats()[0];
+        assert_eq!(
+            stats.kernel_forwarded,
+            if kernel { CLIENTS } else { 0 },
+            "{stats:?}"
+        );
+        assert_eq!(stats.bytes_in, CLIENTS * UP, "{stats:?}");
+        let down = GREETING.len() as u64 + DOWN + format!("ok {UP}\n").len() as u64;
+        assert_eq!(stats.bytes_out, CLIENTS * down, "{stats:?}");
+        shutdown.cancel();
+    }
+}
+
+/// A client that stops reading holds its member back: what the member can write while
+/// nobody reads stays bounded (socket buffers plus the balancer's few megabytes in
+/// flight), not the whole stream, and everything arrives in order once the client reads
+/// again. The kernel's forwarding has no such limit of its own; the balancer pauses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_its_member_back() {
+    init_tracing();
+    // A short stream that ends while the member is held back (its end of stream then
+    // waits behind what the balancer holds), and a long one.
+    for (kernel, stream_len) in [(true, 8 << 20), (true, 256 << 20), (false, 256 << 20)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let member = listener.local_addr().unwrap();
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = written.clone();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut at = 0u64;
+            while at < stream_len {
+                for (i, b) in chunk.iter_mut().enumerate() {
+                    *b = pattern(at + i as u64);
+                }
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                at += chunk.len() as u64;
+                counter.store(at, Ordering::Relaxed);
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let lb = Balancer::new(shutdown.clone());
+        lb.set_kernel_forwarding(kernel);
+        if kernel && !lb.kernel_forwarding() {
+            eprintln!("skipped (kernel forwarding): this process cannot load the eBPF sockmap");
+            shutdown.cancel();
+            continue;
+        }
+        let mut p = pool("p", &[], None);
+        p.members.push(shoal_lb::Member::new("streamer", member));
+        lb.apply(BalancerConfig {
+            listeners: vec![tcp_listener("tcp", TcpSettings::new("p"))],
+            pools: vec![p],
+        })
+        .await
+        .unwrap();
+        let mut client = TcpStream::connect(lb.local_addr("tcp").unwrap())
+            .await
+            .unwrap();
+        // Nobody reads for a second: the member gets stuck once the buffers are full.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stuck_at = written.load(Ordering::Relaxed);
+        assert!(
+            stuck_at < 48 << 20,
+            "the member wrote {} MiB to a client that reads nothing (kernel forwarding: {kernel})",
+            stuck_at >> 20
+        );
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < stream_len {
+            let n = bounded("the rest of the stream", client.read(&mut buf))
+                .await
+                .unwrap();
+            assert!(n > 0, "the stream ended at {at}");
+            for (i, b) in buf[..n].iter().enumerate() {
+                assert_eq!(
+                    *b,
+                    pattern(at + i as u64),
+                    "byte {} (kernel forwarding: {kernel})",
+                    at + i as u64
+                );
+            }
+            at += n as u64;
+        }
+        // The member's end of stream comes after its last byte (it may have come while
+        // the balancer held the member back).
+        let n = bounded("the end of the stream", client.read(&mut buf))
+            .await
+            .unwrap();
+        assert_eq!(
+            n, 0,
+            "nothing after the stream (kernel forwarding: {kernel})"
+        );
+        shutdown.cancel();
+    }
+}
