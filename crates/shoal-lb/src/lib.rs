@@ -113,7 +113,7 @@ impl Balancer {
             tracker,
             health_tx: watch::channel(0).0,
             workers,
-            kernel_forwarding: std::sync::atomic::AtomicBool::new(true),
+            kernel_forwarding: std::sync::atomic::AtomicBool::new(crate::sockmap::wanted()),
         });
         let inner = Arc::new(Inner {
             shared: shared.clone(),
@@ -290,10 +290,10 @@ impl Balancer {
         current + retired
     }
 
-    /// Whether this balancer hands layer-4 connections to the kernel: on by default,
-    /// where the process can load the eBPF program (root, a kernel with
-    /// `CONFIG_BPF_STREAM_PARSER`, not turned off with `SHOAL_LB_KERNEL_FORWARDING=off`);
-    /// otherwise, or after `set_kernel_forwarding(false)`, they are copied in user space.
+    /// Whether this balancer hands layer-4 connections to the kernel: off by default
+    /// (on with `SHOAL_LB_KERNEL_FORWARDING=on` or `set_kernel_forwarding(true)`), and
+    /// only where the process can load the eBPF program (root, a kernel with
+    /// `CONFIG_BPF_STREAM_PARSER`); otherwise they are copied in user space.
     /// Connections already forwarded stay so.
     pub fn kernel_forwarding(&self) -> bool {
         self.inner

@@ -23,10 +23,12 @@
 //! side's send queue (compared through `TCP_INFO` and `SIOCOUTQ`), errors end the pair,
 //! and the idle timeout reads `tcpi_last_data_recv`.
 //!
-//! It needs `CAP_BPF` and `CAP_NET_ADMIN` (root) and a kernel with
-//! `CONFIG_BPF_STREAM_PARSER` (5.13+ for the plain verdict attach type); without them,
-//! or with `SHOAL_LB_KERNEL_FORWARDING=off`, connections are copied in user space as
-//! before. IPv4 pairs only (the key is the IPv4 address pair).
+//! It is off unless `SHOAL_LB_KERNEL_FORWARDING=on` (or
+//! [`Balancer::set_kernel_forwarding`](crate::Balancer::set_kernel_forwarding)), and
+//! needs `CAP_BPF` and `CAP_NET_ADMIN` (root) and a kernel with
+//! `CONFIG_BPF_STREAM_PARSER` (5.13+ for the plain verdict attach type); without them
+//! connections are copied in user space. IPv4 pairs only (the key is the IPv4 address
+//! pair).
 
 use std::io;
 use std::mem::size_of;
@@ -39,8 +41,15 @@ use tokio::io::unix::AsyncFd;
 /// Connections the maps hold at most (two entries each, per map); past that, new
 /// connections are copied in user space.
 const MAX_ENTRIES: u32 = 1 << 17;
-/// The environment variable that turns kernel forwarding off (`off`).
+/// The environment variable that turns kernel forwarding on (`on`) for every balancer
+/// of the process; it is off by default (see the README: connections that carry one
+/// request each are slower and rarely fail with it).
 pub const ENV: &str = "SHOAL_LB_KERNEL_FORWARDING";
+
+/// Whether [`ENV`] asks for kernel forwarding.
+pub(crate) fn wanted() -> bool {
+    std::env::var_os(ENV).is_some_and(|v| v == "on" || v == "1")
+}
 
 // bpf(2) commands, map and program types, attach type (include/uapi/linux/bpf.h).
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -73,25 +82,19 @@ pub(crate) struct Sockmap {
 pub(crate) fn shared() -> Option<&'static Sockmap> {
     static SOCKMAP: OnceLock<Option<Sockmap>> = OnceLock::new();
     SOCKMAP
-        .get_or_init(|| {
-            if std::env::var_os(ENV).is_some_and(|v| v == "off" || v == "0") {
-                tracing::info!("{ENV}=off: layer-4 connections are copied in user space");
-                return None;
+        .get_or_init(|| match Sockmap::load() {
+            Ok(map) => {
+                tracing::debug!("layer-4 connections are forwarded by the kernel (sockmap)");
+                Some(map)
             }
-            match Sockmap::load() {
-                Ok(map) => {
-                    tracing::debug!("layer-4 connections are forwarded by the kernel (sockmap)");
-                    Some(map)
-                }
-                Err(e) => {
-                    tracing::info!(
-                        error = %e,
-                        "layer-4 connections are copied in user space: kernel forwarding \
-                         (an eBPF sockmap) needs root and a kernel built with \
-                         CONFIG_BPF_STREAM_PARSER"
-                    );
-                    None
-                }
+            Err(e) => {
+                tracing::info!(
+                    error = %e,
+                    "layer-4 connections are copied in user space: kernel forwarding \
+                     (an eBPF sockmap) needs root and a kernel built with \
+                     CONFIG_BPF_STREAM_PARSER"
+                );
+                None
             }
         })
         .as_ref()

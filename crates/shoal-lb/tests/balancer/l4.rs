@@ -239,6 +239,22 @@ async fn idle_connections_close_with_a_reset_when_asked() {
     shutdown.cancel();
 }
 
+/// Whether `lb` forwards in the kernel here; if not, says `SKIPPED:` (the copying path
+/// is still tested), or fails under `SHOAL_REQUIRE_ALL=1`.
+fn kernel_forwarding_here(lb: &Balancer) -> bool {
+    if lb.kernel_forwarding() {
+        return true;
+    }
+    let why = "SKIPPED: kernel forwarding: this process cannot load the eBPF sockmap \
+               (it needs root and a kernel with CONFIG_BPF_STREAM_PARSER)";
+    assert!(
+        !std::env::var("SHOAL_REQUIRE_ALL").is_ok_and(|v| v == "1"),
+        "{why}"
+    );
+    eprintln!("{why}");
+    false
+}
+
 /// The byte at `at` of every test stream: depends on the position, so a lost, doubled or
 /// reordered segment shows.
 fn pattern(at: u64) -> u8 {
@@ -352,11 +368,7 @@ async fn streams_cross_whole_and_in_order_with_half_closes() {
         let shutdown = CancellationToken::new();
         let lb = Balancer::new(shutdown.clone());
         lb.set_kernel_forwarding(kernel);
-        if kernel && !lb.kernel_forwarding() {
-            eprintln!(
-                "skipped (kernel forwarding): this process cannot load the eBPF sockmap \
-                 (needs root and CONFIG_BPF_STREAM_PARSER); the copying path is tested below"
-            );
+        if kernel && !kernel_forwarding_here(&lb) {
             shutdown.cancel();
             continue;
         }
@@ -427,8 +439,7 @@ async fn a_client_that_stops_reading_holds_its_member_back() {
         let shutdown = CancellationToken::new();
         let lb = Balancer::new(shutdown.clone());
         lb.set_kernel_forwarding(kernel);
-        if kernel && !lb.kernel_forwarding() {
-            eprintln!("skipped (kernel forwarding): this process cannot load the eBPF sockmap");
+        if kernel && !kernel_forwarding_here(&lb) {
             shutdown.cancel();
             continue;
         }
