@@ -68,6 +68,13 @@ fn parse() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let args = parse()?;
+    // Logs only when asked (`SHOAL_LOG=debug`): they cost time under load.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // The balancer's own worker threads carry the connections (as in `shoal serve`);
     // this thread only applies the config and probes.
     let runtime = tokio::runtime::Builder::new_current_thread()

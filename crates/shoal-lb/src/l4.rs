@@ -258,9 +258,18 @@ impl KernelPair {
                     let mut failed = false;
                     for event in events {
                         let i = event.side as usize;
-                        if event.error && self.failed(event.side, member) {
+                        let broken = event.error && self.failed(event.side, member);
+                        if broken && self.bytes_received(i) == 0 {
+                            // Nothing of this side's to deliver: the pair is over.
                             failed = true;
-                        } else if event.hangup && !self.ended[i] {
+                        } else if broken {
+                            // What the side sent before it broke is still delivered (a
+                            // member that answers, closes and then resets the
+                            // balancer's FIN), then its end passed on; nothing more
+                            // goes to it.
+                            self.passed_on[1 - i] = true;
+                        }
+                        if (broken || event.hangup) && !self.ended[i] {
                             self.ended[i] = true;
                             watch.forget(self.sockets[i].as_fd());
                             flush_wait = Duration::from_micros(200);
@@ -388,7 +397,11 @@ impl KernelPair {
         Ok(())
     }
 
-    /// An error on `side`. Returns whether it ends the pair.
+    fn bytes_received(&self, i: usize) -> u64 {
+        tcp_info(&self.sockets[i]).map_or(0, |t| t.bytes_received)
+    }
+
+    /// An error on `side`. Returns whether it is one (not the kernel's note about a FIN).
     fn failed(&mut self, side: Side, member: &Arc<Member>) -> bool {
         let i = side as usize;
         let Some(error) = self.sockets[i].take_error().ok().flatten() else {

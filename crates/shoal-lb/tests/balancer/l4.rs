@@ -491,3 +491,85 @@ async fn a_client_that_stops_reading_holds_its_member_back() {
         shutdown.cancel();
     }
 }
+
+/// A member that answers and then resets the connection once its answer has left it
+/// (all of it acknowledged): the client, which was not reading meanwhile, still gets
+/// the whole answer and then the end of the stream. With the kernel forwarding, the
+/// answer is still on its way inside the balancer when the reset comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_arrives_whole_when_the_member_resets_after_it() {
+    init_tracing();
+    // More than the client side's buffers hold (~4 MiB here), less than the 2 MiB in
+    // flight that would hold the member back.
+    const ANSWER: u64 = 5632 << 10;
+    for kernel in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let member = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 5];
+                    stream.read_exact(&mut request).await.unwrap();
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    let mut at = 0u64;
+                    while at < ANSWER {
+                        for (i, b) in chunk.iter_mut().enumerate() {
+                            *b = pattern(at + i as u64);
+                        }
+                        stream.write_all(&chunk).await.unwrap();
+                        at += chunk.len() as u64;
+                    }
+                    // Wait until the balancer has acknowledged every byte, then reset.
+                    loop {
+                        let mut queued: libc::c_int = 0;
+                        // SAFETY: SIOCOUTQ writes one int.
+                        unsafe {
+                            libc::ioctl(
+                                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                                libc::TIOCOUTQ,
+                                &mut queued,
+                            )
+                        };
+                        if queued == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    stream.set_zero_linger().unwrap();
+                });
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let lb = Balancer::new(shutdown.clone());
+        lb.set_kernel_forwarding(kernel);
+        if kernel && !kernel_forwarding_here(&lb) {
+            shutdown.cancel();
+            continue;
+        }
+        let mut p = pool("p", &[], None);
+        p.members.push(shoal_lb::Member::new("answerer", member));
+        lb.apply(BalancerConfig {
+            listeners: vec![tcp_listener("tcp", TcpSettings::new("p"))],
+            pools: vec![p],
+        })
+        .await
+        .unwrap();
+        let mut client = TcpStream::connect(lb.local_addr("tcp").unwrap())
+            .await
+            .unwrap();
+        client.write_all(b"hello").await.unwrap();
+        // Not reading yet: the answer piles up on the way and the member resets.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut all = Vec::new();
+        let _ = bounded("the answer", client.read_to_end(&mut all)).await;
+        assert_eq!(all.len() as u64, ANSWER, "kernel forwarding: {kernel}");
+        for (i, b) in all.iter().enumerate() {
+            assert_eq!(
+                *b,
+                pattern(i as u64),
+                "byte {i} (kernel forwarding: {kernel})"
+            );
+        }
+        shutdown.cancel();
+    }
+}
