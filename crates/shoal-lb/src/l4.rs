@@ -174,8 +174,8 @@ async fn in_kernel(
             return back(client, backend);
         }
     };
-    match map.link(&client, &backend) {
-        Ok(()) => {}
+    let backend_joined = match map.link(&client, &backend) {
+        Ok(joined) => joined,
         Err(LinkError::Unlinked(e)) => {
             tracing::debug!(pool = %pool.name, error = %e, "copying a TCP connection in user space");
             return back(client, backend);
@@ -184,7 +184,7 @@ async fn in_kernel(
             tracing::debug!(pool = %pool.name, member = %member.id, error = %e, "TCP connection lost while linking it");
             return None;
         }
-    }
+    };
     pool.counters
         .kernel_forwarded
         .fetch_add(1, Ordering::Relaxed);
@@ -194,7 +194,8 @@ async fn in_kernel(
         ended: [false; 2],
         passed_on: [false; 2],
         metered: [0; 2],
-        paused: [false; 2],
+        // A member that could not join is closing: its bytes wait, to be copied.
+        paused: [false, !backend_joined],
         last_received: [0; 2],
     };
     pair.watch(map, &watch, member, mode, shutdown).await;
@@ -242,7 +243,11 @@ impl KernelPair {
         let mut idle_check = Instant::now() + idle_tick;
         let mut flush_wait = Duration::from_micros(200);
         let mut flow_every = FLOW_CHECK_MIN;
-        let mut flow_check = Instant::now() + flow_every;
+        // A side that starts paused (a member that could not join) is seen to at once.
+        let mut flow_check = match self.paused.contains(&true) {
+            true => Instant::now(),
+            false => Instant::now() + flow_every,
+        };
         let idled = loop {
             let flushing = (0..2).any(|i| self.ended[i] && !self.passed_on[i]);
             let mut deadline = idle_check.min(flow_check);

@@ -128,8 +128,12 @@ impl Sockmap {
     }
 
     /// Hands the pair to the kernel: from now on every byte either side receives is sent
-    /// on by the other, including what already waits in their receive queues.
-    pub(crate) fn link(&self, client: &TcpStream, backend: &TcpStream) -> Result<(), LinkError> {
+    /// on by the other, including what already waits in their receive queues. Returns
+    /// false when the member's side could not join because it is closing already (the
+    /// client's first bytes, forwarded at once, may be answered and the connection
+    /// closed within microseconds): its bytes then wait in its receive queue, as if
+    /// paused, for the caller to copy.
+    pub(crate) fn link(&self, client: &TcpStream, backend: &TcpStream) -> Result<bool, LinkError> {
         let unlinked = LinkError::Unlinked;
         let kc = key(client.local_addr(), client.peer_addr()).map_err(unlinked)?;
         let kb = key(backend.local_addr(), backend.peer_addr()).map_err(unlinked)?;
@@ -152,13 +156,17 @@ impl Sockmap {
         // The client first: if it cannot join (it sent its end of stream already), no
         // program runs for either side yet and the copying path takes over.
         self.update(&self.members, &kc, client).map_err(undo)?;
-        self.update(&self.members, &kb, backend)
-            .map_err(LinkError::Half)?;
+        let joined = match self.update(&self.members, &kb, backend) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => false,
+            Err(e) => return Err(LinkError::Half(e)),
+        };
         // Push whatever arrived before the program was attached through it.
-        for side in [client, backend] {
-            set_rcvlowat(side).map_err(LinkError::Half)?;
+        set_rcvlowat(client).map_err(LinkError::Half)?;
+        if joined {
+            set_rcvlowat(backend).map_err(LinkError::Half)?;
         }
-        Ok(())
+        Ok(joined)
     }
 
     /// Stops the kernel taking bytes from `socket` (they wait in its receive queue, and
