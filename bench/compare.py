@@ -4,7 +4,7 @@
     python3 bench/compare.py                  # 3 alternating rounds, 10 s per load run
     python3 bench/compare.py --runs 5 --duration 15s
     python3 bench/compare.py --skip-spawn     # only the balancer comparisons
-    SHOAL_LB_KERNEL_FORWARDING=on python3 bench/compare.py --skip-spawn   # L4 forwarded by the kernel
+    SHOAL_LB_KERNEL_FORWARDING=off python3 bench/compare.py --skip-spawn  # L4 copied in user space
     python3 bench/compare.py --skip-lb        # only the 1000-instance comparisons
 
 What it runs (the peers are started by this script; HAProxy, wrk and openssl are
@@ -270,9 +270,9 @@ def main():
         f"Machine: {os.cpu_count()} cores ({cpu}), {os.uname().release}; load average before: {' '.join(load_before)}",
         f"HAProxy: {subprocess.run(['haproxy', '-v'], capture_output=True, text=True).stdout.splitlines()[0]}",
         f"Load: wrk -t2 -c{args.conns} -d{args.duration}; 3 × shoal-web backends; medians of {args.runs} alternating rounds.",
-        "Shoal's L4 kernel forwarding: " + ("on (SHOAL_LB_KERNEL_FORWARDING=on)"
-                                            if os.environ.get("SHOAL_LB_KERNEL_FORWARDING") in ("on", "1")
-                                            else "off (the default; SHOAL_LB_KERNEL_FORWARDING=on turns it on)"),
+        "Shoal's L4 kernel forwarding: " + ("off (SHOAL_LB_KERNEL_FORWARDING=off)"
+                                            if os.environ.get("SHOAL_LB_KERNEL_FORWARDING") in ("off", "0")
+                                            else "on (the default, where the balancer may load eBPF)"),
         "",
     ]
     text = "\n".join(head + table(args, lb, spawn)) + "\n"

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -89,13 +89,33 @@ pub(crate) async fn proxy(
     let _guard = ActiveGuard::new(member.clone());
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
-    let (client, backend) = match kernel.then(sockmap::shared).flatten() {
-        Some(map) => match in_kernel(map, client, backend, &member, &mode, &shutdown).await {
-            Some(pair) => pair,
-            None => return,
-        },
-        None => (client, backend),
-    };
+    let (mut client, mut backend) = (client, backend);
+    if let Some(map) = kernel.then(sockmap::shared).flatten() {
+        // One exchange in user space first, so that a connection carrying one request
+        // and its answer never pays for linking (~10 system calls).
+        let exchange = tokio::select! {
+            exchange = first_exchange(&mut client, &mut backend, &member, mode.idle_timeout) => exchange,
+            _ = shutdown.cancelled() => return,
+        };
+        match exchange {
+            Exchange::Both(read) => {
+                match in_kernel(map, client, backend, read, &member, &mode, &shutdown).await {
+                    Some(pair) => (client, backend) = pair,
+                    None => return,
+                }
+            }
+            // A side ended: copying sees its end again and passes it on.
+            Exchange::Ended => {}
+            Exchange::Failed => return,
+            Exchange::Idle => {
+                if mode.tcp_reset {
+                    let _ = client.set_zero_linger();
+                    let _ = backend.set_zero_linger();
+                }
+                return;
+            }
+        }
+    }
 
     // Reads bump `activity`; a watchdog looks at it four times per idle timeout, so no
     // clock is read per packet, and a quiet connection closes between 1 and 1.25 idle
@@ -141,12 +161,143 @@ pub(crate) async fn proxy(
     }
 }
 
+/// How [`first_exchange`] ended.
+enum Exchange {
+    /// Both sides sent bytes (or one side a lot), all of them passed on: the pair can
+    /// be linked. Bytes read from each side.
+    Both([u64; 2]),
+    /// A side ended its stream, or never paused long enough to link: the pair is
+    /// copied (nothing is held back).
+    Ended,
+    /// A side failed; the connection is over.
+    Failed,
+    /// Nothing happened for the idle timeout.
+    Idle,
+}
+
+/// Bytes one side may send before the pair is linked even if the other side has said
+/// nothing (a download or an upload worth handing to the kernel).
+const LINK_AFTER: u64 = 64 << 10;
+
+/// Copies in user space until each side has sent something or one side a lot (all of
+/// it passed on), one side ends its stream, one fails, or nothing moves for `idle`.
+async fn first_exchange(
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
+    member: &Arc<Member>,
+    idle: Duration,
+) -> Exchange {
+    let counters = &member.counters;
+    let mut up = vec![0u8; BUFFER];
+    let mut down = vec![0u8; BUFFER];
+    let mut read = [0u64; 2];
+    loop {
+        // `read` is cancel-safe: the branch that loses the race has read nothing.
+        let step = tokio::time::timeout(idle, async {
+            tokio::select! {
+                n = client.read(&mut up) => match n {
+                    Ok(0) => Ok(false),
+                    Ok(n) => {
+                        read[0] += n as u64;
+                        counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        backend.write_all(&up[..n]).await.map(|()| true)
+                    }
+                    Err(e) => Err(e),
+                },
+                n = backend.read(&mut down) => match n {
+                    Ok(0) => Ok(false),
+                    Ok(n) => {
+                        read[1] += n as u64;
+                        counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                        client.write_all(&down[..n]).await.map(|()| true)
+                    }
+                    Err(e) => {
+                        if read[1] == 0 {
+                            member.eject(format!(
+                                "{} dropped a connection before answering: {e}",
+                                member.addr
+                            ));
+                        }
+                        Err(e)
+                    }
+                },
+            }
+        })
+        .await;
+        match step {
+            Err(_elapsed) => return Exchange::Idle,
+            Ok(Ok(false)) => return Exchange::Ended,
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) => {
+                tracing::trace!(member = %member.id, error = %e, "TCP connection ended with an error");
+                return Exchange::Failed;
+            }
+        }
+        if (read[0] > 0 && read[1] > 0) || read[0].max(read[1]) >= LINK_AFTER {
+            // The kernel forwards whole queued segments, even one a read has taken a
+            // part of: empty both queues first (segments that arrive after that arrive
+            // whole). No await between the last empty read and the linking.
+            return match drain(client, backend, &mut read, counters).await {
+                Ok(true) => Exchange::Both(read),
+                Ok(false) => Exchange::Ended,
+                Err(e) => {
+                    tracing::trace!(member = %member.id, error = %e, "TCP connection ended with an error");
+                    Exchange::Failed
+                }
+            };
+        }
+    }
+}
+
+/// Reads both sides until, for each, its last read left its receive queue empty (a
+/// read shorter than the buffer, or nothing to read), passing everything on; what
+/// arrives after that arrives as whole segments. Returns false if a side ended its
+/// stream meanwhile or a stream never paused long enough (it stays copied).
+async fn drain(
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
+    read: &mut [u64; 2],
+    counters: &crate::pool::PoolCounters,
+) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 << 10];
+    for _ in 0..DRAIN_ROUNDS {
+        let mut emptied = [false; 2];
+        for i in 0..2 {
+            let (from, to) = match i {
+                0 => (&mut *client, &mut *backend),
+                _ => (&mut *backend, &mut *client),
+            };
+            match from.try_read(&mut buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    read[i] += n as u64;
+                    let counter = [&counters.bytes_in, &counters.bytes_out][i];
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    // Writing awaits, but reads nothing more from `from`.
+                    to.write_all(&buf[..n]).await?;
+                    emptied[i] = n < buf.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => emptied[i] = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if emptied == [true; 2] {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Reads of a full buffer in a row after which a pair is left to copying.
+const DRAIN_ROUNDS: usize = 64;
+
 /// Hands the pair to the kernel ([`sockmap`]) and watches it until it ends. Gives the
 /// pair back when it could not be linked, to be copied in user space.
 async fn in_kernel(
     map: &Sockmap,
     client: TcpStream,
     backend: TcpStream,
+    read_before: [u64; 2],
     member: &Arc<Member>,
     mode: &TcpMode,
     shutdown: &CancellationToken,
@@ -193,7 +344,8 @@ async fn in_kernel(
         base,
         ended: [false; 2],
         passed_on: [false; 2],
-        metered: [0; 2],
+        read_before,
+        metered: read_before,
         // A member that could not join is closing: its bytes wait, to be copied.
         paused: [false, !backend_joined],
         last_received: [0; 2],
@@ -212,6 +364,8 @@ struct KernelPair {
     ended: [bool; 2],
     /// ... and it was passed on to the other side.
     passed_on: [bool; 2],
+    /// Bytes the balancer read from each side (and passed on) before linking.
+    read_before: [u64; 2],
     /// Bytes received on each side already added to the pool's counters.
     metered: [u64; 2],
     /// The kernel takes no bytes from this side (too many wait for the other side).
@@ -356,7 +510,8 @@ impl KernelPair {
             let fin = self.ended[i] || fin_received(info[i].state);
             let taken = received[i]
                 .saturating_sub(u64::from(fin))
-                .saturating_sub(unread);
+                .saturating_sub(unread)
+                .saturating_sub(self.read_before[i]);
             let delivered = bytes_written(&self.sockets[other])? - self.base[other];
             let in_flight = taken.saturating_sub(delivered);
             if !self.paused[i] && !self.ended[i] && in_flight > IN_FLIGHT_HIGH {
@@ -445,7 +600,7 @@ impl KernelPair {
                 return false;
             };
             // `bytes_received` counts the FIN segment as one byte.
-            if written - self.base[other] + 1 >= from.bytes_received {
+            if written - self.base[other] + 1 + self.read_before[i] >= from.bytes_received {
                 let _ = self.sockets[other].shutdown(std::net::Shutdown::Write);
                 self.passed_on[i] = true;
             }

@@ -290,11 +290,11 @@ impl Balancer {
         current + retired
     }
 
-    /// Whether this balancer hands layer-4 connections to the kernel: off by default
-    /// (on with `SHOAL_LB_KERNEL_FORWARDING=on` or `set_kernel_forwarding(true)`), and
-    /// only where the process can load the eBPF program (root, a kernel with
-    /// `CONFIG_BPF_STREAM_PARSER`); otherwise they are copied in user space.
-    /// Connections already forwarded stay so.
+    /// Whether this balancer hands layer-4 connections to the kernel (after their first
+    /// exchange): on by default (off with `SHOAL_LB_KERNEL_FORWARDING=off` or
+    /// `set_kernel_forwarding(false)`), and only where the process can load the eBPF
+    /// program (root, a kernel with `CONFIG_BPF_STREAM_PARSER`); otherwise they are
+    /// copied in user space. Connections already forwarded stay so.
     pub fn kernel_forwarding(&self) -> bool {
         self.inner
             .shared

@@ -23,7 +23,7 @@
 //! side's send queue (compared through `TCP_INFO` and `SIOCOUTQ`), errors end the pair,
 //! and the idle timeout reads `tcpi_last_data_recv`.
 //!
-//! It is off unless `SHOAL_LB_KERNEL_FORWARDING=on` (or
+//! It is on unless `SHOAL_LB_KERNEL_FORWARDING=off` (or
 //! [`Balancer::set_kernel_forwarding`](crate::Balancer::set_kernel_forwarding)), and
 //! needs `CAP_BPF` and `CAP_NET_ADMIN` (root) and a kernel with
 //! `CONFIG_BPF_STREAM_PARSER` (5.13+ for the plain verdict attach type); without them
@@ -41,14 +41,13 @@ use tokio::io::unix::AsyncFd;
 /// Connections the maps hold at most (two entries each, per map); past that, new
 /// connections are copied in user space.
 const MAX_ENTRIES: u32 = 1 << 17;
-/// The environment variable that turns kernel forwarding on (`on`) for every balancer
-/// of the process; it is off by default (see the README: connections that carry one
-/// request each are slower and rarely fail with it).
+/// The environment variable that turns kernel forwarding off (`off`) for every
+/// balancer of the process; it is on by default.
 pub const ENV: &str = "SHOAL_LB_KERNEL_FORWARDING";
 
-/// Whether [`ENV`] asks for kernel forwarding.
+/// Whether [`ENV`] leaves kernel forwarding on.
 pub(crate) fn wanted() -> bool {
-    std::env::var_os(ENV).is_some_and(|v| v == "on" || v == "1")
+    !std::env::var_os(ENV).is_some_and(|v| v == "off" || v == "0")
 }
 
 // bpf(2) commands, map and program types, attach type (include/uapi/linux/bpf.h).
