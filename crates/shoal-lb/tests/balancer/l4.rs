@@ -255,6 +255,32 @@ fn kernel_forwarding_here(lb: &Balancer) -> bool {
     false
 }
 
+/// A balancer with one L4 listener "tcp" in front of the single member at `member`,
+/// forwarding in the kernel or not; `None` (having said `SKIPPED:`) when kernel
+/// forwarding is asked for and this process cannot have it.
+async fn front_of(
+    member: std::net::SocketAddr,
+    kernel: bool,
+) -> Option<(Balancer, CancellationToken, std::net::SocketAddr)> {
+    let shutdown = CancellationToken::new();
+    let lb = Balancer::new(shutdown.clone());
+    lb.set_kernel_forwarding(kernel);
+    if kernel && !kernel_forwarding_here(&lb) {
+        shutdown.cancel();
+        return None;
+    }
+    let mut p = pool("p", &[], None);
+    p.members.push(shoal_lb::Member::new("member", member));
+    lb.apply(BalancerConfig {
+        listeners: vec![tcp_listener("tcp", TcpSettings::new("p"))],
+        pools: vec![p],
+    })
+    .await
+    .unwrap();
+    let front = lb.local_addr("tcp").unwrap();
+    Some((lb, shutdown, front))
+}
+
 /// The byte at `at` of every test stream: depends on the position, so a lost, doubled or
 /// reordered segment shows.
 fn pattern(at: u64) -> u8 {
@@ -365,22 +391,9 @@ async fn streams_cross_whole_and_in_order_with_half_closes() {
     const CLIENTS: u64 = 12;
     for kernel in [true, false] {
         let member = streaming_member(DOWN).await;
-        let shutdown = CancellationToken::new();
-        let lb = Balancer::new(shutdown.clone());
-        lb.set_kernel_forwarding(kernel);
-        if kernel && !kernel_forwarding_here(&lb) {
-            shutdown.cancel();
+        let Some((lb, shutdown, front)) = front_of(member, kernel).await else {
             continue;
-        }
-        let mut p = pool("p", &[], None);
-        p.members.push(shoal_lb::Member::new("streamer", member));
-        lb.apply(BalancerConfig {
-            listeners: vec![tcp_listener("tcp", TcpSettings::new("p"))],
-            pools: vec![p],
-        })
-        .await
-        .unwrap();
-        let front = lb.local_addr("tcp").unwrap();
+        };
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| tokio::spawn(stream_through(front, UP, DOWN, kernel)))
             .collect();
@@ -436,24 +449,10 @@ async fn a_client_that_stops_reading_holds_its_member_back() {
                 counter.store(at, Ordering::Relaxed);
             }
         });
-        let shutdown = CancellationToken::new();
-        let lb = Balancer::new(shutdown.clone());
-        lb.set_kernel_forwarding(kernel);
-        if kernel && !kernel_forwarding_here(&lb) {
-            shutdown.cancel();
+        let Some((_lb, shutdown, front)) = front_of(member, kernel).await else {
             continue;
-        }
-        let mut p = pool("p", &[], None);
-        p.members.push(shoal_lb::Member::new("streamer", member));
-        lb.apply(BalancerConfig {
-            listeners: vec![tcp_listener("tcp", TcpSettings::new("p"))],
-            pools: vec![p],
-        })
-        .await
-        .unwrap();
-        let mut client = TcpStream::connect(lb.local_addr("tcp").unwrap())
-            .await
-            .unwrap();
+        };
+        let mut client = TcpStream::connect(front).await.unwrap();
         // Nobody reads for a second: the member gets stuck once the buffers are full.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let stuck_at = written.load(Ordering::Relaxed);
@@ -539,24 +538,10 @@ async fn an_answer_arrives_whole_when_the_member_resets_after_it() {
                 });
             }
         });
-        let shutdown = CancellationToken::new();
-        let lb = Balancer::new(shutdown.clone());
-        lb.set_kernel_forwarding(kernel);
-        if kernel && !kernel_forwarding_here(&lb) {
-            shutdown.cancel();
+        let Some((_lb, shutdown, front)) = front_of(member, kernel).await else {
             continue;
-        }
-        let mut p = pool("p", &[], None);
-        p.members.push(shoal_lb::Member::new("answerer", member));
-        lb.apply(BalancerConfig {
-            listeners: vec![tcp_listener("tcp", TcpSettings::new("p"))],
-            pools: vec![p],
-        })
-        .await
-        .unwrap();
-        let mut client = TcpStream::connect(lb.local_addr("tcp").unwrap())
-            .await
-            .unwrap();
+        };
+        let mut client = TcpStream::connect(front).await.unwrap();
         client.write_all(b"hello").await.unwrap();
         // Not reading yet: the answer piles up on the way and the member resets.
         tokio::time::sleep(Duration::from_millis(500)).await;
