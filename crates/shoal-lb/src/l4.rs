@@ -27,7 +27,7 @@ use crate::config::Distribution;
 use crate::http::backend::CONNECT_TIMEOUT;
 use crate::pool::{ActiveGuard, Member, PoolRuntime};
 use crate::sockmap::{
-    self, bytes_unread, bytes_written, tcp_info, LinkError, Side, Sockmap, Watch,
+    self, bytes_unread, bytes_written, tcp_info, LinkError, Side, Sockmap, TcpInfo, Watch,
 };
 
 const BUFFER: usize = 16 * 1024;
@@ -147,7 +147,7 @@ pub(crate) async fn proxy(
                 // likely died with it (kill -9, OOM): the next clients must not find it
                 // before its probe does.
                 if backend.failed && backend.read == 0 {
-                    member.eject(format!("{} dropped a connection before answering: {e}", member.addr));
+                    eject_unanswered(&member, &e);
                 }
             }
             false
@@ -195,39 +195,22 @@ async fn first_exchange(
         // `read` is cancel-safe: the branch that loses the race has read nothing.
         let step = tokio::time::timeout(idle, async {
             tokio::select! {
-                n = client.read(&mut up) => match n {
-                    Ok(0) => Ok(false),
-                    Ok(n) => {
-                        read[0] += n as u64;
-                        counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        backend.write_all(&up[..n]).await.map(|()| true)
+                n = client.read(&mut up) => {
+                    pass_on(n, &up, backend, &mut read[0], &counters.bytes_in).await
+                }
+                n = backend.read(&mut down) => {
+                    if let (Err(e), 0) = (&n, read[1]) {
+                        eject_unanswered(member, e);
                     }
-                    Err(e) => Err(e),
-                },
-                n = backend.read(&mut down) => match n {
-                    Ok(0) => Ok(false),
-                    Ok(n) => {
-                        read[1] += n as u64;
-                        counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                        client.write_all(&down[..n]).await.map(|()| true)
-                    }
-                    Err(e) => {
-                        if read[1] == 0 {
-                            member.eject(format!(
-                                "{} dropped a connection before answering: {e}",
-                                member.addr
-                            ));
-                        }
-                        Err(e)
-                    }
-                },
+                    pass_on(n, &down, client, &mut read[1], &counters.bytes_out).await
+                }
             }
         })
         .await;
         match step {
             Err(_elapsed) => return Exchange::Idle,
-            Ok(Ok(false)) => return Exchange::Ended,
-            Ok(Ok(true)) => {}
+            Ok(Ok(0)) => return Exchange::Ended,
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::trace!(member = %member.id, error = %e, "TCP connection ended with an error");
                 return Exchange::Failed;
@@ -267,18 +250,14 @@ async fn drain(
                 0 => (&mut *client, &mut *backend),
                 _ => (&mut *backend, &mut *client),
             };
+            let counter = [&counters.bytes_in, &counters.bytes_out][i];
             match from.try_read(&mut buf) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    read[i] += n as u64;
-                    let counter = [&counters.bytes_in, &counters.bytes_out][i];
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    // Writing awaits, but reads nothing more from `from`.
-                    to.write_all(&buf[..n]).await?;
-                    emptied[i] = n < buf.len();
-                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => emptied[i] = true,
-                Err(e) => return Err(e),
+                // Writing awaits, but reads nothing more from `from`.
+                n => match pass_on(n, &buf, to, &mut read[i], counter).await? {
+                    0 => return Ok(false),
+                    n => emptied[i] = n < buf.len(),
+                },
             }
         }
         if emptied == [true; 2] {
@@ -286,6 +265,24 @@ async fn drain(
         }
     }
     Ok(false)
+}
+
+/// Writes what a read of `n` bytes into `buf` got to `to`, counting it; gives `n` (0 at
+/// the end of the stream).
+async fn pass_on(
+    n: io::Result<usize>,
+    buf: &[u8],
+    to: &mut TcpStream,
+    read: &mut u64,
+    counter: &AtomicU64,
+) -> io::Result<usize> {
+    let n = n?;
+    if n > 0 {
+        *read += n as u64;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        to.write_all(&buf[..n]).await?;
+    }
+    Ok(n)
 }
 
 /// Reads of a full buffer in a row after which a pair is left to copying.
@@ -492,7 +489,7 @@ impl KernelPair {
         let moved = received != self.last_received;
         self.last_received = received;
         if moved {
-            self.meter(member);
+            self.count(&info, member);
         }
         if !moved && self.paused == [false; 2] {
             return Ok(false);
@@ -574,12 +571,8 @@ impl KernelPair {
             // The kernel's note that it passed the other side's FIN segment on.
             return false;
         }
-        if side == Side::Backend && tcp_info(&self.sockets[i]).is_ok_and(|t| t.bytes_received == 0)
-        {
-            member.eject(format!(
-                "{} dropped a connection before answering: {error}",
-                member.addr
-            ));
+        if side == Side::Backend && self.bytes_received(i) == 0 {
+            eject_unanswered(member, &error);
         }
         tracing::trace!(member = %member.id, error = %error, "TCP connection ended with an error");
         true
@@ -617,14 +610,20 @@ impl KernelPair {
 
     /// Adds what arrived since the last reading to the pool's byte counters.
     fn meter(&mut self, member: &Arc<Member>) {
+        if let (Ok(client), Ok(backend)) = (tcp_info(&self.sockets[0]), tcp_info(&self.sockets[1]))
+        {
+            self.count(&[client, backend], member);
+        }
+    }
+
+    /// [`KernelPair::meter`] with readings already taken.
+    fn count(&mut self, info: &[TcpInfo; 2], member: &Arc<Member>) {
         let counters = [&member.counters.bytes_in, &member.counters.bytes_out];
         for (i, counter) in counters.into_iter().enumerate() {
-            if let Ok(info) = tcp_info(&self.sockets[i]) {
-                let fin = self.ended[i] || fin_received(info.state);
-                let bytes = info.bytes_received.saturating_sub(u64::from(fin));
-                counter.fetch_add(bytes.saturating_sub(self.metered[i]), Ordering::Relaxed);
-                self.metered[i] = self.metered[i].max(bytes);
-            }
+            let fin = self.ended[i] || fin_received(info[i].state);
+            let bytes = info[i].bytes_received.saturating_sub(u64::from(fin));
+            counter.fetch_add(bytes.saturating_sub(self.metered[i]), Ordering::Relaxed);
+            self.metered[i] = self.metered[i].max(bytes);
         }
     }
 }
@@ -643,6 +642,16 @@ const TCP_CLOSE: u8 = 7;
 const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_LAST_ACK: u8 = 9;
 const TCP_CLOSING: u8 = 11;
+
+/// Ejects a member that dropped a connection before it sent a byte: it has most likely
+/// died with the connection open (kill -9, OOM), and the next clients must not find it
+/// before its probe does.
+fn eject_unanswered(member: &Arc<Member>, error: &io::Error) {
+    member.eject(format!(
+        "{} dropped a connection before answering: {error}",
+        member.addr
+    ));
+}
 
 fn hash(value: &impl Hash) -> u64 {
     let mut h = std::hash::DefaultHasher::new();

@@ -104,8 +104,9 @@ pub(crate) fn shared() -> Option<&'static Sockmap> {
 pub(crate) enum LinkError {
     /// Nothing was changed: copy the connection in user space.
     Unlinked(io::Error),
-    /// The client's bytes already go to the member but the member could not be linked
-    /// (it closed or reset within the few microseconds of linking): the pair is lost.
+    /// The client's bytes already go to the member, but the member could not join for
+    /// another reason than closing, or a queue could not be pushed through: the pair
+    /// is lost.
     Half(io::Error),
 }
 
@@ -134,8 +135,8 @@ impl Sockmap {
     /// paused, for the caller to copy.
     pub(crate) fn link(&self, client: &TcpStream, backend: &TcpStream) -> Result<bool, LinkError> {
         let unlinked = LinkError::Unlinked;
-        let kc = key(client.local_addr(), client.peer_addr()).map_err(unlinked)?;
-        let kb = key(backend.local_addr(), backend.peer_addr()).map_err(unlinked)?;
+        let kc = key_of(client).map_err(unlinked)?;
+        let kb = key_of(backend).map_err(unlinked)?;
         // `peers` runs no program: entering (and leaving) it changes nothing yet.
         self.update(&self.peers, &kc, backend).map_err(unlinked)?;
         if let Err(e) = self.update(&self.peers, &kb, client) {
@@ -172,14 +173,14 @@ impl Sockmap {
     /// TCP's window holds its sender back) until [`Sockmap::resume`]. What was taken
     /// already still reaches the peer.
     pub(crate) fn pause(&self, socket: &TcpStream) -> io::Result<()> {
-        let key = key(socket.local_addr(), socket.peer_addr())?;
+        let key = key_of(socket)?;
         self.delete(&self.members, &key);
         Ok(())
     }
 
     /// Undoes [`Sockmap::pause`], pushing what waited through the verdict first.
     pub(crate) fn resume(&self, socket: &TcpStream) -> io::Result<()> {
-        let key = key(socket.local_addr(), socket.peer_addr())?;
+        let key = key_of(socket)?;
         self.update(&self.members, &key, socket)?;
         set_rcvlowat(socket)
     }
@@ -200,6 +201,10 @@ impl Sockmap {
         attr.put_u64(8, key.as_ptr() as u64);
         let _ = bpf(BPF_MAP_DELETE_ELEM, &mut attr);
     }
+}
+
+fn key_of(socket: &TcpStream) -> io::Result<[u8; 16]> {
+    key(socket.local_addr(), socket.peer_addr())
 }
 
 /// The verdict's key for a socket: its peer's and its own IPv4 address and port, laid

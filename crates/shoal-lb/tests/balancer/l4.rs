@@ -281,6 +281,13 @@ async fn front_of(
     Some((lb, shutdown, front))
 }
 
+/// Fills `chunk` with the test stream's bytes from position `at` on.
+fn fill(chunk: &mut [u8], at: u64) {
+    for (i, b) in chunk.iter_mut().enumerate() {
+        *b = pattern(at + i as u64);
+    }
+}
+
 /// The byte at `at` of every test stream: depends on the position, so a lost, doubled or
 /// reordered segment shows.
 fn pattern(at: u64) -> u8 {
@@ -305,9 +312,7 @@ async fn streaming_member(down: u64) -> std::net::SocketAddr {
                     let mut chunk = vec![0u8; 64 * 1024];
                     while at < down {
                         let n = (down - at).min(chunk.len() as u64) as usize;
-                        for (i, b) in chunk[..n].iter_mut().enumerate() {
-                            *b = pattern(at + i as u64);
-                        }
+                        fill(&mut chunk[..n], at);
                         wr.write_all(&chunk[..n]).await.unwrap();
                         at += n as u64;
                     }
@@ -351,9 +356,7 @@ async fn stream_through(front: std::net::SocketAddr, up: u64, down: u64, kernel:
         let mut chunk = vec![0u8; 48 * 1024];
         while at < up {
             let n = (up - at).min(chunk.len() as u64) as usize;
-            for (i, b) in chunk[..n].iter_mut().enumerate() {
-                *b = pattern(at + i as u64);
-            }
+            fill(&mut chunk[..n], at);
             wr.write_all(&chunk[..n]).await.unwrap();
             at += n as u64;
         }
@@ -439,9 +442,7 @@ async fn a_client_that_stops_reading_holds_its_member_back() {
             let mut chunk = vec![0u8; 64 * 1024];
             let mut at = 0u64;
             while at < stream_len {
-                for (i, b) in chunk.iter_mut().enumerate() {
-                    *b = pattern(at + i as u64);
-                }
+                fill(&mut chunk, at);
                 if stream.write_all(&chunk).await.is_err() {
                     return;
                 }
@@ -512,9 +513,7 @@ async fn an_answer_arrives_whole_when_the_member_resets_after_it() {
                     let mut chunk = vec![0u8; 64 * 1024];
                     let mut at = 0u64;
                     while at < ANSWER {
-                        for (i, b) in chunk.iter_mut().enumerate() {
-                            *b = pattern(at + i as u64);
-                        }
+                        fill(&mut chunk, at);
                         stream.write_all(&chunk).await.unwrap();
                         at += chunk.len() as u64;
                     }
