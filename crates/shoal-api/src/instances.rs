@@ -177,16 +177,11 @@ pub async fn instance(
                 ));
             };
             let expand = expands(ctx, "instanceView");
-            let mut vm = views::vm_json(
-                &set.value,
-                &rec.value,
-                status.as_ref(),
-                health_of(st, &set.value).await?.get(&n),
-                expand,
-                &st.tenant_id().await?,
-            );
+            let health = health_of(st, &set.value).await?;
+            let shape = views::SetView::new(&set.value, &st.tenant_id().await?);
+            let mut vm = shape.vm(&rec.value, status.as_ref(), health.get(&n), expand);
             if expands(ctx, "userData") {
-                views::add_user_data(&mut vm, &set.value);
+                vm = vm.with_user_data(&shape);
             }
             Ok(json(200, &vm))
         }
@@ -294,54 +289,72 @@ pub async fn list_instances(
     let expand = expands(ctx, "instanceView");
     let user_data = expands(ctx, "userData");
     let tenant = st.tenant_id().await?;
-    // Raw records in key order: the page's are decoded, with their statuses and health
-    // found by key.
-    let raw = |prefix: String| async move {
+    // The page's records, then the statuses and health records of its id range (keys
+    // sort as ids do, one per id, so `last - first + 1` from the first covers each that
+    // exists): a page of a long list without copying the rest.
+    let part = |prefix: String, from: String, skip: usize, limit: usize| async move {
         st.store
-            .list(&prefix)
+            .list_part(&prefix, &from, skip, limit)
             .await
-            .map(|(kvs, _)| kvs)
             .map_err(crate::state::internal)
     };
-    let records = raw(vmss.instance_prefix()).await?;
-    let statuses = raw(vmss.status_prefix()).await?;
-    let health = raw(keys::health_prefix(vmss)).await?;
+    let skip = response::page_start(ctx);
+    let (records, total, _) =
+        part(vmss.instance_prefix(), String::new(), skip, st.page_size).await?;
+    let id_of = |kv: Option<&shoal_store::KeyValue>| {
+        kv.and_then(|kv| kv.key.rsplit('/').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (first, last) = (id_of(records.first()), id_of(records.last()));
+    let span = usize::try_from(last.saturating_sub(first))
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let (statuses, ..) = part(vmss.status_prefix(), vmss.status_key(first), 0, span).await?;
+    let (health, ..) = part(
+        keys::health_prefix(vmss),
+        keys::health_key(vmss, first),
+        0,
+        span,
+    )
+    .await?;
     fn find<T: serde::de::DeserializeOwned>(kvs: &[shoal_store::KeyValue], key: &str) -> Option<T> {
         let at = kvs.binary_search_by(|kv| kv.key.as_str().cmp(key)).ok()?;
         serde_json::from_slice(&kvs[at].value).ok()
     }
-    let mut items = Vec::with_capacity(st.page_size.min(records.len()));
-    for raw in records
+    // Decoded first (the views borrow them), then serialized straight from the records.
+    let page: Vec<(InstanceRecord, Option<InstanceStatus>, Option<HealthRecord>)> = records
         .iter()
-        .skip(response::page_start(ctx))
-        .take(st.page_size)
-    {
-        let rec: InstanceRecord = match shoal_control::kv::decode(raw) {
-            Ok(r) => r.value,
-            Err(e) => {
-                tracing::warn!(key = %raw.key, error = %e, "skipping undecodable record");
-                continue;
+        .filter_map(
+            |raw| match shoal_control::kv::decode::<InstanceRecord>(raw) {
+                Ok(r) => Some(r.value),
+                Err(e) => {
+                    tracing::warn!(key = %raw.key, error = %e, "skipping undecodable record");
+                    None
+                }
+            },
+        )
+        .map(|rec| {
+            let status = find(&statuses, &rec.status_key());
+            let health = find(&health, &keys::health_key(vmss, rec.instance_id));
+            (rec, status, health)
+        })
+        .collect();
+    let shape = views::SetView::new(&set.value, &tenant);
+    let items: Vec<views::VmView> = page
+        .iter()
+        .map(|(rec, status, health)| {
+            let vm = shape.vm(rec, status.as_ref(), health.as_ref(), expand);
+            if user_data {
+                vm.with_user_data(&shape)
+            } else {
+                vm
             }
-        };
-        let status: Option<InstanceStatus> = find(&statuses, &rec.status_key());
-        let health: Option<HealthRecord> = find(&health, &keys::health_key(vmss, rec.instance_id));
-        let mut vm = views::vm_json(
-            &set.value,
-            &rec,
-            status.as_ref(),
-            health.as_ref(),
-            expand,
-            &tenant,
-        );
-        if user_data {
-            views::add_user_data(&mut vm, &set.value);
-        }
-        items.push(vm);
-    }
+        })
+        .collect();
     Ok(response::page_answer(
         ctx,
         &format!("{}/virtualMachines", set.value.vmss.id()),
-        records.len(),
+        total,
         items,
         st.page_size,
     ))
@@ -403,4 +416,82 @@ pub async fn health_of(
         .into_iter()
         .filter_map(|h| Some((h.key.rsplit('/').next()?.parse().ok()?, h.value)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::json;
+    use shoal_control::kv;
+    use shoal_model::records::InstanceState;
+    use shoal_store::Expect;
+
+    use crate::arm_crud::testing::{call, state};
+    use crate::vm_view::testing::{inst, set, status};
+
+    /// Paging through a set's instances shows each once, in order, with its own status,
+    /// also where ids have gaps and statuses of deleted instances are still stored.
+    #[tokio::test]
+    async fn pages_show_every_instance_once_with_its_own_status() {
+        let st = state(3).await;
+        let set = set(
+            json!({"location": "local", "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 7},
+            "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "/i"}}}}}),
+        );
+        let mut ops = vec![kv::put_op(set.vmss.key(), &set, Expect::Any)];
+        let ids = [0, 1, 2, 4, 7, 9, 10];
+        for id in ids {
+            ops.push(kv::put_op(
+                inst(id, None, 3).key(),
+                &inst(id, None, 3),
+                Expect::Any,
+            ));
+        }
+        // Statuses: none for 10, and leftovers of deleted 3, 5, 6 and 8 (the second page,
+        // 4, 7 and 9, has three of them in its range).
+        for id in [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9] {
+            let state = if id.is_multiple_of(2) {
+                InstanceState::Running
+            } else {
+                InstanceState::Stopped
+            };
+            let mut s = status(state, 3);
+            s.pid = Some(1000 + id as u32);
+            ops.push(kv::put_op(set.vmss.status_key(id), &s, Expect::Any));
+        }
+        st.store.txn(ops).await.expect("store");
+
+        let mut seen = Vec::new();
+        let mut uri = format!("{}/virtualMachines?api-version=2024-07-01", set.vmss.id());
+        loop {
+            let (code, page) = call(&st, Method::GET, &uri, serde_json::Value::Null).await;
+            assert_eq!(code, 200, "{page}");
+            let items = page["value"].as_array().expect("value");
+            assert!(items.len() <= 3, "page size");
+            for vm in items {
+                let id: u64 = vm["instanceId"]
+                    .as_str()
+                    .expect("id")
+                    .parse()
+                    .expect("number");
+                let pid = &vm["properties"]["shoal"]["pid"];
+                if id == 10 {
+                    assert!(pid.is_null(), "no status stored for 10: {vm}");
+                } else {
+                    assert_eq!(pid, 1000 + id, "instance {id} shows its own status");
+                }
+                seen.push(id);
+            }
+            match page["nextLink"].as_str() {
+                Some(next) => {
+                    uri = next
+                        .split_once("localhost")
+                        .map_or(next, |(_, p)| p)
+                        .to_owned()
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids);
+    }
 }

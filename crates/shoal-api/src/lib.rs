@@ -49,6 +49,7 @@ pub mod ui;
 pub mod views;
 pub mod virtual_machines;
 pub mod vm_image;
+pub mod vm_view;
 pub mod vnets;
 
 pub use server::router;

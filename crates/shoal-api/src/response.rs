@@ -52,7 +52,7 @@ impl Ctx {
 
 pub type ApiResult = Result<Response, ArmError>;
 
-pub fn json(status: u16, body: &Value) -> Response {
+pub fn json(status: u16, body: &impl serde::Serialize) -> Response {
     let mut resp = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
         axum::Json(body),
@@ -130,32 +130,39 @@ pub fn page_start(ctx: &Ctx) -> usize {
 
 /// The answer for the page at [`page_start`] of a list of `total` items: its `value`
 /// and, when items follow, the `nextLink` to them.
-pub fn page_answer(
+pub fn page_answer<T: serde::Serialize>(
     ctx: &Ctx,
     path: &str,
     total: usize,
-    value: Vec<Value>,
+    value: Vec<T>,
     page_size: usize,
 ) -> Response {
+    /// Fields in the byte order of their names, as a sorted JSON map has them.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Page<T> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_link: Option<String>,
+        value: Vec<T>,
+    }
     let skip = page_start(ctx);
-    let mut body = serde_json::json!({ "value": value });
-    if skip.saturating_add(page_size) < total {
+    let next_link = (skip.saturating_add(page_size) < total).then(|| {
         let mut extra = String::new();
         for (k, v) in &ctx.query {
             if !k.eq_ignore_ascii_case("$skiptoken") && !k.eq_ignore_ascii_case("api-version") {
                 extra.push_str(&format!("&{}={}", encode(k), encode(v)));
             }
         }
-        body["nextLink"] = Value::String(format!(
+        format!(
             "{}{}?api-version={}{}&$skiptoken={}",
             ctx.base_url,
             path,
             ctx.api_version(),
             extra,
             skip + page_size
-        ));
-    }
-    json(200, &body)
+        )
+    });
+    json(200, &Page { next_link, value })
 }
 
 /// Percent-encodes a query component.

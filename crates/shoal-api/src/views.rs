@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::vm_view::{SetView, ShoalExtension, VmView};
 use serde_json::{json, Value};
 use shoal_model::records::{
     HealthRecord, InstanceRecord, InstanceState, InstanceStatus, VmssRecord,
 };
-use shoal_model::vmss::VMSS_VM_TYPE;
 
 pub fn vmss_json(rec: &VmssRecord, revision: u64, tenant: &str) -> Value {
     let mut v = serde_json::to_value(rec.model.public_view()).unwrap_or(Value::Null);
@@ -42,7 +42,7 @@ pub fn vmss_json(rec: &VmssRecord, revision: u64, tenant: &str) -> Value {
 
 /// Azure shows a system-assigned identity's tenant beside its `principalId`: the tenant
 /// of this install's directory.
-fn with_tenant(v: &mut Value, tenant: &str) {
+pub(crate) fn with_tenant(v: &mut Value, tenant: &str) {
     if let Some(id) = v.get_mut("identity").and_then(Value::as_object_mut) {
         if id.contains_key("principalId") {
             id.insert("tenantId".into(), json!(tenant));
@@ -94,31 +94,7 @@ fn display_power(word: &str) -> String {
 }
 
 pub fn shoal_extension(rec: &InstanceRecord, status: Option<&InstanceStatus>) -> Value {
-    let address = status.and_then(|s| match (&s.address, s.port) {
-        (Some(a), Some(p))
-            if matches!(
-                s.state,
-                InstanceState::Running | InstanceState::Starting | InstanceState::Draining
-            ) =>
-        {
-            Some(format!("{a}:{p}"))
-        }
-        _ => None,
-    });
-    json!({
-        "host": rec.host,
-        "powerState": power_state(status),
-        "state": status.map(|s| s.state.as_str()),
-        "address": address,
-        "privateIpAddress": status.and_then(|s| s.address.clone()),
-        "port": status.and_then(|s| s.port),
-        "pid": status.and_then(|s| s.pid),
-        "restarts": status.map(|s| s.restarts).unwrap_or(0),
-        "message": status.and_then(|s| s.message.clone()),
-        "imageVersion": rec.launch.image_version,
-        "limits": status.and_then(|s| s.limits.clone()),
-        "network": status.and_then(|s| s.network.clone()),
-    })
+    serde_json::to_value(ShoalExtension::new(rec, status)).unwrap_or(Value::Null)
 }
 
 /// Azure's `vmHealth`: what the set's health signal says of the instance.
@@ -232,20 +208,8 @@ pub fn vm_instance_view(
     view
 }
 
-/// An instance's hardware profile: its size, and the model's `vmSizeProperties` (vCPUs
-/// available and per core) as the client set them, the way Azure shows them on each VM.
-fn vm_hardware_profile(model: Option<&Value>, sku: &str) -> Value {
-    let mut hw = json!({"vmSize": sku});
-    if let Some(props) = model
-        .and_then(|m| m.get("vmSizeProperties"))
-        .filter(|p| p.is_object())
-    {
-        hw["vmSizeProperties"] = props.clone();
-    }
-    hw
-}
-
-#[allow(clippy::too_many_arguments)]
+/// One instance in Azure's scale-set VM shape, as a JSON tree (for answers that edit
+/// it further; listings serialize [`SetView::vm`] directly).
 pub fn vm_json(
     set: &VmssRecord,
     rec: &InstanceRecord,
@@ -254,193 +218,9 @@ pub fn vm_json(
     expand: bool,
     tenant: &str,
 ) -> Value {
-    let id = format!("{}/virtualMachines/{}", set.vmss.id(), rec.instance_id);
-    let profile = set.model.profile();
-    let nics = profile
-        .and_then(|p| p.network_profile.as_ref())
-        .and_then(|n| n.network_interface_configurations.clone())
-        .unwrap_or_default();
-    let mut props = json!({
-        "latestModelApplied": rec.launch.generation >= set.launch.generation,
-        "modelDefinitionApplied": "VirtualMachineScaleSet",
-        "vmId": rec.vm_id,
-        "provisioningState": vm_provisioning_state(rec, status),
-        "protectionPolicy": rec.protection,
-        "timeCreated": rec.time_created,
-        "hardwareProfile": vm_hardware_profile(profile.and_then(|p| p.hardware_profile.as_ref()), &rec.launch.sku),
-        "osProfile": vm_os_profile(set, rec),
-        "storageProfile": vm_storage_profile(set, rec),
-        "networkProfile": {"networkInterfaces": nics.iter().map(|n| json!({
-            "id": format!("{id}/networkInterfaces/{}", n["name"].as_str().unwrap_or("nic")),
-        })).collect::<Vec<_>>()},
-        "networkProfileConfiguration": {"networkInterfaceConfigurations": nics},
-        "diagnosticsProfile": profile
-            .and_then(|p| p.diagnostics_profile.clone())
-            .unwrap_or_else(|| json!({"bootDiagnostics": {"enabled": false}})),
-        "shoal": shoal_extension(rec, status),
-    });
-    // A model whose NICs are made from configurations (`networkApiVersion`, as every
-    // Flexible set's) shows them on each VM too, as Azure does.
-    if let Some(api) = profile
-        .and_then(|p| p.network_profile.as_ref())
-        .and_then(|n| n.network_api_version.clone())
-    {
-        props["networkProfile"]["networkApiVersion"] = json!(api);
-        props["networkProfile"]["networkInterfaceConfigurations"] = json!(nics);
-    }
-    // What the model says of every instance, shown on each as Azure does.
-    if let Some(sp) = profile.and_then(|p| p.security_profile.clone()) {
-        props["securityProfile"] = sp;
-    }
-    if let Some(lt) = profile.and_then(|p| p.license_type.clone()) {
-        props["licenseType"] = json!(lt);
-    }
-    if let Some(ac) = set.model.props().additional_capabilities.clone() {
-        props["additionalCapabilities"] = ac;
-    }
-    let resilient = set
-        .model
-        .props()
-        .resiliency_policy
-        .as_ref()
-        .and_then(|r| r.pointer("/resilientVMDeletionPolicy/enabled"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    props["resilientVMDeletionStatus"] = json!(if resilient { "Enabled" } else { "Disabled" });
-    if expand {
-        let configured = crate::instances::health_configured(set);
-        props["instanceView"] = vm_instance_view(set, rec, status, health, configured);
-    }
-    let mut v = json!({
-        "id": id,
-        "name": format!("{}_{}", set.vmss.name, rec.instance_id),
-        "type": VMSS_VM_TYPE,
-        "location": set.model.location,
-        "instanceId": rec.instance_id.to_string(),
-        "sku": {"name": rec.launch.sku, "tier": "Standard"},
-        "etag": format!("\"{}\"", rec.launch.generation),
-        "properties": props,
-    });
-    if let Some(tags) = &set.model.tags {
-        v["tags"] = json!(tags);
-    }
-    if let Some(plan) = &set.model.plan {
-        v["plan"] = plan.clone();
-    }
-    // An instance has its set's identities, as Azure shows them on each VM.
-    if let Some(identity) = set.model.identity.as_ref().filter(|i| !i.is_null()) {
-        v["identity"] = identity.clone();
-        with_tenant(&mut v, tenant);
-    }
-    let extensions = vm_extensions(set, &id);
-    if !extensions.is_empty() {
-        v["resources"] = json!(extensions);
-    }
-    if let Some(z) = &rec.zone {
-        v["zones"] = json!([z]);
-    }
-    // A Flexible set's instance is also a virtual machine of its own.
-    if set.model.orchestration_mode() == shoal_model::vmss::OrchestrationMode::Flexible {
-        v["virtualMachineResourceId"] =
-            json!(crate::virtual_machines::vm_id(&set.vmss, rec.instance_id));
-    }
-    v
-}
-
-/// `$expand=userData` on an instance: the set's `userData`, as Azure returns it only then.
-pub fn add_user_data(vm: &mut Value, set: &VmssRecord) {
-    if let Some(data) = set.model.profile().and_then(|p| p.user_data.clone()) {
-        vm["properties"]["userData"] = json!(data);
-    }
-}
-
-/// The OS disk's name, as Azure names a scale-set instance's disk.
-fn os_disk_name(set: &VmssRecord, rec: &InstanceRecord) -> String {
-    format!(
-        "{0}_{0}_{1}_OsDisk_1_{2}",
-        set.vmss.name,
-        rec.instance_id,
-        rec.vm_id.replace('-', "")
-    )
-}
-
-/// An instance's `osProfile`: the set's, as Azure fills it for a Linux instance.
-fn vm_os_profile(set: &VmssRecord, rec: &InstanceRecord) -> Value {
-    let os = set.model.profile().and_then(|p| p.os_profile.as_ref());
-    json!({
-        "computerName": rec.computer_name(),
-        "adminUsername": os.and_then(|o| o.admin_username.clone()),
-        "linuxConfiguration": os
-            .and_then(|o| o.linux_configuration.clone())
-            .unwrap_or_else(|| json!({"disablePasswordAuthentication": false, "provisionVMAgent": true})),
-        "secrets": os.and_then(|o| o.secrets.clone()).unwrap_or_else(|| json!([])),
-        "allowExtensionOperations": os.and_then(|o| o.allow_extension_operations).unwrap_or(true),
-        "requireGuestProvisionSignal": true,
-    })
-}
-
-/// An instance's `storageProfile`: the image it runs, its OS disk (the image's directory,
-/// in Azure's managed-disk shape) and the set's data disks.
-fn vm_storage_profile(set: &VmssRecord, rec: &InstanceRecord) -> Value {
-    let storage = set.model.profile().and_then(|p| p.storage_profile.as_ref());
-    let model_disk = storage
-        .and_then(|s| s.os_disk.clone())
-        .unwrap_or_else(|| json!({}));
-    let name = os_disk_name(set, rec);
-    let disk_id = format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{name}",
-        set.vmss.subscription, set.vmss.resource_group
-    );
-    let account = model_disk["managedDisk"]["storageAccountType"]
-        .as_str()
-        .unwrap_or("Standard_LRS")
-        .to_string();
-    let mut os_disk = json!({
-        "osType": "Linux",
-        "name": name,
-        "createOption": "FromImage",
-        "caching": model_disk["caching"].as_str().unwrap_or("ReadWrite"),
-        "managedDisk": {"storageAccountType": account, "id": disk_id},
-    });
-    if let Some(size) = model_disk.get("diskSizeGB") {
-        os_disk["diskSizeGB"] = size.clone();
-    }
-    let mut out = json!({
-        "imageReference": {"id": rec.launch.image_id, "exactVersion": rec.launch.image_version},
-        "osDisk": os_disk,
-        "dataDisks": storage.and_then(|s| s.data_disks.clone()).unwrap_or_else(|| json!([])),
-    });
-    let model = storage
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or(Value::Null);
-    if let Some(t) = model.get("diskControllerType").filter(|t| !t.is_null()) {
-        out["diskControllerType"] = t.clone();
-    }
-    out
-}
-
-/// The set's extensions as the instance's extension resources (`resources`).
-fn vm_extensions(set: &VmssRecord, vm_id: &str) -> Vec<Value> {
-    model_extensions(set)
-        .iter()
-        .map(|e| {
-            let name = e["name"].as_str().unwrap_or("extension");
-            let mut props = e["properties"].clone();
-            if props.is_object() {
-                props["provisioningState"] = json!("Succeeded");
-                if let Some(o) = props.as_object_mut() {
-                    o.remove("protectedSettings");
-                }
-            }
-            json!({
-                "name": name,
-                "id": format!("{vm_id}/extensions/{name}"),
-                "type": "Microsoft.Compute/virtualMachines/extensions",
-                "location": set.model.location,
-                "properties": props,
-            })
-        })
-        .collect()
+    SetView::new(set, tenant)
+        .vm(rec, status, health, expand)
+        .into_value()
 }
 
 pub fn vmss_instance_view(

@@ -194,6 +194,42 @@ impl Store for CachedStore {
         self.inner.list(prefix).await
     }
 
+    async fn list_part(
+        &self,
+        prefix: &str,
+        from: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, usize, Revision)> {
+        if self.caught_up().await {
+            let revision = *self.reached.borrow();
+            if let Ok(m) = self.map.read() {
+                let under = || {
+                    m.items
+                        .range::<str, _>((
+                            std::ops::Bound::Included(prefix),
+                            std::ops::Bound::Unbounded,
+                        ))
+                        .take_while(|(k, _)| k.starts_with(prefix))
+                };
+                let total = under().count();
+                let start = if from > prefix { from } else { prefix };
+                let part = m
+                    .items
+                    .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .skip(skip)
+                    .take(limit)
+                    .map(|(_, kv)| kv.clone())
+                    .collect();
+                self.from_memory.fetch_add(1, Ordering::Relaxed);
+                return Ok((part, total, revision));
+            }
+        }
+        self.from_store.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_part(prefix, from, skip, limit).await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Revision> {
         self.inner.txn(txn).await
     }

@@ -134,6 +134,28 @@ pub trait Store: Send + Sync + 'static {
     /// Every key starting with `prefix`, in key order, and the revision they were read at.
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
 
+    /// Part of [`Store::list`]: of the keys under `prefix` that are `>= from` (every key
+    /// under it when `from` is empty), the `limit` after the first `skip`; with the
+    /// number of all keys under `prefix` and the revision they were read at. A page of
+    /// a long listing without copying the rest (the cache answers it from memory).
+    async fn list_part(
+        &self,
+        prefix: &str,
+        from: &str,
+        skip: usize,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, usize, Revision)> {
+        let (all, revision) = self.list(prefix).await?;
+        let total = all.len();
+        let part = all
+            .into_iter()
+            .filter(|kv| kv.key.as_str() >= from)
+            .skip(skip)
+            .take(limit)
+            .collect();
+        Ok((part, total, revision))
+    }
+
     /// Applies `txn` atomically and returns the new revision. Every precondition is
     /// checked against the state before the transaction; then the operations apply in
     /// order. A transaction that changes nothing (empty, or deleting only absent keys)

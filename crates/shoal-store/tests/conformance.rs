@@ -192,6 +192,48 @@ async fn get_list_and_prefix_isolation(factory: Factory) {
     assert_eq!(s.get("bin").await.unwrap().unwrap().value, [0u8, 255, 10]);
 }
 
+async fn list_part_pages_through_a_prefix(factory: Factory) {
+    let f = default_store(factory);
+    let s = &f.store;
+    for key in ["a", "a/01", "a/02", "a/03", "a/05", "ab", "b/01"] {
+        s.put(key, format!("value of {key}")).await.unwrap();
+    }
+    let part = |from: &'static str, skip, limit| async move {
+        let (kvs, total, at) = s.list_part("a/", from, skip, limit).await.unwrap();
+        (
+            keys(&kvs)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+            total,
+            at,
+        )
+    };
+    let (page, total, at) = part("", 1, 2).await;
+    assert_eq!(
+        (page, total),
+        (vec!["a/02".to_owned(), "a/03".to_owned()], 4)
+    );
+    assert_eq!(at, s.revision().await.unwrap());
+    assert_eq!(part("", 3, 10).await.0, ["a/05"]);
+    assert!(part("", 4, 10).await.0.is_empty(), "past the end");
+    // From a key on: the ones at or after it, whether or not it exists.
+    assert_eq!(part("a/03", 0, 10).await.0, ["a/03", "a/05"]);
+    assert_eq!(part("a/04", 0, 1).await.0, ["a/05"]);
+    assert!(
+        part("a/06", 0, 10).await.0.is_empty(),
+        "never past the prefix"
+    );
+    assert_eq!(
+        part("0", 0, 1).await.0,
+        ["a/01"],
+        "a start before the prefix"
+    );
+    let (kvs, total, _) = s.list_part("a/02", "", 0, 5).await.unwrap();
+    assert_eq!((keys(&kvs), total), (vec!["a/02"], 1));
+    assert_eq!(kvs[0].value, b"value of a/02");
+}
+
 async fn revisions_strictly_increase(factory: Factory) {
     let f = default_store(factory);
     let s = &f.store;
@@ -635,6 +677,7 @@ macro_rules! conformance {
 
 conformance!(
     get_list_and_prefix_isolation,
+    list_part_pages_through_a_prefix,
     revisions_strictly_increase,
     create_revision_and_mod_revision,
     every_expectation,

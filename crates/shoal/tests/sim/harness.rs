@@ -99,6 +99,16 @@ impl Store for Gate {
         self.check()?;
         self.inner.list(prefix).await
     }
+    async fn list_part(
+        &self,
+        prefix: &str,
+        from: &str,
+        skip: usize,
+        limit: usize,
+    ) -> shoal_store::Result<(Vec<KeyValue>, usize, Revision)> {
+        self.check()?;
+        self.inner.list_part(prefix, from, skip, limit).await
+    }
     async fn txn(&self, txn: Txn) -> shoal_store::Result<Revision> {
         self.check()?;
         let left = self.writes_left.load(Ordering::SeqCst);
