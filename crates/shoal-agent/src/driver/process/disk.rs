@@ -2,18 +2,30 @@
 //!
 //! ```text
 //! <root>/<key>/
-//!   disk/          working directory: a private copy of the image bundle
+//!   disk/          working directory: the image bundle as the instance's own disk
+//!   overlay/       (overlay disks) upper/ and work/ of the overlay mount at disk/
 //!   console.log    stdout + stderr, appended across starts
 //!   custom-data    decoded osProfile.customData (absent when there is none)
 //!   state.json     see `state.rs`, written atomically by `driver/slot.rs`
 //! ```
 //!
 //! Instance directories are spread over the file system's block groups
-//! ([`spread_subdirs`]). The image directory is only read. Copies are real copies
-//! (no hard links, so an instance can never change the image or another instance), keep
-//! permission bits (so executables stay executable) and never follow a symbolic link:
-//! links are recreated only when they point inside the bundle, others are skipped with a
-//! warning.
+//! ([`spread_subdirs`]). The image directory is only read. A disk is one of two kinds:
+//!
+//! - **Overlay** (the default where the agent may mount: root, overlayfs with
+//!   `metacopy`): `disk` is an overlay mount with the image directory as its read-only
+//!   lower layer and `overlay/upper` (what the instance changed) above it, so a disk
+//!   costs one mount instead of a copy of the image, every instance shares the image's
+//!   pages in memory, and a write copies only the file written (a `chown` only its
+//!   metadata). `overlay/` is root's alone (0700): the instance sees its disk only
+//!   through the mount. The mount is made again after a host restart (the upper layer
+//!   survives) and taken down before the directory goes.
+//! - **Copy**: `disk` is a real copy (no hard links, so an instance can never change the
+//!   image or another instance) that keeps permission bits (executables stay executable)
+//!   and never follows a symbolic link: links are recreated only when they point inside
+//!   the bundle, others are skipped with a warning.
+//!
+//! Either way an instance can never change the image or another instance's disk.
 
 use std::fs;
 use std::io;
@@ -25,6 +37,7 @@ use crate::driver::InstanceKey;
 pub const DISK_DIR: &str = "disk";
 pub const CONSOLE_LOG: &str = "console.log";
 pub const CUSTOM_DATA: &str = "custom-data";
+pub const OVERLAY_DIR: &str = "overlay";
 
 /// Paths of one instance's files.
 #[derive(Debug, Clone)]
@@ -47,6 +60,9 @@ impl InstanceDir {
     pub fn custom_data(&self) -> PathBuf {
         self.dir.join(CUSTOM_DATA)
     }
+    pub fn overlay(&self) -> PathBuf {
+        self.dir.join(OVERLAY_DIR)
+    }
 }
 
 /// True when `key` is usable as a single directory name.
@@ -55,9 +71,56 @@ pub fn is_valid_key(key: &InstanceKey) -> bool {
     !k.is_empty() && k.len() <= 200 && !k.starts_with('.') && !k.contains('/') && !k.contains('\0')
 }
 
-/// Makes `<dir>/disk` a fresh copy of `image`. The copy is built beside it and renamed
-/// into place, so a crash mid-copy never leaves a half disk under the real name.
-pub fn create_disk(dir: &InstanceDir, image: &Path) -> io::Result<()> {
+/// How this host makes instance disks (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskKind {
+    Overlay,
+    Copy,
+}
+
+impl DiskKind {
+    /// Overlay disks when an overlay with `metacopy` mounts under `root` (root, overlayfs
+    /// in the kernel), copies otherwise; `SHOAL_INSTANCE_DISKS=copy` asks for copies.
+    pub fn detect(root: &Path) -> (DiskKind, String) {
+        if std::env::var("SHOAL_INSTANCE_DISKS").is_ok_and(|v| v == "copy") {
+            return (DiskKind::Copy, "copies (SHOAL_INSTANCE_DISKS=copy)".into());
+        }
+        let probe = InstanceDir {
+            dir: root.join(".disk-probe"),
+        };
+        let result = (|| {
+            remove_disk(&probe)?;
+            let image = probe.dir.join("image");
+            fs::create_dir_all(&image)?;
+            let data = vec![7u8; 256 * 1024];
+            fs::write(image.join("file"), &data)?;
+            mount_overlay(&probe, &image)?;
+            // metacopy: an ownership change must not copy the file's data up (without
+            // it, giving an instance its disk would copy the whole image).
+            std::os::unix::fs::lchown(probe.disk().join("file"), Some(65534), Some(65534))?;
+            let upper = fs::metadata(probe.overlay().join("upper/file"))?;
+            if std::os::unix::fs::MetadataExt::blocks(&upper) * 512 >= data.len() as u64 {
+                return Err(io::Error::other(
+                    "overlayfs copies data on chown (no metacopy)",
+                ));
+            }
+            if fs::read(probe.disk().join("file"))? != data {
+                return Err(io::Error::other("overlay does not show its lower layer"));
+            }
+            Ok(())
+        })();
+        let _ = remove_disk(&probe).and_then(|()| remove_if_exists(&probe.dir));
+        match result {
+            Ok(()) => (DiskKind::Overlay, "overlay on the image".into()),
+            Err(e) => (DiskKind::Copy, format!("copies (no overlay: {e})")),
+        }
+    }
+}
+
+/// Makes `<dir>/disk` a fresh disk of `image`: an overlay mount (`kind` Overlay and an
+/// image path overlayfs can name) or a copy, built beside it and renamed into place so
+/// a crash mid-copy never leaves a half disk under the real name.
+pub fn create_disk(dir: &InstanceDir, image: &Path, kind: DiskKind) -> io::Result<()> {
     let meta = fs::metadata(image)?;
     if !meta.is_dir() {
         return Err(io::Error::new(
@@ -65,12 +128,126 @@ pub fn create_disk(dir: &InstanceDir, image: &Path) -> io::Result<()> {
             "image is not a directory",
         ));
     }
-    let disk = dir.disk();
+    remove_disk(dir)?;
+    if kind == DiskKind::Overlay {
+        match mount_overlay(dir, image) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(disk = %dir.disk().display(), error = %e, "Cannot mount an overlay disk; copying the image instead");
+                remove_disk(dir)?;
+            }
+        }
+    }
     let staging = dir.dir.join("disk.new");
     remove_if_exists(&staging)?;
     copy_tree(image, &staging, image)?;
-    remove_if_exists(&disk)?;
-    fs::rename(&staging, &disk)
+    fs::rename(&staging, dir.disk())
+}
+
+/// Whether the instance has a disk to run from, mounting an overlay disk again where the
+/// mount is gone (the host restarted) but its upper layer is there.
+pub fn disk_ready(dir: &InstanceDir, image: &Path) -> io::Result<bool> {
+    if dir.overlay().join("upper").is_dir() {
+        if !is_overlay(&dir.disk()) {
+            mount_overlay(dir, image)?;
+        }
+        return Ok(true);
+    }
+    Ok(dir.disk().is_dir())
+}
+
+/// Removes the disk of either kind (unmounting an overlay first); a missing disk is fine.
+pub fn remove_disk(dir: &InstanceDir) -> io::Result<()> {
+    unmount(&dir.disk())?;
+    remove_if_exists(&dir.disk())?;
+    remove_if_exists(&dir.overlay())
+}
+
+/// Takes down the overlay mount at `disk`, if there is one.
+pub fn unmount(disk: &Path) -> io::Result<()> {
+    if !is_overlay(disk) {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(disk.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path; MNT_DETACH unmounts lazily.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+fn is_overlay(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass, for a valid C path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == OVERLAYFS_SUPER_MAGIC
+    }
+}
+
+/// Mounts `image` (read-only lower layer) under `<dir>/overlay/upper` at `<dir>/disk`.
+fn mount_overlay(dir: &InstanceDir, image: &Path) -> io::Result<()> {
+    let (overlay, disk) = (dir.overlay(), dir.disk());
+    let named = |p: &Path| {
+        let s = p
+            .to_str()
+            .filter(|s| !s.contains([',', ':', '\\']) && p.is_absolute());
+        s.map(str::to_owned).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} cannot be named in overlay options", p.display()),
+            )
+        })
+    };
+    let image = image.canonicalize()?;
+    let lower = named(&image)?;
+    let (upper, work) = (overlay.join("upper"), overlay.join("work"));
+    for d in [&overlay, &upper, &work, &disk] {
+        match fs::create_dir(d) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    fs::set_permissions(
+        &overlay,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    let options = format!(
+        "lowerdir={lower},upperdir={},workdir={},metacopy=on",
+        named(&upper)?,
+        named(&work)?
+    );
+    let c = |s: &str| {
+        std::ffi::CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (source, target, fstype, data) = (
+        c("overlay")?,
+        c(&named(&disk)?)?,
+        c("overlay")?,
+        c(&options)?,
+    );
+    // SAFETY: every argument is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Removes a file or directory tree; a missing path is fine.
@@ -168,7 +345,7 @@ mod tests {
             dir: tmp.path().join("inst"),
         };
         fs::create_dir(&dir.dir).expect("mkdir");
-        create_disk(&dir, &image).expect("copy");
+        create_disk(&dir, &image, DiskKind::Copy).expect("copy");
         let disk = dir.disk();
         let mode = fs::metadata(disk.join("run.sh"))
             .expect("meta")
@@ -195,8 +372,72 @@ mod tests {
 
         // A second create replaces the disk with a fresh copy.
         fs::write(disk.join("junk"), "j").expect("write");
-        create_disk(&dir, &image).expect("copy again");
+        create_disk(&dir, &image, DiskKind::Copy).expect("copy again");
         assert!(!dir.disk().join("junk").exists());
+    }
+
+    /// Overlay disks: the instance sees the image, its writes and ownership changes stay
+    /// in its own layer (the image and a second instance's disk are untouched), a fresh
+    /// disk forgets them, a lost mount comes back with the instance's changes, and
+    /// removing the disk unmounts it first.
+    #[test]
+    fn overlay_disks_keep_the_image_and_other_instances_untouched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        if DiskKind::detect(tmp.path()).0 != DiskKind::Overlay {
+            crate::driver::skip_or_fail(
+                "overlay_disks_keep_the_image_and_other_instances_untouched",
+                &DiskKind::detect(tmp.path()).1,
+            );
+            return;
+        }
+        let image = tmp.path().join("image");
+        fs::create_dir_all(image.join("sub")).expect("mkdir");
+        fs::write(image.join("sub/data"), "x").expect("write");
+        let instance = |name: &str| {
+            let dir = InstanceDir {
+                dir: tmp.path().join(name),
+            };
+            fs::create_dir(&dir.dir).expect("mkdir");
+            create_disk(&dir, &image, DiskKind::Overlay).expect("overlay disk");
+            assert!(is_overlay(&dir.disk()), "an overlay mount");
+            dir
+        };
+        let (a, b) = (instance("a"), instance("b"));
+        let data =
+            |dir: &InstanceDir| fs::read_to_string(dir.disk().join("sub/data")).expect("read");
+        fs::write(a.disk().join("sub/data"), "changed").expect("write");
+        fs::write(a.disk().join("new"), "n").expect("write");
+        std::os::unix::fs::lchown(a.disk().join("sub"), Some(4242), Some(4242)).expect("chown");
+        assert_eq!(data(&a), "changed");
+        assert_eq!(
+            fs::read_to_string(image.join("sub/data")).expect("read"),
+            "x"
+        );
+        assert_eq!(data(&b), "x");
+        assert!(!b.disk().join("new").exists());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(image.join("sub")).expect("meta").uid(), 0);
+
+        // The mount is gone (a host restart): the disk comes back with a's changes.
+        unmount(&a.disk()).expect("unmount");
+        assert!(disk_ready(&a, &image).expect("ready"));
+        assert_eq!(data(&a), "changed");
+
+        // A fresh disk (reimage) is the image again.
+        create_disk(&a, &image, DiskKind::Overlay).expect("fresh");
+        assert_eq!(data(&a), "x");
+        assert!(!a.disk().join("new").exists());
+
+        // Removing unmounts and leaves the image alone.
+        remove_disk(&a).expect("remove");
+        assert!(!a.disk().exists() && !a.overlay().exists());
+        assert!(!disk_ready(&a, &image).expect("no disk"));
+        remove_disk(&b).expect("remove");
+        fs::remove_dir_all(&b.dir).expect("then it goes");
+        assert_eq!(
+            fs::read_to_string(image.join("sub/data")).expect("read"),
+            "x"
+        );
     }
 
     #[test]

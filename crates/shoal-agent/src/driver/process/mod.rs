@@ -42,7 +42,7 @@ use super::{
     Capabilities, Driver, DriverError, InstanceKey, InstanceSpec, Recovered, Running, Usage,
 };
 use cgroups::Cgroups;
-use disk::InstanceDir;
+use disk::{DiskKind, InstanceDir};
 use net::{NetError, Network};
 pub use net::{NetworkMode, Subnet, DEFAULT_NETNS_DIR};
 use state::{InstanceState, NetAlloc};
@@ -121,6 +121,8 @@ struct Inner {
     /// anyway, and many at once only add contention (measured: 1000 concurrent setups
     /// took ~10 ms each, one at a time ~2 ms).
     netns_setup: tokio::sync::Semaphore,
+    /// Overlay mounts or copies of the image (see `disk.rs`).
+    disks: DiskKind,
 }
 
 impl ProcessDriver {
@@ -141,10 +143,11 @@ impl ProcessDriver {
         )
         .map_err(ProcessDriverError::Network)?;
         let cgroups = Cgroups::detect(&config.cgroup_parent);
+        let (disks, disks_why) = DiskKind::detect(&config.root);
         if !cgroups.enforced() {
             tracing::warn!(reason = %cgroups.describe(), "CPU and memory limits of instance sizes are not enforced");
         }
-        tracing::info!(network = %network.describe(), limits = %cgroups.describe(), root = %config.root.display(), "Process driver ready");
+        tracing::info!(network = %network.describe(), limits = %cgroups.describe(), disks = %disks_why, root = %config.root.display(), "Process driver ready");
         Ok(Self {
             inner: Arc::new(Inner {
                 slots: Slots::new(config.root.clone()),
@@ -152,6 +155,7 @@ impl ProcessDriver {
                 network: Arc::new(network),
                 cgroups,
                 netns_setup: tokio::sync::Semaphore::new(1),
+                disks,
             }),
         })
     }
@@ -208,15 +212,15 @@ impl Inner {
         }
     }
 
-    async fn copy_image(&self, spec: &InstanceSpec, dir: &InstanceDir) -> Result<(), DriverError> {
-        let (d, image) = (dir.clone(), spec.image_dir.clone());
-        let result = blocking(move || disk::create_disk(&d, &image))
+    async fn make_disk(&self, spec: &InstanceSpec, dir: &InstanceDir) -> Result<(), DriverError> {
+        let (d, image, kind) = (dir.clone(), spec.image_dir.clone(), self.disks);
+        let result = blocking(move || disk::create_disk(&d, &image, kind))
             .await
             .and_then(|r| r);
         result.map_err(|e| DriverError::Image {
             key: spec.key.clone(),
             reason: format!(
-                "cannot copy {} into the instance's disk: {e}",
+                "cannot make the instance's disk from {}: {e}",
                 spec.image_dir.display()
             ),
         })
@@ -273,8 +277,8 @@ impl Machine for Inner {
         }
         self.record_spec(spec, slot)?;
         let dir = self.dir(key);
-        if !dir.disk().is_dir() {
-            self.copy_image(spec, &dir).await?;
+        if !disk::disk_ready(&dir, &spec.image_dir).map_err(|e| io_err(key, e))? {
+            self.make_disk(spec, &dir).await?;
         }
         disk::write_custom_data(&dir, spec.custom_data.as_deref()).map_err(|e| io_err(key, e))
     }
@@ -327,8 +331,8 @@ impl Machine for Inner {
     }
 
     async fn remove_disk(&self, key: &InstanceKey) -> Result<(), DriverError> {
-        let disk = self.dir(key).disk();
-        blocking(move || disk::remove_if_exists(&disk))
+        let dir = self.dir(key);
+        blocking(move || disk::remove_disk(&dir))
             .await
             .and_then(|r| r)
             .map_err(|e| io_err(key, e))
@@ -336,6 +340,11 @@ impl Machine for Inner {
 
     async fn remove_outside(&self, key: &InstanceKey) {
         self.cgroups.remove(&key.0).await;
+        // The directory goes next: an overlay disk is unmounted first, or removing it
+        // would delete through the mount.
+        if let Err(e) = disk::unmount(&self.dir(key).disk()) {
+            tracing::warn!(instance = %key, error = %e, "Cannot unmount the instance's disk");
+        }
     }
 
     fn endpoint(&self, state: &InstanceState) -> Option<SocketAddr> {
