@@ -378,6 +378,30 @@ impl Drop for Server {
             }
         }
         remove_namespaces(&self.data_dir());
+        unmount_under(&self.data_dir());
+    }
+}
+
+/// Detaches every mount under `dir` (instance disks of a server that was killed), deepest
+/// first, so removing the test's directory neither fails nor deletes through a mount.
+pub fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let mut under: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect();
+    under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in under {
+        let Ok(c) = std::ffi::CString::new(m) else {
+            continue;
+        };
+        // SAFETY: detaching a mount this test's server made under its own directory.
+        unsafe {
+            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+        }
     }
 }
 

@@ -311,6 +311,11 @@ impl Machine for Inner {
                 io::Error::new(io::ErrorKind::TimedOut, "process survived SIGKILL for 10 s"),
             ));
         }
+        // An overlay disk is mounted only while its instance runs (the next start mounts
+        // it again over the same upper layer): a stopped agent leaves no mounts behind.
+        if let Err(e) = disk::unmount(&self.dir(key).disk()) {
+            tracing::warn!(instance = %key, error = %e, "Cannot unmount the instance's disk");
+        }
         Ok(())
     }
 
