@@ -8,17 +8,11 @@ Prints one JSON line of results (and progress on stderr).
 """
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
 import scale1000
-from store_writes import token
 
 
 def main():
@@ -29,32 +23,10 @@ def main():
     ap.add_argument("--expand", action="store_true", help="list with $expand=instanceView")
     args = ap.parse_args()
 
-    data = tempfile.mkdtemp(prefix="shoal-list-")
-    port = scale1000.free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, SHOAL_LOG="warn", SHOAL_ENDPOINT=endpoint, SHOAL_DATA_DIR=f"{data}/d")
-    server = subprocess.Popen(
-        [args.shoal, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", f"{data}/d",
-         "--network", "host-ports", "--stop-grace-seconds", "2",
-         "--capacity-vcpus", str(max(args.count, 32)),
-         "--capacity-memory-mb", str(max(args.count, 32) * 128)],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(f"{data}/serve.log", "w"),
-    )
+    server, endpoint, data = scale1000.start_server(args.shoal, args.count, "host-ports")
     api = scale1000.api
     try:
-        for _ in range(200):
-            try:
-                api(endpoint, "GET", "/healthz")
-                break
-            except Exception:
-                time.sleep(0.05)
-        scale1000.TOKEN = token(f"{data}/d", port)
-        run = lambda *a: subprocess.run([args.shoal, *a], env=env, check=True, stdout=subprocess.DEVNULL)
-        run("group", "create", "--name", "bench", "--location", "local")
-        run("image", "create", "-g", "bench", "--gallery", "apps", "--name", "web", "--version", "1.0.0",
-            "--dir", "examples/web", "--command", "./shoal-web", "--port", "8080")
-        run("vmss", "create", "-g", "bench", "-n", "web", "--image", "apps/web:1.0.0", "--instance-count",
-            str(args.count), "--vm-sku", "Shoal_1vCPU_128MB")
+        scale1000.create_web_set(args.shoal, endpoint, data, args.count)
         vmss = f"/subscriptions/{scale1000.SUB}/resourceGroups/bench/providers/Microsoft.Compute/virtualMachineScaleSets/web"
         query = "?$expand=instanceView" if args.expand else ""
 
@@ -88,17 +60,8 @@ def main():
             "listing_ms_min": round(min(times), 1),
             "server_cpu_ms_per_listing": round(statistics.mean(cpu), 1),
         }))
-        api(endpoint, "PATCH", vmss, {"sku": {"capacity": 0}})
-        t1 = time.perf_counter()
-        while time.perf_counter() - t1 < 120 and api(endpoint, "GET", f"{vmss}/virtualMachines")["value"]:
-            time.sleep(0.5)
     finally:
-        server.terminate()
-        try:
-            server.wait(120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(data, ignore_errors=True)
+        scale1000.stop_server(server, data)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,59 @@ def rss_kb(pid):
     return 0
 
 
+def start_server(shoal, count, network, log="warn", serve_args=()):
+    """`shoal serve` on a free port in a fresh data directory, with room for COUNT
+    1-vCPU, 128 MB instances (the defaults are 16x the cores and 4x the memory); returns
+    (process, endpoint, data directory) once it answers, TOKEN set to the owner's token."""
+    global TOKEN
+    data = tempfile.mkdtemp(prefix="shoal-bench-")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [shoal, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", f"{data}/d",
+         "--network", network, "--stop-grace-seconds", "2",
+         "--capacity-vcpus", str(max(count, 32)),
+         "--capacity-memory-mb", str(max(count, 32) * 128), *serve_args],
+        env=server_env(endpoint, data, log), stdout=subprocess.DEVNULL,
+        stderr=open(f"{data}/serve.log", "w"),
+    )
+    for _ in range(200):
+        try:
+            api(endpoint, "GET", "/healthz")
+            break
+        except Exception:
+            time.sleep(0.05)
+    TOKEN = token(f"{data}/d", port)
+    return server, endpoint, data
+
+
+def server_env(endpoint, data, log="warn"):
+    return dict(os.environ, SHOAL_LOG=log, SHOAL_ENDPOINT=endpoint, SHOAL_DATA_DIR=f"{data}/d")
+
+
+def create_web_set(shoal, endpoint, data, count):
+    """Group `bench`, image apps/web:1.0.0 (examples/web) and set `web` of COUNT."""
+    env = server_env(endpoint, data)
+    run = lambda *a: subprocess.run([shoal, *a], env=env, check=True, stdout=subprocess.DEVNULL)
+    run("group", "create", "--name", "bench", "--location", "local")
+    run("image", "create", "-g", "bench", "--gallery", "apps", "--name", "web", "--version", "1.0.0",
+        "--dir", "examples/web", "--command", "./shoal-web", "--port", "8080")
+    run("vmss", "create", "-g", "bench", "-n", "web", "--image", "apps/web:1.0.0", "--instance-count",
+        str(count), "--vm-sku", "Shoal_1vCPU_128MB")
+
+
+def stop_server(server, data, keep=False):
+    server.terminate()
+    try:
+        server.wait(120)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    if keep:
+        print(f"kept {data} (serve.log)", file=sys.stderr)
+    else:
+        shutil.rmtree(data, ignore_errors=True)
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shoal", default="target/release/shoal")
@@ -123,34 +176,9 @@ async def main():
                     help="one more argument for `shoal serve` (repeat it)")
     args = ap.parse_args()
 
-    data = tempfile.mkdtemp(prefix="shoal-bench-")
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, SHOAL_LOG=args.log, SHOAL_ENDPOINT=endpoint, SHOAL_DATA_DIR=f"{data}/d")
-    server = subprocess.Popen(
-        [args.shoal, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", f"{data}/d",
-         "--network", args.network, "--stop-grace-seconds", "2",
-         # Room for COUNT 1-vCPU, 128 MB instances (the defaults are 16x the cores and
-         # 4x the memory).
-         "--capacity-vcpus", str(max(args.count, 32)),
-         "--capacity-memory-mb", str(max(args.count, 32) * 128), *args.serve_arg],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(f"{data}/serve.log", "w"),
-    )
+    server, endpoint, data = start_server(args.shoal, args.count, args.network, args.log, args.serve_arg)
     try:
-        for _ in range(200):
-            try:
-                api(endpoint, "GET", "/healthz")
-                break
-            except Exception:
-                time.sleep(0.05)
-        global TOKEN
-        TOKEN = token(f"{data}/d", port)
-        run = lambda *a: subprocess.run([args.shoal, *a], env=env, check=True, stdout=subprocess.DEVNULL)
-        run("group", "create", "--name", "bench", "--location", "local")
-        run("image", "create", "-g", "bench", "--gallery", "apps", "--name", "web", "--version", "1.0.0",
-            "--dir", "examples/web", "--command", "./shoal-web", "--port", "8080")
-        run("vmss", "create", "-g", "bench", "-n", "web", "--image", "apps/web:1.0.0", "--instance-count", "0",
-            "--vm-sku", "Shoal_1vCPU_128MB")
+        create_web_set(args.shoal, endpoint, data, 0)
         vmss = f"/subscriptions/{SUB}/resourceGroups/bench/providers/Microsoft.Compute/virtualMachineScaleSets/web"
 
         # API latency is sampled by a process of its own (this one is busy probing the
@@ -237,15 +265,7 @@ async def main():
                 break
             time.sleep(0.5)
     finally:
-        server.terminate()
-        try:
-            server.wait(120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        if args.keep:
-            print(f"kept {data} (serve.log)", file=sys.stderr)
-        else:
-            shutil.rmtree(data, ignore_errors=True)
+        stop_server(server, data, args.keep)
 
 
 if __name__ == "__main__":

@@ -168,29 +168,13 @@ pub fn unmount(disk: &Path) -> io::Result<()> {
     if !is_overlay(disk) {
         return Ok(());
     }
-    let c = std::ffi::CString::new(disk.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated path; MNT_DETACH unmounts lazily.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(e);
-        }
-    }
-    Ok(())
+    super::mounts::detach(disk)
 }
 
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 
 fn is_overlay(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we pass, for a valid C path.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == OVERLAYFS_SUPER_MAGIC
-    }
+    super::mounts::is_type(path, OVERLAYFS_SUPER_MAGIC)
 }
 
 /// Mounts `image` (read-only lower layer) under `<dir>/overlay/upper` at `<dir>/disk`.

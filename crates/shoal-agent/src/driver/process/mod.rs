@@ -18,6 +18,7 @@
 
 mod cgroups;
 mod disk;
+mod mounts;
 mod nat;
 mod net;
 mod netlink;

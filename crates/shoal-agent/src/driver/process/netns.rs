@@ -230,16 +230,7 @@ pub fn delete_link(host_if: &str) -> io::Result<()> {
 /// it, the kernel destroys the namespace and with it the veth pair (asynchronously,
 /// batched with other dying namespaces).
 pub fn remove_mount(netns_path: &Path) -> io::Result<()> {
-    let c = std::ffi::CString::new(netns_path.as_os_str().as_encoded_bytes())
-        .map_err(io::Error::other)?;
-    // SAFETY: `c` is a valid NUL-terminated path; MNT_DETACH unmounts lazily.
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) {
-            return Err(e);
-        }
-    }
+    super::mounts::detach(netns_path)?;
     match fs::remove_file(netns_path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -253,14 +244,7 @@ pub fn exists(netns_path: &Path, host_if: &str) -> bool {
 }
 
 fn is_nsfs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we own; `c` is a valid path.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC
-    }
+    super::mounts::is_type(path, NSFS_MAGIC)
 }
 
 fn bind_mount(src: &Path, dst: &Path) -> io::Result<()> {
