@@ -209,29 +209,13 @@ fn mount_overlay(dir: &InstanceDir, image: &Path) -> io::Result<()> {
         named(&upper)?,
         named(&work)?
     );
-    let c = |s: &str| {
-        std::ffi::CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-    };
-    let (source, target, fstype, data) = (
-        c("overlay")?,
-        c(&named(&disk)?)?,
-        c("overlay")?,
-        c(&options)?,
-    );
-    // SAFETY: every argument is a valid NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::mounts::mount(
+        Path::new("overlay"),
+        Path::new(&named(&disk)?),
+        Some("overlay"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&options),
+    )
 }
 
 /// Removes a file or directory tree; a missing path is fine.
@@ -367,10 +351,11 @@ mod tests {
     #[test]
     fn overlay_disks_keep_the_image_and_other_instances_untouched() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        if DiskKind::detect(tmp.path()).0 != DiskKind::Overlay {
+        let (kind, why) = DiskKind::detect(tmp.path());
+        if kind != DiskKind::Overlay {
             crate::driver::skip_or_fail(
                 "overlay_disks_keep_the_image_and_other_instances_untouched",
-                &DiskKind::detect(tmp.path()).1,
+                &why,
             );
             return;
         }

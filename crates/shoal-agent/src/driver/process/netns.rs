@@ -248,20 +248,5 @@ fn is_nsfs(path: &Path) -> bool {
 }
 
 fn bind_mount(src: &Path, dst: &Path) -> io::Result<()> {
-    let s = std::ffi::CString::new(src.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-    let d = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-    // SAFETY: both paths are valid NUL-terminated strings; no file system type or data.
-    let rc = unsafe {
-        libc::mount(
-            s.as_ptr(),
-            d.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::mounts::mount(src, dst, None, libc::MS_BIND, None)
 }
