@@ -174,11 +174,28 @@ async def main():
     ap.add_argument("--keep", action="store_true", help="keep the data directory and serve.log")
     ap.add_argument("--serve-arg", action="append", default=[],
                     help="one more argument for `shoal serve` (repeat it)")
+    ap.add_argument("--warm-namespaces", type=int, default=0,
+                    help="the agent keeps this many namespaces ready; the clock starts once they are")
     args = ap.parse_args()
 
-    server, endpoint, data = start_server(args.shoal, args.count, args.network, args.log, args.serve_arg)
+    serve_args, log = list(args.serve_arg), args.log
+    if args.warm_namespaces:
+        serve_args += ["--warm-namespaces", str(args.warm_namespaces)]
+        log += ",shoal_agent::driver::process::warm=info"
+    t_start = time.perf_counter()
+    server, endpoint, data = start_server(args.shoal, args.count, args.network, log, serve_args)
+    warm_fill = None
     try:
         create_web_set(args.shoal, endpoint, data, 0)
+        if args.warm_namespaces:
+            deadline = time.perf_counter() + 120
+            while "Warm network namespaces ready" not in open(f"{data}/serve.log").read():
+                if time.perf_counter() > deadline:
+                    raise SystemExit("the warm namespace pool did not fill in 120 s (see serve.log)")
+                time.sleep(0.05)
+            warm_fill = round(time.perf_counter() - t_start, 2)
+            print(f"{args.warm_namespaces} warm namespaces ready {warm_fill} s after the server started",
+                  file=sys.stderr)
         vmss = f"/subscriptions/{SUB}/resourceGroups/bench/providers/Microsoft.Compute/virtualMachineScaleSets/web"
 
         # API latency is sampled by a process of its own (this one is busy probing the
@@ -246,6 +263,8 @@ async def main():
         result = {
             "count": args.count,
             "network": args.network,
+            "warm_namespaces": args.warm_namespaces,
+            "warm_fill_seconds": warm_fill,
             "answering": len(answered),
             "seconds_until_all_answer": round(elapsed, 2),
             "api_get_p50_ms": round(statistics.median(lat), 1) if lat else None,

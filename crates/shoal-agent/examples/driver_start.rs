@@ -8,6 +8,9 @@
 //! sudo target/release/examples/driver_start --image examples/web --command ./shoal-web \
 //!     --count 1000 --network host-ports
 //! ```
+//!
+//! `--network namespaces --warm N` fills a warm pool of N namespaces before the clock
+//! starts (the agent's `--warm-namespaces`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,7 +78,21 @@ async fn main() {
     config.netns_dir = root.path().join("netns");
     config.outbound_nat = false;
     config.destroy_grace = Duration::from_secs(2);
+    let warm: usize = arg(&args, "--warm", "0").parse().expect("--warm N");
+    config.warm_namespaces = warm;
     let driver = Arc::new(ProcessDriver::new(config).expect("driver"));
+    if warm > 0 {
+        // The pool starts after recovery, as in the agent.
+        let t = Instant::now();
+        driver.recover().await.expect("recover");
+        while driver.warm_namespaces_ready() < warm {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "{warm} warm namespaces ready after {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let specs: Vec<InstanceSpec> = (0..count)
         .map(|i| InstanceSpec {
             key: InstanceKey(format!("bench-{i}")),

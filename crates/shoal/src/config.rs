@@ -55,6 +55,7 @@ pub struct AgentFileConfig {
     pub address: Option<String>,
     pub instance_subnet: Option<String>,
     pub outbound_nat: Option<bool>,
+    pub warm_namespaces: Option<usize>,
     pub capacity_vcpus: Option<u32>,
     pub capacity_memory_mb: Option<u64>,
 }

@@ -30,6 +30,8 @@ pub struct DriverSettings {
     pub host_name: String,
     /// Masquerade what namespaced instances send beyond the instance ranges.
     pub outbound_nat: bool,
+    /// Network namespaces kept ready ahead of need (namespace mode).
+    pub warm_namespaces: usize,
     /// The address other hosts reach this one at: VMs' forwarded ports listen there.
     pub address: Option<std::net::Ipv4Addr>,
     pub accel: AccelMode,
@@ -39,6 +41,7 @@ fn process_driver(dir: &Path, settings: &DriverSettings) -> Result<Arc<dyn Drive
     let mut cfg = ProcessDriverConfig::new(dir.join("instances"));
     cfg.network = settings.network;
     cfg.outbound_nat = settings.outbound_nat;
+    cfg.warm_namespaces = settings.warm_namespaces;
     if let Some(subnet) = settings.subnet {
         cfg.subnet = subnet;
     }

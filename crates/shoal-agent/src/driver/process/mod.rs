@@ -26,6 +26,7 @@ mod netns;
 mod spawn;
 pub mod state;
 pub mod users;
+mod warm;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -47,6 +48,7 @@ use disk::{DiskKind, InstanceDir};
 use net::{NetError, Network};
 pub use net::{NetworkMode, Subnet, DEFAULT_NETNS_DIR};
 use state::{InstanceState, NetAlloc};
+use warm::Warm;
 
 /// How the process driver runs instances on this host.
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct ProcessDriverConfig {
     /// Namespace mode: instances reach beyond Shoal's hosts through this host's address
     /// (`nat`; needs nftables). On by default.
     pub outbound_nat: bool,
+    /// Namespace mode: network namespaces kept ready ahead of need (`warm.rs`); 0 = none.
+    pub warm_namespaces: usize,
 }
 
 impl ProcessDriverConfig {
@@ -89,6 +93,7 @@ impl ProcessDriverConfig {
             // SAFETY: geteuid has no preconditions.
             instance_users: unsafe { libc::geteuid() } == 0,
             outbound_nat: true,
+            warm_namespaces: 0,
         }
     }
 }
@@ -127,6 +132,11 @@ struct Inner {
 }
 
 impl ProcessDriver {
+    /// How many network namespaces the warm pool holds ready now (0 when off).
+    pub fn warm_namespaces_ready(&self) -> usize {
+        self.inner.network.warm_ready()
+    }
+
     /// Sets up the driver: the instances directory, cgroups and networking (which may
     /// probe network namespaces; that takes a few milliseconds).
     pub fn new(config: ProcessDriverConfig) -> Result<Self, ProcessDriverError> {
@@ -141,6 +151,10 @@ impl ProcessDriver {
             config.subnet,
             config.netns_dir.clone(),
             config.outbound_nat,
+            Warm::new(
+                config.warm_namespaces,
+                Some(config.root.join(".warm-namespaces")),
+            ),
         )
         .map_err(ProcessDriverError::Network)?;
         let cgroups = Cgroups::detect(&config.cgroup_parent);
@@ -451,7 +465,10 @@ impl Driver for ProcessDriver {
     }
 
     async fn recover(&self) -> Result<Vec<Recovered>, DriverError> {
-        slot::recover(&*self.inner).await
+        let found = slot::recover(&*self.inner).await?;
+        // Recovered instances have marked their addresses: the pool may adopt the rest.
+        self.inner.network.start_warm();
+        Ok(found)
     }
 
     async fn usage(&self, key: &InstanceKey) -> Result<Option<Usage>, DriverError> {

@@ -20,7 +20,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use shoal_model::cidr::Cidr;
 use shoal_model::records::HostPeer;
@@ -29,6 +29,7 @@ use super::nat;
 use super::netlink::{self, Netlink, Route, RT_SCOPE_UNIVERSE};
 use super::netns::{self, NetnsError, NetnsPlan};
 use super::state::NetAlloc;
+use super::warm::Warm;
 use crate::driver::slot::error_chain;
 
 /// How instances are networked.
@@ -159,6 +160,7 @@ impl Network {
         subnet: Subnet,
         netns_dir: PathBuf,
         outbound_nat: bool,
+        warm: Arc<Warm>,
     ) -> Result<Network, NetError> {
         let ports = || {
             warn_if_ephemeral(&port_range);
@@ -170,13 +172,14 @@ impl Network {
                 subnet,
                 netns_dir,
                 outbound_nat,
+                warm,
             )?)),
             NetworkMode::Auto => {
                 // SAFETY: geteuid has no arguments and cannot fail.
                 if unsafe { libc::geteuid() } != 0 {
                     return Ok(ports());
                 }
-                match NsPool::prepare(subnet, netns_dir, outbound_nat) {
+                match NsPool::prepare(subnet, netns_dir, outbound_nat, warm) {
                     Ok(pool) => Ok(Network::Namespaces(pool)),
                     Err(e) => {
                         tracing::warn!(error = %error_chain(&e), "Network namespaces unavailable; instances share the host network, one port each");
@@ -263,6 +266,79 @@ impl Network {
             Network::HostPorts(p) => p.allocate().map(|port| NetAlloc::HostPort { port }),
             Network::Namespaces(p) => p.allocate(),
         }
+    }
+
+    /// A namespace made ahead of need ([`Warm`]), checked still whole; `None` when the
+    /// pool is empty or off (host ports). Cheap: no blocking thread needed.
+    pub fn take_warm(&self) -> Option<NetAlloc> {
+        let Network::Namespaces(p) = self else {
+            return None;
+        };
+        while let Some(alloc) = p.warm.take() {
+            if let NetAlloc::Namespace {
+                address,
+                netns,
+                host_if,
+                ..
+            } = &alloc
+            {
+                let path = p.netns_dir.join(netns);
+                if netns::exists(&path, host_if) {
+                    return Some(alloc);
+                }
+                tracing::warn!(namespace = %path.display(), "A warm network namespace was removed behind the agent's back; skipping it");
+                let _ = netns::remove_mount(&path);
+                p.unmark(*address);
+            }
+        }
+        None
+    }
+
+    /// How many namespaces the warm pool holds now.
+    pub fn warm_ready(&self) -> usize {
+        match self {
+            Network::Namespaces(p) => p.warm.ready(),
+            Network::HostPorts(_) => 0,
+        }
+    }
+
+    /// Starts the warm namespace pool, if configured: adopts the namespaces a previous
+    /// run left ready (those no recovered instance claims) and starts refilling. Call
+    /// after recovery.
+    pub fn start_warm(&self) {
+        let Network::Namespaces(p) = self else {
+            return;
+        };
+        if p.warm.target() == 0 {
+            return;
+        }
+        let mut adopted = 0;
+        for alloc in p.warm.listed() {
+            let NetAlloc::Namespace {
+                address,
+                netns,
+                host_if,
+                ..
+            } = &alloc
+            else {
+                continue;
+            };
+            if !self.fits(&alloc)
+                || p.is_used(*address)
+                || !netns::exists(&p.netns_dir.join(netns), host_if)
+            {
+                continue;
+            }
+            p.mark(*address);
+            p.warm.put(alloc);
+            adopted += 1;
+        }
+        tracing::info!(
+            target = p.warm.target(),
+            adopted,
+            "Warm network namespace pool starting"
+        );
+        p.warm.start(Arc::clone(&p.addrs));
     }
 
     /// Makes sure an existing allocation is usable (its namespace exists), re-creating
@@ -463,16 +539,44 @@ fn port_is_free(port: u16) -> bool {
     TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).is_ok()
 }
 
-/// Addresses of a subnet, each with its own namespace.
+/// Addresses of a subnet, each with its own namespace (its names and address
+/// bookkeeping are [`NsAddrs`], shared with the warm pool's helper thread).
 #[derive(Debug)]
 pub struct NsPool {
-    subnet: Subnet,
-    netns_dir: PathBuf,
-    state: Mutex<NsState>,
+    addrs: Arc<NsAddrs>,
     /// Routes to other hosts' instance subnets, by subnet: the next hop.
     peer_routes: Mutex<BTreeMap<Cidr, Ipv4Addr>>,
     /// Masquerade instances' traffic to anything but instances (see [`nat`]).
     outbound_nat: bool,
+    /// Namespaces made ahead of need.
+    warm: Arc<Warm>,
+}
+
+/// Which addresses of the subnet are in use, and how a namespace for a free one is made.
+#[derive(Debug)]
+pub struct NsAddrs {
+    subnet: Subnet,
+    netns_dir: PathBuf,
+    state: Mutex<NsState>,
+}
+
+impl std::ops::Deref for NsPool {
+    type Target = NsAddrs;
+
+    fn deref(&self) -> &NsAddrs {
+        &self.addrs
+    }
+}
+
+impl Drop for NsPool {
+    /// Removes the warm namespaces (the kernel deletes their veth pairs with them).
+    fn drop(&mut self) {
+        for alloc in self.warm.drain() {
+            if let NetAlloc::Namespace { netns, .. } = alloc {
+                let _ = netns::remove_mount(&self.netns_dir.join(netns));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -489,6 +593,7 @@ impl NsPool {
         subnet: Subnet,
         netns_dir: PathBuf,
         outbound_nat: bool,
+        warm: Arc<Warm>,
     ) -> Result<Self, NetError> {
         if subnet.prefix_len > 30 || subnet.prefix_len < 8 {
             return Err(NetError::Prepare {
@@ -546,11 +651,14 @@ impl NsPool {
         netns::teardown(&plan.netns_path, &plan.host_if).map_err(NetError::Teardown)?;
         tracing::debug!(elapsed = ?started.elapsed(), %subnet, "Network namespace probe succeeded");
         let pool = Self {
-            subnet,
-            netns_dir,
-            state: Mutex::new(NsState::default()),
+            addrs: Arc::new(NsAddrs {
+                subnet,
+                netns_dir,
+                state: Mutex::new(NsState::default()),
+            }),
             peer_routes: Mutex::default(),
             outbound_nat,
+            warm,
         };
         pool.apply_nat(&[]);
         Ok(pool)
@@ -648,8 +756,17 @@ impl NsPool {
         *have = want;
         Ok(())
     }
+}
 
-    fn allocate(&self) -> Result<NetAlloc, NetError> {
+impl NsAddrs {
+    /// Where namespace `name` is mounted.
+    pub fn netns_path(&self, name: &str) -> PathBuf {
+        self.netns_dir.join(name)
+    }
+
+    /// A free address with its namespace made: the next one not used here and not taken
+    /// on this host (by another agent, or a leftover). Blocking (~1–2 ms).
+    pub fn allocate(&self) -> Result<NetAlloc, NetError> {
         let gateway = self.subnet.gateway();
         let hosts = self.subnet.hosts();
         for _ in 0..hosts {
@@ -702,6 +819,14 @@ impl NsPool {
             .unwrap_or_else(|p| p.into_inner())
             .used
             .insert(a);
+    }
+
+    fn is_used(&self, a: Ipv4Addr) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .used
+            .contains(&a)
     }
 
     fn unmark(&self, a: Ipv4Addr) {
@@ -850,6 +975,7 @@ mod tests {
                 subnet,
                 PathBuf::from(DEFAULT_NETNS_DIR),
                 false,
+                Warm::new(0, None),
             )
             .expect("setup"),
         );

@@ -65,13 +65,16 @@ impl Inner {
             let alloc = match self.network.mode() {
                 // A bind check: no need for a blocking thread.
                 NetworkMode::HostPorts => self.network.allocate(),
-                _ => {
-                    let net = Arc::clone(&self.network);
-                    let _permit = self.netns_setup.acquire().await;
-                    blocking(move || net.allocate())
-                        .await
-                        .map_err(|e| io_err(key, e))?
-                }
+                _ => match self.network.take_warm() {
+                    Some(alloc) => Ok(alloc),
+                    None => {
+                        let net = Arc::clone(&self.network);
+                        let _permit = self.netns_setup.acquire().await;
+                        blocking(move || net.allocate())
+                            .await
+                            .map_err(|e| io_err(key, e))?
+                    }
+                },
             }
             .map_err(|e| net_err(key, e))?;
             // A namespace outlives a crash of the agent: record it before anything else
