@@ -18,7 +18,9 @@ installed with apt-get when missing):
   request). Each round runs every pair, HAProxy and Shoal in alternating order.
 - Spawning: 0 -> 1000 instances answering with host ports and with a network namespace
   each (`bench/scale1000.py`, which also samples API GET latency meanwhile), against 1000
-  bare `shoal-web` processes (`bench/bare1000.py`).
+  bare `shoal-web` processes (`bench/bare1000.py`); namespaces twice: made as instances
+  start (the default), and taken from a warm pool of 1000 (`--warm-namespaces 1000`,
+  filled before the clock starts).
 
 Medians over the rounds go to bench/last-comparison.md (and stdout), each figure with its
 goal and whether it was met. Progress goes to stderr.
@@ -185,23 +187,33 @@ def run_lb(args, work):
     return results
 
 
+# (name in the table, --network, extra scale1000.py arguments)
+SPAWN_CASES = [
+    ("host-ports", "host-ports", []),
+    ("namespaces", "namespaces", []),
+    ("namespaces, warm pool", "namespaces", ["--warm-namespaces", "COUNT"]),
+]
+
+
 def run_spawn(args):
-    out = {"bare": [], "host-ports": [], "namespaces": []}
-    networks = ["host-ports"] + (["namespaces"] if os.geteuid() == 0 else [])
+    out = {name: [] for name, _, _ in SPAWN_CASES}
+    out["bare"] = []
+    cases = [c for c in SPAWN_CASES if c[1] == "host-ports" or os.geteuid() == 0]
     for r in range(args.runs):
         log(f"round {r + 1}/{args.runs}: {args.count} bare shoal-web processes")
         res = subprocess.run([sys.executable, "bench/bare1000.py", "--count", str(args.count)], cwd=ROOT,
                              capture_output=True, text=True)
         out["bare"].append(json.loads(res.stdout.strip().splitlines()[-1]))
-        for net in networks:
-            log(f"round {r + 1}/{args.runs}: 0 -> {args.count} instances, {net}")
-            res = subprocess.run([sys.executable, "bench/scale1000.py", "--count", str(args.count), "--network", net],
-                                 cwd=ROOT, capture_output=True, text=True)
+        for name, net, extra in cases:
+            log(f"round {r + 1}/{args.runs}: 0 -> {args.count} instances, {name}")
+            extra = [str(args.count) if a == "COUNT" else a for a in extra]
+            res = subprocess.run([sys.executable, "bench/scale1000.py", "--count", str(args.count), "--network", net,
+                                  *extra], cwd=ROOT, capture_output=True, text=True)
             line = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
             if not line:
                 raise SystemExit(f"scale1000.py failed:\n{res.stderr[-2000:]}")
-            out[net].append(json.loads(line[-1]))
-            log(f"  {out[net][-1]}")
+            out[name].append(json.loads(line[-1]))
+            log(f"  {out[name][-1]}")
     return out
 
 
@@ -227,15 +239,19 @@ def table(args, lb, spawn):
                         f"(p99 {hp99:.2f} ms) | {ratio:.2f}× | {goal} | {met} |")
     if spawn:
         bare = med([x["seconds_until_all_answer"] for x in spawn["bare"]])
-        for net, goal in (("host-ports", 2.0), ("namespaces", 3.0)):
-            if not spawn.get(net):
-                rows.append(f"| 0 → {args.count} answering, {net} | not run (needs root) | | | ≤ {goal:g} s | — |")
+        for name, net, _ in SPAWN_CASES:
+            goal = 2.0 if net == "host-ports" else 3.0
+            if not spawn.get(name):
+                rows.append(f"| 0 → {args.count} answering, {name} | not run (needs root) | | | ≤ {goal:g} s | — |")
                 continue
-            s = med([x["seconds_until_all_answer"] for x in spawn[net]])
-            rows.append(f"| 0 → {args.count} instances answering, {net} | {s:.2f} s | {args.count} bare processes "
-                        f"{bare:.2f} s | {s / bare:.1f}× | ≤ {goal:g} s | {'yes' if s <= goal else 'no'} |")
-        p99s = [x["api_get_p99_ms"] for net in ("host-ports", "namespaces") for x in spawn.get(net, [])]
-        p50s = [x["api_get_p50_ms"] for net in ("host-ports", "namespaces") for x in spawn.get(net, [])]
+            s = med([x["seconds_until_all_answer"] for x in spawn[name]])
+            runs = ", ".join(f"{x['seconds_until_all_answer']:.2f}" for x in spawn[name])
+            fill = [x["warm_fill_seconds"] for x in spawn[name] if x.get("warm_fill_seconds")]
+            note = f"; pool filled {med(fill):.2f} s after start" if fill else ""
+            rows.append(f"| 0 → {args.count} instances answering, {name} | {s:.2f} s ({runs}{note}) | {args.count} bare "
+                        f"processes {bare:.2f} s | {s / bare:.1f}× | ≤ {goal:g} s | {'yes' if s <= goal else 'no'} |")
+        p99s = [x["api_get_p99_ms"] for name, _, _ in SPAWN_CASES for x in spawn.get(name, [])]
+        p50s = [x["api_get_p50_ms"] for name, _, _ in SPAWN_CASES for x in spawn.get(name, [])]
         p99 = med(p99s)
         rows.append(f"| API GET during those scale-outs (p50 / p99) | {med(p50s):.1f} / {p99:.1f} ms | — | | "
                     f"p99 ≤ 50 ms | {'yes' if p99 <= 50 else 'no'} |")

@@ -184,8 +184,8 @@ pub async fn run(
     }
 
     let state_dir = cfg.dir.join("applied");
-    if std::fs::create_dir_all(&state_dir).is_ok() {
-        crate::driver::slot::spread_subdirs(&state_dir);
+    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+        tracing::warn!(dir = %state_dir.display(), error = %e, "Cannot create the directory of the agent's notes");
     }
     let ctx = Arc::new(AgentContext {
         host: cfg.host.clone(),
@@ -194,7 +194,7 @@ pub async fn run(
         reports: crate::reports::Reports::start(client.clone()),
         images: ImageCache::new(cfg.dir.join("images"), client.clone()),
         agent_url: agent_url.clone(),
-        state_dir,
+        applied: crate::applied::AppliedLog::open(&state_dir),
         stop_grace: cfg.stop_grace,
         boot_timeout: cfg.boot_timeout,
         start_slots: Semaphore::new(cfg.start_concurrency.max(1)),

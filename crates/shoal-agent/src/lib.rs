@@ -6,6 +6,7 @@
 //! instance metadata and console logs (`http`).
 
 pub mod agent;
+pub mod applied;
 pub mod callers;
 pub mod driver;
 pub mod events;

@@ -5,19 +5,17 @@
 //! The desired record arrives on a `watch` channel (latest wins); statuses leave through
 //! a reporter task that always sends the newest one, retrying until the server has it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use shoal_model::records::{InstanceRecord, InstanceState, InstanceStatus, PowerIntent};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::slot::{rewrite_in_place, write_atomic};
+use crate::applied::{Applied, AppliedLog};
 use crate::driver::{
     Capabilities, Driver, InstanceKey, InstanceSpec, Recovered, Running, IMAGE_KIND_ENV,
 };
@@ -40,8 +38,8 @@ pub struct AgentContext {
     pub images: ImageCache,
     /// Base URL of the agent's own endpoint (metadata, logs) as seen from the host.
     pub agent_url: String,
-    /// Where the agent keeps what it has applied per instance.
-    pub state_dir: PathBuf,
+    /// What the agent has applied per instance.
+    pub applied: AppliedLog,
     pub stop_grace: Duration,
     pub boot_timeout: Duration,
     /// Bounds how many instances provision or boot at once.
@@ -56,16 +54,6 @@ pub struct AgentContext {
     pub drain_timeout: Duration,
     /// Hands instances their identity secret (`IDENTITY_HEADER`).
     pub identity: Option<crate::identity::Identity>,
-}
-
-/// What the agent has applied of an instance's desired record, kept on disk so a
-/// restarted agent neither repeats nor forgets an action.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Applied {
-    provisioned: bool,
-    launch_generation: u64,
-    restart_gen: u64,
-    reimage_gen: u64,
 }
 
 struct Proc {
@@ -142,7 +130,7 @@ impl Supervisor {
     ) -> Self {
         let rec = desired.borrow().clone();
         let key = instance_key(&rec);
-        let saved = load_applied(&ctx.state_dir, &key);
+        let saved = ctx.applied.get(&key);
         let applied = match (&recovered, saved) {
             (Some(_), Some(a)) => a,
             // A disk without our notes: assume it is what is asked for.
@@ -225,7 +213,7 @@ impl Supervisor {
     }
 
     fn save(&self) {
-        save_applied(&self.ctx.state_dir, &self.key, &self.applied);
+        self.ctx.applied.save(&self.key, &self.applied);
     }
 
     async fn spec(&mut self, rec: &InstanceRecord) -> Result<InstanceSpec, String> {
@@ -303,7 +291,7 @@ impl Supervisor {
                 }
                 self.proc = None;
                 self.ctx.events.clear(&self.key.0);
-                remove_applied(&self.ctx.state_dir, &self.key);
+                self.ctx.applied.remove(&self.key);
                 self.report(InstanceState::Deleted, None);
                 // Done once the server removes the record (the agent drops our sender).
                 loop {
@@ -556,7 +544,7 @@ impl Supervisor {
                         tracing::warn!(instance = %self.key, error = %e, "cannot remove an instance whose record is gone");
                     }
                     self.ctx.events.clear(&self.key.0);
-                    remove_applied(&self.ctx.state_dir, &self.key);
+                    self.ctx.applied.remove(&self.key);
                 }
                 return true;
             }
@@ -654,95 +642,5 @@ async fn report_loop(
                 }
             }
         }
-    }
-}
-
-/// `<dir>/<key>/applied.json`: a directory per instance, so the notes of a thousand
-/// instances spread over the file system's block groups (`dir` is marked with
-/// [`spread_subdirs`](crate::driver::slot::spread_subdirs)) instead of one group's inodes being freed and allocated again on
-/// every scale-in and scale-out (on ext4 without a journal, each allocation then scans
-/// the group's recently freed inodes: the largest item of the agent's profile in a
-/// 1000-instance scale-out).
-fn applied_path(dir: &std::path::Path, key: &InstanceKey) -> PathBuf {
-    dir.join(&key.0).join("applied.json")
-}
-
-/// Where an agent before the per-instance directories kept the notes.
-fn legacy_applied_path(dir: &std::path::Path, key: &InstanceKey) -> PathBuf {
-    dir.join(format!("{key}.json"))
-}
-
-fn load_applied(dir: &std::path::Path, key: &InstanceKey) -> Option<Applied> {
-    let bytes = std::fs::read(applied_path(dir, key))
-        .or_else(|_| std::fs::read(legacy_applied_path(dir, key)))
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Saves what was applied to the instance: rewritten in place once the file exists (no
-/// inode allocated and freed per save, see [`rewrite_in_place`]); the first save makes
-/// it with [`write_atomic`] (which frees no inode when nothing is replaced).
-fn save_applied(dir: &std::path::Path, key: &InstanceKey, applied: &Applied) {
-    let path = applied_path(dir, key);
-    let bytes = serde_json::to_vec(applied).unwrap_or_default();
-    let write = || -> std::io::Result<()> {
-        if rewrite_in_place(&path, &bytes)? {
-            return Ok(());
-        }
-        std::fs::create_dir_all(dir.join(&key.0))?;
-        write_atomic(&path, &bytes)?;
-        remove_legacy(dir, key);
-        Ok(())
-    };
-    if let Err(e) = write() {
-        tracing::warn!(instance = %key, error = %e, "cannot save the instance's applied state");
-    }
-}
-
-fn remove_legacy(dir: &std::path::Path, key: &InstanceKey) {
-    let _ = std::fs::remove_file(legacy_applied_path(dir, key));
-}
-
-fn remove_applied(dir: &std::path::Path, key: &InstanceKey) {
-    let _ = std::fs::remove_dir_all(dir.join(&key.0));
-    remove_legacy(dir, key);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn applied_notes_survive_saves_and_an_older_agents_file_is_read_then_moved() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = InstanceKey("s.rg.web.3".into());
-        assert_eq!(load_applied(dir.path(), &key), None);
-        // An agent before per-instance directories left its notes beside them.
-        let old = Applied {
-            provisioned: true,
-            launch_generation: 2,
-            restart_gen: 1,
-            reimage_gen: 0,
-        };
-        std::fs::write(
-            legacy_applied_path(dir.path(), &key),
-            serde_json::to_vec(&old).expect("json"),
-        )
-        .expect("legacy file");
-        assert_eq!(load_applied(dir.path(), &key), Some(old.clone()));
-        // The next save moves them; later saves rewrite in place (a shorter document too).
-        let newer = Applied {
-            restart_gen: 12345,
-            ..old
-        };
-        save_applied(dir.path(), &key, &newer);
-        assert!(!legacy_applied_path(dir.path(), &key).exists());
-        assert_eq!(load_applied(dir.path(), &key), Some(newer));
-        let shorter = Applied::default();
-        save_applied(dir.path(), &key, &shorter);
-        assert_eq!(load_applied(dir.path(), &key), Some(shorter));
-        remove_applied(dir.path(), &key);
-        assert_eq!(load_applied(dir.path(), &key), None);
-        assert!(!dir.path().join(&key.0).exists());
     }
 }
