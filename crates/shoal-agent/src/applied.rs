@@ -71,7 +71,9 @@ impl AppliedLog {
                     Ok(Line { k, a: None }) => {
                         live.remove(k.as_ref());
                     }
-                    Err(e) => tracing::warn!(file = %path.display(), error = %e, "Ignoring a cut-off line of the agent's notes"),
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "Ignoring a cut-off line of the agent's notes")
+                    }
                 }
             }
         }
@@ -113,7 +115,11 @@ impl AppliedLog {
     }
 
     fn append_handle(&self) -> Option<File> {
-        match OpenOptions::new().create(true).append(true).open(&self.path) {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(file = %self.path.display(), error = %e, "Cannot write the agent's notes of what it applied; a restarted agent may repeat an action");
@@ -237,7 +243,10 @@ mod tests {
     #[test]
     fn notes_survive_a_restart_and_removals_stay_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b) = (InstanceKey("s.rg.web.1".into()), InstanceKey("s.rg.web.2".into()));
+        let (a, b) = (
+            InstanceKey("s.rg.web.1".into()),
+            InstanceKey("s.rg.web.2".into()),
+        );
         {
             let log = AppliedLog::open(dir.path());
             assert_eq!(log.get(&a), None);
@@ -251,10 +260,15 @@ mod tests {
             .append(true)
             .open(dir.path().join("applied.log"))
             .expect("log");
-        f.write_all(br#"{"k":"s.rg.web.2","a":{"provis"#).expect("torn line");
+        f.write_all(br#"{"k":"s.rg.web.2","a":{"provis"#)
+            .expect("torn line");
         let log = AppliedLog::open(dir.path());
         assert_eq!(log.get(&a), Some(note(7)));
-        assert_eq!(log.get(&b), None, "removed stays removed; a torn line is ignored");
+        assert_eq!(
+            log.get(&b),
+            None,
+            "removed stays removed; a torn line is ignored"
+        );
     }
 
     #[test]
@@ -277,7 +291,10 @@ mod tests {
     #[test]
     fn an_older_agents_notes_are_moved_into_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b) = (InstanceKey("s.rg.web.1".into()), InstanceKey("s.rg.web.2".into()));
+        let (a, b) = (
+            InstanceKey("s.rg.web.1".into()),
+            InstanceKey("s.rg.web.2".into()),
+        );
         // The first layout: `<key>.json`; the second: `<key>/applied.json`.
         std::fs::write(
             dir.path().join("s.rg.web.1.json"),
