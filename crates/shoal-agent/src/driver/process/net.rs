@@ -309,10 +309,8 @@ impl Network {
         let Network::Namespaces(p) = self else {
             return;
         };
-        if p.warm.target() == 0 {
-            return;
-        }
-        let mut adopted = 0;
+        let target = p.warm.target();
+        let (mut adopted, mut dropped) = (0, 0);
         for alloc in p.warm.listed() {
             let NetAlloc::Namespace {
                 address,
@@ -323,19 +321,34 @@ impl Network {
             else {
                 continue;
             };
-            if !self.fits(&alloc)
-                || p.is_used(*address)
-                || !netns::exists(&p.netns_dir.join(netns), host_if)
-            {
+            let path = p.netns_dir.join(netns);
+            if !self.fits(&alloc) || p.is_used(*address) || !netns::exists(&path, host_if) {
                 continue;
             }
-            p.mark(*address);
-            p.warm.put(alloc);
-            adopted += 1;
+            if adopted < target {
+                p.mark(*address);
+                p.warm.put(alloc);
+                adopted += 1;
+            } else {
+                // More than the pool may hold now (its size was lowered).
+                let _ = netns::remove_mount(&path);
+                dropped += 1;
+            }
+        }
+        if target == 0 {
+            p.warm.forget();
+            if dropped > 0 {
+                tracing::info!(
+                    removed = dropped,
+                    "Removed the warm network namespaces of an earlier run (the pool is off now)"
+                );
+            }
+            return;
         }
         tracing::info!(
-            target = p.warm.target(),
+            target,
             adopted,
+            removed = dropped,
             "Warm network namespace pool starting"
         );
         p.warm.start(Arc::clone(&p.addrs));
