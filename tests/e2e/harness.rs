@@ -602,6 +602,17 @@ pub fn remove_namespaces(data_dir: &Path) {
 }
 
 fn remove_namespaces_in(instances: &Path) {
+    // A warm pool's namespaces (`--warm-namespaces`) of a server that was killed.
+    if let Some(list) = std::fs::read_to_string(instances.join(".warm-namespaces"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    {
+        for a in list.as_array().into_iter().flatten() {
+            if let Some(ns) = a["netns"].as_str() {
+                remove_namespace(ns);
+            }
+        }
+    }
     let Ok(entries) = std::fs::read_dir(instances) else {
         return;
     };
@@ -612,19 +623,22 @@ fn remove_namespaces_in(instances: &Path) {
         let Ok(state) = serde_json::from_str::<Value>(&text) else {
             continue;
         };
-        let Some(ns) = state["net"]["netns"].as_str() else {
-            continue;
-        };
-        let path = format!("/run/shoal/netns/{ns}");
-        let Ok(c) = std::ffi::CString::new(path.clone()) else {
-            continue;
-        };
-        // SAFETY: detaching a bind mount of a namespace file this test's server made.
-        unsafe {
-            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+        if let Some(ns) = state["net"]["netns"].as_str() {
+            remove_namespace(ns);
         }
-        let _ = std::fs::remove_file(&path);
     }
+}
+
+fn remove_namespace(ns: &str) {
+    let path = format!("/run/shoal/netns/{ns}");
+    let Ok(c) = std::ffi::CString::new(path.clone()) else {
+        return;
+    };
+    // SAFETY: detaching a bind mount of a namespace file this test's server made.
+    unsafe {
+        libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+    }
+    let _ = std::fs::remove_file(&path);
 }
 
 /// `shoal image create` of the example workload as `apps/web:<version>` in `rg`.

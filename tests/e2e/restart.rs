@@ -106,3 +106,115 @@ fn kill_9_during_scale_out_then_immediate_restart_always_starts_and_converges() 
     let status = s.stop();
     assert!(status.success(), "clean stop exits 0");
 }
+
+/// The names of the namespaces a server's warm pool lists (`.warm-namespaces`).
+fn warm_listed(s: &Server) -> Vec<(String, String)> {
+    let file = s.data_dir().join("agent/instances/.warm-namespaces");
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    let list: serde_json::Value = serde_json::from_str(&text).expect("warm list is JSON");
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|a| {
+            (
+                a["netns"].as_str().expect("netns").to_string(),
+                a["address"].as_str().expect("address").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `--warm-namespaces`: new instances start in namespaces made ahead of need, the pool
+/// survives a `kill -9` of the server (the next start adopts it), and a clean stop
+/// removes it.
+#[test]
+fn a_warm_namespace_pool_serves_new_instances_and_survives_kill_9() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip_or_fail(
+            "a_warm_namespace_pool_serves_new_instances_and_survives_kill_9",
+            "network namespaces need root",
+        );
+        return;
+    }
+    let _g = serial();
+    let mut s = Server::start_with(&["--network", "namespaces", "--warm-namespaces", "3"]);
+    wait_until(
+        Duration::from_secs(30),
+        "3 warm namespaces recorded",
+        || s.log().contains("Warm network namespaces ready") && warm_listed(&s).len() == 3,
+    );
+    let warm: Vec<String> = warm_listed(&s).into_iter().map(|(_, a)| a).collect();
+
+    s.create_group_and_image("warm");
+    s.cli_ok(&vmss_args("warm", "2"));
+    wait_until(Duration::from_secs(60), "both instances answer", || {
+        let i = s.instances("warm", "web");
+        i.len() == 2
+            && i.iter().all(|i| {
+                i.address
+                    .as_ref()
+                    .is_some_and(|a| http_get(&format!("http://{a}/")).is_some())
+            })
+    });
+    for i in s.instances("warm", "web") {
+        let address = i.address.expect("address");
+        let ip = address.split(':').next().expect("ip").to_string();
+        assert!(
+            warm.contains(&ip),
+            "instance {} at {ip} did not get a warm namespace ({warm:?})",
+            i.id
+        );
+    }
+    // The pool refills behind them, and its list no longer names theirs.
+    let taken: Vec<String> = s
+        .instances("warm", "web")
+        .iter()
+        .filter_map(|i| i.address.as_ref()?.split(':').next().map(String::from))
+        .collect();
+    wait_until(Duration::from_secs(30), "the pool refilled", || {
+        let listed = warm_listed(&s);
+        listed.len() == 3 && listed.iter().all(|(_, a)| !taken.contains(a))
+    });
+    let before = warm_listed(&s);
+
+    s.kill9();
+    s.restart();
+    wait_until(
+        Duration::from_secs(30),
+        "the pool adopted after a restart",
+        || s.log().contains("adopted=3"),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the instances still answer",
+        || {
+            s.instances("warm", "web").iter().all(|i| {
+                i.address
+                    .as_ref()
+                    .is_some_and(|a| http_get(&format!("http://{a}/")).is_some())
+            })
+        },
+    );
+    assert_eq!(
+        warm_listed(&s)
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<std::collections::BTreeSet<_>>(),
+        before.iter().map(|(n, _)| n.clone()).collect(),
+        "the same namespaces, adopted rather than made again"
+    );
+
+    s.stop();
+    for (netns, _) in &before {
+        assert!(
+            !std::path::Path::new("/run/shoal/netns")
+                .join(netns)
+                .exists(),
+            "{netns} removed with a clean stop"
+        );
+    }
+    assert!(warm_listed(&s).is_empty(), "the list goes too");
+}

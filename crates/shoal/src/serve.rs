@@ -434,7 +434,7 @@ fn agent_settings(flags: &AgentFlags, file: &FileConfig) -> anyhow::Result<Agent
         },
         outbound_nat: flags.outbound_nat.or(f.outbound_nat).unwrap_or(true),
         warm_namespaces: match flags.warm_namespaces.or(f.warm_namespaces) {
-            Some(n) if n > 65_536 => bail!("warm-namespaces must be at most 65536"),
+            Some(n) if n > 65_536 => bail!("warm-namespaces must be at most 65536 (each holds ~190 KB of kernel memory); give the burst you expect, e.g. 1000"),
             n => n.unwrap_or(0),
         },
         capacity_vcpus: match flags.capacity_vcpus.or(f.capacity_vcpus) {
@@ -512,8 +512,11 @@ fn settings(args: &ServeArgs) -> anyhow::Result<(Settings, Option<String>)> {
 pub fn init_logging(format: Option<&str>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colours only for a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format.unwrap_or("text") {
         "text" => builder.try_init().map_err(|e| anyhow::anyhow!("{e}")),
