@@ -111,7 +111,8 @@ impl Warm {
         }
     }
 
-    /// Stops the helper and hands back what the pool held (for the caller to remove).
+    /// Stops the helper and hands back what the pool held (for the caller to remove);
+    /// the list goes too.
     pub fn drain(&self) -> Vec<NetAlloc> {
         self.lock().stop = true;
         self.wake.notify_all();
@@ -122,7 +123,11 @@ impl Warm {
         }
         let mut st = self.lock();
         let left: Vec<NetAlloc> = st.ready.drain(..).collect();
-        self.forget();
+        // A pool that never started (no recovery ran) has not read its list yet: the
+        // namespaces it names are for the next start to adopt.
+        if st.started {
+            self.forget();
+        }
         st.dirty = false;
         left
     }
