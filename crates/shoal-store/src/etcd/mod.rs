@@ -260,13 +260,27 @@ impl EtcdStore {
         F: Fn(KvClient) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        self.on_members(call, not_sent).await
+    }
+
+    /// Runs `call` on the preferred member, moving on to the next ones while an error
+    /// says `move_on` (and then preferring the member that answered).
+    async fn on_members<T, F, Fut>(
+        &self,
+        call: F,
+        move_on: fn(&etcd_client::Error) -> bool,
+    ) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
         let n = self.members.len();
         let start = self.preferred.load(Ordering::Relaxed);
         let mut last = None;
         for i in 0..n {
             let at = (start + i) % n;
             match call(self.members[at].clone()).await {
-                Err(e) if not_sent(&e) => last = Some(e),
+                Err(e) if move_on(&e) => last = Some(e),
                 answer => {
                     if i > 0 {
                         self.preferred.store(at, Ordering::Relaxed);
@@ -315,19 +329,26 @@ impl EtcdStore {
         key: Vec<u8>,
         options: GetOptions,
     ) -> Result<(Vec<etcd_client::KeyValue>, Revision)> {
-        let get = |options: GetOptions| {
+        let get = |options: GetOptions, move_on: fn(&etcd_client::Error) -> bool| {
             let key = key.clone();
-            self.on_member(move |mut kv| {
-                let (key, options) = (key.clone(), options.clone());
-                async move { kv.get(key, Some(options)).await }
-            })
+            self.on_members(
+                move |mut kv| {
+                    let (key, options) = (key.clone(), options.clone());
+                    async move { kv.get(key, Some(options)).await }
+                },
+                move_on,
+            )
         };
-        let answer = match get(options.clone()).await {
+        let answer = match get(options.clone(), not_sent).await {
             Ok(answer) => answer,
             Err(e) => match map_err(e) {
                 StoreError::Unavailable(cause) => {
-                    tracing::debug!(error = %cause, "etcd cannot answer a linearizable read; reading the member's copy");
-                    get(options.with_serializable()).await.map_err(map_err)?
+                    tracing::debug!(error = %cause, "etcd cannot answer a linearizable read; reading a member's copy");
+                    // Any member's copy will do: one that is down or cut off (its
+                    // connection broken after the request left) is passed over.
+                    get(options.with_serializable(), is_unavailable)
+                        .await
+                        .map_err(map_err)?
                 }
                 other => return Err(other),
             },
@@ -373,13 +394,11 @@ fn is_compacted(e: &etcd_client::Error) -> bool {
 /// [`StoreError::TooLarge`]; the rest is [`StoreError::Backend`].
 pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
     use tonic::Code;
+    if is_unavailable(&e) {
+        return StoreError::Unavailable(Box::new(e));
+    }
     match &e {
         etcd_client::Error::GRpcStatus(s) => match s.code() {
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Aborted
-            | Code::Unknown => StoreError::Unavailable(Box::new(e)),
             Code::ResourceExhausted => StoreError::TooLarge {
                 what: "the request".into(),
                 limit: "etcd's request size limit".into(),
@@ -396,10 +415,24 @@ pub(crate) fn map_err(e: etcd_client::Error) -> StoreError {
             },
             _ => StoreError::Backend(Box::new(e)),
         },
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
-            StoreError::Unavailable(Box::new(e))
-        }
         _ => StoreError::Backend(Box::new(e)),
+    }
+}
+
+/// No quorum, a timeout or a broken connection: says nothing about the request itself.
+fn is_unavailable(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Aborted
+                | Code::Unknown
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
     }
 }
 
