@@ -493,7 +493,13 @@ fn losing_etcd_quorum_makes_writes_503_reads_answer_and_writes_resume() {
         "answered, not hung"
     );
     let (status, body) = raw("GET", &group_url(&s, "before"), "").expect("an answer");
-    assert_eq!(status, 200, "reads answer without quorum: {body}");
+    assert_eq!(
+        status,
+        200,
+        "reads answer without quorum: {body}\nafter {:?} without quorum; server log:\n{}",
+        started.elapsed(),
+        tail(&s.log(), 40)
+    );
 
     cluster.restart(1);
     cluster.restart(2);
