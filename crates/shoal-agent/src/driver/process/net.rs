@@ -282,7 +282,7 @@ impl Network {
                 ..
             } = &alloc
             {
-                let path = p.netns_dir.join(netns);
+                let path = p.netns_path(netns);
                 if netns::exists(&path, host_if) {
                     return Some(alloc);
                 }
@@ -321,7 +321,7 @@ impl Network {
             else {
                 continue;
             };
-            let path = p.netns_dir.join(netns);
+            let path = p.netns_path(netns);
             if !self.fits(&alloc) || p.is_used(*address) || !netns::exists(&path, host_if) {
                 continue;
             }
@@ -368,7 +368,7 @@ impl Network {
                 let Network::Namespaces(p) = self else {
                     return Ok(());
                 };
-                let path = p.netns_dir.join(netns);
+                let path = p.netns_path(netns);
                 if netns::exists(&path, host_if) {
                     return Ok(());
                 }
@@ -586,7 +586,7 @@ impl Drop for NsPool {
     fn drop(&mut self) {
         for alloc in self.warm.drain() {
             if let NetAlloc::Namespace { netns, .. } = alloc {
-                let _ = netns::remove_mount(&self.netns_dir.join(netns));
+                let _ = netns::remove_mount(&self.netns_path(&netns));
             }
         }
     }

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::net::NsAddrs;
 use super::netns;
 use super::state::NetAlloc;
+use crate::driver::slot::{error_chain, write_atomic};
 
 /// The helper refills only after allocations have paused this long.
 const QUIET: Duration = Duration::from_millis(300);
@@ -172,10 +173,15 @@ impl Warm {
                     }
                     let quiet = st.last_take.is_none_or(|t| t.elapsed() >= QUIET);
                     let full = st.ready.len() >= self.target;
-                    // Never during a burst of takes: the file is rewritten once it is over.
+                    // Never during a burst of takes: the file is rewritten once it is over,
+                    // outside the lock (a take must not wait for the disk).
                     if st.dirty && quiet && (full || unsaved == 0 || unsaved >= 64) {
-                        self.save(&mut st);
+                        let list = self.snapshot(&mut st);
                         unsaved = 0;
+                        drop(st);
+                        self.save(list);
+                        st = self.lock();
+                        continue;
                     }
                     if full && made > 0 {
                         tracing::info!(count = st.ready.len(), "Warm network namespaces ready");
@@ -207,7 +213,7 @@ impl Warm {
                     unsaved += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %super::super::slot::error_chain(&e), "Cannot make a warm network namespace; trying again in 5 s");
+                    tracing::warn!(error = %error_chain(&e), "Cannot make a warm network namespace; trying again in 5 s");
                     let st = self.lock();
                     let _ = self.wake.wait_timeout(st, BACKOFF);
                 }
@@ -215,16 +221,19 @@ impl Warm {
         }
     }
 
-    fn save(&self, st: &mut WarmState) {
+    /// What the file should say now (`None` without a file); `st` counts as saved.
+    fn snapshot(&self, st: &mut WarmState) -> Option<Vec<u8>> {
         st.dirty = false;
-        let Some(file) = &self.file else {
+        self.file.as_ref()?;
+        let list: Vec<&NetAlloc> = st.ready.iter().collect();
+        serde_json::to_vec(&list).ok()
+    }
+
+    fn save(&self, list: Option<Vec<u8>>) {
+        let (Some(file), Some(bytes)) = (&self.file, list) else {
             return;
         };
-        let list: Vec<&NetAlloc> = st.ready.iter().collect();
-        let result = serde_json::to_vec(&list)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| super::super::slot::write_atomic(file, &bytes));
-        if let Err(e) = result {
+        if let Err(e) = write_atomic(file, &bytes) {
             tracing::warn!(file = %file.display(), error = %e, "Cannot record the warm network namespaces; a crash would leave them behind");
         }
     }
