@@ -13,6 +13,33 @@ use crate::harness::*;
 const WAIT: Duration = Duration::from_secs(90);
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 
+/// What a failed wait shows: the CPU the server holds for the set, the autoscale
+/// history and the end of the server's log.
+fn explain(s: &Server, rg: &str) -> String {
+    let cpu = s.cli(&[
+        "vmss",
+        "metrics",
+        "-g",
+        rg,
+        "-n",
+        "web",
+        "--metric",
+        "Percentage CPU",
+        "--interval",
+        "1s",
+        "--offset",
+        "30s",
+        "--aggregation",
+        "Maximum",
+    ]);
+    format!(
+        "Percentage CPU, last 30 s: {}\nautoscale history: {:#?}\nserver log:\n{}",
+        String::from_utf8_lossy(&cpu.stdout),
+        history(s, rg),
+        tail(&s.log(), 60)
+    )
+}
+
 fn create_set(s: &Server, rg: &str, count: u32) {
     s.create_group_and_image(rg);
     s.cli_ok(&[
@@ -141,15 +168,23 @@ fn cpu_rule_scales_out_under_load_and_back_in_after_the_cooldown_explaining_each
         .iter()
         .filter_map(|p| p["maximum"].as_f64())
         .fold(0.0, f64::max);
-    assert!(peak > 50.0, "peak CPU {peak}: {m}");
+    assert!(
+        peak > 50.0,
+        "peak CPU {peak}: {m}\nautoscale history: {:#?}\nserver log:\n{}",
+        history(&s, "cpu"),
+        tail(&s.log(), 60)
+    );
 
     stop.store(true, Ordering::Relaxed);
     for t in load {
         let _ = t.join();
     }
-    wait_until(WAIT, "without load the set scales back in to 1", || {
-        s.instances("cpu", "web").len() == 1
-    });
+    wait_until_or(
+        WAIT,
+        "without load the set scales back in to 1",
+        || s.instances("cpu", "web").len() == 1,
+        || explain(&s, "cpu"),
+    );
     let h = history(&s, "cpu");
     let out = h
         .iter()
@@ -546,9 +581,12 @@ fn target_tracking_follows_cpu_up_and_down() {
     for t in load {
         let _ = t.join();
     }
-    wait_until(WAIT, "idle, it comes back to the minimum", || {
-        s.instances("track", "web").len() == 1
-    });
+    wait_until_or(
+        WAIT,
+        "idle, it comes back to the minimum",
+        || s.instances("track", "web").len() == 1,
+        || explain(&s, "track"),
+    );
     let h = history(&s, "track");
     assert!(
         h.iter().any(|e| e["outcome"] == "ScaleOut"

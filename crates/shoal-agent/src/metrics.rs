@@ -31,6 +31,8 @@ use crate::http::Registry;
 
 /// How often instances are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How long one instance's reading may wait for its slot before it is skipped.
+const USAGE_WAIT: Duration = Duration::from_millis(200);
 /// Samples per request to the server.
 const POST_CHUNK: usize = 2000;
 
@@ -84,6 +86,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut last: HashMap<String, (Instant, Usage)> = HashMap::new();
+    let mut trouble = Trouble::default();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -100,10 +103,23 @@ pub async fn run(
         let mut samples = Vec::new();
         let now = Instant::now();
         for (slug, rec) in &instances {
-            let Ok(Some(usage)) = driver.usage(&InstanceKey(slug.clone())).await else {
-                last.remove(slug);
-                continue;
-            };
+            // An instance in the middle of a long operation (a stop's grace period holds
+            // its slot) is skipped this second, not waited for: the others' metrics, which
+            // autoscale acts on, keep coming.
+            let usage =
+                match tokio::time::timeout(USAGE_WAIT, driver.usage(&InstanceKey(slug.clone())))
+                    .await
+                {
+                    Ok(Ok(Some(usage))) => usage,
+                    Ok(_) => {
+                        last.remove(slug);
+                        continue;
+                    }
+                    Err(_) => {
+                        trouble.note(format_args!("instance {slug} was busy; not sampled"));
+                        continue;
+                    }
+                };
             if let Some((at, prev)) = last.get(slug) {
                 for (name, v) in derive(rec, prev, &usage, now.duration_since(*at)) {
                     samples.push(sample(rec, name, v, None));
@@ -120,10 +136,36 @@ pub async fn run(
         for chunk in samples.chunks(POST_CHUNK) {
             match client.push_metrics(chunk).await {
                 Ok(r) if r.status.is_success() => {}
-                Ok(r) => tracing::debug!(status = %r.status, "metrics refused"),
-                Err(e) => tracing::debug!(error = %e, "cannot post metrics"),
+                Ok(r) => trouble.note(format_args!("the server refused them ({})", r.status)),
+                Err(e) => trouble.note(format_args!("the server cannot be reached ({e})")),
             }
         }
+    }
+}
+
+/// Metrics that could not be taken or delivered, said in the log at most once a minute
+/// (autoscale rules act on them: a silent gap would look like an idle set).
+#[derive(Default)]
+struct Trouble {
+    since: u64,
+    said: Option<Instant>,
+}
+
+impl Trouble {
+    fn note(&mut self, what: std::fmt::Arguments<'_>) {
+        self.since += 1;
+        if self
+            .said
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        tracing::warn!(
+            times = self.since,
+            "Instance metrics missed: {what} (autoscale rules see a gap; said at most once a minute)"
+        );
+        self.since = 0;
+        self.said = Some(Instant::now());
     }
 }
 
