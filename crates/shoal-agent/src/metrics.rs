@@ -19,8 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use shoal_client::ServerClient;
 use shoal_model::records::InstanceRecord;
 use tokio::time::Instant;
@@ -67,14 +66,36 @@ pub fn derive(
     out
 }
 
-fn sample(rec: &InstanceRecord, name: &str, value: f64, namespace: Option<&str>) -> Value {
-    json!({
-        "resourceId": rec.vmss.id(),
-        "instanceId": rec.instance_id.to_string(),
-        "namespace": namespace,
-        "name": name,
-        "value": value,
-    })
+/// One sample as `POST /shoal/v1/metrics` takes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Sample<'a> {
+    resource_id: &'a str,
+    #[serde(serialize_with = "as_string")]
+    instance_id: u64,
+    namespace: Option<&'a str>,
+    name: &'a str,
+    value: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<&'a BTreeMap<String, String>>,
+}
+
+/// Instance ids go as strings, as Azure names them.
+fn as_string<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+impl<'a> Sample<'a> {
+    fn new(rec: &InstanceRecord, resource_id: &'a str, name: &'a str, value: f64) -> Self {
+        Sample {
+            resource_id,
+            instance_id: rec.instance_id,
+            namespace: None,
+            name,
+            value,
+            dimensions: None,
+        }
+    }
 }
 
 /// Samples every instance in `registry` each second and posts the metrics, until
@@ -100,9 +121,11 @@ pub async fn run(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // Each set's id, once (every sample names it).
+        let ids: Vec<String> = instances.iter().map(|(_, rec)| rec.vmss.id()).collect();
         let mut samples = Vec::new();
         let now = Instant::now();
-        for (slug, rec) in &instances {
+        for ((slug, rec), id) in instances.iter().zip(&ids) {
             // An instance in the middle of a long operation (a stop's grace period holds
             // its slot) is skipped this second, not waited for: the others' metrics, which
             // autoscale acts on, keep coming.
@@ -122,7 +145,7 @@ pub async fn run(
                 };
             if let Some((at, prev)) = last.get(slug) {
                 for (name, v) in derive(rec, prev, &usage, now.duration_since(*at)) {
-                    samples.push(sample(rec, name, v, None));
+                    samples.push(Sample::new(rec, id, name, v));
                 }
             }
             last.insert(slug.clone(), (now, usage));
@@ -213,13 +236,12 @@ async fn push(
         )
             .into_response();
     };
-    let mut s = sample(
-        &rec,
-        &p.name,
-        p.value,
-        Some(p.namespace.as_deref().unwrap_or("shoal/custom")),
-    );
-    s["dimensions"] = json!(p.dimensions);
+    let id = rec.vmss.id();
+    let s = Sample {
+        namespace: Some(p.namespace.as_deref().unwrap_or("shoal/custom")),
+        dimensions: Some(&p.dimensions),
+        ..Sample::new(&rec, &id, &p.name, p.value)
+    };
     match st.client.push_metrics(&[s]).await {
         Ok(r) => (r.status, r.body).into_response(),
         Err(_) => (StatusCode::BAD_GATEWAY, "the server cannot be reached\n").into_response(),
@@ -228,6 +250,8 @@ async fn push(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn rec(vcpus: u32, memory_mb: u64) -> InstanceRecord {
@@ -241,6 +265,27 @@ mod tests {
             "protection": {}, "time_created": "t"
         }))
         .expect("record")
+    }
+
+    #[test]
+    fn samples_go_in_the_shape_the_server_takes() {
+        let r = rec(1, 512);
+        let id = r.vmss.id();
+        let s = serde_json::to_value(Sample::new(&r, &id, "Percentage CPU", 12.5)).expect("json");
+        assert_eq!(
+            s,
+            json!({"resourceId": id, "instanceId": "3", "namespace": null, "name": "Percentage CPU", "value": 12.5})
+        );
+        let dims = BTreeMap::from([("queue".to_owned(), "jobs".to_owned())]);
+        let custom = Sample {
+            namespace: Some("shoal/custom"),
+            dimensions: Some(&dims),
+            ..Sample::new(&r, &id, "queue length", 3.0)
+        };
+        assert_eq!(
+            serde_json::to_value(custom).expect("json")["dimensions"],
+            json!({"queue": "jobs"})
+        );
     }
 
     #[test]

@@ -507,8 +507,15 @@ impl ServerClient {
 
     /// Posts metric samples (`POST /shoal/v1/metrics`, `{"samples": [...]}`) and hands
     /// back the server's answer as it came, success or not.
-    pub async fn push_metrics(&self, samples: &[serde_json::Value]) -> Result<Answer, ClientError> {
-        let body = to_json(&serde_json::json!({ "samples": samples }));
+    pub async fn push_metrics<T: serde::Serialize>(
+        &self,
+        samples: &[T],
+    ) -> Result<Answer, ClientError> {
+        #[derive(serde::Serialize)]
+        struct Batch<'a, T> {
+            samples: &'a [T],
+        }
+        let body = to_json(&Batch { samples });
         let resp = self
             .send(
                 Method::POST,
