@@ -379,6 +379,54 @@ impl Drop for Server {
         }
         remove_namespaces(&self.data_dir());
         unmount_under(&self.data_dir());
+        remove_cgroups(&self.data_dir());
+    }
+}
+
+/// Removes the instance cgroups of every install under `dir` (each names its cgroup
+/// parent in `instances/.cgroup-parent`), once their processes are gone, so test runs
+/// leave no cgroups behind.
+pub fn remove_cgroups(dir: &Path) {
+    fn parents(dir: &Path, depth: usize, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_name() == ".cgroup-parent" {
+                if let Ok(name) = std::fs::read_to_string(&path) {
+                    let name = name.trim();
+                    if !name.is_empty() && !name.contains('/') && !name.starts_with('.') {
+                        out.push(name.to_owned());
+                    }
+                }
+            } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                parents(&path, depth - 1, out);
+            }
+        }
+    }
+    let mut names = Vec::new();
+    parents(dir, 4, &mut names);
+    for name in names {
+        for h in ["cpu", "cpuacct", "memory", "."] {
+            let parent = Path::new("/sys/fs/cgroup").join(h).join(&name);
+            let Ok(children) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for c in children
+                .flatten()
+                .filter(|c| c.file_type().is_ok_and(|t| t.is_dir()))
+            {
+                // Killed instances may take a moment to leave.
+                for _ in 0..20 {
+                    if std::fs::remove_dir(c.path()).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
     }
 }
 

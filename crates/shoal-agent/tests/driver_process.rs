@@ -636,6 +636,111 @@ async fn limits_are_applied_when_cgroups_are_writable() {
     driver.destroy(&k).await.expect("destroy");
 }
 
+/// The cgroups `pid` runs in in the hierarchies the driver uses (v1 cpu, cpuacct and
+/// memory, or v2), as `/proc/PID/cgroup` names them.
+fn cgroups_of(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            // (On a v1 host, v2's line `0::/` is the unused unified hierarchy.)
+            let used = (controllers.is_empty() && path != "/")
+                || controllers
+                    .split(',')
+                    .any(|c| matches!(c, "cpu" | "cpuacct" | "memory"));
+            used.then(|| path.to_owned())
+        })
+        .collect()
+}
+
+/// An instance an older agent started under the shared `shoal` parent is moved into the
+/// install's own cgroups when a newer agent recovers it, limits and all; and an
+/// install's parent name is made once and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_instances_move_from_an_older_agents_cgroups() {
+    let test = "recovered_instances_move_from_an_older_agents_cgroups";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = image(tmp.path());
+    let mut old = config(tmp.path(), NetworkMode::HostPorts, Subnet::DEFAULT);
+    old.cgroup_parent = format!("shoal-test-old-{}", std::process::id());
+    let probe = ProcessDriver::new(old.clone()).expect("driver");
+    if probe.capabilities().limits.starts_with("not enforced") {
+        let why = probe.capabilities().limits;
+        return if is_root() {
+            skip_on_this_machine_class(test, &why)
+        } else {
+            skip_or_fail(test, &why)
+        };
+    }
+    drop(probe);
+    let k = key("moved");
+    let mut s = spec(k.clone(), &image, 4);
+    s.vcpus = 2;
+    s.memory_mb = 200;
+    let pid = {
+        let driver = ProcessDriver::new(old.clone()).expect("driver");
+        let r = driver.start(&s).await.expect("start");
+        wait_http(r.endpoint, "/").await;
+        r.pid
+    };
+    let old_suffix = format!("/{}/{}", old.cgroup_parent, k.0);
+    assert!(
+        cgroups_of(pid).iter().all(|c| c == &old_suffix),
+        "{:?}",
+        cgroups_of(pid)
+    );
+
+    // The newer agent: a parent of the install's own, made once and kept.
+    let root = tmp.path().join("instances");
+    let parent =
+        shoal_agent::driver::process::install_cgroup_parent(&root, "shoal-test").expect("name");
+    assert!(parent.starts_with("shoal-test-") && parent.len() == "shoal-test-".len() + 8);
+    assert_eq!(
+        shoal_agent::driver::process::install_cgroup_parent(&root, "shoal-test").expect("again"),
+        parent
+    );
+    let mut new = old.clone();
+    new.cgroup_parent = parent.clone();
+    new.legacy_cgroup_parent = Some(old.cgroup_parent.clone());
+    let driver = ProcessDriver::new(new).expect("newer driver");
+    let found = driver.recover().await.expect("recover");
+    assert!(found.iter().any(|r| r.key == k && r.running.is_some()));
+    let new_suffix = format!("/{parent}/{}", k.0);
+    assert!(
+        cgroups_of(pid).iter().all(|c| c == &new_suffix),
+        "moved into {new_suffix}: {:?}",
+        cgroups_of(pid)
+    );
+    let v1_cpu = Path::new("/sys/fs/cgroup/cpu").join(&parent).join(&k.0);
+    if v1_cpu.exists() {
+        assert_eq!(
+            std::fs::read_to_string(v1_cpu.join("cpu.cfs_quota_us"))
+                .expect("quota")
+                .trim(),
+            "200000",
+            "the size's limits came along"
+        );
+    }
+    for h in ["cpu", "cpuacct", "memory", "."] {
+        let d = Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(&old.cgroup_parent)
+            .join(&k.0);
+        assert!(!d.exists(), "{} removed", d.display());
+    }
+    // Usage is read from where the instance now is.
+    assert!(driver.usage(&k).await.expect("usage").is_some());
+    driver.destroy(&k).await.expect("destroy");
+    wait_gone(pid).await;
+    for h in ["cpu", "cpuacct", "memory", "."] {
+        for p in [&parent, &old.cgroup_parent] {
+            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(h).join(p));
+        }
+    }
+}
+
 /// How many instances the timing runs start (`SHOAL_MANY`, default 200).
 fn many() -> u32 {
     std::env::var("SHOAL_MANY")

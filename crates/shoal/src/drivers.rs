@@ -17,6 +17,12 @@ pub enum DriversError {
     Process(#[source] shoal_agent::driver::process::ProcessDriverError),
     #[error("Cannot set up the QEMU driver")]
     Qemu(#[source] QemuDriverError),
+    #[error("Cannot read or make this install's cgroup name in {path} (check the data directory is writable)")]
+    CgroupParent {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How this host runs instances.
@@ -45,10 +51,19 @@ fn process_driver(dir: &Path, settings: &DriverSettings) -> Result<Arc<dyn Drive
     if let Some(subnet) = settings.subnet {
         cfg.subnet = subnet;
     }
-    // The single host of `shoal serve` keeps the plain name.
-    if settings.host_name != "local" {
-        cfg.cgroup_parent = format!("shoal-{}", settings.host_name);
-    }
+    // Instance cgroups go under a parent of this install's own (`shoal-1a2b3c4d`, kept in
+    // `instances/.cgroup-parent`); older agents used `shoal` (`shoal-<host>` beside
+    // others), from which running instances are moved on start.
+    let legacy = match settings.host_name.as_str() {
+        "local" => "shoal".to_owned(),
+        host => format!("shoal-{host}"),
+    };
+    cfg.cgroup_parent = shoal_agent::driver::process::install_cgroup_parent(&cfg.root, &legacy)
+        .map_err(|source| DriversError::CgroupParent {
+            path: cfg.root.join(".cgroup-parent"),
+            source,
+        })?;
+    cfg.legacy_cgroup_parent = Some(legacy);
     let driver = ProcessDriver::new(cfg).map_err(DriversError::Process)?;
     let caps = driver.capabilities();
     tracing::info!(network = %caps.network, limits = %caps.limits, "process driver ready");

@@ -231,6 +231,75 @@ impl Cgroups {
         }
     }
 
+    /// The same hierarchies under another parent (e.g. the one an older agent used); its
+    /// directories are not created.
+    pub fn with_parent(&self, parent: &str) -> Cgroups {
+        let swap = |p: &PathBuf| p.with_file_name(parent);
+        match self {
+            Cgroups::V2 { parent: p } => Cgroups::V2 { parent: swap(p) },
+            Cgroups::V1 {
+                cpu,
+                cpuacct,
+                memory,
+            } => Cgroups::V1 {
+                cpu: cpu.as_ref().map(swap),
+                cpuacct: cpuacct.as_ref().map(swap),
+                memory: memory.as_ref().map(swap),
+            },
+            Cgroups::Unavailable { why } => Cgroups::Unavailable { why: why.clone() },
+        }
+    }
+
+    /// Moves instance `key` out of `old`'s cgroups into its own here (made with the
+    /// size's limits) and removes `old`'s directories, so an instance an older agent
+    /// started under another parent keeps its limits and is found where this agent
+    /// looks. Only when `leader` (the instance's recorded process) is among their
+    /// processes: a directory of the same name that holds someone else's is left alone.
+    /// Returns how many processes moved.
+    pub fn adopt_from(
+        &self,
+        old: &Cgroups,
+        key: &str,
+        leader: Option<u32>,
+        vcpus: u32,
+        memory_mb: u64,
+    ) -> Result<usize, CgroupError> {
+        let before = old.limits_for(key);
+        let found: Vec<&PathBuf> = before.dirs.iter().filter(|d| d.is_dir()).collect();
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let pids = before.pids();
+        if !pids.is_empty() {
+            if !leader.is_some_and(|l| pids.contains(&l)) {
+                return Ok(0);
+            }
+            let limits = self.apply(key, vcpus, memory_mb)?;
+            for dir in &limits.dirs {
+                let procs = dir.join("cgroup.procs");
+                for pid in &pids {
+                    match fs::write(&procs, pid.to_string()) {
+                        Ok(()) => {}
+                        // Gone meanwhile: nothing to move.
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                        Err(source) => {
+                            return Err(CgroupError::Write {
+                                file: procs,
+                                source,
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        for dir in found {
+            if let Err(e) = fs::remove_dir(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "Cannot remove an older agent's instance cgroup");
+            }
+        }
+        Ok(pids.len())
+    }
+
     /// Sends SIGKILL to every process still in the instance's cgroups (stragglers that
     /// left the process group), then removes the directories. Missing ones are fine.
     pub async fn remove(&self, key: &str) {

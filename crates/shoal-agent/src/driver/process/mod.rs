@@ -31,7 +31,7 @@ mod warm;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,8 +63,13 @@ pub struct ProcessDriverConfig {
     pub subnet: Subnet,
     /// Namespace mode: where namespaces are bind-mounted.
     pub netns_dir: PathBuf,
-    /// The cgroup (in every hierarchy) under which instance cgroups are made.
+    /// The cgroup (in every hierarchy) under which instance cgroups are made. Each
+    /// install needs its own ([`install_cgroup_parent`]): an instance's cgroup is named
+    /// by its key alone, and whatever runs in it is killed before the instance starts.
     pub cgroup_parent: String,
+    /// The parent an older agent made instance cgroups under: instances recovered
+    /// running there are moved into `cgroup_parent` (see [`Cgroups::adopt_from`]).
+    pub legacy_cgroup_parent: Option<String>,
     /// Grace period before SIGKILL when `destroy` or `reimage` stops a running instance.
     pub destroy_grace: Duration,
     /// Run each instance as a user of its own ([`users`]); possible only when the agent
@@ -89,6 +94,7 @@ impl ProcessDriverConfig {
             subnet: Subnet::DEFAULT,
             netns_dir: PathBuf::from(DEFAULT_NETNS_DIR),
             cgroup_parent: "shoal".to_owned(),
+            legacy_cgroup_parent: None,
             destroy_grace: Duration::from_secs(5),
             // SAFETY: geteuid has no preconditions.
             instance_users: unsafe { libc::geteuid() } == 0,
@@ -96,6 +102,45 @@ impl ProcessDriverConfig {
             warm_namespaces: 0,
         }
     }
+}
+
+/// The cgroup parent of the install whose instances live under `root`: read from
+/// `<root>/.cgroup-parent`, or made once as `<base>-<8 random hex digits>` and written
+/// there. Two installs on one host (two data directories, or test servers side by side)
+/// would otherwise share `<base>/<key>` for instances of the same names, and starting
+/// one instance kills whatever the other runs in that cgroup.
+pub fn install_cgroup_parent(root: &Path, base: &str) -> io::Result<String> {
+    let file = root.join(".cgroup-parent");
+    match std::fs::read_to_string(&file) {
+        Ok(name) if is_cgroup_name(name.trim()) => return Ok(name.trim().to_owned()),
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} does not hold a cgroup name (letters, digits, '-', '_', '.'); remove it to make a new one",
+                    file.display()
+                ),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))?;
+    let name = format!("{base}-{:08x}", u32::from_be_bytes(bytes));
+    std::fs::create_dir_all(root)?;
+    crate::driver::slot::write_atomic(&file, format!("{name}\n").as_bytes())?;
+    Ok(name)
+}
+
+fn is_cgroup_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Why the driver could not be set up.
@@ -224,6 +269,29 @@ impl Inner {
         }
         if killed > 0 {
             tracing::info!(instance = %key, killed, "killed processes left behind by the instance's main process");
+        }
+    }
+
+    /// Moves recovered instances out of the cgroups an older agent made under `legacy`.
+    fn adopt_cgroups(&self, legacy: &str, found: &[Recovered]) {
+        if legacy == self.config.cgroup_parent || !self.cgroups.enforced() {
+            return;
+        }
+        let old = self.cgroups.with_parent(legacy);
+        for r in found {
+            let leader = r.running.as_ref().map(|run| run.pid);
+            match self
+                .cgroups
+                .adopt_from(&old, &r.key.0, leader, r.spec.vcpus, r.spec.memory_mb)
+            {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::info!(instance = %r.key, moved, from = legacy, to = %self.config.cgroup_parent, "Moved an instance's processes into this install's cgroups")
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %r.key, error = %error_chain(&e), "Cannot move an instance out of an older agent's cgroups; its limits stay where they were")
+                }
+            }
         }
     }
 
@@ -466,6 +534,9 @@ impl Driver for ProcessDriver {
 
     async fn recover(&self) -> Result<Vec<Recovered>, DriverError> {
         let found = slot::recover(&*self.inner).await?;
+        if let Some(legacy) = &self.inner.config.legacy_cgroup_parent {
+            self.inner.adopt_cgroups(legacy, &found);
+        }
         // Recovered instances have marked their addresses: the pool may adopt the rest.
         self.inner.network.start_warm();
         Ok(found)
