@@ -867,8 +867,11 @@ mod tests {
             if out_would_fire && (min..=max).contains(&current) {
                 prop_assert!(d.new_capacity.is_none_or(|n| n > current), "scaled in while an out-rule fires: {d:?}");
             }
-            // After a scale in, no per-instance out-rule fires on the projected metric.
-            if let Some(n) = d.new_capacity.filter(|n| *n < current && (min..=max).contains(&current)) {
+            // After a scale in, no per-instance out-rule fires on the projected metric. (Not
+            // for a scale in to 0: no instance is left to report a per-instance metric, so
+            // none can fire; as in Azure, a set at a minimum of 0 stays there until another
+            // rule or a profile raises it.)
+            if let Some(n) = d.new_capacity.filter(|n| *n > 0 && *n < current && (min..=max).contains(&current)) {
                 for r in &s.profiles[0].rules {
                     if r.direction == ScaleDirection::Increase && r.metric.is_platform() {
                         let v = rule_value(r, &m, current, now).unwrap() * current as f64 / n as f64;
