@@ -13,10 +13,10 @@ use crate::harness::*;
 const WAIT: Duration = Duration::from_secs(90);
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 
-/// What a failed wait shows: the CPU the server holds for the set, the autoscale
-/// history and the end of the server's log.
-fn explain(s: &Server, rg: &str) -> String {
-    let cpu = s.cli(&[
+/// `shoal vmss metrics` of set `web` in `rg`: the highest Percentage CPU of each second
+/// over the last `offset`.
+fn peak_cpu_query<'a>(rg: &'a str, offset: &'a str) -> [&'a str; 14] {
+    [
         "vmss",
         "metrics",
         "-g",
@@ -28,10 +28,16 @@ fn explain(s: &Server, rg: &str) -> String {
         "--interval",
         "1s",
         "--offset",
-        "30s",
+        offset,
         "--aggregation",
         "Maximum",
-    ]);
+    ]
+}
+
+/// What a failed wait shows: the CPU the server holds for the set, the autoscale
+/// history and the end of the server's log.
+fn explain(s: &Server, rg: &str) -> String {
+    let cpu = s.cli(&peak_cpu_query(rg, "30s"));
     format!(
         "Percentage CPU, last 30 s: {}\nautoscale history: {:#?}\nserver log:\n{}",
         String::from_utf8_lossy(&cpu.stdout),
@@ -146,22 +152,7 @@ fn cpu_rule_scales_out_under_load_and_back_in_after_the_cooldown_explaining_each
         running(&s, "cpu") == 2
     });
     // The metric is queryable the way Azure Monitor answers.
-    let m = s.cli_ok(&[
-        "vmss",
-        "metrics",
-        "-g",
-        "cpu",
-        "-n",
-        "web",
-        "--metric",
-        "Percentage CPU",
-        "--interval",
-        "1s",
-        "--offset",
-        "2m",
-        "--aggregation",
-        "Maximum",
-    ]);
+    let m = s.cli_ok(&peak_cpu_query("cpu", "2m"));
     let peak = m["value"][0]["timeseries"][0]["data"]
         .as_array()
         .expect("data")

@@ -135,12 +135,7 @@ pub fn install_cgroup_parent(root: &Path, base: &str) -> io::Result<String> {
 }
 
 fn is_cgroup_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    state::is_plain_name(name, 255)
 }
 
 /// Why the driver could not be set up.

@@ -135,8 +135,14 @@ impl SlotState for InstanceState {
 
 /// Names we put on the file system or give the kernel: short, no path separators.
 fn is_safe_name(name: &str) -> bool {
+    is_plain_name(name, 64)
+}
+
+/// A single file name of at most `max` bytes: letters, digits, `-`, `_`, `.`, not
+/// starting with `.`.
+pub(super) fn is_plain_name(name: &str, max: usize) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= max
         && !name.starts_with('.')
         && name
             .bytes()
