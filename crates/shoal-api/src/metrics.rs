@@ -181,12 +181,15 @@ async fn runs_on(
     let Some(id) = instance.and_then(|i| i.parse::<u64>().ok()) else {
         return Ok(false);
     };
+    /// The one field of an instance record this check needs (agents post a sample batch
+    /// every second: no need to decode whole records for it).
+    #[derive(Deserialize)]
+    struct HostOf {
+        host: String,
+    }
     let key = set.instance_key(id);
     if !hosts.contains_key(&key) {
-        let host = st
-            .get::<shoal_model::records::InstanceRecord>(&key)
-            .await?
-            .map(|r| r.value.host);
+        let host = st.get::<HostOf>(&key).await?.map(|r| r.value.host);
         hosts.insert(key.clone(), host);
     }
     Ok(hosts[&key]
