@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    ensure_web_built, free_port, http_get, image_args, processes_under, repo_root,
-    running_instance_ids, serial, shoal_bin, tail, vmss_args, wait_until, wait_until_or,
+    ensure_web_built, free_port, http_get, image_args, repo_root, running_instance_ids, serial,
+    shoal_bin, tail, vmss_args, wait_until, wait_until_or,
 };
 
 #[path = "../../crates/shoal-store/tests/support/etcd_cluster.rs"]
@@ -198,13 +198,7 @@ impl Drop for Proc {
             }
         }
         self.kill9();
-        for pid in processes_under(&self.data_dir()) {
-            // SAFETY: killing a stray test process by pid.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-        crate::harness::remove_namespaces(&self.data_dir());
+        crate::harness::clean_up_after(&self.data_dir());
     }
 }
 

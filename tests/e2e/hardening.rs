@@ -190,12 +190,10 @@ fn proc_status(pid: u32, field: &str) -> Option<String> {
 
 #[test]
 fn instances_run_as_users_of_their_own_without_privileges() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip_or_fail(
-            "instances_run_as_users_of_their_own_without_privileges",
-            "only an agent running as root hands instances users of their own",
-        );
+    if !root_or_skip(
+        "instances_run_as_users_of_their_own_without_privileges",
+        "only an agent running as root hands instances users of their own",
+    ) {
         return;
     }
     let _g = serial();

@@ -128,6 +128,17 @@ pub fn skip_or_fail(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {reason}");
 }
 
+/// Whether the tests run as root; when not, `test` is skipped for `reason` (a failure
+/// under `SHOAL_REQUIRE_ALL=1`, see [`skip_or_fail`]) and the answer is false.
+pub fn root_or_skip(test: &str, reason: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    skip_or_fail(test, reason);
+    false
+}
+
 /// Builds `examples/web` (release, as its symlink expects) once per test run.
 pub fn ensure_web_built() {
     static BUILT: std::sync::Once = std::sync::Once::new();
@@ -370,43 +381,34 @@ impl Drop for Server {
         if self.child.is_some() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop()));
         }
-        // Whatever a failed test left behind must not leak into the next one.
-        for pid in processes_under(&self.data_dir()) {
-            // SAFETY: killing a stray test process by pid.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-        remove_namespaces(&self.data_dir());
-        unmount_under(&self.data_dir());
-        remove_cgroups(&self.data_dir());
+        clean_up_after(&self.data_dir());
     }
 }
 
-/// Removes the instance cgroups of every install under `dir` (each names its cgroup
-/// parent in `instances/.cgroup-parent`), once their processes are gone, so test runs
-/// leave no cgroups behind.
-pub fn remove_cgroups(dir: &Path) {
-    fn parents(dir: &Path, depth: usize, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if e.file_name() == ".cgroup-parent" {
-                if let Ok(name) = std::fs::read_to_string(&path) {
-                    let name = name.trim();
-                    if !name.is_empty() && !name.contains('/') && !name.starts_with('.') {
-                        out.push(name.to_owned());
-                    }
-                }
-            } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
-                parents(&path, depth - 1, out);
-            }
+/// What a stopped (or killed) server or agent with data directory `data_dir` may have
+/// left: its instances' processes, namespaces, disk mounts and cgroups. Whatever a failed
+/// test left behind must not leak into the next one.
+pub fn clean_up_after(data_dir: &Path) {
+    for pid in processes_under(data_dir) {
+        // SAFETY: killing a stray test process by pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
         }
     }
-    let mut names = Vec::new();
-    parents(dir, 4, &mut names);
+    remove_namespaces(data_dir);
+    unmount_under(data_dir);
+    remove_cgroups(data_dir);
+}
+
+/// Removes the instance cgroups of the server whose data directory is `data_dir` (its
+/// agent names their parent in `instances/.cgroup-parent`), once their processes are
+/// gone, so test runs leave no cgroups behind.
+fn remove_cgroups(data_dir: &Path) {
+    let names = instances_dirs(data_dir).into_iter().filter_map(|d| {
+        let name = std::fs::read_to_string(d.join(".cgroup-parent")).ok()?;
+        let name = name.trim();
+        (!name.is_empty() && !name.contains('/') && !name.starts_with('.')).then(|| name.to_owned())
+    });
     for name in names {
         for h in ["cpu", "cpuacct", "memory", "."] {
             let parent = Path::new("/sys/fs/cgroup").join(h).join(&name);
@@ -644,9 +646,14 @@ pub fn wait_for_no_processes(dir: &Path, timeout: Duration) -> Vec<(u32, String)
 /// in both layouts: `shoal serve`'s (`<data>/agent/instances`) and `shoal agent`'s
 /// (`<data>/instances`).
 pub fn remove_namespaces(data_dir: &Path) {
-    for dir in [data_dir.join("agent/instances"), data_dir.join("instances")] {
+    for dir in instances_dirs(data_dir) {
         remove_namespaces_in(&dir);
     }
+}
+
+/// Where a server's agent keeps its instances (`shoal serve`'s, or an agent's own).
+fn instances_dirs(data_dir: &Path) -> [PathBuf; 2] {
+    [data_dir.join("agent/instances"), data_dir.join("instances")]
 }
 
 fn remove_namespaces_in(instances: &Path) {

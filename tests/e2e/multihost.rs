@@ -193,13 +193,7 @@ impl Drop for Agent {
             let _ = wait_for_no_processes(&self.data_dir(), Duration::from_secs(20));
         }
         self.kill9();
-        for pid in processes_under(&self.data_dir()) {
-            // SAFETY: killing a stray test process by pid.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-        remove_namespaces(&self.data_dir());
+        crate::harness::clean_up_after(&self.data_dir());
     }
 }
 
@@ -503,9 +497,8 @@ fn a_vm_on_c_is_reached_from_another_machine(s: &Server, rg: &str) {
 #[test]
 fn three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request() {
     const TEST: &str = "three_hosts_in_three_zones_fail_over_heal_and_drain_with_no_failed_request";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return skip_or_fail(TEST, "network-namespace hosts need root");
+    if !root_or_skip(TEST, "network-namespace hosts need root") {
+        return;
     }
     if !Command::new("nft")
         .arg("--version")

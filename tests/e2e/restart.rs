@@ -131,12 +131,10 @@ fn warm_listed(s: &Server) -> Vec<(String, String)> {
 /// removes it.
 #[test]
 fn a_warm_namespace_pool_serves_new_instances_and_survives_kill_9() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip_or_fail(
-            "a_warm_namespace_pool_serves_new_instances_and_survives_kill_9",
-            "network namespaces need root",
-        );
+    if !root_or_skip(
+        "a_warm_namespace_pool_serves_new_instances_and_survives_kill_9",
+        "network namespaces need root",
+    ) {
         return;
     }
     let _g = serial();

@@ -121,7 +121,7 @@ pub async fn run(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        // Each set's id, once (every sample names it).
+        // Each instance's set id, formatted once for its samples (not once per sample).
         let ids: Vec<String> = instances.iter().map(|(_, rec)| rec.vmss.id()).collect();
         let mut samples = Vec::new();
         let now = Instant::now();
