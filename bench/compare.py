@@ -83,19 +83,43 @@ def to_ms(text):
     return float("nan")
 
 
-def wrk(url, duration, conns, extra=()):
+def cpu_ticks(pid):
+    """User + system clock ticks of process `pid` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_ticks():
+    """Busy clock ticks of the whole machine so far (all but idle and iowait): wrk, the
+    backends, the proxy and the kernel's workers (which do L4 kernel forwarding)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4]
+
+
+def wrk(url, duration, conns, extra=(), proxy_pid=None):
+    """One wrk load run; with `proxy_pid`, also the CPU it and the machine spent per
+    request (µs): a figure that depends much less than req/s on what else the shared
+    cores are doing."""
+    hz = os.sysconf("SC_CLK_TCK")
+    p0, m0 = (cpu_ticks(proxy_pid) if proxy_pid else 0), machine_ticks()
     out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration}", "--latency", *extra, url],
                          capture_output=True, text=True).stdout
-    rps, p99, errors = 0.0, float("nan"), ""
+    p1, m1 = (cpu_ticks(proxy_pid) if proxy_pid else 0), machine_ticks()
+    rps, p99, errors, requests = 0.0, float("nan"), "", 0
     for line in out.splitlines():
         parts = line.split()
         if line.startswith("Requests/sec:"):
             rps = float(parts[1])
+        elif len(parts) > 2 and parts[1:3] == ["requests", "in"]:
+            requests = int(parts[0])
         elif parts[:1] == ["99%"]:
             p99 = to_ms(parts[1])
         elif "Socket errors" in line or "Non-2xx" in line:
             errors += line.strip() + "; "
-    return {"rps": rps, "p99": p99, "errors": errors}
+    per = lambda ticks: ticks / hz * 1e6 / requests if requests else float("nan")
+    return {"rps": rps, "p99": p99, "errors": errors, "proxy_us": per(p1 - p0), "machine_us": per(m1 - m0)}
 
 
 class Proxies:
@@ -176,10 +200,11 @@ def run_lb(args, work):
             for key, desc, mode, scheme, extra, threads in LB_CASES:
                 for who in order:
                     proxies.start(who, mode, threads)
-                    res = wrk(f"{scheme}://127.0.0.1:{FRONT}/", args.duration, args.conns, extra)
+                    res = wrk(f"{scheme}://127.0.0.1:{FRONT}/", args.duration, args.conns, extra, proxies.proc.pid)
                     proxies.stop()
                     results[(key, who)].append(res)
-                    log(f"round {r + 1}/{args.runs} {desc}: {who} {res['rps']:.0f} req/s, p99 {res['p99']:.2f} ms {res['errors']}")
+                    log(f"round {r + 1}/{args.runs} {desc}: {who} {res['rps']:.0f} req/s, p99 {res['p99']:.2f} ms, "
+                        f"CPU per request: proxy {res['proxy_us']:.1f} µs, machine {res['machine_us']:.1f} µs {res['errors']}")
     finally:
         proxies.stop()
         for p in procs:
@@ -229,14 +254,16 @@ def table(args, lb, spawn):
             s, h = lb[(key, "Shoal")], lb[(key, "HAProxy")]
             srps, hrps = med([x["rps"] for x in s]), med([x["rps"] for x in h])
             sp99, hp99 = med([x["p99"] for x in s]), med([x["p99"] for x in h])
+            scpu, hcpu = (f"; CPU/req: proxy {med([x['proxy_us'] for x in r]):.1f} µs, machine "
+                          f"{med([x['machine_us'] for x in r]):.1f} µs" for r in (s, h))
             ratio = srps / hrps if hrps else float("nan")
             met = "yes" if ratio >= 1.2 and sp99 <= hp99 else "no"
             goal = "≥ 1.2×, p99 ≤ HAProxy's" if key in ("l7", "l4", "tls") else "measured (no goal set)"
             if goal.startswith("measured"):
                 met = "—"
             workers = "1 worker" if threads == 1 else f"{threads} workers"
-            rows.append(f"| {desc}, {workers} vs nbthread {threads} | {srps:,.0f} (p99 {sp99:.2f} ms) | HAProxy {hrps:,.0f} "
-                        f"(p99 {hp99:.2f} ms) | {ratio:.2f}× | {goal} | {met} |")
+            rows.append(f"| {desc}, {workers} vs nbthread {threads} | {srps:,.0f} (p99 {sp99:.2f} ms{scpu}) | HAProxy "
+                        f"{hrps:,.0f} (p99 {hp99:.2f} ms{hcpu}) | {ratio:.2f}× | {goal} | {met} |")
     if spawn:
         bare = med([x["seconds_until_all_answer"] for x in spawn["bare"]])
         for name, net, _ in SPAWN_CASES:
@@ -289,6 +316,8 @@ def main():
         "Shoal's L4 kernel forwarding: " + ("off (SHOAL_LB_KERNEL_FORWARDING=off)"
                                             if os.environ.get("SHOAL_LB_KERNEL_FORWARDING") in ("off", "0")
                                             else "on (the default, where the balancer may load eBPF)"),
+        "CPU/req: CPU time per request of the proxy process (its threads) and of the whole machine (wrk, backends,",
+        "proxy, kernel workers: L4 kernel forwarding runs in the kernel's workers, not in the proxy process).",
         "",
     ]
     text = "\n".join(head + table(args, lb, spawn)) + "\n"

@@ -215,8 +215,9 @@ async def main():
         api(endpoint, "PATCH", vmss, {"sku": {"capacity": args.count}})
         # Wall-clock time of the answer, to line up with the server's log (--keep).
         print(f"PATCH answered after {time.perf_counter() - t0:.3f} s, at "
-              f"{time.strftime('%H:%M:%S', time.gmtime())}.{int(time.time() * 1000) % 1000:03d} UTC",
-              file=sys.stderr)
+              f"{time.strftime('%H:%M:%S', time.gmtime())}.{int(time.time() * 1000) % 1000:03d} UTC "
+              f"(CLOCK_MONOTONIC {time.clock_gettime(time.CLOCK_MONOTONIC) - (time.perf_counter() - t0):.3f}, "
+              f"for `perf record -k CLOCK_MONOTONIC` and `perf report --time`)", file=sys.stderr)
         last_print = 0
         loop = asyncio.get_running_loop()
         # Addresses come from the API; once every instance has one, the probe goes on
@@ -266,6 +267,7 @@ async def main():
             if not todo:
                 await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - t0
+        print(f"all answering at CLOCK_MONOTONIC {time.clock_gettime(time.CLOCK_MONOTONIC):.3f}", file=sys.stderr)
         # CPU the server spent on the scale-out: less sensitive than the elapsed time to
         # whatever else shares the cores.
         server_cpu = cpu_seconds(server.pid) - cpu0

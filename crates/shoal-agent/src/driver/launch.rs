@@ -7,21 +7,26 @@
 //! `kill -9` of the server, a child caught between fork and exec kept the lock and an
 //! immediate restart was refused.
 //!
-//! [`launch`] instead uses `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`, as
-//! `posix_spawn` does: the child borrows the parent's memory (nothing is copied) and the
+//! [`launch`] instead uses `clone(CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_PIDFD)`:
+//! the child borrows the parent's memory and descriptor table (nothing is copied) and the
 //! calling thread waits until the child has called `exec` (or failed). The child's first
-//! system calls close every descriptor it was not given, so no lock outlives the parent
-//! by more than a few microseconds; then it enters its session, network namespace,
-//! cgroups and working directory, drops to its user with `NO_NEW_PRIVS`, sets up its
-//! standard streams and signal state, and execs. Everything it needs was prepared by the parent beforehand:
-//! the child allocates nothing and calls only async-signal-safe system calls.
+//! system call, `close_range(3, ~0, CLOSE_RANGE_UNSHARE)`, gives it a table of its own
+//! holding only descriptors 0–2, so no lock outlives the parent by more than a few
+//! microseconds, and the cost of a start does not grow with the descriptors the agent
+//! holds (a pidfd per running instance: copying and closing a thousand of them in every
+//! child made a 0 → 1000 scale-out quadratic). Then it opens what it needs by path (its
+//! network namespace, its cgroups' `cgroup.procs`, `/dev/null` and its console log),
+//! enters its session, namespace, cgroups and working directory, drops to its user with
+//! `NO_NEW_PRIVS`, resets its signal state, and execs. Everything it needs was prepared by
+//! the parent beforehand: the child allocates nothing and calls only async-signal-safe
+//! system calls.
 //!
 //! The new process's pidfd comes back with its pid; [`wait`] reaps it through the pidfd
 //! and tells how it ended.
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -33,19 +38,20 @@ use tokio::io::Interest;
 /// Stack for the child until it execs; it runs a few system calls only.
 const CHILD_STACK: usize = 64 * 1024;
 
-/// What the new process gets. Descriptors are borrowed: they stay open in the caller.
+/// What the new process gets. Files are named by path and opened by the child (as the
+/// caller's user, before it drops to `user`).
 pub struct Launch<'a> {
     pub program: &'a Path,
     pub args: Vec<&'a OsStr>,
     /// `KEY=value` entries, the whole environment.
     pub env: Vec<(String, std::ffi::OsString)>,
     pub cwd: &'a Path,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
-    /// Joined with `setns` before exec.
-    pub netns: Option<RawFd>,
-    /// `cgroup.procs` files opened for writing; the child writes "0" to each.
-    pub cgroups: Vec<RawFd>,
+    /// Standard output and error: appended to this file, which is made if missing.
+    pub console: &'a Path,
+    /// A network namespace (e.g. `/run/netns/NAME`) joined with `setns` before exec.
+    pub netns: Option<&'a Path>,
+    /// `cgroup.procs` files; the child writes "0" to each.
+    pub cgroups: Vec<&'a Path>,
     /// Runs as this uid and gid with no supplementary groups and `NO_NEW_PRIVS`.
     pub user: Option<u32>,
 }
@@ -61,6 +67,7 @@ pub struct Launched {
 #[repr(u8)]
 enum Step {
     None = 0,
+    Descriptors,
     Setsid,
     Netns,
     Cgroup,
@@ -74,6 +81,7 @@ impl Step {
     fn describe(self) -> &'static str {
         match self {
             Step::None => "start",
+            Step::Descriptors => "leave the agent's descriptors behind",
             Step::Setsid => "start a session",
             Step::Netns => "join its network namespace",
             Step::Cgroup => "join its cgroups",
@@ -92,16 +100,12 @@ struct ChildArgs {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
-    devnull: RawFd,
-    stdout: RawFd,
-    stderr: RawFd,
-    netns: RawFd,
-    cgroups: *const RawFd,
+    console: *const libc::c_char,
+    /// Null when the namespace is not changed.
+    netns: *const libc::c_char,
+    cgroups: *const *const libc::c_char,
     cgroup_count: usize,
     user: Option<u32>,
-    /// Descriptors to keep (sorted); every other one above 2 is closed first thing.
-    keep: *const RawFd,
-    keep_count: usize,
     /// The caller's signal mask, restored in the child before exec.
     mask: libc::sigset_t,
     failed: Step,
@@ -172,15 +176,17 @@ pub fn launch(spec: &Launch<'_>) -> io::Result<Launched> {
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let cwd = cstring(spec.cwd.as_os_str().as_bytes(), "the working directory")?;
-    let devnull = OwnedFd::from(std::fs::File::open("/dev/null")?);
-
-    let mut keep: Vec<RawFd> = [devnull.as_raw_fd(), spec.stdout, spec.stderr]
-        .into_iter()
-        .chain(spec.netns)
-        .chain(spec.cgroups.iter().copied())
-        .collect();
-    keep.sort_unstable();
-    keep.dedup();
+    let console = cstring(spec.console.as_os_str().as_bytes(), "the console log path")?;
+    let netns = match spec.netns {
+        Some(path) => Some(cstring(path.as_os_str().as_bytes(), "the namespace path")?),
+        None => None,
+    };
+    let cgroups: Vec<CString> = spec
+        .cgroups
+        .iter()
+        .map(|p| cstring(p.as_os_str().as_bytes(), "a cgroup path"))
+        .collect::<io::Result<_>>()?;
+    let cgroup_ptrs: Vec<*const libc::c_char> = cgroups.iter().map(|c| c.as_ptr()).collect();
 
     // SAFETY: an all-zero sigset_t is a valid (empty) set; sigfillset fills it.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -189,15 +195,11 @@ pub fn launch(spec: &Launch<'_>) -> io::Result<Launched> {
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: cwd.as_ptr(),
-        devnull: devnull.as_raw_fd(),
-        stdout: spec.stdout,
-        stderr: spec.stderr,
-        netns: spec.netns.unwrap_or(-1),
-        cgroups: spec.cgroups.as_ptr(),
-        cgroup_count: spec.cgroups.len(),
+        console: console.as_ptr(),
+        netns: netns.as_ref().map_or(std::ptr::null(), |n| n.as_ptr()),
+        cgroups: cgroup_ptrs.as_ptr(),
+        cgroup_count: cgroup_ptrs.len(),
         user: spec.user,
-        keep: keep.as_ptr(),
-        keep_count: keep.len(),
         // SAFETY: as above, a valid empty set, filled by pthread_sigmask below.
         mask: unsafe { std::mem::zeroed() },
         failed: Step::None,
@@ -222,7 +224,11 @@ pub fn launch(spec: &Launch<'_>) -> io::Result<Launched> {
         let pid = libc::clone(
             child,
             top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            libc::CLONE_VM
+                | libc::CLONE_VFORK
+                | libc::CLONE_FILES
+                | libc::CLONE_PIDFD
+                | libc::SIGCHLD,
             (&raw mut args_block).cast(),
             &raw mut pidfd,
         );
@@ -271,34 +277,57 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             std::ptr::write_volatile(&raw mut a.failed, step);
             libc::_exit(127)
         };
-        // First: drop every descriptor but ours (the store's locked file among them).
-        let keep = std::slice::from_raw_parts(a.keep, a.keep_count);
-        let mut from: libc::c_uint = 3;
-        for &fd in keep {
-            let fd = fd as libc::c_uint;
-            if fd > from {
-                libc::syscall(libc::SYS_close_range, from, fd - 1, 0 as libc::c_uint);
-            }
-            if fd + 1 > from {
-                from = fd + 1;
-            }
-        }
-        libc::syscall(
+        // First: a descriptor table of our own with only 0-2 in it (copied; the
+        // server's locked store file is not among them). Until this returns the table is
+        // the parent's: nothing may be closed or opened before it. A kernel without
+        // CLOSE_RANGE_UNSHARE (< 5.9) fails here, and the child goes without touching
+        // the shared table.
+        if libc::syscall(
             libc::SYS_close_range,
-            from,
+            3 as libc::c_uint,
             libc::c_uint::MAX,
-            0 as libc::c_uint,
-        );
-
+            libc::CLOSE_RANGE_UNSHARE,
+        ) != 0
+        {
+            return fail(a, Step::Descriptors);
+        }
         if libc::setsid() < 0 {
             return fail(a, Step::Setsid);
         }
-        if a.netns >= 0 && libc::setns(a.netns, libc::CLONE_NEWNET) != 0 {
-            return fail(a, Step::Netns);
+        if !a.netns.is_null() {
+            let fd = libc::open(a.netns, libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return fail(a, Step::Netns);
+            }
+            libc::close(fd);
         }
-        for &fd in std::slice::from_raw_parts(a.cgroups, a.cgroup_count) {
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+        for &path in std::slice::from_raw_parts(a.cgroups, a.cgroup_count) {
+            let fd = libc::open(path, libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                 return fail(a, Step::Cgroup);
+            }
+            libc::close(fd);
+        }
+        // Standard streams, opened with the caller's rights (the console log's directory
+        // need not be open to the instance's user).
+        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        let console = libc::open(
+            a.console,
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+            0o666 as libc::c_uint,
+        );
+        if devnull < 0
+            || console < 0
+            || libc::dup2(devnull, 0) < 0
+            || libc::dup2(console, 1) < 0
+            || libc::dup2(console, 2) < 0
+        {
+            return fail(a, Step::Stdio);
+        }
+        // (Either may have landed on 0-2 when the server runs without some of them.)
+        for fd in [devnull, console] {
+            if fd > 2 {
+                libc::close(fd);
             }
         }
         // The directory is entered before the user is dropped (as std's Command does):
@@ -314,12 +343,6 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             {
                 return fail(a, Step::User);
             }
-        }
-        if libc::dup2(a.devnull, 0) < 0
-            || libc::dup2(a.stdout, 1) < 0
-            || libc::dup2(a.stderr, 2) < 0
-        {
-            return fail(a, Step::Stdio);
         }
         // Handlers are the parent's (e.g. the runtime's SIGCHLD); the program starts
         // with every caught signal at its default, and the caller's mask.
@@ -383,14 +406,13 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    fn spec<'a>(args: Vec<&'a OsStr>, out: RawFd) -> Launch<'a> {
+    fn spec<'a>(args: Vec<&'a OsStr>, console: &'a Path) -> Launch<'a> {
         Launch {
             program: Path::new("/bin/sh"),
             args,
             env: vec![("GREETING".into(), "hello".into())],
             cwd: Path::new("/tmp"),
-            stdout: out,
-            stderr: out,
+            console,
             netns: None,
             cgroups: Vec::new(),
             user: None,
@@ -400,18 +422,33 @@ mod tests {
     #[tokio::test]
     async fn runs_the_command_with_its_environment_output_and_exit_status() {
         let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        // A descriptor the child must not inherit (as the store's file would be).
+        let log = dir.path().join("log");
+        std::fs::write(&log, "before\n").unwrap();
+        // Descriptors the child must not inherit (as the store's file would be), many of
+        // them (as the agent holds a pidfd per instance), and all still the parent's
+        // afterwards: the child shares the parent's table until it has one of its own.
         let secret = std::fs::File::create(dir.path().join("secret")).unwrap();
+        let many: Vec<std::fs::File> = (0..500)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
         let script = format!(
             "echo $GREETING; pwd; ls /proc/self/fd | sort -n | tr '\\n' ' '; \
              test -e /proc/self/fd/{} && echo LEAKED; exit 7",
             secret.as_raw_fd()
         );
-        let l = launch(&spec(vec!["-c".as_ref(), script.as_ref()], log.as_raw_fd())).unwrap();
+        let l = launch(&spec(vec!["-c".as_ref(), script.as_ref()], &log)).unwrap();
         let status = wait(l.pidfd).await.unwrap();
         assert_eq!(status.code(), Some(7));
-        let out = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        for f in many.iter().chain([&secret]) {
+            // SAFETY: F_GETFD on a descriptor number only reads its flags.
+            let open = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFD) } >= 0;
+            assert!(open, "the parent lost descriptor {}", f.as_raw_fd());
+        }
+        let out = std::fs::read_to_string(&log).unwrap();
+        // Appended, not overwritten.
+        let out = out
+            .strip_prefix("before\n")
+            .expect("the log was appended to");
         let mut lines = out.lines();
         assert_eq!(lines.next(), Some("hello"));
         assert_eq!(lines.next(), Some("/tmp"));
@@ -424,10 +461,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_signal_ending_the_process_is_reported() {
-        let log = std::fs::File::create("/dev/null").unwrap();
         let l = launch(&spec(
             vec!["-c".as_ref(), "kill -9 $$".as_ref()],
-            log.as_raw_fd(),
+            Path::new("/dev/null"),
         ))
         .unwrap();
         let status = wait(l.pidfd).await.unwrap();
@@ -447,12 +483,9 @@ mod tests {
         let disk = top.path().join("disk");
         std::fs::create_dir(&disk).unwrap();
         std::os::unix::fs::chown(&disk, Some(4_242_424), Some(4_242_424)).unwrap();
+        // In the directory only root can reach: opened before the user is dropped.
         let out = top.path().join("out");
-        let log = std::fs::File::create(&out).unwrap();
-        let mut s = spec(
-            vec!["-c".as_ref(), "id -u; id -G; pwd".as_ref()],
-            log.as_raw_fd(),
-        );
+        let mut s = spec(vec!["-c".as_ref(), "id -u; id -G; pwd".as_ref()], &out);
         s.cwd = &disk;
         s.user = Some(4_242_424);
         let l = launch(&s).unwrap();
@@ -466,8 +499,7 @@ mod tests {
 
     #[test]
     fn a_failing_step_is_named() {
-        let log = std::fs::File::create("/dev/null").unwrap();
-        let mut s = spec(vec![], log.as_raw_fd());
+        let mut s = spec(vec![], Path::new("/dev/null"));
         s.cwd = Path::new("/nonexistent/dir");
         let err = launch(&s).err().expect("must fail");
         assert!(
@@ -479,5 +511,14 @@ mod tests {
         let err = launch(&s).err().expect("must fail");
         assert!(err.to_string().contains("execute the program"), "{err}");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        s.program = Path::new("/bin/sh");
+        s.console = Path::new("/nonexistent/dir/console.log");
+        let err = launch(&s).err().expect("must fail");
+        assert!(err.to_string().contains("attach its console log"), "{err}");
+        s.console = Path::new("/dev/null");
+        let missing = Path::new("/nonexistent/cgroup.procs");
+        s.cgroups = vec![missing];
+        let err = launch(&s).err().expect("must fail");
+        assert!(err.to_string().contains("join its cgroups"), "{err}");
     }
 }

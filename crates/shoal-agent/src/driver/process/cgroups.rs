@@ -2,9 +2,9 @@
 //!
 //! Each instance gets `<parent>/<key>` (parent `shoal` by default) in every hierarchy it
 //! needs, with a CPU quota of `vcpus × period` and a memory limit of `memory_mb`. The
-//! child joins it before `exec` by writing `0` ("myself") into descriptors of its
-//! `cgroup.procs` files opened by the agent (see [`Limits::open_procs`]), so the
-//! workload never runs outside its limits. Usage is read back from the same files.
+//! child joins it before `exec` by writing `0` ("myself") into its `cgroup.procs` files
+//! (see [`Limits::procs_files`] and `driver::launch`), so the workload never runs outside
+//! its limits. Usage is read back from the same files.
 //!
 //! When no hierarchy is writable (no root, read-only `/sys/fs/cgroup`, a v2 tree whose
 //! controllers cannot be delegated), [`Cgroups::detect`] says why and the driver reports
@@ -12,8 +12,6 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -323,18 +321,9 @@ impl Cgroups {
 }
 
 impl Limits {
-    /// Opens the `cgroup.procs` files for the child to write `0` into before exec.
-    pub fn open_procs(&self) -> io::Result<Vec<OwnedFd>> {
-        self.dirs
-            .iter()
-            .map(|d| {
-                let f = fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(d.join("cgroup.procs"))?;
-                Ok(OwnedFd::from(f))
-            })
-            .collect()
+    /// The `cgroup.procs` file of each of the instance's cgroups, for the child to join.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
     /// Every pid in the instance's cgroups.

@@ -9,9 +9,8 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::state::{InstanceState, NetAlloc};
@@ -98,20 +97,7 @@ impl Inner {
         } else {
             cgroups::Limits::default()
         };
-        let cgroup_fds: Vec<OwnedFd> = limits.open_procs().map_err(|e| start_err(key, &e))?;
-        let netns_fd: Option<OwnedFd> = match &endpoint.netns {
-            Some(path) => Some(
-                std::fs::File::open(path)
-                    .map(OwnedFd::from)
-                    .map_err(|e| start_err(key, &e))?,
-            ),
-            None => None,
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.console_log())
-            .map_err(|e| io_err(key, e))?;
+        let cgroup_procs = limits.procs_files();
 
         // Its own user, when the agent may hand one out: the disk and custom data are its.
         let user = self
@@ -174,14 +160,12 @@ impl Inner {
             args,
             env: env.0,
             cwd: &disk,
-            stdout: log.as_raw_fd(),
-            stderr: log.as_raw_fd(),
-            netns: netns_fd.as_ref().map(AsRawFd::as_raw_fd),
-            cgroups: cgroup_fds.iter().map(AsRawFd::as_raw_fd).collect(),
+            console: &dir.console_log(),
+            netns: endpoint.netns.as_deref(),
+            cgroups: cgroup_procs.iter().map(PathBuf::as_path).collect(),
             user,
         })
         .map_err(|e| start_err(key, &e))?;
-        drop((netns_fd, cgroup_fds, log));
         let pid = launched.pid;
         // Our child cannot be reaped before `wait`, so its /proc entry is there.
         let start_time = procfs::start_time(pid).unwrap_or_else(|| {

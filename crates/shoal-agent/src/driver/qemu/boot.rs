@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -190,7 +189,7 @@ impl Inner {
         log.write_all(banner.as_bytes())
             .await
             .map_err(|e| io_err(key, e))?;
-        let log = log.into_std().await;
+        drop(log);
 
         // Started without forking the agent (see `launch`), in its own session.
         let launched = launch::launch(&launch::Launch {
@@ -198,8 +197,7 @@ impl Inner {
             args: argv.iter().map(AsRef::as_ref).collect(),
             env: Vec::new(),
             cwd: &dir,
-            stdout: log.as_raw_fd(),
-            stderr: log.as_raw_fd(),
+            console: &log_path,
             netns: None,
             cgroups: Vec::new(),
             user: None,
@@ -210,7 +208,6 @@ impl Inner {
                 format!("cannot run {}: {e}", self.config.qemu.display()),
             )
         })?;
-        drop(log);
         let pid = launched.pid;
         let start_time = procfs::start_time(pid).unwrap_or(0);
         state.process = Some(ProcessRecord { pid, start_time });
