@@ -335,10 +335,15 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(a.cwd) < 0 {
             return fail(a, Step::Chdir);
         }
+        // Raw system calls, not libc's wrappers: those change the credentials of every
+        // thread of the process (signalling each under a lock of libc's), and in this
+        // child, which shares the parent's memory, "every thread" reads the parent's
+        // threads: wasted signals, and a hang if the lock was held at the clone.
         if let Some(uid) = a.user {
-            if libc::setgroups(0, std::ptr::null()) < 0
-                || libc::setgid(uid) < 0
-                || libc::setuid(uid) < 0
+            let (uid, null) = (uid as libc::c_long, std::ptr::null::<libc::gid_t>());
+            if libc::syscall(libc::SYS_setgroups, 0 as libc::c_long, null) < 0
+                || libc::syscall(libc::SYS_setgid, uid) < 0
+                || libc::syscall(libc::SYS_setuid, uid) < 0
                 || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
             {
                 return fail(a, Step::User);
@@ -495,6 +500,19 @@ mod tests {
         assert_eq!(lines[0], "4242424", "{text}");
         assert_eq!(lines[1], "4242424", "no supplementary groups: {text}");
         assert_eq!(lines.len(), 3, "{text}");
+        // The child shared our memory: the agent itself (every thread) is still root.
+        // SAFETY: geteuid reads the caller's effective uid.
+        assert_eq!(unsafe { libc::geteuid() }, 0);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        for line in status
+            .lines()
+            .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:"))
+        {
+            assert!(
+                line.split_whitespace().skip(1).all(|id| id == "0"),
+                "{line}"
+            );
+        }
     }
 
     #[test]
