@@ -314,6 +314,12 @@ impl Supervisor {
 
     /// One step toward `rec`. Errors are reasons the instance cannot run as asked.
     async fn converge(&mut self, rec: &InstanceRecord) -> Result<(), String> {
+        let ctx = self.ctx.clone();
+        // A start slot taken to provision is kept for the start that follows, so an
+        // instance boots as soon as its disk is ready instead of queueing behind every
+        // other instance's provisioning (its address then comes early, and the booting
+        // workloads' CPU spreads over the scale-out instead of piling up at its end).
+        let mut slot = None;
         let fresh_disk = !self.applied.provisioned
             || self.applied.launch_generation != rec.launch.generation
             || self.applied.reimage_gen != rec.reimage_gen;
@@ -337,16 +343,14 @@ impl Supervisor {
                 self.stop(false).await;
             }
             let spec = self.spec(rec).await?;
-            let ctx = self.ctx.clone();
-            let result = {
-                let _slot = ctx.start_slots.acquire().await.map_err(|e| e.to_string())?;
-                if first {
-                    ctx.driver.provision(&spec).await
-                } else {
-                    ctx.driver.reimage(&spec).await
-                }
+            let permit = ctx.start_slots.acquire().await.map_err(|e| e.to_string())?;
+            let result = if first {
+                ctx.driver.provision(&spec).await
+            } else {
+                ctx.driver.reimage(&spec).await
             };
             result.map_err(|e| e.to_string())?;
+            slot = Some(permit);
             self.applied = Applied {
                 provisioned: true,
                 launch_generation: rec.launch.generation,
@@ -381,13 +385,11 @@ impl Supervisor {
                     let spec = self.spec(rec).await?;
                     self.report(InstanceState::Starting, self.last_exit.clone());
                     let started = {
-                        let _slot = self
-                            .ctx
-                            .start_slots
-                            .acquire()
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        self.ctx.driver.start(&spec).await
+                        let _slot = match slot.take() {
+                            Some(permit) => permit,
+                            None => ctx.start_slots.acquire().await.map_err(|e| e.to_string())?,
+                        };
+                        ctx.driver.start(&spec).await
                     };
                     match started {
                         Ok(r) => {
