@@ -64,8 +64,30 @@ impl EtcdCluster {
         Some(EtcdCluster::start(size))
     }
 
-    /// Starts `size` members and waits until the cluster is healthy.
+    /// Starts `size` members and waits until the cluster is healthy. The ports are
+    /// picked free but only bound by etcd a moment later: a member that finds its port
+    /// taken meanwhile (by another test's connection) exits, and the whole cluster is
+    /// started again on new ports, up to three times.
     pub fn start(size: usize) -> EtcdCluster {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            let mut c = EtcdCluster::launch(size);
+            match c.healthy_within(Duration::from_secs(30)) {
+                Ok(()) => return c,
+                Err(logs) if logs.contains("address already in use") && attempt < 3 => {
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "etcd test cluster: a port was taken before etcd bound it; starting again on new ports"
+                    );
+                    last = logs;
+                }
+                Err(logs) => panic!("etcd did not become healthy:\n{logs}"),
+            }
+        }
+        panic!("etcd did not become healthy:\n{last}")
+    }
+
+    fn launch(size: usize) -> EtcdCluster {
         // Memory-backed when possible: etcd fsyncs every write.
         let dir = match std::path::Path::new("/dev/shm").is_dir() {
             true => tempfile::Builder::new()
@@ -97,7 +119,6 @@ impl EtcdCluster {
         for i in 0..size {
             c.spawn(i);
         }
-        c.wait_healthy(Duration::from_secs(30));
         c
     }
 
@@ -159,18 +180,31 @@ impl EtcdCluster {
     }
 
     /// Waits until every running member answers `/health` with `true`.
-    pub fn wait_healthy(&self, deadline: Duration) {
+    pub fn wait_healthy(&mut self, deadline: Duration) {
+        if let Err(logs) = self.healthy_within(deadline) {
+            panic!("etcd did not become healthy:\n{logs}");
+        }
+    }
+
+    /// Waits until every running member answers `/health` with `true`; the tail of each
+    /// member's log when that does not happen within `deadline`, or a member exits.
+    fn healthy_within(&mut self, deadline: Duration) -> Result<(), String> {
         let until = Instant::now() + deadline;
         loop {
+            let exited = self.members.iter_mut().any(|m| {
+                m.child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+            });
             let all = self
                 .members
                 .iter()
                 .filter(|m| m.child.is_some())
                 .all(|m| health(m.client_port));
             if all {
-                return;
+                return Ok(());
             }
-            if Instant::now() > until {
+            if exited || Instant::now() > until {
                 let logs: Vec<String> = self
                     .members
                     .iter()
@@ -180,7 +214,7 @@ impl EtcdCluster {
                         format!("--- {} ---\n{}", m.name, tail.join("\n"))
                     })
                     .collect();
-                panic!("etcd did not become healthy:\n{}", logs.join("\n"));
+                return Err(logs.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
