@@ -158,6 +158,32 @@ def stop_server(server, data, keep=False):
         server.wait(120)
     except subprocess.TimeoutExpired:
         server.kill()
+    remove_cgroup_parent(f"{data}/d/agent/instances")
+
+
+def remove_cgroup_parent(instances):
+    """Removes the (by now empty) cgroups the stopped server's instances lived under: the
+    agent keeps its parent for the next start of the same data directory, but a
+    benchmark's data directory is gone, and every cgroup left behind is one more the
+    kernel walks on each instance's CPU quota write in later runs."""
+    try:
+        parent = open(f"{instances}/.cgroup-parent").read().strip()
+    except OSError:
+        return
+    if not parent or "/" in parent or parent.startswith("."):
+        return
+    for hierarchy in ("cpu", "cpuacct", "memory", "pids", "unified", ""):
+        top = os.path.join("/sys/fs/cgroup", hierarchy, parent)
+        for root, dirs, _ in os.walk(top, topdown=False):
+            for d in dirs:
+                try:
+                    os.rmdir(os.path.join(root, d))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(top)
+        except OSError:
+            pass
     if keep:
         print(f"kept {data} (serve.log)", file=sys.stderr)
     else:
