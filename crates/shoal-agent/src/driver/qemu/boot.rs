@@ -189,6 +189,9 @@ impl Inner {
         log.write_all(banner.as_bytes())
             .await
             .map_err(|e| io_err(key, e))?;
+        // tokio writes on a blocking thread: wait for it, so the banner comes before
+        // anything QEMU writes (the child opens the log again by path, appending).
+        log.flush().await.map_err(|e| io_err(key, e))?;
         drop(log);
 
         // Started without forking the agent (see `launch`), in its own session.
