@@ -21,9 +21,11 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--expand", action="store_true", help="list with $expand=instanceView")
+    ap.add_argument("--log", default="warn", help="SHOAL_LOG of the server")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory and serve.log")
     args = ap.parse_args()
 
-    server, endpoint, data = scale1000.start_server(args.shoal, args.count, "host-ports")
+    server, endpoint, data = scale1000.start_server(args.shoal, args.count, "host-ports", log=args.log)
     api = scale1000.api
     try:
         scale1000.create_web_set(args.shoal, endpoint, data, args.count)
@@ -61,7 +63,7 @@ def main():
             "server_cpu_ms_per_listing": round(statistics.mean(cpu), 1),
         }))
     finally:
-        scale1000.stop_server(server, data)
+        scale1000.stop_server(server, data, args.keep)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,10 @@ def stop_server(server, data, keep=False):
     except subprocess.TimeoutExpired:
         server.kill()
     remove_cgroup_parent(f"{data}/d/agent/instances")
+    if keep:
+        print(f"kept {data} (serve.log)", file=sys.stderr)
+    else:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def remove_cgroup_parent(instances):
@@ -184,10 +188,6 @@ def remove_cgroup_parent(instances):
             os.rmdir(top)
         except OSError:
             pass
-    if keep:
-        print(f"kept {data} (serve.log)", file=sys.stderr)
-    else:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 async def main():

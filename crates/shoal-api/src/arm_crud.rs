@@ -309,6 +309,7 @@ pub(crate) mod testing {
     /// page, capacity up to 10, no token checks, temporary directories.
     pub(crate) fn empty_state(at: jiff::Timestamp) -> ApiState {
         ApiState {
+            vm_views: Default::default(),
             store: Arc::new(shoal_store::MemoryStore::new()),
             clock: Arc::new(shoal_control::ManualClock::new(at)),
             blob_dir: std::env::temp_dir(),
@@ -329,6 +330,7 @@ pub(crate) mod testing {
     /// page.
     pub(crate) async fn state(page_size: usize) -> ApiState {
         let st = ApiState {
+            vm_views: Default::default(),
             page_size,
             ..empty_state(jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"))
         };

@@ -336,6 +336,7 @@ mod tests {
 
     fn state(secret: Option<&str>) -> ApiState {
         ApiState {
+            vm_views: Default::default(),
             identity_header: secret.map(String::from),
             ..crate::arm_crud::testing::empty_state(
                 jiff::Timestamp::from_second(1_700_000_000).expect("timestamp"),

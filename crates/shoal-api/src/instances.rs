@@ -23,6 +23,7 @@ use crate::routes::Action;
 use crate::scalesets::{location, require_set};
 use crate::state::{body_object, command_error, ApiState};
 use crate::views;
+use crate::vm_view_cache::{Expand, RenderedView, ViewStamp};
 
 /// The command's name for a route's action.
 fn instance_action(action: Action) -> InstanceAction {
@@ -317,40 +318,81 @@ pub async fn list_instances(
         span,
     )
     .await?;
-    fn find<T: serde::de::DeserializeOwned>(kvs: &[shoal_store::KeyValue], key: &str) -> Option<T> {
+    fn find<'a>(kvs: &'a [shoal_store::KeyValue], key: &str) -> Option<&'a shoal_store::KeyValue> {
         let at = kvs.binary_search_by(|kv| kv.key.as_str().cmp(key)).ok()?;
-        serde_json::from_slice(&kvs[at].value).ok()
+        Some(&kvs[at])
     }
-    // Decoded first (the views borrow them), then serialized straight from the records.
-    let page: Vec<(InstanceRecord, Option<InstanceStatus>, Option<HealthRecord>)> = records
-        .iter()
-        .filter_map(
-            |raw| match shoal_control::kv::decode::<InstanceRecord>(raw) {
-                Ok(r) => Some(r.value),
-                Err(e) => {
-                    tracing::warn!(key = %raw.key, error = %e, "skipping undecodable record");
-                    None
-                }
-            },
-        )
-        .map(|rec| {
-            let status = find(&statuses, &rec.status_key());
-            let health = find(&health, &keys::health_key(vmss, rec.instance_id));
-            (rec, status, health)
-        })
-        .collect();
+    fn decoded<T: serde::de::DeserializeOwned>(kv: Option<&shoal_store::KeyValue>) -> Option<T> {
+        serde_json::from_slice(&kv?.value).ok()
+    }
+    // Each instance's view is rendered again only when a record it comes from changed
+    // since the last listing (see `vm_view_cache`).
     let shape = views::SetView::new(&set.value, &tenant);
-    let items: Vec<views::VmView> = page
-        .iter()
-        .map(|(rec, status, health)| {
-            let vm = shape.vm(rec, status.as_ref(), health.as_ref(), expand);
-            if user_data {
-                vm.with_user_data(&shape)
-            } else {
-                vm
+    let options = Expand {
+        instance_view: expand,
+        user_data,
+    };
+    let tenant_hash = ViewStamp::tenant_hash(&tenant);
+    let mut items: Vec<RenderedView> = Vec::with_capacity(records.len());
+    let mut reused = 0usize;
+    for raw in &records {
+        let id = raw
+            .key
+            .rsplit('/')
+            .next()
+            .and_then(|id| id.parse::<u64>().ok());
+        let (status_kv, health_kv) = match id {
+            Some(id) => (
+                find(&statuses, &vmss.status_key(id)),
+                find(&health, &keys::health_key(vmss, id)),
+            ),
+            None => (None, None),
+        };
+        let stamp = ViewStamp {
+            record: raw.mod_revision,
+            status: status_kv.map(|kv| kv.mod_revision),
+            health: health_kv.map(|kv| kv.mod_revision),
+            set: set.revision,
+            tenant: tenant_hash,
+        };
+        if id.is_some() {
+            if let Some(view) = st.vm_views.get(&raw.key, options, &stamp) {
+                items.push(view);
+                reused += 1;
+                continue;
             }
-        })
-        .collect();
+        }
+        let rec = match shoal_control::kv::decode::<InstanceRecord>(raw) {
+            Ok(r) => r.value,
+            Err(e) => {
+                tracing::warn!(key = %raw.key, error = %e, "skipping undecodable record");
+                continue;
+            }
+        };
+        // Found by the key's id above; the record's own keys when the key had none.
+        let (status, health) = match id {
+            Some(_) => (
+                decoded::<InstanceStatus>(status_kv),
+                decoded::<HealthRecord>(health_kv),
+            ),
+            None => (
+                decoded(find(&statuses, &rec.status_key())),
+                decoded(find(&health, &keys::health_key(vmss, rec.instance_id))),
+            ),
+        };
+        let vm = shape.vm(&rec, status.as_ref(), health.as_ref(), expand);
+        let vm = if user_data {
+            vm.with_user_data(&shape)
+        } else {
+            vm
+        };
+        let view = RenderedView::render(&vm).map_err(crate::state::internal)?;
+        if id.is_some() {
+            st.vm_views.put(&raw.key, options, stamp, view.clone());
+        }
+        items.push(view);
+    }
+    tracing::debug!(set = %vmss.name, views = items.len(), reused, "instance list page");
     Ok(response::page_answer(
         ctx,
         &format!("{}/virtualMachines", set.value.vmss.id()),
@@ -493,5 +535,78 @@ mod tests {
             }
         }
         assert_eq!(seen, ids);
+    }
+
+    /// Views are kept between listings (`vm_view_cache`), but a listing always shows what
+    /// the store holds now: a changed status, instance record, set or `$expand`.
+    #[tokio::test]
+    async fn a_listing_after_a_change_shows_the_change() {
+        let st = state(100).await;
+        let set = set(
+            json!({"location": "local", "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 2},
+            "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "/i"}}}}}),
+        );
+        let mut ops = vec![kv::put_op(set.vmss.key(), &set, Expect::Any)];
+        for id in [0u64, 1] {
+            ops.push(kv::put_op(
+                inst(id, None, 3).key(),
+                &inst(id, None, 3),
+                Expect::Any,
+            ));
+            let mut s = status(InstanceState::Running, 3);
+            s.pid = Some(100 + id as u32);
+            ops.push(kv::put_op(set.vmss.status_key(id), &s, Expect::Any));
+        }
+        st.store.txn(ops).await.expect("store");
+        let uri = format!("{}/virtualMachines?api-version=2024-07-01", set.vmss.id());
+        let list = |uri: String| {
+            let st = &st;
+            async move {
+                let (code, page) = call(st, Method::GET, &uri, serde_json::Value::Null).await;
+                assert_eq!(code, 200, "{page}");
+                page["value"].as_array().expect("value").clone()
+            }
+        };
+        let first = list(uri.clone()).await;
+        assert_eq!(
+            first,
+            list(uri.clone()).await,
+            "nothing changed, same answer"
+        );
+        assert_eq!(first[1]["properties"]["shoal"]["pid"], 101);
+
+        // A status changes: that instance's view follows, the other stays.
+        let mut s = status(InstanceState::Stopped, 3);
+        s.pid = Some(999);
+        st.store
+            .txn(vec![kv::put_op(set.vmss.status_key(1), &s, Expect::Any)])
+            .await
+            .expect("store");
+        let after = list(uri.clone()).await;
+        assert_eq!(after[1]["properties"]["shoal"]["pid"], 999);
+        assert_eq!(after[0], first[0]);
+
+        // The instance record changes (protection from scale-in).
+        let mut rec = inst(0, None, 3);
+        rec.protection.protect_from_scale_in = true;
+        st.store
+            .txn(vec![kv::put_op(rec.key(), &rec, Expect::Any)])
+            .await
+            .expect("store");
+        let after = list(uri.clone()).await;
+        assert_eq!(
+            after[0]["properties"]["protectionPolicy"]["protectFromScaleIn"], true,
+            "{}",
+            after[0]
+        );
+
+        // `$expand=instanceView` is another view of the same revisions.
+        let expanded = list(format!("{uri}&$expand=instanceView")).await;
+        assert!(
+            expanded[0]["properties"]["instanceView"].is_object(),
+            "{}",
+            expanded[0]
+        );
+        assert!(list(uri.clone()).await[0]["properties"]["instanceView"].is_null());
     }
 }

@@ -50,6 +50,7 @@ pub mod views;
 pub mod virtual_machines;
 pub mod vm_image;
 pub mod vm_view;
+pub mod vm_view_cache;
 pub mod vnets;
 
 pub use server::router;

@@ -670,6 +670,7 @@ mod tests {
     #[tokio::test]
     async fn every_documented_method_is_served() {
         let st = ApiState {
+            vm_views: Default::default(),
             clock: Arc::new(shoal_control::SystemClock),
             blob_dir: std::env::temp_dir().join("shoal-openapi-test-blobs"),
             ..crate::arm_crud::testing::empty_state(jiff::Timestamp::UNIX_EPOCH)

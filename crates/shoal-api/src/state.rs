@@ -41,6 +41,9 @@ pub struct ApiState {
     pub auth: Option<crate::auth::AuthState>,
     /// This server among the install's servers: whether it leads, where the leader is.
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// Instance views as the instance list last rendered them (see
+    /// [`crate::views::VmViewCache`]).
+    pub vm_views: Arc<crate::views::VmViewCache>,
 }
 
 impl ApiState {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 pub use crate::vm_view::{SetView, ShoalExtension, VmView};
+pub use crate::vm_view_cache::VmViewCache;
 use serde_json::{json, Value};
 use shoal_model::records::{
     HealthRecord, InstanceRecord, InstanceState, InstanceStatus, VmssRecord,

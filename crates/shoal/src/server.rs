@@ -105,6 +105,7 @@ impl Core {
             Leadership::Elected(_) => config.store.clone(),
         };
         let api = ApiState {
+            vm_views: Default::default(),
             metrics: metrics.clone(),
             store: api_store.clone(),
             clock: config.clock.clone(),
