@@ -17,9 +17,10 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use shoal_store::Revision;
 
-/// Past this many kept views all are dropped at once (sets come and go: a bound on
-/// memory, ~3 KB a view, not an eviction policy).
-const MAX_VIEWS: usize = 100_000;
+/// Past this many kept views all are dropped at once: a bound on memory (~3 KB a view,
+/// so ~60 MB; twenty sets of Azure's largest capacity, 1000), not an eviction policy.
+/// Views of deleted instances stay until then.
+const MAX_VIEWS: usize = 20_000;
 
 /// What a view was rendered from; a kept view is used only when all of it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
