@@ -302,10 +302,11 @@ pub async fn list_instances(
     let skip = response::page_start(ctx);
     let (records, total, _) =
         part(vmss.instance_prefix(), String::new(), skip, st.page_size).await?;
-    let id_of = |kv: Option<&shoal_store::KeyValue>| {
-        kv.and_then(|kv| kv.key.rsplit('/').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    /// The instance id an instance record's key ends with.
+    fn key_id(kv: &shoal_store::KeyValue) -> Option<u64> {
+        kv.key.rsplit('/').next()?.parse::<u64>().ok()
+    }
+    let id_of = |kv: Option<&shoal_store::KeyValue>| kv.and_then(key_id).unwrap_or(0);
     let (first, last) = (id_of(records.first()), id_of(records.last()));
     let span = usize::try_from(last.saturating_sub(first))
         .unwrap_or(usize::MAX)
@@ -336,11 +337,7 @@ pub async fn list_instances(
     let mut items: Vec<RenderedView> = Vec::with_capacity(records.len());
     let mut reused = 0usize;
     for raw in &records {
-        let id = raw
-            .key
-            .rsplit('/')
-            .next()
-            .and_then(|id| id.parse::<u64>().ok());
+        let id = key_id(raw);
         let (status_kv, health_kv) = match id {
             Some(id) => (
                 find(&statuses, &vmss.status_key(id)),
@@ -348,19 +345,18 @@ pub async fn list_instances(
             ),
             None => (None, None),
         };
-        let stamp = ViewStamp {
+        // Only views whose records are found by the key's id are kept.
+        let stamp = id.map(|_| ViewStamp {
             record: raw.mod_revision,
             status: status_kv.map(|kv| kv.mod_revision),
             health: health_kv.map(|kv| kv.mod_revision),
             set: set.revision,
             tenant: tenant_hash,
-        };
-        if id.is_some() {
-            if let Some(view) = st.vm_views.get(&raw.key, options, &stamp) {
-                items.push(view);
-                reused += 1;
-                continue;
-            }
+        });
+        if let Some(view) = stamp.and_then(|s| st.vm_views.get(&raw.key, options, &s)) {
+            items.push(view);
+            reused += 1;
+            continue;
         }
         let rec = match shoal_control::kv::decode::<InstanceRecord>(raw) {
             Ok(r) => r.value,
@@ -387,7 +383,7 @@ pub async fn list_instances(
             vm
         };
         let view = RenderedView::render(&vm).map_err(crate::state::internal)?;
-        if id.is_some() {
+        if let Some(stamp) = stamp {
             st.vm_views.put(&raw.key, options, stamp, view.clone());
         }
         items.push(view);

@@ -273,8 +273,7 @@ impl Cgroups {
                 return Ok(0);
             }
             let limits = self.apply(key, vcpus, memory_mb)?;
-            for dir in &limits.dirs {
-                let procs = dir.join("cgroup.procs");
+            for procs in limits.procs_files() {
                 for pid in &pids {
                     match fs::write(&procs, pid.to_string()) {
                         Ok(()) => {}
