@@ -668,6 +668,26 @@ fn remove_namespaces_in(instances: &Path) {
             }
         }
     }
+    // Namespaces its agent made and had not removed when it was killed.
+    if let Ok(journal) = std::fs::read_to_string(instances.join(".netns-journal")) {
+        let mut made = std::collections::BTreeSet::new();
+        for line in journal.lines() {
+            let Some(address) = line
+                .get(1..)
+                .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            if line.starts_with('+') {
+                made.insert(address);
+            } else {
+                made.remove(&address);
+            }
+        }
+        for address in made {
+            remove_namespace(&format!("shoal-{:08x}", u32::from(address)));
+        }
+    }
     let Ok(entries) = std::fs::read_dir(instances) else {
         return;
     };

@@ -38,12 +38,15 @@ fn kill_9_during_scale_out_then_immediate_restart_always_starts_and_converges() 
     let count = env_or("SHOAL_KILL_LOOP_INSTANCES", 50);
     let rounds = env_or("SHOAL_KILL_LOOP_ROUNDS", 20);
     let wait = Duration::from_secs(60 + u64::from(count) / 5);
-    // Room for every instance whatever this machine's size (they are tiny processes).
+    // Room for every instance whatever this machine's size (they are tiny processes);
+    // a subnet of its own (as root, each instance has a namespace), to tell its namespaces.
     let mut s = Server::start_with(&[
         "--capacity-vcpus",
         "4096",
         "--capacity-memory-mb",
         "4194304",
+        "--instance-subnet",
+        LOOP_SUBNET,
     ]);
     s.create_group_and_image("loop");
     s.cli_ok(&vmss_args("loop", "0"));
@@ -105,7 +108,25 @@ fn kill_9_during_scale_out_then_immediate_restart_always_starts_and_converges() 
     }
     let status = s.stop();
     assert!(status.success(), "clean stop exits 0");
+    // A namespace made just before a kill, before its instance's state named it, is
+    // removed by the next start: twenty crashes leave none behind.
+    let left: Vec<String> = std::fs::read_dir("/run/shoal/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(LOOP_NETNS_PREFIX))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "namespaces of the loop's subnet left after the last stop: {left:?}"
+    );
 }
+
+/// The kill loop's instance subnet, and the prefix of its namespaces' names
+/// (`shoal-<hex address>`).
+const LOOP_SUBNET: &str = "10.236.0.0/16";
+const LOOP_NETNS_PREFIX: &str = "shoal-0aec";
 
 /// The names of the namespaces a server's warm pool lists (`.warm-namespaces`).
 fn warm_listed(s: &Server) -> Vec<(String, String)> {

@@ -6,7 +6,8 @@
 //! leader, and metric queries are answered by the leader too ([`forward_to_leader`]): with
 //! the caller's own `Authorization` (tokens are valid on every server of an install) and a
 //! marker header, so a request is forwarded at most once. A server that cannot reach the
-//! leader answers from what it holds itself. A single server always leads.
+//! leader asks the election once more (the leader may have just changed), then answers from
+//! what it holds itself. A single server always leads.
 //!
 //! Prometheus shows `shoal_leader` (1 on the leader) and `shoal_leader_terms_total`.
 
@@ -71,6 +72,11 @@ impl Cluster {
         } else if !leading {
             self.leading.store(false, Ordering::SeqCst);
         }
+        self.forget_leader();
+    }
+
+    /// Drops the kept leader URL: the next [`Cluster::leader_url`] asks the election.
+    pub fn forget_leader(&self) {
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
@@ -150,25 +156,47 @@ pub async fn forward_to_leader(
     if headers.contains_key(FORWARDED) {
         return None;
     }
-    let leader = st.cluster.leader_url().await?;
-    let mut req = to_peer(
-        st,
-        method.clone(),
-        format!("{leader}{path_and_query}"),
-        headers,
-    )
-    .timeout(FORWARD_TIMEOUT)
-    .body(body.clone());
-    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
-        req = req.header(http::header::CONTENT_TYPE, ct.clone());
-    }
-    let answer = match req.send().await {
+    let send = |leader: &str| {
+        let mut req = to_peer(
+            st,
+            method.clone(),
+            format!("{leader}{path_and_query}"),
+            headers,
+        )
+        .timeout(FORWARD_TIMEOUT)
+        .body(body.clone());
+        if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+            req = req.header(http::header::CONTENT_TYPE, ct.clone());
+        }
+        req.send()
+    };
+    let mut leader = st.cluster.leader_url().await?;
+    let answer = match send(&leader).await {
         Ok(a) => a,
         Err(e) => {
-            tracing::warn!(%leader, error = %e, "cannot forward to the leader; answering here");
-            return None;
+            // The leader known a moment ago may have died since: ask the election again
+            // and try the one it names now, once.
+            st.cluster.forget_leader();
+            let again = st.cluster.leader_url().await;
+            match again {
+                Some(next) => match send(&next).await {
+                    Ok(a) => {
+                        leader = next;
+                        a
+                    }
+                    Err(e2) => {
+                        tracing::warn!(first = %leader, %next, error = %e, again = %e2, "cannot forward to the leader; answering here");
+                        return None;
+                    }
+                },
+                None => {
+                    tracing::warn!(%leader, error = %e, "cannot forward to the leader; answering here");
+                    return None;
+                }
+            }
         }
     };
+    tracing::debug!(%leader, %method, "forwarded to the leader");
     let status = answer.status();
     let content_type = answer.headers().get(http::header::CONTENT_TYPE).cloned();
     let bytes = answer.bytes().await.ok()?;

@@ -17,6 +17,7 @@
 //! grace period.
 
 mod cgroups;
+mod claims;
 mod disk;
 mod mounts;
 mod nat;
@@ -195,6 +196,7 @@ impl ProcessDriver {
                 config.warm_namespaces,
                 Some(config.root.join(".warm-namespaces")),
             ),
+            claims::Claims::open(Some(config.root.join(".netns-journal"))),
         )
         .map_err(ProcessDriverError::Network)?;
         let cgroups = Cgroups::detect(&config.cgroup_parent);

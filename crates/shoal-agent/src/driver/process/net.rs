@@ -14,6 +14,8 @@
 //! Allocation is in memory, rebuilt from state files on recovery; in namespace mode the
 //! kernel names (`<netns_dir>/shoal-<hex address>`, veth `sh<hex address>`) double as a
 //! host-wide lock, so two agents with different roots never hand out the same address.
+//! Which of those names this agent won is journalled ([`Claims`]), so a namespace made
+//! just before a `kill -9` is removed at the next start instead of blocking its address.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
@@ -25,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use shoal_model::cidr::Cidr;
 use shoal_model::records::HostPeer;
 
+use super::claims::Claims;
 use super::nat;
 use super::netlink::{self, Netlink, Route, RT_SCOPE_UNIVERSE};
 use super::netns::{self, NetnsError, NetnsPlan};
@@ -161,6 +164,7 @@ impl Network {
         netns_dir: PathBuf,
         outbound_nat: bool,
         warm: Arc<Warm>,
+        claims: Claims,
     ) -> Result<Network, NetError> {
         let ports = || {
             warn_if_ephemeral(&port_range);
@@ -173,13 +177,14 @@ impl Network {
                 netns_dir,
                 outbound_nat,
                 warm,
+                claims,
             )?)),
             NetworkMode::Auto => {
                 // SAFETY: geteuid has no arguments and cannot fail.
                 if unsafe { libc::geteuid() } != 0 {
                     return Ok(ports());
                 }
-                match NsPool::prepare(subnet, netns_dir, outbound_nat, warm) {
+                match NsPool::prepare(subnet, netns_dir, outbound_nat, warm, claims) {
                     Ok(pool) => Ok(Network::Namespaces(pool)),
                     Err(e) => {
                         tracing::warn!(error = %error_chain(&e), "Network namespaces unavailable; instances share the host network, one port each");
@@ -287,7 +292,7 @@ impl Network {
                     return Some(alloc);
                 }
                 tracing::warn!(namespace = %path.display(), "A warm network namespace was removed behind the agent's back; skipping it");
-                let _ = netns::remove_mount(&path);
+                let _ = p.remove(*address, netns);
                 p.unmark(*address);
             }
         }
@@ -303,8 +308,9 @@ impl Network {
     }
 
     /// Starts the warm namespace pool, if configured: adopts the namespaces a previous
-    /// run left ready (those no recovered instance claims) and starts refilling. Call
-    /// after recovery.
+    /// run left ready (those no recovered instance claims), removes those an earlier run
+    /// made but nothing records ([`NsPool::sweep`]) and starts refilling. Call after
+    /// recovery, before any allocation.
     pub fn start_warm(&self) {
         let Network::Namespaces(p) = self else {
             return;
@@ -331,10 +337,11 @@ impl Network {
                 adopted += 1;
             } else {
                 // More than the pool may hold now (its size was lowered).
-                let _ = netns::remove_mount(&path);
+                let _ = p.remove(*address, netns);
                 dropped += 1;
             }
         }
+        p.sweep();
         if target == 0 {
             p.warm.forget();
             if dropped > 0 {
@@ -402,11 +409,13 @@ impl Network {
                 host_if,
                 ..
             } => {
-                let dir = match self {
-                    Network::Namespaces(p) => p.netns_dir.clone(),
-                    Network::HostPorts(_) => PathBuf::from(DEFAULT_NETNS_DIR),
-                };
-                netns::remove_mount(&dir.join(netns)).map_err(NetError::Teardown)?;
+                match self {
+                    Network::Namespaces(p) => p.remove(*address, netns),
+                    Network::HostPorts(_) => {
+                        netns::remove_mount(&PathBuf::from(DEFAULT_NETNS_DIR).join(netns))
+                    }
+                }
+                .map_err(NetError::Teardown)?;
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
                 while netlink::if_index(host_if) != 0 && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -571,6 +580,8 @@ pub struct NsAddrs {
     subnet: Subnet,
     netns_dir: PathBuf,
     state: Mutex<NsState>,
+    /// The namespaces this agent made and has not removed.
+    claims: Claims,
 }
 
 impl std::ops::Deref for NsPool {
@@ -585,8 +596,8 @@ impl Drop for NsPool {
     /// Removes the warm namespaces (the kernel deletes their veth pairs with them).
     fn drop(&mut self) {
         for alloc in self.warm.drain() {
-            if let NetAlloc::Namespace { netns, .. } = alloc {
-                let _ = netns::remove_mount(&self.netns_path(&netns));
+            if let NetAlloc::Namespace { address, netns, .. } = alloc {
+                let _ = self.remove(address, &netns);
             }
         }
     }
@@ -607,6 +618,7 @@ impl NsPool {
         netns_dir: PathBuf,
         outbound_nat: bool,
         warm: Arc<Warm>,
+        claims: Claims,
     ) -> Result<Self, NetError> {
         if subnet.prefix_len > 30 || subnet.prefix_len < 8 {
             return Err(NetError::Prepare {
@@ -660,6 +672,7 @@ impl NsPool {
             addresses: None,
         };
         let _ = netns::teardown(&plan.netns_path, &plan.host_if);
+        remove_dead_probes(&netns_dir);
         netns::create(&plan).map_err(NetError::Namespaces)?;
         netns::teardown(&plan.netns_path, &plan.host_if).map_err(NetError::Teardown)?;
         tracing::debug!(elapsed = ?started.elapsed(), %subnet, "Network namespace probe succeeded");
@@ -668,6 +681,7 @@ impl NsPool {
                 subnet,
                 netns_dir,
                 state: Mutex::new(NsState::default()),
+                claims,
             }),
             peer_routes: Mutex::default(),
             outbound_nat,
@@ -796,34 +810,83 @@ impl NsAddrs {
                 }
                 found.ok_or(NetError::Exhausted)?
             };
-            let hex = u32::from(address);
-            let alloc = NetAlloc::Namespace {
-                address,
-                gateway,
-                netns: format!("shoal-{hex:08x}"),
-                host_if: format!("sh{hex:08x}"),
-            };
-            let NetAlloc::Namespace { netns, host_if, .. } = &alloc else {
-                continue;
-            };
+            let (netns, host_if) = names(address);
             let plan = NetnsPlan {
-                netns_path: self.netns_dir.join(netns),
+                netns_path: self.netns_dir.join(&netns),
                 host_if: host_if.clone(),
                 addresses: Some((address, gateway)),
             };
-            match netns::create(&plan) {
-                Ok(()) => return Ok(alloc),
+            match netns::claim(&plan.netns_path) {
+                Ok(()) => {}
                 // Held by another agent (or a leftover): keep it marked and move on.
                 Err(NetnsError::Taken(name)) => {
-                    tracing::debug!(%name, "Address taken on this host; trying the next")
+                    tracing::debug!(%name, "Address taken on this host; trying the next");
+                    continue;
                 }
                 Err(e) => {
                     self.unmark(address);
                     return Err(NetError::Namespaces(e));
                 }
             }
+            self.claims.made(address);
+            match netns::build(&plan) {
+                Ok(()) => {
+                    return Ok(NetAlloc::Namespace {
+                        address,
+                        gateway,
+                        netns,
+                        host_if,
+                    })
+                }
+                // The host interface is someone else's: the mount point went, the address
+                // stays marked.
+                Err(NetnsError::Taken(name)) => {
+                    self.claims.removed(address);
+                    tracing::debug!(%name, "Address taken on this host; trying the next")
+                }
+                Err(e) => {
+                    self.claims.removed(address);
+                    self.unmark(address);
+                    return Err(NetError::Namespaces(e));
+                }
+            }
         }
         Err(NetError::Exhausted)
+    }
+
+    /// Removes the namespace of `address` (named `netns`) made by this agent: its mount
+    /// goes, and the kernel destroys it with its veth pair once no process is left in it.
+    pub fn remove(&self, address: Ipv4Addr, netns: &str) -> io::Result<()> {
+        netns::remove_mount(&self.netns_path(netns))?;
+        self.claims.removed(address);
+        Ok(())
+    }
+
+    /// Removes every namespace this agent made that nothing marked as used: made just
+    /// before a crash, before its instance's state or the warm pool's list named it.
+    /// Call once recovery and the warm pool have marked theirs, before any allocation.
+    pub fn sweep(&self) {
+        let mut keep = BTreeSet::new();
+        let mut removed = Vec::new();
+        for address in self.claims.outstanding() {
+            if self.is_used(address) {
+                keep.insert(address);
+                continue;
+            }
+            let (netns, host_if) = names(address);
+            match netns::teardown(&self.netns_path(&netns), &host_if) {
+                Ok(()) => removed.push(netns),
+                Err(e) => {
+                    tracing::warn!(namespace = %netns, error = %e, "Cannot remove a network namespace left by a crash; its address stays unused");
+                    self.mark(address);
+                    keep.insert(address);
+                }
+            }
+        }
+        self.claims.rewrite(keep);
+        if !removed.is_empty() {
+            tracing::info!(count = removed.len(), namespaces = ?removed, "Removed network namespaces an earlier run made but never recorded (it stopped while making them)");
+        }
     }
 
     fn mark(&self, a: Ipv4Addr) {
@@ -848,6 +911,42 @@ impl NsAddrs {
             .unwrap_or_else(|p| p.into_inner())
             .used
             .remove(&a);
+    }
+}
+
+/// The names of `address`'s namespace and of its host-side veth.
+fn names(address: Ipv4Addr) -> (String, String) {
+    let hex = u32::from(address);
+    (format!("shoal-{hex:08x}"), format!("sh{hex:08x}"))
+}
+
+/// Removes the namespaces of start-up probes whose agent is gone (killed during its probe);
+/// a live agent's probe is left alone.
+fn remove_dead_probes(netns_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(netns_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((pid, n)) = name
+            .strip_prefix("shoal-probe-")
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| Some((pid.parse::<u32>().ok()?, n.parse::<u32>().ok()?)))
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let host_if = format!("shp{:x}-{n}", pid & 0xf_ffff);
+        match netns::teardown(&entry.path(), &host_if) {
+            Ok(()) => {
+                tracing::info!(namespace = %name, "Removed the probe namespace of an agent that is gone")
+            }
+            Err(e) => {
+                tracing::debug!(namespace = %name, error = %e, "Cannot remove a dead agent's probe namespace")
+            }
+        }
     }
 }
 
@@ -989,6 +1088,7 @@ mod tests {
                 PathBuf::from(DEFAULT_NETNS_DIR),
                 false,
                 Warm::new(0, None),
+                Claims::open(None),
             )
             .expect("setup"),
         );

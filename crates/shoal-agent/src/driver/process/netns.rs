@@ -58,22 +58,38 @@ pub struct NetnsPlan {
 /// Creates the namespace, its veth pair, addresses and routes. On failure, whatever was
 /// created is removed again. Blocking (a few syscalls and netlink round trips).
 pub fn create(plan: &NetnsPlan) -> Result<(), NetnsError> {
+    claim(&plan.netns_path)?;
+    build(plan)
+}
+
+/// Wins the namespace's name: creates its mount point with `O_EXCL`, the lock on the name
+/// among all agents of the host. [`NetnsError::Taken`] when another holds it.
+pub fn claim(netns_path: &Path) -> Result<(), NetnsError> {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(netns_path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(NetnsError::Taken(netns_path.display().to_string()))
+        }
+        Err(source) => Err(NetnsError::Setup {
+            what: "create the mount point",
+            name: netns_path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// [`create`] after [`claim`] won the name: on failure the mount point goes too.
+pub fn build(plan: &NetnsPlan) -> Result<(), NetnsError> {
     let name = plan.netns_path.display().to_string();
     let setup = |what: &'static str| {
         let name = name.clone();
         move |source: io::Error| NetnsError::Setup { what, name, source }
     };
-    // O_EXCL: the file is the lock on this name among all agents of the host.
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(&plan.netns_path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(NetnsError::Taken(name)),
-        Err(e) => return Err(setup("create the mount point")(e)),
-    }
     let result = create_inside(plan).and_then(|()| {
         if let Some((address, gateway)) = plan.addresses {
             let index = netlink::if_index(&plan.host_if);

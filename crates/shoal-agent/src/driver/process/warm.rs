@@ -21,7 +21,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::net::NsAddrs;
-use super::netns;
 use super::state::NetAlloc;
 use crate::driver::slot::{error_chain, write_atomic};
 
@@ -202,8 +201,8 @@ impl Warm {
                     let mut st = self.lock();
                     if st.stop {
                         // Stopped while making it: it is nobody's.
-                        if let NetAlloc::Namespace { netns, .. } = &alloc {
-                            let _ = netns::remove_mount(&addrs.netns_path(netns));
+                        if let NetAlloc::Namespace { address, netns, .. } = &alloc {
+                            let _ = addrs.remove(*address, netns);
                         }
                         return;
                     }
@@ -264,6 +263,7 @@ mod tests {
         target: usize,
     ) -> (Arc<Warm>, Arc<super::super::net::Network>) {
         let warm = Warm::new(target, Some(file.to_owned()));
+        let journal = file.with_file_name(".netns-journal");
         let net = super::super::net::Network::setup(
             NetworkMode::Namespaces,
             1..=1,
@@ -274,6 +274,7 @@ mod tests {
             PathBuf::from(DEFAULT_NETNS_DIR),
             false,
             Arc::clone(&warm),
+            super::super::claims::Claims::open(Some(journal)),
         )
         .expect("namespace network");
         (warm, Arc::new(net))
@@ -295,8 +296,8 @@ mod tests {
     }
 
     /// The pool fills, hands out whole namespaces and refills; after a crash the next
-    /// run adopts what was ready (not what an instance took, not more than its size); a
-    /// clean stop removes them.
+    /// run adopts what was ready (not what an instance took, not more than its size) and
+    /// removes what it had made but nobody recorded; a clean stop removes the pool's.
     #[test]
     fn warm_namespaces_are_handed_out_refilled_and_survive_a_crash() {
         // SAFETY: geteuid has no arguments and cannot fail.
@@ -331,6 +332,16 @@ mod tests {
             "the taken one is no longer listed"
         );
 
+        // One made for an instance whose state was never saved: the agent dies first.
+        let orphan = net.allocate().expect("a namespace");
+        let NetAlloc::Namespace {
+            netns: orphan_name, ..
+        } = &orphan
+        else {
+            panic!("not a namespace: {orphan:?}");
+        };
+        assert!(mounted(orphan_name));
+
         // A crash: the helper stops, nothing is cleaned up.
         warm.lock().stop = true;
         warm.wake.notify_all();
@@ -338,7 +349,13 @@ mod tests {
 
         // The next run adopts what was ready, up to its own (here lowered) pool size.
         let (warm2, net2) = setup(&file, 2);
+        // (Recovery: the instance's state names the one it took.)
+        net2.adopt(&taken);
         net2.start_warm();
+        assert!(
+            !mounted(orphan_name),
+            "the namespace nothing recorded is removed at the next start"
+        );
         let adopted = names(&warm2.lock().ready.iter().cloned().collect::<Vec<_>>());
         assert_eq!(adopted.len(), 2);
         assert!(
