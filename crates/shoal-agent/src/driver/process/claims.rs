@@ -4,16 +4,18 @@
 //! warm one in the pool's list only after the helper saves it. An agent killed between
 //! the two left a namespace that nothing named: the next start found its name taken and
 //! skipped that address for good, so every crash shrank the subnet. Now an address is
-//! journalled (`+<address>`) as soon as the namespace's name is won (the `O_EXCL` mount
-//! point, before anything is mounted), and `-<address>` once its mount is gone. At start,
-//! after recovery and the warm pool have marked what they hold, the driver removes every
-//! journalled namespace nothing marked ([`super::net::NsPool::sweep`]): only names this
-//! agent won, never another agent's on the same host.
+//! journalled `?<address>` before the agent tries to win the namespace's name (the `O_EXCL`
+//! mount point), `+<address>` once it has won it (before anything is mounted) and
+//! `-<address>` once its mount is gone (or the name was another's). At start, after
+//! recovery and the warm pool have marked what they hold, the driver removes every
+//! journalled namespace nothing marked ([`super::net::NsAddrs::sweep`]): those it won, and
+//! for those it only tried, an empty mount point nothing is mounted on (a kill right after
+//! winning the name); never another agent's namespace on the same host.
 //!
 //! One short append per namespace made or removed; the journal is rewritten with only what
 //! is outstanding at each start and whenever it grows past four times that.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -36,8 +38,26 @@ pub struct Claims {
 #[derive(Debug, Default)]
 struct Journal {
     file: Option<File>,
-    outstanding: BTreeSet<Ipv4Addr>,
+    outstanding: BTreeMap<Ipv4Addr, Claim>,
     lines: usize,
+}
+
+/// How far the agent got with an address's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// It was about to try for the name (`?`).
+    Tried,
+    /// It won the name (`+`): the namespace, whole or not, is this agent's.
+    Won,
+}
+
+impl Claim {
+    fn mark(self) -> char {
+        match self {
+            Claim::Tried => '?',
+            Claim::Won => '+',
+        }
+    }
 }
 
 impl Claims {
@@ -54,8 +74,11 @@ impl Claims {
                         .and_then(|a| a.parse::<Ipv4Addr>().ok())
                         .map(|a| (line.as_bytes()[0], a));
                     match parsed {
+                        Some((b'?', a)) => {
+                            journal.outstanding.insert(a, Claim::Tried);
+                        }
                         Some((b'+', a)) => {
-                            journal.outstanding.insert(a);
+                            journal.outstanding.insert(a, Claim::Won);
                         }
                         Some((b'-', a)) => {
                             journal.outstanding.remove(&a);
@@ -73,23 +96,28 @@ impl Claims {
         }
     }
 
-    /// What the journal says this agent made and has not removed.
-    pub fn outstanding(&self) -> BTreeSet<Ipv4Addr> {
+    /// What the journal says this agent tried for or won, and has not removed.
+    pub fn outstanding(&self) -> BTreeMap<Ipv4Addr, Claim> {
         self.lock().outstanding.clone()
     }
 
-    /// The namespace of `address` is this agent's (its name was just won).
-    pub fn made(&self, address: Ipv4Addr) {
-        self.append('+', address);
+    /// The agent is about to try for the name of `address`'s namespace.
+    pub fn trying(&self, address: Ipv4Addr) {
+        self.append(Some(Claim::Tried), address);
     }
 
-    /// The namespace of `address` is gone (its mount removed).
+    /// The namespace of `address` is this agent's (its name was just won).
+    pub fn won(&self, address: Ipv4Addr) {
+        self.append(Some(Claim::Won), address);
+    }
+
+    /// The namespace of `address` is gone (its mount removed), or its name was another's.
     pub fn removed(&self, address: Ipv4Addr) {
-        self.append('-', address);
+        self.append(None, address);
     }
 
     /// Rewrites the journal with `keep` as all that is outstanding.
-    pub fn rewrite(&self, keep: BTreeSet<Ipv4Addr>) {
+    pub fn rewrite(&self, keep: BTreeMap<Ipv4Addr, Claim>) {
         let mut j = self.lock();
         j.outstanding = keep;
         self.compact(&mut j);
@@ -99,16 +127,21 @@ impl Claims {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn append(&self, op: char, address: Ipv4Addr) {
+    fn append(&self, claim: Option<Claim>, address: Ipv4Addr) {
         let Some(path) = &self.path else {
             return;
         };
         let mut j = self.lock();
-        if op == '+' {
-            j.outstanding.insert(address);
-        } else {
-            j.outstanding.remove(&address);
-        }
+        let op = match claim {
+            Some(c) => {
+                j.outstanding.insert(address, c);
+                c.mark()
+            }
+            None => {
+                j.outstanding.remove(&address);
+                '-'
+            }
+        };
         if j.lines > 4 * j.outstanding.len() + SLACK {
             return self.compact(&mut j);
         }
@@ -134,7 +167,11 @@ impl Claims {
         let Some(path) = &self.path else {
             return;
         };
-        let text: String = j.outstanding.iter().map(|a| format!("+{a}\n")).collect();
+        let text: String = j
+            .outstanding
+            .iter()
+            .map(|(a, c)| format!("{}{a}\n", c.mark()))
+            .collect();
         j.file = None;
         match write_atomic(path, text.as_bytes()) {
             Ok(()) => j.lines = j.outstanding.len(),
@@ -158,10 +195,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(".netns-journal");
         let claims = Claims::open(Some(path.clone()));
-        claims.made(a(2));
-        claims.made(a(3));
-        claims.made(a(4));
+        for last in [2, 3, 4, 6] {
+            claims.trying(a(last));
+            claims.won(a(last));
+        }
         claims.removed(a(3));
+        claims.trying(a(5));
+        claims.removed(a(6));
         drop(claims);
         // A crash cut the last line short.
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
@@ -169,13 +209,27 @@ mod tests {
         drop(f);
 
         let again = Claims::open(Some(path.clone()));
-        assert_eq!(again.outstanding(), [a(2), a(4)].into_iter().collect());
-        again.rewrite([a(4)].into_iter().collect());
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "+10.9.0.4\n");
-        again.made(a(5));
+        assert_eq!(
+            again.outstanding(),
+            [(a(2), Claim::Won), (a(4), Claim::Won), (a(5), Claim::Tried)]
+                .into_iter()
+                .collect()
+        );
+        again.rewrite(
+            [(a(4), Claim::Won), (a(5), Claim::Tried)]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "+10.9.0.4\n?10.9.0.5\n"
+        );
+        again.won(a(5));
         assert_eq!(
             Claims::open(Some(path)).outstanding(),
-            [a(4), a(5)].into_iter().collect()
+            [(a(4), Claim::Won), (a(5), Claim::Won)]
+                .into_iter()
+                .collect()
         );
     }
 
@@ -186,7 +240,8 @@ mod tests {
         let claims = Claims::open(Some(path.clone()));
         for round in 0..3_000u32 {
             let address = Ipv4Addr::from(0x0a09_0000 + (round % 500) + 2);
-            claims.made(address);
+            claims.trying(address);
+            claims.won(address);
             if round % 3 != 0 {
                 claims.removed(address);
             }
@@ -209,7 +264,7 @@ mod tests {
     #[test]
     fn without_a_path_nothing_is_written() {
         let claims = Claims::open(None);
-        claims.made(a(2));
+        claims.won(a(2));
         assert!(claims.outstanding().is_empty());
     }
 }

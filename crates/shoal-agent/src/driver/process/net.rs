@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use shoal_model::cidr::Cidr;
 use shoal_model::records::HostPeer;
 
-use super::claims::Claims;
+use super::claims::{Claim, Claims};
 use super::nat;
 use super::netlink::{self, Netlink, Route, RT_SCOPE_UNIVERSE};
 use super::netns::{self, NetnsError, NetnsPlan};
@@ -816,19 +816,22 @@ impl NsAddrs {
                 host_if: host_if.clone(),
                 addresses: Some((address, gateway)),
             };
+            self.claims.trying(address);
             match netns::claim(&plan.netns_path) {
                 Ok(()) => {}
                 // Held by another agent (or a leftover): keep it marked and move on.
                 Err(NetnsError::Taken(name)) => {
+                    self.claims.removed(address);
                     tracing::debug!(%name, "Address taken on this host; trying the next");
                     continue;
                 }
                 Err(e) => {
+                    self.claims.removed(address);
                     self.unmark(address);
                     return Err(NetError::Namespaces(e));
                 }
             }
-            self.claims.made(address);
+            self.claims.won(address);
             match netns::build(&plan) {
                 Ok(()) => {
                     return Ok(NetAlloc::Namespace {
@@ -863,23 +866,35 @@ impl NsAddrs {
     }
 
     /// Removes every namespace this agent made that nothing marked as used: made just
-    /// before a crash, before its instance's state or the warm pool's list named it.
-    /// Call once recovery and the warm pool have marked theirs, before any allocation.
+    /// before a crash, before its instance's state or the warm pool's list named it (and
+    /// the empty mount point of a name it won just before one). Call once recovery and the
+    /// warm pool have marked theirs, before any allocation.
     pub fn sweep(&self) {
-        let mut keep = BTreeSet::new();
+        let mut keep = BTreeMap::new();
         let mut removed = Vec::new();
-        for address in self.claims.outstanding() {
+        for (address, claim) in self.claims.outstanding() {
             if self.is_used(address) {
-                keep.insert(address);
+                keep.insert(address, claim);
                 continue;
             }
             let (netns, host_if) = names(address);
-            match netns::teardown(&self.netns_path(&netns), &host_if) {
-                Ok(()) => removed.push(netns),
+            let path = self.netns_path(&netns);
+            let result = match claim {
+                Claim::Won => {
+                    let there = path.exists() || netlink::if_index(&host_if) != 0;
+                    netns::teardown(&path, &host_if).map(|()| there)
+                }
+                // Won or not, nothing was mounted yet: an empty mount point with nothing on
+                // it can only be that (another agent's namespace is mounted; left alone).
+                Claim::Tried => netns::remove_unmounted(&path),
+            };
+            match result {
+                Ok(true) => removed.push(netns),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(namespace = %netns, error = %e, "Cannot remove a network namespace left by a crash; its address stays unused");
                     self.mark(address);
-                    keep.insert(address);
+                    keep.insert(address, claim);
                 }
             }
         }

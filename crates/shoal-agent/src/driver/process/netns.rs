@@ -254,6 +254,19 @@ pub fn remove_mount(netns_path: &Path) -> io::Result<()> {
     }
 }
 
+/// Removes the mount point `netns_path` when nothing is mounted on it (a name won just
+/// before a crash); `Ok(true)` when it did.
+pub fn remove_unmounted(netns_path: &Path) -> io::Result<bool> {
+    if is_nsfs(netns_path) {
+        return Ok(false);
+    }
+    match fs::remove_file(netns_path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// True when `path` is a mounted network namespace and `host_if` exists on the host.
 pub fn exists(netns_path: &Path, host_if: &str) -> bool {
     is_nsfs(netns_path) && netlink::if_index(host_if) != 0

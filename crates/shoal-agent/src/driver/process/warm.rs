@@ -342,6 +342,24 @@ mod tests {
         };
         assert!(mounted(orphan_name));
 
+        // Killed right after winning a name, before mounting anything on it: the journal
+        // says it tried, an empty mount point is left. And a name it tried for that
+        // another agent holds (mounted): not its to remove.
+        let journal = file.with_file_name(".netns-journal");
+        let mut j = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .expect("journal");
+        std::io::Write::write_all(&mut j, b"?10.235.0.250\n?10.235.0.251\n").expect("write");
+        let empty = PathBuf::from(DEFAULT_NETNS_DIR).join("shoal-0aeb00fa");
+        std::fs::write(&empty, b"").expect("empty mount point");
+        let others = netns::NetnsPlan {
+            netns_path: PathBuf::from(DEFAULT_NETNS_DIR).join("shoal-0aeb00fb"),
+            host_if: "sh0aeb00fb".into(),
+            addresses: None,
+        };
+        netns::create(&others).expect("another agent's namespace");
+
         // A crash: the helper stops, nothing is cleaned up.
         warm.lock().stop = true;
         warm.wake.notify_all();
@@ -356,6 +374,12 @@ mod tests {
             !mounted(orphan_name),
             "the namespace nothing recorded is removed at the next start"
         );
+        assert!(!empty.exists(), "the empty mount point is removed");
+        assert!(
+            mounted("shoal-0aeb00fb"),
+            "another agent's namespace is left alone"
+        );
+        netns::teardown(&others.netns_path, &others.host_if).expect("clean up");
         let adopted = names(&warm2.lock().ready.iter().cloned().collect::<Vec<_>>());
         assert_eq!(adopted.len(), 2);
         assert!(
