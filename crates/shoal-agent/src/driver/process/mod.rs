@@ -170,6 +170,8 @@ struct Inner {
     netns_setup: tokio::sync::Semaphore,
     /// Overlay mounts or copies of the image (see `disk.rs`).
     disks: DiskKind,
+    /// Where overlay disks' layers come from.
+    layers: Arc<disk::Layers>,
 }
 
 impl ProcessDriver {
@@ -201,6 +203,7 @@ impl ProcessDriver {
         .map_err(ProcessDriverError::Network)?;
         let cgroups = Cgroups::detect(&config.cgroup_parent);
         let (disks, disks_why) = DiskKind::detect(&config.root);
+        let layers = Arc::new(disk::Layers::new(&config.root));
         if !cgroups.enforced() {
             tracing::warn!(reason = %cgroups.describe(), "CPU and memory limits of instance sizes are not enforced");
         }
@@ -213,6 +216,7 @@ impl ProcessDriver {
                 cgroups,
                 netns_setup: tokio::sync::Semaphore::new(1),
                 disks,
+                layers,
             }),
         })
     }
@@ -294,7 +298,8 @@ impl Inner {
 
     async fn make_disk(&self, spec: &InstanceSpec, dir: &InstanceDir) -> Result<(), DriverError> {
         let (d, image, kind) = (dir.clone(), spec.image_dir.clone(), self.disks);
-        let result = blocking(move || disk::create_disk(&d, &image, kind))
+        let layers = Arc::clone(&self.layers);
+        let result = blocking(move || disk::create_disk(&d, &image, kind, &layers))
             .await
             .and_then(|r| r);
         result.map_err(|e| DriverError::Image {
@@ -357,7 +362,7 @@ impl Machine for Inner {
         }
         self.record_spec(spec, slot)?;
         let dir = self.dir(key);
-        if !disk::disk_ready(&dir, &spec.image_dir).map_err(|e| io_err(key, e))? {
+        if !disk::disk_ready(&dir, &spec.image_dir, &self.layers).map_err(|e| io_err(key, e))? {
             self.make_disk(spec, &dir).await?;
         }
         disk::write_custom_data(&dir, spec.custom_data.as_deref()).map_err(|e| io_err(key, e))

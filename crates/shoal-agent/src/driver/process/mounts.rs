@@ -1,8 +1,10 @@
 //! The mount calls of the process driver: mounting (a namespace file's bind mount, an
-//! overlay disk), what file system a path is on, and detaching a mount.
+//! overlay disk, by path or from layers given as descriptors), detached copies of a mount,
+//! what file system a path is on, and detaching a mount.
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 fn c_path(path: &Path) -> io::Result<CString> {
@@ -60,6 +62,151 @@ pub fn detach(path: &Path) -> io::Result<()> {
         let e = io::Error::last_os_error();
         if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) {
             return Err(e);
+        }
+    }
+    Ok(())
+}
+
+// The new mount API (`linux/mount.h`; not all in the `libc` crate).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_SET_FD: libc::c_uint = 5;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+fn fd_result(rc: libc::c_long) -> io::Result<OwnedFd> {
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the system call returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+}
+
+/// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`), rooted at
+/// `path`, without the mounts under it.
+pub fn detached_tree(path: &Path) -> io::Result<OwnedFd> {
+    let c = c_path(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path; the flags ask for a new descriptor.
+    fd_result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    })
+}
+
+/// An `O_PATH` descriptor of the directory `rel` under `dir` (on `dir`'s mount).
+pub fn open_dir_at(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    let c = c_path(rel)?;
+    // SAFETY: `dir` is an open descriptor and `c` a valid NUL-terminated relative path.
+    let rc = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    fd_result(libc::c_long::from(rc))
+}
+
+/// Why [`mount_overlay_fds`] failed: the kernel takes no layers as descriptors (before
+/// Linux 6.13: name them by path instead), or the mount itself failed.
+#[derive(Debug)]
+pub enum FdMountError {
+    Unsupported(io::Error),
+    Failed(io::Error),
+}
+
+/// Mounts an overlay at `target` from layers given as descriptors (`lower`, `upper`,
+/// `work`: directories, e.g. `O_PATH` ones), with `metacopy=on`, `nosuid`, `nodev`.
+pub fn mount_overlay_fds(
+    lower: BorrowedFd<'_>,
+    upper: BorrowedFd<'_>,
+    work: BorrowedFd<'_>,
+    target: &Path,
+) -> Result<(), FdMountError> {
+    let failed = |_: ()| FdMountError::Failed(io::Error::last_os_error());
+    let target = c_path(target).map_err(FdMountError::Failed)?;
+    // SAFETY: every call gets descriptors we hold open, NUL-terminated key and value
+    // strings that outlive it, or null where the command takes none.
+    unsafe {
+        let fs = fd_result(libc::syscall(
+            libc::SYS_fsopen,
+            c"overlay".as_ptr(),
+            FSOPEN_CLOEXEC,
+        ))
+        .map_err(FdMountError::Unsupported)?;
+        let config = |cmd: libc::c_uint,
+                      key: Option<&std::ffi::CStr>,
+                      value: *const libc::c_void,
+                      aux: libc::c_int| {
+            let key = key.map_or(std::ptr::null(), |k| k.as_ptr());
+            if libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key, value, aux) < 0 {
+                Err(())
+            } else {
+                Ok(())
+            }
+        };
+        // An older overlayfs does not know `lowerdir+` or descriptors for it.
+        config(
+            FSCONFIG_SET_FD,
+            Some(c"lowerdir+"),
+            std::ptr::null(),
+            lower.as_raw_fd(),
+        )
+        .map_err(|()| FdMountError::Unsupported(io::Error::last_os_error()))?;
+        config(
+            FSCONFIG_SET_FD,
+            Some(c"upperdir"),
+            std::ptr::null(),
+            upper.as_raw_fd(),
+        )
+        .map_err(|()| FdMountError::Unsupported(io::Error::last_os_error()))?;
+        config(
+            FSCONFIG_SET_FD,
+            Some(c"workdir"),
+            std::ptr::null(),
+            work.as_raw_fd(),
+        )
+        .map_err(failed)?;
+        config(
+            FSCONFIG_SET_STRING,
+            Some(c"source"),
+            c"overlay".as_ptr().cast(),
+            0,
+        )
+        .map_err(failed)?;
+        config(
+            FSCONFIG_SET_STRING,
+            Some(c"metacopy"),
+            c"on".as_ptr().cast(),
+            0,
+        )
+        .map_err(failed)?;
+        config(FSCONFIG_CMD_CREATE, None, std::ptr::null(), 0).map_err(failed)?;
+        let mnt = fd_result(libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        ))
+        .map_err(FdMountError::Failed)?;
+        if libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) < 0
+        {
+            return Err(FdMountError::Failed(io::Error::last_os_error()));
         }
     }
     Ok(())
