@@ -328,6 +328,14 @@ async def main():
             if not api(endpoint, "GET", f"{vmss}/virtualMachines")["value"]:
                 break
             time.sleep(0.5)
+        # The records go first; wait until the agent has removed the instances too (their
+        # namespaces and veths), or the next run starts beside a thousand leftovers.
+        instances = f"{data}/d/agent/instances"
+        while time.perf_counter() - t1 < 120:
+            left = [n for n in os.listdir(instances) if not n.startswith(".")] if os.path.isdir(instances) else []
+            if not left:
+                break
+            time.sleep(0.2)
     finally:
         stop_server(server, data, args.keep)
 

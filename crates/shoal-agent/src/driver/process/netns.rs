@@ -98,6 +98,7 @@ pub fn build(plan: &NetnsPlan) -> Result<(), NetnsError> {
                     io::ErrorKind::NotFound,
                 )));
             }
+            disable_ipv6(&plan.host_if);
             let mut nl = Netlink::open().map_err(setup("open netlink"))?;
             let route = netlink::add_route(&Route {
                 dst: address,
@@ -136,6 +137,23 @@ pub fn build(plan: &NetnsPlan) -> Result<(), NetnsError> {
         }
     }
     result
+}
+
+/// Turns IPv6 off on the host end `host_if` before it comes up (instances speak IPv4).
+///
+/// Why: even without addresses, an IPv6 link that comes up gets a multicast route
+/// (`ff00::/8`) in the host's table, and bringing a link up walks every IPv6 route of the
+/// host (`fib6_ifup`), so each new veth cost more than the last. Turned off first, the
+/// link adds no route and the walk is over the host's own few (1000 namespaces made one
+/// after another: 1.17-1.19 s with IPv6 on the host ends, 0.93-1.13 s without). A host
+/// without IPv6 has no such file: nothing to do.
+fn disable_ipv6(host_if: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6");
+    if let Err(e) = fs::write(&path, b"1") {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::debug!(%path, error = %e, "Cannot turn IPv6 off on a host veth");
+        }
+    }
 }
 
 /// The part that runs in a helper thread inside the new namespace.
