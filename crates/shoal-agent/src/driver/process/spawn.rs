@@ -69,9 +69,12 @@ impl Inner {
                     None => {
                         let net = Arc::clone(&self.network);
                         let _permit = self.netns_setup.acquire().await;
-                        blocking(move || net.allocate())
-                            .await
-                            .map_err(|e| io_err(key, e))?
+                        blocking(move || {
+                            let _urgent = Urgent::raise();
+                            net.allocate()
+                        })
+                        .await
+                        .map_err(|e| io_err(key, e))?
                     }
                 },
             }
@@ -261,6 +264,52 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
             format!("killed by signal {sig}{name}")
         }
         None => format!("ended ({status})"),
+    }
+}
+
+/// Runs the calling thread ahead of the rest of the host while it lives (nice −10), then
+/// puts its priority back: for the one thread making namespaces during a burst of starts.
+///
+/// Why: namespaces are made one at a time (the kernel serializes them: two threads were
+/// no faster), ~1 ms each on an idle host, and every start of the burst waits its turn.
+/// At normal priority that thread got a third of a core beside the instances already
+/// booting, so a namespace took ~2.7 ms and the chain, not the CPU, set the pace of a
+/// 1000-instance scale-out. The thread it spawns to enter the new namespace inherits it.
+struct Urgent {
+    before: Option<libc::c_int>,
+}
+
+impl Urgent {
+    const NICE: libc::c_int = -10;
+
+    fn raise() -> Urgent {
+        // SAFETY: get/setpriority with `who` 0 act on the calling thread only (Linux
+        // keeps a nice value per thread); errno is cleared first to tell -1 from failure.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let before = libc::getpriority(libc::PRIO_PROCESS, 0);
+            if before == -1 && *libc::__errno_location() != 0 {
+                return Urgent { before: None };
+            }
+            if before <= Self::NICE || libc::setpriority(libc::PRIO_PROCESS, 0, Self::NICE) != 0 {
+                // Already as urgent, or not allowed (not root): leave it.
+                return Urgent { before: None };
+            }
+            Urgent {
+                before: Some(before),
+            }
+        }
+    }
+}
+
+impl Drop for Urgent {
+    fn drop(&mut self) {
+        if let Some(before) = self.before {
+            // SAFETY: as in `raise`; lowering one's own priority is always allowed.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, before);
+            }
+        }
     }
 }
 
