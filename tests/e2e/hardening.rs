@@ -228,6 +228,17 @@ fn instances_run_as_users_of_their_own_without_privileges() {
             Some(""),
             "no supplementary groups"
         );
+        // It owns its disk: the image's files, seen from its working directory.
+        for file in ["", "shoal-web", "src/main.rs"] {
+            let owner = std::fs::metadata(format!("/proc/{pid}/cwd/{file}"))
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m).to_string());
+            assert_eq!(
+                owner.as_deref().ok(),
+                Some(real.as_str()),
+                "instance {}: its disk's {file:?} is not its own",
+                i.id
+            );
+        }
         uids.push(real);
         // It still reads its own custom data.
         let addr = i.address.expect("address");

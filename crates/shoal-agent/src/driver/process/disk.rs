@@ -103,7 +103,7 @@ impl DiskKind {
             fs::create_dir_all(&image)?;
             let data = vec![7u8; 256 * 1024];
             fs::write(image.join("file"), &data)?;
-            mount_overlay(&probe, &image, &Layers::new(root))?;
+            mount_overlay(&probe, &image, &Layers::new(root), None)?;
             // metacopy: an ownership change must not copy the file's data up (without
             // it, giving an instance its disk would copy the whole image).
             std::os::unix::fs::lchown(probe.disk().join("file"), Some(65534), Some(65534))?;
@@ -128,12 +128,15 @@ impl DiskKind {
 
 /// Makes `<dir>/disk` a fresh disk of `image`: an overlay mount (`kind` Overlay and an
 /// image path overlayfs can name) or a copy, built beside it and renamed into place so
-/// a crash mid-copy never leaves a half disk under the real name.
+/// a crash mid-copy never leaves a half disk under the real name. An overlay disk of an
+/// instance that runs as `owner` shows it as the owner of everything where the kernel
+/// can ([`Layers::owns`]).
 pub fn create_disk(
     dir: &InstanceDir,
     image: &Path,
     kind: DiskKind,
     layers: &Layers,
+    owner: Option<u32>,
 ) -> io::Result<()> {
     let meta = fs::metadata(image)?;
     if !meta.is_dir() {
@@ -144,7 +147,7 @@ pub fn create_disk(
     }
     remove_disk(dir)?;
     if kind == DiskKind::Overlay {
-        match mount_overlay(dir, image, layers) {
+        match mount_overlay(dir, image, layers, owner) {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(disk = %dir.disk().display(), error = %e, "Cannot mount an overlay disk; copying the image instead");
@@ -160,10 +163,15 @@ pub fn create_disk(
 
 /// Whether the instance has a disk to run from, mounting an overlay disk again where the
 /// mount is gone (the host restarted) but its upper layer is there.
-pub fn disk_ready(dir: &InstanceDir, image: &Path, layers: &Layers) -> io::Result<bool> {
+pub fn disk_ready(
+    dir: &InstanceDir,
+    image: &Path,
+    layers: &Layers,
+    owner: Option<u32>,
+) -> io::Result<bool> {
     if dir.overlay().join("upper").is_dir() {
         if !is_overlay(&dir.disk()) {
-            mount_overlay(dir, image, layers)?;
+            mount_overlay(dir, image, layers, owner)?;
         }
         return Ok(true);
     }
@@ -201,6 +209,13 @@ fn is_overlay(path: &Path) -> bool {
 /// 1000-instance scale-out; a mount cost 90-100 µs from 0 to 1000 disks and ~540 µs with
 /// 6000 mounts, against ~50-60 µs whatever the count through a detached copy, which has
 /// no mounts under it). A kernel that takes no layers as descriptors gets paths.
+///
+/// The disk of an instance that runs as a user of its own shows that user as the owner
+/// of the image's files through an idmapped copy of the image's mount (root's files
+/// appear as the instance's), where the kernel has idmapped mounts: giving the instance
+/// its disk then costs one mount attribute instead of a `chown` of every file of the
+/// image, each copied up into the instance's layer (41 ms an instance for an image of
+/// 2000 files, 0.2 ms idmapped, measured here). Elsewhere the files are `chown`ed.
 #[derive(Debug)]
 pub struct Layers {
     root: PathBuf,
@@ -211,6 +226,10 @@ pub struct Layers {
 struct LayerState {
     /// The kernel takes no layers as descriptors: name them by path.
     by_path: bool,
+    /// The kernel has no idmapped mounts (or refused one): `chown` instead.
+    no_idmaps: bool,
+    /// The disks mounted idmapped for their instance's user (no `chown` needed).
+    owned: std::collections::HashSet<PathBuf>,
     root: Option<OwnedFd>,
     /// By image directory: the detached copy and the directory's (device, inode), checked
     /// at each use (an image removed and made again under the same name is another).
@@ -229,14 +248,27 @@ impl Layers {
         }
     }
 
-    /// Mounts `<dir>/disk` from descriptors; `None` when the kernel cannot (or `dir` is not
-    /// under the root): the caller names the layers by path.
-    fn mount(&self, dir: &InstanceDir, image: &Path) -> Option<io::Result<()>> {
+    /// Whether the disk at `disk` shows its instance's user as the owner of all its files
+    /// (mounted idmapped by this agent): no `chown` needed.
+    pub fn owns(&self, disk: &Path) -> bool {
+        self.lock().owned.contains(disk)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LayerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mounts `<dir>/disk` from descriptors, idmapped for `owner` where the kernel can;
+    /// `None` when the kernel cannot (or `dir` is not under the root): the caller names
+    /// the layers by path.
+    fn mount(&self, dir: &InstanceDir, image: &Path, owner: Option<u32>) -> Option<io::Result<()>> {
         let rel = dir.dir.strip_prefix(&self.root).ok()?;
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         if st.by_path {
             return None;
         }
+        let mut idmapped = false;
+        let mut no_idmaps = None;
         let result = (|| -> Result<(), FdMountError> {
             let failed = FdMountError::Failed;
             if st.root.is_none() {
@@ -259,10 +291,44 @@ impl Layers {
             let open = |p: PathBuf| mounts::open_dir_at(root.as_fd(), &p).map_err(failed);
             let upper = open(rel.join(OVERLAY_DIR).join("upper"))?;
             let work = open(rel.join(OVERLAY_DIR).join("work"))?;
-            mounts::mount_overlay_fds(lower.as_fd(), upper.as_fd(), work.as_fd(), &dir.disk())
+            let mapped = match owner.filter(|_| !st.no_idmaps) {
+                Some(uid) => match mounts::user_namespace(uid)
+                    .and_then(|ns| mounts::idmapped_copy(lower.as_fd(), ns.as_fd()))
+                {
+                    Ok(copy) => {
+                        // The disk's top directory is the upper layer's: the owner's too.
+                        std::os::unix::fs::lchown(
+                            dir.overlay().join("upper"),
+                            Some(uid),
+                            Some(uid),
+                        )
+                        .map_err(failed)?;
+                        Some(copy)
+                    }
+                    Err(e) => {
+                        no_idmaps = Some(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            idmapped = mapped.is_some();
+            let lower = mapped.as_ref().map_or(lower.as_fd(), |m| m.as_fd());
+            mounts::mount_overlay_fds(lower, upper.as_fd(), work.as_fd(), &dir.disk())
         })();
+        if let Some(e) = no_idmaps {
+            tracing::info!(error = %e, "Idmapped mounts are not available here; instances' disks are given to them file by file (chown)");
+            st.no_idmaps = true;
+        }
         match result {
-            Ok(()) => Some(Ok(())),
+            Ok(()) => {
+                if idmapped {
+                    st.owned.insert(dir.disk());
+                } else {
+                    st.owned.remove(&dir.disk());
+                }
+                Some(Ok(()))
+            }
             Err(FdMountError::Failed(e)) => Some(Err(e)),
             Err(FdMountError::Unsupported(e)) => {
                 tracing::info!(error = %e, "Overlay layers cannot be given as descriptors here; naming them by path (each mount then walks the mounts beside it)");
@@ -274,7 +340,12 @@ impl Layers {
 }
 
 /// Mounts `image` (read-only lower layer) under `<dir>/overlay/upper` at `<dir>/disk`.
-fn mount_overlay(dir: &InstanceDir, image: &Path, layers: &Layers) -> io::Result<()> {
+fn mount_overlay(
+    dir: &InstanceDir,
+    image: &Path,
+    layers: &Layers,
+    owner: Option<u32>,
+) -> io::Result<()> {
     let (overlay, disk) = (dir.overlay(), dir.disk());
     let named = |p: &Path| {
         let s = p
@@ -300,9 +371,10 @@ fn mount_overlay(dir: &InstanceDir, image: &Path, layers: &Layers) -> io::Result
         &overlay,
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )?;
-    if let Some(result) = layers.mount(dir, &image) {
+    if let Some(result) = layers.mount(dir, &image, owner) {
         return result;
     }
+    layers.lock().owned.remove(&disk);
     let options = format!(
         "lowerdir={lower},upperdir={},workdir={},metacopy=on",
         named(&upper)?,
@@ -394,6 +466,7 @@ fn link_stays_inside(link: &Path, target: &Path, top: &Path) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn copies_files_keeps_exec_bits_and_contains_links() {
@@ -413,7 +486,7 @@ mod tests {
         };
         fs::create_dir(&dir.dir).expect("mkdir");
         let layers = Layers::new(tmp.path());
-        create_disk(&dir, &image, DiskKind::Copy, &layers).expect("copy");
+        create_disk(&dir, &image, DiskKind::Copy, &layers, None).expect("copy");
         let disk = dir.disk();
         let mode = fs::metadata(disk.join("run.sh"))
             .expect("meta")
@@ -440,7 +513,7 @@ mod tests {
 
         // A second create replaces the disk with a fresh copy.
         fs::write(disk.join("junk"), "j").expect("write");
-        create_disk(&dir, &image, DiskKind::Copy, &layers).expect("copy again");
+        create_disk(&dir, &image, DiskKind::Copy, &layers, None).expect("copy again");
         assert!(!dir.disk().join("junk").exists());
     }
 
@@ -488,7 +561,7 @@ mod tests {
                 dir: root.join(name),
             };
             fs::create_dir(&dir.dir).expect("mkdir");
-            create_disk(&dir, &image, DiskKind::Overlay, layers).expect("overlay disk");
+            create_disk(&dir, &image, DiskKind::Overlay, layers, None).expect("overlay disk");
             assert!(is_overlay(&dir.disk()), "an overlay mount");
             let options = mount_options(&dir.disk());
             let by_path = layers.state.lock().expect("layers").by_path;
@@ -520,24 +593,102 @@ mod tests {
 
         // The mount is gone (a host restart): the disk comes back with a's changes.
         unmount(&a.disk()).expect("unmount");
-        assert!(disk_ready(&a, &image, layers).expect("ready"));
+        assert!(disk_ready(&a, &image, layers, None).expect("ready"));
         assert_eq!(data(&a), "changed");
 
         // A fresh disk (reimage) is the image again.
-        create_disk(&a, &image, DiskKind::Overlay, layers).expect("fresh");
+        create_disk(&a, &image, DiskKind::Overlay, layers, None).expect("fresh");
         assert_eq!(data(&a), "x");
         assert!(!a.disk().join("new").exists());
 
         // Removing unmounts and leaves the image alone.
         remove_disk(&a).expect("remove");
         assert!(!a.disk().exists() && !a.overlay().exists());
-        assert!(!disk_ready(&a, &image, layers).expect("no disk"));
+        assert!(!disk_ready(&a, &image, layers, None).expect("no disk"));
         remove_disk(&b).expect("remove");
         fs::remove_dir_all(&b.dir).expect("then it goes");
         assert_eq!(
             fs::read_to_string(image.join("sub/data")).expect("read"),
             "x"
         );
+    }
+
+    /// An overlay disk for an instance that runs as its own user shows that user as the
+    /// owner of every file of the image (idmapped, no `chown`): it can change them and add
+    /// files anywhere, what it writes is its own in its layer, and the image still
+    /// belongs to root, unchanged.
+    #[test]
+    fn an_instance_owns_its_overlay_disk_without_a_chown() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (kind, why) = DiskKind::detect(tmp.path());
+        if kind != DiskKind::Overlay {
+            crate::driver::skip_or_fail("an_instance_owns_its_overlay_disk_without_a_chown", &why);
+            return;
+        }
+        let image = tmp.path().join("image");
+        fs::create_dir_all(image.join("sub")).expect("mkdir");
+        fs::write(image.join("sub/data"), "x").expect("write");
+        fs::set_permissions(&image, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dir = InstanceDir {
+            dir: tmp.path().join("inst"),
+        };
+        fs::create_dir(&dir.dir).expect("mkdir");
+        // The instance directory's parents must let the instance's user reach its disk.
+        for p in [tmp.path(), &dir.dir] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o711)).expect("chmod");
+        }
+        let layers = Layers::new(tmp.path());
+        let uid = 4242;
+        create_disk(&dir, &image, DiskKind::Overlay, &layers, Some(uid)).expect("disk");
+        if !layers.owns(&dir.disk()) {
+            crate::driver::skip_or_fail(
+                "an_instance_owns_its_overlay_disk_without_a_chown",
+                "this kernel has no idmapped mounts or no overlay layers as descriptors",
+            );
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        for p in ["", "sub", "sub/data"] {
+            let m = fs::metadata(dir.disk().join(p)).expect("meta");
+            assert_eq!((m.uid(), m.gid()), (uid, uid), "{p} on the disk");
+        }
+        let out = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                "echo more >> sub/data && mkdir sub/new && echo n > sub/new/file",
+            ])
+            .current_dir(dir.disk())
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .expect("run as the instance's user");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            fs::read_to_string(dir.disk().join("sub/data")).expect("read"),
+            "xmore\n"
+        );
+        let made = fs::metadata(dir.overlay().join("upper/sub/new/file")).expect("in its layer");
+        assert_eq!(made.uid(), uid, "what it makes is its own in its layer");
+        assert_eq!(
+            fs::read_to_string(image.join("sub/data")).expect("read"),
+            "x"
+        );
+        assert_eq!(fs::metadata(image.join("sub/data")).expect("meta").uid(), 0);
+        assert!(!image.join("sub/new").exists());
+
+        // Mounted again after a host restart: still its own.
+        unmount(&dir.disk()).expect("unmount");
+        assert!(disk_ready(&dir, &image, &layers, Some(uid)).expect("ready"));
+        assert!(layers.owns(&dir.disk()));
+        assert_eq!(
+            fs::metadata(dir.disk().join("sub")).expect("meta").uid(),
+            uid
+        );
+        remove_disk(&dir).expect("remove");
     }
 
     #[test]

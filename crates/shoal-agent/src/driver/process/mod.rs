@@ -258,6 +258,13 @@ impl Inner {
         InstanceDir::new(&self.config.root, key)
     }
 
+    /// The user the instance `key` runs as, when it runs as one of its own.
+    fn owner(&self, key: &InstanceKey) -> Option<u32> {
+        self.config
+            .instance_users
+            .then(|| users::instance_uid(&key.0))
+    }
+
     /// When an instance's main process is gone, whatever it started goes too (as when a
     /// VM dies): its process group and its cgroup. Otherwise a child that outlived a
     /// killed shell would keep the port and break every restart.
@@ -299,7 +306,8 @@ impl Inner {
     async fn make_disk(&self, spec: &InstanceSpec, dir: &InstanceDir) -> Result<(), DriverError> {
         let (d, image, kind) = (dir.clone(), spec.image_dir.clone(), self.disks);
         let layers = Arc::clone(&self.layers);
-        let result = blocking(move || disk::create_disk(&d, &image, kind, &layers))
+        let owner = self.owner(&spec.key);
+        let result = blocking(move || disk::create_disk(&d, &image, kind, &layers, owner))
             .await
             .and_then(|r| r);
         result.map_err(|e| DriverError::Image {
@@ -362,7 +370,8 @@ impl Machine for Inner {
         }
         self.record_spec(spec, slot)?;
         let dir = self.dir(key);
-        if !disk::disk_ready(&dir, &spec.image_dir, &self.layers).map_err(|e| io_err(key, e))? {
+        let ready = disk::disk_ready(&dir, &spec.image_dir, &self.layers, self.owner(key));
+        if !ready.map_err(|e| io_err(key, e))? {
             self.make_disk(spec, &dir).await?;
         }
         disk::write_custom_data(&dir, spec.custom_data.as_deref()).map_err(|e| io_err(key, e))

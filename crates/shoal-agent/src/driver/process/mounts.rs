@@ -211,3 +211,99 @@ pub fn mount_overlay_fds(
     }
     Ok(())
 }
+
+const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A detached copy of the detached mount `tree` whose files appear owned as `userns`
+/// maps them (an idmapped mount): with the map `0 <uid> 1`, what root owns appears owned
+/// by `uid`, and what `uid` creates through it is stored as root's.
+pub fn idmapped_copy(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: `tree` is an open descriptor; the empty path with AT_EMPTY_PATH names it.
+    let copy = fd_result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            AT_EMPTY_PATH | OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    })?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: `copy` is an open descriptor, `attr` a valid struct of the size given.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            copy.as_raw_fd(),
+            c"".as_ptr(),
+            AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(copy)
+}
+
+/// A user namespace mapping uid and gid 0 to `id` (one each), for [`idmapped_copy`].
+///
+/// A user namespace's maps are written from outside by a process in it, so a child is
+/// cloned into a new one (sharing our memory, on a small stack of its own, doing nothing
+/// but wait), its maps written, its namespace opened, and the child killed and reaped.
+/// It sends no `SIGCHLD` (reaped here with `__WALL`).
+pub fn user_namespace(id: u32) -> io::Result<OwnedFd> {
+    extern "C" fn wait_forever(_: *mut libc::c_void) -> libc::c_int {
+        loop {
+            // SAFETY: pause has no arguments; nothing here touches memory.
+            unsafe {
+                libc::syscall(libc::SYS_pause);
+            }
+        }
+    }
+    let mut stack = vec![0u8; 16 * 1024];
+    // SAFETY: the top of a live, writable buffer (stacks grow down; 16-byte aligned by
+    // rounding down), and the child only calls `pause` until it is killed below, before
+    // `stack` is dropped.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as usize & !0xf;
+        libc::clone(
+            wait_forever,
+            top as *mut libc::c_void,
+            libc::CLONE_NEWUSER | libc::CLONE_VM,
+            std::ptr::null_mut(),
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let map = format!("0 {id} 1");
+    let result = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
+        .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), &map))
+        .and_then(|()| std::fs::File::open(format!("/proc/{pid}/ns/user")))
+        .map(OwnedFd::from);
+    // SAFETY: our own child by pid; waiting for it with __WALL (no exit signal).
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, libc::__WALL) < 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+    }
+    drop(stack);
+    result
+}

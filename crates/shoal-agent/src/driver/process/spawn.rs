@@ -110,7 +110,8 @@ impl Inner {
         let custom_data = match user {
             Some(uid) => {
                 let (top, disk, data) = (dir.dir.clone(), dir.disk(), dir.custom_data());
-                blocking(move || users::hand_over(&top, &disk, &data, uid))
+                let owned = self.layers.owns(&disk);
+                blocking(move || users::hand_over(&top, &disk, &data, uid, owned))
                     .await
                     .map_err(|e| io_err(key, e))?
                     .map_err(|e| start_err(key, &e))?;

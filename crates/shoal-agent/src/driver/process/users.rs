@@ -33,11 +33,20 @@ pub fn instance_uid(key: &str) -> u32 {
 }
 
 /// Gives the instance in `dir` (disk `disk`, custom data `custom_data`) to `uid`: the disk
-/// and everything in it, the custom data (readable by it only); the instance directory
-/// may be traversed by it, not listed or written.
-pub fn hand_over(dir: &Path, disk: &Path, custom_data: &Path, uid: u32) -> io::Result<()> {
+/// and everything in it (unless `disk_owned`: an idmapped disk shows `uid` as the owner
+/// already), the custom data (readable by it only); the instance directory may be
+/// traversed by it, not listed or written.
+pub fn hand_over(
+    dir: &Path,
+    disk: &Path,
+    custom_data: &Path,
+    uid: u32,
+    disk_owned: bool,
+) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o711))?;
-    chown_tree(disk, uid)?;
+    if !disk_owned {
+        chown_tree(disk, uid)?;
+    }
     match fs::symlink_metadata(custom_data) {
         Ok(_) => {
             std::os::unix::fs::lchown(custom_data, Some(uid), Some(uid))?;
@@ -48,10 +57,15 @@ pub fn hand_over(dir: &Path, disk: &Path, custom_data: &Path, uid: u32) -> io::R
     }
 }
 
-/// `chown -R uid:uid path`, never following a symbolic link.
+/// `chown -R uid:uid path`, never following a symbolic link; what `uid` owns already is
+/// left alone (on an overlay disk a `chown` copies the entry up, even to the same owner).
 fn chown_tree(path: &Path, uid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
-    if fs::symlink_metadata(path)?.is_dir() {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path)?;
+    if meta.uid() != uid || meta.gid() != uid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+    }
+    if meta.is_dir() {
         for entry in fs::read_dir(path)? {
             chown_tree(&entry?.path(), uid)?;
         }
