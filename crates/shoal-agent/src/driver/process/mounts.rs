@@ -153,21 +153,11 @@ pub fn mount_overlay_fds(
                 Ok(())
             }
         };
-        // An older overlayfs does not know `lowerdir+` or descriptors for it.
-        config(
-            FSCONFIG_SET_FD,
-            Some(c"lowerdir+"),
-            std::ptr::null(),
-            lower.as_raw_fd(),
-        )
-        .map_err(|()| FdMountError::Unsupported(io::Error::last_os_error()))?;
-        config(
-            FSCONFIG_SET_FD,
-            Some(c"upperdir"),
-            std::ptr::null(),
-            upper.as_raw_fd(),
-        )
-        .map_err(|()| FdMountError::Unsupported(io::Error::last_os_error()))?;
+        // An older overlayfs does not know `lowerdir+`, or layers as descriptors.
+        for (key, fd) in [(c"lowerdir+", lower), (c"upperdir", upper)] {
+            config(FSCONFIG_SET_FD, Some(key), std::ptr::null(), fd.as_raw_fd())
+                .map_err(|()| FdMountError::Unsupported(io::Error::last_os_error()))?;
+        }
         config(
             FSCONFIG_SET_FD,
             Some(c"workdir"),
