@@ -260,38 +260,22 @@ impl Layers {
 
     /// Mounts `<dir>/disk` from descriptors, idmapped for `owner` where the kernel can;
     /// `None` when the kernel cannot (or `dir` is not under the root): the caller names
-    /// the layers by path.
+    /// the layers by path. The lock is held only to find (or make) the detached copies:
+    /// disks of several instances are mounted at once.
     fn mount(&self, dir: &InstanceDir, image: &Path, owner: Option<u32>) -> Option<io::Result<()>> {
         let rel = dir.dir.strip_prefix(&self.root).ok()?;
-        let mut st = self.lock();
-        if st.by_path {
-            return None;
-        }
-        let mut idmapped = false;
-        let mut no_idmaps = None;
-        let result = (|| -> Result<(), FdMountError> {
+        let (root, lower, idmaps) = match self.copies(image) {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut no_idmaps = false;
+        let result = (|| -> Result<bool, FdMountError> {
             let failed = FdMountError::Failed;
-            if st.root.is_none() {
-                st.root =
-                    Some(mounts::detached_tree(&self.root).map_err(FdMountError::Unsupported)?);
-            }
-            let id = fs::metadata(image)
-                .map(|m| (m.dev(), m.ino()))
-                .map_err(failed)?;
-            if st.images.get(image).is_none_or(|(_, known)| *known != id) {
-                if st.images.len() >= MAX_IMAGES {
-                    st.images.clear();
-                }
-                let fd = mounts::detached_tree(image).map_err(FdMountError::Unsupported)?;
-                st.images.insert(image.to_owned(), (fd, id));
-            }
-            let (Some(root), Some((lower, _))) = (&st.root, st.images.get(image)) else {
-                return Err(failed(io::Error::other("layer descriptors missing")));
-            };
             let open = |p: PathBuf| mounts::open_dir_at(root.as_fd(), &p).map_err(failed);
             let upper = open(rel.join(OVERLAY_DIR).join("upper"))?;
             let work = open(rel.join(OVERLAY_DIR).join("work"))?;
-            let mapped = match owner.filter(|_| !st.no_idmaps) {
+            let mapped = match owner.filter(|_| idmaps) {
                 Some(uid) => match mounts::user_namespace(uid)
                     .and_then(|ns| mounts::idmapped_copy(lower.as_fd(), ns.as_fd()))
                 {
@@ -305,23 +289,24 @@ impl Layers {
                         .map_err(failed)?;
                         Some(copy)
                     }
+                    // This disk is given file by file; for good only where the kernel
+                    // refuses idmapped mounts, not after a passing shortage.
                     Err(e) => {
-                        no_idmaps = Some(e);
+                        no_idmaps = refused(&e);
+                        tracing::info!(error = %e, for_good = no_idmaps, "Cannot mount an instance's disk idmapped; it is given to its user file by file (chown)");
                         None
                     }
                 },
                 None => None,
             };
-            idmapped = mapped.is_some();
             let lower = mapped.as_ref().map_or(lower.as_fd(), |m| m.as_fd());
-            mounts::mount_overlay_fds(lower, upper.as_fd(), work.as_fd(), &dir.disk())
+            mounts::mount_overlay_fds(lower, upper.as_fd(), work.as_fd(), &dir.disk())?;
+            Ok(mapped.is_some())
         })();
-        if let Some(e) = no_idmaps {
-            tracing::info!(error = %e, "Idmapped mounts are not available here; instances' disks are given to them file by file (chown)");
-            st.no_idmaps = true;
-        }
+        let mut st = self.lock();
+        st.no_idmaps |= no_idmaps;
         match result {
-            Ok(()) => {
+            Ok(idmapped) => {
                 if idmapped {
                     st.owned.insert(dir.disk());
                 } else {
@@ -330,13 +315,70 @@ impl Layers {
                 Some(Ok(()))
             }
             Err(FdMountError::Failed(e)) => Some(Err(e)),
-            Err(FdMountError::Unsupported(e)) => {
+            Err(FdMountError::Unsupported(e)) if refused(&e) => {
                 tracing::info!(error = %e, "Overlay layers cannot be given as descriptors here; naming them by path (each mount then walks the mounts beside it)");
                 st.by_path = true;
                 None
             }
+            Err(FdMountError::Unsupported(e)) => Some(Err(e)),
         }
     }
+
+    /// Descriptors of the detached copies of the root and of `image` (made on first use,
+    /// the image's checked by device and inode), and whether idmapped mounts are worth
+    /// trying; `None` once the kernel has refused layers as descriptors.
+    fn copies(&self, image: &Path) -> io::Result<Option<(OwnedFd, OwnedFd, bool)>> {
+        let mut st = self.lock();
+        if st.by_path {
+            return Ok(None);
+        }
+        let unsupported = |st: &mut LayerState, e: io::Error| {
+            if refused(&e) {
+                tracing::info!(error = %e, "Overlay layers cannot be given as descriptors here; naming them by path (each mount then walks the mounts beside it)");
+                st.by_path = true;
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        };
+        if st.root.is_none() {
+            match mounts::detached_tree(&self.root) {
+                Ok(fd) => st.root = Some(fd),
+                Err(e) => return unsupported(&mut st, e),
+            }
+        }
+        let id = fs::metadata(image).map(|m| (m.dev(), m.ino()))?;
+        if st.images.get(image).is_none_or(|(_, known)| *known != id) {
+            if st.images.len() >= MAX_IMAGES {
+                st.images.clear();
+            }
+            match mounts::detached_tree(image) {
+                Ok(fd) => {
+                    st.images.insert(image.to_owned(), (fd, id));
+                }
+                Err(e) => return unsupported(&mut st, e),
+            }
+        }
+        let (Some(root), Some((lower, _))) = (&st.root, st.images.get(image)) else {
+            return Err(io::Error::other("layer descriptors missing"));
+        };
+        Ok(Some((root.try_clone()?, lower.try_clone()?, !st.no_idmaps)))
+    }
+}
+
+/// Whether `e` says the kernel does not do this at all (rather than failing this once).
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENOSYS
+                | libc::EINVAL
+                | libc::EOPNOTSUPP
+                | libc::EPERM
+                | libc::ENODEV
+                | libc::ENOSPC
+        )
+    )
 }
 
 /// Mounts `image` (read-only lower layer) under `<dir>/overlay/upper` at `<dir>/disk`.
