@@ -316,8 +316,7 @@ impl Layers {
             }
             Err(FdMountError::Failed(e)) => Some(Err(e)),
             Err(FdMountError::Unsupported(e)) if refused(&e) => {
-                tracing::info!(error = %e, "Overlay layers cannot be given as descriptors here; naming them by path (each mount then walks the mounts beside it)");
-                st.by_path = true;
+                st.paths_from_now_on(&e);
                 None
             }
             Err(FdMountError::Unsupported(e)) => Some(Err(e)),
@@ -334,8 +333,7 @@ impl Layers {
         }
         let unsupported = |st: &mut LayerState, e: io::Error| {
             if refused(&e) {
-                tracing::info!(error = %e, "Overlay layers cannot be given as descriptors here; naming them by path (each mount then walks the mounts beside it)");
-                st.by_path = true;
+                st.paths_from_now_on(&e);
                 Ok(None)
             } else {
                 Err(e)
@@ -363,6 +361,14 @@ impl Layers {
             return Err(io::Error::other("layer descriptors missing"));
         };
         Ok(Some((root.try_clone()?, lower.try_clone()?, !st.no_idmaps)))
+    }
+}
+
+impl LayerState {
+    /// The kernel refused layers as descriptors (`e`): name them by path from now on.
+    fn paths_from_now_on(&mut self, e: &io::Error) {
+        tracing::info!(error = %e, "Overlay layers cannot be given as descriptors here; naming them by path (each mount then walks the mounts beside it)");
+        self.by_path = true;
     }
 }
 
