@@ -309,8 +309,6 @@ impl Layers {
             Ok(idmapped) => {
                 if idmapped {
                     st.owned.insert(dir.disk());
-                } else {
-                    st.owned.remove(&dir.disk());
                 }
                 Some(Ok(()))
             }
@@ -419,10 +417,12 @@ fn mount_overlay(
         &overlay,
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )?;
+    // Until it is mounted idmapped again, this disk is not known to be its user's (a
+    // mount that fails ends in a copy, which is `chown`ed).
+    layers.lock().owned.remove(&disk);
     if let Some(result) = layers.mount(dir, &image, owner) {
         return result;
     }
-    layers.lock().owned.remove(&disk);
     let options = format!(
         "lowerdir={lower},upperdir={},workdir={},metacopy=on",
         named(&upper)?,
