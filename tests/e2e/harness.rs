@@ -668,7 +668,8 @@ fn remove_namespaces_in(instances: &Path) {
             }
         }
     }
-    // Namespaces its agent made and had not removed when it was killed.
+    // Namespaces its agent made (or was making: `?`) and had not removed when it was killed
+    // (`.netns-journal`, read as the agent reads it).
     if let Ok(journal) = std::fs::read_to_string(instances.join(".netns-journal")) {
         let mut made = std::collections::BTreeSet::new();
         for line in journal.lines() {
@@ -678,10 +679,10 @@ fn remove_namespaces_in(instances: &Path) {
             else {
                 continue;
             };
-            if line.starts_with('+') {
-                made.insert(address);
-            } else {
+            if line.starts_with('-') {
                 made.remove(&address);
+            } else {
+                made.insert(address);
             }
         }
         for address in made {

@@ -170,33 +170,27 @@ pub async fn forward_to_leader(
         }
         req.send()
     };
-    let mut leader = st.cluster.leader_url().await?;
+    let leader = st.cluster.leader_url().await?;
     let answer = match send(&leader).await {
         Ok(a) => a,
         Err(e) => {
             // The leader known a moment ago may have died since: ask the election again
             // and try the one it names now, once.
             st.cluster.forget_leader();
-            let again = st.cluster.leader_url().await;
-            match again {
-                Some(next) => match send(&next).await {
-                    Ok(a) => {
-                        leader = next;
-                        a
-                    }
-                    Err(e2) => {
-                        tracing::warn!(first = %leader, %next, error = %e, again = %e2, "cannot forward to the leader; answering here");
-                        return None;
-                    }
-                },
-                None => {
-                    tracing::warn!(%leader, error = %e, "cannot forward to the leader; answering here");
+            let Some(next) = st.cluster.leader_url().await else {
+                tracing::warn!(%leader, error = %e, "cannot forward to the leader; answering here");
+                return None;
+            };
+            match send(&next).await {
+                Ok(a) => a,
+                Err(again) => {
+                    tracing::warn!(first = %leader, %next, error = %e, %again, "cannot forward to the leader; answering here");
                     return None;
                 }
             }
         }
     };
-    tracing::debug!(%leader, %method, "forwarded to the leader");
+    tracing::debug!(%method, path = %path_and_query, "forwarded to the leader");
     let status = answer.status();
     let content_type = answer.headers().get(http::header::CONTENT_TYPE).cloned();
     let bytes = answer.bytes().await.ok()?;

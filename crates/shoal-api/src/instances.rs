@@ -461,30 +461,33 @@ mod tests {
     use http::Method;
     use serde_json::json;
     use shoal_control::kv;
-    use shoal_model::records::InstanceState;
-    use shoal_store::Expect;
+    use shoal_model::records::{InstanceState, VmssRecord};
+    use shoal_store::{Expect, TxnOp};
 
     use crate::arm_crud::testing::{call, state};
     use crate::vm_view::testing::{inst, set, status};
+
+    /// A set of `capacity` from an image, and the store operations putting it and its
+    /// instances `ids` (no statuses).
+    fn set_with_instances(capacity: u64, ids: &[u64]) -> (VmssRecord, Vec<TxnOp>) {
+        let set = set(json!({"location": "local",
+            "sku": {"name": "Shoal_1vCPU_512MB", "capacity": capacity},
+            "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "/i"}}}}}));
+        let mut ops = vec![kv::put_op(set.vmss.key(), &set, Expect::Any)];
+        for &id in ids {
+            let rec = inst(id, None, 3);
+            ops.push(kv::put_op(rec.key(), &rec, Expect::Any));
+        }
+        (set, ops)
+    }
 
     /// Paging through a set's instances shows each once, in order, with its own status,
     /// also where ids have gaps and statuses of deleted instances are still stored.
     #[tokio::test]
     async fn pages_show_every_instance_once_with_its_own_status() {
         let st = state(3).await;
-        let set = set(
-            json!({"location": "local", "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 7},
-            "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "/i"}}}}}),
-        );
-        let mut ops = vec![kv::put_op(set.vmss.key(), &set, Expect::Any)];
         let ids = [0, 1, 2, 4, 7, 9, 10];
-        for id in ids {
-            ops.push(kv::put_op(
-                inst(id, None, 3).key(),
-                &inst(id, None, 3),
-                Expect::Any,
-            ));
-        }
+        let (set, mut ops) = set_with_instances(7, &ids);
         // Statuses: none for 10, and leftovers of deleted 3, 5, 6 and 8 (the second page,
         // 4, 7 and 9, has three of them in its range).
         for id in [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9] {
@@ -538,17 +541,8 @@ mod tests {
     #[tokio::test]
     async fn a_listing_after_a_change_shows_the_change() {
         let st = state(100).await;
-        let set = set(
-            json!({"location": "local", "sku": {"name": "Shoal_1vCPU_512MB", "capacity": 2},
-            "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "/i"}}}}}),
-        );
-        let mut ops = vec![kv::put_op(set.vmss.key(), &set, Expect::Any)];
+        let (set, mut ops) = set_with_instances(2, &[0, 1]);
         for id in [0u64, 1] {
-            ops.push(kv::put_op(
-                inst(id, None, 3).key(),
-                &inst(id, None, 3),
-                Expect::Any,
-            ));
             let mut s = status(InstanceState::Running, 3);
             s.pid = Some(100 + id as u32);
             ops.push(kv::put_op(set.vmss.status_key(id), &s, Expect::Any));

@@ -665,10 +665,10 @@ impl NsPool {
         let started = tokio::time::Instant::now();
         static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
-        let id = std::process::id();
+        let (name, host_if) = probe_names(std::process::id(), n);
         let plan = NetnsPlan {
-            netns_path: netns_dir.join(format!("shoal-probe-{id}-{n}")),
-            host_if: format!("shp{:x}-{n}", id & 0xf_ffff),
+            netns_path: netns_dir.join(name),
+            host_if,
             addresses: None,
         };
         let _ = netns::teardown(&plan.netns_path, &plan.host_if);
@@ -935,6 +935,14 @@ fn names(address: Ipv4Addr) -> (String, String) {
     (format!("shoal-{hex:08x}"), format!("sh{hex:08x}"))
 }
 
+/// The names of agent `pid`'s `n`th start-up probe namespace and of its host-side veth.
+fn probe_names(pid: u32, n: u32) -> (String, String) {
+    (
+        format!("shoal-probe-{pid}-{n}"),
+        format!("shp{:x}-{n}", pid & 0xf_ffff),
+    )
+}
+
 /// Removes the namespaces of start-up probes whose agent is gone (killed during its probe);
 /// a live agent's probe is left alone.
 fn remove_dead_probes(netns_dir: &std::path::Path) {
@@ -953,7 +961,7 @@ fn remove_dead_probes(netns_dir: &std::path::Path) {
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let host_if = format!("shp{:x}-{n}", pid & 0xf_ffff);
+        let (_, host_if) = probe_names(pid, n);
         match netns::teardown(&entry.path(), &host_if) {
             Ok(()) => {
                 tracing::info!(namespace = %name, "Removed the probe namespace of an agent that is gone")

@@ -103,10 +103,7 @@ impl Inner {
         let cgroup_procs = limits.procs_files();
 
         // Its own user, when the agent may hand one out: the disk and custom data are its.
-        let user = self
-            .config
-            .instance_users
-            .then(|| users::instance_uid(&key.0));
+        let user = self.owner(key);
         let custom_data = match user {
             Some(uid) => {
                 let (top, disk, data) = (dir.dir.clone(), dir.disk(), dir.custom_data());
