@@ -27,7 +27,7 @@ use crate::config::Distribution;
 use crate::http::backend::CONNECT_TIMEOUT;
 use crate::pool::{ActiveGuard, Member, PoolRuntime};
 use crate::sockmap::{
-    self, bytes_unread, bytes_written, tcp_info, LinkError, Side, Sockmap, TcpInfo, Watch,
+    self, bytes_waiting, bytes_written, tcp_info, LinkError, Side, Sockmap, TcpInfo, Watch,
 };
 
 const BUFFER: usize = 16 * 1024;
@@ -344,8 +344,10 @@ async fn in_kernel(
         read_before,
         metered: read_before,
         // A member that could not join is closing: its bytes wait, to be copied.
-        paused: [false, !backend_joined],
+        handed: [false, !backend_joined],
+        copying: [false; 2],
         last_received: [0; 2],
+        moved: false,
     };
     pair.watch(map, &watch, member, mode, shutdown).await;
     None
@@ -365,17 +367,25 @@ struct KernelPair {
     read_before: [u64; 2],
     /// Bytes received on each side already added to the pool's counters.
     metered: [u64; 2],
-    /// The kernel takes no bytes from this side (too many wait for the other side).
-    paused: [bool; 2],
+    /// The kernel no longer forwards this side's bytes (too many waited for the other
+    /// side, or it never joined): they are copied in user space once everything the
+    /// kernel took from it has reached the other side.
+    handed: [bool; 2],
+    /// ... and the copy has started.
+    copying: [bool; 2],
     /// `bytes_received` of each side at the last flow check.
     last_received: [u64; 2],
+    /// ... and it differed from the one before.
+    moved: bool,
 }
 
 /// Bytes taken from one side and not yet in the other side's stream (the kernel holds
-/// them, uncounted by either socket's buffers) above which the kernel stops taking more
-/// from that side, and at or under which it starts again.
+/// them, uncounted by either socket's buffers) above which that side is handed to user
+/// space.
 const IN_FLIGHT_HIGH: u64 = 2 << 20;
-const IN_FLIGHT_LOW: u64 = 512 << 10;
+
+/// A side's bytes copied in user space, to the end of its stream.
+type Copy = Pin<Box<dyn std::future::Future<Output = (usize, io::Result<()>)> + Send>>;
 /// How often a pair's bytes in flight are looked at: every 10 ms while bytes move,
 /// backing off to once a second while they do not.
 const FLOW_CHECK_MIN: Duration = Duration::from_millis(10);
@@ -394,8 +404,10 @@ impl KernelPair {
         let mut idle_check = Instant::now() + idle_tick;
         let mut flush_wait = Duration::from_micros(200);
         let mut flow_every = FLOW_CHECK_MIN;
-        // A side that starts paused (a member that could not join) is seen to at once.
-        let mut flow_check = match self.paused.contains(&true) {
+        let mut copies: [Option<Copy>; 2] = [None, None];
+        // A side that starts handed over (a member that could not join) is seen to at
+        // once.
+        let mut flow_check = match self.handed.contains(&true) {
             true => Instant::now(),
             false => Instant::now() + flow_every,
         };
@@ -435,17 +447,31 @@ impl KernelPair {
                         break false;
                     }
                 }
+                (i, copied) = next_copy(&mut copies) => {
+                    if let Err(e) = copied {
+                        tracing::trace!(member = %member.id, error = %e, "TCP connection lost");
+                        break false;
+                    }
+                    // Every byte of the side is in the other side's stream: its end
+                    // follows.
+                    let _ = self.sockets[1 - i].shutdown(std::net::Shutdown::Write);
+                    if !self.ended[i] {
+                        self.ended[i] = true;
+                        watch.forget(self.sockets[i].as_fd());
+                    }
+                    self.passed_on[i] = true;
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     flush_wait = (flush_wait * 2).min(Duration::from_millis(20));
                     if Instant::now() >= flow_check {
-                        match self.flow(map, member, shutdown).await {
-                            Ok(true) => flow_every = FLOW_CHECK_MIN,
-                            Ok(false) => flow_every = (flow_every * 2).min(FLOW_CHECK_MAX),
-                            Err(e) => {
-                                tracing::trace!(member = %member.id, error = %e, "TCP connection lost");
-                                break false;
-                            }
+                        if let Err(e) = self.flow(map, member, &mut copies) {
+                            tracing::trace!(member = %member.id, error = %e, "TCP connection lost");
+                            break false;
                         }
+                        flow_every = match self.moved || self.handed != self.copying {
+                            true => FLOW_CHECK_MIN,
+                            false => (flow_every * 2).min(FLOW_CHECK_MAX),
+                        };
                         flow_check = Instant::now() + flow_every;
                     }
                     if Instant::now() >= idle_check {
@@ -475,33 +501,35 @@ impl KernelPair {
 
     /// Flow control, which the kernel's forwarding lacks: it takes every byte a side
     /// receives (so TCP never closes that side's window) however slowly the other side
-    /// drains them. A side with more than [`IN_FLIGHT_HIGH`] bytes in flight is paused
-    /// (its bytes wait in its receive queue, its window closes, its sender waits), and
-    /// resumed at [`IN_FLIGHT_LOW`]. Returns whether bytes moved or a side is paused.
-    async fn flow(
+    /// drains them. A side with more than [`IN_FLIGHT_HIGH`] bytes in flight is handed
+    /// to user space ([`Sockmap::unpeer`]: its bytes wait in it, its window closes, its
+    /// sender waits), and copied from there once nothing the kernel took from it is in
+    /// flight any more (the copy is put in `copies`). Notes in `self.moved` whether
+    /// bytes moved.
+    fn flow(
         &mut self,
         map: &Sockmap,
         member: &Arc<Member>,
-        shutdown: &CancellationToken,
-    ) -> io::Result<bool> {
+        copies: &mut [Option<Copy>; 2],
+    ) -> io::Result<()> {
         let info = [tcp_info(&self.sockets[0])?, tcp_info(&self.sockets[1])?];
         let received = [info[0].bytes_received, info[1].bytes_received];
-        let moved = received != self.last_received;
+        self.moved = received != self.last_received;
         self.last_received = received;
-        if moved {
+        if self.moved {
             self.count(&info, member);
         }
-        if !moved && self.paused == [false; 2] {
-            return Ok(false);
+        if !self.moved && self.handed == self.copying {
+            return Ok(());
         }
         for i in 0..2 {
-            if self.passed_on[i] {
+            if self.passed_on[i] || self.copying[i] {
                 continue;
             }
             let other = 1 - i;
-            // Unpaused, the kernel takes every byte as it arrives: none wait unread.
-            let unread = match self.paused[i] {
-                true => bytes_unread(&self.sockets[i])?,
+            // Forwarded, the kernel takes every byte as it arrives: none wait unread.
+            let unread = match self.handed[i] {
+                true => bytes_waiting(&self.sockets[i])?,
                 false => 0,
             };
             let fin = self.ended[i] || fin_received(info[i].state);
@@ -511,47 +539,48 @@ impl KernelPair {
                 .saturating_sub(self.read_before[i]);
             let delivered = bytes_written(&self.sockets[other])? - self.base[other];
             let in_flight = taken.saturating_sub(delivered);
-            if !self.paused[i] && !self.ended[i] && in_flight > IN_FLIGHT_HIGH {
-                map.pause(&self.sockets[i])?;
-                self.paused[i] = true;
-            } else if self.paused[i] && in_flight <= IN_FLIGHT_LOW {
-                // A socket whose peer has ended its stream cannot rejoin the map (only
-                // established ones can; the end may be in before its event is): the
-                // rest of its bytes, all in its receive queue now, are copied once the
-                // kernel has delivered everything it took.
-                let rejoined = !self.ended[i]
-                    && match map.resume(&self.sockets[i]) {
-                        Ok(()) => true,
-                        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => false,
-                        Err(e) => return Err(e),
-                    };
-                if rejoined {
-                    self.paused[i] = false;
-                } else if in_flight == 0 {
-                    self.copy_rest(i, shutdown).await?;
-                }
+            if !self.handed[i] && !self.ended[i] && in_flight > IN_FLIGHT_HIGH {
+                map.unpeer(&self.sockets[i])?;
+                self.handed[i] = true;
+            } else if self.handed[i] && in_flight == 0 {
+                tracing::trace!(side = i, "copying the rest of a stream in user space");
+                copies[i] = Some(self.copy(i)?);
+                self.copying[i] = true;
             }
         }
-        Ok(moved || self.paused.contains(&true))
+        Ok(())
     }
 
-    /// Copies what is left in side `i`'s receive queue to the other side in user space
-    /// and passes its end of stream on.
-    async fn copy_rest(&mut self, i: usize, shutdown: &CancellationToken) -> io::Result<()> {
-        tracing::trace!(
-            side = i,
-            "copying the rest of an ended stream in user space"
-        );
-        let mut from = TcpStream::from_std(self.sockets[i].try_clone()?)?;
-        let mut to = TcpStream::from_std(self.sockets[1 - i].try_clone()?)?;
-        tokio::select! {
-            copied = tokio::io::copy(&mut from, &mut to) => { copied?; }
-            _ = shutdown.cancelled() => return Err(io::ErrorKind::Interrupted.into()),
-        }
-        let _ = self.sockets[1 - i].shutdown(std::net::Shutdown::Write);
-        self.passed_on[i] = true;
-        self.paused[i] = false;
-        Ok(())
+    /// The copy of side `i`'s bytes to the other side, to the end of its stream. A
+    /// read that sees the end early (the kernel reports the end once its own queue of
+    /// the socket is empty, while a segment may still be on its way into it) is tried
+    /// again until the counters say every byte the side received is in the other
+    /// side's stream.
+    fn copy(&self, i: usize) -> io::Result<Copy> {
+        let from = self.sockets[i].try_clone()?;
+        let to = self.sockets[1 - i].try_clone()?;
+        let (read_before, base) = (self.read_before[i], self.base[1 - i]);
+        let whole = move |from: &TcpStream, to: &TcpStream| {
+            let received = tcp_info(from)?.bytes_received;
+            let delivered = bytes_written(to)? - base;
+            // `bytes_received` counts the end of stream as a byte.
+            Ok::<_, io::Error>(delivered + read_before + 1 >= received)
+        };
+        let mut reader = TcpStream::from_std(from)?;
+        let mut writer = TcpStream::from_std(to)?;
+        Ok(Box::pin(async move {
+            let copied = async {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match reader.read(&mut buf).await? {
+                        0 if whole(&reader, &writer)? => return Ok(()),
+                        0 => tokio::time::sleep(Duration::from_millis(1)).await,
+                        n => writer.write_all(&buf[..n]).await?,
+                    }
+                }
+            };
+            (i, copied.await)
+        }))
     }
 
     fn bytes_received(&self, i: usize) -> u64 {
@@ -626,6 +655,22 @@ impl KernelPair {
             self.metered[i] = self.metered[i].max(bytes);
         }
     }
+}
+
+/// The first of the running copies to finish (never, while none runs).
+async fn next_copy(copies: &mut [Option<Copy>; 2]) -> (usize, io::Result<()>) {
+    std::future::poll_fn(|cx| {
+        for slot in copies.iter_mut() {
+            if let Some(copy) = slot {
+                if let Poll::Ready(done) = copy.as_mut().poll(cx) {
+                    *slot = None;
+                    return Poll::Ready(done);
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Whether a socket in this TCP state has its peer's FIN (counted as a byte in

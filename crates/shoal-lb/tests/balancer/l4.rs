@@ -294,6 +294,29 @@ fn pattern(at: u64) -> u8 {
     (at.wrapping_mul(31) ^ (at >> 9)) as u8
 }
 
+/// Where bytes received in place of the stream's byte `at` came from: the offset
+/// whose pattern they match (a gap or a repeat), if any within 64 MiB.
+fn whence(got: &[u8], at: u64) -> String {
+    let probe = &got[..got.len().min(256)];
+    let matches = |from: u64| {
+        probe
+            .iter()
+            .enumerate()
+            .all(|(j, b)| *b == pattern(from + j as u64))
+    };
+    let found = (1..64u64 << 20).find_map(|d| {
+        [Some(at + d), at.checked_sub(d)]
+            .into_iter()
+            .flatten()
+            .find(|&from| matches(from))
+    });
+    match found {
+        Some(from) if from > at => format!("{} bytes are missing", from - at),
+        Some(from) => format!("bytes from {from} come again ({} back)", at - from),
+        None => format!("{} bytes that match no offset near it", probe.len()),
+    }
+}
+
 const GREETING: &[u8] = b"hello from the member\n";
 
 /// A member that speaks first (a greeting as soon as it accepts), streams `down` pattern
@@ -465,34 +488,87 @@ async fn a_client_that_stops_reading_holds_its_member_back() {
             "the member wrote {} MiB to a client that reads nothing (kernel forwarding: {kernel})",
             stuck_at >> 20
         );
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0u64;
-        while at < stream_len {
-            let n = bounded("the rest of the stream", client.read(&mut buf))
-                .await
-                .unwrap();
-            assert!(n > 0, "the stream ended at {at}");
-            for (i, b) in buf[..n].iter().enumerate() {
-                assert_eq!(
-                    *b,
-                    pattern(at + i as u64),
-                    "byte {} (kernel forwarding: {kernel})",
-                    at + i as u64
-                );
-            }
-            at += n as u64;
-        }
         // The member's end of stream comes after its last byte (it may have come while
         // the balancer held the member back).
-        let n = bounded("the end of the stream", client.read(&mut buf))
-            .await
-            .unwrap();
-        assert_eq!(
-            n, 0,
-            "nothing after the stream (kernel forwarding: {kernel})"
-        );
+        read_whole_stream(&mut client, stream_len, kernel).await;
         shutdown.cancel();
     }
+}
+
+/// The same the other way: a member that reads nothing for a second holds back a
+/// client uploading a long stream, and then gets all of it in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_reading_holds_its_client_back() {
+    init_tracing();
+    const STREAM: u64 = 256 << 20;
+    for kernel in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let member = listener.local_addr().unwrap();
+        let Some((_lb, shutdown, front)) = front_of(member, kernel).await else {
+            continue;
+        };
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = written.clone();
+        tokio::spawn(async move {
+            let mut client = TcpStream::connect(front).await.unwrap();
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut at = 0u64;
+            while at < STREAM {
+                fill(&mut chunk, at);
+                if client.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                at += chunk.len() as u64;
+                counter.store(at, Ordering::Relaxed);
+            }
+            let _ = client.shutdown().await;
+            // Held open until the member has read the end of the stream.
+            let _ = client.read(&mut chunk).await;
+        });
+        let (mut stream, _) = bounded("the client's connection", listener.accept())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stuck_at = written.load(Ordering::Relaxed);
+        assert!(
+            stuck_at < 48 << 20,
+            "the client wrote {} MiB to a member that reads nothing (kernel forwarding: {kernel})",
+            stuck_at >> 20
+        );
+        read_whole_stream(&mut stream, STREAM, kernel).await;
+        shutdown.cancel();
+    }
+}
+
+/// Reads `len` bytes of the test stream and then its end from `from`, failing at the
+/// first wrong byte with where it came from.
+async fn read_whole_stream(from: &mut TcpStream, len: u64, kernel: bool) {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = bounded("the rest of the stream", from.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(
+            n > 0,
+            "the stream ended at {at} (kernel forwarding: {kernel})"
+        );
+        if let Some(i) = (0..n).find(|&i| buf[i] != pattern(at + i as u64)) {
+            panic!(
+                "byte {} is wrong: {} (kernel forwarding: {kernel})",
+                at + i as u64,
+                whence(&buf[i..n], at + i as u64)
+            );
+        }
+        at += n as u64;
+    }
+    let n = bounded("the end of the stream", from.read(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 0,
+        "nothing after the stream (kernel forwarding: {kernel})"
+    );
 }
 
 /// A member that answers and then resets the connection once its answer has left it
