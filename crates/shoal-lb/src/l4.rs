@@ -447,20 +447,24 @@ impl KernelPair {
                         break false;
                     }
                 }
-                (i, copied) = next_copy(&mut copies) => {
-                    if let Err(e) = copied {
+                (i, copied) = next_copy(&mut copies) => match copied {
+                    Err(e) if !self.passed_on[i] => {
                         tracing::trace!(member = %member.id, error = %e, "TCP connection lost");
                         break false;
                     }
-                    // Every byte of the side is in the other side's stream: its end
-                    // follows.
-                    let _ = self.sockets[1 - i].shutdown(std::net::Shutdown::Write);
-                    if !self.ended[i] {
-                        self.ended[i] = true;
-                        watch.forget(self.sockets[i].as_fd());
+                    // A copy into a side that broke: nothing more was to go to it.
+                    Err(_) => {}
+                    Ok(()) => {
+                        // Every byte of the side is in the other side's stream: its end
+                        // follows.
+                        let _ = self.sockets[1 - i].shutdown(std::net::Shutdown::Write);
+                        if !self.ended[i] {
+                            self.ended[i] = true;
+                            watch.forget(self.sockets[i].as_fd());
+                        }
+                        self.passed_on[i] = true;
                     }
-                    self.passed_on[i] = true;
-                }
+                },
                 _ = tokio::time::sleep_until(deadline) => {
                     flush_wait = (flush_wait * 2).min(Duration::from_millis(20));
                     if Instant::now() >= flow_check {
