@@ -72,6 +72,14 @@ impl InstanceDir {
     pub fn overlay(&self) -> PathBuf {
         self.dir.join(OVERLAY_DIR)
     }
+    /// The overlay's upper layer: what the instance changed.
+    pub fn upper(&self) -> PathBuf {
+        self.overlay().join("upper")
+    }
+    /// The overlay's work directory.
+    pub fn work(&self) -> PathBuf {
+        self.overlay().join("work")
+    }
 }
 
 /// True when `key` is usable as a single directory name.
@@ -169,7 +177,7 @@ pub fn disk_ready(
     layers: &Layers,
     owner: Option<u32>,
 ) -> io::Result<bool> {
-    if dir.overlay().join("upper").is_dir() {
+    if dir.upper().is_dir() {
         if !is_overlay(&dir.disk()) {
             mount_overlay(dir, image, layers, owner)?;
         }
@@ -263,7 +271,9 @@ impl Layers {
     /// the layers by path. The lock is held only to find (or make) the detached copies:
     /// disks of several instances are mounted at once.
     fn mount(&self, dir: &InstanceDir, image: &Path, owner: Option<u32>) -> Option<io::Result<()>> {
-        let rel = dir.dir.strip_prefix(&self.root).ok()?;
+        let (upper, work) = (dir.upper(), dir.work());
+        let upper_rel = upper.strip_prefix(&self.root).ok()?;
+        let work_rel = work.strip_prefix(&self.root).ok()?;
         let (root, lower, idmaps) = match self.copies(image) {
             Ok(Some(found)) => found,
             Ok(None) => return None,
@@ -272,21 +282,15 @@ impl Layers {
         let mut no_idmaps = false;
         let result = (|| -> Result<bool, FdMountError> {
             let failed = FdMountError::Failed;
-            let open = |p: PathBuf| mounts::open_dir_at(root.as_fd(), &p).map_err(failed);
-            let upper = open(rel.join(OVERLAY_DIR).join("upper"))?;
-            let work = open(rel.join(OVERLAY_DIR).join("work"))?;
+            let open = |p: &Path| mounts::open_dir_at(root.as_fd(), p).map_err(failed);
+            let (upper_fd, work_fd) = (open(upper_rel)?, open(work_rel)?);
             let mapped = match owner.filter(|_| idmaps) {
                 Some(uid) => match mounts::user_namespace(uid)
                     .and_then(|ns| mounts::idmapped_copy(lower.as_fd(), ns.as_fd()))
                 {
                     Ok(copy) => {
                         // The disk's top directory is the upper layer's: the owner's too.
-                        std::os::unix::fs::lchown(
-                            dir.overlay().join("upper"),
-                            Some(uid),
-                            Some(uid),
-                        )
-                        .map_err(failed)?;
+                        std::os::unix::fs::lchown(&upper, Some(uid), Some(uid)).map_err(failed)?;
                         Some(copy)
                     }
                     // This disk is given file by file; for good only where the kernel
@@ -300,7 +304,7 @@ impl Layers {
                 None => None,
             };
             let lower = mapped.as_ref().map_or(lower.as_fd(), |m| m.as_fd());
-            mounts::mount_overlay_fds(lower, upper.as_fd(), work.as_fd(), &dir.disk())?;
+            mounts::mount_overlay_fds(lower, upper_fd.as_fd(), work_fd.as_fd(), &dir.disk())?;
             Ok(mapped.is_some())
         })();
         let mut st = self.lock();
@@ -406,7 +410,7 @@ fn mount_overlay(
     };
     let image = image.canonicalize()?;
     let lower = named(&image)?;
-    let (upper, work) = (overlay.join("upper"), overlay.join("work"));
+    let (upper, work) = (dir.upper(), dir.work());
     for d in [&overlay, &upper, &work, &disk] {
         match fs::create_dir(d) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),

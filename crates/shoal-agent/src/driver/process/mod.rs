@@ -549,7 +549,7 @@ impl Driver for ProcessDriver {
             self.inner.adopt_cgroups(legacy, &found);
         }
         // Recovered instances have marked their addresses: the pool may adopt the rest.
-        self.inner.network.start_warm();
+        self.inner.network.start_warm_and_sweep();
         Ok(found)
     }
 

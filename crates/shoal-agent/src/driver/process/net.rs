@@ -311,7 +311,7 @@ impl Network {
     /// run left ready (those no recovered instance claims), removes those an earlier run
     /// made but nothing records ([`NsPool::sweep`]) and starts refilling. Call after
     /// recovery, before any allocation.
-    pub fn start_warm(&self) {
+    pub fn start_warm_and_sweep(&self) {
         let Network::Namespaces(p) = self else {
             return;
         };

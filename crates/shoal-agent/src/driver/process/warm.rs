@@ -311,7 +311,7 @@ mod tests {
         let file = dir.path().join(".warm-namespaces");
 
         let (warm, net) = setup(&file, 3);
-        net.start_warm();
+        net.start_warm_and_sweep();
         wait_for("3 warm namespaces", || warm.ready() == 3);
         let taken = net.take_warm().expect("a warm namespace");
         let NetAlloc::Namespace {
@@ -369,7 +369,7 @@ mod tests {
         let (warm2, net2) = setup(&file, 2);
         // (Recovery: the instance's state names the one it took.)
         net2.adopt(&taken);
-        net2.start_warm();
+        net2.start_warm_and_sweep();
         assert!(
             !mounted(orphan_name),
             "the namespace nothing recorded is removed at the next start"
