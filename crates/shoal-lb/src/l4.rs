@@ -27,7 +27,7 @@ use crate::config::Distribution;
 use crate::http::backend::CONNECT_TIMEOUT;
 use crate::pool::{ActiveGuard, Member, PoolRuntime};
 use crate::sockmap::{
-    self, bytes_waiting, bytes_written, tcp_info, LinkError, Side, Sockmap, TcpInfo, Watch,
+    self, bytes_unread, bytes_written, tcp_info, Key, LinkError, Side, Sockmap, TcpInfo, Watch,
 };
 
 const BUFFER: usize = 16 * 1024;
@@ -322,8 +322,8 @@ async fn in_kernel(
             return back(client, backend);
         }
     };
-    let backend_joined = match map.link(&client, &backend) {
-        Ok(joined) => joined,
+    let (backend_joined, keys) = match map.link(&client, &backend) {
+        Ok(linked) => linked,
         Err(LinkError::Unlinked(e)) => {
             tracing::debug!(pool = %pool.name, error = %e, "copying a TCP connection in user space");
             return back(client, backend);
@@ -338,16 +338,15 @@ async fn in_kernel(
         .fetch_add(1, Ordering::Relaxed);
     let pair = KernelPair {
         sockets: [client, backend],
+        keys,
         base,
         ended: [false; 2],
         passed_on: [false; 2],
         read_before,
         metered: read_before,
         // A member that could not join is closing: its bytes wait, to be copied.
-        handed: [false, !backend_joined],
-        copying: [false; 2],
+        paused: [false, !backend_joined],
         last_received: [0; 2],
-        moved: false,
     };
     pair.watch(map, &watch, member, mode, shutdown).await;
     None
@@ -357,6 +356,9 @@ async fn in_kernel(
 struct KernelPair {
     /// Indexed by [`Side`].
     sockets: [std::net::TcpStream; 2],
+    /// Their keys in the sockmap (taken while both were connected: a socket that is
+    /// reset or closed has no peer address to make one from).
+    keys: [Key; 2],
     /// [`bytes_written`] of each socket before linking.
     base: [u64; 2],
     /// The side's peer has sent its end of stream.
@@ -367,25 +369,17 @@ struct KernelPair {
     read_before: [u64; 2],
     /// Bytes received on each side already added to the pool's counters.
     metered: [u64; 2],
-    /// The kernel no longer forwards this side's bytes (too many waited for the other
-    /// side, or it never joined): they are copied in user space once everything the
-    /// kernel took from it has reached the other side.
-    handed: [bool; 2],
-    /// ... and the copy has started.
-    copying: [bool; 2],
+    /// The kernel takes no bytes from this side (too many wait for the other side).
+    paused: [bool; 2],
     /// `bytes_received` of each side at the last flow check.
     last_received: [u64; 2],
-    /// ... and it differed from the one before.
-    moved: bool,
 }
 
 /// Bytes taken from one side and not yet in the other side's stream (the kernel holds
-/// them, uncounted by either socket's buffers) above which that side is handed to user
-/// space.
+/// them, uncounted by either socket's buffers) above which the kernel stops taking more
+/// from that side, and at or under which it starts again.
 const IN_FLIGHT_HIGH: u64 = 2 << 20;
-
-/// A side's bytes copied in user space, to the end of its stream.
-type Copy = Pin<Box<dyn std::future::Future<Output = (usize, io::Result<()>)> + Send>>;
+const IN_FLIGHT_LOW: u64 = 512 << 10;
 /// How often a pair's bytes in flight are looked at: every 10 ms while bytes move,
 /// backing off to once a second while they do not.
 const FLOW_CHECK_MIN: Duration = Duration::from_millis(10);
@@ -404,10 +398,8 @@ impl KernelPair {
         let mut idle_check = Instant::now() + idle_tick;
         let mut flush_wait = Duration::from_micros(200);
         let mut flow_every = FLOW_CHECK_MIN;
-        let mut copies: [Option<Copy>; 2] = [None, None];
-        // A side that starts handed over (a member that could not join) is seen to at
-        // once.
-        let mut flow_check = match self.handed.contains(&true) {
+        // A side that starts paused (a member that could not join) is seen to at once.
+        let mut flow_check = match self.paused.contains(&true) {
             true => Instant::now(),
             false => Instant::now() + flow_every,
         };
@@ -447,35 +439,17 @@ impl KernelPair {
                         break false;
                     }
                 }
-                (i, copied) = next_copy(&mut copies) => match copied {
-                    Err(e) if !self.passed_on[i] => {
-                        tracing::trace!(member = %member.id, error = %e, "TCP connection lost");
-                        break false;
-                    }
-                    // A copy into a side that broke: nothing more was to go to it.
-                    Err(_) => {}
-                    Ok(()) => {
-                        // Every byte of the side is in the other side's stream: its end
-                        // follows.
-                        let _ = self.sockets[1 - i].shutdown(std::net::Shutdown::Write);
-                        if !self.ended[i] {
-                            self.ended[i] = true;
-                            watch.forget(self.sockets[i].as_fd());
-                        }
-                        self.passed_on[i] = true;
-                    }
-                },
                 _ = tokio::time::sleep_until(deadline) => {
                     flush_wait = (flush_wait * 2).min(Duration::from_millis(20));
                     if Instant::now() >= flow_check {
-                        if let Err(e) = self.flow(map, member, &mut copies) {
-                            tracing::trace!(member = %member.id, error = %e, "TCP connection lost");
-                            break false;
+                        match self.flow(map, member, shutdown).await {
+                            Ok(true) => flow_every = FLOW_CHECK_MIN,
+                            Ok(false) => flow_every = (flow_every * 2).min(FLOW_CHECK_MAX),
+                            Err(e) => {
+                                tracing::trace!(member = %member.id, error = %e, "TCP connection lost");
+                                break false;
+                            }
                         }
-                        flow_every = match self.moved || self.handed != self.copying {
-                            true => FLOW_CHECK_MIN,
-                            false => (flow_every * 2).min(FLOW_CHECK_MAX),
-                        };
                         flow_check = Instant::now() + flow_every;
                     }
                     if Instant::now() >= idle_check {
@@ -505,35 +479,33 @@ impl KernelPair {
 
     /// Flow control, which the kernel's forwarding lacks: it takes every byte a side
     /// receives (so TCP never closes that side's window) however slowly the other side
-    /// drains them. A side with more than [`IN_FLIGHT_HIGH`] bytes in flight is handed
-    /// to user space ([`Sockmap::unpeer`]: its bytes wait in it, its window closes, its
-    /// sender waits), and copied from there once nothing the kernel took from it is in
-    /// flight any more (the copy is put in `copies`). Notes in `self.moved` whether
-    /// bytes moved.
-    fn flow(
+    /// drains them. A side with more than [`IN_FLIGHT_HIGH`] bytes in flight is paused
+    /// (its bytes wait in its receive queue, its window closes, its sender waits), and
+    /// resumed at [`IN_FLIGHT_LOW`]. Returns whether bytes moved or a side is paused.
+    async fn flow(
         &mut self,
         map: &Sockmap,
         member: &Arc<Member>,
-        copies: &mut [Option<Copy>; 2],
-    ) -> io::Result<()> {
+        shutdown: &CancellationToken,
+    ) -> io::Result<bool> {
         let info = [tcp_info(&self.sockets[0])?, tcp_info(&self.sockets[1])?];
         let received = [info[0].bytes_received, info[1].bytes_received];
-        self.moved = received != self.last_received;
+        let moved = received != self.last_received;
         self.last_received = received;
-        if self.moved {
+        if moved {
             self.count(&info, member);
         }
-        if !self.moved && self.handed == self.copying {
-            return Ok(());
+        if !moved && self.paused == [false; 2] {
+            return Ok(false);
         }
         for i in 0..2 {
-            if self.passed_on[i] || self.copying[i] {
+            if self.passed_on[i] {
                 continue;
             }
             let other = 1 - i;
-            // Forwarded, the kernel takes every byte as it arrives: none wait unread.
-            let unread = match self.handed[i] {
-                true => bytes_waiting(&self.sockets[i])?,
+            // Unpaused, the kernel takes every byte as it arrives: none wait unread.
+            let unread = match self.paused[i] {
+                true => bytes_unread(&self.sockets[i])?,
                 false => 0,
             };
             let fin = self.ended[i] || fin_received(info[i].state);
@@ -543,48 +515,49 @@ impl KernelPair {
                 .saturating_sub(self.read_before[i]);
             let delivered = bytes_written(&self.sockets[other])? - self.base[other];
             let in_flight = taken.saturating_sub(delivered);
-            if !self.handed[i] && !self.ended[i] && in_flight > IN_FLIGHT_HIGH {
-                map.unpeer(&self.sockets[i])?;
-                self.handed[i] = true;
-            } else if self.handed[i] && in_flight == 0 {
-                tracing::trace!(side = i, "copying the rest of a stream in user space");
-                copies[i] = Some(self.copy(i)?);
-                self.copying[i] = true;
+            if !self.paused[i] && !self.ended[i] && in_flight > IN_FLIGHT_HIGH {
+                map.pause(&self.sockets[i], &self.keys[i])?;
+                self.paused[i] = true;
+            } else if self.paused[i] && in_flight <= IN_FLIGHT_LOW {
+                // A socket whose peer has ended its stream cannot rejoin the map (only
+                // established ones can; the end may be in before its event is): the
+                // rest of its bytes, all in its receive queue now, are copied once the
+                // kernel has delivered everything it took.
+                let rejoined = !self.ended[i]
+                    && match map.resume(&self.sockets[i], &self.keys[i]) {
+                        Ok(()) => true,
+                        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => false,
+                        Err(e) => return Err(e),
+                    };
+                if rejoined {
+                    self.paused[i] = false;
+                } else if in_flight == 0 {
+                    self.copy_rest(i, shutdown).await?;
+                }
             }
         }
-        Ok(())
+        Ok(moved || self.paused.contains(&true))
     }
 
-    /// The copy of side `i`'s bytes to the other side, to the end of its stream. A
-    /// read that sees the end early (the kernel reports the end once its own queue of
-    /// the socket is empty, while a segment may still be on its way into it) is tried
-    /// again until the counters say every byte the side received is in the other
-    /// side's stream.
-    fn copy(&self, i: usize) -> io::Result<Copy> {
-        let from = self.sockets[i].try_clone()?;
-        let to = self.sockets[1 - i].try_clone()?;
-        let (read_before, base) = (self.read_before[i], self.base[1 - i]);
-        let whole = move |from: &TcpStream, to: &TcpStream| {
-            let received = tcp_info(from)?.bytes_received;
-            let delivered = bytes_written(to)? - base;
-            // `bytes_received` counts the end of stream as a byte.
-            Ok::<_, io::Error>(delivered + read_before + 1 >= received)
-        };
-        let mut reader = TcpStream::from_std(from)?;
-        let mut writer = TcpStream::from_std(to)?;
-        Ok(Box::pin(async move {
-            let copied = async {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    match reader.read(&mut buf).await? {
-                        0 if whole(&reader, &writer)? => return Ok(()),
-                        0 => tokio::time::sleep(Duration::from_millis(1)).await,
-                        n => writer.write_all(&buf[..n]).await?,
-                    }
-                }
-            };
-            (i, copied.await)
-        }))
+    /// Copies what is left in side `i`'s receive queue to the other side in user space
+    /// and passes its end of stream on.
+    async fn copy_rest(&mut self, i: usize, shutdown: &CancellationToken) -> io::Result<()> {
+        tracing::trace!(
+            side = i,
+            "copying the rest of an ended stream in user space"
+        );
+        // Paused, the socket was told not to wake readers before its buffer is full.
+        sockmap::set_rcvlowat(&self.sockets[i], 1)?;
+        let mut from = TcpStream::from_std(self.sockets[i].try_clone()?)?;
+        let mut to = TcpStream::from_std(self.sockets[1 - i].try_clone()?)?;
+        tokio::select! {
+            copied = tokio::io::copy(&mut from, &mut to) => { copied?; }
+            _ = shutdown.cancelled() => return Err(io::ErrorKind::Interrupted.into()),
+        }
+        let _ = self.sockets[1 - i].shutdown(std::net::Shutdown::Write);
+        self.passed_on[i] = true;
+        self.paused[i] = false;
+        Ok(())
     }
 
     fn bytes_received(&self, i: usize) -> u64 {
@@ -659,22 +632,6 @@ impl KernelPair {
             self.metered[i] = self.metered[i].max(bytes);
         }
     }
-}
-
-/// The first of the running copies to finish (never, while none runs).
-async fn next_copy(copies: &mut [Option<Copy>; 2]) -> (usize, io::Result<()>) {
-    std::future::poll_fn(|cx| {
-        for slot in copies.iter_mut() {
-            if let Some(copy) = slot {
-                if let Poll::Ready(done) = copy.as_mut().poll(cx) {
-                    *slot = None;
-                    return Poll::Ready(done);
-                }
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// Whether a socket in this TCP state has its peer's FIN (counted as a byte in
