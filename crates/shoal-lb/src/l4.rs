@@ -546,7 +546,8 @@ impl KernelPair {
             side = i,
             "copying the rest of an ended stream in user space"
         );
-        // Paused, the socket was told not to wake readers before its buffer is full.
+        // Paused, the socket was told not to wake readers before a quarter of its
+        // buffer is in.
         sockmap::set_rcvlowat(&self.sockets[i], 1)?;
         let mut from = TcpStream::from_std(self.sockets[i].try_clone()?)?;
         let mut to = TcpStream::from_std(self.sockets[1 - i].try_clone()?)?;

@@ -181,8 +181,10 @@ impl Sockmap {
     /// taken off the receive queue for a verdict that is gone when it looks is dropped
     /// (`sk_psock_verdict_recv` defaults to `SK_DROP`): a 64 KiB hole in the stream,
     /// seen about once in 13 runs of the slow-reader test under load. So the socket is
-    /// first made not to call the verdict for new segments (a low-water mark higher than
-    /// its buffer: TCP then calls its data-ready only once the buffer is nearly full),
+    /// first made not to call the verdict for new segments (a receive low-water mark of
+    /// a quarter of its buffer, which the queue the verdict keeps emptying cannot reach
+    /// in the moment it takes; a mark above what the buffer holds would make the kernel
+    /// grow the buffer and clamp the window to the mark for the rest of the connection),
     /// and a `TCP_INFO` reading, which takes the socket's lock, waits out a call already
     /// under way; only then is the verdict detached. The kernel offers no way to pause
     /// that is free of this race. (Taking the pair out of `peers` instead, so that the
@@ -191,7 +193,9 @@ impl Sockmap {
     /// kernel marks it as taking nothing more and frees every segment passed to it: a
     /// member's answer to a client that half-closed would be lost.)
     pub(crate) fn pause(&self, socket: &TcpStream, key: &Key) -> io::Result<()> {
-        set_rcvlowat(socket, libc::c_int::MAX)?;
+        let buffer = socket2::SockRef::from(socket).recv_buffer_size()?;
+        let mark = (buffer / 4).clamp(64 << 10, libc::c_int::MAX as usize);
+        set_rcvlowat(socket, mark as libc::c_int)?;
         tcp_info(socket)?;
         self.delete(&self.members, key);
         Ok(())
