@@ -465,16 +465,7 @@ async fn a_client_that_stops_reading_holds_its_member_back() {
         let counter = written.clone();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut chunk = vec![0u8; 64 * 1024];
-            let mut at = 0u64;
-            while at < stream_len {
-                fill(&mut chunk, at);
-                if stream.write_all(&chunk).await.is_err() {
-                    return;
-                }
-                at += chunk.len() as u64;
-                counter.store(at, Ordering::Relaxed);
-            }
+            write_stream(&mut stream, stream_len, &counter).await;
         });
         let Some((_lb, shutdown, front)) = front_of(member, kernel).await else {
             continue;
@@ -511,19 +502,11 @@ async fn a_member_that_stops_reading_holds_its_client_back() {
         let counter = written.clone();
         tokio::spawn(async move {
             let mut client = TcpStream::connect(front).await.unwrap();
-            let mut chunk = vec![0u8; 64 * 1024];
-            let mut at = 0u64;
-            while at < STREAM {
-                fill(&mut chunk, at);
-                if client.write_all(&chunk).await.is_err() {
-                    return;
-                }
-                at += chunk.len() as u64;
-                counter.store(at, Ordering::Relaxed);
+            if write_stream(&mut client, STREAM, &counter).await {
+                let _ = client.shutdown().await;
+                // Held open until the member has read the end of the stream.
+                let _ = client.read(&mut [0u8; 1]).await;
             }
-            let _ = client.shutdown().await;
-            // Held open until the member has read the end of the stream.
-            let _ = client.read(&mut chunk).await;
         });
         let (mut stream, _) = bounded("the client's connection", listener.accept())
             .await
@@ -538,6 +521,26 @@ async fn a_member_that_stops_reading_holds_its_client_back() {
         read_whole_stream(&mut stream, STREAM, kernel).await;
         shutdown.cancel();
     }
+}
+
+/// Writes `len` bytes of the test stream to `to` in 64 KiB chunks, noting in `written`
+/// how far it got. Returns false if the connection broke.
+async fn write_stream(
+    to: &mut TcpStream,
+    len: u64,
+    written: &std::sync::atomic::AtomicU64,
+) -> bool {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut at = 0u64;
+    while at < len {
+        fill(&mut chunk, at);
+        if to.write_all(&chunk).await.is_err() {
+            return false;
+        }
+        at += chunk.len() as u64;
+        written.store(at, Ordering::Relaxed);
+    }
+    true
 }
 
 /// Reads `len` bytes of the test stream and then its end from `from`, failing at the
