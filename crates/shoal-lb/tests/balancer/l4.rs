@@ -523,6 +523,46 @@ async fn a_member_that_stops_reading_holds_its_client_back() {
     }
 }
 
+/// A client that sends its request, ends its stream and then reads a long answer
+/// slowly (held back meanwhile) gets all of it and then the end. With the kernel
+/// forwarding, the client's end of stream reaches the member before the answer starts,
+/// which leaves the member's socket unable to take segments passed to itself: a way of
+/// holding the member back that passes its segments there (tried) loses the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_that_reads_slowly_gets_the_whole_answer() {
+    init_tracing();
+    const ANSWER: u64 = 16 << 20;
+    for kernel in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let member = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // A greeting, so that both sides have spoken and the pair is linked before
+            // the client ends its stream.
+            stream.write_all(b"ready\n").await.unwrap();
+            let mut request = Vec::new();
+            stream.read_to_end(&mut request).await.unwrap();
+            let written = std::sync::atomic::AtomicU64::new(0);
+            write_stream(&mut stream, ANSWER, &written).await;
+        });
+        let Some((lb, shutdown, front)) = front_of(member, kernel).await else {
+            continue;
+        };
+        let mut client = TcpStream::connect(front).await.unwrap();
+        let mut greeting = [0u8; 6];
+        client.read_exact(&mut greeting).await.unwrap();
+        client.write_all(b"send me a lot").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        read_whole_stream(&mut client, ANSWER, kernel).await;
+        if kernel {
+            assert_eq!(lb.stats()[0].kernel_forwarded, 1, "{:?}", lb.stats()[0]);
+        }
+        shutdown.cancel();
+    }
+}
+
 /// Writes `len` bytes of the test stream to `to` in 64 KiB chunks, noting in `written`
 /// how far it got. Returns false if the connection broke.
 async fn write_stream(
