@@ -255,45 +255,120 @@ pub fn idmapped_copy(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result
 /// A user namespace's maps are written from outside by a process in it, so a child is
 /// cloned into a new one (sharing our memory, on a small stack of its own, doing nothing
 /// but wait), its maps written, its namespace opened, and the child killed and reaped.
-/// It sends no `SIGCHLD` (reaped here with `__WALL`).
+/// It sends no `SIGCHLD` (reaped here with `__WALL`). See [`UserNsChild`] for why it
+/// holds none of our descriptors.
 pub fn user_namespace(id: u32) -> io::Result<OwnedFd> {
-    extern "C" fn wait_forever(_: *mut libc::c_void) -> libc::c_int {
-        loop {
-            // SAFETY: pause has no arguments; nothing here touches memory.
+    let child = UserNsChild::start()?;
+    let map = format!("0 {id} 1");
+    std::fs::write(format!("/proc/{}/uid_map", child.pid), &map)?;
+    std::fs::write(format!("/proc/{}/gid_map", child.pid), &map)?;
+    Ok(std::fs::File::open(format!("/proc/{}/ns/user", child.pid))?.into())
+}
+
+/// The child [`user_namespace`] makes its namespace with, killed and reaped when dropped.
+///
+/// Its first act is to drop its share of our descriptor table (keeping none of it) and
+/// to ask for `SIGKILL` when we die: a child holding copies of our descriptors would keep
+/// the state store's lock after a `kill -9` of the agent and make the next `shoal serve`
+/// wait for it and fail (seen once in the kill-and-restart e2e loop).
+struct UserNsChild {
+    pid: libc::pid_t,
+    /// The child's stack, freed only once the child is reaped.
+    _stack: Vec<u8>,
+}
+
+impl UserNsChild {
+    fn start() -> io::Result<Self> {
+        extern "C" fn wait_forever(parent: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: plain system calls with integer arguments; nothing here touches
+            // memory (the child shares ours).
             unsafe {
-                libc::syscall(libc::SYS_pause);
+                libc::syscall(
+                    libc::SYS_close_range,
+                    0u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_UNSHARE,
+                );
+                libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // We died before the request took: nobody will kill this child.
+                if libc::syscall(libc::SYS_getppid) != parent as libc::c_long {
+                    libc::syscall(libc::SYS_exit, 0);
+                }
+                loop {
+                    libc::syscall(libc::SYS_pause);
+                }
             }
         }
+        let mut stack = vec![0u8; 16 * 1024];
+        // SAFETY: the top of a live, writable buffer (stacks grow down; 16-byte aligned
+        // by rounding down) that `Self` keeps until the child is reaped; the child makes
+        // system calls only.
+        let pid = unsafe {
+            let top = stack.as_mut_ptr().add(stack.len()) as usize & !0xf;
+            libc::clone(
+                wait_forever,
+                top as *mut libc::c_void,
+                libc::CLONE_NEWUSER | libc::CLONE_VM | libc::CLONE_FILES,
+                libc::getpid() as usize as *mut libc::c_void,
+            )
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { pid, _stack: stack })
     }
-    let mut stack = vec![0u8; 16 * 1024];
-    // SAFETY: the top of a live, writable buffer (stacks grow down; 16-byte aligned by
-    // rounding down), and the child only calls `pause` until it is killed below, before
-    // `stack` is dropped.
-    let pid = unsafe {
-        let top = stack.as_mut_ptr().add(stack.len()) as usize & !0xf;
-        libc::clone(
-            wait_forever,
-            top as *mut libc::c_void,
-            libc::CLONE_NEWUSER | libc::CLONE_VM,
-            std::ptr::null_mut(),
-        )
-    };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+}
+
+impl Drop for UserNsChild {
+    fn drop(&mut self) {
+        // SAFETY: our own child by pid; waiting for it with __WALL (no exit signal).
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            let mut status = 0;
+            while libc::waitpid(self.pid, &mut status, libc::__WALL) < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+        }
     }
-    let map = format!("0 {id} 1");
-    let result = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
-        .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), &map))
-        .and_then(|()| std::fs::File::open(format!("/proc/{pid}/ns/user")))
-        .map(OwnedFd::from);
-    // SAFETY: our own child by pid; waiting for it with __WALL (no exit signal).
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        while libc::waitpid(pid, &mut status, libc::__WALL) < 0
-            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-        {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child that makes a user namespace keeps none of the agent's descriptors (the
+    /// state store's lock is one): were the agent killed while the child lives, the next
+    /// start would find the store locked.
+    #[test]
+    fn the_user_namespace_child_holds_none_of_our_descriptors() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let _held = std::fs::File::create(tmp.path().join("store")).expect("create");
+        let child = match UserNsChild::start() {
+            Ok(child) => child,
+            Err(e) => {
+                let why = format!("cannot clone into a new user namespace: {e}");
+                crate::driver::skip_or_fail(
+                    "the_user_namespace_child_holds_none_of_our_descriptors",
+                    &why,
+                );
+                return;
+            }
+        };
+        let open = || std::fs::read_dir(format!("/proc/{}/fd", child.pid)).map(Iterator::count);
+        // Up to 5 s for the child to run its first system call.
+        for _ in 0..5000 {
+            if open().expect("the child's descriptors") == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(
+            open().expect("the child's descriptors"),
+            0,
+            "the child still holds descriptors"
+        );
+        // And the namespace is still usable.
+        let map = format!("0 {} 1", 4242);
+        std::fs::write(format!("/proc/{}/uid_map", child.pid), map).expect("uid_map");
     }
-    drop(stack);
-    result
 }
