@@ -302,18 +302,27 @@ impl UserNsChild {
         let mut stack = vec![0u8; 16 * 1024];
         // SAFETY: the top of a live, writable buffer (stacks grow down; 16-byte aligned
         // by rounding down) that `Self` keeps until the child is reaped; the child makes
-        // system calls only.
-        let pid = unsafe {
+        // system calls only. Every signal is blocked around the clone (the child keeps
+        // that mask for good: only SIGKILL, which cannot be blocked, ends it), so none of
+        // our handlers ever runs in it on memory it shares with us.
+        let (pid, clone_error) = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
             let top = stack.as_mut_ptr().add(stack.len()) as usize & !0xf;
-            libc::clone(
+            let pid = libc::clone(
                 wait_forever,
                 top as *mut libc::c_void,
                 libc::CLONE_NEWUSER | libc::CLONE_VM | libc::CLONE_FILES,
                 libc::getpid() as usize as *mut libc::c_void,
-            )
+            );
+            let clone_error = io::Error::last_os_error();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            (pid, clone_error)
         };
         if pid < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(clone_error);
         }
         Ok(Self { pid, _stack: stack })
     }
