@@ -472,13 +472,7 @@ async fn a_client_that_stops_reading_holds_its_member_back() {
         };
         let mut client = TcpStream::connect(front).await.unwrap();
         // Nobody reads for a second: the member gets stuck once the buffers are full.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let stuck_at = written.load(Ordering::Relaxed);
-        assert!(
-            stuck_at < 48 << 20,
-            "the member wrote {} MiB to a client that reads nothing (kernel forwarding: {kernel})",
-            stuck_at >> 20
-        );
+        held_back(&written, "the member", "a client", kernel).await;
         // The member's end of stream comes after its last byte (it may have come while
         // the balancer held the member back).
         read_whole_stream(&mut client, stream_len, kernel).await;
@@ -511,13 +505,7 @@ async fn a_member_that_stops_reading_holds_its_client_back() {
         let (mut stream, _) = bounded("the client's connection", listener.accept())
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let stuck_at = written.load(Ordering::Relaxed);
-        assert!(
-            stuck_at < 48 << 20,
-            "the client wrote {} MiB to a member that reads nothing (kernel forwarding: {kernel})",
-            stuck_at >> 20
-        );
+        held_back(&written, "the client", "a member", kernel).await;
         read_whole_stream(&mut stream, STREAM, kernel).await;
         shutdown.cancel();
     }
@@ -561,6 +549,24 @@ async fn a_half_closed_client_that_reads_slowly_gets_the_whole_answer() {
         }
         shutdown.cancel();
     }
+}
+
+/// Waits a second while nobody reads what `writer` sends to `reader`, then checks it
+/// got stuck: what it wrote (`written`) is bounded by the buffers on the way and the
+/// balancer's few megabytes in flight, not the whole stream.
+async fn held_back(
+    written: &std::sync::atomic::AtomicU64,
+    writer: &str,
+    reader: &str,
+    kernel: bool,
+) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stuck_at = written.load(Ordering::Relaxed);
+    assert!(
+        stuck_at < 48 << 20,
+        "{writer} wrote {} MiB to {reader} that reads nothing (kernel forwarding: {kernel})",
+        stuck_at >> 20
+    );
 }
 
 /// Writes `len` bytes of the test stream to `to` in 64 KiB chunks, noting in `written`
