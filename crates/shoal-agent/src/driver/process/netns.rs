@@ -1,10 +1,10 @@
 //! Network namespaces for instances: create one with its veth pair and addresses,
 //! check that one still exists, tear one down.
 //!
-//! A namespace is made by a short-lived helper thread that `unshare(CLONE_NEWNET)`s
-//! itself (never a pooled thread: the change is permanent for that thread), bind-mounts
-//! `/proc/thread-self/ns/net` onto `<netns_dir>/<name>` so the namespace outlives the
-//! thread and the agent, and configures the inside over a netlink socket opened there:
+//! A namespace is made on the namespace thread ([`super::nsthread`]), which moves into a
+//! new one (`unshare(CLONE_NEWNET)`), bind-mounts `/proc/thread-self/ns/net` onto
+//! `<netns_dir>/<name>` so the namespace outlives the thread and the agent, configures
+//! the inside over a netlink socket opened there, and moves back to the host's:
 //!
 //! ```text
 //!  host                                   namespace <name>
@@ -26,6 +26,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::netlink::{self, Netlink, Route, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE};
+use super::nsthread;
 
 const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// The interface name inside every namespace.
@@ -83,9 +84,20 @@ pub fn claim(netns_path: &Path) -> Result<(), NetnsError> {
     }
 }
 
-/// [`create`] after [`claim`] won the name: on failure the mount point goes too.
+/// [`create`] after [`claim`] won the name: on failure the mount point goes too. Runs on
+/// the namespace thread (waiting for it when called elsewhere).
 pub fn build(plan: &NetnsPlan) -> Result<(), NetnsError> {
     let name = plan.netns_path.display().to_string();
+    if !nsthread::on_it() {
+        let plan = plan.clone();
+        return nsthread::run(move || build(&plan)).unwrap_or_else(|source| {
+            Err(NetnsError::Setup {
+                what: "run the namespace thread",
+                name,
+                source,
+            })
+        });
+    }
     let setup = |what: &'static str| {
         let name = name.clone();
         move |source: io::Error| NetnsError::Setup { what, name, source }
@@ -156,90 +168,82 @@ fn disable_ipv6(host_if: &str) {
     }
 }
 
-/// The part that runs in a helper thread inside the new namespace.
+/// The part that runs inside the new namespace: the namespace thread moves into it,
+/// makes the veth pair with its host end in the host's namespace, configures the inside,
+/// and moves back whatever happened.
 fn create_inside(plan: &NetnsPlan) -> Result<(), NetnsError> {
-    let plan = plan.clone();
-    let name = plan.netns_path.display().to_string();
-    let thread = std::thread::Builder::new()
-        .name("shoal-netns".into())
-        .spawn(move || -> Result<(), NetnsError> {
-            let name = plan.netns_path.display().to_string();
-            let setup = |what: &'static str| {
-                let name = name.clone();
-                move |source: io::Error| NetnsError::Setup { what, name, source }
-            };
-            let host_ns = fs::File::open("/proc/thread-self/ns/net")
-                .map_err(setup("open the host namespace"))?;
-            // SAFETY: unshare only changes this thread's namespaces; the thread is ours and
-            // ends after this function, so no other code runs in the new namespace.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(setup("unshare")(io::Error::last_os_error()));
-            }
-            bind_mount(Path::new("/proc/thread-self/ns/net"), &plan.netns_path)
-                .map_err(setup("bind-mount"))?;
-            let mut nl = Netlink::open().map_err(setup("open netlink inside"))?;
-            match nl.request(netlink::new_veth(
-                INSIDE_IF,
-                &plan.host_if,
-                Some(host_ns.as_raw_fd()),
-            )) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    return Err(NetnsError::Taken(plan.host_if.clone()))
-                }
-                Err(e) => return Err(setup("create the veth pair")(e)),
-            }
-            let inside = netlink::if_index(INSIDE_IF);
-            // lo is always index 1 in a new namespace.
-            let mut msgs = vec![
-                netlink::no_ipv6_addresses(inside),
-                netlink::link_up(1),
-                netlink::link_up(inside),
-            ];
-            if let Some((address, gateway)) = plan.addresses {
-                msgs.push(netlink::add_addr(inside, address, 32));
-                msgs.push(netlink::add_route(&Route {
-                    dst: gateway,
-                    prefix_len: 32,
-                    oif: Some(inside),
-                    gateway: None,
-                    prefsrc: None,
-                    scope: RT_SCOPE_LINK,
-                    unreachable: false,
-                }));
-                msgs.push(netlink::add_route(&Route {
-                    dst: Ipv4Addr::UNSPECIFIED,
-                    prefix_len: 0,
-                    oif: Some(inside),
-                    gateway: Some(gateway),
-                    prefsrc: None,
-                    scope: RT_SCOPE_UNIVERSE,
-                    unreachable: false,
-                }));
-            }
-            let mut results = nl.batch(msgs).into_iter();
-            if let Some(Err(e)) = results.next() {
-                tracing::debug!(error = %e, "Cannot turn off IPv6 addresses inside a namespace");
-            }
-            for r in results {
-                r.map_err(setup("configure the inside"))?;
-            }
-            Ok(())
-        });
-    match thread {
-        Ok(handle) => handle.join().unwrap_or_else(|_| {
-            Err(NetnsError::Setup {
-                what: "run the helper thread",
-                name,
-                source: io::Error::other("helper thread panicked"),
-            })
-        }),
-        Err(source) => Err(NetnsError::Setup {
-            what: "spawn the helper thread",
-            name,
-            source,
-        }),
+    let host_ns = fs::File::open("/proc/thread-self/ns/net")
+        .map_err(failed(plan, "open the host namespace"))?;
+    nsthread::enter_new().map_err(failed(plan, "unshare"))?;
+    let result = configure_inside(plan, &host_ns);
+    nsthread::back_to_host().map_err(failed(plan, "return to the host namespace"))?;
+    result
+}
+
+/// `NetnsError::Setup` of `plan`'s namespace, for `map_err`.
+fn failed<'a>(
+    plan: &'a NetnsPlan,
+    what: &'static str,
+) -> impl FnOnce(io::Error) -> NetnsError + 'a {
+    move |source| NetnsError::Setup {
+        what,
+        name: plan.netns_path.display().to_string(),
+        source,
     }
+}
+
+fn configure_inside(plan: &NetnsPlan, host_ns: &fs::File) -> Result<(), NetnsError> {
+    let setup = |what| failed(plan, what);
+    bind_mount(Path::new("/proc/thread-self/ns/net"), &plan.netns_path)
+        .map_err(setup("bind-mount"))?;
+    let mut nl = Netlink::open().map_err(setup("open netlink inside"))?;
+    match nl.request(netlink::new_veth(
+        INSIDE_IF,
+        &plan.host_if,
+        Some(host_ns.as_raw_fd()),
+    )) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            return Err(NetnsError::Taken(plan.host_if.clone()))
+        }
+        Err(e) => return Err(setup("create the veth pair")(e)),
+    }
+    let inside = netlink::if_index(INSIDE_IF);
+    // lo is always index 1 in a new namespace.
+    let mut msgs = vec![
+        netlink::no_ipv6_addresses(inside),
+        netlink::link_up(1),
+        netlink::link_up(inside),
+    ];
+    if let Some((address, gateway)) = plan.addresses {
+        msgs.push(netlink::add_addr(inside, address, 32));
+        msgs.push(netlink::add_route(&Route {
+            dst: gateway,
+            prefix_len: 32,
+            oif: Some(inside),
+            gateway: None,
+            prefsrc: None,
+            scope: RT_SCOPE_LINK,
+            unreachable: false,
+        }));
+        msgs.push(netlink::add_route(&Route {
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            oif: Some(inside),
+            gateway: Some(gateway),
+            prefsrc: None,
+            scope: RT_SCOPE_UNIVERSE,
+            unreachable: false,
+        }));
+    }
+    let mut results = nl.batch(msgs).into_iter();
+    if let Some(Err(e)) = results.next() {
+        tracing::debug!(error = %e, "Cannot turn off IPv6 addresses inside a namespace");
+    }
+    for r in results {
+        r.map_err(setup("configure the inside"))?;
+    }
+    Ok(())
 }
 
 /// Removes the veth pair (deleting the host end deletes both) and the namespace mount,

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::state::{InstanceState, NetAlloc};
-use super::{blocking, cgroups, net, net_err, procfs, start_err, users, Inner, NetworkMode};
+use super::{
+    blocking, cgroups, net, net_err, nsthread, procfs, start_err, users, Inner, NetworkMode,
+};
 use crate::driver::launch;
 use crate::driver::slot::{io_err, Machine, Proc, ProcessRecord, Slot};
 use crate::driver::{DriverError, InstanceSpec, Running};
@@ -47,8 +49,7 @@ impl Inner {
             if self.network.fits(&alloc) {
                 let net = Arc::clone(&self.network);
                 let a = alloc.clone();
-                let _permit = self.netns_setup.acquire().await;
-                blocking(move || net.ensure(&a))
+                nsthread::run_async(move || net.ensure(&a))
                     .await
                     .map_err(|e| io_err(key, e))?
                     .map_err(|e| net_err(key, e))?;
@@ -66,15 +67,12 @@ impl Inner {
                 NetworkMode::HostPorts => self.network.allocate(),
                 _ => match self.network.take_warm() {
                     Some(alloc) => Ok(alloc),
+                    // Made on the namespace thread, in turn with the other starts'.
                     None => {
                         let net = Arc::clone(&self.network);
-                        let _permit = self.netns_setup.acquire().await;
-                        blocking(move || {
-                            let _urgent = Urgent::raise();
-                            net.allocate()
-                        })
-                        .await
-                        .map_err(|e| io_err(key, e))?
+                        nsthread::run_async(move || net.allocate())
+                            .await
+                            .map_err(|e| io_err(key, e))?
                     }
                 },
             }
@@ -262,52 +260,6 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
             format!("killed by signal {sig}{name}")
         }
         None => format!("ended ({status})"),
-    }
-}
-
-/// Runs the calling thread ahead of the rest of the host while it lives (nice −10), then
-/// puts its priority back: for the one thread making namespaces during a burst of starts.
-///
-/// Why: namespaces are made one at a time (the kernel serializes them: two threads were
-/// no faster), ~1 ms each on an idle host, and every start of the burst waits its turn.
-/// At normal priority that thread got a third of a core beside the instances already
-/// booting, so a namespace took ~2.7 ms and the chain, not the CPU, set the pace of a
-/// 1000-instance scale-out. The thread it spawns to enter the new namespace inherits it.
-struct Urgent {
-    before: Option<libc::c_int>,
-}
-
-impl Urgent {
-    const NICE: libc::c_int = -10;
-
-    fn raise() -> Urgent {
-        // SAFETY: get/setpriority with `who` 0 act on the calling thread only (Linux
-        // keeps a nice value per thread); errno is cleared first to tell -1 from failure.
-        unsafe {
-            *libc::__errno_location() = 0;
-            let before = libc::getpriority(libc::PRIO_PROCESS, 0);
-            if before == -1 && *libc::__errno_location() != 0 {
-                return Urgent { before: None };
-            }
-            if before <= Self::NICE || libc::setpriority(libc::PRIO_PROCESS, 0, Self::NICE) != 0 {
-                // Already as urgent, or not allowed (not root): leave it.
-                return Urgent { before: None };
-            }
-            Urgent {
-                before: Some(before),
-            }
-        }
-    }
-}
-
-impl Drop for Urgent {
-    fn drop(&mut self) {
-        if let Some(before) = self.before {
-            // SAFETY: as in `raise`; lowering one's own priority is always allowed.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, before);
-            }
-        }
     }
 }
 
