@@ -67,7 +67,10 @@ async fn run(client: ServerClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
         }
         if !one_by_one {
             let reports: Vec<_> = batch.iter().map(|p| (&p.rec, &p.status)).collect();
-            match client.report_many(&reports).await {
+            let sent = tokio::time::Instant::now();
+            let answered = client.report_many(&reports).await;
+            tracing::debug!(reports = reports.len(), elapsed = ?sent.elapsed(), "Status batch answered");
+            match answered {
                 Ok(Some(outcomes)) => {
                     for (p, outcome) in batch.into_iter().zip(outcomes) {
                         let _ = p.answer.send(outcome);
