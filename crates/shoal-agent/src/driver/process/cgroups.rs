@@ -195,11 +195,10 @@ impl Cgroups {
         match self {
             Cgroups::V2 { parent } => {
                 let dir = parent.join(key);
-                let cpu_stat = fs::read_to_string(dir.join("cpu.stat")).ok()?;
-                let usec = stat_value(&cpu_stat, "usage_usec")?;
+                let mut buf = [0u8; 8192];
+                let usec = stat_value(&read_text(&dir.join("cpu.stat"), &mut buf)?, "usage_usec")?;
                 let current: u64 = read_u64(&dir.join("memory.current"))?;
-                let inactive = fs::read_to_string(dir.join("memory.stat"))
-                    .ok()
+                let inactive = read_text(&dir.join("memory.stat"), &mut buf)
                     .and_then(|s| stat_value(&s, "inactive_file"))
                     .unwrap_or(0);
                 Some((usec.saturating_mul(1000), current.saturating_sub(inactive)))
@@ -216,8 +215,7 @@ impl Cgroups {
                     .and_then(|m| {
                         let dir = m.join(key);
                         let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
-                        let inactive = fs::read_to_string(dir.join("memory.stat"))
-                            .ok()
+                        let inactive = read_text(&dir.join("memory.stat"), &mut [0u8; 8192])
                             .and_then(|s| stat_value(&s, "total_inactive_file"))
                             .unwrap_or(0);
                         Some(usage.saturating_sub(inactive))
@@ -403,7 +401,26 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+    read_text(path, &mut [0u8; 64])?.trim().parse().ok()
+}
+
+/// A cgroup file's text, read with one `read(2)` into `buf` (the kernel generates such a
+/// file whole at each read): `fs::read_to_string` also asks the file's size and reads
+/// again until it sees the end, and the metrics loop reads three such files of every
+/// instance every second (over half of an idle agent's CPU with 1000 instances). A file
+/// longer than `buf` is read on to its end.
+fn read_text<'a>(path: &Path, buf: &'a mut [u8]) -> Option<std::borrow::Cow<'a, str>> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let n = file.read(buf).ok()?;
+    if n < buf.len() {
+        return std::str::from_utf8(&buf[..n])
+            .ok()
+            .map(std::borrow::Cow::Borrowed);
+    }
+    let mut bytes = buf.to_vec();
+    file.read_to_end(&mut bytes).ok()?;
+    String::from_utf8(bytes).ok().map(std::borrow::Cow::Owned)
 }
 
 fn stat_value(text: &str, key: &str) -> Option<u64> {
@@ -416,6 +433,28 @@ fn stat_value(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_files_read_whole_whatever_their_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            fs::write(&path, text).expect("write");
+            path
+        };
+        assert_eq!(read_u64(&file("usage", "123456789\n")), Some(123_456_789));
+        assert_eq!(read_u64(&file("empty", "")), None);
+        // Longer than the buffer, and exactly its length: read on to the end.
+        let long: String = (0..200).map(|i| format!("key{i} {i}\n")).collect();
+        let path = file("memory.stat", &long);
+        for size in [16, long.len(), 8192] {
+            let mut buf = vec![0u8; size];
+            let text = read_text(&path, &mut buf).expect("read");
+            assert_eq!(text, long, "buffer of {size} bytes");
+            assert_eq!(stat_value(&text, "key199"), Some(199));
+        }
+        assert!(read_text(&dir.path().join("missing"), &mut [0u8; 8]).is_none());
+    }
 
     #[test]
     fn finds_v1_mounts_including_shared_ones() {
