@@ -21,7 +21,7 @@
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -87,21 +87,12 @@ pub fn claim(netns_path: &Path) -> Result<(), NetnsError> {
 /// [`create`] after [`claim`] won the name: on failure the mount point goes too. Runs on
 /// the namespace thread (waiting for it when called elsewhere).
 pub fn build(plan: &NetnsPlan) -> Result<(), NetnsError> {
-    let name = plan.netns_path.display().to_string();
     if !nsthread::on_it() {
-        let plan = plan.clone();
-        return nsthread::run(move || build(&plan)).unwrap_or_else(|source| {
-            Err(NetnsError::Setup {
-                what: "run the namespace thread",
-                name,
-                source,
-            })
-        });
+        let owned = plan.clone();
+        return nsthread::run(move || build(&owned))
+            .unwrap_or_else(|e| Err(failed(plan, "run the namespace thread")(e)));
     }
-    let setup = |what: &'static str| {
-        let name = name.clone();
-        move |source: io::Error| NetnsError::Setup { what, name, source }
-    };
+    let setup = |what| failed(plan, what);
     let result = create_inside(plan).and_then(|()| {
         if let Some((address, gateway)) = plan.addresses {
             let index = netlink::if_index(&plan.host_if);
@@ -172,10 +163,9 @@ fn disable_ipv6(host_if: &str) {
 /// makes the veth pair with its host end in the host's namespace, configures the inside,
 /// and moves back whatever happened.
 fn create_inside(plan: &NetnsPlan) -> Result<(), NetnsError> {
-    let host_ns = fs::File::open("/proc/thread-self/ns/net")
-        .map_err(failed(plan, "open the host namespace"))?;
+    let host_ns = nsthread::host_netns().map_err(failed(plan, "find the host namespace"))?;
     nsthread::enter_new().map_err(failed(plan, "unshare"))?;
-    let result = configure_inside(plan, &host_ns);
+    let result = configure_inside(plan, host_ns);
     nsthread::back_to_host().map_err(failed(plan, "return to the host namespace"))?;
     result
 }
@@ -192,16 +182,12 @@ fn failed<'a>(
     }
 }
 
-fn configure_inside(plan: &NetnsPlan, host_ns: &fs::File) -> Result<(), NetnsError> {
+fn configure_inside(plan: &NetnsPlan, host_ns: RawFd) -> Result<(), NetnsError> {
     let setup = |what| failed(plan, what);
     bind_mount(Path::new("/proc/thread-self/ns/net"), &plan.netns_path)
         .map_err(setup("bind-mount"))?;
     let mut nl = Netlink::open().map_err(setup("open netlink inside"))?;
-    match nl.request(netlink::new_veth(
-        INSIDE_IF,
-        &plan.host_if,
-        Some(host_ns.as_raw_fd()),
-    )) {
+    match nl.request(netlink::new_veth(INSIDE_IF, &plan.host_if, Some(host_ns))) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             return Err(NetnsError::Taken(plan.host_if.clone()))

@@ -20,7 +20,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -69,6 +69,15 @@ pub async fn run_async<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static
 
 fn ended() -> io::Error {
     io::Error::other("the namespace thread ended during the job (it panicked)")
+}
+
+/// The host's network namespace (a descriptor the namespace thread keeps open for its
+/// life), on the namespace thread.
+pub fn host_netns() -> io::Result<RawFd> {
+    HOST.with(|h| h.get().map(AsRawFd::as_raw_fd))
+        .ok_or_else(|| {
+            io::Error::other("the host's namespace is known only on the namespace thread")
+        })
 }
 
 /// Moves the namespace thread into a new network namespace of its own. Call
