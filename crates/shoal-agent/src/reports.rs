@@ -1,9 +1,10 @@
 //! The agent's status reports, sent in batches: every supervisor's report loop hands its
 //! newest status to one [`Reports`] task, which sends whatever is waiting in one
 //! `PUT /shoal/v1/statuses` (one request, one authentication, one store write) and
-//! answers each loop with its own result. While one batch is on the wire the next fills
-//! up, so a thousand instances booting at once cost a few dozen requests instead of
-//! four thousand, and a lone report still leaves at once.
+//! answers each loop with its own result. Batches leave at most every [`MIN_INTERVAL`]
+//! and while one is on the wire the next fills up, so a thousand instances booting at
+//! once cost about a hundred requests instead of four thousand, and a lone report after a
+//! quiet spell still leaves at once.
 //!
 //! A server from before the batch route answers 404; then reports go one by one
 //! (`PUT /shoal/v1/status/...`, several at a time), as they did.
@@ -16,6 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 /// The most reports one request carries (the server takes up to
 /// `shoal_api::agent_api::MAX_STATUSES`).
 const MAX_BATCH: usize = 500;
+
+/// The shortest time between two batches. Each costs the server a request, an
+/// authentication and a store write; with a thousand instances booting, reports sent as
+/// soon as they came were hundreds of batches of one or two. The controller looks at
+/// statuses at most every 50 ms anyway; a lone report after a quiet spell leaves at once.
+const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What a report came to: `Ok(true)` taken, `Ok(false)` the instance is not this host's
 /// (any more), `Err` not taken (the reason; the caller retries).
@@ -57,7 +64,13 @@ impl Reports {
 
 async fn run(client: ServerClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut one_by_one = false;
+    let mut last_sent: Option<tokio::time::Instant> = None;
     while let Some(first) = rx.recv().await {
+        // Batches leave at most every MIN_INTERVAL: what arrives meanwhile rides along.
+        if let Some(at) = last_sent {
+            tokio::time::sleep_until(at + MIN_INTERVAL).await;
+        }
+        last_sent = Some(tokio::time::Instant::now());
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

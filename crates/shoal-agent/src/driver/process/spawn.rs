@@ -154,16 +154,34 @@ impl Inner {
             ),
         };
         // The user is dropped last: joining the namespace and cgroups needs root.
-        let launched = launch::launch(&launch::Launch {
-            program,
-            args,
-            env: env.0,
-            cwd: &disk,
-            console: &dir.console_log(),
-            netns: endpoint.netns.as_deref(),
-            cgroups: cgroup_procs.iter().map(PathBuf::as_path).collect(),
-            user,
+        //
+        // On a blocking thread: the calling thread waits until the child has exec'd, and
+        // the child's first write to a cgroup v1 `cgroup.procs` can wait for an RCU grace
+        // period (the kernel's lock of every thread group's cgroup membership). On the
+        // runtime's two workers those waits took half of a 1000-instance scale-out:
+        // supervisors, probes and status reports queued behind them.
+        let (program, args) = (
+            program.to_path_buf(),
+            args.into_iter()
+                .map(OsStr::to_os_string)
+                .collect::<Vec<_>>(),
+        );
+        let (console, netns) = (dir.console_log(), endpoint.netns.clone());
+        let env = env.0;
+        let launched = blocking(move || {
+            launch::launch(&launch::Launch {
+                program: &program,
+                args: args.iter().map(|a| a.as_os_str()).collect(),
+                env,
+                cwd: &disk,
+                console: &console,
+                netns: netns.as_deref(),
+                cgroups: cgroup_procs.iter().map(PathBuf::as_path).collect(),
+                user,
+            })
         })
+        .await
+        .map_err(|e| io_err(key, e))?
         .map_err(|e| start_err(key, &e))?;
         let pid = launched.pid;
         // Our child cannot be reaped before `wait`, so its /proc entry is there.
