@@ -31,7 +31,7 @@ impl Inner {
         let key = &spec.key;
         // Nothing of a previous life may survive into this one (e.g. a process started
         // just before the agent was killed, whose pid never reached the state file).
-        for pid in self.cgroups.limits_for(&key.0).pids() {
+        for pid in self.cgroups.limits_for(&key.0).joined_pids() {
             let _ = procfs::kill_pid(pid, libc::SIGKILL);
         }
         self.provision(spec, slot).await?;
@@ -91,15 +91,6 @@ impl Inner {
         };
         let endpoint = self.network.endpoint(&alloc, spec.port);
 
-        let limits = if self.cgroups.enforced() {
-            self.cgroups
-                .apply(&key.0, spec.vcpus, spec.memory_mb)
-                .map_err(|e| start_err(key, &e))?
-        } else {
-            cgroups::Limits::default()
-        };
-        let cgroup_procs = limits.procs_files();
-
         // Its own user, when the agent may hand one out: the disk and custom data are its.
         let user = self.owner(key);
         let custom_data = match user {
@@ -153,6 +144,16 @@ impl Inner {
                 vec![OsStr::new("-c"), OsStr::new(&spec.command)],
             ),
         };
+        // The cgroups with the size's limits, here: made on blocking threads, many at once
+        // contended for the kernel's cgroup lock (more CPU, no faster).
+        let limits = if self.cgroups.enforced() {
+            self.cgroups
+                .apply(&key.0, spec.vcpus, spec.memory_mb)
+                .map_err(|e| start_err(key, &e))?
+        } else {
+            cgroups::Limits::default()
+        };
+        let cgroup_procs = limits.procs_files();
         // The user is dropped last: joining the namespace and cgroups needs root.
         //
         // On a blocking thread: the calling thread waits until the child has exec'd, and
