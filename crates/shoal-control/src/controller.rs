@@ -421,13 +421,15 @@ impl Controller {
         {
             return Ok(true);
         }
-        let instances: Vec<Versioned<InstanceRecord>> = caches
-            .instances
-            .with_prefix(&vref.instance_prefix())
+        // One copy of each instance record per pass (the planners take a slice of
+        // them), and the revisions beside it: a record is cloned once, not twice.
+        let cached = caches.instances.with_prefix(&vref.instance_prefix());
+        let records: Vec<InstanceRecord> = cached.iter().map(|(_, i)| i.value.clone()).collect();
+        let revisions: HashMap<u64, u64> = cached
             .iter()
-            .map(|(key, i)| versioned(key, i))
+            .map(|(_, i)| (i.value.instance_id, i.revision))
             .collect();
-        let records: Vec<InstanceRecord> = instances.iter().map(|i| i.value.clone()).collect();
+        drop(cached);
         // Statuses by instance id, and those whose instance record is gone (a report that
         // raced the removal): one walk of the set's statuses, no key built per instance.
         let ids: HashSet<u64> = records.iter().map(|r| r.instance_id).collect();
@@ -474,13 +476,6 @@ impl Controller {
             blocked = plan.blocked.clone();
             if !plan.is_empty() || !orphans.is_empty() {
                 settled = plan.is_empty();
-                let revisions: HashMap<u64, u64> = match plan.update.is_empty() {
-                    true => HashMap::new(),
-                    false => instances
-                        .iter()
-                        .map(|i| (i.value.instance_id, i.revision))
-                        .collect(),
-                };
                 let rev_of = |id: u64| revisions.get(&id).copied();
                 let mut txn: Vec<TxnOp> = Vec::new();
                 for c in &plan.create {
@@ -548,8 +543,8 @@ impl Controller {
                     self.images.as_deref(),
                     &runner::Observed {
                         set: &set.value,
-                        instances: &instances,
                         records: &records,
+                        revisions: &revisions,
                         statuses: &status_by_id,
                         health: &health,
                         record: upgrade.as_ref(),

@@ -20,9 +20,10 @@ use crate::planner::{HostSlot, Resources};
 /// What the controller's caches hold of one set.
 pub struct Observed<'a> {
     pub set: &'a VmssRecord,
-    pub instances: &'a [Versioned<InstanceRecord>],
-    /// The same instances' records (`instances` without the revisions).
     pub records: &'a [InstanceRecord],
+    /// The store revision each of `records` was read at, by instance id: the step is
+    /// applied only if none has moved since.
+    pub revisions: &'a HashMap<u64, u64>,
     pub statuses: &'a HashMap<u64, InstanceStatus>,
     pub health: &'a HashMap<u64, HealthRecord>,
     pub record: Option<&'a Versioned<RollingUpgrade>>,
@@ -119,7 +120,17 @@ pub async fn advance(
         change: RollingChange::Apply {
             step: Box::new(step),
             record_revision: observed.record.map(|r| r.revision),
-            instances: observed.instances.to_vec(),
+            instances: observed
+                .records
+                .iter()
+                .filter_map(|r| {
+                    Some(Versioned {
+                        key: r.key(),
+                        value: r.clone(),
+                        revision: *observed.revisions.get(&r.instance_id)?,
+                    })
+                })
+                .collect(),
         },
     });
     executor.execute(cmd).await?;
