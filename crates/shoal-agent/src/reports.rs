@@ -116,3 +116,111 @@ async fn run(client: ServerClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use axum::http;
+    use bytes::Bytes;
+    use serde_json::json;
+    use shoal_client::{Body, Transport, TransportError};
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// A server that takes every report, and notes when each batch came and its size.
+    #[derive(Default)]
+    struct Server {
+        batches: Mutex<Vec<(Instant, usize)>>,
+    }
+
+    struct Fake(Arc<Server>);
+
+    #[async_trait]
+    impl Transport for Fake {
+        async fn send(
+            &self,
+            req: http::Request<Bytes>,
+        ) -> Result<http::Response<Body>, TransportError> {
+            let body: serde_json::Value = serde_json::from_slice(req.body()).expect("json body");
+            let n = body["statuses"].as_array().expect("statuses").len();
+            self.0.batches.lock().unwrap().push((Instant::now(), n));
+            let results: Vec<_> = (0..n).map(|_| json!({"ok": true})).collect();
+            let answer = serde_json::to_vec(&json!({ "results": results })).expect("json");
+            Ok(http::Response::new(Body::from(answer)))
+        }
+        fn target(&self) -> &str {
+            "test"
+        }
+    }
+
+    fn rec(id: u64) -> InstanceRecord {
+        serde_json::from_value(json!({
+            "vmss": {"subscription": "s", "resource_group": "demo", "name": "web"},
+            "instance_id": id, "vm_id": "v", "host": "local", "zone": null, "fault_domain": 0,
+            "launch": {"generation": 1, "image_id": "i", "image_version": "1", "kind": "process", "blob_id": "b",
+                "command": "c", "port": 80, "sku": "x", "vcpus": 1, "memory_mb": 512,
+                "custom_data": null, "computer_name_prefix": "web"},
+            "power": "running", "restart_gen": 0, "reimage_gen": 0, "deleting": false,
+            "protection": {}, "time_created": "t"
+        }))
+        .expect("record")
+    }
+
+    fn running() -> InstanceStatus {
+        serde_json::from_value(json!({
+            "state": "running", "host": "local", "launch_generation": 1, "restart_gen": 0,
+            "reimage_gen": 0, "address": "127.0.0.1:20000", "port": 20000, "pid": 7,
+            "message": null, "restarts": 0, "since": "t"
+        }))
+        .expect("status")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_reports_rides_in_few_batches_and_a_lone_one_leaves_at_once() {
+        let server = Arc::new(Server::default());
+        let reports = Reports::start(ServerClient::new(Arc::new(Fake(server.clone()))));
+        let status = running();
+
+        // A lone report is taken without waiting.
+        let t0 = Instant::now();
+        assert_eq!(reports.report(&rec(0), &status).await, Ok(true));
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+
+        // A hundred reports, one every millisecond (instances booting): each is taken,
+        // in batches no closer than MIN_INTERVAL apart.
+        let mut waiting = Vec::new();
+        for id in 1..=100 {
+            let (reports, rec, status) = (reports.clone(), rec(id), status.clone());
+            waiting.push(tokio::spawn(
+                async move { reports.report(&rec, &status).await },
+            ));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for w in waiting {
+            assert_eq!(w.await.expect("report task"), Ok(true));
+        }
+        let batches = server.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().map(|b| b.1).sum::<usize>(), 101);
+        assert!(
+            batches.len() <= 8,
+            "{} batches for 101 reports",
+            batches.len()
+        );
+        for pair in batches.windows(2) {
+            assert!(
+                pair[1].0 - pair[0].0 >= MIN_INTERVAL,
+                "batches {pair:?} too close"
+            );
+        }
+
+        // After a quiet spell the next report leaves at once again.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t1 = Instant::now();
+        assert_eq!(reports.report(&rec(1), &status).await, Ok(true));
+        assert_eq!(t1.elapsed(), Duration::ZERO);
+    }
+}
