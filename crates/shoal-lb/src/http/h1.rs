@@ -311,6 +311,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
         mode: &HttpMode,
     ) -> Result<Outcome, Failure> {
         let stall = mode.request_timeout;
+        // The request goes to the member after the worker has read every client that is
+        // ready (a yield puts this task behind them): the member writes of one turn of
+        // the event loop then go out together, instead of each waking a member that
+        // preempts the worker between two clients' reads. L7 keep-alive under wrk: +3–6 %
+        // req/s, fewer preemptions of the worker per request (0.48 → 0.43; bench/RESULTS).
+        tokio::task::yield_now().await;
         write_within(stream, &self.member_head, stall).await?;
         let cookie = (mode.affinity && request.affinity.as_deref() != Some(&*member.id))
             .then(|| crate::affinity::set_cookie(&member.id, self.info.tls));
