@@ -18,4 +18,7 @@ pub mod metrics;
 pub mod reports;
 pub mod supervisor;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use agent::{run, AgentConfig, AgentError};
