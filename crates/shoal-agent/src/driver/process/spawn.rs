@@ -144,8 +144,9 @@ impl Inner {
                 vec![OsStr::new("-c"), OsStr::new(&spec.command)],
             ),
         };
-        // The cgroups with the size's limits, here: made on blocking threads, many at once
-        // contended for the kernel's cgroup lock (more CPU, no faster).
+        // The cgroups with the size's limits, made on the runtime's thread: made on the
+        // blocking threads with the launches, many at once contended for the kernel's
+        // cgroup lock (more CPU, no faster; bench/RESULTS, session 20).
         let limits = if self.cgroups.enforced() {
             self.cgroups
                 .apply(&key.0, spec.vcpus, spec.memory_mb)
