@@ -91,6 +91,18 @@ impl Inner {
         };
         let endpoint = self.network.endpoint(&alloc, spec.port);
 
+        // The cgroups with the size's limits, made here on the runtime's thread: made on
+        // the blocking threads with the launches, many at once contended for the kernel's
+        // cgroup lock (more CPU, no faster; bench/RESULTS, session 20).
+        let limits = if self.cgroups.enforced() {
+            self.cgroups
+                .apply(&key.0, spec.vcpus, spec.memory_mb)
+                .map_err(|e| start_err(key, &e))?
+        } else {
+            cgroups::Limits::default()
+        };
+        let cgroup_procs = limits.procs_files();
+
         // Its own user, when the agent may hand one out: the disk and custom data are its.
         let user = self.owner(key);
         let custom_data = match user {
@@ -144,17 +156,6 @@ impl Inner {
                 vec![OsStr::new("-c"), OsStr::new(&spec.command)],
             ),
         };
-        // The cgroups with the size's limits, made on the runtime's thread: made on the
-        // blocking threads with the launches, many at once contended for the kernel's
-        // cgroup lock (more CPU, no faster; bench/RESULTS, session 20).
-        let limits = if self.cgroups.enforced() {
-            self.cgroups
-                .apply(&key.0, spec.vcpus, spec.memory_mb)
-                .map_err(|e| start_err(key, &e))?
-        } else {
-            cgroups::Limits::default()
-        };
-        let cgroup_procs = limits.procs_files();
         // The user is dropped last: joining the namespace and cgroups needs root.
         //
         // On a blocking thread: the calling thread waits until the child has exec'd, and
