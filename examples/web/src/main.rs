@@ -718,7 +718,10 @@ fn watch_events(instance: &str, log: &str) {
                     .append(true)
                     .open(log)
                 {
-                    let _ = writeln!(f, "instance {instance} saw Terminate {id}");
+                    // One write per line: several instances append to the same file,
+                    // and `writeln!` would write the pieces of the line one by one.
+                    let line = format!("instance {instance} saw Terminate {id}\n");
+                    let _ = f.write_all(line.as_bytes());
                 }
                 let approve = format!("{{\"StartRequests\":[{{\"EventId\":\"{id}\"}}]}}");
                 let _ = metadata_call("POST", &url, &approve);
