@@ -44,7 +44,7 @@ fn idle_and_slow_connections_do_not_stop_the_api() {
             "--data-dir",
         ])
         .arg(&data)
-        .env("SHOAL_LOG", "info")
+        .env("SHOAL_LOG", crate::harness::log_filter())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)

@@ -223,7 +223,7 @@ impl Server {
             .arg(self.data_dir())
             .args(&self.extra_args)
             .env("SHOAL_STOP_GRACE_SECONDS", "3")
-            .env("SHOAL_LOG", "info")
+            .env("SHOAL_LOG", crate::harness::log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -462,6 +462,12 @@ pub struct Inst {
     pub power: String,
     pub pid: Option<u32>,
     pub protected: bool,
+}
+
+/// The log filter the real processes of a test run with: `info`, or what
+/// `SHOAL_E2E_LOG` says (e.g. `info,shoal_store::etcd=debug` to chase a flaky test).
+pub fn log_filter() -> String {
+    std::env::var("SHOAL_E2E_LOG").unwrap_or_else(|_| "info".into())
 }
 
 pub fn tail(s: &str, n: usize) -> String {

@@ -162,7 +162,7 @@ impl Agent {
             .arg("--data-dir")
             .arg(self.data_dir())
             .env("SHOAL_STOP_GRACE_SECONDS", "3")
-            .env("SHOAL_LOG", "info")
+            .env("SHOAL_LOG", crate::harness::log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

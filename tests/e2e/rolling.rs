@@ -290,7 +290,7 @@ fn spawn_server(s: &mut Server) {
         .arg(format!("127.0.0.1:{}", s.port))
         .arg("--data-dir")
         .arg(s.data_dir().join("server"))
-        .env("SHOAL_LOG", "info")
+        .env("SHOAL_LOG", crate::harness::log_filter())
         .stdin(std::process::Stdio::null())
         .stdout(log_file(s, "serve.log"))
         .stderr(log_file(s, "serve.log"))
@@ -318,7 +318,7 @@ fn spawn(
     }
     cmd.env("SHOAL_ENDPOINT", s.endpoint())
         .env("SHOAL_STOP_GRACE_SECONDS", "3")
-        .env("SHOAL_LOG", "info")
+        .env("SHOAL_LOG", crate::harness::log_filter())
         .stdin(std::process::Stdio::null())
         .stdout(log_file(s, log))
         .stderr(log_file(s, log))

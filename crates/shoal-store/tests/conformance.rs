@@ -1196,6 +1196,17 @@ async fn etcd_quorum_loss_fails_writes_keeps_reads_and_recovers() {
         .await
         .unwrap();
     assert_eq!(read.unwrap().unwrap().value, b"2", "reads still answer");
+    // The store now knows etcd has no quorum: reads go to a member's copy at once, not
+    // one timeout each (ten reads took ten timeouts, 20 s, before it remembered).
+    let burst = tokio::time::Instant::now();
+    for _ in 0..10 {
+        assert_eq!(store.get("k").await.unwrap().unwrap().value, b"2");
+    }
+    assert!(
+        burst.elapsed() < Duration::from_secs(4),
+        "ten reads without quorum took {:?}",
+        burst.elapsed()
+    );
     assert!(!store.healthy().await);
 
     cluster.restart(1);

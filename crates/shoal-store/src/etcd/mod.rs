@@ -7,9 +7,11 @@
 //! `version`/`mod_revision`; one over etcd's limits is refused with
 //! [`StoreError::TooLarge`]. A watch is an etcd watch from `after + 1` ([`watch`]); a
 //! compacted start revision ends it with [`StoreError::Compacted`]. Reads are
-//! linearizable; when etcd cannot answer one (no quorum), the member the client talks to
-//! answers it from its own copy (a serializable read), so reads go on while writes fail
-//! with [`StoreError::Unavailable`].
+//! linearizable; when etcd cannot answer one (no quorum), a member answers it from its
+//! own copy (a serializable read), so reads go on while writes fail with
+//! [`StoreError::Unavailable`]. After one such read the store remembers that etcd has
+//! no quorum: reads go straight to a member's copy (not one timeout each) until a
+//! probe in the background sees a linearizable read answered again.
 //!
 //! Beside the data: [`Elector`] (a lease, the election key `<prefix>leader`, server
 //! membership under `<prefix>members/`) and [`EtcdStore::fenced`], the store a leader's
@@ -19,8 +21,8 @@
 //! as the Kubernetes apiserver does).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -125,6 +127,10 @@ pub struct EtcdStore {
     /// reached etcd is safe to send elsewhere).
     members: Arc<[KvClient]>,
     preferred: Arc<AtomicUsize>,
+    /// Whether etcd was last seen without a quorum (see [`Quorum`]).
+    quorum: Arc<Quorum>,
+    /// The per-call timeout.
+    timeout: Duration,
     watch: WatchClient,
     /// `<prefix>kv/`: what every store key is stored under.
     data: String,
@@ -202,6 +208,8 @@ impl EtcdStore {
         let store = EtcdStore {
             members: members.into(),
             preferred: Arc::new(AtomicUsize::new(0)),
+            quorum: Arc::default(),
+            timeout: config.timeout,
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
             client,
             data: format!("{}kv/", config.prefix),
@@ -280,7 +288,10 @@ impl EtcdStore {
         for i in 0..n {
             let at = (start + i) % n;
             match call(self.members[at].clone()).await {
-                Err(e) if move_on(&e) => last = Some(e),
+                Err(e) if move_on(&e) => {
+                    tracing::debug!(member = %self.endpoints[at], error = %e, "An etcd member did not answer; trying the next");
+                    last = Some(e)
+                }
                 answer => {
                     if i > 0 {
                         self.preferred.store(at, Ordering::Relaxed);
@@ -323,7 +334,7 @@ impl EtcdStore {
         to_kv(&self.data, kv)
     }
 
-    /// A linearizable range read; when etcd cannot answer one, the member's own copy.
+    /// A linearizable range read; when etcd cannot answer one, a member's own copy.
     async fn range(
         &self,
         key: Vec<u8>,
@@ -339,25 +350,96 @@ impl EtcdStore {
                 move_on,
             )
         };
-        let answer = match get(options.clone(), not_sent).await {
-            Ok(answer) => answer,
-            Err(e) => match map_err(e) {
-                StoreError::Unavailable(cause) => {
-                    tracing::debug!(error = %cause, "etcd cannot answer a linearizable read; reading a member's copy");
-                    // Any member's copy will do: one that is down or cut off (its
-                    // connection broken after the request left) is passed over.
-                    get(options.with_serializable(), is_unavailable)
-                        .await
-                        .map_err(map_err)?
+        if !self.quorum.lost.load(Ordering::Relaxed) {
+            match get(options.clone(), not_sent).await {
+                Ok(mut answer) => {
+                    let rev = header_revision(answer.header());
+                    return Ok((answer.take_kvs(), rev));
                 }
-                other => return Err(other),
-            },
+                Err(e) => match map_err(e) {
+                    StoreError::Unavailable(cause) => {
+                        tracing::debug!(error = %cause, "etcd cannot answer a linearizable read; reading a member's copy");
+                        self.quorum_lost();
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
+        // Any member's copy will do: one that is down or cut off is passed over, and a
+        // connection broken a moment ago (its next call fails while it reconnects) is
+        // tried again until the call's timeout.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(20);
+        let mut answer = loop {
+            match get(options.clone().with_serializable(), is_unavailable).await {
+                Err(e) if is_unavailable(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, "No etcd member answered from its copy; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                answer => break answer.map_err(map_err)?,
+            }
         };
         let rev = header_revision(answer.header());
-        let mut answer = answer;
         Ok((answer.take_kvs(), rev))
     }
+
+    /// Remembers that etcd cannot answer linearizable reads, and starts the probe that
+    /// notices when it can again (one at a time).
+    fn quorum_lost(&self) {
+        self.quorum.lost.store(true, Ordering::Relaxed);
+        if self.quorum.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(probe_quorum(
+            Arc::downgrade(&self.quorum),
+            self.members.clone(),
+            self.data.clone(),
+            self.timeout,
+        ));
+    }
 }
+
+/// Whether etcd was last seen unable to answer a linearizable read (no quorum, or no
+/// member reachable). Shared by a store's clones.
+#[derive(Debug, Default)]
+struct Quorum {
+    lost: AtomicBool,
+    /// Whether a [`probe_quorum`] task runs.
+    probing: AtomicBool,
+}
+
+/// Every [`PROBE_EVERY`], a linearizable read on each member in turn, until one answers
+/// (then reads are linearizable again) or every clone of the store is gone.
+async fn probe_quorum(
+    quorum: Weak<Quorum>,
+    members: Arc<[KvClient]>,
+    data: String,
+    timeout: Duration,
+) {
+    let mut at = 0;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(q) = quorum.upgrade() else { return };
+        let mut kv = members[at % members.len()].clone();
+        let read = kv.get(data.clone(), Some(GetOptions::new().with_count_only()));
+        if let Ok(Ok(_)) = tokio::time::timeout(timeout.min(PROBE_TIMEOUT), read).await {
+            tracing::info!("etcd answers linearizable reads again");
+            q.lost.store(false, Ordering::Relaxed);
+            q.probing.store(false, Ordering::Release);
+            return;
+        }
+        at += 1;
+    }
+}
+
+/// How often a store that saw etcd without a quorum checks whether it has one again,
+/// and how long it waits for the answer (without a quorum etcd answers only when the
+/// call times out).
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a write waits while etcd is known to have no quorum.
+const LOST_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(crate) fn to_kv(data: &str, kv: &etcd_client::KeyValue) -> Option<KeyValue> {
     let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(data)?;
@@ -457,13 +539,23 @@ impl Store for EtcdStore {
     async fn txn(&self, ops: Txn) -> Result<Revision> {
         let fence = self.fence.as_ref().map(|f| &f.fence);
         let plan = txn::plan(&self.data, ops, fence)?;
-        let answer = self
-            .on_member(|mut kv| {
-                let txn = plan.txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .await
-            .map_err(map_err)?;
+        let call = self.on_member(|mut kv| {
+            let txn = plan.txn.clone();
+            async move { kv.txn(txn).await }
+        });
+        // Known without a quorum: a write fails within a second rather than the whole
+        // call timeout (one that lands once the quorum is back is answered in time).
+        let answer = if self.quorum.lost.load(Ordering::Relaxed) {
+            match tokio::time::timeout(LOST_WRITE_TIMEOUT.min(self.timeout), call).await {
+                Ok(answer) => answer,
+                Err(elapsed) => return Err(StoreError::Unavailable(Box::new(elapsed))),
+            }
+        } else {
+            call.await
+        }
+        .map_err(map_err)?;
+        // A transaction answered, even a failed compare, went through etcd's quorum.
+        self.quorum.lost.store(false, Ordering::Relaxed);
         if answer.succeeded() {
             return Ok(header_revision(answer.header()));
         }
