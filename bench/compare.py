@@ -6,6 +6,7 @@
     python3 bench/compare.py --skip-spawn     # only the balancer comparisons
     SHOAL_LB_KERNEL_FORWARDING=off python3 bench/compare.py --skip-spawn  # L4 copied in user space
     python3 bench/compare.py --skip-lb        # only the 1000-instance comparisons
+    python3 bench/compare.py --lb-netns host  # the balancers in this network namespace
 
 What it runs (the peers are started by this script; HAProxy, wrk and openssl are
 installed with apt-get when missing):
@@ -15,7 +16,12 @@ installed with apt-get when missing):
   three `shoal-web` backends, the same wrk load (-t2 -c50), HTTP probes on both:
   L7 HTTP/1.1 keep-alive; L4 TCP keep-alive; L4 with a new connection per request;
   L7 over TLS (same certificate) keep-alive; TLS handshakes (a new TLS connection per
-  request). Each round runs every pair, HAProxy and Shoal in alternating order.
+  request). Each round runs every pair, HAProxy and Shoal in alternating order. As root,
+  the balancers, backends and wrk run in a network namespace of their own (`--lb-netns
+  own`, the default), so a firewall on the host weighs on neither: any nat table there
+  (Docker's, or the one Shoal's namespaced instances leave for their way out) makes the
+  kernel track every loopback connection, a cost per packet (~1 µs per request per proxy
+  here) added to both that hides differences between the proxies.
 - Spawning: 0 -> 1000 instances answering with host ports and with a network namespace
   each (`bench/scale1000.py`, which also samples API GET latency meanwhile), against 1000
   bare `shoal-web` processes (`bench/bare1000.py`); namespaces twice: made as instances
@@ -220,6 +226,24 @@ SPAWN_CASES = [
 ]
 
 
+def run_lb_in_netns(args):
+    """`run_lb` in a network namespace of its own (this script again, inside it)."""
+    name = f"shoal-compare-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    out = tempfile.NamedTemporaryFile(prefix="shoal-compare-lb-", suffix=".json", delete=False).name
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        log(f"balancer comparisons in the network namespace {name}")
+        cmd = ["ip", "netns", "exec", name, sys.executable, os.path.abspath(__file__), "--lb-json", out,
+               "--runs", str(args.runs), "--duration", args.duration, "--conns", str(args.conns), "--no-build"]
+        subprocess.run(cmd, check=True)
+        with open(out) as f:
+            return {(key, who): runs for key, who, runs in json.load(f)}
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
+        os.unlink(out)
+
+
 def run_spawn(args):
     out = {name: [] for name, _, _ in SPAWN_CASES}
     out["bare"] = []
@@ -295,6 +319,9 @@ def main():
     ap.add_argument("--skip-spawn", action="store_true")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/last-comparison.md"))
+    ap.add_argument("--lb-netns", choices=("own", "host"), default="own" if os.geteuid() == 0 else "host",
+                    help="run the balancer comparisons in a network namespace of their own (default as root)")
+    ap.add_argument("--lb-json", help=argparse.SUPPRESS)  # inside that namespace: results to this file
     args = ap.parse_args()
     ensure_tools()
     if not args.no_build:
@@ -302,20 +329,33 @@ def main():
     load_before = open("/proc/loadavg").read().split()[:3]
     work = tempfile.mkdtemp(prefix="shoal-compare-")
     try:
-        lb = None if args.skip_lb else run_lb(args, work)
+        if args.lb_json:
+            lb = run_lb(args, work)
+            with open(args.lb_json, "w") as f:
+                json.dump([[key, who, runs] for (key, who), runs in lb.items()], f)
+            return
+        if args.skip_lb:
+            lb = None
+        elif args.lb_netns == "own":
+            lb = run_lb_in_netns(args)
+        else:
+            lb = run_lb(args, work)
         spawn = None if args.skip_spawn else run_spawn(args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     head = [
         f"Run {time.strftime('%Y-%m-%d %H:%M')} UTC: `python3 bench/compare.py --runs {args.runs} --duration {args.duration}"
-        + (" --skip-lb" if args.skip_lb else "") + (" --skip-spawn" if args.skip_spawn else "") + "`",
+        + (" --skip-lb" if args.skip_lb else "") + (" --skip-spawn" if args.skip_spawn else "")
+        + (" --lb-netns host" if args.lb_netns == "host" else "") + "`",
         f"Machine: {os.cpu_count()} cores ({cpu}), {os.uname().release}; load average before: {' '.join(load_before)}",
         f"HAProxy: {subprocess.run(['haproxy', '-v'], capture_output=True, text=True).stdout.splitlines()[0]}",
         f"Load: wrk -t2 -c{args.conns} -d{args.duration}; 3 × shoal-web backends; medians of {args.runs} alternating rounds.",
         "Shoal's L4 kernel forwarding: " + ("off (SHOAL_LB_KERNEL_FORWARDING=off)"
                                             if os.environ.get("SHOAL_LB_KERNEL_FORWARDING") in ("off", "0")
                                             else "on (the default, where the balancer may load eBPF)"),
+        "Balancers, backends and wrk: " + ("in a network namespace of their own (no firewall rules, no connection "
+                                            "tracking)" if args.lb_netns == "own" else "in the host's network namespace"),
         "CPU/req: CPU time per request of the proxy process (its threads) and of the whole machine (wrk, backends,",
         "proxy, kernel workers: L4 kernel forwarding runs in the kernel's workers, not in the proxy process).",
         "",
