@@ -45,6 +45,7 @@ impl Workers {
                             return;
                         }
                     };
+                    crate::http::batch::start_on_this_thread();
                     let _ = tx.send(Ok(runtime.handle().clone()));
                     runtime.block_on(async {
                         shutdown.cancelled().await;

@@ -11,6 +11,7 @@
 //! eject the member at once.
 
 pub(crate) mod backend;
+pub(crate) mod batch;
 pub(crate) mod body;
 pub(crate) mod h1;
 pub(crate) mod wire;

@@ -125,7 +125,7 @@ async fn misbehaving_members_do_not_wedge_the_balancer() {
     init_tracing();
     let good = Backend::start("good").await;
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     let settings = HttpSettings {
         routes: vec![
             route("/garbage", "garbage"),
@@ -219,7 +219,7 @@ async fn only_idempotent_requests_are_retried_after_being_sent() {
     init_tracing();
     let good = Backend::start("good").await;
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     let (closer_addr, closer_seen) = closer().await;
     let cfg = |pool: &str| BalancerConfig {
         listeners: vec![http_listener("web", HttpSettings::new(pool))],

@@ -142,7 +142,7 @@ async fn routes_by_host_and_path_and_adds_forwarded_headers() {
         Backend::start("web").await,
     );
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     let settings = HttpSettings {
         routes: vec![
             HttpRoute {
@@ -222,7 +222,7 @@ async fn an_affinity_cookie_pins_a_client_until_its_member_drains() {
         Backend::start("c").await,
     ];
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     let mut cfg = BalancerConfig {
         listeners: vec![http_listener(
             "web",
@@ -273,7 +273,7 @@ async fn without_a_routable_member_the_answer_is_a_quick_503() {
     init_tracing();
     let a = Backend::start("a").await;
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     lb.apply(BalancerConfig {
         listeners: vec![
             http_listener("web", HttpSettings::new("p")),
@@ -343,7 +343,7 @@ async fn a_tcp_probe_marks_a_closed_port_unhealthy() {
         .local_addr()
         .unwrap();
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     let probe = shoal_lb::Probe {
         interval: std::time::Duration::from_millis(200),
         threshold: 1,
@@ -384,7 +384,7 @@ async fn backend_connections_are_reused() {
     init_tracing();
     let a = Backend::start("a").await;
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     lb.apply(BalancerConfig {
         listeners: vec![http_listener("web", HttpSettings::new("p"))],
         pools: vec![pool("p", &[&a], None)],
@@ -414,7 +414,7 @@ async fn a_client_abandoning_its_upload_does_not_eject_the_member() {
     init_tracing();
     let a = Backend::start("a").await;
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     lb.apply(BalancerConfig {
         listeners: vec![http_listener("web", HttpSettings::new("p"))],
         pools: vec![pool("p", &[&a], None)],

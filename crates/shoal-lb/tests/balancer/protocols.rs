@@ -86,7 +86,7 @@ async fn http2_from_clients_is_served_only_when_enabled() {
     let a = Backend::start("a").await;
     for enabled in [true, false] {
         let shutdown = CancellationToken::new();
-        let lb = Balancer::new(shutdown.clone());
+        let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
         lb.apply(BalancerConfig {
             listeners: vec![http_listener(
                 "web",
@@ -186,7 +186,7 @@ async fn one_member_front(
     member: SocketAddr,
 ) -> (Balancer, CancellationToken, SocketAddr) {
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     lb.apply(BalancerConfig {
         listeners: vec![http_listener("web", HttpSettings::new("p"))],
         pools: vec![Pool {

@@ -400,7 +400,7 @@ pub fn tcp_listener(name: &str, settings: TcpSettings) -> Listener {
 /// pool "p" of `backends`, once every member is healthy.
 pub async fn front(backends: &[&Backend]) -> (Balancer, CancellationToken, SocketAddr, SocketAddr) {
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     lb.apply(BalancerConfig {
         listeners: vec![
             http_listener("web", HttpSettings::new("p")),

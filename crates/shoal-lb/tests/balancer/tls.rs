@@ -29,7 +29,7 @@ async fn an_https_listener_serves_h1_and_h2_with_a_fresh_certificate() {
     std::fs::write(&files.key_file, certified.signing_key.serialize_pem()).unwrap();
 
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     let https = |name: &str, tls: TlsCertificate| Listener {
         name: name.into(),
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -175,7 +175,7 @@ async fn an_https_probe_checks_a_tls_member_without_verifying_it() {
     )
     .await;
     let shutdown = CancellationToken::new();
-    let lb = Balancer::new(shutdown.clone());
+    let lb = Balancer::with_workers(shutdown.clone(), 1).expect("a worker");
     let probe = shoal_lb::Probe {
         protocol: shoal_lb::ProbeProtocol::Https,
         ..probe()
