@@ -58,7 +58,7 @@ struct SlotState {
 
 impl Slot {
     fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        crate::pool::lock(&self.0)
     }
 
     fn finish(&self, result: i32) {

@@ -311,11 +311,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
         mode: &HttpMode,
     ) -> Result<Outcome, Failure> {
         let stall = mode.request_timeout;
-        // The request goes to the member after the worker has read every client that is
-        // ready (a yield puts this task behind them): the member writes of one turn of
-        // the event loop then go out together, instead of each waking a member that
-        // preempts the worker between two clients' reads. L7 keep-alive under wrk: +3–6 %
-        // req/s, fewer preemptions of the worker per request (0.48 → 0.43; bench/RESULTS).
+        // The request head leaves with the other heads of this turn of the event loop,
+        // in one system call (`batch`): one preemption of the worker per turn by the
+        // members it wakes, not one per request. Without a ring the task yields first,
+        // so the turn's writes at least follow each other (bench/RESULTS, sessions
+        // 20–21). What was not sent whole is written here, waiting for the socket.
         match super::batch::send(std::os::fd::AsRawFd::as_raw_fd(&*stream), &self.member_head).await
         {
             None => {
